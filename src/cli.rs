@@ -69,7 +69,8 @@ pub struct ServeArgs {
     /// Create a User on first sight of a valid token (Aidbox's BOX_SECURITY_INTROSPECTION_CREATE_USER).
     #[arg(long, env = "PORTCULLIS_CREATE_USERS")]
     pub create_users: bool,
-    /// Where created Users are written as manifests in file mode, and read back at start.
+    /// Where created Users are written as manifests in file mode (`<name>.yaml`), and read
+    /// back at start-up and on change; required with --create-users.
     #[arg(long, env = "PORTCULLIS_USERS_DIR")]
     pub users_dir: Option<PathBuf>,
     /// Tokens longer than this are refused unread.
@@ -99,6 +100,10 @@ pub struct ExplainArgs {
     /// A request header, `name:value`; may repeat.
     #[arg(long = "header", value_parser = parse_header)]
     pub headers: Vec<(String, String)>,
+    /// Say which User `serve --create-users` would create for the token. Explain itself
+    /// never creates one, nor calls userinfo.
+    #[arg(long)]
+    pub create_users: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,6 +9,7 @@ use crate::metrics::Metrics;
 use crate::snapshot::{self, Snapshot, SnapshotStore};
 use crate::source::{files, ConfigError};
 use crate::token::TokenVerifier;
+use crate::users::UserResolver;
 
 fn load(args: &ConfigArgs) -> Result<(Snapshot, usize), Vec<ConfigError>> {
     let loaded = files::load(&args.config);
@@ -57,6 +58,11 @@ pub async fn explain(args: ExplainArgs) -> ExitCode {
         tokens: TokenVerifier::default(),
         metrics: Arc::new(Metrics::new()),
         log: DecisionLog::new(0),
+        users: if args.create_users {
+            UserResolver::dry_run()
+        } else {
+            UserResolver::off()
+        },
     };
     let mut headers = args.headers.clone();
     if let Some(token) = &args.token {

@@ -17,6 +17,7 @@ use crate::server::http::{router, HttpState};
 use crate::snapshot::{self, SnapshotStore};
 use crate::source::files;
 use crate::token::TokenVerifier;
+use crate::users::{FileUserStore, UserResolver, UserinfoClient};
 
 /// How long a burst of file events must be quiet before a reload.
 const RELOAD_SETTLE: Duration = Duration::from_millis(200);
@@ -31,25 +32,32 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.create_users && args.users_dir.is_none() {
         bail!("--create-users in file mode needs --users-dir DIR, where created Users are kept");
     }
-    if args.create_users {
-        bail!("--create-users is not part of this build yet");
-    }
+    let config = config_paths(&args)?;
 
     let metrics = Arc::new(Metrics::new());
+    let users = match (&args.users_dir, args.create_users) {
+        (Some(dir), true) => {
+            let store = FileUserStore::new(dir)
+                .with_context(|| format!("opening --users-dir {}", dir.display()))?;
+            tracing::info!(dir = %dir.display(), "creating Users on first sight");
+            UserResolver::creating(Arc::new(store), UserinfoClient::default(), metrics.clone())
+        }
+        _ => UserResolver::off(),
+    };
     let snapshots = Arc::new(SnapshotStore::default());
     let authorizer = Arc::new(Authorizer {
         snapshots: snapshots.clone(),
         tokens: TokenVerifier::new(args.max_token_bytes),
         metrics: metrics.clone(),
         log: DecisionLog::new(args.decision_log_allow_sample),
+        users,
     });
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_not_serving::<AuthorizationServer<ExtAuthz>>()
         .await;
 
-    let config = args.config.clone();
-    reload(&config, &snapshots, &metrics);
+    reload(&config, &snapshots, &metrics, &authorizer.users);
     if snapshots.is_ready() {
         health.set_serving::<AuthorizationServer<ExtAuthz>>().await;
     }
@@ -59,9 +67,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let snapshots = snapshots.clone();
         let metrics = metrics.clone();
         let health = health.clone();
+        let authorizer = authorizer.clone();
         tokio::spawn(async move {
             while changes.recv().await.is_some() {
-                if reload(&config, &snapshots, &metrics) {
+                if reload(&config, &snapshots, &metrics, &authorizer.users) {
                     health.set_serving::<AuthorizationServer<ExtAuthz>>().await;
                 }
             }
@@ -115,9 +124,35 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--config` paths, plus `--users-dir` (created Users are read back like any User
+/// manifest, at start-up and on change) unless a `--config` directory holds it already.
+fn config_paths(args: &ServeArgs) -> anyhow::Result<Vec<PathBuf>> {
+    let mut paths = args.config.clone();
+    if let Some(dir) = &args.users_dir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating --users-dir {}", dir.display()))?;
+        let users = dir
+            .canonicalize()
+            .with_context(|| format!("reading --users-dir {}", dir.display()))?;
+        let inside_config = args.config.iter().any(|c| {
+            c.canonicalize()
+                .is_ok_and(|c| c.is_dir() && users.starts_with(c))
+        });
+        if !inside_config {
+            paths.push(dir.clone());
+        }
+    }
+    Ok(paths)
+}
+
 /// Load and compile the files; swap the snapshot only if everything compiled.
 /// Returns whether a new snapshot is serving.
-fn reload(paths: &[PathBuf], snapshots: &SnapshotStore, metrics: &Metrics) -> bool {
+fn reload(
+    paths: &[PathBuf],
+    snapshots: &SnapshotStore,
+    metrics: &Metrics,
+    users: &UserResolver,
+) -> bool {
     let loaded = files::load(paths);
     let result = if loaded.errors.is_empty() {
         snapshot::compile(&loaded.resources)
@@ -129,6 +164,9 @@ fn reload(paths: &[PathBuf], snapshots: &SnapshotStore, metrics: &Metrics) -> bo
             tracing::info!(summary = %snapshot.summary(), "configuration loaded");
             metrics.config_loaded(true, loaded.resources.len());
             snapshots.store(snapshot);
+            if let Some(serving) = snapshots.load() {
+                users.snapshot_changed(&serving);
+            }
             true
         }
         Err(errors) => {

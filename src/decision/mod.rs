@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::policy::EvalContext;
 use crate::snapshot::{Snapshot, SnapshotStore};
 use crate::token::{TokenError, TokenVerifier, ValidToken};
-use crate::users::{self, User};
+use crate::users::{Resolution, User, UserResolver};
 
 /// The request headers portcullis owns. Client-sent copies never reach the upstream.
 pub const HEADER_USER: &str = "x-portcullis-user";
@@ -122,6 +122,8 @@ pub struct Authorizer {
     pub tokens: TokenVerifier,
     pub metrics: Arc<Metrics>,
     pub log: DecisionLog,
+    /// Finds, and with `--create-users` creates, the User behind a token.
+    pub users: UserResolver,
 }
 
 impl Authorizer {
@@ -174,9 +176,12 @@ impl Authorizer {
         if let (Some(t), Some(v)) = (trace.as_deref_mut(), &valid) {
             t.token = TokenStep::valid(v);
         }
-        let user = match &valid {
-            Some(v) => self.resolve_user(&snapshot, v, trace.as_deref_mut()).await,
-            None => None,
+        let user = match (&valid, token) {
+            (Some(v), Some(raw)) => {
+                self.resolve_user(&snapshot, v, raw, trace.as_deref_mut())
+                    .await
+            }
+            _ => None,
         };
         if let Some(v) = &valid {
             decision.subject = v.subject().map(str::to_string);
@@ -245,16 +250,21 @@ impl Authorizer {
         decision
     }
 
+    /// `explain` (a trace) never creates a User: it says which one it would create.
     async fn resolve_user(
         &self,
         snapshot: &Snapshot,
         token: &ValidToken,
+        raw: &str,
         trace: Option<&mut Trace>,
     ) -> Option<Arc<User>> {
-        let found = users::find_existing(snapshot, token);
+        let resolution: Resolution = self
+            .users
+            .resolve(snapshot, token, raw, trace.is_some())
+            .await;
         if let Some(t) = trace {
-            t.user = Some(UserStep::from_found(found.as_ref()));
+            t.user = Some(UserStep::from_resolution(&resolution));
         }
-        found.map(|(user, _)| user)
+        resolution.user().cloned()
     }
 }

@@ -5,7 +5,7 @@ use serde::Serialize;
 use super::{Decision, Outcome};
 use crate::policy::Explanation;
 use crate::token::{TokenError, TokenKind, ValidToken};
-use crate::users::Found;
+use crate::users::{Found, Resolution};
 
 #[derive(Debug, Default, Serialize)]
 pub struct Trace {
@@ -57,7 +57,8 @@ impl TokenStep {
 
 #[derive(Debug, Serialize)]
 pub struct UserStep {
-    /// `found-by-name`, `found-by-identifier`, `created` or `none`.
+    /// `found-by-name`, `found-by-identifier`, `created`, `would-create`,
+    /// `userinfo-failed`, `create-failed` or `none`.
     pub result: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
@@ -66,25 +67,41 @@ pub struct UserStep {
 }
 
 impl UserStep {
-    pub fn from_found<U: std::ops::Deref<Target = crate::users::User>>(
-        found: Option<&(U, Found)>,
-    ) -> Self {
-        match found {
-            None => UserStep {
-                result: "none",
-                user: None,
-                detail: Some("no User by name (box_user or sub) or by identifier".into()),
-            },
-            Some((user, Found::ByName(name))) => UserStep {
-                result: "found-by-name",
-                user: Some(user.name.clone()),
-                detail: Some(format!("name {name:?}")),
-            },
-            Some((user, Found::ByIdentifier { system, value })) => UserStep {
-                result: "found-by-identifier",
-                user: Some(user.name.clone()),
-                detail: Some(format!("identifier {{system: {system}, value: {value}}}")),
-            },
+    pub fn from_resolution(resolution: &Resolution) -> Self {
+        let (result, user, detail) = match resolution {
+            Resolution::Found(user, Found::ByName(name)) => {
+                ("found-by-name", Some(user.name.clone()), format!("name {name:?}"))
+            }
+            Resolution::Found(user, Found::ByIdentifier { system, value }) => (
+                "found-by-identifier",
+                Some(user.name.clone()),
+                format!("identifier {{system: {system}, value: {value}}}"),
+            ),
+            Resolution::Created(user) => (
+                "created",
+                Some(user.name.clone()),
+                "created on first sight of this subject".to_string(),
+            ),
+            Resolution::WouldCreate(plan) => (
+                "would-create",
+                Some(plan.name.clone()),
+                format!(
+                    "serve --create-users would create it with identifier {{system: {}, value: {}}} and data from {:?} of IdentityProvider/{}; explain creates nothing",
+                    plan.identifier.system, plan.identifier.value, plan.source, plan.provider
+                ),
+            ),
+            Resolution::UserinfoFailed { name, error } => {
+                ("userinfo-failed", Some(name.clone()), error.clone())
+            }
+            Resolution::CreateFailed { name, error } => {
+                ("create-failed", Some(name.clone()), error.clone())
+            }
+            Resolution::None(why) => ("none", None, why.clone()),
+        };
+        UserStep {
+            result,
+            user,
+            detail: Some(detail),
         }
     }
 }

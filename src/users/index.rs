@@ -42,7 +42,11 @@ impl UserIndex {
     /// Adds or replaces a user. Returns the name of another user that already claimed one
     /// of its identifiers, if any (the first one keeps it).
     pub fn insert(&mut self, user: User) -> Option<String> {
-        let user = Arc::new(user);
+        self.insert_shared(Arc::new(user))
+    }
+
+    /// [`UserIndex::insert`] for a User already shared.
+    pub fn insert_shared(&mut self, user: Arc<User>) -> Option<String> {
         if let Some(old) = self.by_name.insert(user.name.clone(), user.clone()) {
             for id in &old.spec.identifier {
                 if self
@@ -76,6 +80,11 @@ impl UserIndex {
             system: system.to_string(),
             value: value.to_string(),
         })
+    }
+
+    /// Every User, in no particular order.
+    pub fn users(&self) -> impl Iterator<Item = &Arc<User>> {
+        self.by_name.values()
     }
 
     pub fn len(&self) -> usize {

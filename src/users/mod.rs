@@ -1,7 +1,19 @@
-//! Who is calling: the User index and resolution of a token's user.
+//! Who is calling: the User index, resolution of a token's user, and Users created on
+//! first sight (docs/users.md).
 
 mod index;
+mod naming;
 mod resolve;
+mod resolver;
+mod store;
+mod userinfo;
+
+#[cfg(test)]
+mod tests;
 
 pub use index::{User, UserIndex};
-pub use resolve::{find_existing, Found};
+pub use naming::{is_valid_name, user_name, MAX_NAME_LEN};
+pub use resolve::{find_existing, plan, DataSource, Found, Plan, Resolution};
+pub use resolver::{UserResolver, USERINFO_RETRY_AFTER};
+pub use store::{manifest, FileUserStore, StoreError, UserStore, MANAGED_BY_LABEL};
+pub use userinfo::{UserinfoClient, UserinfoError, MAX_USERINFO_BYTES, USERINFO_TIMEOUT};

@@ -1,8 +1,12 @@
-//! Resolving the User behind a validated token (semantics.md, "User and auto-creation").
+//! Resolving the User behind a validated token (semantics.md, "User and auto-creation"):
+//! the pure steps. [`super::UserResolver`] adds creation on top.
 
 use std::sync::Arc;
 
-use super::User;
+use serde_json::{Map, Value};
+
+use super::{user_name, User, UserIndex};
+use crate::resources::{Identifier, UserinfoSource};
 use crate::snapshot::Snapshot;
 use crate::token::ValidToken;
 
@@ -15,28 +19,187 @@ pub enum Found {
     ByIdentifier { system: String, value: String },
 }
 
-/// Steps 1 and 2: an existing User, by name then by identifier.
-pub fn find_existing(snapshot: &Snapshot, token: &ValidToken) -> Option<(Arc<User>, Found)> {
+/// What resolution came to.
+#[derive(Debug, Clone)]
+pub enum Resolution {
+    Found(Arc<User>, Found),
+    /// Created now (or by a concurrent request for the same subject).
+    Created(Arc<User>),
+    /// `explain`: creation would run, but explain never creates.
+    WouldCreate(Plan),
+    /// The userinfo call failed: no `user` this time.
+    UserinfoFailed {
+        name: String,
+        error: String,
+    },
+    /// The store failed, or holds another user under this name: no `user` this time.
+    CreateFailed {
+        name: String,
+        error: String,
+    },
+    /// No User, and none to create: why.
+    None(String),
+}
+
+impl Resolution {
+    pub fn user(&self) -> Option<&Arc<User>> {
+        match self {
+            Resolution::Found(u, _) | Resolution::Created(u) => Some(u),
+            _ => None,
+        }
+    }
+}
+
+/// Steps 1 and 2: an existing User, by name then by identifier. Each step looks in the
+/// snapshot's index first, then in `overlay` (Users created since the snapshot was built).
+pub fn find_existing(
+    snapshot: &Snapshot,
+    overlay: Option<&UserIndex>,
+    token: &ValidToken,
+) -> Option<(Arc<User>, Found)> {
+    let indexes = std::iter::once(&snapshot.users).chain(overlay);
     let name = token
         .claims
         .get("box_user")
-        .and_then(serde_json::Value::as_str)
-        .or_else(|| token.subject())?;
-    if let Some(user) = snapshot.users.by_name(name) {
-        return Some((user.clone(), Found::ByName(name.to_string())));
+        .and_then(Value::as_str)
+        .or_else(|| token.subject());
+    if let Some(name) = name {
+        for index in indexes.clone() {
+            if let Some(user) = index.by_name(name) {
+                return Some((user.clone(), Found::ByName(name.to_string())));
+            }
+        }
     }
     let sub = token.subject()?;
-    let idp = snapshot
-        .identity_providers
-        .get(token.introspector.identity_provider.as_deref()?)?;
-    let system = idp.spec.system.as_deref()?;
-    snapshot.users.by_identifier(system, sub).map(|u| {
-        (
-            u.clone(),
-            Found::ByIdentifier {
-                system: system.to_string(),
-                value: sub.to_string(),
-            },
-        )
+    let system = provider(snapshot, token).ok()?.spec.system.as_deref()?;
+    indexes
+        .into_iter()
+        .find_map(|index| index.by_identifier(system, sub))
+        .map(|u| {
+            (
+                u.clone(),
+                Found::ByIdentifier {
+                    system: system.to_string(),
+                    value: sub.to_string(),
+                },
+            )
+        })
+}
+
+/// Step 3, before anything is fetched: the User that would be created for this token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub name: String,
+    pub identifier: Identifier,
+    pub provider: String,
+    pub source: DataSource,
+}
+
+/// Where a created User's `data` comes from.
+#[derive(Clone, PartialEq)]
+pub enum DataSource {
+    /// `userinfo-source: userinfo-endpoint`: `GET url` with `Authorization: <scheme> <token>`.
+    Userinfo { url: String, scheme: String },
+    /// `userinfo-source: id-token`: the validated token's own claims.
+    Claims(Map<String, Value>),
+}
+
+impl std::fmt::Debug for DataSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DataSource::Userinfo { url, .. } => write!(f, "userinfo {url}"),
+            DataSource::Claims(_) => f.write_str("the token's claims"),
+        }
+    }
+}
+
+/// Claims about the token rather than the person: freezing them into a User would only
+/// record one token's lifetime.
+const TOKEN_ONLY_CLAIMS: [&str; 8] = [
+    "exp", "iat", "nbf", "jti", "nonce", "at_hash", "c_hash", "active",
+];
+
+/// Whether, and how, a User can be created for this token. `Err` says why not.
+pub fn plan(snapshot: &Snapshot, token: &ValidToken) -> Result<Plan, String> {
+    let sub = token
+        .subject()
+        .filter(|s| !s.is_empty())
+        .ok_or("the token has no `sub`")?;
+    let idp = provider(snapshot, token)?;
+    if !idp.is_active() {
+        return Err(format!(
+            "IdentityProvider/{} is inactive: it creates no Users",
+            idp.name
+        ));
+    }
+    let system = idp
+        .spec
+        .system
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            format!(
+                "IdentityProvider/{} has no `system` to identify Users by",
+                idp.name
+            )
+        })?;
+    let source = match idp.spec.userinfo_source {
+        Some(UserinfoSource::IdToken) => DataSource::Claims(
+            token
+                .claims
+                .iter()
+                .filter(|(k, _)| !TOKEN_ONLY_CLAIMS.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        Some(UserinfoSource::UserinfoEndpoint) | None => DataSource::Userinfo {
+            url: idp
+                .spec
+                .userinfo_endpoint
+                .clone()
+                .filter(|u| !u.is_empty())
+                .ok_or_else(|| {
+                    format!(
+                        "IdentityProvider/{} has no `userinfo_endpoint` (or set `userinfo-source: id-token`)",
+                        idp.name
+                    )
+                })?,
+            scheme: idp
+                .spec
+                .userinfo_header
+                .clone()
+                .filter(|h| !h.trim().is_empty())
+                .unwrap_or_else(|| "Bearer".to_string()),
+        },
+    };
+    Ok(Plan {
+        name: user_name(system, sub),
+        identifier: Identifier {
+            system: system.to_string(),
+            value: sub.to_string(),
+        },
+        provider: idp.name.clone(),
+        source,
     })
+}
+
+fn provider<'s>(
+    snapshot: &'s Snapshot,
+    token: &ValidToken,
+) -> Result<&'s crate::snapshot::IdentityProvider, String> {
+    let name = token
+        .introspector
+        .identity_provider
+        .as_deref()
+        .ok_or_else(|| {
+            format!(
+                "TokenIntrospector/{} has no identity_provider",
+                token.introspector.name
+            )
+        })?;
+    snapshot
+        .identity_providers
+        .get(name)
+        .map(|p| &**p)
+        .ok_or_else(|| format!("IdentityProvider/{name} is not defined"))
 }

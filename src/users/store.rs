@@ -1,0 +1,323 @@
+//! Where created Users are kept: a trait, and the file store of `--users-dir`.
+//!
+//! A store only persists; the snapshot (files read back at start-up, or a kube watcher)
+//! and the resolver's overlay of created users make them visible.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
+
+use super::User;
+use crate::resources::{self, API_VERSION};
+use crate::source::{parse_documents, Spec};
+
+/// Label put on every User that portcullis created, so that operators can list them.
+pub const MANAGED_BY_LABEL: (&str, &str) = ("app.kubernetes.io/managed-by", "portcullis");
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Io(String),
+    /// A stored object by that name is unreadable: never overwritten, never trusted.
+    #[error("stored User {name:?} is unreadable: {message}")]
+    Corrupt { name: String, message: String },
+    #[error("{0} is not a valid User name")]
+    InvalidName(String),
+}
+
+/// Persists created Users.
+///
+/// Futures are boxed and `'static`-friendly so that the store can sit behind
+/// `Arc<dyn UserStore>`: a Kubernetes store will hand each User to its one writer task
+/// over a channel and await the answer on a oneshot.
+pub trait UserStore: Send + Sync + 'static {
+    /// Create the User. When an object by that name already exists, that object is
+    /// returned unchanged: replicas creating the same user converge on one object. The
+    /// caller checks that the object returned is the one it meant.
+    fn create(&self, user: User) -> BoxFuture<'_, Result<User, StoreError>>;
+
+    /// The stored User by name, if any.
+    fn get<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<User>, StoreError>>;
+
+    /// Where Users go, for logs.
+    fn describe(&self) -> String;
+}
+
+/// `<dir>/<name>.yaml`, one User manifest in Kubernetes form per file.
+pub struct FileUserStore {
+    dir: PathBuf,
+    /// Check-then-rename under one lock, so that this process never replaces a file.
+    write_lock: Arc<Mutex<()>>,
+}
+
+impl FileUserStore {
+    /// Creates the directory when missing: an empty store is a valid start.
+    pub fn new(dir: impl Into<PathBuf>) -> std::io::Result<Self> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir)?;
+        Ok(FileUserStore {
+            dir,
+            write_lock: Arc::new(Mutex::new(())),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn path_of(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.yaml"))
+    }
+}
+
+impl UserStore for FileUserStore {
+    fn create(&self, user: User) -> BoxFuture<'_, Result<User, StoreError>> {
+        let dir = self.dir.clone();
+        let lock = self.write_lock.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+                create_file(&dir, user)
+            })
+            .await
+            .map_err(|e| StoreError::Io(format!("writer task failed: {e}")))?
+        })
+    }
+
+    fn get<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<User>, StoreError>> {
+        let dir = self.dir.clone();
+        let name = name.to_string();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || read_file(&dir, &name))
+                .await
+                .map_err(|e| StoreError::Io(format!("reader task failed: {e}")))?
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("directory {}", self.dir.display())
+    }
+}
+
+/// The Kubernetes form of a created User, as written to a file (and later to the API).
+pub fn manifest(user: &User) -> resources::User {
+    let mut cr = resources::User::new(&user.name, user.spec.clone());
+    cr.metadata.labels = Some(
+        [(
+            MANAGED_BY_LABEL.0.to_string(),
+            MANAGED_BY_LABEL.1.to_string(),
+        )]
+        .into_iter()
+        .collect(),
+    );
+    cr
+}
+
+fn check_name(name: &str) -> Result<(), StoreError> {
+    // The name becomes a path: only RFC 1123 labels, so no `/`, `..` or hidden files.
+    if super::is_valid_name(name) {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidName(name.to_string()))
+    }
+}
+
+fn create_file(dir: &Path, user: User) -> Result<User, StoreError> {
+    check_name(&user.name)?;
+    if let Some(existing) = read_file(dir, &user.name)? {
+        return Ok(existing);
+    }
+    let text = serde_yaml::to_string(&manifest(&user))
+        .map_err(|e| StoreError::Io(format!("serialising User/{}: {e}", user.name)))?;
+    let io = |what: &str, e: std::io::Error| StoreError::Io(format!("{what}: {e}"));
+    // Hidden, and not *.yaml: the config loader skips it if it sees it half-written.
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let tmp = dir.join(format!(
+        ".{}.yaml.{}-{}.tmp",
+        user.name,
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let final_path = dir.join(format!("{}.yaml", user.name));
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        // Durable before it becomes visible: a crash leaves no empty User behind.
+        f.sync_all()?;
+        std::fs::rename(&tmp, &final_path)?;
+        sync_dir(dir);
+        Ok(())
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(&format!("writing {}", final_path.display()), e));
+    }
+    Ok(user)
+}
+
+#[cfg(unix)]
+fn sync_dir(dir: &Path) {
+    // The rename is durable only once the directory is; failing here loses nothing visible.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_: &Path) {}
+
+fn read_file(dir: &Path, name: &str) -> Result<Option<User>, StoreError> {
+    check_name(name)?;
+    let path = dir.join(format!("{name}.yaml"));
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StoreError::Io(format!("reading {}: {e}", path.display()))),
+    };
+    let corrupt = |message: String| StoreError::Corrupt {
+        name: name.to_string(),
+        message,
+    };
+    let (resources, errors) = parse_documents(&path, &text);
+    if let Some(e) = errors.first() {
+        return Err(corrupt(e.to_string()));
+    }
+    match resources.as_slice() {
+        [r] if r.name == name => match &r.spec {
+            Spec::User(spec) => Ok(Some(User {
+                name: r.name.clone(),
+                spec: spec.clone(),
+            })),
+            _ => Err(corrupt(format!("holds a {}, not a User", r.spec.kind()))),
+        },
+        _ => Err(corrupt(format!(
+            "expected one {API_VERSION} User named {name:?}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::{Identifier, UserSpec};
+    use serde_json::json;
+
+    fn user(name: &str, sub: &str) -> User {
+        User {
+            name: name.into(),
+            spec: UserSpec {
+                data: Some(json!({"sub": sub, "email_verified": false})),
+                identifier: vec![Identifier {
+                    system: "keycloak".into(),
+                    value: sub.into(),
+                }],
+                ..Default::default()
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_a_kubernetes_manifest_and_reads_it_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileUserStore::new(dir.path().join("users")).unwrap();
+        let u = user("keycloak-abc", "abc");
+        assert_eq!(store.create(u.clone()).await.unwrap(), u);
+
+        let text = std::fs::read_to_string(store.path_of("keycloak-abc")).unwrap();
+        let doc: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(doc["apiVersion"], "portcullis.dev/v1alpha1");
+        assert_eq!(doc["kind"], "User");
+        assert_eq!(doc["metadata"]["name"], "keycloak-abc");
+        assert_eq!(
+            doc["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            "portcullis"
+        );
+        assert_eq!(
+            doc["spec"],
+            json!({"data": {"sub": "abc", "email_verified": false},
+                   "identifier": [{"system": "keycloak", "value": "abc"}]})
+        );
+        // No temporary file is left beside it.
+        let entries: Vec<_> = std::fs::read_dir(store.dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(entries, ["keycloak-abc.yaml"]);
+
+        // The configuration loader reads it as a User, as `serve` does at start-up.
+        let loaded = crate::source::files::load(&[store.dir().to_path_buf()]);
+        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+        let snapshot = crate::snapshot::compile(&loaded.resources).unwrap();
+        assert_eq!(**snapshot.users.by_name("keycloak-abc").unwrap(), u);
+        assert_eq!(store.get("keycloak-abc").await.unwrap(), Some(u));
+        assert_eq!(store.get("keycloak-nobody").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn converges_on_an_existing_object_without_replacing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileUserStore::new(dir.path()).unwrap();
+        let first = user("keycloak-abc", "abc");
+        store.create(first.clone()).await.unwrap();
+        let before = std::fs::read_to_string(store.path_of("keycloak-abc")).unwrap();
+        let mut second = user("keycloak-abc", "abc");
+        second.spec.data = Some(json!({"sub": "abc", "changed": true}));
+        assert_eq!(store.create(second).await.unwrap(), first);
+        let after = std::fs::read_to_string(store.path_of("keycloak-abc")).unwrap();
+        assert_eq!(before, after);
+    }
+
+    #[tokio::test]
+    async fn concurrent_creates_of_one_name_write_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(FileUserStore::new(dir.path()).unwrap());
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mut u = user("keycloak-abc", "abc");
+                    u.spec.data = Some(json!({ "writer": i }));
+                    store.create(u).await.unwrap()
+                })
+            })
+            .collect();
+        let results = futures::future::join_all(tasks).await;
+        let first = results[0].as_ref().unwrap().clone();
+        assert!(results.iter().all(|r| *r.as_ref().unwrap() == first));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert_eq!(store.get("keycloak-abc").await.unwrap(), Some(first));
+    }
+
+    #[tokio::test]
+    async fn refuses_unsafe_names_and_unreadable_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileUserStore::new(dir.path()).unwrap();
+        for name in ["../escape", ".hidden", "a/b", "Upper", ""] {
+            let err = store.create(user(name, "x")).await.unwrap_err();
+            assert!(matches!(err, StoreError::InvalidName(_)), "{name}: {err}");
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+
+        std::fs::write(store.path_of("broken"), "kind: [").unwrap();
+        let err = store.create(user("broken", "x")).await.unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        std::fs::write(
+            store.path_of("other"),
+            "resourceType: User\nid: someone-else\n",
+        )
+        .unwrap();
+        let err = store.get("other").await.unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        // Never overwritten.
+        assert_eq!(
+            std::fs::read_to_string(store.path_of("broken")).unwrap(),
+            "kind: ["
+        );
+    }
+}
