@@ -1,0 +1,257 @@
+//! The Keycloak auto-create-user tutorial (docs/tutorials/keycloak-auto-create-user.md),
+//! replayed against the real binary over ext_authz gRPC, with a stub Keycloak realm.
+
+mod users_support;
+
+use std::path::Path;
+
+use serde_json::json;
+use users_support::*;
+
+/// The User name portcullis derives for a Keycloak subject (docs/users.md, "Naming").
+fn user_name(sub: &str) -> String {
+    format!("keycloak-{sub}")
+}
+
+struct World {
+    idp: StubIdp,
+    dir: tempfile::TempDir,
+}
+
+impl World {
+    async fn new(extra_config: &str) -> Self {
+        let idp = StubIdp::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        write_tutorial_config(&dir.path().join("config"), &idp, extra_config);
+        World { idp, dir }
+    }
+
+    fn config(&self) -> std::path::PathBuf {
+        self.dir.path().join("config")
+    }
+
+    fn users(&self) -> std::path::PathBuf {
+        self.dir.path().join("users")
+    }
+
+    async fn serve(&self) -> Portcullis {
+        Portcullis::serve(&self.config(), &self.users()).await
+    }
+}
+
+fn assert_no_token_in(log: &str, token: &str) {
+    // The signature alone is enough to replay nothing, but no part may be logged.
+    let signature = token.rsplit('.').next().unwrap();
+    assert!(
+        !log.contains(signature),
+        "the token appears in the log:\n{log}"
+    );
+}
+
+#[tokio::test]
+async fn first_request_creates_the_tutorials_user() {
+    let world = World::new("").await;
+    let portcullis = world.serve().await;
+    let token = world.idp.client_credentials(TUTORIAL_CLIENT).await;
+    let mut client = portcullis.client().await;
+
+    let first = check(&mut client, "GET", "/fhir/Patient", Some(&token)).await;
+    assert!(first.allowed, "{first:?}");
+    let name = user_name(TUTORIAL_SUB);
+    assert_eq!(first.header("x-portcullis-user"), Some(name.as_str()));
+    assert_eq!(first.header("x-portcullis-subject"), Some(TUTORIAL_SUB));
+    assert_eq!(
+        first.header("x-portcullis-policy"),
+        Some("keycloak-users-policy")
+    );
+
+    // The tutorial's "Verify created User", as a Kubernetes manifest.
+    let files = user_files(&world.users());
+    assert_eq!(files.len(), 1, "{files:?}");
+    let user = &files[&format!("{name}.yaml")];
+    assert_eq!(user["apiVersion"], "portcullis.dev/v1alpha1");
+    assert_eq!(user["kind"], "User");
+    assert_eq!(user["metadata"]["name"], name.as_str());
+    assert_eq!(
+        user["spec"],
+        json!({
+            "data": {
+                "sub": TUTORIAL_SUB,
+                "email_verified": false,
+                "preferred_username": "service-account-my-client"
+            },
+            "identifier": [{"system": "keycloak", "value": TUTORIAL_SUB}]
+        })
+    );
+    assert_eq!(world.idp.userinfo_calls(TUTORIAL_SUB), 1);
+
+    // Later requests find it: no second call, no second file.
+    for _ in 0..3 {
+        let again = check(&mut client, "GET", "/fhir/Patient", Some(&token)).await;
+        assert_eq!(again.header("x-portcullis-user"), Some(name.as_str()));
+    }
+    assert_eq!(world.idp.userinfo_calls(TUTORIAL_SUB), 1);
+    assert_eq!(user_files(&world.users()).len(), 1);
+    assert_eq!(portcullis.user_event("created").await, 1);
+    assert_eq!(portcullis.user_event("userinfo_call").await, 1);
+
+    // A client-sent copy of the header never survives; without a token there is no user.
+    let anonymous = check(&mut client, "GET", "/fhir/Patient", None).await;
+    assert!(!anonymous.allowed);
+    assert_eq!(anonymous.status, 401);
+
+    assert_no_token_in(&portcullis.stop(), &token);
+}
+
+#[tokio::test]
+async fn twenty_concurrent_first_requests_create_one_user() {
+    let world = World::new("").await;
+    let portcullis = world.serve().await;
+    let token = world.idp.client_credentials("burst-client").await;
+    let sub = sub_of("burst-client");
+    let client = portcullis.client().await;
+
+    let requests = (0..20).map(|_| {
+        let mut client = client.clone();
+        let token = token.clone();
+        tokio::spawn(async move { check(&mut client, "GET", "/fhir/Patient", Some(&token)).await })
+    });
+    let answers = futures::future::join_all(requests).await;
+    let name = user_name(&sub);
+    for answer in answers {
+        let answer = answer.unwrap();
+        assert!(answer.allowed, "{answer:?}");
+        assert_eq!(answer.header("x-portcullis-user"), Some(name.as_str()));
+    }
+    assert_eq!(world.idp.userinfo_calls(&sub), 1);
+    let files = user_files(&world.users());
+    assert_eq!(
+        files.keys().collect::<Vec<_>>(),
+        [&format!("{name}.yaml")],
+        "exactly one User file"
+    );
+    assert_eq!(portcullis.user_event("created").await, 1);
+}
+
+#[tokio::test]
+async fn after_a_restart_the_user_is_found_without_userinfo() {
+    let world = World::new("").await;
+    let token = world.idp.client_credentials(TUTORIAL_CLIENT).await;
+    let name = user_name(TUTORIAL_SUB);
+
+    let first = world.serve().await;
+    let answer = check(
+        &mut first.client().await,
+        "GET",
+        "/fhir/Patient",
+        Some(&token),
+    )
+    .await;
+    assert_eq!(answer.header("x-portcullis-user"), Some(name.as_str()));
+    first.stop();
+    assert_eq!(world.idp.userinfo_calls(TUTORIAL_SUB), 1);
+
+    let second = world.serve().await;
+    // Read back at start-up: the snapshot holds it, nothing is fetched or written.
+    let answer = check(
+        &mut second.client().await,
+        "GET",
+        "/fhir/Patient",
+        Some(&token),
+    )
+    .await;
+    assert!(answer.allowed, "{answer:?}");
+    assert_eq!(answer.header("x-portcullis-user"), Some(name.as_str()));
+    assert_eq!(world.idp.userinfo_calls(TUTORIAL_SUB), 1);
+    assert_eq!(second.user_event("userinfo_call").await, 0);
+    assert_eq!(second.user_event("found_in_store").await, 0);
+    assert_eq!(user_files(&world.users()).len(), 1);
+    assert!(
+        second.log().contains("1 users"),
+        "the snapshot should count the User read back:\n{}",
+        second.log()
+    );
+}
+
+#[tokio::test]
+async fn a_policy_linked_to_the_created_user_applies_to_it_alone() {
+    // The tutorial's policy is narrowed to /fhir; /admin is only for the created User.
+    let name = user_name(TUTORIAL_SUB);
+    let world = World::new(&format!(
+        "  uri: \"#^/fhir/\"\n---\nresourceType: AccessPolicy\nid: admin-for-my-client\n\
+         engine: allow\nlink:\n  - reference: User/{name}\n"
+    ))
+    .await;
+    let portcullis = world.serve().await;
+    let mut client = portcullis.client().await;
+    let mine = world.idp.client_credentials(TUTORIAL_CLIENT).await;
+    let other = world.idp.client_credentials("other-client").await;
+
+    // The first request creates the User, and the link applies to it at once.
+    let answer = check(&mut client, "GET", "/admin", Some(&mine)).await;
+    assert!(answer.allowed, "{answer:?}");
+    assert_eq!(answer.header("x-portcullis-user"), Some(name.as_str()));
+    assert_eq!(
+        answer.header("x-portcullis-policy"),
+        Some("admin-for-my-client")
+    );
+
+    let answer = check(&mut client, "GET", "/admin", Some(&other)).await;
+    assert!(!answer.allowed, "{answer:?}");
+    assert_eq!(answer.status, 403);
+    let answer = check(&mut client, "GET", "/fhir/Patient", Some(&other)).await;
+    assert!(answer.allowed, "{answer:?}");
+    assert_eq!(
+        answer.header("x-portcullis-user"),
+        Some(user_name(&sub_of("other-client")).as_str())
+    );
+    assert_eq!(user_files(&world.users()).len(), 2);
+}
+
+#[tokio::test]
+async fn a_failing_userinfo_leaves_the_request_without_a_user() {
+    let world = World::new("").await;
+    let portcullis = world.serve().await;
+    let token = world.idp.client_credentials("flaky-client").await;
+    let sub = sub_of("flaky-client");
+    world.idp.fail_userinfo_for(&sub);
+
+    let answer = check(
+        &mut portcullis.client().await,
+        "GET",
+        "/fhir/Patient",
+        Some(&token),
+    )
+    .await;
+    // The tutorial's policy needs only the issuer: allowed, but with no user.
+    assert!(answer.allowed, "{answer:?}");
+    assert_eq!(answer.header("x-portcullis-user"), None);
+    assert_eq!(answer.header("x-portcullis-subject"), Some(sub.as_str()));
+    assert_eq!(world.idp.userinfo_calls(&sub), 2, "one retry, no more");
+    assert_eq!(portcullis.user_event("userinfo_error").await, 1);
+    assert!(user_files(&world.users()).is_empty());
+    let log = portcullis.stop();
+    assert!(log.contains("User not created"), "{log}");
+    assert_no_token_in(&log, &token);
+}
+
+#[test]
+fn create_users_without_a_users_dir_is_a_startup_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "resourceType: AccessPolicy\nid: p\nengine: allow\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["serve", "--create-users", "--config"])
+        .arg(dir.path())
+        .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .env_remove("PORTCULLIS_USERS_DIR")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--users-dir"), "{stderr}");
+    assert!(!Path::new(&dir.path().join("users")).exists());
+}
