@@ -258,3 +258,6 @@ impl Authorizer {
         found.map(|(user, _)| user)
     }
 }
+
+#[cfg(test)]
+mod tests;
