@@ -1,0 +1,115 @@
+//! Every flag in one place. Each also reads a `PORTCULLIS_...` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "External authorizer for Envoy and Istio, configured the Aidbox way"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    #[arg(long, global = true, env = "PORTCULLIS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve ext_authz (gRPC and HTTP), health and metrics.
+    Serve(ServeArgs),
+    /// Check configuration files; exit 1 and name file, resource and field for each error.
+    Validate(ConfigArgs),
+    /// Decide one request from the command line and print every step, like Aidbox's __debug=policy.
+    Explain(ExplainArgs),
+    /// Print the CustomResourceDefinitions that deploy/ and charts/ carry.
+    Crds,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ConfigArgs {
+    /// A configuration file, or a directory read for every *.yaml, *.yml and *.json below it.
+    #[arg(
+        long = "config",
+        env = "PORTCULLIS_CONFIG",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub config: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Configuration files or directories; reloaded on change.
+    #[arg(long = "config", env = "PORTCULLIS_CONFIG", value_delimiter = ',')]
+    pub config: Vec<PathBuf>,
+    /// Read the four kinds from the Kubernetes API instead of files.
+    #[arg(long, env = "PORTCULLIS_KUBE")]
+    pub kube: bool,
+    /// Namespaces to watch in --kube mode (default: all).
+    #[arg(
+        long = "namespace",
+        env = "PORTCULLIS_NAMESPACE",
+        value_delimiter = ','
+    )]
+    pub namespaces: Vec<String>,
+    /// ext_authz v3 and grpc.health.v1.
+    #[arg(long, env = "PORTCULLIS_GRPC_ADDR", default_value = "0.0.0.0:9191")]
+    pub grpc_addr: SocketAddr,
+    /// /healthz, /readyz, /metrics and HTTP ext_authz under /ext-authz.
+    #[arg(long, env = "PORTCULLIS_HTTP_ADDR", default_value = "0.0.0.0:8181")]
+    pub http_addr: SocketAddr,
+    /// The operator API (portcullis.admin.v1, Explain). Off unless set; keep it private.
+    #[arg(long, env = "PORTCULLIS_ADMIN_ADDR")]
+    pub admin_addr: Option<SocketAddr>,
+    /// Create a User on first sight of a valid token (Aidbox's BOX_SECURITY_INTROSPECTION_CREATE_USER).
+    #[arg(long, env = "PORTCULLIS_CREATE_USERS")]
+    pub create_users: bool,
+    /// Where created Users are written as manifests in file mode, and read back at start.
+    #[arg(long, env = "PORTCULLIS_USERS_DIR")]
+    pub users_dir: Option<PathBuf>,
+    /// Tokens longer than this are refused unread.
+    #[arg(long, env = "PORTCULLIS_MAX_TOKEN_BYTES", default_value_t = crate::token::DEFAULT_MAX_TOKEN_BYTES)]
+    pub max_token_bytes: usize,
+    /// Log one allow decision in N (denials are always logged); 0 logs no allows.
+    #[arg(
+        long,
+        env = "PORTCULLIS_DECISION_LOG_ALLOW_SAMPLE",
+        default_value_t = 1
+    )]
+    pub decision_log_allow_sample: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// The bearer token to present (omit for an anonymous request).
+    #[arg(long, env = "PORTCULLIS_TOKEN")]
+    pub token: Option<String>,
+    #[arg(long, default_value = "GET")]
+    pub method: String,
+    /// Path with query string.
+    #[arg(long, default_value = "/")]
+    pub path: String,
+    /// A request header, `name:value`; may repeat.
+    #[arg(long = "header", value_parser = parse_header)]
+    pub headers: Vec<(String, String)>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?} is not name:value"))?;
+    Ok((k.trim().to_ascii_lowercase(), v.trim().to_string()))
+}

@@ -1,0 +1,109 @@
+//! `validate`, `explain` and `crds`: one-shot commands over the same core as `serve`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use crate::cli::{ConfigArgs, ExplainArgs};
+use crate::decision::{Authorizer, DecisionLog, HttpRequest};
+use crate::metrics::Metrics;
+use crate::snapshot::{self, Snapshot, SnapshotStore};
+use crate::source::{files, ConfigError};
+use crate::token::TokenVerifier;
+
+fn load(args: &ConfigArgs) -> Result<(Snapshot, usize), Vec<ConfigError>> {
+    let loaded = files::load(&args.config);
+    if !loaded.errors.is_empty() {
+        // Compile what parsed too, so one run reports every error it can find.
+        let mut errors = loaded.errors;
+        if let Err(more) = snapshot::compile(&loaded.resources) {
+            errors.extend(more);
+        }
+        return Err(errors);
+    }
+    let count = loaded.resources.len();
+    snapshot::compile(&loaded.resources).map(|s| (s, count))
+}
+
+pub fn validate(args: &ConfigArgs) -> ExitCode {
+    match load(args) {
+        Ok((snapshot, count)) => {
+            println!("ok: {count} resources ({})", snapshot.summary());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            eprintln!("{} error(s)", errors.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub async fn explain(args: ExplainArgs) -> ExitCode {
+    let snapshot = match load(&args.config) {
+        Ok((s, _)) => s,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let snapshots = Arc::new(SnapshotStore::default());
+    snapshots.store(snapshot);
+    let authorizer = Authorizer {
+        snapshots,
+        tokens: TokenVerifier::default(),
+        metrics: Arc::new(Metrics::new()),
+        log: DecisionLog::new(0),
+    };
+    let mut headers = args.headers.clone();
+    if let Some(token) = &args.token {
+        headers.retain(|(k, _)| k != "authorization");
+        headers.push(("authorization".into(), format!("Bearer {token}")));
+    }
+    let host = headers
+        .iter()
+        .find(|(k, _)| k == "host")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let request = HttpRequest {
+        method: args.method.to_ascii_uppercase(),
+        scheme: "http".into(),
+        host,
+        path: args.path.clone(),
+        headers,
+        remote_addr: None,
+        context_extensions: Vec::new(),
+    };
+    let (decision, trace) = authorizer.explain(&request).await;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&trace).expect("trace serialises")
+    );
+    eprintln!(
+        "{} {} ({}){}",
+        if decision.allowed() { "ALLOW" } else { "DENY" },
+        decision.http_status(),
+        decision.reason,
+        decision
+            .policy
+            .as_deref()
+            .map(|p| format!(" by AccessPolicy/{p}"))
+            .unwrap_or_default()
+    );
+    if decision.allowed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
+}
+
+pub fn crds() -> ExitCode {
+    for crd in crate::resources::crds() {
+        println!("---");
+        print!("{}", serde_yaml::to_string(&crd).expect("CRDs serialise"));
+    }
+    ExitCode::SUCCESS
+}

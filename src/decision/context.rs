@@ -1,0 +1,130 @@
+//! The request context that every policy sees (semantics.md, "The request context").
+
+use serde_json::{json, Map, Value};
+
+use super::HttpRequest;
+use crate::token::{TokenKind, ValidToken};
+use crate::users::User;
+
+/// What stands in for a credential in the context: policies may test that one is present,
+/// but the token itself never reaches a policy, a trace or a log.
+pub const REDACTED: &str = "[redacted]";
+
+pub fn build(request: &HttpRequest, token: Option<&ValidToken>, user: Option<&User>) -> Value {
+    let (path, query) = request.split_path();
+    let mut ctx = Map::with_capacity(12);
+    ctx.insert(
+        "request-method".into(),
+        Value::String(request.method.to_ascii_lowercase()),
+    );
+    ctx.insert("scheme".into(), Value::String(request.scheme.clone()));
+    ctx.insert("uri".into(), Value::String(path.to_string()));
+    ctx.insert("query-string".into(), Value::String(query.to_string()));
+    ctx.insert("params".into(), Value::Object(params(query)));
+    ctx.insert("headers".into(), Value::Object(headers(request)));
+    if let Some(addr) = &request.remote_addr {
+        ctx.insert("remote-addr".into(), Value::String(addr.clone()));
+    }
+    ctx.insert(
+        "context-extensions".into(),
+        Value::Object(
+            request
+                .context_extensions
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect(),
+        ),
+    );
+    if let Some(token) = token {
+        let key = match token.kind {
+            TokenKind::Jwt => "jwt",
+            TokenKind::Opaque => "token",
+        };
+        ctx.insert(key.into(), Value::Object((*token.claims).clone()));
+        if let Some(client) = token.client_id() {
+            ctx.insert("client".into(), json!({ "id": client }));
+        }
+    }
+    if let Some(user) = user {
+        ctx.insert("user".into(), user.to_context());
+    }
+    Value::Object(ctx)
+}
+
+/// Query parameters; a repeated name becomes a list of its values.
+fn params(query: &str) -> Map<String, Value> {
+    let mut params = Map::new();
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        let v = Value::String(v.into_owned());
+        match params.get_mut(k.as_ref()) {
+            None => {
+                params.insert(k.into_owned(), v);
+            }
+            Some(Value::Array(list)) => list.push(v),
+            Some(first) => *first = Value::Array(vec![first.take(), v]),
+        }
+    }
+    params
+}
+
+/// Headers by lower-case name; repeated headers are joined with `,` as HTTP allows.
+fn headers(request: &HttpRequest) -> Map<String, Value> {
+    let mut out = Map::with_capacity(request.headers.len());
+    for (k, v) in &request.headers {
+        let v = if k == "authorization" {
+            match v.split_once(' ') {
+                Some((scheme, _)) => format!("{scheme} {REDACTED}"),
+                None => REDACTED.to_string(),
+            }
+        } else {
+            v.clone()
+        };
+        match out.get_mut(k) {
+            Some(Value::String(existing)) => {
+                existing.push(',');
+                existing.push_str(&v);
+            }
+            _ => {
+                out.insert(k.clone(), Value::String(v));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_the_documented_shape() {
+        let req = HttpRequest {
+            method: "GET".into(),
+            scheme: "https".into(),
+            host: "api.example.com".into(),
+            path: "/fhir/Patient/pt-1?_count=1&tag=a&tag=b&q=a%20b".into(),
+            headers: vec![
+                ("authorization".into(), "Bearer secret-token".into()),
+                ("host".into(), "api.example.com".into()),
+                ("x-multi".into(), "1".into()),
+                ("x-multi".into(), "2".into()),
+            ],
+            remote_addr: Some("10.0.0.6".into()),
+            context_extensions: vec![("route".into(), "fhir".into())],
+        };
+        let ctx = build(&req, None, None);
+        assert_eq!(ctx["request-method"], "get");
+        assert_eq!(ctx["uri"], "/fhir/Patient/pt-1");
+        assert_eq!(ctx["query-string"], "_count=1&tag=a&tag=b&q=a%20b");
+        assert_eq!(
+            ctx["params"],
+            json!({"_count": "1", "tag": ["a", "b"], "q": "a b"})
+        );
+        assert_eq!(ctx["headers"]["x-multi"], "1,2");
+        assert_eq!(ctx["headers"]["authorization"], "Bearer [redacted]");
+        assert_eq!(ctx["remote-addr"], "10.0.0.6");
+        assert_eq!(ctx["context-extensions"], json!({"route": "fhir"}));
+        assert!(ctx.get("jwt").is_none() && ctx.get("user").is_none());
+        assert!(!ctx.to_string().contains("secret-token"));
+    }
+}

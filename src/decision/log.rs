@@ -1,0 +1,49 @@
+//! The decision log: one structured line per decision, never the token.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::{Decision, HttpRequest};
+
+/// Denials are always logged; allows one in `allow_sample` (1 = every one, 0 = none).
+/// Turn the whole log down with `RUST_LOG=portcullis::decision=warn`.
+pub struct DecisionLog {
+    allow_sample: u64,
+    allows: AtomicU64,
+}
+
+impl DecisionLog {
+    pub fn new(allow_sample: u64) -> Self {
+        DecisionLog {
+            allow_sample,
+            allows: AtomicU64::new(0),
+        }
+    }
+
+    pub fn record(&self, d: &Decision, request: &HttpRequest, latency: Duration) {
+        if d.allowed() {
+            if self.allow_sample == 0 {
+                return;
+            }
+            let n = self.allows.fetch_add(1, Ordering::Relaxed);
+            if !n.is_multiple_of(self.allow_sample) {
+                return;
+            }
+        }
+        let (path, _) = request.split_path();
+        tracing::info!(
+            target: "portcullis::decision",
+            outcome = if d.allowed() { "allow" } else { "deny" },
+            status = d.http_status(),
+            reason = d.reason,
+            policy = d.policy.as_deref(),
+            user = d.user.as_deref(),
+            subject = d.subject.as_deref(),
+            issuer = d.issuer.as_deref(),
+            method = %request.method,
+            path = %path,
+            latency_us = latency.as_micros() as u64,
+            "decision"
+        );
+    }
+}

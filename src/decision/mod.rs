@@ -1,0 +1,260 @@
+//! The decision pipeline: token → user → policies → allow or deny.
+//!
+//! Plain data in ([`HttpRequest`]), plain data out ([`Decision`]); the gRPC and HTTP edges
+//! only translate. The same code path produces an `explain` [`Trace`] on demand.
+
+pub mod context;
+mod log;
+mod request;
+mod trace;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::json;
+
+pub use log::DecisionLog;
+pub use request::HttpRequest;
+pub use trace::{PolicyStep, TokenStep, Trace, UserStep};
+
+use crate::metrics::Metrics;
+use crate::policy::EvalContext;
+use crate::snapshot::{Snapshot, SnapshotStore};
+use crate::token::{TokenError, TokenVerifier, ValidToken};
+use crate::users::{self, User};
+
+/// The request headers portcullis owns. Client-sent copies never reach the upstream.
+pub const HEADER_USER: &str = "x-portcullis-user";
+pub const HEADER_SUBJECT: &str = "x-portcullis-subject";
+pub const HEADER_ISSUER: &str = "x-portcullis-issuer";
+pub const HEADER_POLICY: &str = "x-portcullis-policy";
+pub const IDENTITY_HEADERS: [&str; 4] = [HEADER_USER, HEADER_SUBJECT, HEADER_ISSUER, HEADER_POLICY];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Allow,
+    /// No or bad credentials: 401.
+    Unauthenticated,
+    /// Good credentials, no policy allows: 403.
+    Forbidden,
+    /// We could not decide (an identity provider is down, no configuration yet): 503.
+    Unavailable,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub outcome: Outcome,
+    /// A short stable word for metrics and logs (`allowed`, `no_policy_allows`, `token_expired`, ...).
+    pub reason: &'static str,
+    /// For the caller: safe to show, never a token, secret or key.
+    pub message: String,
+    pub token_given: bool,
+    pub policy: Option<String>,
+    pub user: Option<String>,
+    pub subject: Option<String>,
+    pub issuer: Option<String>,
+}
+
+impl Decision {
+    pub fn allowed(&self) -> bool {
+        self.outcome == Outcome::Allow
+    }
+
+    pub fn http_status(&self) -> u16 {
+        match self.outcome {
+            Outcome::Allow => 200,
+            Outcome::Unauthenticated => 401,
+            Outcome::Forbidden => 403,
+            Outcome::Unavailable => 503,
+        }
+    }
+
+    /// The identity headers to set on the upstream request, on allow.
+    pub fn upstream_headers(&self) -> Vec<(&'static str, &str)> {
+        [
+            (HEADER_USER, &self.user),
+            (HEADER_SUBJECT, &self.subject),
+            (HEADER_ISSUER, &self.issuer),
+            (HEADER_POLICY, &self.policy),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.as_deref().map(|v| (name, v)))
+        .collect()
+    }
+
+    /// Identity headers that portcullis does not set this time: the client's copies must go.
+    pub fn headers_to_remove(&self) -> Vec<&'static str> {
+        let set = self.upstream_headers();
+        IDENTITY_HEADERS
+            .into_iter()
+            .filter(|h| !set.iter().any(|(name, _)| name == h))
+            .collect()
+    }
+
+    /// RFC 6750 challenge for a 401.
+    pub fn www_authenticate(&self) -> Option<String> {
+        (self.outcome == Outcome::Unauthenticated).then(|| {
+            if self.token_given {
+                let description = self.message.replace(['"', '\\'], "'");
+                format!(r#"Bearer realm="portcullis", error="invalid_token", error_description="{description}""#)
+            } else {
+                r#"Bearer realm="portcullis""#.to_string()
+            }
+        })
+    }
+
+    /// The JSON body of a denial.
+    pub fn body(&self) -> String {
+        let error = match self.outcome {
+            Outcome::Allow => "none",
+            Outcome::Unauthenticated if self.token_given => "invalid_token",
+            Outcome::Unauthenticated => "unauthorized",
+            Outcome::Forbidden => "forbidden",
+            Outcome::Unavailable => "temporarily_unavailable",
+        };
+        json!({ "error": error, "reason": self.reason, "message": self.message }).to_string()
+    }
+}
+
+/// Everything the request path needs, shared by the gRPC and HTTP edges.
+pub struct Authorizer {
+    pub snapshots: Arc<SnapshotStore>,
+    pub tokens: TokenVerifier,
+    pub metrics: Arc<Metrics>,
+    pub log: DecisionLog,
+}
+
+impl Authorizer {
+    pub async fn check(&self, request: &HttpRequest) -> Decision {
+        let started = Instant::now();
+        let decision = self.decide(request, None).await;
+        let elapsed = started.elapsed();
+        self.metrics.observe_decision(&decision, elapsed);
+        self.log.record(&decision, request, elapsed);
+        decision
+    }
+
+    /// Decide, and say why at every step. Every candidate policy is evaluated, so that the
+    /// operator sees all of them, but the decision is the same as [`Authorizer::check`]'s.
+    pub async fn explain(&self, request: &HttpRequest) -> (Decision, Trace) {
+        let mut trace = Trace::default();
+        let decision = self.decide(request, Some(&mut trace)).await;
+        trace.decision = Some(trace::DecisionStep::from(&decision));
+        (decision, trace)
+    }
+
+    async fn decide(&self, request: &HttpRequest, mut trace: Option<&mut Trace>) -> Decision {
+        let token = request.bearer_token();
+        let mut decision = Decision {
+            outcome: Outcome::Unavailable,
+            reason: "not_ready",
+            message: "no configuration loaded yet".into(),
+            token_given: token.is_some(),
+            policy: None,
+            user: None,
+            subject: None,
+            issuer: None,
+        };
+        let Some(snapshot) = self.snapshots.load() else {
+            return decision;
+        };
+
+        let valid = match token {
+            None => None,
+            Some(raw) => match self.tokens.validate(&snapshot.trust, raw).await {
+                Ok(valid) => Some(valid),
+                Err(e) => {
+                    if let Some(t) = trace.as_deref_mut() {
+                        t.token = TokenStep::refused(&e);
+                    }
+                    return self.refuse(decision, &e);
+                }
+            },
+        };
+        if let (Some(t), Some(v)) = (trace.as_deref_mut(), &valid) {
+            t.token = TokenStep::valid(v);
+        }
+        let user = match &valid {
+            Some(v) => self.resolve_user(&snapshot, v, trace.as_deref_mut()).await,
+            None => None,
+        };
+        if let Some(v) = &valid {
+            decision.subject = v.subject().map(str::to_string);
+            decision.issuer = v.issuer().map(str::to_string);
+        }
+        decision.user = user.as_ref().map(|u| u.name.clone());
+        if user.as_ref().is_some_and(|u| !u.is_active()) {
+            decision.outcome = Outcome::Forbidden;
+            decision.reason = "user_inactive";
+            decision.message = "the User is inactive".into();
+            return decision;
+        }
+
+        let context = context::build(request, valid.as_ref(), user.as_deref());
+        let eval = EvalContext::new(&context);
+        let client = valid.as_ref().and_then(ValidToken::client_id);
+        let candidates = snapshot
+            .policies
+            .candidates(decision.user.as_deref(), client);
+        for candidate in candidates {
+            let allowed = match trace.as_deref_mut() {
+                None => candidate.policy.evaluate(&eval),
+                Some(t) => {
+                    let explanation = candidate.policy.explain(&eval);
+                    let allowed = explanation.allowed;
+                    t.policies.push(PolicyStep {
+                        policy: candidate.name.clone(),
+                        allowed,
+                        explanation,
+                    });
+                    allowed
+                }
+            };
+            if allowed && decision.policy.is_none() {
+                decision.policy = Some(candidate.name.clone());
+                if trace.is_none() {
+                    break;
+                }
+            }
+        }
+
+        if decision.policy.is_some() {
+            decision.outcome = Outcome::Allow;
+            decision.reason = "allowed";
+            decision.message = "allowed".into();
+        } else if valid.is_some() {
+            decision.outcome = Outcome::Forbidden;
+            decision.reason = "no_policy_allows";
+            decision.message = "no AccessPolicy allows this request".into();
+        } else {
+            decision.outcome = Outcome::Unauthenticated;
+            decision.reason = "no_credentials";
+            decision.message = "no AccessPolicy allows anonymous access to this request".into();
+        }
+        decision
+    }
+
+    fn refuse(&self, mut decision: Decision, e: &TokenError) -> Decision {
+        decision.outcome = if e.is_internal() {
+            Outcome::Unavailable
+        } else {
+            Outcome::Unauthenticated
+        };
+        decision.reason = e.reason();
+        decision.message = e.to_string();
+        decision
+    }
+
+    async fn resolve_user(
+        &self,
+        snapshot: &Snapshot,
+        token: &ValidToken,
+        trace: Option<&mut Trace>,
+    ) -> Option<Arc<User>> {
+        let found = users::find_existing(snapshot, token);
+        if let Some(t) = trace {
+            t.user = Some(UserStep::from_found(found.as_ref()));
+        }
+        found.map(|(user, _)| user)
+    }
+}

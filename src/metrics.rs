@@ -1,0 +1,139 @@
+//! Prometheus metrics, registered once and shared.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::decision::Decision;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    outcome: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    event: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    decisions: Family<DecisionLabels, Counter>,
+    check_seconds: Histogram,
+    reloads: Family<ResultLabels, Counter>,
+    config_ok: Gauge,
+    resources: Gauge,
+    tokens: Family<EventLabels, Counter>,
+    users: Family<EventLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("portcullis");
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "decisions",
+            "Authorization decisions by outcome and reason",
+            decisions.clone(),
+        );
+        let check_seconds = Histogram::new(exponential_buckets(0.000_01, 2.0, 20));
+        registry.register(
+            "check_duration_seconds",
+            "Time to decide one request",
+            check_seconds.clone(),
+        );
+        let reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Configuration loads by result (ok, error)",
+            reloads.clone(),
+        );
+        let config_ok = Gauge::default();
+        registry.register(
+            "config_last_load_ok",
+            "1 when the newest configuration compiled; 0 when the last good one is still serving after an error",
+            config_ok.clone(),
+        );
+        let resources = Gauge::default();
+        registry.register(
+            "config_resources",
+            "Resources in the serving snapshot",
+            resources.clone(),
+        );
+        let tokens = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "token_events",
+            "Token cache and fetch events (jwks_fetch, introspection_call, cache_hit, ...)",
+            tokens.clone(),
+        );
+        let users = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "user_events",
+            "User resolution events (created, userinfo_error, ...)",
+            users.clone(),
+        );
+        Metrics {
+            registry,
+            decisions,
+            check_seconds,
+            reloads,
+            config_ok,
+            resources,
+            tokens,
+            users,
+        }
+    }
+
+    pub fn observe_decision(&self, d: &Decision, elapsed: Duration) {
+        let outcome = if d.allowed() { "allow" } else { "deny" };
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                outcome,
+                reason: d.reason,
+            })
+            .inc();
+        self.check_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn config_loaded(&self, ok: bool, resources: usize) {
+        let result = if ok { "ok" } else { "error" };
+        self.reloads.get_or_create(&ResultLabels { result }).inc();
+        self.config_ok.set(ok as i64);
+        if ok {
+            self.resources.set(resources as i64);
+        }
+    }
+
+    pub fn token_event(&self, event: &'static str) {
+        self.tokens.get_or_create(&EventLabels { event }).inc();
+    }
+
+    pub fn user_event(&self, event: &'static str) {
+        self.users.get_or_create(&EventLabels { event }).inc();
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

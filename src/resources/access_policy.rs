@@ -1,0 +1,64 @@
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Reference, ResourceStatus};
+
+/// When a request is allowed. Aidbox's `AccessPolicy`, fields unchanged.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "portcullis.dev",
+    version = "v1alpha1",
+    kind = "AccessPolicy",
+    plural = "accesspolicies",
+    shortname = "ap",
+    namespaced,
+    status = "ResourceStatus",
+    printcolumn = r#"{"name":"Engine","type":"string","jsonPath":".spec.engine"}"#
+)]
+#[serde(deny_unknown_fields)]
+pub struct AccessPolicySpec {
+    pub engine: PolicyEngine,
+    /// The pattern, for `engine: matcho`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::any_json")]
+    pub matcho: Option<serde_json::Value>,
+    /// A draft-07 JSON Schema, for `engine: json-schema`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::any_json")]
+    pub schema: Option<serde_json::Value>,
+    /// Inline sub-policies that must all allow, for `engine: complex`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::any_json_list")]
+    pub and: Option<Vec<serde_json::Value>>,
+    /// Inline sub-policies of which one must allow, for `engine: complex`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::any_json_list")]
+    pub or: Option<Vec<serde_json::Value>>,
+    /// `User/<name>` or `Client/<id>`: the policy applies only to those.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<Vec<Reference>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PolicyEngine {
+    Allow,
+    Matcho,
+    JsonSchema,
+    Complex,
+}
+
+impl AccessPolicySpec {
+    /// The part the policy compiler reads: engine and body, without `link` and `description`.
+    pub fn body(&self) -> serde_json::Value {
+        let mut body = serde_json::to_value(self).expect("spec serialises");
+        if let Some(map) = body.as_object_mut() {
+            map.remove("link");
+            map.remove("description");
+        }
+        body
+    }
+}

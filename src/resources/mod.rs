@@ -1,0 +1,53 @@
+//! The four kinds of resource, as Kubernetes custom resources (`portcullis.dev/v1alpha1`).
+//!
+//! Field names inside `spec` are Aidbox's own, so a body copied from Aidbox's documentation
+//! drops in unchanged. These types are only the wire shape: meaning is given by
+//! [`crate::snapshot`], which compiles them.
+
+mod access_policy;
+mod identity_provider;
+mod reference;
+mod status;
+mod token_introspector;
+mod user;
+
+pub use access_policy::{AccessPolicy, AccessPolicySpec, PolicyEngine};
+pub use identity_provider::{IdentityProvider, IdentityProviderSpec, UserinfoSource};
+pub use reference::Reference;
+pub use status::{Condition, ResourceStatus};
+pub use token_introspector::{
+    IntrospectionEndpoint, IntrospectorType, JwtKey, JwtSettings, KeyAlgorithm, KeyFormat, KeyType,
+    TokenIntrospector, TokenIntrospectorSpec,
+};
+pub use user::{Identifier, User, UserSpec};
+
+pub const GROUP: &str = "portcullis.dev";
+pub const VERSION: &str = "v1alpha1";
+pub const API_VERSION: &str = "portcullis.dev/v1alpha1";
+
+/// Schema for a field that holds free JSON (matcho patterns, JSON Schemas, userinfo data):
+/// the API server must keep it as written instead of pruning it.
+pub(crate) fn any_json(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "x-kubernetes-preserve-unknown-fields": true })
+}
+
+/// Like [`any_json`], for a list of free JSON objects (`and`/`or` sub-policies).
+pub(crate) fn any_json_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "items": { "type": "object", "x-kubernetes-preserve-unknown-fields": true }
+    })
+}
+
+/// Every kind, for the `crds` command.
+pub fn crds(
+) -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
+{
+    use kube::CustomResourceExt;
+    vec![
+        TokenIntrospector::crd(),
+        AccessPolicy::crd(),
+        IdentityProvider::crd(),
+        User::crd(),
+    ]
+}

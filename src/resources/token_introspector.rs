@@ -1,0 +1,148 @@
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Reference, ResourceStatus};
+
+/// Which tokens to trust. Aidbox's `TokenIntrospector`, fields unchanged.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "portcullis.dev",
+    version = "v1alpha1",
+    kind = "TokenIntrospector",
+    plural = "tokenintrospectors",
+    shortname = "ti",
+    namespaced,
+    status = "ResourceStatus",
+    printcolumn = r#"{"name":"Type","type":"string","jsonPath":".spec.type"}"#,
+    printcolumn = r#"{"name":"Issuer","type":"string","jsonPath":".spec.jwt.iss"}"#
+)]
+#[serde(deny_unknown_fields)]
+pub struct TokenIntrospectorSpec {
+    #[serde(rename = "type")]
+    pub type_: IntrospectorType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtSettings>,
+    /// JWKS endpoint. Aidbox keeps it at the top level, not under `jwt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub introspection_endpoint: Option<IntrospectionEndpoint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_provider: Option<Reference>,
+    /// Seconds that JWKS keys or an introspection answer are kept (1..86400, default 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_ttl: Option<u32>,
+    /// portcullis extension: take `jwks_uri` from `<jwt.iss>/.well-known/openid-configuration`.
+    #[serde(
+        default,
+        rename = "openidDiscovery",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub openid_discovery: Option<bool>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum IntrospectorType {
+    Jwt,
+    Opaque,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JwtSettings {
+    /// The issuer: a JWT is handled by the introspector whose `iss` equals its `iss` claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// HS256 shared secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// Static keys, tried in order among those whose `alg` equals the token's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<Vec<JwtKey>>,
+    /// portcullis extension: when set, the `aud` claim must contain one of these.
+    #[serde(
+        default,
+        rename = "allowedAudiences",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub allowed_audiences: Option<Vec<String>>,
+    /// portcullis extension: clock skew allowed on `exp`, `nbf` and `iat` (default 30 s).
+    #[serde(
+        default,
+        rename = "leewaySeconds",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub leeway_seconds: Option<u32>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JwtKey {
+    pub kty: KeyType,
+    pub alg: KeyAlgorithm,
+    #[serde(default = "KeyFormat::default_pem")]
+    pub format: KeyFormat,
+    /// A PEM public key (`format: PEM`).
+    #[serde(default, rename = "pub", skip_serializing_if = "Option::is_none")]
+    pub pub_: Option<String>,
+    /// A symmetric secret (`format: plain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k: Option<String>,
+    /// Optional: when set, only tokens whose header `kid` equals it use this key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum KeyType {
+    #[serde(rename = "RSA")]
+    Rsa,
+    #[serde(rename = "EC")]
+    Ec,
+    #[serde(rename = "OCT", alias = "oct")]
+    Oct,
+    #[serde(rename = "OKP")]
+    Okp,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum KeyAlgorithm {
+    HS256,
+    HS384,
+    HS512,
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    EdDSA,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum KeyFormat {
+    #[serde(rename = "PEM", alias = "pem")]
+    Pem,
+    #[serde(rename = "plain")]
+    Plain,
+}
+
+impl KeyFormat {
+    fn default_pem() -> Self {
+        KeyFormat::Pem
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionEndpoint {
+    /// RFC 7662 endpoint.
+    pub url: String,
+    /// The literal `Authorization` header value sent to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<String>,
+}

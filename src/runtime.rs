@@ -1,0 +1,163 @@
+//! `portcullis serve`: all the wiring, in one place.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use tokio::net::TcpListener;
+
+use crate::cli::ServeArgs;
+use crate::decision::{Authorizer, DecisionLog};
+use crate::metrics::Metrics;
+use crate::server::admin::{AdminServer, AdminService};
+use crate::server::grpc::ExtAuthz;
+use crate::server::http::{router, HttpState};
+use crate::snapshot::{self, SnapshotStore};
+use crate::source::files;
+use crate::token::TokenVerifier;
+
+/// How long a burst of file events must be quiet before a reload.
+const RELOAD_SETTLE: Duration = Duration::from_millis(200);
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    if args.kube {
+        bail!("--kube: the Kubernetes source is not part of this build yet; use --config");
+    }
+    if args.config.is_empty() {
+        bail!("no configuration: pass --config PATH (a file or directory), or --kube");
+    }
+    if args.create_users && args.users_dir.is_none() {
+        bail!("--create-users in file mode needs --users-dir DIR, where created Users are kept");
+    }
+    if args.create_users {
+        bail!("--create-users is not part of this build yet");
+    }
+
+    let metrics = Arc::new(Metrics::new());
+    let snapshots = Arc::new(SnapshotStore::default());
+    let authorizer = Arc::new(Authorizer {
+        snapshots: snapshots.clone(),
+        tokens: TokenVerifier::new(args.max_token_bytes),
+        metrics: metrics.clone(),
+        log: DecisionLog::new(args.decision_log_allow_sample),
+    });
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_not_serving::<AuthorizationServer<ExtAuthz>>()
+        .await;
+
+    let config = args.config.clone();
+    reload(&config, &snapshots, &metrics);
+    if snapshots.is_ready() {
+        health.set_serving::<AuthorizationServer<ExtAuthz>>().await;
+    }
+    let (_watcher, mut changes) =
+        files::watch(&config, RELOAD_SETTLE).context("watching the configuration")?;
+    {
+        let snapshots = snapshots.clone();
+        let metrics = metrics.clone();
+        let health = health.clone();
+        tokio::spawn(async move {
+            while changes.recv().await.is_some() {
+                if reload(&config, &snapshots, &metrics) {
+                    health.set_serving::<AuthorizationServer<ExtAuthz>>().await;
+                }
+            }
+        });
+    }
+
+    let grpc_listener = TcpListener::bind(args.grpc_addr)
+        .await
+        .with_context(|| format!("binding --grpc-addr {}", args.grpc_addr))?;
+    let http_listener = TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("binding --http-addr {}", args.http_addr))?;
+    tracing::info!(grpc = %args.grpc_addr, http = %args.http_addr, "serving");
+
+    let grpc = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(AuthorizationServer::new(ExtAuthz::new(authorizer.clone())))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+            shutdown_signal(),
+        );
+    let http = axum::serve(
+        http_listener,
+        router(HttpState {
+            authorizer: authorizer.clone(),
+            snapshots: snapshots.clone(),
+            metrics: metrics.clone(),
+        })
+        .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal());
+
+    let admin = async {
+        let Some(addr) = args.admin_addr else {
+            return Ok(());
+        };
+        tracing::info!(admin = %addr, "operator API enabled");
+        tonic::transport::Server::builder()
+            .add_service(AdminServer::new(AdminService::new(authorizer.clone())))
+            .serve_with_shutdown(addr, shutdown_signal())
+            .await
+            .with_context(|| format!("serving --admin-addr {addr}"))
+    };
+
+    tokio::try_join!(
+        async { grpc.await.context("gRPC server") },
+        async { http.await.context("HTTP server") },
+        admin,
+    )?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Load and compile the files; swap the snapshot only if everything compiled.
+/// Returns whether a new snapshot is serving.
+fn reload(paths: &[PathBuf], snapshots: &SnapshotStore, metrics: &Metrics) -> bool {
+    let loaded = files::load(paths);
+    let result = if loaded.errors.is_empty() {
+        snapshot::compile(&loaded.resources)
+    } else {
+        Err(loaded.errors)
+    };
+    match result {
+        Ok(snapshot) => {
+            tracing::info!(summary = %snapshot.summary(), "configuration loaded");
+            metrics.config_loaded(true, loaded.resources.len());
+            snapshots.store(snapshot);
+            true
+        }
+        Err(errors) => {
+            for e in &errors {
+                tracing::error!(error = %e, "configuration error");
+            }
+            let serving = if snapshots.is_ready() {
+                "the last good configuration keeps serving"
+            } else {
+                "not ready: no good configuration yet"
+            };
+            tracing::error!(errors = errors.len(), "configuration rejected; {serving}");
+            metrics.config_loaded(false, 0);
+            false
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

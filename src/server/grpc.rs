@@ -1,0 +1,142 @@
+//! Envoy's `envoy.service.auth.v3.Authorization/Check`, translated to and from plain data.
+
+use std::sync::Arc;
+
+use envoy_types::ext_authz::v3::pb::{
+    Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction,
+    HeaderValue, HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
+};
+use envoy_types::pb::envoy::config::core::v3::address;
+use envoy_types::pb::google::rpc;
+use tonic::{Request, Response, Status};
+
+use crate::decision::{Authorizer, Decision, HttpRequest, Outcome};
+
+pub struct ExtAuthz {
+    authorizer: Arc<Authorizer>,
+}
+
+impl ExtAuthz {
+    pub fn new(authorizer: Arc<Authorizer>) -> Self {
+        ExtAuthz { authorizer }
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for ExtAuthz {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        let request = to_http_request(request.into_inner());
+        let decision = self.authorizer.check(&request).await;
+        Ok(Response::new(to_check_response(&decision)))
+    }
+}
+
+/// Envoy sends headers either as the `headers` map or, with `encode_raw_headers`, as
+/// `header_map` with raw bytes; both are read.
+pub fn to_http_request(check: CheckRequest) -> HttpRequest {
+    let attributes = check.attributes.unwrap_or_default();
+    let http = attributes.request.and_then(|r| r.http).unwrap_or_default();
+    let mut headers: Vec<(String, String)> = http
+        .headers
+        .into_iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect();
+    if let Some(map) = http.header_map {
+        headers.extend(map.headers.into_iter().map(|h| {
+            let value = if h.raw_value.is_empty() {
+                h.value
+            } else {
+                String::from_utf8_lossy(&h.raw_value).into_owned()
+            };
+            (h.key.to_ascii_lowercase(), value)
+        }));
+    }
+    let remote_addr = attributes
+        .source
+        .and_then(|peer| peer.address)
+        .and_then(|a| a.address)
+        .and_then(|a| match a {
+            address::Address::SocketAddress(s) => Some(s.address),
+            _ => None,
+        });
+    let host = if http.host.is_empty() {
+        headers
+            .iter()
+            .find(|(k, _)| k == ":authority" || k == "host")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    } else {
+        http.host
+    };
+    HttpRequest {
+        method: http.method,
+        scheme: http.scheme,
+        host,
+        path: http.path,
+        headers,
+        remote_addr,
+        context_extensions: attributes.context_extensions.into_iter().collect(),
+    }
+}
+
+pub fn to_check_response(decision: &Decision) -> CheckResponse {
+    let header = |key: &str, value: &str| HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.to_string(),
+            value: value.to_string(),
+            ..Default::default()
+        }),
+        // Replaces a client-sent copy of the same header.
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        ..Default::default()
+    };
+    if decision.allowed() {
+        return CheckResponse {
+            status: Some(rpc::Status {
+                code: rpc::Code::Ok as i32,
+                ..Default::default()
+            }),
+            http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+                headers: decision
+                    .upstream_headers()
+                    .into_iter()
+                    .map(|(k, v)| header(k, v))
+                    .collect(),
+                headers_to_remove: decision
+                    .headers_to_remove()
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+    }
+    let code = match decision.outcome {
+        Outcome::Unauthenticated => rpc::Code::Unauthenticated,
+        Outcome::Unavailable => rpc::Code::Unavailable,
+        _ => rpc::Code::PermissionDenied,
+    };
+    let mut headers = vec![header("content-type", "application/json")];
+    if let Some(challenge) = decision.www_authenticate() {
+        headers.push(header("www-authenticate", &challenge));
+    }
+    CheckResponse {
+        status: Some(rpc::Status {
+            code: code as i32,
+            message: decision.reason.to_string(),
+            ..Default::default()
+        }),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus {
+                code: decision.http_status() as i32,
+            }),
+            headers,
+            body: decision.body(),
+        })),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,194 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::policies::Links;
+use super::{CompiledPolicy, IdentityProvider, PolicySet, Snapshot};
+use crate::source::{ConfigError, FieldError, Resource, Spec};
+use crate::token::Introspector;
+use crate::users::User;
+
+/// Compile a complete set of resources. Any error rejects the whole set, so that the
+/// caller keeps serving the last good snapshot; every error found is returned at once.
+pub fn compile(resources: &[Resource]) -> Result<Snapshot, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let mut report = |r: &Resource, e: FieldError| {
+        errors.push(ConfigError {
+            origin: r.origin.clone(),
+            resource: Some(r.id()),
+            field: (!e.field.is_empty()).then_some(e.field),
+            message: e.message,
+        })
+    };
+
+    // Names are unique per kind; a second definition is an error at the second place.
+    let mut seen: HashMap<(&str, &str), &Resource> = HashMap::new();
+    for r in resources {
+        if let Some(first) = seen.insert((r.spec.kind(), r.name.as_str()), r) {
+            report(
+                r,
+                FieldError::new("", format!("defined twice: also at {}", first.origin)),
+            );
+        }
+    }
+
+    let mut snapshot = Snapshot::default();
+    for r in resources {
+        if let Spec::IdentityProvider(spec) = &r.spec {
+            snapshot.identity_providers.insert(
+                r.name.clone(),
+                Arc::new(IdentityProvider {
+                    name: r.name.clone(),
+                    spec: spec.clone(),
+                }),
+            );
+        }
+    }
+
+    let mut policies = Vec::new();
+    for r in resources {
+        match &r.spec {
+            Spec::TokenIntrospector(spec) => match Introspector::compile(&r.name, spec) {
+                Ok(introspector) => {
+                    if let Some(idp) = &introspector.identity_provider {
+                        if !snapshot.identity_providers.contains_key(idp) {
+                            report(
+                                r,
+                                FieldError::new(
+                                    "identity_provider",
+                                    format!("IdentityProvider/{idp} is not defined"),
+                                ),
+                            );
+                        }
+                    }
+                    if let Err(e) = snapshot.trust.insert(introspector) {
+                        report(r, FieldError::new("jwt.iss", e));
+                    }
+                }
+                Err(es) => es.into_iter().for_each(|e| report(r, e)),
+            },
+            Spec::AccessPolicy(spec) => {
+                let links = match links(spec.link.as_deref().unwrap_or_default()) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        report(r, e);
+                        continue;
+                    }
+                };
+                match crate::policy::compile(&spec.body()) {
+                    Ok(policy) => policies.push((
+                        CompiledPolicy {
+                            name: r.name.clone(),
+                            policy,
+                        },
+                        links,
+                    )),
+                    Err(es) => es
+                        .into_iter()
+                        .for_each(|e| report(r, FieldError::new(e.path, e.message))),
+                }
+            }
+            Spec::User(spec) => {
+                let user = User {
+                    name: r.name.clone(),
+                    spec: spec.clone(),
+                };
+                if let Some(other) = snapshot.users.insert(user) {
+                    report(
+                        r,
+                        FieldError::new("identifier", format!("already held by User/{other}")),
+                    );
+                }
+            }
+            Spec::IdentityProvider(_) => {}
+        }
+    }
+    snapshot.policies = PolicySet::build(policies);
+
+    if errors.is_empty() {
+        Ok(snapshot)
+    } else {
+        Err(errors)
+    }
+}
+
+fn links(refs: &[crate::resources::Reference]) -> Result<Links, FieldError> {
+    let mut links = Links::default();
+    for (i, r) in refs.iter().enumerate() {
+        let field = || format!("link[{i}]");
+        match r.target().map_err(|e| FieldError::new(field(), e))? {
+            ("User", name) => links.users.push(name.to_string()),
+            ("Client", id) => links.clients.push(id.to_string()),
+            (kind, _) => {
+                return Err(FieldError::new(
+                    field(),
+                    format!("links point at a User or a Client, not a {kind}"),
+                ))
+            }
+        }
+    }
+    Ok(links)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::parse_documents;
+    use std::path::Path;
+
+    fn compile_text(text: &str) -> Result<Snapshot, Vec<ConfigError>> {
+        let (resources, errors) = parse_documents(Path::new("c.yaml"), text);
+        assert!(errors.is_empty(), "{errors:?}");
+        compile(&resources)
+    }
+
+    #[test]
+    fn compiles_the_quickstart_shapes() {
+        let s = compile_text(
+            "resourceType: TokenIntrospector\nid: t\ntype: jwt\njwt: {iss: https://a, secret: s}\n---\n\
+             resourceType: AccessPolicy\nid: p\nengine: allow\n---\n\
+             resourceType: User\nid: u\ndata: {sub: u}\n",
+        )
+        .unwrap();
+        assert!(s.trust.for_issuer("https://a").is_some());
+        assert_eq!(s.policies.len(), 1);
+        assert!(s.users.by_name("u").is_some());
+    }
+
+    #[test]
+    fn reports_every_error_with_resource_and_field() {
+        let errs = compile_text(
+            "resourceType: TokenIntrospector\nid: both\ntype: jwt\njwt: {iss: https://a, secret: s}\njwks_uri: https://a/jwks\n---\n\
+             resourceType: TokenIntrospector\nid: dup-iss\ntype: jwt\njwt: {iss: https://b, secret: s}\n---\n\
+             resourceType: TokenIntrospector\nid: dup-iss2\ntype: jwt\njwt: {iss: https://b, secret: s}\n---\n\
+             resourceType: TokenIntrospector\nid: idp\ntype: jwt\njwt: {iss: https://c, secret: s}\nidentity_provider: {reference: IdentityProvider/nope}\n---\n\
+             resourceType: AccessPolicy\nid: l\nengine: allow\nlink: [{reference: Patient/x}]\n---\n\
+             resourceType: User\nid: u\n---\nresourceType: User\nid: u\n",
+        )
+        .unwrap_err();
+        let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        let has = |needle: &str| text.iter().any(|t| t.contains(needle));
+        assert!(
+            has("TokenIntrospector/both: field `jwt.secret`: set exactly one"),
+            "{text:#?}"
+        );
+        assert!(has("TokenIntrospector/dup-iss2: field `jwt.iss`: issuer \"https://b\" is already trusted by TokenIntrospector/dup-iss"), "{text:#?}");
+        assert!(has("TokenIntrospector/idp: field `identity_provider`: IdentityProvider/nope is not defined"), "{text:#?}");
+        assert!(has("AccessPolicy/l: field `link[0]`"), "{text:#?}");
+        assert!(has("User/u: defined twice: also at c.yaml:"), "{text:#?}");
+        assert_eq!(errs.len(), 5, "{text:#?}");
+    }
+
+    #[test]
+    fn rejects_keys_that_do_not_fit_their_algorithm() {
+        let errs = compile_text(
+            "resourceType: TokenIntrospector\nid: k\ntype: jwt\njwt:\n  iss: https://a\n  keys:\n  - {kty: RSA, alg: HS256, k: x, format: plain}\n  - {kty: RSA, alg: RS256, pub: nonsense}\n",
+        )
+        .unwrap_err();
+        assert_eq!(errs[0].field.as_deref(), Some("jwt.keys[0].alg"));
+        assert_eq!(errs[1].field.as_deref(), Some("jwt.keys[1].pub"));
+        assert!(
+            !errs[1].message.contains("nonsense"),
+            "key material must not be echoed"
+        );
+    }
+}

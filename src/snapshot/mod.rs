@@ -1,0 +1,54 @@
+//! The compiled, immutable configuration that the request path reads.
+//!
+//! Sources produce [`Resource`]s; [`compile`] turns a complete set of them into a
+//! [`Snapshot`], or into every error found. [`SnapshotStore`] swaps snapshots atomically,
+//! so a request sees one whole configuration, never half of an update.
+
+mod compile;
+mod policies;
+mod store;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub use compile::compile;
+pub use policies::{CompiledPolicy, PolicySet};
+pub use store::SnapshotStore;
+
+use crate::resources::IdentityProviderSpec;
+use crate::token::TrustStore;
+use crate::users::UserIndex;
+
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub trust: TrustStore,
+    pub policies: PolicySet,
+    pub identity_providers: HashMap<String, Arc<IdentityProvider>>,
+    pub users: UserIndex,
+}
+
+/// An IdentityProvider, by name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdentityProvider {
+    pub name: String,
+    pub spec: IdentityProviderSpec,
+}
+
+impl IdentityProvider {
+    pub fn is_active(&self) -> bool {
+        self.spec.active.unwrap_or(true)
+    }
+}
+
+impl Snapshot {
+    /// Counts by kind, for logs and metrics.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} token introspectors, {} access policies, {} identity providers, {} users",
+            self.trust.len(),
+            self.policies.len(),
+            self.identity_providers.len(),
+            self.users.len()
+        )
+    }
+}

@@ -1,0 +1,293 @@
+//! One configuration file → resources. A document is either a Kubernetes manifest
+//! (`apiVersion: portcullis.dev/v1alpha1`, `kind`, `metadata.name`, `spec`) or an Aidbox
+//! resource (`resourceType`, `id`, fields at the top level).
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::{ConfigError, Origin, Resource, Spec};
+use crate::resources::API_VERSION;
+
+const GROUP_PREFIX: &str = "portcullis.dev/";
+const KINDS: &str = "TokenIntrospector, AccessPolicy, IdentityProvider, User";
+
+/// Parse every document of one file. Documents that fail are reported; the others are kept,
+/// so that `validate` can list every error of a file at once.
+pub fn parse_documents(path: &Path, text: &str) -> (Vec<Resource>, Vec<ConfigError>) {
+    let starts = document_start_lines(text);
+    let mut resources = Vec::new();
+    let mut errors = Vec::new();
+    for (index, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let origin = Origin::File {
+            path: path.to_path_buf(),
+            document: index + 1,
+            line: starts.get(index).copied().unwrap_or(1),
+        };
+        let error = |message: String| ConfigError {
+            origin: origin.clone(),
+            resource: None,
+            field: None,
+            message,
+        };
+        let yaml = match serde_yaml::Value::deserialize(de) {
+            Ok(v) => v,
+            Err(e) => {
+                // A syntax error ends the stream: the parser cannot find the next document.
+                errors.push(error(format!("invalid YAML: {e}")));
+                break;
+            }
+        };
+        let value: Value = match serde_json::to_value(&yaml) {
+            Ok(v) => v,
+            Err(e) => {
+                errors.push(error(format!("not representable as JSON: {e}")));
+                continue;
+            }
+        };
+        let mut items = Vec::new();
+        flatten_lists(value, &mut items);
+        for item in items {
+            match parse_one(item, &origin) {
+                Ok(Some(r)) => resources.push(r),
+                Ok(None) => {}
+                Err(e) => errors.push(e),
+            }
+        }
+    }
+    (resources, errors)
+}
+
+/// A JSON array, or a Kubernetes `List` (`kubectl get -o yaml`), holds several resources.
+fn flatten_lists(value: Value, out: &mut Vec<Value>) {
+    match value {
+        Value::Null => {}
+        Value::Array(items) => items.into_iter().for_each(|v| flatten_lists(v, out)),
+        Value::Object(mut map)
+            if map.get("kind").and_then(Value::as_str) == Some("List")
+                && map.get("items").is_some_and(Value::is_array) =>
+        {
+            flatten_lists(map.remove("items").unwrap_or_default(), out)
+        }
+        other => out.push(other),
+    }
+}
+
+fn parse_one(value: Value, origin: &Origin) -> Result<Option<Resource>, ConfigError> {
+    let err = |resource: Option<String>, field: Option<&str>, message: String| ConfigError {
+        origin: origin.clone(),
+        resource,
+        field: field.map(str::to_string),
+        message,
+    };
+    let Value::Object(mut map) = value else {
+        return Err(err(None, None, "a document must be a mapping".into()));
+    };
+
+    let (kind, name, namespace, spec) = if let Some(api_version) = map.get("apiVersion") {
+        let api_version = api_version.as_str().unwrap_or_default();
+        if !api_version.starts_with(GROUP_PREFIX) {
+            // Other manifests may share a directory with ours (kustomize trees): not ours.
+            tracing::debug!(%origin, api_version, "skipping a document of another API group");
+            return Ok(None);
+        }
+        if api_version != API_VERSION {
+            return Err(err(
+                None,
+                Some("apiVersion"),
+                format!("unsupported apiVersion {api_version:?}, expected {API_VERSION:?}"),
+            ));
+        }
+        let kind = string_field(&map, "kind")
+            .ok_or_else(|| err(None, Some("kind"), format!("missing; one of {KINDS}")))?;
+        let metadata = map.get("metadata").and_then(Value::as_object);
+        let name = metadata
+            .and_then(|m| m.get("name"))
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| err(None, Some("metadata.name"), "missing".into()))?
+            .to_string();
+        let namespace = metadata
+            .and_then(|m| m.get("namespace"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let spec = map.remove("spec").ok_or_else(|| {
+            err(
+                Some(format!("{kind}/{name}")),
+                Some("spec"),
+                "missing".into(),
+            )
+        })?;
+        (kind, name, namespace, spec)
+    } else if let Some(kind) = string_field(&map, "resourceType") {
+        let name = string_field(&map, "id")
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| {
+                err(
+                    None,
+                    Some("id"),
+                    format!("missing: an Aidbox-style {kind} needs an `id` to be named by"),
+                )
+            })?;
+        for meta in ["resourceType", "id", "meta"] {
+            map.remove(meta);
+        }
+        (kind, name, None, Value::Object(map))
+    } else {
+        return Err(err(
+            None,
+            None,
+            "neither a Kubernetes manifest (apiVersion, kind) nor an Aidbox resource (resourceType)"
+                .into(),
+        ));
+    };
+
+    let resource = Some(format!("{kind}/{name}"));
+    let spec = match kind.as_str() {
+        "TokenIntrospector" => typed(spec).map(Spec::TokenIntrospector),
+        "AccessPolicy" => typed(spec).map(Spec::AccessPolicy),
+        "IdentityProvider" => typed(spec).map(Spec::IdentityProvider),
+        "User" => typed(spec).map(Spec::User),
+        other => {
+            return Err(err(
+                None,
+                Some("kind"),
+                format!("unsupported kind {other:?}; portcullis reads {KINDS}"),
+            ))
+        }
+    }
+    .map_err(|(field, message)| err(resource.clone(), field.as_deref(), message))?;
+
+    Ok(Some(Resource {
+        name,
+        namespace,
+        origin: origin.clone(),
+        spec,
+    }))
+}
+
+fn string_field(map: &Map<String, Value>, key: &str) -> Option<String> {
+    map.get(key).and_then(Value::as_str).map(str::to_string)
+}
+
+/// Deserialise a spec, keeping the path of the field that failed.
+fn typed<T: DeserializeOwned>(spec: Value) -> Result<T, (Option<String>, String)> {
+    serde_path_to_error::deserialize(spec).map_err(|e| {
+        let path = e.path().to_string();
+        let field = (path != ".").then_some(path);
+        (field, e.into_inner().to_string())
+    })
+}
+
+/// The 1-based line on which each YAML document starts, in stream order.
+fn document_start_lines(text: &str) -> Vec<usize> {
+    let mut starts = Vec::new();
+    let mut content_before_first_marker = false;
+    let mut seen_marker = false;
+    for (i, line) in text.lines().enumerate() {
+        if line == "---" || line.starts_with("--- ") {
+            if !seen_marker && content_before_first_marker {
+                starts.insert(0, 1);
+            }
+            seen_marker = true;
+            starts.push(i + 2);
+        } else if !seen_marker {
+            let t = line.trim();
+            if !t.is_empty() && !t.starts_with('#') {
+                content_before_first_marker = true;
+            }
+        }
+    }
+    if !seen_marker {
+        starts.push(1);
+    }
+    starts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> (Vec<Resource>, Vec<ConfigError>) {
+        parse_documents(Path::new("t.yaml"), text)
+    }
+
+    #[test]
+    fn reads_both_forms_from_one_file() {
+        let (rs, errs) = parse(
+            "resourceType: TokenIntrospector\nid: a\ntype: jwt\njwt: {iss: x, secret: s}\n---\n\
+             apiVersion: portcullis.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: p, namespace: ns}\n\
+             spec: {engine: allow}\n",
+        );
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(rs.len(), 2);
+        assert_eq!(rs[0].id(), "TokenIntrospector/a");
+        assert_eq!(rs[1].id(), "AccessPolicy/p");
+        assert_eq!(rs[1].namespace.as_deref(), Some("ns"));
+        assert!(matches!(
+            rs[1].origin,
+            Origin::File {
+                document: 2,
+                line: 6,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn names_file_line_resource_and_field() {
+        let (_, errs) = parse(
+            "# leading comment\n---\nresourceType: AccessPolicy\nid: ok\nengine: allow\n---\n\
+             resourceType: TokenIntrospector\nid: bad\ntype: jwt\njwt:\n  iss: x\n  keys:\n  - {kty: RSA, alg: RS999, pub: k}\n",
+        );
+        assert_eq!(errs.len(), 1);
+        let text = errs[0].to_string();
+        assert!(
+            text.starts_with(
+                "t.yaml:7 (document 2): TokenIntrospector/bad: field `jwt.keys[0].alg`"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("RS999"), "{text}");
+    }
+
+    #[test]
+    fn rejects_unknown_fields_in_security_settings() {
+        let (_, errs) =
+            parse("resourceType: TokenIntrospector\nid: t\ntype: jwt\njwks-uri: http://x\n");
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].message.contains("jwks-uri"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn skips_other_groups_but_not_other_versions_of_ours() {
+        let (rs, errs) = parse(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n---\n\
+             apiVersion: portcullis.dev/v1\nkind: User\nmetadata: {name: u}\nspec: {}\n",
+        );
+        assert!(rs.is_empty());
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].field.as_deref(), Some("apiVersion"));
+    }
+
+    #[test]
+    fn reads_json_arrays_and_kube_lists() {
+        let (rs, errs) = parse(
+            r#"[{"resourceType": "User", "id": "a"}, {"apiVersion": "v1", "kind": "List", "items": [
+                {"apiVersion": "portcullis.dev/v1alpha1", "kind": "User", "metadata": {"name": "b"}, "spec": {}}]}]"#,
+        );
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(
+            rs.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+    }
+
+    #[test]
+    fn reports_unknown_resource_types() {
+        let (_, errs) = parse("resourceType: Client\nid: c\n");
+        assert!(errs[0].message.contains("Client"));
+    }
+}

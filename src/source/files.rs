@@ -1,0 +1,160 @@
+//! The file source: `--config` files and directories, read whole and re-read on change.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use super::{parse_documents, ConfigError, Origin, Resource};
+
+const EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
+
+/// Everything read from the given files and directories, with every error found.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub resources: Vec<Resource>,
+    pub errors: Vec<ConfigError>,
+}
+
+/// Read every `*.yaml`, `*.yml` and `*.json` file named or found below the given paths.
+/// Files are read in sorted order so that the result does not depend on the file system.
+pub fn load(paths: &[PathBuf]) -> Loaded {
+    let mut loaded = Loaded::default();
+    for path in paths {
+        let mut files = Vec::new();
+        if let Err(e) = collect(path, true, &mut files) {
+            loaded
+                .errors
+                .push(file_error(path, format!("cannot read: {e}")));
+            continue;
+        }
+        files.sort();
+        for file in files {
+            match std::fs::read_to_string(&file) {
+                Ok(text) => {
+                    let (resources, errors) = parse_documents(&file, &text);
+                    loaded.resources.extend(resources);
+                    loaded.errors.extend(errors);
+                }
+                Err(e) => loaded
+                    .errors
+                    .push(file_error(&file, format!("cannot read: {e}"))),
+            }
+        }
+    }
+    loaded
+}
+
+fn file_error(path: &Path, message: String) -> ConfigError {
+    ConfigError {
+        origin: Origin::File {
+            path: path.to_path_buf(),
+            document: 0,
+            line: 0,
+        },
+        resource: None,
+        field: None,
+        message,
+    }
+}
+
+fn collect(path: &Path, named: bool, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let meta = std::fs::metadata(path)?;
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            // Editors' and Kubernetes' ConfigMap mounts' hidden entries (`..data`) duplicate files.
+            if name.to_string_lossy().starts_with('.') {
+                continue;
+            }
+            collect(&entry.path(), false, out)?;
+        }
+    } else if named || has_config_extension(path) {
+        out.push(path.to_path_buf());
+    }
+    Ok(())
+}
+
+fn has_config_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| EXTENSIONS.contains(&e))
+}
+
+/// Watch the paths and send `()` after each burst of changes has settled.
+///
+/// Directories are watched recursively; a named file is watched through its parent, since
+/// editors and ConfigMap updates replace files rather than write them in place.
+pub fn watch(
+    paths: &[PathBuf],
+    settle: Duration,
+) -> notify::Result<(notify::RecommendedWatcher, mpsc::Receiver<()>)> {
+    let (raw_tx, mut raw_rx) = mpsc::unbounded_channel();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event {
+            if !event.kind.is_access() {
+                let _ = raw_tx.send(());
+            }
+        }
+    })?;
+    for path in paths {
+        if path.is_dir() {
+            watcher.watch(path, RecursiveMode::Recursive)?;
+        } else {
+            let parent = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            watcher.watch(parent, RecursiveMode::NonRecursive)?;
+        }
+    }
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        while raw_rx.recv().await.is_some() {
+            // Debounce: a save is often several events (truncate, write, rename).
+            while let Ok(Some(())) = tokio::time::timeout(settle, raw_rx.recv()).await {}
+            if tx.send(()).await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok((watcher, rx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_directories_recursively_and_skips_other_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("a.yaml"), "resourceType: User\nid: a\n").unwrap();
+        std::fs::write(
+            dir.path().join("sub/b.json"),
+            r#"{"resourceType":"User","id":"b"}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("README.md"), "not config").unwrap();
+        std::fs::write(
+            dir.path().join(".hidden.yaml"),
+            "resourceType: User\nid: h\n",
+        )
+        .unwrap();
+        let loaded = load(&[dir.path().to_path_buf()]);
+        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+        let names: Vec<_> = loaded.resources.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+    }
+
+    #[test]
+    fn a_missing_path_is_an_error() {
+        let loaded = load(&[PathBuf::from("/nonexistent/portcullis")]);
+        assert_eq!(loaded.errors.len(), 1);
+        assert!(loaded.errors[0]
+            .to_string()
+            .contains("/nonexistent/portcullis"));
+    }
+}

@@ -1,0 +1,321 @@
+//! A TokenIntrospector compiled for use: keys parsed, settings checked, defaults applied.
+
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, DecodingKey};
+
+use crate::resources::{
+    IntrospectorType, JwtKey, KeyAlgorithm, KeyFormat, KeyType, TokenIntrospectorSpec,
+};
+use crate::source::FieldError;
+
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(300);
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+
+pub struct Introspector {
+    pub name: String,
+    /// `jwt.iss`: JWTs whose `iss` equals it come here.
+    pub issuer: Option<String>,
+    pub trust: Trust,
+    /// `IdentityProvider` name from `identity_provider`.
+    pub identity_provider: Option<String>,
+    pub cache_ttl: Duration,
+    pub leeway: Duration,
+    pub allowed_audiences: Option<Vec<String>>,
+}
+
+/// How a token is checked.
+pub enum Trust {
+    /// `jwt.secret` or `jwt.keys`: keys known at load time.
+    StaticKeys(Vec<VerifyKey>),
+    /// `jwks_uri`, or discovered from the issuer.
+    Jwks(JwksSource),
+    /// `type: opaque`: RFC 7662 introspection.
+    Introspection {
+        url: String,
+        authorization: Option<String>,
+    },
+}
+
+pub enum JwksSource {
+    Uri(String),
+    /// `openidDiscovery: true`: the JWKS URI comes from the issuer's discovery document.
+    Discovery {
+        issuer: String,
+    },
+}
+
+/// One key and the only algorithm it may verify.
+pub struct VerifyKey {
+    pub alg: Algorithm,
+    pub kid: Option<String>,
+    pub key: DecodingKey,
+}
+
+impl std::fmt::Debug for Introspector {
+    // Keys and secrets stay out of debug output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Introspector")
+            .field("name", &self.name)
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Introspector {
+    pub fn compile(name: &str, spec: &TokenIntrospectorSpec) -> Result<Self, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let jwt = spec.jwt.clone().unwrap_or_default();
+        let cache_ttl = match spec.cache_ttl {
+            None => DEFAULT_CACHE_TTL,
+            Some(s) if (1..=86_400).contains(&s) => Duration::from_secs(s.into()),
+            Some(s) => {
+                errors.push(FieldError::new(
+                    "cache_ttl",
+                    format!("{s} is outside 1..86400 seconds"),
+                ));
+                DEFAULT_CACHE_TTL
+            }
+        };
+        let identity_provider = match &spec.identity_provider {
+            None => None,
+            Some(r) => match r.target() {
+                Ok(("IdentityProvider", name)) => Some(name.to_string()),
+                Ok((kind, _)) => {
+                    errors.push(FieldError::new(
+                        "identity_provider",
+                        format!("must reference an IdentityProvider, not a {kind}"),
+                    ));
+                    None
+                }
+                Err(e) => {
+                    errors.push(FieldError::new("identity_provider", e));
+                    None
+                }
+            },
+        };
+        if let Some(auds) = &jwt.allowed_audiences {
+            if auds.is_empty() {
+                errors.push(FieldError::new(
+                    "jwt.allowedAudiences",
+                    "empty list would refuse every token; omit it to accept any audience",
+                ));
+            }
+        }
+
+        let trust = match spec.type_ {
+            IntrospectorType::Jwt => compile_jwt(spec, &jwt, &mut errors),
+            IntrospectorType::Opaque => compile_opaque(spec, &jwt, &mut errors),
+        };
+        match trust {
+            Some(trust) if errors.is_empty() => Ok(Introspector {
+                name: name.to_string(),
+                issuer: jwt.iss.clone(),
+                trust,
+                identity_provider,
+                cache_ttl,
+                leeway: jwt
+                    .leeway_seconds
+                    .map(|s| Duration::from_secs(s.into()))
+                    .unwrap_or(DEFAULT_LEEWAY),
+                allowed_audiences: jwt.allowed_audiences.clone(),
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+fn compile_jwt(
+    spec: &TokenIntrospectorSpec,
+    jwt: &crate::resources::JwtSettings,
+    errors: &mut Vec<FieldError>,
+) -> Option<Trust> {
+    match jwt.iss.as_deref() {
+        None | Some("") => errors.push(FieldError::new(
+            "jwt.iss",
+            "required for type: jwt (a JWT is matched to its introspector by issuer)",
+        )),
+        Some(_) => {}
+    }
+    if spec.introspection_endpoint.is_some() {
+        errors.push(FieldError::new(
+            "introspection_endpoint",
+            "only for type: opaque",
+        ));
+    }
+    let discovery = spec.openid_discovery.unwrap_or(false);
+    let chosen: Vec<&str> = [
+        ("jwt.secret", jwt.secret.is_some()),
+        ("jwt.keys", jwt.keys.is_some()),
+        ("jwks_uri", spec.jwks_uri.is_some()),
+        ("openidDiscovery", discovery),
+    ]
+    .into_iter()
+    .filter_map(|(name, set)| set.then_some(name))
+    .collect();
+    if chosen.len() != 1 {
+        let message = if chosen.is_empty() {
+            "set exactly one of jwt.secret, jwt.keys, jwks_uri (or openidDiscovery: true)"
+                .to_string()
+        } else {
+            format!("set exactly one of these, not {}", chosen.join(" and "))
+        };
+        errors.push(FieldError::new(
+            chosen.first().copied().unwrap_or("jwt"),
+            message,
+        ));
+        return None;
+    }
+    if let Some(secret) = &jwt.secret {
+        if secret.is_empty() {
+            errors.push(FieldError::new("jwt.secret", "empty"));
+            return None;
+        }
+        return Some(Trust::StaticKeys(vec![VerifyKey {
+            alg: Algorithm::HS256,
+            kid: None,
+            key: DecodingKey::from_secret(secret.as_bytes()),
+        }]));
+    }
+    if let Some(keys) = &jwt.keys {
+        if keys.is_empty() {
+            errors.push(FieldError::new(
+                "jwt.keys",
+                "empty list: no token could verify",
+            ));
+            return None;
+        }
+        let compiled: Vec<VerifyKey> = keys
+            .iter()
+            .enumerate()
+            .filter_map(|(i, k)| match compile_key(k) {
+                Ok(key) => Some(key),
+                Err((field, message)) => {
+                    errors.push(FieldError::new(format!("jwt.keys[{i}].{field}"), message));
+                    None
+                }
+            })
+            .collect();
+        return Some(Trust::StaticKeys(compiled));
+    }
+    if let Some(uri) = &spec.jwks_uri {
+        if let Err(e) = check_url(uri) {
+            errors.push(FieldError::new("jwks_uri", e));
+        }
+        return Some(Trust::Jwks(JwksSource::Uri(uri.clone())));
+    }
+    Some(Trust::Jwks(JwksSource::Discovery {
+        issuer: jwt.iss.clone().unwrap_or_default(),
+    }))
+}
+
+fn compile_opaque(
+    spec: &TokenIntrospectorSpec,
+    jwt: &crate::resources::JwtSettings,
+    errors: &mut Vec<FieldError>,
+) -> Option<Trust> {
+    if jwt.secret.is_some() || jwt.keys.is_some() || spec.jwks_uri.is_some() {
+        errors.push(FieldError::new(
+            "type",
+            "opaque introspectors take introspection_endpoint, not JWT keys",
+        ));
+    }
+    let Some(endpoint) = &spec.introspection_endpoint else {
+        errors.push(FieldError::new(
+            "introspection_endpoint.url",
+            "required for type: opaque",
+        ));
+        return None;
+    };
+    if let Err(e) = check_url(&endpoint.url) {
+        errors.push(FieldError::new("introspection_endpoint.url", e));
+    }
+    Some(Trust::Introspection {
+        url: endpoint.url.clone(),
+        authorization: endpoint.authorization.clone(),
+    })
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    match url.split_once("://") {
+        Some(("http" | "https", rest)) if !rest.is_empty() => Ok(()),
+        _ => Err(format!("{url:?} is not an http(s) URL")),
+    }
+}
+
+/// The algorithm families each key type may verify: an RSA key never checks an HMAC.
+fn compile_key(k: &JwtKey) -> Result<VerifyKey, (&'static str, String)> {
+    let alg = algorithm(k.alg);
+    let fits = matches!(
+        (k.kty, k.alg),
+        (
+            KeyType::Oct,
+            KeyAlgorithm::HS256 | KeyAlgorithm::HS384 | KeyAlgorithm::HS512
+        ) | (
+            KeyType::Rsa,
+            KeyAlgorithm::RS256
+                | KeyAlgorithm::RS384
+                | KeyAlgorithm::RS512
+                | KeyAlgorithm::PS256
+                | KeyAlgorithm::PS384
+                | KeyAlgorithm::PS512
+        ) | (KeyType::Ec, KeyAlgorithm::ES256 | KeyAlgorithm::ES384)
+            | (KeyType::Okp, KeyAlgorithm::EdDSA)
+    );
+    if !fits {
+        return Err(("alg", format!("{:?} does not fit a {:?} key", k.alg, k.kty)));
+    }
+    let key = match (k.kty, k.format) {
+        (KeyType::Oct, KeyFormat::Plain) => match k.k.as_deref() {
+            Some(secret) if !secret.is_empty() => DecodingKey::from_secret(secret.as_bytes()),
+            _ => return Err(("k", "required for an OCT key with format: plain".into())),
+        },
+        (KeyType::Oct, KeyFormat::Pem) => {
+            return Err((
+                "format",
+                "an OCT key is a plain secret in `k`: use format: plain".into(),
+            ))
+        }
+        (_, KeyFormat::Plain) => {
+            return Err((
+                "format",
+                "public keys are given as PEM in `pub`: use format: PEM".into(),
+            ))
+        }
+        (kty, KeyFormat::Pem) => {
+            let Some(pem) = k.pub_.as_deref() else {
+                return Err(("pub", "required: the PEM public key".into()));
+            };
+            let parsed = match kty {
+                KeyType::Rsa => DecodingKey::from_rsa_pem(pem.as_bytes()),
+                KeyType::Ec => DecodingKey::from_ec_pem(pem.as_bytes()),
+                KeyType::Okp => DecodingKey::from_ed_pem(pem.as_bytes()),
+                KeyType::Oct => unreachable!("handled above"),
+            };
+            // The parser's message may quote key material: say only what kind of key failed.
+            parsed.map_err(|_| ("pub", format!("not a valid {kty:?} public key in PEM form")))?
+        }
+    };
+    Ok(VerifyKey {
+        alg,
+        kid: k.kid.clone(),
+        key,
+    })
+}
+
+pub fn algorithm(a: KeyAlgorithm) -> Algorithm {
+    match a {
+        KeyAlgorithm::HS256 => Algorithm::HS256,
+        KeyAlgorithm::HS384 => Algorithm::HS384,
+        KeyAlgorithm::HS512 => Algorithm::HS512,
+        KeyAlgorithm::RS256 => Algorithm::RS256,
+        KeyAlgorithm::RS384 => Algorithm::RS384,
+        KeyAlgorithm::RS512 => Algorithm::RS512,
+        KeyAlgorithm::PS256 => Algorithm::PS256,
+        KeyAlgorithm::PS384 => Algorithm::PS384,
+        KeyAlgorithm::PS512 => Algorithm::PS512,
+        KeyAlgorithm::ES256 => Algorithm::ES256,
+        KeyAlgorithm::ES384 => Algorithm::ES384,
+        KeyAlgorithm::EdDSA => Algorithm::EdDSA,
+    }
+}

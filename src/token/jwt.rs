@@ -1,0 +1,165 @@
+//! JWT parsing and signature checks.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::{errors::ErrorKind, Algorithm, Header, Validation};
+use serde_json::{Map, Value};
+
+use super::{Introspector, TokenError, TokenKind, ValidToken, VerifyKey};
+
+/// A JWT's header and issuer, read before the signature is checked: only to choose the
+/// introspector and key. Nothing read here is trusted until [`verify`] succeeds.
+pub struct Parsed {
+    pub header: Header,
+    pub issuer: String,
+}
+
+impl Parsed {
+    /// `None` when the token is not JWT-shaped (three dot-separated parts), so that it may
+    /// be an opaque token; `Some(Err)` when it is JWT-shaped but unreadable.
+    pub fn parse(token: &str) -> Option<Result<Parsed, TokenError>> {
+        let mut parts = token.split('.');
+        let (Some(header), Some(payload), Some(_sig), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return None;
+        };
+        if header.is_empty() || payload.is_empty() {
+            return None;
+        }
+        Some(Self::read(header, payload))
+    }
+
+    fn read(header: &str, payload: &str) -> Result<Parsed, TokenError> {
+        // `alg: none` and unknown algorithms fail here: jsonwebtoken knows no such variant.
+        let header: Header = URL_SAFE_NO_PAD
+            .decode(header)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| {
+                TokenError::Malformed("header is not a JWT header with a known `alg`".into())
+            })?;
+        let bytes = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| TokenError::Malformed("payload is not base64url".into()))?;
+        #[derive(serde::Deserialize)]
+        struct Iss {
+            iss: Option<String>,
+        }
+        let iss: Iss = serde_json::from_slice(&bytes)
+            .map_err(|_| TokenError::Malformed("payload is not a JSON object".into()))?;
+        let issuer = iss
+            .iss
+            .ok_or_else(|| TokenError::Malformed("no `iss` claim".into()))?;
+        Ok(Parsed { header, issuer })
+    }
+}
+
+/// Check the signature with the keys meant for the token's `alg`, in order, then the
+/// registered claims. Headers that name keys (`jwk`, `jku`, `x5u`, `x5c`) are ignored.
+pub fn verify(
+    token: &str,
+    parsed: &Parsed,
+    introspector: &Arc<Introspector>,
+    keys: &[VerifyKey],
+) -> Result<ValidToken, TokenError> {
+    let alg = parsed.header.alg;
+    let mut candidates = keys.iter().filter(|k| k.alg == alg).peekable();
+    if candidates.peek().is_none() {
+        return Err(TokenError::AlgorithmNotAllowed(format!("{alg:?}")));
+    }
+    let kid = parsed.header.kid.as_deref();
+    let mut candidates = candidates
+        .filter(|k| k.kid.is_none() || kid.is_none() || k.kid.as_deref() == kid)
+        .peekable();
+    if candidates.peek().is_none() {
+        return Err(TokenError::UnknownKey);
+    }
+    let validation = validation(alg, introspector);
+    let mut last = TokenError::BadSignature;
+    for key in candidates {
+        match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation) {
+            Ok(data) => return finish(data.claims, introspector, TokenKind::Jwt),
+            Err(e) => {
+                last = map_error(e.kind());
+                // Claims errors come after a good signature: another key would say the same.
+                if last != TokenError::BadSignature {
+                    return Err(last);
+                }
+            }
+        }
+    }
+    Err(last)
+}
+
+pub fn validation(alg: Algorithm, introspector: &Introspector) -> Validation {
+    let mut v = Validation::new(alg);
+    v.leeway = introspector.leeway.as_secs();
+    v.validate_nbf = true;
+    v.set_required_spec_claims(&["exp", "iss"]);
+    if let Some(iss) = &introspector.issuer {
+        v.set_issuer(&[iss]);
+    }
+    match &introspector.allowed_audiences {
+        Some(auds) => v.set_audience(auds),
+        None => v.validate_aud = false,
+    }
+    v
+}
+
+/// The last checks that jsonwebtoken does not make, then the validated token.
+pub fn finish(
+    claims: Map<String, Value>,
+    introspector: &Arc<Introspector>,
+    kind: TokenKind,
+) -> Result<ValidToken, TokenError> {
+    let now = now();
+    let leeway = introspector.leeway.as_secs();
+    if let Some(iat) = claims.get("iat").and_then(Value::as_u64) {
+        if iat > now + leeway {
+            return Err(TokenError::NotYetValid);
+        }
+    }
+    let expires_at = claims.get("exp").and_then(Value::as_u64);
+    Ok(ValidToken {
+        kind,
+        introspector: introspector.clone(),
+        claims: Arc::new(claims),
+        expires_at,
+    })
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn map_error(kind: &ErrorKind) -> TokenError {
+    match kind {
+        ErrorKind::InvalidSignature => TokenError::BadSignature,
+        ErrorKind::ExpiredSignature => TokenError::Expired,
+        ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+        ErrorKind::InvalidAudience => TokenError::BadAudience,
+        ErrorKind::InvalidAlgorithm => TokenError::AlgorithmNotAllowed("for this key".into()),
+        ErrorKind::InvalidIssuer => TokenError::UntrustedIssuer("iss does not match".into()),
+        ErrorKind::MissingRequiredClaim(c) => TokenError::Malformed(format!("no `{c}` claim")),
+        other => TokenError::Malformed(describe(other)),
+    }
+}
+
+/// A description that never quotes the token.
+fn describe(kind: &ErrorKind) -> String {
+    match kind {
+        ErrorKind::InvalidToken => "not a JWT".into(),
+        ErrorKind::Base64(_) => "not base64url".into(),
+        ErrorKind::Json(_) => "not JSON".into(),
+        ErrorKind::Utf8(_) => "not UTF-8".into(),
+        ErrorKind::InvalidAlgorithmName => "unknown or disallowed algorithm".into(),
+        _ => "invalid".into(),
+    }
+}
