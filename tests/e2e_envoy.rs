@@ -189,6 +189,17 @@ fn quickstart_policy_name() -> String {
     json_schema[0].0.clone()
 }
 
+/// The name of the quickstart's one User (`some-user-id` in the tutorial).
+fn quickstart_user_name() -> String {
+    let users = support::resources_of_kind(&support::repo_path(QUICKSTART), "User");
+    assert_eq!(
+        users.len(),
+        1,
+        "expected one User in {QUICKSTART}: {users:?}"
+    );
+    users[0].0.clone()
+}
+
 #[test]
 fn envoy_template_validates() {
     let vars = envoy::grpc_ext_authz_vars(
@@ -384,6 +395,55 @@ async fn walking_skeleton_through_envoy() {
                     Some(policy.as_str()),
                     "{seen:#?}"
                 );
+            },
+        )
+        .await;
+
+    steps
+        .run(
+            "a token naming a known User gets portcullis's x-portcullis-user, not the client's",
+            async {
+                let user = quickstart_user_name();
+                let token = Jwt::new(ISS, &user).sign_hs256(SECRET);
+                let seen = h
+                    .expect_allowed(
+                        "/fhir/Patient/known-user",
+                        &token,
+                        &[("x-portcullis-user", "admin")],
+                    )
+                    .await;
+                assert_eq!(
+                    seen.header("x-portcullis-user"),
+                    Some(user.as_str()),
+                    "{seen:#?}"
+                );
+                assert_eq!(
+                    seen.header("x-portcullis-subject"),
+                    Some(user.as_str()),
+                    "{seen:#?}"
+                );
+            },
+        )
+        .await;
+
+    steps
+        .run(
+            "without a sub, the client's x-portcullis-subject is still removed",
+            async {
+                let token = Jwt::new(ISS, "ignored").without("sub").sign_hs256(SECRET);
+                let seen = h
+                    .expect_allowed(
+                        "/fhir/Patient/no-sub",
+                        &token,
+                        &[
+                            ("x-portcullis-subject", "mallory"),
+                            ("x-portcullis-user", "admin"),
+                        ],
+                    )
+                    .await;
+                assert_eq!(seen.header("x-portcullis-subject"), None, "{seen:#?}");
+                assert_eq!(seen.header("x-portcullis-user"), None, "{seen:#?}");
+                assert_eq!(seen.header("x-portcullis-issuer"), Some(ISS), "{seen:#?}");
             },
         )
         .await;
