@@ -68,6 +68,8 @@ impl PortcullisBuilder {
                     cmd.env_remove(key);
                 }
             }
+            // Plain text in the captured log.
+            cmd.env("NO_COLOR", "1");
             if std::env::var_os("RUST_LOG").is_none() {
                 cmd.env("RUST_LOG", "info");
             }
