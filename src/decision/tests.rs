@@ -258,3 +258,28 @@ async fn explain_shows_every_candidate_and_the_failing_path() {
         "the token never appears in a trace"
     );
 }
+
+#[tokio::test]
+async fn claims_that_would_smuggle_headers_are_refused() {
+    let a = authorizer(CONFIG);
+    let t = token(json!({"sub": "basic\r\nx-portcullis-user: admin", "scope": "read"}));
+    let d = check(&a, "GET", "/fhir/Patient", Some(&t)).await;
+    assert_eq!((d.http_status(), d.reason), (401, "token_claims_unsafe"));
+}
+
+#[tokio::test]
+async fn challenges_are_printable_ascii() {
+    let a = authorizer(CONFIG);
+    let t = encode(
+        &Header::default(),
+        &json!({"iss": "https://\u{fc}\"\u{7f}", "sub": "x", "exp": 9_999_999_999u64}),
+        &EncodingKey::from_secret(b"k"),
+    )
+    .unwrap();
+    let d = check(&a, "GET", "/", Some(&t)).await;
+    let challenge = d.www_authenticate().unwrap();
+    assert!(
+        challenge.chars().all(|c| (' '..='~').contains(&c)),
+        "{challenge}"
+    );
+}
