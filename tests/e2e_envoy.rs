@@ -208,8 +208,24 @@ fn envoy_template_validates() {
         support::free_port(),
         support::free_port(),
     );
-    let rendered = envoy::render_to_file(envoy::GRPC_EXT_AUTHZ_TEMPLATE, &vars);
-    envoy::validate(rendered.path());
+    for template in [
+        envoy::GRPC_EXT_AUTHZ_TEMPLATE,
+        envoy::HTTP_EXT_AUTHZ_TEMPLATE,
+    ] {
+        let rendered = envoy::render_to_file(template, &vars);
+        envoy::validate(rendered.path());
+    }
+}
+
+/// The Envoy configurations that deploy/ ships load in the real Envoy.
+#[test]
+fn deploy_envoy_examples_validate() {
+    for example in [
+        "deploy/envoy/envoy-grpc.yaml",
+        "deploy/envoy/envoy-http.yaml",
+    ] {
+        envoy::validate(&support::repo_path(example));
+    }
 }
 
 /// Harness self-check, and a contract point of its own: with the authorizer down,
@@ -235,8 +251,24 @@ async fn envoy_denies_when_authorizer_is_unreachable() {
     );
 }
 
+#[derive(Clone, Copy, Debug)]
+enum Flavour {
+    Grpc,
+    Http,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn walking_skeleton_through_envoy() {
+    walking_skeleton(Flavour::Grpc).await
+}
+
+/// The same contract through Envoy's `http_service` (Istio's `envoyExtAuthzHttp`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn walking_skeleton_through_envoy_http_ext_authz() {
+    walking_skeleton(Flavour::Http).await
+}
+
+async fn walking_skeleton(flavour: Flavour) {
     let policy = quickstart_policy_name();
     let extra = tempfile::tempdir().expect("tempdir");
     std::fs::write(extra.path().join("other-issuer.yaml"), OTHER_INTROSPECTOR)
@@ -248,7 +280,14 @@ async fn walking_skeleton_through_envoy() {
         .config(extra.path())
         .start()
         .await;
-    let envoy = Envoy::grpc_ext_authz(portcullis.grpc_addr().port(), upstream.port()).await;
+    let envoy = match flavour {
+        Flavour::Grpc => {
+            Envoy::grpc_ext_authz(portcullis.grpc_addr().port(), upstream.port()).await
+        }
+        Flavour::Http => {
+            Envoy::http_ext_authz(portcullis.http_addr().port(), upstream.port()).await
+        }
+    };
     let h = Harness {
         client: support::http_client(),
         envoy,

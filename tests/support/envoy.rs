@@ -11,6 +11,8 @@ use super::process::Supervised;
 
 /// The template that puts gRPC ext_authz (cluster `portcullis`) in front of `upstream`.
 pub const GRPC_EXT_AUTHZ_TEMPLATE: &str = "tests/fixtures/envoy/grpc-ext-authz.yaml";
+/// The same Envoy with the HTTP flavour of ext_authz (`http_service`, path prefix `/ext-authz`).
+pub const HTTP_EXT_AUTHZ_TEMPLATE: &str = "tests/fixtures/envoy/http-ext-authz.yaml";
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 const START_ATTEMPTS: usize = 3;
@@ -121,6 +123,14 @@ impl Envoy {
     pub async fn grpc_ext_authz(portcullis_grpc_port: u16, upstream_port: u16) -> Envoy {
         Self::start(GRPC_EXT_AUTHZ_TEMPLATE, |listener, admin| {
             grpc_ext_authz_vars(listener, admin, portcullis_grpc_port, upstream_port)
+        })
+        .await
+    }
+
+    /// Envoy with HTTP ext_authz asking portcullis's `--http-addr` port.
+    pub async fn http_ext_authz(portcullis_http_port: u16, upstream_port: u16) -> Envoy {
+        Self::start(HTTP_EXT_AUTHZ_TEMPLATE, |listener, admin| {
+            grpc_ext_authz_vars(listener, admin, portcullis_http_port, upstream_port)
         })
         .await
     }
