@@ -95,7 +95,16 @@ impl Decision {
     pub fn www_authenticate(&self) -> Option<String> {
         (self.outcome == Outcome::Unauthenticated).then(|| {
             if self.token_given {
-                let description = self.message.replace(['"', '\\'], "'");
+                // RFC 6750: the description is printable ASCII without quote or backslash.
+                let description: String = self
+                    .message
+                    .chars()
+                    .map(|c| match c {
+                        '"' | '\\' => '\'',
+                        ' '..='~' => c,
+                        _ => '?',
+                    })
+                    .collect();
                 format!(r#"Bearer realm="portcullis", error="invalid_token", error_description="{description}""#)
             } else {
                 r#"Bearer realm="portcullis""#.to_string()
@@ -114,6 +123,10 @@ impl Decision {
         };
         json!({ "error": error, "reason": self.reason, "message": self.message }).to_string()
     }
+}
+
+fn header_safe(value: &str) -> bool {
+    !value.chars().any(|c| c.is_control() && c != '\t')
 }
 
 /// Everything the request path needs, shared by the gRPC and HTTP edges.
@@ -186,6 +199,18 @@ impl Authorizer {
         if let Some(v) = &valid {
             decision.subject = v.subject().map(str::to_string);
             decision.issuer = v.issuer().map(str::to_string);
+            // These become upstream request headers: a control character would let a
+            // claim smuggle a header, and Envoy refuses such values anyway.
+            if ![&decision.subject, &decision.issuer]
+                .into_iter()
+                .flatten()
+                .all(|s| header_safe(s))
+            {
+                decision.outcome = Outcome::Unauthenticated;
+                decision.reason = "token_claims_unsafe";
+                decision.message = "`sub` or `iss` holds control characters".into();
+                return decision;
+            }
         }
         decision.user = user.as_ref().map(|u| u.name.clone());
         if user.as_ref().is_some_and(|u| !u.is_active()) {
@@ -268,3 +293,6 @@ impl Authorizer {
         resolution.user().cloned()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -39,15 +39,39 @@ pub(crate) fn any_json_list(_: &mut schemars::SchemaGenerator) -> schemars::Sche
     })
 }
 
+type Crd =
+    k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+
 /// Every kind, for the `crds` command.
-pub fn crds(
-) -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
-{
+pub fn crds() -> Vec<Crd> {
     use kube::CustomResourceExt;
-    vec![
+    [
         TokenIntrospector::crd(),
         AccessPolicy::crd(),
         IdentityProvider::crd(),
         User::crd(),
     ]
+    .into_iter()
+    .map(structural)
+    .collect()
+}
+
+/// The API server rejects `additionalProperties: false` beside `properties` in a structural
+/// schema; it prunes unknown fields instead. `deny_unknown_fields` stays for file input.
+fn structural(crd: Crd) -> Crd {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                if map.get("additionalProperties") == Some(&serde_json::Value::Bool(false)) {
+                    map.remove("additionalProperties");
+                }
+                map.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(&crd).expect("CRD serialises");
+    strip(&mut value);
+    serde_json::from_value(value).expect("CRD deserialises")
 }

@@ -45,15 +45,13 @@ impl Parsed {
         let bytes = URL_SAFE_NO_PAD
             .decode(payload)
             .map_err(|_| TokenError::Malformed("payload is not base64url".into()))?;
-        #[derive(serde::Deserialize)]
-        struct Iss {
-            iss: Option<String>,
-        }
-        let iss: Iss = serde_json::from_slice(&bytes)
+        let payload: Map<String, Value> = serde_json::from_slice(&bytes)
             .map_err(|_| TokenError::Malformed("payload is not a JSON object".into()))?;
-        let issuer = iss
-            .iss
-            .ok_or_else(|| TokenError::Malformed("no `iss` claim".into()))?;
+        let issuer = match payload.get("iss") {
+            Some(Value::String(iss)) => iss.clone(),
+            Some(_) => return Err(TokenError::Malformed("`iss` is not a string".into())),
+            None => return Err(TokenError::Malformed("no `iss` claim".into())),
+        };
         Ok(Parsed { header, issuer })
     }
 }

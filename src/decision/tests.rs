@@ -1,0 +1,285 @@
+//! The pipeline on plain data: configuration text in, decisions out. No tonic, no kube.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use jsonwebtoken::{encode, EncodingKey, Header};
+use serde_json::{json, Value};
+
+use super::*;
+use crate::source::parse_documents;
+
+const CONFIG: &str = "
+resourceType: TokenIntrospector
+id: auth
+type: jwt
+jwt: {iss: https://auth.example.com, secret: very-secret}
+---
+resourceType: AccessPolicy
+id: a-public-metadata
+engine: matcho
+matcho: {request-method: get, uri: '#^/fhir/metadata$'}
+---
+resourceType: AccessPolicy
+id: b-readers
+engine: matcho
+matcho: {jwt: {scope: '#\\bread\\b'}}
+---
+resourceType: AccessPolicy
+id: c-app-only
+engine: allow
+link: [{reference: Client/app}]
+---
+resourceType: AccessPolicy
+id: d-alice-only
+engine: matcho
+matcho: {uri: '#^/alice/'}
+link: [{reference: User/alice}]
+---
+resourceType: User
+id: alice
+---
+resourceType: User
+id: mallory
+inactive: true
+";
+
+fn authorizer(config: &str) -> Authorizer {
+    let (resources, errors) = parse_documents(Path::new("test.yaml"), config);
+    assert!(errors.is_empty(), "{errors:?}");
+    let snapshots = Arc::new(SnapshotStore::default());
+    snapshots.store(crate::snapshot::compile(&resources).expect("compiles"));
+    Authorizer {
+        snapshots,
+        tokens: TokenVerifier::default(),
+        metrics: Arc::new(Metrics::new()),
+        log: DecisionLog::new(1),
+    }
+}
+
+fn token(claims: Value) -> String {
+    let mut claims = claims;
+    claims["iss"] = json!("https://auth.example.com");
+    if claims.get("exp").is_none() {
+        claims["exp"] = json!(now() + 600);
+    }
+    encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(b"very-secret"),
+    )
+    .unwrap()
+}
+
+fn request(method: &str, path: &str, token: Option<&str>) -> HttpRequest {
+    let mut headers = vec![("host".to_string(), "api.example.com".to_string())];
+    if let Some(t) = token {
+        headers.push(("authorization".into(), format!("Bearer {t}")));
+    }
+    HttpRequest {
+        method: method.into(),
+        scheme: "https".into(),
+        host: "api.example.com".into(),
+        path: path.into(),
+        headers,
+        ..Default::default()
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+async fn check(a: &Authorizer, method: &str, path: &str, token: Option<&str>) -> Decision {
+    a.check(&request(method, path, token)).await
+}
+
+#[tokio::test]
+async fn anonymous_requests_are_evaluated_and_challenged_when_denied() {
+    let a = authorizer(CONFIG);
+    let d = check(&a, "GET", "/fhir/metadata", None).await;
+    assert_eq!(
+        (d.outcome, d.policy.as_deref()),
+        (Outcome::Allow, Some("a-public-metadata"))
+    );
+    assert_eq!(d.upstream_headers(), [(HEADER_POLICY, "a-public-metadata")]);
+    assert_eq!(
+        d.headers_to_remove(),
+        [HEADER_USER, HEADER_SUBJECT, HEADER_ISSUER]
+    );
+
+    let d = check(&a, "POST", "/fhir/metadata", None).await;
+    assert_eq!(d.http_status(), 401);
+    assert_eq!(
+        d.www_authenticate().as_deref(),
+        Some(r#"Bearer realm="portcullis""#)
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&d.body()).unwrap()["error"],
+        "unauthorized"
+    );
+}
+
+#[tokio::test]
+async fn a_valid_token_that_no_policy_allows_is_forbidden() {
+    let a = authorizer(CONFIG);
+    let t = token(json!({"sub": "bob", "scope": "write"}));
+    let d = check(&a, "GET", "/fhir/Patient", Some(&t)).await;
+    assert_eq!(d.http_status(), 403);
+    assert_eq!(d.reason, "no_policy_allows");
+    assert_eq!(d.www_authenticate(), None);
+    assert!(!d.body().contains(&t));
+
+    let t = token(json!({"sub": "bob", "scope": "openid read"}));
+    let d = check(&a, "GET", "/fhir/Patient", Some(&t)).await;
+    assert_eq!(d.policy.as_deref(), Some("b-readers"));
+    assert_eq!(
+        d.upstream_headers(),
+        [
+            (HEADER_SUBJECT, "bob"),
+            (HEADER_ISSUER, "https://auth.example.com"),
+            (HEADER_POLICY, "b-readers")
+        ]
+    );
+    assert_eq!(d.headers_to_remove(), [HEADER_USER]);
+}
+
+#[tokio::test]
+async fn bad_tokens_are_unauthenticated_with_invalid_token() {
+    let a = authorizer(CONFIG);
+    let expired = token(json!({"sub": "bob", "exp": 1_000_000}));
+    let wrong_key = encode(
+        &Header::default(),
+        &json!({"iss": "https://auth.example.com", "sub": "bob", "exp": 9_999_999_999u64}),
+        &EncodingKey::from_secret(b"guess"),
+    )
+    .unwrap();
+    // The public path allows anonymous callers, yet a bad token is still refused.
+    for (t, reason) in [
+        (expired.as_str(), "token_expired"),
+        (wrong_key.as_str(), "bad_signature"),
+        (
+            "eyJhbGciOiJub25lIn0.eyJpc3MiOiJodHRwczovL2F1dGguZXhhbXBsZS5jb20ifQ.",
+            "token_malformed",
+        ),
+        ("not-a-jwt", "untrusted_issuer"),
+    ] {
+        let d = check(&a, "GET", "/fhir/metadata", Some(t)).await;
+        assert_eq!((d.http_status(), d.reason), (401, reason), "{t}");
+        let challenge = d.www_authenticate().unwrap();
+        assert!(
+            challenge.starts_with(r#"Bearer realm="portcullis", error="invalid_token""#),
+            "{challenge}"
+        );
+        assert!(!d.body().contains(t) && !challenge.contains(t));
+    }
+}
+
+#[tokio::test]
+async fn linked_policies_apply_only_to_their_user_or_client() {
+    let a = authorizer(CONFIG);
+    let app = token(json!({"sub": "svc", "azp": "app"}));
+    assert_eq!(
+        check(&a, "DELETE", "/x", Some(&app))
+            .await
+            .policy
+            .as_deref(),
+        Some("c-app-only")
+    );
+    let other = token(json!({"sub": "svc", "client_id": "other"}));
+    assert_eq!(
+        check(&a, "DELETE", "/x", Some(&other)).await.http_status(),
+        403
+    );
+
+    let alice = token(json!({"sub": "alice"}));
+    let d = check(&a, "GET", "/alice/notes", Some(&alice)).await;
+    assert_eq!(
+        (d.policy.as_deref(), d.user.as_deref()),
+        (Some("d-alice-only"), Some("alice"))
+    );
+    let bob = token(json!({"sub": "bob"}));
+    assert_eq!(
+        check(&a, "GET", "/alice/notes", Some(&bob))
+            .await
+            .http_status(),
+        403
+    );
+    // box_user names the User ahead of sub.
+    let via_box_user = token(json!({"sub": "x", "box_user": "alice"}));
+    let d = check(&a, "GET", "/alice/notes", Some(&via_box_user)).await;
+    assert_eq!(d.user.as_deref(), Some("alice"));
+}
+
+#[tokio::test]
+async fn an_inactive_user_is_forbidden_even_where_a_policy_would_allow() {
+    let a = authorizer(CONFIG);
+    let t = token(json!({"sub": "mallory", "scope": "read"}));
+    let d = check(&a, "GET", "/fhir/Patient", Some(&t)).await;
+    assert_eq!((d.http_status(), d.reason), (403, "user_inactive"));
+}
+
+#[tokio::test]
+async fn without_configuration_every_request_is_unavailable() {
+    let a = Authorizer {
+        snapshots: Arc::new(SnapshotStore::default()),
+        tokens: TokenVerifier::default(),
+        metrics: Arc::new(Metrics::new()),
+        log: DecisionLog::new(1),
+    };
+    let d = check(&a, "GET", "/fhir/metadata", None).await;
+    assert_eq!((d.http_status(), d.allowed()), (503, false));
+}
+
+#[tokio::test]
+async fn explain_shows_every_candidate_and_the_failing_path() {
+    let a = authorizer(CONFIG);
+    let t = token(json!({"sub": "alice", "scope": "write"}));
+    let (d, trace) = a.explain(&request("GET", "/fhir/Patient", Some(&t))).await;
+    assert_eq!(d.http_status(), 403);
+    let trace = serde_json::to_value(&trace).unwrap();
+    assert_eq!(trace["token"]["result"], "valid");
+    assert_eq!(trace["user"]["result"], "found-by-name");
+    let names: Vec<&str> = trace["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["policy"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a-public-metadata", "b-readers", "d-alice-only"]);
+    let readers = &trace["policies"][1]["explanation"]["errors"][0];
+    assert_eq!(readers["path"], "jwt.scope");
+    assert_eq!(readers["but"], "write");
+    assert!(
+        !trace.to_string().contains(&t),
+        "the token never appears in a trace"
+    );
+}
+
+#[tokio::test]
+async fn claims_that_would_smuggle_headers_are_refused() {
+    let a = authorizer(CONFIG);
+    let t = token(json!({"sub": "basic\r\nx-portcullis-user: admin", "scope": "read"}));
+    let d = check(&a, "GET", "/fhir/Patient", Some(&t)).await;
+    assert_eq!((d.http_status(), d.reason), (401, "token_claims_unsafe"));
+}
+
+#[tokio::test]
+async fn challenges_are_printable_ascii() {
+    let a = authorizer(CONFIG);
+    let t = encode(
+        &Header::default(),
+        &json!({"iss": "https://\u{fc}\"\u{7f}", "sub": "x", "exp": 9_999_999_999u64}),
+        &EncodingKey::from_secret(b"k"),
+    )
+    .unwrap();
+    let d = check(&a, "GET", "/", Some(&t)).await;
+    let challenge = d.www_authenticate().unwrap();
+    assert!(
+        challenge.chars().all(|c| (' '..='~').contains(&c)),
+        "{challenge}"
+    );
+}

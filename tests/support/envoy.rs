@@ -1,0 +1,241 @@
+//! Real Envoy, configured from a YAML template under tests/fixtures/envoy/.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tempfile::NamedTempFile;
+
+use super::process::Supervised;
+
+/// The template that puts gRPC ext_authz (cluster `portcullis`) in front of `upstream`.
+pub const GRPC_EXT_AUTHZ_TEMPLATE: &str = "tests/fixtures/envoy/grpc-ext-authz.yaml";
+/// The same Envoy with the HTTP flavour of ext_authz (`http_service`, path prefix `/ext-authz`).
+pub const HTTP_EXT_AUTHZ_TEMPLATE: &str = "tests/fixtures/envoy/http-ext-authz.yaml";
+
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+const START_ATTEMPTS: usize = 3;
+
+/// The Envoy binary: `$ENVOY_BIN`, else `<repo>/.tools/bin/envoy`. Panics when neither
+/// exists: end-to-end tests never skip silently.
+pub fn envoy_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("ENVOY_BIN").filter(|b| !b.is_empty()) {
+        let bin = PathBuf::from(bin);
+        assert!(
+            bin.exists(),
+            "ENVOY_BIN={} does not exist. Envoy not found: run scripts/install-test-deps.sh",
+            bin.display()
+        );
+        return bin;
+    }
+    let bin = super::repo_path(".tools/bin/envoy");
+    if !bin.exists() {
+        panic!(
+            "Envoy not found: run scripts/install-test-deps.sh (looked at $ENVOY_BIN and {})",
+            bin.display()
+        );
+    }
+    bin
+}
+
+/// Replaces every `{{NAME}}` in `template` with its value; panics on a placeholder left
+/// without a value, so a template and its caller cannot drift apart silently.
+pub fn render(template: &str, vars: &[(&str, String)]) -> String {
+    let mut out = template.to_string();
+    for (name, value) in vars {
+        out = out.replace(&format!("{{{{{name}}}}}"), value);
+    }
+    if let Some(start) = out.find("{{") {
+        let end = out[start..].find("}}").map_or(out.len(), |e| start + e + 2);
+        panic!(
+            "unrendered placeholder {} in Envoy template",
+            &out[start..end]
+        );
+    }
+    out
+}
+
+/// Renders a template file from the repository into a temp file.
+pub fn render_to_file(template: impl AsRef<Path>, vars: &[(&str, String)]) -> NamedTempFile {
+    let path = super::repo_path(template.as_ref());
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("read Envoy template {}: {e}", path.display()));
+    let rendered = render(&text, vars);
+    let file = tempfile::Builder::new()
+        .prefix("envoy-")
+        .suffix(".yaml")
+        .tempfile()
+        .expect("create Envoy config file");
+    std::fs::write(file.path(), rendered).expect("write Envoy config");
+    file
+}
+
+/// `envoy --mode validate -c FILE`; panics with Envoy's output unless it says OK.
+pub fn validate(config: &Path) {
+    let out = Command::new(envoy_bin())
+        .args([
+            "--mode",
+            "validate",
+            "-l",
+            "warning",
+            "--disable-hot-restart",
+            "-c",
+        ])
+        .arg(config)
+        .output()
+        .expect("run envoy --mode validate");
+    assert!(
+        out.status.success(),
+        "envoy --mode validate -c {} failed ({}):\n{}\n{}",
+        config.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The placeholders of [`GRPC_EXT_AUTHZ_TEMPLATE`].
+pub fn grpc_ext_authz_vars(
+    listener_port: u16,
+    admin_port: u16,
+    portcullis_port: u16,
+    upstream_port: u16,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("LISTENER_PORT", listener_port.to_string()),
+        ("ADMIN_PORT", admin_port.to_string()),
+        ("PORTCULLIS_PORT", portcullis_port.to_string()),
+        ("UPSTREAM_PORT", upstream_port.to_string()),
+    ]
+}
+
+pub struct Envoy {
+    // Declared first so it is dropped (killed) before its config file is deleted.
+    process: Supervised,
+    config: NamedTempFile,
+    listener: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Envoy {
+    /// Envoy with gRPC ext_authz asking `portcullis_grpc_port`, routing to `upstream_port`.
+    pub async fn grpc_ext_authz(portcullis_grpc_port: u16, upstream_port: u16) -> Envoy {
+        Self::start(GRPC_EXT_AUTHZ_TEMPLATE, |listener, admin| {
+            grpc_ext_authz_vars(listener, admin, portcullis_grpc_port, upstream_port)
+        })
+        .await
+    }
+
+    /// Envoy with HTTP ext_authz asking portcullis's `--http-addr` port.
+    pub async fn http_ext_authz(portcullis_http_port: u16, upstream_port: u16) -> Envoy {
+        Self::start(HTTP_EXT_AUTHZ_TEMPLATE, |listener, admin| {
+            grpc_ext_authz_vars(listener, admin, portcullis_http_port, upstream_port)
+        })
+        .await
+    }
+
+    /// Starts Envoy from `template`, rendered with the variables `vars(listener_port,
+    /// admin_port)` returns, and waits until admin `/ready` answers `LIVE`. Retries
+    /// with new ports when one was taken between choosing and binding it.
+    pub async fn start(
+        template: impl AsRef<Path>,
+        vars: impl Fn(u16, u16) -> Vec<(&'static str, String)>,
+    ) -> Envoy {
+        let bin = envoy_bin();
+        for attempt in 1..=START_ATTEMPTS {
+            let listener_port = super::free_port();
+            let admin_port = super::free_port();
+            let config = render_to_file(template.as_ref(), &vars(listener_port, admin_port));
+            let mut cmd = Command::new(&bin);
+            cmd.arg("-c")
+                .arg(config.path())
+                .args(["--concurrency", "1", "-l", "warning"])
+                // Without hot restart Envoy uses no shared memory, so parallel instances
+                // never clash and a killed one leaves nothing behind in /dev/shm.
+                .args(["--use-dynamic-base-id", "--disable-hot-restart"]);
+            let mut envoy = Envoy {
+                process: Supervised::spawn("envoy", &mut cmd),
+                config,
+                listener: SocketAddr::from(([127, 0, 0, 1], listener_port)),
+                admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
+            };
+            match envoy.wait_ready().await {
+                Ok(()) => return envoy,
+                Err(why) => {
+                    let log = envoy.process.log();
+                    let port_clash = log.to_ascii_lowercase().contains("address already in use");
+                    if port_clash && attempt < START_ATTEMPTS {
+                        continue;
+                    }
+                    let report = envoy.process.log_report();
+                    drop(envoy);
+                    panic!("Envoy did not become ready: {why}\n{report}");
+                }
+            }
+        }
+        unreachable!()
+    }
+
+    async fn wait_ready(&mut self) -> Result<(), String> {
+        let client = super::http_client();
+        let url = format!("http://{}/ready", self.admin);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(status) = self.process.exited() {
+                return Err(format!("Envoy exited early with {status}"));
+            }
+            let last = match client
+                .get(&url)
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await
+            {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let body = resp.text().await.unwrap_or_default();
+                    if status.is_success() && body.trim() == "LIVE" {
+                        return Ok(());
+                    }
+                    format!("{status} {}", body.trim())
+                }
+                Err(e) => e.to_string(),
+            };
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "GET {url} not LIVE after {READY_TIMEOUT:?} (last: {last})"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The HTTP listener.
+    pub fn addr(&self) -> SocketAddr {
+        self.listener
+    }
+
+    /// `http://<listener><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.listener, path)
+    }
+
+    /// `http://<admin><path>`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+
+    /// The rendered configuration Envoy runs with.
+    pub fn config_path(&self) -> &Path {
+        self.config.path()
+    }
+
+    /// Everything Envoy logged so far.
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+
+    pub fn log_report(&self) -> String {
+        self.process.log_report()
+    }
+}

@@ -1,0 +1,119 @@
+//! Shared harness for portcullis's end-to-end tests.
+//!
+//! Use from a test file with `mod support;`. Every process this module starts is
+//! killed when its handle is dropped, and its captured output is printed when the
+//! drop happens during a panic, so a failing test shows what Envoy and portcullis said.
+#![allow(dead_code)]
+
+pub mod envoy;
+pub mod portcullis;
+pub mod process;
+pub mod steps;
+pub mod tokens;
+pub mod upstream;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The repository root (where Cargo.toml is).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A path relative to the repository root.
+pub fn repo_path(rel: impl AsRef<Path>) -> PathBuf {
+    repo_root().join(rel)
+}
+
+/// A loopback port that was free a moment ago (bind 127.0.0.1:0, read, drop).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local_addr").port()
+}
+
+/// `127.0.0.1:<free port>`.
+pub fn free_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// An HTTP client for talking to local test servers: never uses a proxy from the
+/// environment, never follows redirects, and gives up after 10 s.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("build reqwest client")
+}
+
+/// Reads a captured log file, lossily; never panics.
+pub(crate) fn read_log(path: &Path) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) => format!("<could not read {}: {e}>", path.display()),
+    }
+}
+
+/// The last `max` bytes of a log, cut at a char boundary.
+pub(crate) fn tail(log: &str, max: usize) -> &str {
+    if log.len() <= max {
+        return log;
+    }
+    let mut start = log.len() - max;
+    while !log.is_char_boundary(start) {
+        start += 1;
+    }
+    &log[start..]
+}
+
+/// Names of the resources of `kind` (Aidbox `id` or Kubernetes `metadata.name`) found
+/// in the config files below `dir` (`*.yaml`, `*.yml`, `*.json`, recursively).
+/// Lets tests follow the example configs instead of repeating their names.
+pub fn resources_of_kind(dir: &Path, kind: &str) -> Vec<(String, serde_json::Value)> {
+    let mut out = Vec::new();
+    let mut files = Vec::new();
+    collect_config_files(dir, &mut files);
+    files.sort();
+    for file in files {
+        let text = std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let value = serde_json::to_value(
+                <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
+                    .unwrap_or_else(|e| panic!("parse {}: {e}", file.display())),
+            )
+            .unwrap_or_else(|e| panic!("convert {}: {e}", file.display()));
+            let doc_kind = value
+                .get("resourceType")
+                .or_else(|| value.get("kind"))
+                .and_then(|k| k.as_str());
+            if doc_kind != Some(kind) {
+                continue;
+            }
+            let name = value
+                .get("id")
+                .or_else(|| value.pointer("/metadata/name"))
+                .and_then(|n| n.as_str())
+                .unwrap_or_else(|| panic!("{kind} without a name in {}", file.display()))
+                .to_string();
+            let body = value.get("spec").cloned().unwrap_or(value);
+            out.push((name, body));
+        }
+    }
+    out
+}
+
+fn collect_config_files(path: &Path, out: &mut Vec<PathBuf>) {
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())) {
+            collect_config_files(&entry.expect("dir entry").path(), out);
+        }
+    } else if matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml" | "json")
+    ) {
+        out.push(path.to_path_buf());
+    }
+}
