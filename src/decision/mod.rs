@@ -189,13 +189,6 @@ impl Authorizer {
         if let (Some(t), Some(v)) = (trace.as_deref_mut(), &valid) {
             t.token = TokenStep::valid(v);
         }
-        let user = match (&valid, token) {
-            (Some(v), Some(raw)) => {
-                self.resolve_user(&snapshot, v, raw, trace.as_deref_mut())
-                    .await
-            }
-            _ => None,
-        };
         if let Some(v) = &valid {
             decision.subject = v.subject().map(str::to_string);
             decision.issuer = v.issuer().map(str::to_string);
@@ -212,6 +205,14 @@ impl Authorizer {
                 return decision;
             }
         }
+        // After the claims checks: a refused token must not create a User.
+        let user = match (&valid, token) {
+            (Some(v), Some(raw)) => {
+                self.resolve_user(&snapshot, v, raw, trace.as_deref_mut())
+                    .await
+            }
+            _ => None,
+        };
         decision.user = user.as_ref().map(|u| u.name.clone());
         if user.as_ref().is_some_and(|u| !u.is_active()) {
             decision.outcome = Outcome::Forbidden;

@@ -54,6 +54,7 @@ fn authorizer(config: &str) -> Authorizer {
         tokens: TokenVerifier::default(),
         metrics: Arc::new(Metrics::new()),
         log: DecisionLog::new(1),
+        users: Default::default(),
     }
 }
 
@@ -229,6 +230,7 @@ async fn without_configuration_every_request_is_unavailable() {
         tokens: TokenVerifier::default(),
         metrics: Arc::new(Metrics::new()),
         log: DecisionLog::new(1),
+        users: Default::default(),
     };
     let d = check(&a, "GET", "/fhir/metadata", None).await;
     assert_eq!((d.http_status(), d.allowed()), (503, false));
