@@ -45,7 +45,11 @@ fn authorizer(text: &str) -> Authorizer {
 }
 
 fn token(sub: &str, azp: &str) -> String {
-    let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 3600;
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
     encode(
         &Header::new(Algorithm::RS256),
         &json!({"iss": ISS, "sub": sub, "azp": azp, "exp": exp, "scope": "read"}),
@@ -72,7 +76,9 @@ fn request(token: &str) -> HttpRequest {
 }
 
 fn decide(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let a = authorizer(&format!(
         "{}---\nresourceType: AccessPolicy\nid: issuer\nengine: matcho\nmatcho: {{jwt: {{iss: {ISS}}}}}\n",
         introspector()
@@ -125,7 +131,11 @@ fn snapshot(c: &mut Criterion) {
     let mut group = c.benchmark_group("snapshot");
     group.sample_size(10);
     group.bench_function("compile 10,000 resources", |b| {
-        b.iter_batched(|| parsed.clone(), |r| compile(&r).unwrap(), BatchSize::LargeInput)
+        b.iter_batched(
+            || parsed.clone(),
+            |r| compile(&r).unwrap(),
+            BatchSize::LargeInput,
+        )
     });
     group.finish();
 }
@@ -149,7 +159,11 @@ fn users(c: &mut Criterion) {
         b.iter(|| index.by_name(std::hint::black_box("user-77777")).unwrap())
     });
     c.bench_function("users: by identifier among 100,000", |b| {
-        b.iter(|| index.by_identifier("keycloak", std::hint::black_box("sub-77777")).unwrap())
+        b.iter(|| {
+            index
+                .by_identifier("keycloak", std::hint::black_box("sub-77777"))
+                .unwrap()
+        })
     });
 }
 

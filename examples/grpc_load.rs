@@ -35,7 +35,10 @@ struct Args {
 
 fn request(args: &Args) -> CheckRequest {
     let headers = HashMap::from([
-        ("authorization".to_string(), format!("Bearer {}", args.token)),
+        (
+            "authorization".to_string(),
+            format!("Bearer {}", args.token),
+        ),
         (":authority".to_string(), "api.example.com".to_string()),
         (":method".to_string(), "GET".to_string()),
         (":path".to_string(), args.path.clone()),
@@ -69,7 +72,11 @@ async fn main() -> anyhow::Result<()> {
             .await?;
         clients.push(AuthorizationClient::new(channel));
     }
-    let warmup = clients[0].clone().check(template.clone()).await?.into_inner();
+    let warmup = clients[0]
+        .clone()
+        .check(template.clone())
+        .await?
+        .into_inner();
     let code = warmup.status.map(|s| s.code).unwrap_or(-1);
     anyhow::ensure!(
         code == args.expect_code,
