@@ -16,7 +16,7 @@ use crate::server::grpc::ExtAuthz;
 use crate::server::http::{router, HttpState};
 use crate::snapshot::{self, SnapshotStore};
 use crate::source::files;
-use crate::token::TokenVerifier;
+use crate::token::{TokenSettings, TokenVerifier};
 
 /// How long a burst of file events must be quiet before a reload.
 const RELOAD_SETTLE: Duration = Duration::from_millis(200);
@@ -39,7 +39,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let snapshots = Arc::new(SnapshotStore::default());
     let authorizer = Arc::new(Authorizer {
         snapshots: snapshots.clone(),
-        tokens: TokenVerifier::new(args.max_token_bytes),
+        tokens: TokenVerifier::with_settings(
+            TokenSettings {
+                max_token_bytes: args.max_token_bytes,
+                ..TokenSettings::default()
+            },
+            metrics.clone(),
+        ),
         metrics: metrics.clone(),
         log: DecisionLog::new(args.decision_log_allow_sample),
     });

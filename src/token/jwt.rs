@@ -18,8 +18,9 @@ pub struct Parsed {
 }
 
 impl Parsed {
-    /// `None` when the token is not JWT-shaped (three dot-separated parts), so that it may
-    /// be an opaque token; `Some(Err)` when it is JWT-shaped but unreadable.
+    /// `None` when the token is not JWT-shaped (three dot-separated parts whose first is a
+    /// base64url JSON object), so that it may be an opaque token; `Some(Err)` when it is
+    /// JWT-shaped but unreadable or unacceptable.
     pub fn parse(token: &str) -> Option<Result<Parsed, TokenError>> {
         let mut parts = token.split('.');
         let (Some(header), Some(payload), Some(_sig), None) =
@@ -27,21 +28,30 @@ impl Parsed {
         else {
             return None;
         };
-        if header.is_empty() || payload.is_empty() {
-            return None;
-        }
+        let header = URL_SAFE_NO_PAD
+            .decode(header)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Map<String, Value>>(&b).ok())?;
         Some(Self::read(header, payload))
     }
 
-    fn read(header: &str, payload: &str) -> Result<Parsed, TokenError> {
+    fn read(header: Map<String, Value>, payload: &str) -> Result<Parsed, TokenError> {
+        // We implement no JWS extension, so a header that makes one critical is refused
+        // (RFC 7515 section 4.1.11).
+        if header.contains_key("crit") {
+            return Err(TokenError::Malformed(
+                "header lists critical extensions (`crit`)".into(),
+            ));
+        }
+        // `kid` is an opaque string: any other JSON type is refused, not coerced.
+        if header.get("kid").is_some_and(|k| !k.is_string()) {
+            return Err(TokenError::Malformed("header `kid` is not a string".into()));
+        }
         // `alg: none` and unknown algorithms fail here: jsonwebtoken knows no such variant.
-        let header: Header = URL_SAFE_NO_PAD
-            .decode(header)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or_else(|| {
-                TokenError::Malformed("header is not a JWT header with a known `alg`".into())
-            })?;
+        // `jwk`, `jku`, `x5u` and `x5c` may be read into the header but never choose a key.
+        let header: Header = serde_json::from_value(Value::Object(header)).map_err(|_| {
+            TokenError::Malformed("header is not a JWT header with a known `alg`".into())
+        })?;
         let bytes = URL_SAFE_NO_PAD
             .decode(payload)
             .map_err(|_| TokenError::Malformed("payload is not base64url".into()))?;
