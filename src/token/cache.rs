@@ -38,12 +38,11 @@ impl Verified {
     }
 }
 
-/// `cache_until` for a token expiring at `exp`, kept at most `ttl` when given.
-pub fn cache_until(exp: Option<u64>, ttl: Option<Duration>, now_secs: u64) -> Instant {
+/// `cache_until` for a token expiring at `exp`, and kept no later than `limit` if given.
+pub fn cache_until(exp: Option<u64>, limit: Option<Instant>, now_secs: u64) -> Instant {
     let now = Instant::now();
     let by_exp = exp.map(|exp| now + Duration::from_secs(exp.saturating_sub(now_secs)));
-    let by_ttl = ttl.map(|ttl| now + ttl);
-    match (by_exp, by_ttl) {
+    match (by_exp, limit) {
         (Some(a), Some(b)) => a.min(b),
         (Some(a), None) | (None, Some(a)) => a,
         // A token without `exp` from a static key: verified again every time.

@@ -135,9 +135,10 @@ impl JwksCache {
 
         // An unknown kid: the issuer may have rotated its keys. One refetch per interval,
         // however many forged kids arrive; concurrent misses wait on the same fetch.
-        let fetch = {
+        let (fetch, failing) = {
             let mut s = lock(&state);
-            if let Some(f) = &s.inflight {
+            let failing = s.last_failure.is_some();
+            let fetch = if let Some(f) = &s.inflight {
                 Some(f.clone())
             } else if s
                 .last_kid_refetch
@@ -151,11 +152,17 @@ impl JwksCache {
                     self.metrics.token_event("jwks_refetch_unknown_kid");
                 }
                 f
-            }
+            };
+            (fetch, failing)
         };
         let Some(fetch) = fetch else {
             self.metrics.token_event("jwks_refetch_rate_limited");
-            return Err(TokenError::UnknownKey);
+            return Err(if failing {
+                // The endpoint is failing: the kid may be real, we cannot tell.
+                unavailable(introspector, "the endpoint failed recently")
+            } else {
+                TokenError::UnknownKey
+            });
         };
         match fetch.await {
             Ok(set) if set.knows(kid) => Ok(set),

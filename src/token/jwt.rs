@@ -76,17 +76,20 @@ pub fn verify(
     introspector: &Arc<Introspector>,
     keys: &[VerifyKey],
 ) -> Result<ValidToken, TokenError> {
-    let alg = parsed.header.alg;
-    let mut candidates = keys.iter().filter(|k| k.alg == alg).peekable();
-    if candidates.peek().is_none() {
-        return Err(TokenError::AlgorithmNotAllowed(format!("{alg:?}")));
-    }
+    // First the keys the token may mean (`kid` is an opaque string, compared exactly; a
+    // key without `kid` may be meant by any token), then those fit for its `alg`.
     let kid = parsed.header.kid.as_deref();
-    let mut candidates = candidates
+    let mut meant = keys
+        .iter()
         .filter(|k| k.kid.is_none() || kid.is_none() || k.kid.as_deref() == kid)
         .peekable();
-    if candidates.peek().is_none() {
+    if meant.peek().is_none() {
         return Err(TokenError::UnknownKey);
+    }
+    let alg = parsed.header.alg;
+    let mut candidates = meant.filter(|k| k.alg == alg).peekable();
+    if candidates.peek().is_none() {
+        return Err(TokenError::AlgorithmNotAllowed(format!("{alg:?}")));
     }
     let validation = validation(alg, introspector);
     let mut last = TokenError::BadSignature;
@@ -109,13 +112,19 @@ pub fn validation(alg: Algorithm, introspector: &Introspector) -> Validation {
     let mut v = Validation::new(alg);
     v.leeway = introspector.leeway.as_secs();
     v.validate_nbf = true;
-    v.set_required_spec_claims(&["exp", "iss"]);
     if let Some(iss) = &introspector.issuer {
         v.set_issuer(&[iss]);
     }
     match &introspector.allowed_audiences {
-        Some(auds) => v.set_audience(auds),
-        None => v.validate_aud = false,
+        Some(auds) => {
+            // jsonwebtoken passes a token with no `aud` at all unless it is required.
+            v.set_required_spec_claims(&["exp", "iss", "aud"]);
+            v.set_audience(auds);
+        }
+        None => {
+            v.set_required_spec_claims(&["exp", "iss"]);
+            v.validate_aud = false;
+        }
     }
     v
 }
@@ -157,6 +166,7 @@ fn map_error(kind: &ErrorKind) -> TokenError {
         ErrorKind::InvalidAudience => TokenError::BadAudience,
         ErrorKind::InvalidAlgorithm => TokenError::AlgorithmNotAllowed("for this key".into()),
         ErrorKind::InvalidIssuer => TokenError::UntrustedIssuer("iss does not match".into()),
+        ErrorKind::MissingRequiredClaim(c) if c == "aud" => TokenError::BadAudience,
         ErrorKind::MissingRequiredClaim(c) => TokenError::Malformed(format!("no `{c}` claim")),
         other => TokenError::Malformed(describe(other)),
     }

@@ -315,7 +315,7 @@ impl TokenVerifier {
         let introspector = trust
             .for_issuer(&parsed.issuer)
             .ok_or_else(|| TokenError::UntrustedIssuer(parsed.issuer.clone()))?;
-        let (valid, ttl) = match &introspector.trust {
+        let (valid, limit) = match &introspector.trust {
             // Static keys never change under a fingerprint: keep the token until `exp`.
             Trust::StaticKeys(keys) => (jwt::verify(token, &parsed, introspector, keys)?, None),
             Trust::Jwks(source) => {
@@ -326,10 +326,11 @@ impl TokenVerifier {
                 }
                 let kid = parsed.header.kid.as_deref();
                 let keys = self.jwks.keys(introspector, source, kid).await?;
-                // Not past `cache_ttl` either: a key dropped from the JWKS stops counting
-                // for cached tokens no later than it stops counting for new ones.
+                // Kept no longer than the key set it was verified with: a key dropped from
+                // the JWKS stops vouching for cached tokens when it stops for new ones (and
+                // a stale set, used while the endpoint is down, vouches for no cache entry).
                 let valid = jwt::verify(token, &parsed, introspector, &keys.keys)?;
-                (valid, Some(introspector.cache_ttl))
+                (valid, Some(keys.fetched_at + introspector.cache_ttl))
             }
             Trust::Introspection { .. } => {
                 return Err(TokenError::UntrustedIssuer(parsed.issuer.clone()))
@@ -338,7 +339,7 @@ impl TokenVerifier {
         Ok(Verified {
             introspector: introspector.fingerprint,
             kind: TokenKind::Jwt,
-            cache_until: cache::cache_until(valid.expires_at, ttl, jwt::now()),
+            cache_until: cache::cache_until(valid.expires_at, limit, jwt::now()),
             expires_at: valid.expires_at,
             claims: valid.claims,
             weight: weight(2 * token.len()),
@@ -377,7 +378,7 @@ impl TokenVerifier {
                         kind: TokenKind::Opaque,
                         cache_until: cache::cache_until(
                             expires_at,
-                            Some(introspector.cache_ttl),
+                            Some(Instant::now() + introspector.cache_ttl),
                             jwt::now(),
                         ),
                         expires_at,
