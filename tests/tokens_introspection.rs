@@ -53,7 +53,10 @@ async fn token_introspection_active_answer_is_the_token_context() {
 async fn token_introspection_answers_are_cached_for_cache_ttl() {
     let idp = StubIdp::start(json!({})).await;
     idp.answer("opaque-1", active(json!({})));
-    let trust = trust(&[("opaque", opaque(&idp.introspection_url(), json!({"cache_ttl": 1})))]);
+    let trust = trust(&[(
+        "opaque",
+        opaque(&idp.introspection_url(), json!({"cache_ttl": 1})),
+    )]);
     let (verifier, metrics) = verifier(settings());
     for _ in 0..5 {
         verifier.validate(&trust, "opaque-1").await.unwrap();
@@ -84,7 +87,11 @@ async fn token_introspection_never_cached_past_exp() {
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let e = verifier.validate(&trust, "short-lived").await.unwrap_err();
     assert_eq!(e, TokenError::Expired);
-    assert_eq!(idp.introspections(), 2, "asked again, not served from the cache");
+    assert_eq!(
+        idp.introspections(),
+        2,
+        "asked again, not served from the cache"
+    );
 }
 
 #[tokio::test]
@@ -117,7 +124,10 @@ async fn token_introspection_active_must_be_boolean_true() {
     let trust = trust(&[("opaque", opaque(&idp.introspection_url(), json!({})))]);
     let (verifier, _) = verifier(settings());
     for t in ["stringly", "one"] {
-        assert_eq!(verifier.validate(&trust, t).await.unwrap_err(), TokenError::Inactive);
+        assert_eq!(
+            verifier.validate(&trust, t).await.unwrap_err(),
+            TokenError::Inactive
+        );
     }
     assert_eq!(
         verifier.validate(&trust, "expired").await.unwrap_err(),
@@ -133,12 +143,18 @@ async fn token_introspection_audience_when_required() {
     idp.answer("no-aud", active(json!({})));
     let trust = trust(&[(
         "opaque",
-        opaque(&idp.introspection_url(), json!({"jwt": {"allowedAudiences": ["api"]}})),
+        opaque(
+            &idp.introspection_url(),
+            json!({"jwt": {"allowedAudiences": ["api"]}}),
+        ),
     )]);
     let (verifier, _) = verifier(settings());
     verifier.validate(&trust, "for-api").await.unwrap();
     for t in ["for-other", "no-aud"] {
-        assert_eq!(verifier.validate(&trust, t).await.unwrap_err(), TokenError::BadAudience);
+        assert_eq!(
+            verifier.validate(&trust, t).await.unwrap_err(),
+            TokenError::BadAudience
+        );
     }
 }
 
@@ -147,13 +163,18 @@ async fn token_introspection_concurrent_first_requests_share_one_call() {
     let idp = StubIdp::start(json!({})).await;
     idp.answer("opaque-1", active(json!({})));
     idp.set_delay(Duration::from_millis(200));
-    let trust = Arc::new(trust(&[("opaque", opaque(&idp.introspection_url(), json!({})))]));
+    let trust = Arc::new(trust(&[(
+        "opaque",
+        opaque(&idp.introspection_url(), json!({})),
+    )]));
     let (verifier, _) = verifier(settings());
     let run = |token: &'static str| {
         let mut tasks = Vec::new();
         for _ in 0..30 {
             let (verifier, trust) = (verifier.clone(), trust.clone());
-            tasks.push(tokio::spawn(async move { verifier.validate(&trust, token).await }));
+            tasks.push(tokio::spawn(async move {
+                verifier.validate(&trust, token).await
+            }));
         }
         tasks
     };
@@ -177,7 +198,10 @@ async fn token_introspection_slow_or_down_fails_closed_in_bounded_time() {
     let (verifier, metrics) = verifier(quick_timeout());
     let started = Instant::now();
     let e = verifier.validate(&trust, "opaque-1").await.unwrap_err();
-    assert!(matches!(e, TokenError::Unavailable(ref m) if m.contains("timed out")), "{e:?}");
+    assert!(
+        matches!(e, TokenError::Unavailable(ref m) if m.contains("timed out")),
+        "{e:?}"
+    );
     assert!(started.elapsed() < Duration::from_millis(1200));
 
     idp.shut_down();
@@ -203,7 +227,10 @@ async fn token_introspectors_are_tried_in_name_order() {
     ]);
     let (verifier, _) = verifier(settings());
     let v = verifier.validate(&trust, "at-both").await.unwrap();
-    assert_eq!((v.subject(), v.introspector.name.as_str()), (Some("from-first"), "a-first"));
+    assert_eq!(
+        (v.subject(), v.introspector.name.as_str()),
+        (Some("from-first"), "a-first")
+    );
     assert_eq!(second.introspections(), 0);
     let v = verifier.validate(&trust, "at-second").await.unwrap();
     assert_eq!(v.introspector.name, "b-second");
@@ -264,7 +291,13 @@ async fn token_changed_introspector_does_not_reuse_cached_answers() {
     verifier.validate(&after, "opaque-1").await.unwrap();
     assert_eq!(idp.introspections(), 2);
     assert_eq!(
-        idp.state.lock().unwrap().authorizations.last().unwrap().as_deref(),
+        idp.state
+            .lock()
+            .unwrap()
+            .authorizations
+            .last()
+            .unwrap()
+            .as_deref(),
         Some("Bearer rotated")
     );
 }

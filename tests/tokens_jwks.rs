@@ -56,7 +56,12 @@ async fn token_jwks_key_types_rsa_ec_okp() {
         assert!(r.is_ok(), "{key} {alg:?}: {r:?}");
     }
     // A curve's key verifies only its own algorithm.
-    let token = sign("ec-p256", Algorithm::ES256, Some("ec-p384"), &claims(ISS, json!({})));
+    let token = sign(
+        "ec-p256",
+        Algorithm::ES256,
+        Some("ec-p384"),
+        &claims(ISS, json!({})),
+    );
     assert_eq!(
         verifier.validate(&trust, &token).await.unwrap_err(),
         TokenError::AlgorithmNotAllowed("ES256".into())
@@ -68,12 +73,20 @@ async fn token_jwks_jwk_alg_restricts_token_alg() {
     let idp = StubIdp::start(json!({"keys": [jwk_with("rsa-a", json!({"alg": "RS256"}))]})).await;
     let trust = trust(&[("idp", jwks_spec(&idp.jwks_uri()))]);
     let (verifier, _) = verifier(settings());
-    let ps = sign("rsa-a", Algorithm::PS256, Some("rsa-a"), &claims(ISS, json!({})));
+    let ps = sign(
+        "rsa-a",
+        Algorithm::PS256,
+        Some("rsa-a"),
+        &claims(ISS, json!({})),
+    );
     assert!(matches!(
         verifier.validate(&trust, &ps).await,
         Err(TokenError::AlgorithmNotAllowed(_))
     ));
-    assert!(verifier.validate(&trust, &rs256(ISS, json!({}))).await.is_ok());
+    assert!(verifier
+        .validate(&trust, &rs256(ISS, json!({})))
+        .await
+        .is_ok());
 }
 
 #[tokio::test]
@@ -82,7 +95,10 @@ async fn token_jwks_never_hmac_with_a_public_key() {
     let trust = trust(&[("idp", jwks_spec(&idp.jwks_uri()))]);
     let (verifier, _) = verifier(settings());
     // The classic confusion: HS256 keyed with the RSA public key's bytes.
-    for secret in [fixture("rsa-a.pub.pem"), jwk("rsa-a")["n"].as_str().unwrap().to_string()] {
+    for secret in [
+        fixture("rsa-a.pub.pem"),
+        jwk("rsa-a")["n"].as_str().unwrap().to_string(),
+    ] {
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some("rsa-a".into());
         let token = jsonwebtoken::encode(
@@ -118,7 +134,10 @@ async fn token_static_rsa_key_never_verifies_hmac() {
         verifier.validate(&trust, &token).await,
         Err(TokenError::AlgorithmNotAllowed(_))
     ));
-    assert!(verifier.validate(&trust, &rs256(ISS, json!({}))).await.is_ok());
+    assert!(verifier
+        .validate(&trust, &rs256(ISS, json!({})))
+        .await
+        .is_ok());
 }
 
 fn b64(v: &Value) -> String {
@@ -169,7 +188,12 @@ async fn token_jwk_jku_x5u_x5c_headers_never_choose_a_key() {
         TokenError::BadSignature
     );
     assert_eq!(attacker.jwks_fetches(), 0);
-    assert_eq!(attacker.other_hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(
+        attacker
+            .other_hits
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
 }
 
 #[tokio::test]
@@ -178,10 +202,20 @@ async fn token_kid_is_an_opaque_string() {
     let idp = StubIdp::start(json!({"keys": [jwk_with("rsa-a", json!({"kid": odd}))]})).await;
     let trust = trust(&[("idp", jwks_spec(&idp.jwks_uri()))]);
     let (verifier, _) = verifier(settings());
-    let token = sign("rsa-a", Algorithm::RS256, Some(odd), &claims(ISS, json!({})));
+    let token = sign(
+        "rsa-a",
+        Algorithm::RS256,
+        Some(odd),
+        &claims(ISS, json!({})),
+    );
     assert!(verifier.validate(&trust, &token).await.is_ok());
     // Case and whitespace matter: no normalisation.
-    let token = sign("rsa-a", Algorithm::RS256, Some(&odd.to_uppercase()), &claims(ISS, json!({})));
+    let token = sign(
+        "rsa-a",
+        Algorithm::RS256,
+        Some(&odd.to_uppercase()),
+        &claims(ISS, json!({})),
+    );
     assert_eq!(
         verifier.validate(&trust, &token).await.unwrap_err(),
         TokenError::UnknownKey
@@ -193,10 +227,18 @@ async fn token_jwks_rotation_new_kid_accepted_after_refetch() {
     let idp = StubIdp::start(keys(&["rsa-a"])).await;
     let trust = trust(&[("idp", jwks_spec(&idp.jwks_uri()))]);
     let (verifier, metrics) = verifier(settings());
-    verifier.validate(&trust, &rs256(ISS, json!({}))).await.unwrap();
+    verifier
+        .validate(&trust, &rs256(ISS, json!({})))
+        .await
+        .unwrap();
 
     idp.set_jwks(keys(&["rsa-b"]));
-    let rotated = sign("rsa-b", Algorithm::RS256, Some("rsa-b"), &claims(ISS, json!({})));
+    let rotated = sign(
+        "rsa-b",
+        Algorithm::RS256,
+        Some("rsa-b"),
+        &claims(ISS, json!({})),
+    );
     verifier.validate(&trust, &rotated).await.unwrap();
     assert_eq!(idp.jwks_fetches(), 2);
     assert_eq!(events(&metrics, "jwks_refetch_unknown_kid"), 1);
@@ -216,20 +258,30 @@ async fn token_jwks_forged_kid_burst_is_bounded() {
     let idp = StubIdp::start(keys(&["rsa-a"])).await;
     let trust = Arc::new(trust(&[("idp", jwks_spec(&idp.jwks_uri()))]));
     let (verifier, metrics) = verifier(settings());
-    verifier.validate(&trust, &rs256(ISS, json!({}))).await.unwrap();
+    verifier
+        .validate(&trust, &rs256(ISS, json!({})))
+        .await
+        .unwrap();
 
     // Signed beforehand: the burst itself should cost only what portcullis does.
     let forged: Vec<String> = (0..200)
         .map(|i| {
             let claims = claims(ISS, json!({"n": i}));
-            sign("ec-p256", Algorithm::ES256, Some(&format!("forged-{i}")), &claims)
+            sign(
+                "ec-p256",
+                Algorithm::ES256,
+                Some(&format!("forged-{i}")),
+                &claims,
+            )
         })
         .collect();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for token in forged {
         let (verifier, trust) = (verifier.clone(), trust.clone());
-        tasks.push(tokio::spawn(async move { verifier.validate(&trust, &token).await }));
+        tasks.push(tokio::spawn(async move {
+            verifier.validate(&trust, &token).await
+        }));
     }
     for t in tasks {
         assert_eq!(t.await.unwrap().unwrap_err(), TokenError::UnknownKey);
@@ -240,13 +292,24 @@ async fn token_jwks_forged_kid_burst_is_bounded() {
     // Later forged kids, within the interval, are refused without a fetch or a wait.
     let before = events(&metrics, "jwks_refetch_rate_limited");
     for i in 0..20 {
-        let forged = sign("ec-p256", Algorithm::ES256, Some(&format!("late-{i}")), &claims(ISS, json!({})));
-        assert_eq!(verifier.validate(&trust, &forged).await.unwrap_err(), TokenError::UnknownKey);
+        let forged = sign(
+            "ec-p256",
+            Algorithm::ES256,
+            Some(&format!("late-{i}")),
+            &claims(ISS, json!({})),
+        );
+        assert_eq!(
+            verifier.validate(&trust, &forged).await.unwrap_err(),
+            TokenError::UnknownKey
+        );
     }
     assert_eq!(events(&metrics, "jwks_refetch_rate_limited"), before + 20);
     assert_eq!(idp.jwks_fetches(), 2);
     // Real tokens keep working throughout.
-    verifier.validate(&trust, &rs256(ISS, json!({"n": 1}))).await.unwrap();
+    verifier
+        .validate(&trust, &rs256(ISS, json!({"n": 1})))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -257,8 +320,18 @@ async fn token_jwks_refetch_allowed_again_after_interval() {
         jwks_refetch_interval: Duration::from_millis(300),
         ..settings()
     });
-    verifier.validate(&trust, &rs256(ISS, json!({}))).await.unwrap();
-    let forged = |i: u32| sign("rsa-a", Algorithm::RS256, Some(&format!("f{i}")), &claims(ISS, json!({})));
+    verifier
+        .validate(&trust, &rs256(ISS, json!({})))
+        .await
+        .unwrap();
+    let forged = |i: u32| {
+        sign(
+            "rsa-a",
+            Algorithm::RS256,
+            Some(&format!("f{i}")),
+            &claims(ISS, json!({})),
+        )
+    };
     for i in 0..10 {
         let _ = verifier.validate(&trust, &forged(i)).await;
     }
@@ -278,7 +351,9 @@ async fn token_jwks_concurrent_misses_share_one_fetch() {
     let mut tasks = Vec::new();
     for token in tokens {
         let (verifier, trust) = (verifier.clone(), trust.clone());
-        tasks.push(tokio::spawn(async move { verifier.validate(&trust, &token).await }));
+        tasks.push(tokio::spawn(async move {
+            verifier.validate(&trust, &token).await
+        }));
     }
     for t in tasks {
         t.await.unwrap().unwrap();
@@ -294,7 +369,10 @@ async fn token_jwks_outage_cached_keys_keep_working() {
         json!({"type": "jwt", "jwt": {"iss": ISS}, "jwks_uri": idp.jwks_uri(), "cache_ttl": 1}),
     )]);
     let (verifier, metrics) = verifier(settings());
-    verifier.validate(&trust, &rs256(ISS, json!({}))).await.unwrap();
+    verifier
+        .validate(&trust, &rs256(ISS, json!({})))
+        .await
+        .unwrap();
 
     idp.set_mode(Mode::Failing);
     // Past cache_ttl: the keys are stale, the refresh fails, the keys still verify.
@@ -303,27 +381,49 @@ async fn token_jwks_outage_cached_keys_keep_working() {
         let token = rs256(ISS, json!({"n": i}));
         let started = Instant::now();
         verifier.validate(&trust, &token).await.unwrap();
-        assert!(started.elapsed() < Duration::from_millis(200), "never waits on a refresh");
+        assert!(
+            started.elapsed() < Duration::from_millis(200),
+            "never waits on a refresh"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(events(&metrics, "jwks_fetch_error") >= 1);
 
     // An unknown kid is refused promptly: Unavailable (we could not ask), never allowed.
-    let unknown = sign("rsa-b", Algorithm::RS256, Some("rsa-b"), &claims(ISS, json!({})));
-    let again = sign("rsa-b", Algorithm::RS256, Some("rsa-c"), &claims(ISS, json!({})));
+    let unknown = sign(
+        "rsa-b",
+        Algorithm::RS256,
+        Some("rsa-b"),
+        &claims(ISS, json!({})),
+    );
+    let again = sign(
+        "rsa-b",
+        Algorithm::RS256,
+        Some("rsa-c"),
+        &claims(ISS, json!({})),
+    );
     let started = Instant::now();
     let e = verifier.validate(&trust, &unknown).await.unwrap_err();
-    assert!(matches!(e, TokenError::UnknownKey | TokenError::Unavailable(_)), "{e:?}");
+    assert!(
+        matches!(e, TokenError::UnknownKey | TokenError::Unavailable(_)),
+        "{e:?}"
+    );
     assert!(started.elapsed() < Duration::from_millis(700));
     let started = Instant::now();
     assert!(verifier.validate(&trust, &again).await.is_err());
-    assert!(started.elapsed() < Duration::from_millis(100), "rate-limited: no wait at all");
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "rate-limited: no wait at all"
+    );
 
     // Endpoint back: the stale keys are refreshed.
     idp.set_mode(Mode::Up);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let before = idp.jwks_fetches();
-    verifier.validate(&trust, &rs256(ISS, json!({"n": 9}))).await.unwrap();
+    verifier
+        .validate(&trust, &rs256(ISS, json!({"n": 9})))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(idp.jwks_fetches(), before + 1);
 }
@@ -358,14 +458,22 @@ async fn token_jwks_slow_endpoint_fails_within_the_timeout() {
     let mut tasks = Vec::new();
     for token in tokens {
         let (verifier, trust) = (verifier.clone(), trust.clone());
-        tasks.push(tokio::spawn(async move { verifier.validate(&trust, &token).await }));
+        tasks.push(tokio::spawn(async move {
+            verifier.validate(&trust, &token).await
+        }));
     }
     for t in tasks {
         let e = t.await.unwrap().unwrap_err();
-        assert!(matches!(e, TokenError::Unavailable(ref m) if m.contains("timed out")), "{e:?}");
+        assert!(
+            matches!(e, TokenError::Unavailable(ref m) if m.contains("timed out")),
+            "{e:?}"
+        );
     }
     let elapsed = started.elapsed();
-    assert!(elapsed >= Duration::from_millis(450) && elapsed < Duration::from_millis(1500), "{elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(450) && elapsed < Duration::from_millis(1500),
+        "{elapsed:?}"
+    );
     assert_eq!(idp.jwks_fetches(), 1);
 }
 
@@ -384,9 +492,18 @@ async fn token_jwks_changed_uri_never_uses_old_keys() {
         verifier.validate(&after, &token_a).await.unwrap_err(),
         TokenError::UnknownKey
     );
-    let token_b = sign("rsa-b", Algorithm::RS256, Some("rsa-b"), &claims(ISS, json!({})));
+    let token_b = sign(
+        "rsa-b",
+        Algorithm::RS256,
+        Some("rsa-b"),
+        &claims(ISS, json!({})),
+    );
     verifier.validate(&after, &token_b).await.unwrap();
-    assert_eq!(new.jwks_fetches(), 1, "fresh set already fetched for this request");
+    assert_eq!(
+        new.jwks_fetches(),
+        1,
+        "fresh set already fetched for this request"
+    );
 }
 
 #[tokio::test]
@@ -398,9 +515,17 @@ async fn token_openid_discovery_finds_the_jwks() {
         json!({"type": "jwt", "jwt": {"iss": iss}, "openidDiscovery": true}),
     )]);
     let (verifier, _) = verifier(settings());
-    let token = sign("ec-p256", Algorithm::ES256, Some("ec-p256"), &claims(&iss, json!({})));
+    let token = sign(
+        "ec-p256",
+        Algorithm::ES256,
+        Some("ec-p256"),
+        &claims(&iss, json!({})),
+    );
     verifier.validate(&trust, &token).await.unwrap();
-    assert_eq!(idp.discovery_hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(
+        idp.discovery_hits.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
     assert_eq!(idp.jwks_fetches(), 1);
 }
 
@@ -414,9 +539,17 @@ async fn token_openid_discovery_refuses_a_different_issuer() {
         json!({"type": "jwt", "jwt": {"iss": iss}, "openidDiscovery": true}),
     )]);
     let (verifier, _) = verifier(settings());
-    let token = sign("ec-p256", Algorithm::ES256, Some("ec-p256"), &claims(&iss, json!({})));
+    let token = sign(
+        "ec-p256",
+        Algorithm::ES256,
+        Some("ec-p256"),
+        &claims(&iss, json!({})),
+    );
     let e = verifier.validate(&trust, &token).await.unwrap_err();
-    assert!(matches!(e, TokenError::Unavailable(ref m) if m.contains("different issuer")), "{e:?}");
+    assert!(
+        matches!(e, TokenError::Unavailable(ref m) if m.contains("different issuer")),
+        "{e:?}"
+    );
     assert_eq!(idp.jwks_fetches(), 0);
 }
 
@@ -428,11 +561,17 @@ async fn token_jwks_without_usable_keys_keeps_the_old_ones() {
         json!({"type": "jwt", "jwt": {"iss": ISS}, "jwks_uri": idp.jwks_uri(), "cache_ttl": 1}),
     )]);
     let (verifier, _) = verifier(settings());
-    verifier.validate(&trust, &rs256(ISS, json!({}))).await.unwrap();
+    verifier
+        .validate(&trust, &rs256(ISS, json!({})))
+        .await
+        .unwrap();
     idp.set_jwks(json!({"keys": [{"kty": "oct", "kid": "rsa-a", "k": "c2VjcmV0"}]}));
     tokio::time::sleep(Duration::from_millis(1100)).await;
     for i in 0..3 {
-        verifier.validate(&trust, &rs256(ISS, json!({"n": i}))).await.unwrap();
+        verifier
+            .validate(&trust, &rs256(ISS, json!({"n": i})))
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -447,14 +586,29 @@ async fn token_audience_and_time_claims() {
     )]);
     let (verifier, _) = verifier(settings());
     let ok = |extra: Value| rs256(ISS, extra);
-    assert!(verifier.validate(&trust, &ok(json!({"aud": "api"}))).await.is_ok());
-    assert!(verifier.validate(&trust, &ok(json!({"aud": ["x", "other-api"]}))).await.is_ok());
+    assert!(verifier
+        .validate(&trust, &ok(json!({"aud": "api"})))
+        .await
+        .is_ok());
+    assert!(verifier
+        .validate(&trust, &ok(json!({"aud": ["x", "other-api"]})))
+        .await
+        .is_ok());
     let cases = [
         (json!({"aud": "x"}), TokenError::BadAudience),
         (json!({}), TokenError::BadAudience),
-        (json!({"aud": "api", "exp": now() - 10}), TokenError::Expired),
-        (json!({"aud": "api", "nbf": now() + 60}), TokenError::NotYetValid),
-        (json!({"aud": "api", "iat": now() + 60}), TokenError::NotYetValid),
+        (
+            json!({"aud": "api", "exp": now() - 10}),
+            TokenError::Expired,
+        ),
+        (
+            json!({"aud": "api", "nbf": now() + 60}),
+            TokenError::NotYetValid,
+        ),
+        (
+            json!({"aud": "api", "iat": now() + 60}),
+            TokenError::NotYetValid,
+        ),
     ];
     for (extra, want) in cases {
         let got = verifier.validate(&trust, &ok(extra.clone())).await;
@@ -462,7 +616,10 @@ async fn token_audience_and_time_claims() {
     }
     // Within the leeway.
     assert!(verifier
-        .validate(&trust, &ok(json!({"aud": "api", "exp": now() - 2, "nbf": now() + 2})))
+        .validate(
+            &trust,
+            &ok(json!({"aud": "api", "exp": now() - 2, "nbf": now() + 2}))
+        )
         .await
         .is_ok());
 }

@@ -35,7 +35,9 @@ impl Drop for Provider {
 
 impl Provider {
     fn start() -> Provider {
-        let dir: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "oidc"].iter().collect();
+        let dir: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "oidc"]
+            .iter()
+            .collect();
         if !dir.join("node_modules").join("oidc-provider").is_dir() {
             panic!(
                 "tests/oidc/node_modules is missing: run scripts/install-oidc-provider.sh \
@@ -51,7 +53,9 @@ impl Provider {
             .stdout(Stdio::piped())
             .stderr(log.reopen().unwrap())
             .spawn()
-            .unwrap_or_else(|e| panic!("starting node (run scripts/install-oidc-provider.sh): {e}"));
+            .unwrap_or_else(|e| {
+                panic!("starting node (run scripts/install-oidc-provider.sh): {e}")
+            });
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -185,7 +189,11 @@ async fn token_oidc_provider_opaque_tokens_introspected_then_revoked() {
     assert_eq!(valid.claims["aud"], OPAQUE_API);
     assert_eq!(valid.issuer(), Some(op.issuer.as_str()));
     verifier.validate(&trust, &token).await.unwrap();
-    assert_eq!(events(&metrics, "introspection_call"), 1, "second answer from the cache");
+    assert_eq!(
+        events(&metrics, "introspection_call"),
+        1,
+        "second answer from the cache"
+    );
 
     op.revoke(&token).await;
     // Within cache_ttl the cached answer may still be used; after it, never.

@@ -72,3 +72,30 @@ pub fn verified_cache(max_bytes: u64) -> VerifiedCache {
         .expire_after(UntilExpiry)
         .build()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_cache_until_is_the_earlier_of_exp_and_limit() {
+        let now_secs = 1_000_000;
+        let soon = Instant::now() + Duration::from_secs(5);
+        let by_exp = cache_until(Some(now_secs + 60), Some(soon), now_secs);
+        assert!(by_exp <= soon);
+        let by_exp = cache_until(Some(now_secs + 2), Some(soon), now_secs);
+        assert!(by_exp < soon);
+        // Already expired: not kept at all.
+        assert!(cache_until(Some(now_secs - 10), None, now_secs) <= Instant::now());
+        assert!(cache_until(None, None, now_secs) <= Instant::now());
+    }
+
+    #[test]
+    fn token_cache_key_is_a_sha256_not_the_token() {
+        let key = hash("secret-token");
+        assert_eq!(key.len(), 32);
+        assert_ne!(&key[..], b"secret-token".as_slice());
+        assert_eq!(key, hash("secret-token"));
+        assert_ne!(key, hash("secret-token2"));
+    }
+}

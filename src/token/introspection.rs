@@ -21,16 +21,15 @@ pub(crate) async fn introspect(
     token: &str,
 ) -> Result<Map<String, Value>, TokenError> {
     metrics.token_event("introspection_call");
-    let answer = match tokio::time::timeout(timeout, http.introspect(url, authorization, token))
-        .await
-    {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(e)) => return Err(failed(metrics, introspector, &e)),
-        Err(_) => {
-            let e = format!("timed out after {} ms", timeout.as_millis());
-            return Err(failed(metrics, introspector, &e));
-        }
-    };
+    let answer =
+        match tokio::time::timeout(timeout, http.introspect(url, authorization, token)).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => return Err(failed(metrics, introspector, &e)),
+            Err(_) => {
+                let e = format!("timed out after {} ms", timeout.as_millis());
+                return Err(failed(metrics, introspector, &e));
+            }
+        };
     if answer.get("active") != Some(&Value::Bool(true)) {
         metrics.token_event("introspection_inactive");
         return Err(TokenError::Inactive);

@@ -114,7 +114,9 @@ impl Introspector {
         if jwt.leeway_seconds.is_some_and(|s| s > MAX_LEEWAY_SECONDS) {
             errors.push(FieldError::new(
                 "jwt.leewaySeconds",
-                format!("at most {MAX_LEEWAY_SECONDS} seconds: more would keep expired tokens alive"),
+                format!(
+                    "at most {MAX_LEEWAY_SECONDS} seconds: more would keep expired tokens alive"
+                ),
             ));
         }
 

@@ -97,7 +97,10 @@ impl JwksCache {
         let (current, fetch) = {
             let mut s = lock(&state);
             match s.keys.clone() {
-                None => (None, self.start_or_join(&state, &mut s, introspector, source)),
+                None => (
+                    None,
+                    self.start_or_join(&state, &mut s, introspector, source),
+                ),
                 Some(set) => {
                     if set.fetched_at + introspector.cache_ttl <= now {
                         // Stale: refresh in the background and answer with what we have, so
@@ -117,9 +120,9 @@ impl JwksCache {
             ),
             (None, None) => {
                 return Err(TokenError::Unavailable(format!(
-                    "the JWKS of TokenIntrospector/{} could not be fetched recently; retrying shortly",
-                    introspector.name
-                )))
+                "the JWKS of TokenIntrospector/{} could not be fetched recently; retrying shortly",
+                introspector.name
+            )))
             }
         };
         let Some(kid) = kid else {
@@ -184,8 +187,7 @@ impl JwksCache {
         if let Some(f) = &s.inflight {
             return Some(f.clone());
         }
-        if s
-            .last_failure
+        if s.last_failure
             .is_some_and(|t| t.elapsed() < self.settings.retry_backoff)
         {
             return None;

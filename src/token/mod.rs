@@ -57,9 +57,7 @@ impl TrustStore {
     pub fn insert(&mut self, introspector: Introspector) -> Result<(), String> {
         let introspector = Arc::new(introspector);
         if let Trust::Introspection { .. } = introspector.trust {
-            let at = self
-                .opaque
-                .partition_point(|o| o.name <= introspector.name);
+            let at = self.opaque.partition_point(|o| o.name <= introspector.name);
             self.opaque.insert(at, introspector.clone());
             self.by_fingerprint
                 .insert(introspector.fingerprint, introspector);

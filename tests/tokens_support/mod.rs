@@ -22,9 +22,15 @@ use portcullis::resources::TokenIntrospectorSpec;
 use portcullis::token::{Introspector, TokenSettings, TokenVerifier, TrustStore};
 
 pub fn fixture(name: &str) -> String {
-    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "fixtures", "keys", name]
-        .iter()
-        .collect();
+    let path: PathBuf = [
+        env!("CARGO_MANIFEST_DIR"),
+        "tests",
+        "fixtures",
+        "keys",
+        name,
+    ]
+    .iter()
+    .collect();
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -83,7 +89,12 @@ pub fn sign(key: &str, alg: Algorithm, kid: Option<&str>, claims: &Value) -> Str
 
 /// RS256 with `rsa-a`, `kid: rsa-a`.
 pub fn rs256(iss: &str, extra: Value) -> String {
-    sign("rsa-a", Algorithm::RS256, Some("rsa-a"), &claims(iss, extra))
+    sign(
+        "rsa-a",
+        Algorithm::RS256,
+        Some("rsa-a"),
+        &claims(iss, extra),
+    )
 }
 
 pub fn spec(value: Value) -> TokenIntrospectorSpec {
