@@ -25,7 +25,6 @@ use cache::{Verified, VerifiedCache};
 pub use introspector::{
     algorithm, Fingerprint, Introspector, JwksSource, Trust, VerifyKey, MAX_LEEWAY_SECONDS,
 };
-pub use jwks::parse_jwks;
 
 /// Tokens longer than this are refused before any parsing (a JWT with a large claim set
 /// is a few KiB; Envoy's default header limit is 60 KiB).
