@@ -97,8 +97,7 @@ fi
 "$BIN/helm" version --short
 
 # --- OpenID provider (npm `oidc-provider`) ----------------------------------------
-# TODO(later step): `npm ci` for the OpenID provider test fixture goes here.
-# (Install nodejs/npm via apt_install when missing, then run `npm ci` in the
-#  fixture's directory; keep it idempotent like the Envoy step above.)
+command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+"$ROOT/scripts/install-oidc-provider.sh"
 
 log "done: envoy at $BIN/envoy"

@@ -76,6 +76,11 @@ pub struct ServeArgs {
     /// Tokens longer than this are refused unread.
     #[arg(long, env = "PORTCULLIS_MAX_TOKEN_BYTES", default_value_t = crate::token::DEFAULT_MAX_TOKEN_BYTES)]
     pub max_token_bytes: usize,
+    /// Bound on each call to an identity provider (JWKS, introspection, userinfo), in
+    /// milliseconds. Keep it below Envoy's ext_authz timeout, so a slow provider is a
+    /// clear 503 from portcullis rather than Envoy giving up.
+    #[arg(long, env = "PORTCULLIS_IDP_TIMEOUT_MS", default_value_t = 800)]
+    pub idp_timeout_ms: u64,
     /// Log one allow decision in N (denials are always logged); 0 logs no allows.
     #[arg(
         long,

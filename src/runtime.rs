@@ -16,7 +16,7 @@ use crate::server::grpc::ExtAuthz;
 use crate::server::http::{router, HttpState};
 use crate::snapshot::{self, SnapshotStore};
 use crate::source::files;
-use crate::token::TokenVerifier;
+use crate::token::{TokenSettings, TokenVerifier};
 use crate::users::{FileUserStore, UserResolver, UserinfoClient};
 
 /// How long a burst of file events must be quiet before a reload.
@@ -35,19 +35,31 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = config_paths(&args)?;
 
     let metrics = Arc::new(Metrics::new());
+    let idp_timeout = Duration::from_millis(args.idp_timeout_ms);
     let users = match (&args.users_dir, args.create_users) {
         (Some(dir), true) => {
             let store = FileUserStore::new(dir)
                 .with_context(|| format!("opening --users-dir {}", dir.display()))?;
             tracing::info!(dir = %dir.display(), "creating Users on first sight");
-            UserResolver::creating(Arc::new(store), UserinfoClient::default(), metrics.clone())
+            UserResolver::creating(
+                Arc::new(store),
+                UserinfoClient::new(idp_timeout),
+                metrics.clone(),
+            )
         }
         _ => UserResolver::off(),
     };
     let snapshots = Arc::new(SnapshotStore::default());
     let authorizer = Arc::new(Authorizer {
         snapshots: snapshots.clone(),
-        tokens: TokenVerifier::new(args.max_token_bytes),
+        tokens: TokenVerifier::with_settings(
+            TokenSettings {
+                max_token_bytes: args.max_token_bytes,
+                fetch_timeout: idp_timeout,
+                ..TokenSettings::default()
+            },
+            metrics.clone(),
+        ),
         metrics: metrics.clone(),
         log: DecisionLog::new(args.decision_log_allow_sample),
         users,

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey};
+use sha2::{Digest, Sha256};
 
 use crate::resources::{
     IntrospectorType, JwtKey, KeyAlgorithm, KeyFormat, KeyType, TokenIntrospectorSpec,
@@ -11,9 +12,16 @@ use crate::source::FieldError;
 
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(300);
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+pub const MAX_LEEWAY_SECONDS: u32 = 300;
+
+/// SHA-256 of an introspector's name and whole spec: caches that outlive a snapshot are
+/// keyed by it, so any change to the resource (a new secret, a new `jwks_uri`, other
+/// audiences) makes its old entries unreachable.
+pub type Fingerprint = [u8; 32];
 
 pub struct Introspector {
     pub name: String,
+    pub fingerprint: Fingerprint,
     /// `jwt.iss`: JWTs whose `iss` equals it come here.
     pub issuer: Option<String>,
     pub trust: Trust,
@@ -103,6 +111,15 @@ impl Introspector {
             }
         }
 
+        if jwt.leeway_seconds.is_some_and(|s| s > MAX_LEEWAY_SECONDS) {
+            errors.push(FieldError::new(
+                "jwt.leewaySeconds",
+                format!(
+                    "at most {MAX_LEEWAY_SECONDS} seconds: more would keep expired tokens alive"
+                ),
+            ));
+        }
+
         let trust = match spec.type_ {
             IntrospectorType::Jwt => compile_jwt(spec, &jwt, &mut errors),
             IntrospectorType::Opaque => compile_opaque(spec, &jwt, &mut errors),
@@ -110,6 +127,7 @@ impl Introspector {
         match trust {
             Some(trust) if errors.is_empty() => Ok(Introspector {
                 name: name.to_string(),
+                fingerprint: fingerprint(name, spec),
                 issuer: jwt.iss.clone(),
                 trust,
                 identity_provider,
@@ -230,10 +248,28 @@ fn compile_opaque(
     if let Err(e) = check_url(&endpoint.url) {
         errors.push(FieldError::new("introspection_endpoint.url", e));
     }
+    if let Some(value) = &endpoint.authorization {
+        // Say what is wrong without quoting the value: it is a credential.
+        if http::HeaderValue::from_str(value).is_err() {
+            errors.push(FieldError::new(
+                "introspection_endpoint.authorization",
+                "not a valid HTTP header value (control characters or non-ASCII?)",
+            ));
+        }
+    }
     Some(Trust::Introspection {
         url: endpoint.url.clone(),
         authorization: endpoint.authorization.clone(),
     })
+}
+
+fn fingerprint(name: &str, spec: &TokenIntrospectorSpec) -> Fingerprint {
+    let mut h = Sha256::new();
+    h.update(name.as_bytes());
+    h.update([0]);
+    // Serialising a spec that was just deserialised cannot fail.
+    h.update(serde_json::to_vec(spec).unwrap_or_default());
+    h.finalize().into()
 }
 
 fn check_url(url: &str) -> Result<(), String> {

@@ -18,8 +18,9 @@ pub struct Parsed {
 }
 
 impl Parsed {
-    /// `None` when the token is not JWT-shaped (three dot-separated parts), so that it may
-    /// be an opaque token; `Some(Err)` when it is JWT-shaped but unreadable.
+    /// `None` when the token is not JWT-shaped (three dot-separated parts whose first is a
+    /// base64url JSON object), so that it may be an opaque token; `Some(Err)` when it is
+    /// JWT-shaped but unreadable or unacceptable.
     pub fn parse(token: &str) -> Option<Result<Parsed, TokenError>> {
         let mut parts = token.split('.');
         let (Some(header), Some(payload), Some(_sig), None) =
@@ -27,21 +28,30 @@ impl Parsed {
         else {
             return None;
         };
-        if header.is_empty() || payload.is_empty() {
-            return None;
-        }
+        let header = URL_SAFE_NO_PAD
+            .decode(header)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Map<String, Value>>(&b).ok())?;
         Some(Self::read(header, payload))
     }
 
-    fn read(header: &str, payload: &str) -> Result<Parsed, TokenError> {
+    fn read(header: Map<String, Value>, payload: &str) -> Result<Parsed, TokenError> {
+        // We implement no JWS extension, so a header that makes one critical is refused
+        // (RFC 7515 section 4.1.11).
+        if header.contains_key("crit") {
+            return Err(TokenError::Malformed(
+                "header lists critical extensions (`crit`)".into(),
+            ));
+        }
+        // `kid` is an opaque string: any other JSON type is refused, not coerced.
+        if header.get("kid").is_some_and(|k| !k.is_string()) {
+            return Err(TokenError::Malformed("header `kid` is not a string".into()));
+        }
         // `alg: none` and unknown algorithms fail here: jsonwebtoken knows no such variant.
-        let header: Header = URL_SAFE_NO_PAD
-            .decode(header)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or_else(|| {
-                TokenError::Malformed("header is not a JWT header with a known `alg`".into())
-            })?;
+        // `jwk`, `jku`, `x5u` and `x5c` may be read into the header but never choose a key.
+        let header: Header = serde_json::from_value(Value::Object(header)).map_err(|_| {
+            TokenError::Malformed("header is not a JWT header with a known `alg`".into())
+        })?;
         let bytes = URL_SAFE_NO_PAD
             .decode(payload)
             .map_err(|_| TokenError::Malformed("payload is not base64url".into()))?;
@@ -64,17 +74,20 @@ pub fn verify(
     introspector: &Arc<Introspector>,
     keys: &[VerifyKey],
 ) -> Result<ValidToken, TokenError> {
-    let alg = parsed.header.alg;
-    let mut candidates = keys.iter().filter(|k| k.alg == alg).peekable();
-    if candidates.peek().is_none() {
-        return Err(TokenError::AlgorithmNotAllowed(format!("{alg:?}")));
-    }
+    // First the keys the token may mean (`kid` is an opaque string, compared exactly; a
+    // key without `kid` may be meant by any token), then those fit for its `alg`.
     let kid = parsed.header.kid.as_deref();
-    let mut candidates = candidates
+    let mut meant = keys
+        .iter()
         .filter(|k| k.kid.is_none() || kid.is_none() || k.kid.as_deref() == kid)
         .peekable();
-    if candidates.peek().is_none() {
+    if meant.peek().is_none() {
         return Err(TokenError::UnknownKey);
+    }
+    let alg = parsed.header.alg;
+    let mut candidates = meant.filter(|k| k.alg == alg).peekable();
+    if candidates.peek().is_none() {
+        return Err(TokenError::AlgorithmNotAllowed(format!("{alg:?}")));
     }
     let validation = validation(alg, introspector);
     let mut last = TokenError::BadSignature;
@@ -97,13 +110,19 @@ pub fn validation(alg: Algorithm, introspector: &Introspector) -> Validation {
     let mut v = Validation::new(alg);
     v.leeway = introspector.leeway.as_secs();
     v.validate_nbf = true;
-    v.set_required_spec_claims(&["exp", "iss"]);
     if let Some(iss) = &introspector.issuer {
         v.set_issuer(&[iss]);
     }
     match &introspector.allowed_audiences {
-        Some(auds) => v.set_audience(auds),
-        None => v.validate_aud = false,
+        Some(auds) => {
+            // jsonwebtoken passes a token with no `aud` at all unless it is required.
+            v.set_required_spec_claims(&["exp", "iss", "aud"]);
+            v.set_audience(auds);
+        }
+        None => {
+            v.set_required_spec_claims(&["exp", "iss"]);
+            v.validate_aud = false;
+        }
     }
     v
 }
@@ -145,6 +164,7 @@ fn map_error(kind: &ErrorKind) -> TokenError {
         ErrorKind::InvalidAudience => TokenError::BadAudience,
         ErrorKind::InvalidAlgorithm => TokenError::AlgorithmNotAllowed("for this key".into()),
         ErrorKind::InvalidIssuer => TokenError::UntrustedIssuer("iss does not match".into()),
+        ErrorKind::MissingRequiredClaim(c) if c == "aud" => TokenError::BadAudience,
         ErrorKind::MissingRequiredClaim(c) => TokenError::Malformed(format!("no `{c}` claim")),
         other => TokenError::Malformed(describe(other)),
     }

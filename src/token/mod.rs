@@ -1,27 +1,54 @@
 //! Token validation: which introspector trusts a token, and whether it holds.
 //!
 //! Knows nothing of tonic or kube. [`TokenVerifier`] holds the caches that outlive a
-//! configuration snapshot; the [`TrustStore`] inside each snapshot says whom to trust.
+//! configuration snapshot (verified tokens, JWKS keys); the [`TrustStore`] inside each
+//! snapshot says whom to trust. Every cache entry is tied to an introspector's
+//! [`Fingerprint`], so a reload that changes an introspector never reuses its old entries.
 
+mod cache;
+mod http;
+mod introspection;
 mod introspector;
+mod jwks;
 mod jwt;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
-pub use introspector::{algorithm, Introspector, JwksSource, Trust, VerifyKey};
+use crate::metrics::Metrics;
+use cache::{Verified, VerifiedCache};
+
+pub use introspector::{
+    algorithm, Fingerprint, Introspector, JwksSource, Trust, VerifyKey, MAX_LEEWAY_SECONDS,
+};
 
 /// Tokens longer than this are refused before any parsing (a JWT with a large claim set
 /// is a few KiB; Envoy's default header limit is 60 KiB).
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// The most a JWKS, discovery or introspection call may take, start to finish. Well under
+/// the ext_authz timeout one would configure in Envoy (say 3 s), so that a request whose
+/// identity provider is down fails closed with our answer rather than Envoy's.
+pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(2);
+/// At most one JWKS refetch per introspector for unknown `kid`s in this interval.
+pub const DEFAULT_JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+/// After a failed JWKS fetch, requests that need one fail at once for this long.
+pub const DEFAULT_FETCH_RETRY_BACKOFF: Duration = Duration::from_secs(1);
+/// Size bound of the verified-token cache (roughly, bytes of tokens and claims).
+pub const DEFAULT_VERIFIED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// The largest JWKS, discovery document or introspection answer read.
+pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
 /// The compiled introspectors of one snapshot, indexed the way tokens find them.
 #[derive(Debug, Default)]
 pub struct TrustStore {
     by_issuer: HashMap<String, Arc<Introspector>>,
+    /// In name order: opaque tokens are offered to each in turn.
     opaque: Vec<Arc<Introspector>>,
+    by_fingerprint: HashMap<Fingerprint, Arc<Introspector>>,
 }
 
 impl TrustStore {
@@ -29,7 +56,10 @@ impl TrustStore {
     pub fn insert(&mut self, introspector: Introspector) -> Result<(), String> {
         let introspector = Arc::new(introspector);
         if let Trust::Introspection { .. } = introspector.trust {
-            self.opaque.push(introspector);
+            let at = self.opaque.partition_point(|o| o.name <= introspector.name);
+            self.opaque.insert(at, introspector.clone());
+            self.by_fingerprint
+                .insert(introspector.fingerprint, introspector);
             return Ok(());
         }
         let issuer = introspector.issuer.clone().unwrap_or_default();
@@ -39,8 +69,14 @@ impl TrustStore {
                 other.name
             ));
         }
+        self.by_fingerprint
+            .insert(introspector.fingerprint, introspector.clone());
         self.by_issuer.insert(issuer, introspector);
         Ok(())
+    }
+
+    pub fn by_fingerprint(&self, fingerprint: &Fingerprint) -> Option<&Arc<Introspector>> {
+        self.by_fingerprint.get(fingerprint)
     }
 
     pub fn for_issuer(&self, iss: &str) -> Option<&Arc<Introspector>> {
@@ -146,9 +182,36 @@ impl TokenError {
     }
 }
 
-/// Validates tokens against a snapshot's [`TrustStore`].
+/// Limits and timings of token validation; [`Default`] gives the documented defaults.
+#[derive(Clone, Debug)]
+pub struct TokenSettings {
+    pub max_token_bytes: usize,
+    pub fetch_timeout: Duration,
+    pub jwks_refetch_interval: Duration,
+    pub fetch_retry_backoff: Duration,
+    pub verified_cache_bytes: u64,
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        TokenSettings {
+            max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+            fetch_timeout: DEFAULT_FETCH_TIMEOUT,
+            jwks_refetch_interval: DEFAULT_JWKS_REFETCH_INTERVAL,
+            fetch_retry_backoff: DEFAULT_FETCH_RETRY_BACKOFF,
+            verified_cache_bytes: DEFAULT_VERIFIED_CACHE_BYTES,
+        }
+    }
+}
+
+/// Validates tokens against a snapshot's [`TrustStore`]. One per process: its caches
+/// outlive snapshots.
 pub struct TokenVerifier {
-    max_token_bytes: usize,
+    settings: TokenSettings,
+    metrics: Arc<Metrics>,
+    http: http::Http,
+    jwks: jwks::JwksCache,
+    verified: VerifiedCache,
 }
 
 impl Default for TokenVerifier {
@@ -158,40 +221,181 @@ impl Default for TokenVerifier {
 }
 
 impl TokenVerifier {
+    /// Defaults but for the token size, with metrics of its own.
     pub fn new(max_token_bytes: usize) -> Self {
-        TokenVerifier { max_token_bytes }
+        Self::with_settings(
+            TokenSettings {
+                max_token_bytes,
+                ..TokenSettings::default()
+            },
+            Arc::new(Metrics::new()),
+        )
     }
 
+    pub fn with_settings(settings: TokenSettings, metrics: Arc<Metrics>) -> Self {
+        let http = http::Http::new(settings.fetch_timeout, MAX_RESPONSE_BYTES);
+        let jwks = jwks::JwksCache::new(
+            http.clone(),
+            jwks::Settings {
+                fetch_timeout: settings.fetch_timeout,
+                refetch_interval: settings.jwks_refetch_interval,
+                retry_backoff: settings.fetch_retry_backoff,
+            },
+            metrics.clone(),
+        );
+        TokenVerifier {
+            verified: cache::verified_cache(settings.verified_cache_bytes),
+            settings,
+            metrics,
+            http,
+            jwks,
+        }
+    }
+
+    /// Validate a bearer token. A token validated before, under an unchanged introspector
+    /// and still within its cache time, costs a hash and a lookup; concurrent first
+    /// requests for one token share one verification (and one introspection call).
     pub async fn validate(
         &self,
         trust: &TrustStore,
         token: &str,
     ) -> Result<ValidToken, TokenError> {
-        if token.len() > self.max_token_bytes {
-            return Err(TokenError::TooLarge(self.max_token_bytes));
+        if token.len() > self.settings.max_token_bytes {
+            return Err(TokenError::TooLarge(self.settings.max_token_bytes));
         }
-        match jwt::Parsed::parse(token) {
-            Some(parsed) => {
-                let parsed = parsed?;
-                let introspector = trust
-                    .for_issuer(&parsed.issuer)
-                    .ok_or_else(|| TokenError::UntrustedIssuer(parsed.issuer.clone()))?;
-                match &introspector.trust {
-                    Trust::StaticKeys(keys) => jwt::verify(token, &parsed, introspector, keys),
-                    Trust::Jwks(_) => Err(TokenError::Unavailable(
-                        "JWKS introspectors are not supported yet".into(),
-                    )),
-                    Trust::Introspection { .. } => {
-                        unreachable!("opaque introspectors have no issuer")
-                    }
+        let key = cache::hash(token);
+        if let Some(hit) = self.verified.get(&key).await {
+            if hit.is_fresh(Instant::now(), jwt::now()) {
+                if let Some(valid) = Self::valid(trust, &hit) {
+                    self.metrics.token_event("verified_cache_hit");
+                    return Ok(valid);
                 }
             }
-            None => match trust.opaque().first() {
-                None => Err(TokenError::NoOpaqueIntrospector),
-                Some(_) => Err(TokenError::Unavailable(
-                    "opaque introspection is not supported yet".into(),
-                )),
+            self.verified.invalidate(&key).await;
+        }
+        self.metrics.token_event("verified_cache_miss");
+        match self
+            .verified
+            .try_get_with(key, self.verify(trust, token))
+            .await
+        {
+            Ok(verified) => match Self::valid(trust, &verified) {
+                Some(valid) => Ok(valid),
+                // A request under another snapshot verified it first: check it under ours.
+                None => {
+                    let verified = self.verify(trust, token).await?;
+                    Self::valid(trust, &verified).ok_or_else(|| {
+                        TokenError::Unavailable("the configuration changed; try again".into())
+                    })
+                }
             },
+            Err(e) => Err((*e).clone()),
         }
     }
+
+    fn valid(trust: &TrustStore, v: &Verified) -> Option<ValidToken> {
+        let introspector = trust.by_fingerprint(&v.introspector)?;
+        Some(ValidToken {
+            kind: v.kind,
+            introspector: introspector.clone(),
+            claims: v.claims.clone(),
+            expires_at: v.expires_at,
+        })
+    }
+
+    /// The full check, no cache of verified tokens involved.
+    async fn verify(&self, trust: &TrustStore, token: &str) -> Result<Verified, TokenError> {
+        let Some(parsed) = jwt::Parsed::parse(token) else {
+            return self.introspect(trust, token).await;
+        };
+        let parsed = parsed?;
+        let introspector = trust
+            .for_issuer(&parsed.issuer)
+            .ok_or_else(|| TokenError::UntrustedIssuer(parsed.issuer.clone()))?;
+        let (valid, limit) = match &introspector.trust {
+            // Static keys never change under a fingerprint: keep the token until `exp`.
+            Trust::StaticKeys(keys) => (jwt::verify(token, &parsed, introspector, keys)?, None),
+            Trust::Jwks(source) => {
+                let alg = parsed.header.alg;
+                if matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
+                    // Refused before any fetch: a JWKS holds public keys only.
+                    return Err(TokenError::AlgorithmNotAllowed(format!("{alg:?}")));
+                }
+                let kid = parsed.header.kid.as_deref();
+                let keys = self.jwks.keys(introspector, source, kid).await?;
+                // Kept no longer than the key set it was verified with: a key dropped from
+                // the JWKS stops vouching for cached tokens when it stops for new ones (and
+                // a stale set, used while the endpoint is down, vouches for no cache entry).
+                let valid = jwt::verify(token, &parsed, introspector, &keys.keys)?;
+                (valid, Some(keys.fetched_at + introspector.cache_ttl))
+            }
+            Trust::Introspection { .. } => {
+                return Err(TokenError::UntrustedIssuer(parsed.issuer.clone()))
+            }
+        };
+        Ok(Verified {
+            introspector: introspector.fingerprint,
+            kind: TokenKind::Jwt,
+            cache_until: cache::cache_until(valid.expires_at, limit, jwt::now()),
+            expires_at: valid.expires_at,
+            claims: valid.claims,
+            weight: weight(2 * token.len()),
+        })
+    }
+
+    /// Offer an opaque token to each opaque introspector in name order; the first that
+    /// says `active: true` wins. None active: `Inactive`, unless an endpoint failed, in
+    /// which case we cannot say and answer `Unavailable` (never an allow).
+    async fn introspect(&self, trust: &TrustStore, token: &str) -> Result<Verified, TokenError> {
+        if trust.opaque().is_empty() {
+            return Err(TokenError::NoOpaqueIntrospector);
+        }
+        let mut failure = None;
+        let mut refusal = None;
+        for introspector in trust.opaque() {
+            let Trust::Introspection { url, authorization } = &introspector.trust else {
+                continue;
+            };
+            match introspection::introspect(
+                &self.http,
+                &self.metrics,
+                self.settings.fetch_timeout,
+                introspector,
+                url,
+                authorization.as_deref(),
+                token,
+            )
+            .await
+            {
+                Ok(answer) => {
+                    let expires_at = answer.get("exp").and_then(Value::as_u64);
+                    let size = token.len() + Value::Object(answer.clone()).to_string().len();
+                    return Ok(Verified {
+                        introspector: introspector.fingerprint,
+                        kind: TokenKind::Opaque,
+                        cache_until: cache::cache_until(
+                            expires_at,
+                            Some(Instant::now() + introspector.cache_ttl),
+                            jwt::now(),
+                        ),
+                        expires_at,
+                        claims: Arc::new(answer),
+                        weight: weight(size),
+                    });
+                }
+                Err(e @ TokenError::Unavailable(_)) => failure = Some(e),
+                Err(e) => {
+                    refusal.get_or_insert(e);
+                }
+            }
+        }
+        Err(failure
+            .or(refusal)
+            .unwrap_or(TokenError::NoOpaqueIntrospector))
+    }
+}
+
+fn weight(bytes: usize) -> u32 {
+    // Per-entry overhead (key, Arcs, map nodes) on top of the bytes themselves.
+    u32::try_from(bytes + 256).unwrap_or(u32::MAX)
 }

@@ -1,0 +1,101 @@
+//! The verified-token cache: a token seen before costs a SHA-256 and a lookup.
+//!
+//! Keyed by the SHA-256 of the token, never the token. Each entry names the introspector
+//! that accepted it by [`Fingerprint`], so an entry made under a configuration that has
+//! since changed (new secret, new `jwks_uri`, other audiences) is never used again.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::{Fingerprint, TokenKind};
+
+pub type TokenHash = [u8; 32];
+
+pub fn hash(token: &str) -> TokenHash {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+#[derive(Clone)]
+pub struct Verified {
+    pub introspector: Fingerprint,
+    pub kind: TokenKind,
+    pub claims: Arc<Map<String, Value>>,
+    /// The token's own `exp` (seconds since the epoch).
+    pub expires_at: Option<u64>,
+    /// When this entry stops being trusted: never after `exp`, never after `cache_ttl`
+    /// for answers that came from an identity provider.
+    pub cache_until: Instant,
+    /// Roughly the bytes the entry holds, for the cache's size bound.
+    pub weight: u32,
+}
+
+impl Verified {
+    pub fn is_fresh(&self, now: Instant, now_secs: u64) -> bool {
+        now < self.cache_until && self.expires_at.is_none_or(|exp| exp > now_secs)
+    }
+}
+
+/// `cache_until` for a token expiring at `exp`, and kept no later than `limit` if given.
+pub fn cache_until(exp: Option<u64>, limit: Option<Instant>, now_secs: u64) -> Instant {
+    let now = Instant::now();
+    let by_exp = exp.map(|exp| now + Duration::from_secs(exp.saturating_sub(now_secs)));
+    match (by_exp, limit) {
+        (Some(a), Some(b)) => a.min(b),
+        (Some(a), None) | (None, Some(a)) => a,
+        // A token without `exp` from a static key: verified again every time.
+        (None, None) => now,
+    }
+}
+
+struct UntilExpiry;
+
+impl moka::Expiry<TokenHash, Verified> for UntilExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &TokenHash,
+        value: &Verified,
+        created_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.cache_until.saturating_duration_since(created_at))
+    }
+}
+
+pub type VerifiedCache = moka::future::Cache<TokenHash, Verified>;
+
+pub fn verified_cache(max_bytes: u64) -> VerifiedCache {
+    moka::future::Cache::builder()
+        .max_capacity(max_bytes)
+        .weigher(|_, v: &Verified| v.weight)
+        .expire_after(UntilExpiry)
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_cache_until_is_the_earlier_of_exp_and_limit() {
+        let now_secs = 1_000_000;
+        let soon = Instant::now() + Duration::from_secs(5);
+        let by_exp = cache_until(Some(now_secs + 60), Some(soon), now_secs);
+        assert!(by_exp <= soon);
+        let by_exp = cache_until(Some(now_secs + 2), Some(soon), now_secs);
+        assert!(by_exp < soon);
+        // Already expired: not kept at all.
+        assert!(cache_until(Some(now_secs - 10), None, now_secs) <= Instant::now());
+        assert!(cache_until(None, None, now_secs) <= Instant::now());
+    }
+
+    #[test]
+    fn token_cache_key_is_a_sha256_not_the_token() {
+        let key = hash("secret-token");
+        assert_eq!(key.len(), 32);
+        assert_ne!(&key[..], b"secret-token".as_slice());
+        assert_eq!(key, hash("secret-token"));
+        assert_ne!(key, hash("secret-token2"));
+    }
+}

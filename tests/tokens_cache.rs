@@ -1,0 +1,118 @@
+//! The verified-token cache: a repeated JWT is not verified again, but never outlives its
+//! `exp`, its introspector's configuration, or (for JWKS keys) `cache_ttl`.
+
+mod tokens_support;
+
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use tokens_support::*;
+
+use portcullis::token::TokenError;
+
+const ISS: &str = "https://hs.example";
+
+fn hs256(secret: &str, extra: Value) -> String {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims(ISS, extra),
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn secret_spec(secret: &str) -> Value {
+    json!({"type": "jwt", "jwt": {"iss": ISS, "secret": secret, "leewaySeconds": 0}})
+}
+
+#[tokio::test]
+async fn token_repeated_jwt_is_a_cache_hit() {
+    let trust = trust(&[("hs", secret_spec("first-secret"))]);
+    let (verifier, metrics) = verifier(settings());
+    let token = hs256("first-secret", json!({}));
+    for _ in 0..10 {
+        verifier.validate(&trust, &token).await.unwrap();
+    }
+    assert_eq!(events(&metrics, "verified_cache_miss"), 1);
+    assert_eq!(events(&metrics, "verified_cache_hit"), 9);
+    // Refusals are not cached: each one is checked in full.
+    let forged = hs256("wrong-secret", json!({}));
+    for _ in 0..3 {
+        assert_eq!(
+            verifier.validate(&trust, &forged).await.unwrap_err(),
+            TokenError::BadSignature
+        );
+    }
+    assert_eq!(events(&metrics, "verified_cache_miss"), 4);
+}
+
+#[tokio::test]
+async fn token_cache_never_serves_past_exp() {
+    let trust = trust(&[("hs", secret_spec("first-secret"))]);
+    let (verifier, _) = verifier(settings());
+    let token = hs256("first-secret", json!({"exp": now() + 1}));
+    verifier.validate(&trust, &token).await.unwrap();
+    verifier.validate(&trust, &token).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        verifier.validate(&trust, &token).await.unwrap_err(),
+        TokenError::Expired
+    );
+}
+
+#[tokio::test]
+async fn token_cache_is_tied_to_the_introspector_configuration() {
+    let (verifier, _) = verifier(settings());
+    let token = hs256("first-secret", json!({}));
+    let before = trust(&[("hs", secret_spec("first-secret"))]);
+    verifier.validate(&before, &token).await.unwrap();
+
+    // The secret was rotated: the cached verification must not vouch for the token.
+    let after = trust(&[("hs", secret_spec("second-secret"))]);
+    assert_eq!(
+        verifier.validate(&after, &token).await.unwrap_err(),
+        TokenError::BadSignature
+    );
+    // Audiences now required: the same token is checked against them.
+    let mut with_aud = secret_spec("first-secret");
+    with_aud["jwt"]["allowedAudiences"] = json!(["api"]);
+    let stricter = trust(&[("hs", with_aud)]);
+    assert_eq!(
+        verifier.validate(&stricter, &token).await.unwrap_err(),
+        TokenError::BadAudience
+    );
+    // The introspector removed altogether.
+    let gone = trust(&[]);
+    assert!(matches!(
+        verifier.validate(&gone, &token).await,
+        Err(TokenError::UntrustedIssuer(_))
+    ));
+    // And the original configuration back: valid again.
+    verifier.validate(&before, &token).await.unwrap();
+}
+
+#[tokio::test]
+async fn token_cached_jwks_verification_lasts_at_most_cache_ttl() {
+    let idp = StubIdp::start(json!({"keys": [jwk("rsa-a")]})).await;
+    let trust = trust(&[(
+        "idp",
+        json!({"type": "jwt", "jwt": {"iss": "https://idp.example"},
+               "jwks_uri": idp.jwks_uri(), "cache_ttl": 1}),
+    )]);
+    let (verifier, metrics) = verifier(settings());
+    let token = rs256("https://idp.example", json!({}));
+    verifier.validate(&trust, &token).await.unwrap();
+    verifier.validate(&trust, &token).await.unwrap();
+    assert_eq!(events(&metrics, "verified_cache_hit"), 1);
+
+    // The issuer withdraws the key: once cache_ttl has passed, tokens it signed stop
+    // verifying, cached or not.
+    idp.set_jwks(json!({"keys": [jwk("rsa-b")]}));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The first request after cache_ttl still sees the stale set and triggers a refresh.
+    let _ = verifier.validate(&trust, &token).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let e = verifier.validate(&trust, &token).await.unwrap_err();
+    assert_eq!(e, TokenError::UnknownKey);
+}
