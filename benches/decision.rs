@@ -41,6 +41,7 @@ fn authorizer(text: &str) -> Authorizer {
         tokens: TokenVerifier::default(),
         metrics: Arc::new(Metrics::new()),
         log: DecisionLog::new(0),
+        deadline: portcullis::decision::DEFAULT_DEADLINE,
         users: Default::default(),
     }
 }

@@ -5,7 +5,8 @@
 //! "first verification" runs with a verified-token cache that keeps nothing, so each
 //! iteration parses, checks the RS256 signature and the claims, as a token seen for the
 //! first time does (keys already known: a static PEM key, no network). "cache hit" is the
-//! same token validated again: a SHA-256 of the token and one cache lookup.
+//! same token validated again: a SHA-256 of the token and one cache lookup. "raw signature
+//! check" is the RSA verification alone, the floor for a first verification.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -74,6 +75,21 @@ fn tokens(c: &mut Criterion) {
     c.bench_function("token/rs256_first_verification", |b| {
         b.to_async(&rt).iter(|| async {
             uncached.validate(&trust, &token).await.unwrap();
+        })
+    });
+
+    // The floor: the RSA signature check alone, on the same token and key, without parsing
+    // the token, choosing a key or checking claims.
+    let (message, signature) = token.rsplit_once('.').unwrap();
+    let key = jsonwebtoken::DecodingKey::from_rsa_pem(fixture("rsa-a.pub.pem").as_bytes()).unwrap();
+    assert!(
+        jsonwebtoken::crypto::verify(signature, message.as_bytes(), &key, Algorithm::RS256)
+            .unwrap()
+    );
+    c.bench_function("token/rs256_raw_signature_check", |b| {
+        b.iter(|| {
+            jsonwebtoken::crypto::verify(signature, message.as_bytes(), &key, Algorithm::RS256)
+                .unwrap()
         })
     });
 

@@ -81,6 +81,13 @@ pub struct ServeArgs {
     /// clear 503 from portcullis rather than Envoy giving up.
     #[arg(long, env = "PORTCULLIS_IDP_TIMEOUT_MS", default_value_t = 800)]
     pub idp_timeout_ms: u64,
+    /// The longest one decision may take, in milliseconds; then it is a 503 denial. Envoy's
+    /// `grpc-timeout` shortens it per request. Keep it below Envoy's ext_authz timeout.
+    #[arg(long, env = "PORTCULLIS_DECISION_TIMEOUT_MS", default_value_t = 900)]
+    pub decision_timeout_ms: u64,
+    /// On SIGTERM, how long to keep answering while reporting not ready, in milliseconds.
+    #[arg(long, env = "PORTCULLIS_DRAIN_MS", default_value_t = 5000)]
+    pub drain_ms: u64,
     /// Log one allow decision in N (denials are always logged); 0 logs no allows.
     #[arg(
         long,

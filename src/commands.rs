@@ -58,6 +58,7 @@ pub async fn explain(args: ExplainArgs) -> ExitCode {
         tokens: TokenVerifier::default(),
         metrics: Arc::new(Metrics::new()),
         log: DecisionLog::new(0),
+        deadline: crate::decision::DEFAULT_DEADLINE,
         users: if args.create_users {
             UserResolver::dry_run()
         } else {

@@ -1,6 +1,7 @@
 //! `portcullis serve`: all the wiring, in one place.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +26,9 @@ const RELOAD_SETTLE: Duration = Duration::from_millis(200);
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.kube {
         bail!("--kube: the Kubernetes source is not part of this build yet; use --config");
+    }
+    if !args.namespaces.is_empty() {
+        bail!("--namespace selects what --kube watches, and --kube is not part of this build yet");
     }
     if args.config.is_empty() {
         bail!("no configuration: pass --config PATH (a file or directory), or --kube");
@@ -62,28 +66,35 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ),
         metrics: metrics.clone(),
         log: DecisionLog::new(args.decision_log_allow_sample),
+        deadline: std::time::Duration::from_millis(args.decision_timeout_ms),
         users,
     });
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_not_serving::<AuthorizationServer<ExtAuthz>>()
-        .await;
+    set_health(&health, false).await;
 
     reload(&config, &snapshots, &metrics, &authorizer.users);
     if snapshots.is_ready() {
-        health.set_serving::<AuthorizationServer<ExtAuthz>>().await;
+        set_health(&health, true).await;
     }
     let (_watcher, mut changes) =
-        files::watch(&config, RELOAD_SETTLE).context("watching the configuration")?;
+        // Not the users dir: each created User would otherwise reload everything. Created
+        // Users are served from the resolver's overlay and read back at the next reload.
+        files::watch(&args.config, RELOAD_SETTLE).context("watching the configuration")?;
+    let draining = Arc::new(AtomicBool::new(false));
     {
         let snapshots = snapshots.clone();
         let metrics = metrics.clone();
         let health = health.clone();
         let authorizer = authorizer.clone();
+        let draining = draining.clone();
         tokio::spawn(async move {
             while changes.recv().await.is_some() {
-                if reload(&config, &snapshots, &metrics, &authorizer.users) {
-                    health.set_serving::<AuthorizationServer<ExtAuthz>>().await;
+                // Reading and compiling is blocking work: keep it off the request threads.
+                let loaded = tokio::task::block_in_place(|| {
+                    reload(&config, &snapshots, &metrics, &authorizer.users)
+                });
+                if loaded && !draining.load(Ordering::Relaxed) {
+                    set_health(&health, true).await;
                 }
             }
         });
@@ -97,12 +108,38 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding --http-addr {}", args.http_addr))?;
     tracing::info!(grpc = %args.grpc_addr, http = %args.http_addr, "serving");
 
+    // On SIGTERM: report not ready and not serving first, keep answering for the drain
+    // period while Envoy and the Service stop sending here, then stop.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    {
+        let health = health.clone();
+        let draining = draining.clone();
+        let drain = Duration::from_millis(args.drain_ms);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!(
+                drain_ms = drain.as_millis() as u64,
+                "shutting down: not ready, draining"
+            );
+            draining.store(true, Ordering::Relaxed);
+            set_health(&health, false).await;
+            tokio::time::sleep(drain).await;
+            let _ = stop_tx.send(true);
+        });
+    }
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+
     let grpc = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(AuthorizationServer::new(ExtAuthz::new(authorizer.clone())))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
-            shutdown_signal(),
+            stopped(),
         );
     let http = axum::serve(
         http_listener,
@@ -110,10 +147,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             authorizer: authorizer.clone(),
             snapshots: snapshots.clone(),
             metrics: metrics.clone(),
+            draining: draining.clone(),
         })
         .into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal());
+    .with_graceful_shutdown(stopped());
 
     let admin = async {
         let Some(addr) = args.admin_addr else {
@@ -122,7 +160,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(admin = %addr, "operator API enabled");
         tonic::transport::Server::builder()
             .add_service(AdminServer::new(AdminService::new(authorizer.clone())))
-            .serve_with_shutdown(addr, shutdown_signal())
+            .serve_with_shutdown(addr, stopped())
             .await
             .with_context(|| format!("serving --admin-addr {addr}"))
     };
@@ -194,6 +232,25 @@ fn reload(
             metrics.config_loaded(false, 0);
             false
         }
+    }
+}
+
+/// The whole server (`""`) and the ext_authz service report the same status: Kubernetes
+/// gRPC probes and Envoy health checks without a service name read `""`.
+async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool) {
+    use tonic_health::ServingStatus;
+    let status = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    health.set_service_status("", status).await;
+    if serving {
+        health.set_serving::<AuthorizationServer<ExtAuthz>>().await;
+    } else {
+        health
+            .set_not_serving::<AuthorizationServer<ExtAuthz>>()
+            .await;
     }
 }
 

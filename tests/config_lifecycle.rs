@@ -274,3 +274,42 @@ async fn the_decision_log_has_one_line_per_decision_and_never_the_token() {
         assert!(!log.contains(signature), "a token reached the log:\n{log}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_first_not_ready_but_still_answering() {
+    let mut p = Portcullis::builder()
+        .config("examples/quickstart")
+        .arg("--drain-ms")
+        .arg("1500")
+        .start()
+        .await;
+    let good = Jwt::new(ISS, "basic").sign_hs256(SECRET);
+    let status = Command::new("kill")
+        .args(["-TERM", &p.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    eventually("/readyz to fail while draining", &p, || async {
+        support::http_client()
+            .get(p.http_url("/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().as_u16() == 503)
+    })
+    .await;
+    assert_eq!(
+        status_of(&p, &good).await,
+        200,
+        "still deciding while draining"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while p.is_running() {
+        assert!(
+            Instant::now() < deadline,
+            "did not stop after the drain\n{}",
+            p.log_report()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(p.log().contains("draining"), "{}", p.log());
+}

@@ -8,8 +8,11 @@ mod log;
 mod request;
 mod trace;
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
 
 use serde_json::json;
 
@@ -56,6 +59,19 @@ pub struct Decision {
 }
 
 impl Decision {
+    fn unavailable(request: &HttpRequest, reason: &'static str, message: &str) -> Self {
+        Decision {
+            outcome: Outcome::Unavailable,
+            reason,
+            message: message.into(),
+            token_given: request.bearer_token().is_some(),
+            policy: None,
+            user: None,
+            subject: None,
+            issuer: None,
+        }
+    }
+
     pub fn allowed(&self) -> bool {
         self.outcome == Outcome::Allow
     }
@@ -137,12 +153,38 @@ pub struct Authorizer {
     pub log: DecisionLog,
     /// Finds, and with `--create-users` creates, the User behind a token.
     pub users: UserResolver,
+    /// The longest a decision may take: past it, deny with 503 rather than let Envoy's own
+    /// timeout fire (which `failure_mode_allow` would turn into an allow).
+    pub deadline: Duration,
 }
+
+/// Below the 1 s ext_authz timeout that deploy/ configures for Envoy.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(900);
 
 impl Authorizer {
     pub async fn check(&self, request: &HttpRequest) -> Decision {
+        self.check_within(request, None).await
+    }
+
+    /// [`Authorizer::check`], answering within `budget` (the caller's own deadline, such
+    /// as Envoy's `grpc-timeout`) when that is shorter than [`Authorizer::deadline`].
+    /// A panic or a missed deadline is a 503 denial, never an allow.
+    pub async fn check_within(&self, request: &HttpRequest, budget: Option<Duration>) -> Decision {
         let started = Instant::now();
-        let decision = self.decide(request, None).await;
+        let deadline = budget.map_or(self.deadline, |b| b.min(self.deadline));
+        let decide = AssertUnwindSafe(self.decide(request, None)).catch_unwind();
+        let decision = match tokio::time::timeout(deadline, decide).await {
+            Ok(Ok(decision)) => decision,
+            Ok(Err(_)) => {
+                tracing::error!("a decision panicked; denying");
+                Decision::unavailable(request, "internal_error", "internal error")
+            }
+            Err(_) => Decision::unavailable(
+                request,
+                "deadline_exceeded",
+                "could not decide in time (an identity provider may be slow)",
+            ),
+        };
         let elapsed = started.elapsed();
         self.metrics.observe_decision(&decision, elapsed);
         self.log.record(&decision, request, elapsed);
@@ -160,16 +202,8 @@ impl Authorizer {
 
     async fn decide(&self, request: &HttpRequest, mut trace: Option<&mut Trace>) -> Decision {
         let token = request.bearer_token();
-        let mut decision = Decision {
-            outcome: Outcome::Unavailable,
-            reason: "not_ready",
-            message: "no configuration loaded yet".into(),
-            token_given: token.is_some(),
-            policy: None,
-            user: None,
-            subject: None,
-            issuer: None,
-        };
+        let mut decision =
+            Decision::unavailable(request, "not_ready", "no configuration loaded yet");
         let Some(snapshot) = self.snapshots.load() else {
             return decision;
         };

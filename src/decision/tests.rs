@@ -54,6 +54,7 @@ fn authorizer(config: &str) -> Authorizer {
         tokens: TokenVerifier::default(),
         metrics: Arc::new(Metrics::new()),
         log: DecisionLog::new(1),
+        deadline: crate::decision::DEFAULT_DEADLINE,
         users: Default::default(),
     }
 }
@@ -230,6 +231,7 @@ async fn without_configuration_every_request_is_unavailable() {
         tokens: TokenVerifier::default(),
         metrics: Arc::new(Metrics::new()),
         log: DecisionLog::new(1),
+        deadline: crate::decision::DEFAULT_DEADLINE,
         users: Default::default(),
     };
     let d = check(&a, "GET", "/fhir/metadata", None).await;

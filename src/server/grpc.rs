@@ -1,6 +1,7 @@
 //! Envoy's `envoy.service.auth.v3.Authorization/Check`, translated to and from plain data.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use envoy_types::ext_authz::v3::pb::{
     Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction,
@@ -32,6 +33,24 @@ impl Authorization for ExtAuthz {
         let decision = self.authorizer.check(&request).await;
         Ok(Response::new(to_check_response(&decision)))
     }
+}
+
+/// gRPC's `grpc-timeout` header: an integer of at most 8 digits and a unit.
+fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 /// Envoy sends headers either as the `headers` map or, with `encode_raw_headers`, as
@@ -138,5 +157,23 @@ pub fn to_check_response(decision: &Decision) -> CheckResponse {
             body: decision.body(),
         })),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_grpc_timeouts() {
+        assert_eq!(parse_grpc_timeout("200m"), Some(Duration::from_millis(200)));
+        assert_eq!(parse_grpc_timeout("1S"), Some(Duration::from_secs(1)));
+        assert_eq!(
+            parse_grpc_timeout("999999u"),
+            Some(Duration::from_micros(999_999))
+        );
+        for bad in ["", "m", "123456789m", "12x", "-1m"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
+        }
     }
 }

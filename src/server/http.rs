@@ -1,6 +1,7 @@
 //! The HTTP port: `/healthz`, `/readyz`, `/metrics`, and Envoy's HTTP flavour of ext_authz
 //! (Envoy `http_service`, Istio `envoyExtAuthzHttp`) under [`EXT_AUTHZ_PREFIX`].
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -10,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use crate::decision::{Authorizer, Decision, HttpRequest};
+use crate::decision::{Authorizer, Decision, HttpRequest, IDENTITY_HEADERS};
 use crate::metrics::Metrics;
 use crate::snapshot::SnapshotStore;
 
@@ -26,6 +27,8 @@ pub struct HttpState {
     pub authorizer: Arc<Authorizer>,
     pub snapshots: Arc<SnapshotStore>,
     pub metrics: Arc<Metrics>,
+    /// Set on SIGTERM: `/readyz` fails so that traffic moves away before the server stops.
+    pub draining: Arc<AtomicBool>,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -42,7 +45,9 @@ pub fn router(state: HttpState) -> Router {
 }
 
 async fn readyz(State(state): State<HttpState>) -> Response {
-    if state.snapshots.is_ready() {
+    if state.draining.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response()
+    } else if state.snapshots.is_ready() {
         (StatusCode::OK, "ready").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "no configuration loaded").into_response()
@@ -101,9 +106,11 @@ fn to_http_request(
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
     };
-    // Envoy's client puts the original client in x-forwarded-for when it knows it.
+    // The rightmost x-forwarded-for entry is the one the nearest proxy (Envoy) appended;
+    // entries to its left are whatever the client chose to send.
     let remote_addr = header("x-forwarded-for")
-        .and_then(|v| v.split(',').next().map(|s| s.trim().to_string()))
+        .and_then(|v| v.rsplit(',').next().map(|s| s.trim().to_string()))
+        .filter(|s| !s.is_empty())
         .or(peer);
     HttpRequest {
         method: method.as_str().to_string(),
@@ -117,7 +124,13 @@ fn to_http_request(
 }
 
 fn to_response(decision: &Decision) -> Response {
-    let status = StatusCode::from_u16(decision.http_status()).unwrap_or(StatusCode::FORBIDDEN);
+    // Envoy's HTTP ext_authz client takes any 5xx for a failure of the authorizer, which
+    // `failure_mode_allow` (Istio `failOpen`) turns into an allow. "Cannot decide" is
+    // therefore a 403 here; the body still says `temporarily_unavailable`.
+    let status = match decision.http_status() {
+        s if s >= 500 => StatusCode::FORBIDDEN,
+        s => StatusCode::from_u16(s).unwrap_or(StatusCode::FORBIDDEN),
+    };
     let mut response = if decision.allowed() {
         let mut r = StatusCode::OK.into_response();
         for (name, value) in decision.upstream_headers() {
@@ -125,7 +138,12 @@ fn to_response(decision: &Decision) -> Response {
                 r.headers_mut().insert(name, v);
             }
         }
-        let remove = decision.headers_to_remove().join(",");
+        // Whatever was not set, even a value that could not be a header, is removed.
+        let remove = IDENTITY_HEADERS
+            .into_iter()
+            .filter(|h| !r.headers().contains_key(*h))
+            .collect::<Vec<_>>()
+            .join(",");
         if !remove.is_empty() {
             r.headers_mut().insert(
                 HEADERS_TO_REMOVE,
@@ -158,6 +176,46 @@ fn to_response(decision: &Decision) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cannot_decide_is_a_403_that_envoy_will_not_fail_open() {
+        let decision = Decision {
+            outcome: crate::decision::Outcome::Unavailable,
+            reason: "deadline_exceeded",
+            message: "slow".into(),
+            token_given: true,
+            policy: None,
+            user: None,
+            subject: None,
+            issuer: None,
+        };
+        let response = to_response(&decision);
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert!(response.headers().get(HEADERS_TO_REMOVE).is_none());
+    }
+
+    #[test]
+    fn the_remote_address_is_the_one_envoy_appended() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 10.0.0.7"),
+        );
+        let r = to_http_request(
+            &Method::GET,
+            &"/ext-authz/x".parse().unwrap(),
+            &h,
+            Some("127.0.0.1".into()),
+        );
+        assert_eq!(r.remote_addr.as_deref(), Some("10.0.0.7"));
+        let r = to_http_request(
+            &Method::GET,
+            &"/ext-authz/x".parse().unwrap(),
+            &HeaderMap::new(),
+            Some("127.0.0.1".into()),
+        );
+        assert_eq!(r.remote_addr.as_deref(), Some("127.0.0.1"));
+    }
 
     #[test]
     fn strips_the_prefix_and_keeps_the_query() {

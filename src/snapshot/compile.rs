@@ -32,8 +32,22 @@ pub fn compile(resources: &[Resource]) -> Result<Snapshot, Vec<ConfigError>> {
     }
 
     let mut snapshot = Snapshot::default();
+    let mut systems: HashMap<&str, &str> = HashMap::new();
     for r in resources {
         if let Spec::IdentityProvider(spec) = &r.spec {
+            // Users are keyed by (system, sub): two providers sharing a system would merge
+            // their subjects into one another's Users.
+            if let Some(system) = spec.system.as_deref() {
+                if let Some(other) = systems.insert(system, &r.name) {
+                    report(
+                        r,
+                        FieldError::new(
+                            "system",
+                            format!("{system:?} is already the system of IdentityProvider/{other}"),
+                        ),
+                    );
+                }
+            }
             snapshot.identity_providers.insert(
                 r.name.clone(),
                 Arc::new(IdentityProvider {
@@ -162,7 +176,9 @@ mod tests {
              resourceType: TokenIntrospector\nid: dup-iss2\ntype: jwt\njwt: {iss: https://b, secret: s}\n---\n\
              resourceType: TokenIntrospector\nid: idp\ntype: jwt\njwt: {iss: https://c, secret: s}\nidentity_provider: {reference: IdentityProvider/nope}\n---\n\
              resourceType: AccessPolicy\nid: l\nengine: allow\nlink: [{reference: Patient/x}]\n---\n\
-             resourceType: User\nid: u\n---\nresourceType: User\nid: u\n",
+             resourceType: User\nid: u\n---\nresourceType: User\nid: u\n---\n\
+             resourceType: IdentityProvider\nid: kc1\nsystem: keycloak\n---\n\
+             resourceType: IdentityProvider\nid: kc2\nsystem: keycloak\n",
         )
         .unwrap_err();
         let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
@@ -175,7 +191,8 @@ mod tests {
         assert!(has("TokenIntrospector/idp: field `identity_provider`: IdentityProvider/nope is not defined"), "{text:#?}");
         assert!(has("AccessPolicy/l: field `link[0]`"), "{text:#?}");
         assert!(has("User/u: defined twice: also at c.yaml:"), "{text:#?}");
-        assert_eq!(errs.len(), 5, "{text:#?}");
+        assert!(has("IdentityProvider/kc2: field `system`: \"keycloak\" is already the system of IdentityProvider/kc1"), "{text:#?}");
+        assert_eq!(errs.len(), 6, "{text:#?}");
     }
 
     #[test]

@@ -38,10 +38,18 @@ impl Verified {
     }
 }
 
+/// No entry is kept longer than a day, whatever the token's `exp`.
+const MAX_CACHE_SECS: u64 = 86_400;
+
 /// `cache_until` for a token expiring at `exp`, and kept no later than `limit` if given.
+
 pub fn cache_until(exp: Option<u64>, limit: Option<Instant>, now_secs: u64) -> Instant {
     let now = Instant::now();
-    let by_exp = exp.map(|exp| now + Duration::from_secs(exp.saturating_sub(now_secs)));
+    // Capped, so that an absurd `exp` cannot overflow the clock arithmetic.
+    let by_exp = exp.map(|exp| {
+        let left = Duration::from_secs(exp.saturating_sub(now_secs).min(MAX_CACHE_SECS));
+        now.checked_add(left).unwrap_or(now)
+    });
     match (by_exp, limit) {
         (Some(a), Some(b)) => a.min(b),
         (Some(a), None) | (None, Some(a)) => a,

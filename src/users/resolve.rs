@@ -63,15 +63,25 @@ pub fn find_existing(
         .get("box_user")
         .and_then(Value::as_str)
         .or_else(|| token.subject());
+    let system = provider(snapshot, token)
+        .ok()
+        .and_then(|p| p.spec.system.as_deref());
     if let Some(name) = name {
         for index in indexes.clone() {
             if let Some(user) = index.by_name(name) {
-                return Some((user.clone(), Found::ByName(name.to_string())));
+                // A User that belongs to an identity provider (it has identifiers) is only
+                // found by name through that provider's issuers: otherwise any trusted
+                // issuer that lets a caller choose `sub` could name itself into it.
+                let claimable = user.spec.identifier.is_empty()
+                    || system.is_some_and(|s| user.spec.identifier.iter().any(|i| i.system == s));
+                if claimable {
+                    return Some((user.clone(), Found::ByName(name.to_string())));
+                }
             }
         }
     }
     let sub = token.subject()?;
-    let system = provider(snapshot, token).ok()?.spec.system.as_deref()?;
+    let system = system?;
     indexes
         .into_iter()
         .find_map(|index| index.by_identifier(system, sub))

@@ -150,15 +150,25 @@ fn create_file(dir: &Path, user: User) -> Result<User, StoreError> {
         f.write_all(text.as_bytes())?;
         // Durable before it becomes visible: a crash leaves no empty User behind.
         f.sync_all()?;
-        std::fs::rename(&tmp, &final_path)?;
-        sync_dir(dir);
         Ok(())
     };
     if let Err(e) = write() {
         let _ = std::fs::remove_file(&tmp);
         return Err(io(&format!("writing {}", final_path.display()), e));
     }
-    Ok(user)
+    // A hard link never replaces an existing file: when another replica sharing the
+    // directory got there first, its User stands and is returned, as create() promises.
+    let linked = std::fs::hard_link(&tmp, &final_path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            sync_dir(dir);
+            Ok(user)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_file(dir, &user.name)?
+            .ok_or_else(|| StoreError::Io(format!("{} vanished", final_path.display()))),
+        Err(e) => Err(io(&format!("writing {}", final_path.display()), e)),
+    }
 }
 
 #[cfg(unix)]

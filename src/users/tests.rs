@@ -97,6 +97,32 @@ fn name_comes_before_identifier_and_box_user_before_sub() {
 }
 
 #[test]
+fn a_provider_owned_user_is_not_found_by_name_through_another_issuer() {
+    let s = snapshot(&format!(
+        "{}resourceType: User\nid: keycloak-{SUB}\nidentifier: [{{system: keycloak, value: {SUB}}}]\n---\n\
+         resourceType: User\nid: plain\n",
+        idp("http://127.0.0.1:1/userinfo", "")
+    ));
+    let owned = format!("keycloak-{SUB}");
+    // Through the provider's own issuer, the name works.
+    let via_keycloak = token(&s, json!({"iss": ISS, "sub": owned}));
+    assert_eq!(
+        find_existing(&s, None, &via_keycloak).unwrap().0.name,
+        owned
+    );
+    // Another trusted issuer whose `sub` (or `box_user`) names it does not get it.
+    for claims in [
+        json!({"iss": "https://other", "sub": owned}),
+        json!({"iss": "https://other", "sub": "x", "box_user": owned}),
+    ] {
+        assert!(find_existing(&s, None, &token(&s, claims)).is_none());
+    }
+    // A User without identifiers is anyone's by name, as in Aidbox.
+    let plain = token(&s, json!({"iss": "https://other", "sub": "plain"}));
+    assert_eq!(find_existing(&s, None, &plain).unwrap().0.name, "plain");
+}
+
+#[test]
 fn identifier_is_looked_up_in_the_introspectors_system_only() {
     let s = snapshot(&format!(
         "{}resourceType: User\nid: by-id\nidentifier: [{{system: keycloak, value: {SUB}}}]\n---\n\
@@ -615,6 +641,7 @@ async fn decisions_carry_the_created_user_and_explain_creates_nothing() {
         tokens: TokenVerifier::default(),
         metrics: setup.metrics.clone(),
         log: DecisionLog::new(0),
+        deadline: crate::decision::DEFAULT_DEADLINE,
         users: setup.resolver,
     };
     let jwt = hs256(json!({"iss": ISS, "sub": SUB, "exp": 4_000_000_000u64}));
@@ -684,4 +711,33 @@ fn trace_steps_name_every_result() {
         "create-failed"
     );
     assert_eq!(step(Resolution::None("x".into())), "none");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_sharing_a_users_dir_never_overwrite_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two stores: two processes, no lock in common.
+    let a = FileUserStore::new(dir.path()).unwrap();
+    let b = FileUserStore::new(dir.path()).unwrap();
+    let user = |i: usize, from: &str| User {
+        name: format!("keycloak-{i}"),
+        spec: crate::resources::UserSpec {
+            data: Some(json!({ "from": from })),
+            identifier: vec![crate::resources::Identifier {
+                system: "keycloak".into(),
+                value: i.to_string(),
+            }],
+            ..Default::default()
+        },
+    };
+    for i in 0..20 {
+        let (ra, rb) = tokio::join!(a.create(user(i, "a")), b.create(user(i, "b")));
+        let (ra, rb) = (ra.unwrap(), rb.unwrap());
+        assert_eq!(
+            ra, rb,
+            "both replicas must converge on the first User written"
+        );
+        let on_disk = a.get(&ra.name).await.unwrap().unwrap();
+        assert_eq!(on_disk, ra);
+    }
 }

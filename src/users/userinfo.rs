@@ -115,8 +115,10 @@ impl UserinfoClient {
         let answer: Map<String, Value> = serde_json::from_slice(&body).map_err(|_| {
             permanent("answer is not a JSON object (signed userinfo is not supported)".into())
         })?;
+        // OpenID Connect Core 5.3.2: `sub` is required and must be the token's; without it
+        // the answer could describe someone else.
         match answer.get("sub") {
-            None => {}
+            None => return Err(permanent("answer has no `sub`".into())),
             Some(Value::String(s)) if s == expected_sub => {}
             Some(_) => return Err(permanent("answer's `sub` is not the token's".into())),
         }

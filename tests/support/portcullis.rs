@@ -160,6 +160,11 @@ impl Portcullis {
         self.process.log_report()
     }
 
+    /// Process id, to send it signals.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.process.exited().is_none()

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Resident memory of `portcullis serve` with 10,000 AccessPolicies and 100,000 Users loaded
+# (issue 8 target: under 50 MB), and how long the first load and a reload take.
+#
+#   ./scripts/bench-memory.sh [POLICIES] [USERS]      (defaults 10000 100000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+POLICIES=${1:-10000}
+USERS=${2:-100000}
+cargo build --release --locked --bin portcullis
+PORTCULLIS=${CARGO_TARGET_DIR:-target}/release/portcullis
+
+WORK=$(mktemp -d)
+PID=
+cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+python3 - "$WORK" "$POLICIES" "$USERS" <<'PY'
+import sys
+work, n_policies, n_users = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+with open(f"{work}/introspector.yaml", "w") as f:
+    f.write("resourceType: TokenIntrospector\nid: t\ntype: jwt\njwt: {iss: https://auth.example.com, secret: very-secret}\n")
+with open(f"{work}/policies.yaml", "w") as f:
+    for i in range(n_policies):
+        kind = i % 3
+        if kind == 0:
+            f.write(f"---\nresourceType: AccessPolicy\nid: p{i}\nengine: matcho\nmatcho: {{uri: '#^/r{i}/', jwt: {{scope: '#read'}}}}\n")
+        elif kind == 1:
+            f.write(f"---\nresourceType: AccessPolicy\nid: p{i}\nengine: json-schema\nschema: {{required: [jwt], properties: {{jwt: {{properties: {{iss: {{constant: x{i}}}}}}}}}}}\n")
+        else:
+            f.write(f"---\nresourceType: AccessPolicy\nid: p{i}\nengine: complex\nor: [{{engine: matcho, matcho: {{uri: /a{i}}}}}, {{engine: allow}}]\nlink: [{{reference: User/u{i}}}]\n")
+with open(f"{work}/users.yaml", "w") as f:
+    for i in range(n_users):
+        f.write(f"---\nresourceType: User\nid: u{i}\ndata: {{email: user{i}@example.com, name: User {i}}}\nidentifier: [{{system: keycloak, value: 74ae9aaf-5681-4231-{i:012d}}}]\n")
+PY
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+HTTP=$(free_port)
+start=$(date +%s.%N)
+"$PORTCULLIS" serve --config "$WORK" --grpc-addr 127.0.0.1:$(free_port) --http-addr 127.0.0.1:$HTTP \
+  --log-format json >"$WORK/log" 2>&1 &
+PID=$!
+until curl -sf "127.0.0.1:$HTTP/readyz" >/dev/null; do sleep 0.05; kill -0 $PID || { cat "$WORK/log"; exit 1; }; done
+ready=$(date +%s.%N)
+sleep 1
+rss() { awk '/VmRSS|VmHWM/ {printf "%s %.1f MB  ", $1, $2/1024}' /proc/$PID/status; }
+echo "loaded $POLICIES policies and $USERS users; ready after $(python3 -c "print(f'{$ready-$start:.2f}')") s"
+echo "after start:  $(rss)"
+
+# A reload: touch a file, wait for the second "configuration loaded".
+touch "$WORK/introspector.yaml"
+t0=$(date +%s.%N)
+until [ "$(grep -c 'configuration loaded' "$WORK/log")" -ge 2 ]; do sleep 0.02; done
+t1=$(date +%s.%N)
+sleep 1
+echo "reload (read + parse + compile + swap) took $(python3 -c "print(f'{$t1-$t0:.2f}')") s"
+echo "after reload: $(rss)"
