@@ -124,14 +124,22 @@ impl Harness {
         let answer = self.get(path, token).await;
         let seen = answer.echoed();
         assert_eq!(seen.path, path);
-        assert_eq!(self.upstream.requests_to(path).len(), 1, "upstream saw {path} once");
+        assert_eq!(
+            self.upstream.requests_to(path).len(),
+            1,
+            "upstream saw {path} once"
+        );
         seen
     }
 
     /// 401 with the RFC 6750 `invalid_token` challenge and a JSON body that does not
     /// repeat the token; the upstream never saw it.
     fn assert_invalid_token(&self, path: &str, token: &str, answer: &Answer) {
-        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{path}: {answer:#?}");
+        assert_eq!(
+            answer.status,
+            StatusCode::UNAUTHORIZED,
+            "{path}: {answer:#?}"
+        );
         let challenge = answer
             .www_authenticate
             .as_deref()
@@ -273,8 +281,14 @@ async fn oidc_provider_tokens_through_envoy() {
         .await;
 
     let garbage = [
-        ("not-a-token", "garbage-token-the-provider-never-issued".to_string()),
-        ("jwt-shaped-garbage", "eyJhbGciOiJSUzI1NiJ9.e30.c2ln".to_string()),
+        (
+            "not-a-token",
+            "garbage-token-the-provider-never-issued".to_string(),
+        ),
+        (
+            "jwt-shaped-garbage",
+            "eyJhbGciOiJSUzI1NiJ9.e30.c2ln".to_string(),
+        ),
     ];
     for (name, token) in &garbage {
         steps
@@ -292,7 +306,11 @@ async fn oidc_provider_tokens_through_envoy() {
             for token in &tokens {
                 // An opaque token whole; a JWT's claims and signature (its header is shared).
                 let parts: Vec<&str> = token.split('.').collect();
-                let secret_parts = if parts.len() == 3 { &parts[1..] } else { &parts[..] };
+                let secret_parts = if parts.len() == 3 {
+                    &parts[1..]
+                } else {
+                    &parts[..]
+                };
                 for part in secret_parts.iter().filter(|p| p.len() >= 16) {
                     assert!(!log.contains(part), "portcullis logged part of a token");
                 }

@@ -47,10 +47,12 @@ pub fn basic(user: &str, password: &str) -> String {
 
 /// The claims of a JWT, decoded without any check (the test's own view of a token).
 pub fn jwt_claims(token: &str) -> Value {
-    let payload = token
-        .split('.')
-        .nth(1)
-        .unwrap_or_else(|| panic!("not a JWT ({} dot-separated parts)", token.split('.').count()));
+    let payload = token.split('.').nth(1).unwrap_or_else(|| {
+        panic!(
+            "not a JWT ({} dot-separated parts)",
+            token.split('.').count()
+        )
+    });
     let bytes = URL_SAFE_NO_PAD
         .decode(payload)
         .expect("JWT payload is base64url");
@@ -265,10 +267,9 @@ impl OidcProvider {
             .append_pair("code_challenge", &challenge)
             .append_pair("code_challenge_method", "S256");
 
-        let form_action = regex::Regex::new(r#"<form[^>]*\baction="([^"]+)"[^>]*method="post""#)
-            .expect("regex");
-        let form_prompt =
-            regex::Regex::new(r#"name="prompt" value="([a-z]+)""#).expect("regex");
+        let form_action =
+            regex::Regex::new(r#"<form[^>]*\baction="([^"]+)"[^>]*method="post""#).expect("regex");
+        let form_prompt = regex::Regex::new(r#"name="prompt" value="([a-z]+)""#).expect("regex");
         let mut prompts = Vec::new();
         let mut next: (Url, Option<Vec<(&str, String)>>) = (auth, None);
         let mut code = None;
@@ -294,7 +295,7 @@ impl OidcProvider {
                     let params: std::collections::HashMap<String, String> =
                         target.query_pairs().into_owned().collect();
                     assert!(
-                        params.get("error").is_none(),
+                        !params.contains_key("error"),
                         "login ended with error {:?} ({:?})",
                         params.get("error"),
                         params.get("error_description")
@@ -328,7 +329,10 @@ impl OidcProvider {
                 other => panic!("login: unexpected prompt {other:?} at {url}"),
             };
             prompts.push(prompt);
-            next = (url.join(&action).expect("form action is a URL"), Some(fields));
+            next = (
+                url.join(&action).expect("form action is a URL"),
+                Some(fields),
+            );
         }
         let code = code.unwrap_or_else(|| {
             panic!("login did not reach {LOGIN_REDIRECT_URI} in {MAX_LOGIN_HOPS} steps (went through {prompts:?})")
@@ -376,8 +380,10 @@ pub fn forge_rs256(token: &str) -> String {
     let mut forged = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     forged.kid = header["kid"].as_str().map(str::to_string);
     forged.typ = header["typ"].as_str().map(str::to_string);
-    let pem = std::fs::read(crate::support::repo_path("tests/fixtures/keys/rsa-a.key.pem"))
-        .expect("read tests/fixtures/keys/rsa-a.key.pem");
+    let pem = std::fs::read(crate::support::repo_path(
+        "tests/fixtures/keys/rsa-a.key.pem",
+    ))
+    .expect("read tests/fixtures/keys/rsa-a.key.pem");
     let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).expect("RSA private key");
     jsonwebtoken::encode(&forged, &jwt_claims(token), &key).expect("sign")
 }
