@@ -42,6 +42,8 @@ async fn the_tutorial_through_envoy() {
         assert_eq!(request.header("x-portcullis-subject"), Some(TUTORIAL_SUB));
     }
     assert_eq!(idp.userinfo_calls(TUTORIAL_SUB), 1);
+    // Verified with the key from the tutorial's jwks_uri, fetched once.
+    assert_eq!(idp.certs_fetches(), 1);
     let files = user_files(&users);
     assert_eq!(files.len(), 1, "{files:?}");
     assert_eq!(

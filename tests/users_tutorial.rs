@@ -94,6 +94,8 @@ async fn first_request_creates_the_tutorials_user() {
     assert_eq!(user_files(&world.users()).len(), 1);
     assert_eq!(portcullis.user_event("created").await, 1);
     assert_eq!(portcullis.user_event("userinfo_call").await, 1);
+    // The key came from the tutorial's jwks_uri, fetched once and then cached.
+    assert_eq!(world.idp.certs_fetches(), 1);
 
     // A client-sent copy of the header never survives; without a token there is no user.
     let anonymous = check(&mut client, "GET", "/fhir/Patient", None).await;
@@ -131,6 +133,8 @@ async fn twenty_concurrent_first_requests_create_one_user() {
         "exactly one User file"
     );
     assert_eq!(portcullis.user_event("created").await, 1);
+    // Concurrent requests that all need the realm's keys share one JWKS fetch.
+    assert_eq!(world.idp.certs_fetches(), 1);
 }
 
 #[tokio::test]
@@ -166,6 +170,8 @@ async fn after_a_restart_the_user_is_found_without_userinfo() {
     assert_eq!(second.user_event("userinfo_call").await, 0);
     assert_eq!(second.user_event("found_in_store").await, 0);
     assert_eq!(user_files(&world.users()).len(), 1);
+    // Each process fetched the realm's keys itself.
+    assert_eq!(world.idp.certs_fetches(), 2);
     assert!(
         second.log().contains("1 users"),
         "the snapshot should count the User read back:\n{}",
@@ -233,6 +239,42 @@ async fn a_failing_userinfo_leaves_the_request_without_a_user() {
     let log = portcullis.stop();
     assert!(log.contains("User not created"), "{log}");
     assert_no_token_in(&log, &token);
+}
+
+#[tokio::test]
+async fn only_the_realms_signing_key_verifies() {
+    let world = World::new("").await;
+    let portcullis = world.serve().await;
+    let mut client = portcullis.client().await;
+    let genuine = world.idp.client_credentials(TUTORIAL_CLIENT).await;
+    let claims = jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(&genuine)
+        .unwrap()
+        .claims;
+    // The same claims, signed with the key behind the realm's published RSA-OAEP
+    // (`use: enc`) key, under its kid: an encryption key never verifies a signature.
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some("users-rsa-oaep".into());
+    let enc_key = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/keys/rsa-b.key.pem"
+    ))
+    .unwrap();
+    let forged = jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_rsa_pem(&enc_key).unwrap(),
+    )
+    .unwrap();
+
+    let answer = check(&mut client, "GET", "/fhir/Patient", Some(&forged)).await;
+    assert!(!answer.allowed, "{answer:?}");
+    assert_eq!(answer.status, 401, "{answer:?}");
+    assert_eq!(world.idp.userinfo_total(), 0, "no User for a refused token");
+    assert!(user_files(&world.users()).is_empty());
+
+    let answer = check(&mut client, "GET", "/fhir/Patient", Some(&genuine)).await;
+    assert!(answer.allowed, "{answer:?}");
+    assert_no_token_in(&portcullis.stop(), &forged);
 }
 
 #[test]

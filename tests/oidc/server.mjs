@@ -6,7 +6,13 @@
 // client_credentials access tokens: JWTs (RS256, from its JWKS) for the resource
 // urn:portcullis:jwt-api, opaque tokens for urn:portcullis:opaque-api. Opaque tokens can
 // be introspected (RFC 7662) by the client `portcullis` and revoked (RFC 7009) by the
-// client that got them. Everything lives in memory; the signing key is new every run.
+// client that got them.
+//
+// It also logs people in: the client `login-client` runs the authorization-code flow
+// through oidc-provider's built-in dev interactions (a login form that takes an account
+// id, then a consent form), for the accounts in ACCOUNTS below. An access token issued
+// without a resource indicator is opaque and good at the userinfo endpoint (`/me`).
+// Everything lives in memory; the signing key and cookie key are new every run.
 import crypto from 'node:crypto';
 import http from 'node:http';
 
@@ -36,6 +42,17 @@ const signingKey = {
   use: 'sig',
 };
 
+// The people who can log in (the dev login form's "login" is the account id, which is
+// also `sub`), with the claims userinfo releases per scope (see `claims` below).
+export const ACCOUNTS = {
+  '8d2c4d6e-7f1a-4b3c-9e5d-0a1b2c3d4e5f': {
+    email: 'testuser@example.com',
+    email_verified: true,
+    preferred_username: 'testuser',
+    name: 'Test User',
+  },
+};
+
 const resourceServers = {
   [JWT_RESOURCE]: { accessTokenFormat: 'jwt', jwt: { sign: { alg: 'RS256' } } },
   [OPAQUE_RESOURCE]: { accessTokenFormat: 'opaque' },
@@ -53,6 +70,15 @@ const provider = new Provider(issuer, {
       scope: 'read write',
     },
     {
+      // Logs people in with the authorization-code flow. The redirect URI is never
+      // visited: the test reads the code from the Location header.
+      client_id: 'login-client',
+      client_secret: 'login-client-secret',
+      grant_types: ['authorization_code'],
+      redirect_uris: ['https://client.example.com/callback'],
+      response_types: ['code'],
+    },
+    {
       // portcullis itself, calling the introspection endpoint.
       client_id: 'portcullis',
       client_secret: 'portcullis-secret',
@@ -62,9 +88,21 @@ const provider = new Provider(issuer, {
     },
   ],
   jwks: { keys: [signingKey] },
-  scopes: ['read', 'write'],
+  scopes: ['openid', 'read', 'write'],
+  claims: {
+    openid: ['sub'],
+    email: ['email', 'email_verified'],
+    profile: ['preferred_username', 'name'],
+  },
+  async findAccount(_ctx, id) {
+    const claims = ACCOUNTS[id];
+    if (!claims) return undefined;
+    return { accountId: id, claims: async () => ({ sub: id, ...claims }) };
+  },
+  cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
   features: {
-    devInteractions: { enabled: false },
+    // The built-in login and consent pages (no interactions.url is configured).
+    devInteractions: { enabled: true },
     clientCredentials: { enabled: true },
     introspection: { enabled: true },
     revocation: { enabled: true },

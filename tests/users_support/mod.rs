@@ -56,12 +56,14 @@ struct IdpState {
     issuer: String,
     userinfo_calls: Mutex<HashMap<String, usize>>,
     userinfo_total: AtomicUsize,
+    certs_fetches: AtomicUsize,
     failing: Mutex<HashSet<String>>,
 }
 
 /// A Keycloak realm, as far as the tutorial needs one: the token endpoint
-/// (client_credentials, RS256 access tokens shaped like the tutorial's example JWT) and
-/// the userinfo endpoint, which counts its calls.
+/// (client_credentials, RS256 access tokens shaped like the tutorial's example JWT), the
+/// realm's JWKS (`/protocol/openid-connect/certs`, which the tutorial's `jwks_uri` names),
+/// and the userinfo endpoint; the last two count their calls.
 pub struct StubIdp {
     pub base: String,
     pub issuer: String,
@@ -86,6 +88,10 @@ impl StubIdp {
                 &format!("{REALM_PATH}/protocol/openid-connect/userinfo"),
                 get(userinfo_endpoint),
             )
+            .route(
+                &format!("{REALM_PATH}/protocol/openid-connect/certs"),
+                get(certs_endpoint),
+            )
             .with_state(state.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         StubIdp {
@@ -97,6 +103,16 @@ impl StubIdp {
 
     pub fn userinfo_url(&self) -> String {
         format!("{}/protocol/openid-connect/userinfo", self.issuer)
+    }
+
+    /// The realm's JWKS, as the tutorial's TokenIntrospector names it in `jwks_uri`.
+    pub fn certs_url(&self) -> String {
+        format!("{}/protocol/openid-connect/certs", self.issuer)
+    }
+
+    /// How many times the JWKS was fetched.
+    pub fn certs_fetches(&self) -> usize {
+        self.state.certs_fetches.load(Ordering::SeqCst)
     }
 
     /// The tutorial's `curl -d grant_type=client_credentials ...`.
@@ -185,7 +201,7 @@ async fn token_endpoint(State(state): State<Arc<IdpState>>, body: String) -> Res
         "client_id": client_id,
     });
     let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some("users-rs256".into());
+    header.kid = Some(SIGNING_KID.into());
     header.typ = Some("JWT".into());
     let token = jsonwebtoken::encode(
         &header,
@@ -195,6 +211,33 @@ async fn token_endpoint(State(state): State<Arc<IdpState>>, body: String) -> Res
     .unwrap();
     Json(json!({"access_token": token, "expires_in": 300, "token_type": "Bearer", "scope": "profile email"}))
         .into_response()
+}
+
+/// The kid of the realm's signing key, in its tokens' header and its JWKS.
+pub const SIGNING_KID: &str = "users-rs256";
+
+/// Keycloak's JWKS: the realm's RS256 signing key (public part of [`PRIVATE_KEY`]) and,
+/// as Keycloak publishes by default, an RSA-OAEP encryption key that must not be used
+/// to verify anything.
+pub fn realm_jwks() -> Value {
+    let key = EncodingKey::from_rsa_pem(PRIVATE_KEY.as_bytes()).unwrap();
+    let mut sig = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, Algorithm::RS256).unwrap();
+    sig.common.key_id = Some(SIGNING_KID.into());
+    sig.common.public_key_use = Some(jsonwebtoken::jwk::PublicKeyUse::Signature);
+    let enc_path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/keys/rsa-b.jwk.json"
+    );
+    let mut enc: Value = serde_json::from_str(&std::fs::read_to_string(enc_path).unwrap()).unwrap();
+    enc["kid"] = json!("users-rsa-oaep");
+    enc["use"] = json!("enc");
+    enc["alg"] = json!("RSA-OAEP");
+    json!({"keys": [serde_json::to_value(&sig).unwrap(), enc]})
+}
+
+async fn certs_endpoint(State(state): State<Arc<IdpState>>) -> Response {
+    state.certs_fetches.fetch_add(1, Ordering::SeqCst);
+    Json(realm_jwks()).into_response()
 }
 
 /// Keycloak's userinfo: the bearer token must be one this realm signed.
@@ -233,10 +276,8 @@ async fn userinfo_endpoint(State(state): State<Arc<IdpState>>, headers: HeaderMa
     .into_response()
 }
 
-/// The tutorial's three resources, pointed at the stub, plus `extra` documents.
-///
-/// The tutorial's TokenIntrospector uses `jwks_uri`; until JWKS support lands this one
-/// carries the stub's public key as static `jwt.keys`.
+/// The tutorial's three resources, pointed at the stub, plus `extra` documents. The
+/// TokenIntrospector is the tutorial's: `jwt.iss` and the realm's `jwks_uri`.
 pub fn write_tutorial_config(dir: &Path, idp: &StubIdp, extra: &str) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(
@@ -253,10 +294,8 @@ pub fn write_tutorial_config(dir: &Path, idp: &StubIdp, extra: &str) {
         "resourceType": "TokenIntrospector",
         "id": "keycloak-jwt-introspector",
         "type": "jwt",
-        "jwt": {
-            "iss": idp.issuer,
-            "keys": [{"kty": "RSA", "alg": "RS256", "format": "PEM", "pub": PUBLIC_KEY}],
-        },
+        "jwt": {"iss": idp.issuer},
+        "jwks_uri": idp.certs_url(),
         "identity_provider": {"reference": "IdentityProvider/keycloak"},
     });
     std::fs::write(
