@@ -42,7 +42,6 @@ impl Verified {
 const MAX_CACHE_SECS: u64 = 86_400;
 
 /// `cache_until` for a token expiring at `exp`, and kept no later than `limit` if given.
-
 pub fn cache_until(exp: Option<u64>, limit: Option<Instant>, now_secs: u64) -> Instant {
     let now = Instant::now();
     // Capped, so that an absurd `exp` cannot overflow the clock arithmetic.
