@@ -29,8 +29,15 @@ impl Authorization for ExtAuthz {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
+        let budget = request
+            .metadata()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_grpc_timeout)
+            // Answer a little before Envoy gives up, so that the denial is ours.
+            .map(|t| t - t / 10);
         let request = to_http_request(request.into_inner());
-        let decision = self.authorizer.check(&request).await;
+        let decision = self.authorizer.check_within(&request, budget).await;
         Ok(Response::new(to_check_response(&decision)))
     }
 }
