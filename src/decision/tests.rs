@@ -287,3 +287,34 @@ async fn challenges_are_printable_ascii() {
         "{challenge}"
     );
 }
+
+#[tokio::test]
+async fn a_slow_identity_provider_is_a_503_within_the_deadline_never_an_allow() {
+    // An introspection endpoint that accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let a = authorizer(&format!(
+        "resourceType: TokenIntrospector\nid: slow\ntype: opaque\n\
+         introspection_endpoint: {{url: 'http://{addr}/introspect'}}\n---\n\
+         resourceType: AccessPolicy\nid: everyone\nengine: allow\n"
+    ));
+    let started = std::time::Instant::now();
+    let d = a
+        .check_within(
+            &request("GET", "/", Some("opaque-token")),
+            Some(std::time::Duration::from_millis(150)),
+        )
+        .await;
+    assert_eq!((d.http_status(), d.reason), (503, "deadline_exceeded"));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -197,7 +197,59 @@ fn is_empty_at(ctx: &Value, path: &str) -> bool {
     is_empty_value(cur)
 }
 
-/// Renames `constant` to `const` in every schema position, recursively.
+/// Every draft-07 keyword (validation and annotation), plus `$defs`.
+const DRAFT7_KEYWORDS: &[&str] = &[
+    "$schema",
+    "$id",
+    "$ref",
+    "$comment",
+    "$defs",
+    "title",
+    "description",
+    "default",
+    "readOnly",
+    "writeOnly",
+    "examples",
+    "multipleOf",
+    "maximum",
+    "exclusiveMaximum",
+    "minimum",
+    "exclusiveMinimum",
+    "maxLength",
+    "minLength",
+    "pattern",
+    "additionalItems",
+    "items",
+    "maxItems",
+    "minItems",
+    "uniqueItems",
+    "contains",
+    "maxProperties",
+    "minProperties",
+    "required",
+    "additionalProperties",
+    "definitions",
+    "properties",
+    "patternProperties",
+    "dependencies",
+    "propertyNames",
+    "const",
+    "enum",
+    "type",
+    "format",
+    "contentMediaType",
+    "contentEncoding",
+    "if",
+    "then",
+    "else",
+    "allOf",
+    "anyOf",
+    "oneOf",
+    "not",
+];
+
+/// Renames `constant` to `const` in every schema position, recursively, and refuses
+/// keywords that draft-07 does not define.
 fn rewrite_constant(schema: &mut Value, path: &str, errors: &mut Vec<PolicyError>) {
     let Value::Object(obj) = schema else {
         return;
@@ -214,6 +266,15 @@ fn rewrite_constant(schema: &mut Value, path: &str, errors: &mut Vec<PolicyError
     for (key, value) in obj.iter_mut() {
         let here = join_field(path, key);
         let k = key.as_str();
+        // A validator ignores keywords it does not know, so a typo such as `requried`
+        // would silently let every request through.
+        if !DRAFT7_KEYWORDS.contains(&k) && !k.starts_with("x-") {
+            errors.push(PolicyError::new(
+                here.clone(),
+                format!("unknown JSON Schema keyword {k:?} (draft-07; extensions start with x-)"),
+            ));
+            continue;
+        }
         if LIST_KEYWORDS.contains(&k) {
             if let Value::Array(items) = value {
                 for (i, item) in items.iter_mut().enumerate() {

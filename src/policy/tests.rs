@@ -941,6 +941,26 @@ fn compile_errors_for_json_schema() {
         json!({"properties": {"a": {"pattern": "(a{1000}){1000}"}}}),
     ));
     assert!(e[0].path.starts_with("schema"), "{}", e[0]);
+    // A misspelt keyword would be ignored by a validator and allow everyone.
+    let e = errors_of(s(
+        json!({"requried": ["jwt"], "properties": {"jwt": {"propertes": {}}}}),
+    ));
+    let paths: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["schema.requried", "schema.properties.jwt.propertes"],
+        "{e:?}"
+    );
+    assert!(
+        e[0].message.contains("unknown JSON Schema keyword"),
+        "{}",
+        e[0]
+    );
+    // Annotations and x- extensions are fine; a property named like a typo is data.
+    assert!(crate::policy::compile(&s(json!({
+        "title": "t", "x-owner": "team", "properties": {"requried": {"type": "string"}}
+    })))
+    .is_ok());
 }
 
 #[test]

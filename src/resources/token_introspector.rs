@@ -49,7 +49,7 @@ pub enum IntrospectorType {
     Opaque,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Default, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwtSettings {
     /// The issuer: a JWT is handled by the introspector whose `iss` equals its `iss` claim.
@@ -77,7 +77,7 @@ pub struct JwtSettings {
     pub leeway_seconds: Option<u32>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwtKey {
     pub kty: KeyType,
@@ -137,7 +137,7 @@ impl KeyFormat {
     }
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IntrospectionEndpoint {
     /// RFC 7662 endpoint.
@@ -145,4 +145,65 @@ pub struct IntrospectionEndpoint {
     /// The literal `Authorization` header value sent to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization: Option<String>,
+}
+
+// Debug output may reach a log: secrets, symmetric keys and the introspection
+// Authorization value show only whether they are set.
+fn set<T>(v: &Option<T>) -> Option<&'static str> {
+    v.as_ref().map(|_| "[redacted]")
+}
+
+impl std::fmt::Debug for JwtSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtSettings")
+            .field("iss", &self.iss)
+            .field("secret", &set(&self.secret))
+            .field("keys", &self.keys)
+            .field("allowed_audiences", &self.allowed_audiences)
+            .field("leeway_seconds", &self.leeway_seconds)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for JwtKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtKey")
+            .field("kty", &self.kty)
+            .field("alg", &self.alg)
+            .field("format", &self.format)
+            .field("pub", &self.pub_.as_ref().map(|_| "[public key]"))
+            .field("k", &set(&self.k))
+            .field("kid", &self.kid)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for IntrospectionEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IntrospectionEndpoint")
+            .field("url", &self.url)
+            .field("authorization", &set(&self.authorization))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let spec: TokenIntrospectorSpec = serde_json::from_value(serde_json::json!({
+            "type": "jwt",
+            "jwt": {"iss": "x", "secret": "s3cret-value", "keys": [
+                {"kty": "OCT", "alg": "HS256", "format": "plain", "k": "oct-key-value"}]},
+            "introspection_endpoint": {"url": "https://i", "authorization": "Basic c2VjcmV0"}
+        }))
+        .unwrap();
+        let debug = format!("{spec:?}");
+        for secret in ["s3cret-value", "oct-key-value", "Basic c2VjcmV0"] {
+            assert!(!debug.contains(secret), "{debug}");
+        }
+        assert!(debug.contains("[redacted]"));
+    }
 }

@@ -176,9 +176,28 @@ fn string_field(map: &Map<String, Value>, key: &str) -> Option<String> {
 fn typed<T: DeserializeOwned>(spec: Value) -> Result<T, (Option<String>, String)> {
     serde_path_to_error::deserialize(spec).map_err(|e| {
         let path = e.path().to_string();
+        let mut message = e.into_inner().to_string();
+        if is_secret_field(&path) {
+            message = redact_quoted(&message);
+        }
         let field = (path != ".").then_some(path);
-        (field, e.into_inner().to_string())
+        (field, message)
     })
+}
+
+/// Fields that hold a secret or key: their values never appear in an error message.
+fn is_secret_field(path: &str) -> bool {
+    let last = path.rsplit('.').next().unwrap_or(path);
+    matches!(last, "secret" | "k" | "pub" | "authorization")
+}
+
+/// serde quotes the offending value between backticks: drop it.
+fn redact_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for (i, part) in message.split('`').enumerate() {
+        out.push_str(if i % 2 == 1 { "`[redacted]`" } else { part });
+    }
+    out
 }
 
 /// The 1-based line on which each YAML document starts, in stream order.
@@ -283,6 +302,15 @@ mod tests {
             rs.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
             ["a", "b"]
         );
+    }
+
+    #[test]
+    fn never_echoes_a_secret_in_an_error() {
+        let (_, errs) = parse(
+            "resourceType: TokenIntrospector\nid: t\ntype: jwt\njwt: {iss: x, secret: 123456}\n",
+        );
+        assert_eq!(errs[0].field.as_deref(), Some("jwt.secret"));
+        assert!(!errs[0].to_string().contains("123456"), "{}", errs[0]);
     }
 
     #[test]
