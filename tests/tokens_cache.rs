@@ -36,7 +36,8 @@ async fn token_repeated_jwt_is_a_cache_hit() {
     }
     assert_eq!(events(&metrics, "verified_cache_miss"), 1);
     assert_eq!(events(&metrics, "verified_cache_hit"), 9);
-    // Refusals are not cached: each one is checked in full.
+    // A refusal is never cached as valid; it is remembered as a refusal for a few
+    // seconds, so that a flood of one forged token costs one signature check.
     let forged = hs256("wrong-secret", json!({}));
     for _ in 0..3 {
         assert_eq!(
@@ -44,7 +45,11 @@ async fn token_repeated_jwt_is_a_cache_hit() {
             TokenError::BadSignature
         );
     }
-    assert_eq!(events(&metrics, "verified_cache_miss"), 4);
+    assert_eq!(events(&metrics, "verified_cache_miss"), 2);
+    assert_eq!(events(&metrics, "refused_cache_hit"), 2);
+    // Under a changed configuration the refusal is not reused: the new secret accepts it.
+    let rotated = trust(&[("hs", secret_spec("wrong-secret"))]);
+    verifier.validate(&rotated, &forged).await.unwrap();
 }
 
 #[tokio::test]

@@ -49,12 +49,17 @@ pub struct TrustStore {
     /// In name order: opaque tokens are offered to each in turn.
     opaque: Vec<Arc<Introspector>>,
     by_fingerprint: HashMap<Fingerprint, Arc<Introspector>>,
+    /// Changes whenever any introspector does: refusals are remembered per generation.
+    generation: u64,
 }
 
 impl TrustStore {
     /// Issuers must be unique: the caller reports a duplicate with both resources' names.
     pub fn insert(&mut self, introspector: Introspector) -> Result<(), String> {
         let introspector = Arc::new(introspector);
+        let mut prefix = [0u8; 8];
+        prefix.copy_from_slice(&introspector.fingerprint[..8]);
+        self.generation ^= u64::from_le_bytes(prefix);
         if let Trust::Introspection { .. } = introspector.trust {
             let at = self.opaque.partition_point(|o| o.name <= introspector.name);
             self.opaque.insert(at, introspector.clone());
@@ -177,6 +182,16 @@ impl TokenError {
         }
     }
 
+    /// Whether the same token would be refused again for the same reason: not for
+    /// outages, nor for a `kid` that a key rotation may bring, nor for a token whose time
+    /// has not come yet.
+    pub fn is_final(&self) -> bool {
+        !matches!(
+            self,
+            TokenError::Unavailable(_) | TokenError::UnknownKey | TokenError::NotYetValid
+        )
+    }
+
     pub fn is_internal(&self) -> bool {
         matches!(self, TokenError::Unavailable(_))
     }
@@ -204,6 +219,11 @@ impl Default for TokenSettings {
     }
 }
 
+/// How long a refusal is remembered. Short: an introspection endpoint that wrongly said
+/// `active: false` is asked again within seconds.
+const REFUSED_CACHE_TTL: Duration = Duration::from_secs(5);
+const REFUSED_CACHE_ENTRIES: u64 = 65_536;
+
 /// Validates tokens against a snapshot's [`TrustStore`]. One per process: its caches
 /// outlive snapshots.
 pub struct TokenVerifier {
@@ -212,6 +232,9 @@ pub struct TokenVerifier {
     http: http::Http,
     jwks: jwks::JwksCache,
     verified: VerifiedCache,
+    /// Tokens refused recently, so that a flood of garbage or revoked tokens costs a
+    /// lookup, not an RSA check or an introspection call per request.
+    refused: moka::sync::Cache<(cache::TokenHash, u64), TokenError>,
 }
 
 impl Default for TokenVerifier {
@@ -245,6 +268,10 @@ impl TokenVerifier {
         );
         TokenVerifier {
             verified: cache::verified_cache(settings.verified_cache_bytes),
+            refused: moka::sync::Cache::builder()
+                .max_capacity(REFUSED_CACHE_ENTRIES)
+                .time_to_live(REFUSED_CACHE_TTL)
+                .build(),
             settings,
             metrics,
             http,
@@ -273,7 +300,26 @@ impl TokenVerifier {
             }
             self.verified.invalidate(&key).await;
         }
+        if let Some(refusal) = self.refused.get(&(key, trust.generation)) {
+            self.metrics.token_event("refused_cache_hit");
+            return Err(refusal);
+        }
         self.metrics.token_event("verified_cache_miss");
+        let result = self.verify_shared(trust, token, key).await;
+        if let Err(e) = &result {
+            if e.is_final() {
+                self.refused.insert((key, trust.generation), e.clone());
+            }
+        }
+        result
+    }
+
+    async fn verify_shared(
+        &self,
+        trust: &TrustStore,
+        token: &str,
+        key: cache::TokenHash,
+    ) -> Result<ValidToken, TokenError> {
         match self
             .verified
             .try_get_with(key, self.verify(trust, token))
