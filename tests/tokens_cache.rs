@@ -48,7 +48,7 @@ async fn token_repeated_jwt_is_a_cache_hit() {
     assert_eq!(events(&metrics, "verified_cache_miss"), 2);
     assert_eq!(events(&metrics, "refused_cache_hit"), 2);
     // Under a changed configuration the refusal is not reused: the new secret accepts it.
-    let rotated = trust(&[("hs", secret_spec("wrong-secret"))]);
+    let rotated = tokens_support::trust(&[("hs", secret_spec("wrong-secret"))]);
     verifier.validate(&rotated, &forged).await.unwrap();
 }
 
