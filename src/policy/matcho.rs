@@ -13,6 +13,9 @@
 //! - there is no escape for a literal string starting with `#` or `.`: use `{$enum: ["#x"]}`,
 //!   whose values are compared literally.
 
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
+
 use regex::{Regex, RegexBuilder};
 use serde_json::{json, Map, Value};
 
@@ -32,7 +35,7 @@ pub(crate) struct Matcho {
 #[derive(Debug)]
 enum Node {
     Eq(Value),
-    Regex(Regex),
+    Regex(Arc<Regex>),
     Present,
     Nil,
     NotBlank,
@@ -103,6 +106,29 @@ fn compile_node(p: &Value, path: &str, errors: &mut Vec<PolicyError>) -> Node {
     }
 }
 
+/// Compiled regexes by source, shared by every policy (and every snapshot) that uses the
+/// same pattern: a compiled regex costs kilobytes, and large configurations repeat
+/// patterns such as `#read` in many policies.
+fn shared_regex(src: &str) -> Result<Arc<Regex>, regex::Error> {
+    static SHARED: LazyLock<Mutex<HashMap<String, Weak<Regex>>>> = LazyLock::new(Default::default);
+    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(re) = shared.get(src).and_then(Weak::upgrade) {
+        return Ok(re);
+    }
+    let re = Arc::new(
+        RegexBuilder::new(src)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .dfa_size_limit(REGEX_SIZE_LIMIT)
+            .build()?,
+    );
+    // Forget patterns no snapshot uses any more, now and then.
+    if shared.len() >= 1024 && shared.len().is_power_of_two() {
+        shared.retain(|_, re| re.strong_count() > 0);
+    }
+    shared.insert(src.to_owned(), Arc::downgrade(&re));
+    Ok(re)
+}
+
 fn compile_string(s: &str, path: &str, errors: &mut Vec<PolicyError>) -> Node {
     match s {
         "present?" => Node::Present,
@@ -110,11 +136,7 @@ fn compile_string(s: &str, path: &str, errors: &mut Vec<PolicyError>) -> Node {
         "not-blank?" => Node::NotBlank,
         _ => {
             if let Some(src) = s.strip_prefix('#') {
-                match RegexBuilder::new(src)
-                    .size_limit(REGEX_SIZE_LIMIT)
-                    .dfa_size_limit(REGEX_SIZE_LIMIT)
-                    .build()
-                {
+                match shared_regex(src) {
                     Ok(re) => Node::Regex(re),
                     Err(e) => {
                         errors.push(PolicyError::new(path, format!("invalid regex: {e}")));
