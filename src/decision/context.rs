@@ -19,7 +19,12 @@ pub fn build(request: &HttpRequest, token: Option<&ValidToken>, user: Option<&Us
     );
     ctx.insert("scheme".into(), Value::String(request.scheme.clone()));
     ctx.insert("uri".into(), Value::String(path.to_string()));
-    ctx.insert("query-string".into(), Value::String(query.to_string()));
+    let query_string = if query.contains("access_token=") {
+        params_string(query)
+    } else {
+        query.to_string()
+    };
+    ctx.insert("query-string".into(), Value::String(query_string));
     ctx.insert("params".into(), Value::Object(params(query)));
     ctx.insert("headers".into(), Value::Object(headers(request)));
     if let Some(addr) = &request.remote_addr {
@@ -51,11 +56,28 @@ pub fn build(request: &HttpRequest, token: Option<&ValidToken>, user: Option<&Us
     Value::Object(ctx)
 }
 
+/// The query string with the value of any `access_token` parameter redacted.
+fn params_string(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some(("access_token", _)) => format!("access_token={REDACTED}"),
+            _ => pair.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 /// Query parameters; a repeated name becomes a list of its values.
 fn params(query: &str) -> Map<String, Value> {
     let mut params = Map::new();
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-        let v = Value::String(v.into_owned());
+        // RFC 6750 §2.3 lets a client put its token in the query: never in the context.
+        let v = if k == "access_token" {
+            Value::String(REDACTED.into())
+        } else {
+            Value::String(v.into_owned())
+        };
         match params.get_mut(k.as_ref()) {
             None => {
                 params.insert(k.into_owned(), v);
@@ -126,5 +148,18 @@ mod tests {
         assert_eq!(ctx["context-extensions"], json!({"route": "fhir"}));
         assert!(ctx.get("jwt").is_none() && ctx.get("user").is_none());
         assert!(!ctx.to_string().contains("secret-token"));
+    }
+
+    #[test]
+    fn a_token_in_the_query_never_reaches_the_context() {
+        let req = HttpRequest {
+            method: "GET".into(),
+            path: "/x?a=1&access_token=query-secret".into(),
+            ..Default::default()
+        };
+        let ctx = build(&req, None, None);
+        assert_eq!(ctx["params"]["access_token"], REDACTED);
+        assert_eq!(ctx["query-string"], "a=1&access_token=[redacted]");
+        assert!(!ctx.to_string().contains("query-secret"));
     }
 }
