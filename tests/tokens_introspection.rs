@@ -95,17 +95,20 @@ async fn token_introspection_never_cached_past_exp() {
 }
 
 #[tokio::test]
-async fn token_introspection_inactive_and_failures_are_not_cached() {
+async fn token_introspection_inactive_is_remembered_as_refused_and_failures_not_at_all() {
     let idp = StubIdp::start(json!({})).await;
     let trust = trust(&[("opaque", opaque(&idp.introspection_url(), json!({})))]);
-    let (verifier, _) = verifier(settings());
+    let (verifier, metrics) = verifier(settings());
+    // `active: false` is never cached as valid; it is remembered as a refusal for a few
+    // seconds, so a flood of one unknown token costs one introspection call.
     for _ in 0..3 {
         assert_eq!(
             verifier.validate(&trust, "unknown").await.unwrap_err(),
             TokenError::Inactive
         );
     }
-    assert_eq!(idp.introspections(), 3);
+    assert_eq!(idp.introspections(), 1);
+    assert_eq!(events(&metrics, "refused_cache_hit"), 2);
 
     idp.answer("opaque-1", active(json!({})));
     idp.set_mode(Mode::Failing);
@@ -244,7 +247,7 @@ async fn token_introspectors_are_tried_in_name_order() {
     second.answer("later", active(json!({})));
     assert!(verifier.validate(&trust, "later").await.is_ok());
     // ...but with none active, we cannot say the token is inactive.
-    let e = verifier.validate(&trust, "nowhere").await.unwrap_err();
+    let e = verifier.validate(&trust, "nowhere-else").await.unwrap_err();
     assert!(e.is_internal(), "{e:?}");
 }
 
