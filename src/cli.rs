@@ -64,8 +64,12 @@ pub struct ServeArgs {
     #[arg(long, env = "PORTCULLIS_HTTP_ADDR", default_value = "0.0.0.0:8181")]
     pub http_addr: SocketAddr,
     /// The operator API (portcullis.admin.v1, Explain). Off unless set; keep it private.
-    #[arg(long, env = "PORTCULLIS_ADMIN_ADDR")]
+    #[arg(long, env = "PORTCULLIS_ADMIN_ADDR", requires = "admin_token_file")]
     pub admin_addr: Option<SocketAddr>,
+    /// A file holding the bearer token that callers of the operator API must present
+    /// (a mounted Secret, for example). Required with --admin-addr.
+    #[arg(long, env = "PORTCULLIS_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// Create a User on first sight of a valid token (Aidbox's BOX_SECURITY_INTROSPECTION_CREATE_USER).
     #[arg(long, env = "PORTCULLIS_CREATE_USERS")]
     pub create_users: bool,

@@ -154,12 +154,20 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     .with_graceful_shutdown(stopped());
 
     let admin = async {
-        let Some(addr) = args.admin_addr else {
+        let (Some(addr), Some(token_file)) = (args.admin_addr, &args.admin_token_file) else {
             return Ok(());
         };
+        let token = std::fs::read_to_string(token_file)
+            .with_context(|| format!("reading --admin-token-file {}", token_file.display()))?;
+        if token.trim().len() < 16 {
+            bail!("--admin-token-file holds fewer than 16 characters: use a long random token");
+        }
         tracing::info!(admin = %addr, "operator API enabled");
         tonic::transport::Server::builder()
-            .add_service(AdminServer::new(AdminService::new(authorizer.clone())))
+            .add_service(AdminServer::new(AdminService::new(
+                authorizer.clone(),
+                &token,
+            )))
             .serve_with_shutdown(addr, stopped())
             .await
             .with_context(|| format!("serving --admin-addr {addr}"))
