@@ -79,6 +79,7 @@ fn request(token: &str) -> HttpRequest {
 
 fn decide(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .unwrap();
     let a = authorizer(&format!(
