@@ -169,6 +169,21 @@ fn assert_no_leak(what: &str, answer: &Answer, token: Option<&str>) {
 
 /// The name of the quickstart's json-schema AccessPolicy (the one that allows
 /// `https://auth.example.com`), read from the example config itself.
+/// The upstream saw portcullis's own subject, issuer and policy headers.
+fn assert_identity(seen: &Echoed, subject: &str, policy: &str) {
+    assert_eq!(
+        seen.header("x-portcullis-subject"),
+        Some(subject),
+        "{seen:#?}"
+    );
+    assert_eq!(seen.header("x-portcullis-issuer"), Some(ISS), "{seen:#?}");
+    assert_eq!(
+        seen.header("x-portcullis-policy"),
+        Some(policy),
+        "{seen:#?}"
+    );
+}
+
 fn quickstart_policy_name() -> String {
     let dir = support::repo_path(QUICKSTART);
     assert!(
@@ -301,17 +316,7 @@ async fn walking_skeleton(flavour: Flavour) {
             "valid HS256 token is allowed with identity headers",
             async {
                 let seen = h.expect_allowed("/fhir/Patient/allowed", &valid, &[]).await;
-                assert_eq!(
-                    seen.header("x-portcullis-subject"),
-                    Some("basic"),
-                    "{seen:#?}"
-                );
-                assert_eq!(seen.header("x-portcullis-issuer"), Some(ISS), "{seen:#?}");
-                assert_eq!(
-                    seen.header("x-portcullis-policy"),
-                    Some(policy.as_str()),
-                    "{seen:#?}"
-                );
+                assert_identity(&seen, "basic", &policy);
             },
         )
         .await;
@@ -423,17 +428,7 @@ async fn walking_skeleton(flavour: Flavour) {
                     users.len() <= 1,
                     "several x-portcullis-user values: {users:?}"
                 );
-                assert_eq!(
-                    seen.header("x-portcullis-subject"),
-                    Some("basic"),
-                    "{seen:#?}"
-                );
-                assert_eq!(seen.header("x-portcullis-issuer"), Some(ISS), "{seen:#?}");
-                assert_eq!(
-                    seen.header("x-portcullis-policy"),
-                    Some(policy.as_str()),
-                    "{seen:#?}"
-                );
+                assert_identity(&seen, "basic", &policy);
             },
         )
         .await;
