@@ -81,6 +81,10 @@ impl UserResolver {
                 overlay: overlay.clone(),
                 retry_after,
                 inflight: Mutex::new(HashMap::new()),
+                failed: moka::sync::Cache::builder()
+                    .max_capacity(FAILED_CREATIONS)
+                    .time_to_live(CREATION_BACKOFF)
+                    .build(),
             })),
             overlay,
         }
@@ -165,7 +169,14 @@ struct Creator {
     retry_after: Duration,
     /// One creation per `(system, sub)` at a time; concurrent requests join it.
     inflight: Mutex<HashMap<Key, Flight>>,
+    /// Creations that just failed: requests for that subject go on without a user until
+    /// the back-off ends, instead of calling a failing identity provider each time.
+    failed: moka::sync::Cache<Key, CreateError>,
 }
+
+/// How long a failed creation is not retried.
+const CREATION_BACKOFF: Duration = Duration::from_secs(5);
+const FAILED_CREATIONS: u64 = 65_536;
 
 impl Creator {
     async fn resolve(self: &Arc<Self>, plan: Plan, raw: &str) -> Resolution {
@@ -174,6 +185,13 @@ impl Creator {
             plan.identifier.value.clone(),
         );
         let name = plan.name.clone();
+        if let Some(error) = self.failed.get(&key) {
+            self.metrics.user_event("creation_backoff");
+            return match error {
+                CreateError::Userinfo(error) => Resolution::UserinfoFailed { name, error },
+                CreateError::Store(error) => Resolution::CreateFailed { name, error },
+            };
+        }
         let flight = {
             let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
             match inflight.get(&key) {
@@ -197,6 +215,9 @@ impl Creator {
                     let task_key = key.clone();
                     let task = tokio::spawn(async move {
                         let result = creator.create(plan, &token).await;
+                        if let Err(e) = &result {
+                            creator.failed.insert(task_key.clone(), e.clone());
+                        }
                         creator
                             .inflight
                             .lock()

@@ -440,17 +440,28 @@ async fn a_failing_userinfo_leaves_no_user_and_is_counted() {
     assert_eq!(counter(&setup.metrics, "userinfo_error"), 1);
     assert!(files_in(setup.dir.path()).is_empty());
 
-    // A refusal is not retried, and the next request tries again (failures are not kept).
+    // During the back-off, the same subject does not call the failing provider again.
+    let r = setup
+        .resolver
+        .resolve(&s, &kc_token(&s, SUB), "raw-token", false)
+        .await;
+    assert!(matches!(r, Resolution::UserinfoFailed { .. }), "{r:?}");
+    assert_eq!(
+        idp_stub.calls.load(Ordering::SeqCst),
+        2,
+        "no call in the back-off"
+    );
+    assert_eq!(counter(&setup.metrics, "creation_backoff"), 1);
+
+    // A refusal is not retried at all (another subject, so no back-off applies yet).
     let refusing = stub(|_, _: &HeaderMap| StatusCode::UNAUTHORIZED).await;
     let s = snapshot(&idp(&refusing.url, ""));
-    for _ in 0..2 {
-        let r = setup
-            .resolver
-            .resolve(&s, &kc_token(&s, SUB), "raw-token", false)
-            .await;
-        assert!(matches!(r, Resolution::UserinfoFailed { .. }), "{r:?}");
-    }
-    assert_eq!(refusing.calls.load(Ordering::SeqCst), 2);
+    let r = setup
+        .resolver
+        .resolve(&s, &kc_token(&s, "another-subject"), "raw-token", false)
+        .await;
+    assert!(matches!(r, Resolution::UserinfoFailed { .. }), "{r:?}");
+    assert_eq!(refusing.calls.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
