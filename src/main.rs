@@ -6,6 +6,11 @@ use clap::Parser;
 use portcullis::cli::{Cli, Command};
 use portcullis::{commands, runtime, telemetry};
 
+// jemalloc hands freed pages back to the system (background threads, decay): glibc's
+// malloc would keep a large configuration's load and reload garbage resident for good.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);

@@ -83,6 +83,17 @@ fn has_config_extension(path: &Path) -> bool {
         .is_some_and(|e| EXTENSIONS.contains(&e))
 }
 
+/// Whether a change to this path can change the configuration: a config file, or a
+/// Kubernetes ConfigMap mount's `..data` swap (its visible files are symlinks that do not
+/// change themselves). Logs, editor swap files and the like do not reload anything.
+fn may_change_config(path: &Path) -> bool {
+    has_config_extension(path)
+        || path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(".."))
+        || path.is_dir()
+}
+
 /// Watch the paths and send `()` after each burst of changes has settled.
 ///
 /// Directories are watched recursively; a named file is watched through its parent, since
@@ -94,7 +105,7 @@ pub fn watch(
     let (raw_tx, mut raw_rx) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event {
-            if !event.kind.is_access() {
+            if !event.kind.is_access() && event.paths.iter().any(|p| may_change_config(p)) {
                 let _ = raw_tx.send(());
             }
         }
@@ -147,6 +158,18 @@ mod tests {
         assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
         let names: Vec<_> = loaded.resources.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
+    }
+
+    #[test]
+    fn only_config_files_and_configmap_swaps_trigger_a_reload() {
+        assert!(may_change_config(Path::new("/etc/p/policy.yaml")));
+        assert!(may_change_config(Path::new("/etc/p/policy.json")));
+        assert!(may_change_config(Path::new("/etc/p/..data")));
+        assert!(may_change_config(Path::new(
+            "/etc/p/..2026_11_22_18_00_00.123"
+        )));
+        assert!(!may_change_config(Path::new("/etc/p/portcullis.log")));
+        assert!(!may_change_config(Path::new("/etc/p/.policy.yaml.swp")));
     }
 
     #[test]
