@@ -8,6 +8,7 @@ mod log;
 mod request;
 mod trace;
 
+use std::borrow::Cow;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,8 +50,9 @@ pub struct Decision {
     pub outcome: Outcome,
     /// A short stable word for metrics and logs (`allowed`, `no_policy_allows`, `token_expired`, ...).
     pub reason: &'static str,
-    /// For the caller: safe to show, never a token, secret or key.
-    pub message: String,
+    /// For the caller: safe to show, never a token, secret or key. Mostly a fixed text:
+    /// no allocation on the request path.
+    pub message: Cow<'static, str>,
     pub token_given: bool,
     pub policy: Option<String>,
     pub user: Option<String>,
@@ -59,7 +61,7 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn unavailable(request: &HttpRequest, reason: &'static str, message: &str) -> Self {
+    fn unavailable(request: &HttpRequest, reason: &'static str, message: &'static str) -> Self {
         Decision {
             outcome: Outcome::Unavailable,
             reason,
@@ -306,7 +308,7 @@ impl Authorizer {
             Outcome::Unauthenticated
         };
         decision.reason = e.reason();
-        decision.message = e.to_string();
+        decision.message = e.to_string().into();
         decision
     }
 

@@ -96,7 +96,7 @@ impl UserStep {
             Resolution::CreateFailed { name, error } => {
                 ("create-failed", Some(name.clone()), error.clone())
             }
-            Resolution::None(why) => ("none", None, why.clone()),
+            Resolution::None(why) => ("none", None, why.to_string()),
         };
         UserStep {
             result,
@@ -129,7 +129,7 @@ impl From<&Decision> for DecisionStep {
             allowed: d.outcome == Outcome::Allow,
             status: d.http_status(),
             reason: d.reason,
-            message: d.message.clone(),
+            message: d.message.to_string(),
             policy: d.policy.clone(),
         }
     }

@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::resources::{Identifier, UserSpec};
+use crate::resources::UserSpec;
 
 /// A User as policies see it (`user` in the request context).
 #[derive(Debug, Clone, PartialEq)]
@@ -35,7 +35,8 @@ impl User {
 #[derive(Debug, Default, Clone)]
 pub struct UserIndex {
     by_name: HashMap<String, Arc<User>>,
-    by_identifier: HashMap<Identifier, Arc<User>>,
+    /// system → value → User: looked up by `&str` on the request path, no key to build.
+    by_identifier: HashMap<String, HashMap<String, Arc<User>>>,
 }
 
 impl UserIndex {
@@ -49,21 +50,20 @@ impl UserIndex {
     pub fn insert_shared(&mut self, user: Arc<User>) -> Option<String> {
         if let Some(old) = self.by_name.insert(user.name.clone(), user.clone()) {
             for id in &old.spec.identifier {
-                if self
-                    .by_identifier
-                    .get(id)
-                    .is_some_and(|u| u.name == old.name)
-                {
-                    self.by_identifier.remove(id);
+                if let Some(values) = self.by_identifier.get_mut(&id.system) {
+                    if values.get(&id.value).is_some_and(|u| u.name == old.name) {
+                        values.remove(&id.value);
+                    }
                 }
             }
         }
         let mut clash = None;
         for id in &user.spec.identifier {
-            match self.by_identifier.get(id) {
+            let values = self.by_identifier.entry(id.system.clone()).or_default();
+            match values.get(&id.value) {
                 Some(other) if other.name != user.name => clash = Some(other.name.clone()),
                 _ => {
-                    self.by_identifier.insert(id.clone(), user.clone());
+                    values.insert(id.value.clone(), user.clone());
                 }
             }
         }
@@ -75,11 +75,7 @@ impl UserIndex {
     }
 
     pub fn by_identifier(&self, system: &str, value: &str) -> Option<&Arc<User>> {
-        // Identifier lookups are rare next to name lookups: a key is built only here.
-        self.by_identifier.get(&Identifier {
-            system: system.to_string(),
-            value: value.to_string(),
-        })
+        self.by_identifier.get(system)?.get(value)
     }
 
     /// Every User, in no particular order.

@@ -1,6 +1,7 @@
 //! Resolving the User behind a validated token (semantics.md, "User and auto-creation"):
 //! the pure steps. [`super::UserResolver`] adds creation on top.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -38,7 +39,7 @@ pub enum Resolution {
         error: String,
     },
     /// No User, and none to create: why.
-    None(String),
+    None(Cow<'static, str>),
 }
 
 impl Resolution {

@@ -121,9 +121,12 @@ impl UserResolver {
         let plan = match plan(snapshot, token) {
             Ok(plan) => plan,
             Err(why) => {
-                return Resolution::None(format!(
-                    "no User by name (box_user or sub) or by identifier; none created: {why}"
-                ))
+                return Resolution::None(
+                    format!(
+                        "no User by name (box_user or sub) or by identifier; none created: {why}"
+                    )
+                    .into(),
+                )
             }
         };
         match creator {
