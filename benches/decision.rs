@@ -146,9 +146,9 @@ fn snapshot(c: &mut Criterion) {
 fn users(c: &mut Criterion) {
     let mut index = portcullis::users::UserIndex::default();
     for i in 0..100_000 {
-        index.insert(portcullis::users::User {
-            name: format!("user-{i}"),
-            spec: portcullis::resources::UserSpec {
+        index.insert(portcullis::users::User::new(
+            &format!("user-{i}"),
+            &portcullis::resources::UserSpec {
                 data: Some(json!({"i": i})),
                 identifier: vec![portcullis::resources::Identifier {
                     system: "keycloak".into(),
@@ -156,7 +156,7 @@ fn users(c: &mut Criterion) {
                 }],
                 ..Default::default()
             },
-        });
+        ));
     }
     c.bench_function("users: by name among 100,000", |b| {
         b.iter(|| index.by_name(std::hint::black_box("user-77777")).unwrap())

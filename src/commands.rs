@@ -6,23 +6,17 @@ use std::sync::Arc;
 use crate::cli::{ConfigArgs, ExplainArgs};
 use crate::decision::{Authorizer, DecisionLog, HttpRequest};
 use crate::metrics::Metrics;
-use crate::snapshot::{self, Snapshot, SnapshotStore};
+use crate::snapshot::{Compiler, Snapshot, SnapshotStore};
 use crate::source::{files, ConfigError};
 use crate::token::TokenVerifier;
 use crate::users::UserResolver;
 
+/// Every error is reported, those of parsing and of compiling alike, so that one run lists
+/// all it can find.
 fn load(args: &ConfigArgs) -> Result<(Snapshot, usize), Vec<ConfigError>> {
-    let loaded = files::load(&args.config);
-    if !loaded.errors.is_empty() {
-        // Compile what parsed too, so one run reports every error it can find.
-        let mut errors = loaded.errors;
-        if let Err(more) = snapshot::compile(&loaded.resources) {
-            errors.extend(more);
-        }
-        return Err(errors);
-    }
-    let count = loaded.resources.len();
-    snapshot::compile(&loaded.resources).map(|s| (s, count))
+    let mut compiler = Compiler::default();
+    let count = files::load_each(&args.config, |item| compiler.push(item));
+    compiler.finish().map(|s| (s, count))
 }
 
 pub fn validate(args: &ConfigArgs) -> ExitCode {

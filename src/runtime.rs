@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 use crate::server::admin::{AdminServer, AdminService};
 use crate::server::grpc::ExtAuthz;
 use crate::server::http::{router, HttpState};
-use crate::snapshot::{self, SnapshotStore};
+use crate::snapshot::{Compiler, SnapshotStore};
 use crate::source::files;
 use crate::token::{TokenSettings, TokenVerifier};
 use crate::users::{FileUserStore, UserResolver, UserinfoClient};
@@ -211,16 +211,12 @@ fn reload(
     metrics: &Metrics,
     users: &UserResolver,
 ) -> bool {
-    let loaded = files::load(paths);
-    let result = if loaded.errors.is_empty() {
-        snapshot::compile(&loaded.resources)
-    } else {
-        Err(loaded.errors)
-    };
-    match result {
+    let mut compiler = Compiler::default();
+    let count = files::load_each(paths, |item| compiler.push(item));
+    match compiler.finish() {
         Ok(snapshot) => {
             tracing::info!(summary = %snapshot.summary(), "configuration loaded");
-            metrics.config_loaded(true, loaded.resources.len());
+            metrics.config_loaded(true, count);
             snapshots.store(snapshot);
             if let Some(serving) = snapshots.load() {
                 users.snapshot_changed(&serving);

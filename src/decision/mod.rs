@@ -249,7 +249,7 @@ impl Authorizer {
             }
             _ => None,
         };
-        decision.user = user.as_ref().map(|u| u.name.clone());
+        decision.user = user.as_ref().map(|u| u.name().to_owned());
         if user.as_ref().is_some_and(|u| !u.is_active()) {
             decision.outcome = Outcome::Forbidden;
             decision.reason = "user_inactive";
@@ -257,7 +257,7 @@ impl Authorizer {
             return decision;
         }
 
-        let context = context::build(request, valid.as_ref(), user.as_deref());
+        let context = context::build(request, valid.as_ref(), user.as_ref());
         let eval = EvalContext::new(&context);
         let client = valid.as_ref().and_then(ValidToken::client_id);
         let candidates = snapshot
@@ -319,7 +319,7 @@ impl Authorizer {
         token: &ValidToken,
         raw: &str,
         trace: Option<&mut Trace>,
-    ) -> Option<Arc<User>> {
+    ) -> Option<User> {
         let resolution: Resolution = self
             .users
             .resolve(snapshot, token, raw, trace.is_some())

@@ -70,16 +70,16 @@ impl UserStep {
     pub fn from_resolution(resolution: &Resolution) -> Self {
         let (result, user, detail) = match resolution {
             Resolution::Found(user, Found::ByName(name)) => {
-                ("found-by-name", Some(user.name.clone()), format!("name {name:?}"))
+                ("found-by-name", Some(user.name().to_owned()), format!("name {name:?}"))
             }
             Resolution::Found(user, Found::ByIdentifier { system, value }) => (
                 "found-by-identifier",
-                Some(user.name.clone()),
+                Some(user.name().to_owned()),
                 format!("identifier {{system: {system}, value: {value}}}"),
             ),
             Resolution::Created(user) => (
                 "created",
-                Some(user.name.clone()),
+                Some(user.name().to_owned()),
                 "created on first sight of this subject".to_string(),
             ),
             Resolution::WouldCreate(plan) => (

@@ -14,9 +14,8 @@ use serde_json::{Map, Value};
 use jsonschema::error::ValidationErrorKind;
 use jsonschema::{PatternOptions, Validator};
 
+use super::pattern::REGEX_SIZE_LIMIT;
 use super::{is_empty_value, join_field, redact_flag, EvalContext, Mismatch, PolicyError};
-
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 /// Keywords whose value is one schema.
 const SCHEMA_KEYWORDS: [&str; 9] = [
@@ -43,8 +42,9 @@ const MAP_KEYWORDS: [&str; 5] = [
 
 pub(crate) struct JsonSchema {
     validator: Validator,
-    /// The rewritten schema, to show the failing keyword's value in explanations.
-    schema: Value,
+    /// The rewritten schema, serialized: only explanations read it (to show the failing
+    /// keyword's value), and a tree of maps costs kilobytes per policy.
+    schema: Box<str>,
 }
 
 impl std::fmt::Debug for JsonSchema {
@@ -79,9 +79,12 @@ impl JsonSchema {
             )
             .build(&schema);
         match built {
-            Ok(validator) => Some(Self { validator, schema }),
+            Ok(validator) => Some(Self {
+                validator,
+                schema: schema.to_string().into(),
+            }),
             Err(e) => {
-                let inner = dotted(e.instance_path.as_str());
+                let inner = dotted(e.instance_path().as_str());
                 let at = if inner.is_empty() {
                     path.to_owned()
                 } else {
@@ -104,8 +107,8 @@ impl JsonSchema {
             return true;
         }
         for e in self.validator.iter_errors(stripped) {
-            let at = dotted(e.instance_path.as_str());
-            let (path, but, redacted) = match &e.kind {
+            let at = dotted(e.instance_path().as_str());
+            let (path, but, redacted) = match e.kind() {
                 // The missing property is the interesting path, and its value is absent.
                 ValidationErrorKind::Required { property } => {
                     let name = property
@@ -114,11 +117,11 @@ impl JsonSchema {
                     (join_field(&at, &name), Value::Null, false)
                 }
                 _ => {
-                    let (but, redacted) = redact_flag(&at, e.instance.clone().into_owned());
+                    let (but, redacted) = redact_flag(&at, e.instance().clone().into_owned());
                     (at, but, redacted)
                 }
             };
-            let expected = self.failed_keyword(e.schema_path.as_str());
+            let expected = self.failed_keyword(e.schema_path().as_str());
             let note = if but.is_null() && is_empty_at(ctx.value(), &path) {
                 Some("present but empty: empty values are removed before validation".to_owned())
             } else if redacted {
@@ -143,7 +146,8 @@ impl JsonSchema {
         let Some(keyword) = segs.last() else {
             return Value::Null;
         };
-        let value = lookup_schema(&self.schema, &segs)
+        let schema: Value = serde_json::from_str(&self.schema).unwrap_or(Value::Null);
+        let value = lookup_schema(&schema, &segs)
             .cloned()
             .unwrap_or(Value::Null);
         let mut m = Map::new();

@@ -13,17 +13,10 @@
 //! - there is no escape for a literal string starting with `#` or `.`: use `{$enum: ["#x"]}`,
 //!   whose values are compared literally.
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex, Weak};
-
-use regex::{Regex, RegexBuilder};
 use serde_json::{json, Map, Value};
 
+use super::pattern::Pattern;
 use super::{json_eq, redact, Mismatch, PolicyError};
-
-/// Compiled-regex limits: a hostile pattern is rejected when configuration loads instead of
-/// costing memory on every replica. Matching itself is linear in the regex crate.
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 const OPERATORS: &str = "$enum, $one-of, $contains, $every, $not";
 
@@ -35,7 +28,7 @@ pub(crate) struct Matcho {
 #[derive(Debug)]
 enum Node {
     Eq(Value),
-    Regex(Arc<Regex>),
+    Regex(Pattern),
     Present,
     Nil,
     NotBlank,
@@ -47,8 +40,8 @@ enum Node {
     /// Ordinary keys, each matched against the same key of an object, and `$` operators,
     /// each matched against the value itself.
     Map {
-        keys: Vec<(String, Node)>,
-        ops: Vec<Node>,
+        keys: Box<[(String, Node)]>,
+        ops: Box<[Node]>,
     },
     Array(Vec<Node>),
     Enum(Vec<Value>),
@@ -106,29 +99,6 @@ fn compile_node(p: &Value, path: &str, errors: &mut Vec<PolicyError>) -> Node {
     }
 }
 
-/// Compiled regexes by source, shared by every policy (and every snapshot) that uses the
-/// same pattern: a compiled regex costs kilobytes, and large configurations repeat
-/// patterns such as `#read` in many policies.
-fn shared_regex(src: &str) -> Result<Arc<Regex>, regex::Error> {
-    static SHARED: LazyLock<Mutex<HashMap<String, Weak<Regex>>>> = LazyLock::new(Default::default);
-    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(re) = shared.get(src).and_then(Weak::upgrade) {
-        return Ok(re);
-    }
-    let re = Arc::new(
-        RegexBuilder::new(src)
-            .size_limit(REGEX_SIZE_LIMIT)
-            .dfa_size_limit(REGEX_SIZE_LIMIT)
-            .build()?,
-    );
-    // Forget patterns no snapshot uses any more, now and then.
-    if shared.len() >= 1024 && shared.len().is_power_of_two() {
-        shared.retain(|_, re| re.strong_count() > 0);
-    }
-    shared.insert(src.to_owned(), Arc::downgrade(&re));
-    Ok(re)
-}
-
 fn compile_string(s: &str, path: &str, errors: &mut Vec<PolicyError>) -> Node {
     match s {
         "present?" => Node::Present,
@@ -136,7 +106,7 @@ fn compile_string(s: &str, path: &str, errors: &mut Vec<PolicyError>) -> Node {
         "not-blank?" => Node::NotBlank,
         _ => {
             if let Some(src) = s.strip_prefix('#') {
-                match shared_regex(src) {
+                match Pattern::new(src) {
                     Ok(re) => Node::Regex(re),
                     Err(e) => {
                         errors.push(PolicyError::new(path, format!("invalid regex: {e}")));
@@ -230,7 +200,11 @@ fn compile_map(map: &Map<String, Value>, path: &str, errors: &mut Vec<PolicyErro
     if keys.is_empty() && ops.len() == 1 {
         return ops.pop().expect("one operator");
     }
-    Node::Map { keys, ops }
+    // Boxed slices: exactly as long as the pattern, where a grown Vec keeps spare room.
+    Node::Map {
+        keys: keys.into(),
+        ops: ops.into(),
+    }
 }
 
 fn resolve<'v>(root: &'v Value, segs: &[Seg]) -> Option<&'v Value> {

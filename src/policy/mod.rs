@@ -19,6 +19,7 @@ use serde_json::{Map, Value};
 
 mod json_schema;
 mod matcho;
+mod pattern;
 
 #[cfg(test)]
 mod tests;

@@ -3,93 +3,95 @@ use std::sync::Arc;
 
 use super::policies::Links;
 use super::{CompiledPolicy, IdentityProvider, PolicySet, Snapshot};
-use crate::source::{ConfigError, FieldError, Resource, Spec};
+use crate::source::{ConfigError, FieldError, Origin, Resource, Spec};
 use crate::token::Introspector;
-use crate::users::User;
+use crate::users::{User, MAX_USER_BYTES};
 
 /// Compile a complete set of resources. Any error rejects the whole set, so that the
 /// caller keeps serving the last good snapshot; every error found is returned at once.
 pub fn compile(resources: &[Resource]) -> Result<Snapshot, Vec<ConfigError>> {
-    let mut errors = Vec::new();
-    let mut report = |r: &Resource, e: FieldError| {
-        errors.push(ConfigError {
-            origin: r.origin.clone(),
-            resource: Some(r.id()),
-            field: (!e.field.is_empty()).then_some(e.field),
-            message: e.message,
-        })
-    };
+    let mut compiler = Compiler::default();
+    resources.iter().for_each(|r| compiler.add(r));
+    compiler.finish()
+}
 
-    // Names are unique per kind; a second definition is an error at the second place.
-    let mut seen: HashMap<(&str, &str), &Resource> = HashMap::new();
-    for r in resources {
-        if let Some(first) = seen.insert((r.spec.kind(), r.name.as_str()), r) {
-            report(
-                r,
-                FieldError::new("", format!("defined twice: also at {}", first.origin)),
-            );
+/// [`compile`], one resource at a time: a source hands each resource over as it parses it,
+/// so that 100,000 parsed Users never sit in memory beside their compiled form.
+#[derive(Default)]
+pub struct Compiler {
+    snapshot: Snapshot,
+    policies: Vec<(CompiledPolicy, Links)>,
+    errors: Vec<ConfigError>,
+    /// Names are unique per kind: where each was first defined.
+    seen: HashMap<(&'static str, String), Origin>,
+    /// IdentityProvider system → its name.
+    systems: HashMap<String, String>,
+    /// `identity_provider` references, checked once every IdentityProvider is known.
+    provider_refs: Vec<(String, ConfigError)>,
+}
+
+impl Compiler {
+    /// A resource, or the error its source found instead of one.
+    pub fn push(&mut self, item: Result<Resource, ConfigError>) {
+        match item {
+            Ok(r) => self.add(&r),
+            Err(e) => self.errors.push(e),
         }
     }
 
-    let mut snapshot = Snapshot::default();
-    let mut systems: HashMap<&str, &str> = HashMap::new();
-    for r in resources {
-        if let Spec::IdentityProvider(spec) = &r.spec {
-            // Users are keyed by (system, sub): two providers sharing a system would merge
-            // their subjects into one another's Users.
-            if let Some(system) = spec.system.as_deref() {
-                if let Some(other) = systems.insert(system, &r.name) {
-                    report(
-                        r,
-                        FieldError::new(
-                            "system",
-                            format!("{system:?} is already the system of IdentityProvider/{other}"),
-                        ),
-                    );
-                }
-            }
-            snapshot.identity_providers.insert(
-                r.name.clone(),
-                Arc::new(IdentityProvider {
-                    name: r.name.clone(),
-                    spec: spec.clone(),
-                }),
-            );
-        }
+    fn report(&mut self, r: &Resource, e: FieldError) {
+        self.errors.push(error(r, e));
     }
 
-    let mut policies = Vec::new();
-    for r in resources {
+    pub fn add(&mut self, r: &Resource) {
+        if let Some(first) = self
+            .seen
+            .insert((r.spec.kind(), r.name.clone()), r.origin.clone())
+        {
+            let message = format!("defined twice: also at {first}");
+            return self.report(r, FieldError::new("", message));
+        }
         match &r.spec {
+            Spec::IdentityProvider(spec) => {
+                // Users are keyed by (system, sub): two providers sharing a system would
+                // merge their subjects into one another's Users.
+                if let Some(system) = spec.system.as_deref() {
+                    if let Some(other) = self.systems.get(system) {
+                        let message =
+                            format!("{system:?} is already the system of IdentityProvider/{other}");
+                        self.report(r, FieldError::new("system", message));
+                    } else {
+                        self.systems.insert(system.to_owned(), r.name.clone());
+                    }
+                }
+                self.snapshot.identity_providers.insert(
+                    r.name.clone(),
+                    Arc::new(IdentityProvider {
+                        name: r.name.clone(),
+                        spec: spec.clone(),
+                    }),
+                );
+            }
             Spec::TokenIntrospector(spec) => match Introspector::compile(&r.name, spec) {
                 Ok(introspector) => {
                     if let Some(idp) = &introspector.identity_provider {
-                        if !snapshot.identity_providers.contains_key(idp) {
-                            report(
-                                r,
-                                FieldError::new(
-                                    "identity_provider",
-                                    format!("IdentityProvider/{idp} is not defined"),
-                                ),
-                            );
-                        }
+                        let message = format!("IdentityProvider/{idp} is not defined");
+                        let e = error(r, FieldError::new("identity_provider", message));
+                        self.provider_refs.push((idp.clone(), e));
                     }
-                    if let Err(e) = snapshot.trust.insert(introspector) {
-                        report(r, FieldError::new("jwt.iss", e));
+                    if let Err(e) = self.snapshot.trust.insert(introspector) {
+                        self.report(r, FieldError::new("jwt.iss", e));
                     }
                 }
-                Err(es) => es.into_iter().for_each(|e| report(r, e)),
+                Err(es) => es.into_iter().for_each(|e| self.report(r, e)),
             },
             Spec::AccessPolicy(spec) => {
                 let links = match links(spec.link.as_deref().unwrap_or_default()) {
                     Ok(l) => l,
-                    Err(e) => {
-                        report(r, e);
-                        continue;
-                    }
+                    Err(e) => return self.report(r, e),
                 };
                 match crate::policy::compile(&spec.body()) {
-                    Ok(policy) => policies.push((
+                    Ok(policy) => self.policies.push((
                         CompiledPolicy {
                             name: r.name.clone(),
                             policy,
@@ -98,30 +100,44 @@ pub fn compile(resources: &[Resource]) -> Result<Snapshot, Vec<ConfigError>> {
                     )),
                     Err(es) => es
                         .into_iter()
-                        .for_each(|e| report(r, FieldError::new(e.path, e.message))),
+                        .for_each(|e| self.report(r, FieldError::new(e.path, e.message))),
                 }
             }
             Spec::User(spec) => {
-                let user = User {
-                    name: r.name.clone(),
-                    spec: spec.clone(),
-                };
-                if let Some(other) = snapshot.users.insert(user) {
-                    report(
-                        r,
-                        FieldError::new("identifier", format!("already held by User/{other}")),
-                    );
+                let user = User::new(&r.name, spec);
+                if user.size() > MAX_USER_BYTES {
+                    let message = format!("larger than {MAX_USER_BYTES} bytes");
+                    return self.report(r, FieldError::new("", message));
+                }
+                if let Some(other) = self.snapshot.users.insert(user) {
+                    let message = format!("already held by User/{other}");
+                    self.report(r, FieldError::new("identifier", message));
                 }
             }
-            Spec::IdentityProvider(_) => {}
         }
     }
-    snapshot.policies = PolicySet::build(policies);
 
-    if errors.is_empty() {
-        Ok(snapshot)
-    } else {
-        Err(errors)
+    pub fn finish(mut self) -> Result<Snapshot, Vec<ConfigError>> {
+        for (idp, e) in self.provider_refs {
+            if !self.snapshot.identity_providers.contains_key(&idp) {
+                self.errors.push(e);
+            }
+        }
+        if !self.errors.is_empty() {
+            return Err(self.errors);
+        }
+        self.snapshot.policies = PolicySet::build(self.policies);
+        self.snapshot.users.shrink_to_fit();
+        Ok(self.snapshot)
+    }
+}
+
+fn error(r: &Resource, e: FieldError) -> ConfigError {
+    ConfigError {
+        origin: r.origin.clone(),
+        resource: Some(r.id()),
+        field: (!e.field.is_empty()).then_some(e.field),
+        message: e.message,
     }
 }
 

@@ -11,7 +11,7 @@ mod store;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-pub use compile::compile;
+pub use compile::{compile, Compiler};
 pub use policies::{CompiledPolicy, PolicySet};
 pub use store::SnapshotStore;
 

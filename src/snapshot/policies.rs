@@ -32,7 +32,10 @@ pub struct Links {
 impl PolicySet {
     pub fn build(mut entries: Vec<(CompiledPolicy, Links)>) -> Self {
         entries.sort_by(|a, b| a.0.name.cmp(&b.0.name));
-        let mut set = PolicySet::default();
+        let mut set = PolicySet {
+            policies: Vec::with_capacity(entries.len()),
+            ..Default::default()
+        };
         for (i, (policy, links)) in entries.into_iter().enumerate() {
             if links.users.is_empty() && links.clients.is_empty() {
                 set.unlinked.push(i);
@@ -45,6 +48,7 @@ impl PolicySet {
             }
             set.policies.push(policy);
         }
+        set.unlinked.shrink_to_fit();
         set
     }
 

@@ -3,6 +3,7 @@
 //! resource (`resourceType`, `id`, fields at the top level).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -17,12 +18,26 @@ const KINDS: &str = "TokenIntrospector, AccessPolicy, IdentityProvider, User";
 /// Parse every document of one file. Documents that fail are reported; the others are kept,
 /// so that `validate` can list every error of a file at once.
 pub fn parse_documents(path: &Path, text: &str) -> (Vec<Resource>, Vec<ConfigError>) {
-    let starts = document_start_lines(text);
     let mut resources = Vec::new();
     let mut errors = Vec::new();
+    for_each_document(path, text, |item| match item {
+        Ok(r) => resources.push(r),
+        Err(e) => errors.push(e),
+    });
+    (resources, errors)
+}
+
+/// [`parse_documents`], handing each resource or error over as soon as it is parsed.
+pub fn for_each_document(
+    path: &Path,
+    text: &str,
+    mut emit: impl FnMut(Result<Resource, ConfigError>),
+) {
+    let starts = document_start_lines(text);
+    let path: Arc<Path> = path.into();
     for (index, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let origin = Origin::File {
-            path: path.to_path_buf(),
+            path: path.clone(),
             document: index + 1,
             line: starts.get(index).copied().unwrap_or(1),
         };
@@ -36,28 +51,25 @@ pub fn parse_documents(path: &Path, text: &str) -> (Vec<Resource>, Vec<ConfigErr
             Ok(v) => v,
             Err(e) => {
                 // A syntax error ends the stream: the parser cannot find the next document.
-                errors.push(error(format!("invalid YAML: {e}")));
+                emit(Err(error(format!("invalid YAML: {e}"))));
                 break;
             }
         };
         let value: Value = match serde_json::to_value(&yaml) {
             Ok(v) => v,
             Err(e) => {
-                errors.push(error(format!("not representable as JSON: {e}")));
+                emit(Err(error(format!("not representable as JSON: {e}"))));
                 continue;
             }
         };
         let mut items = Vec::new();
         flatten_lists(value, &mut items);
         for item in items {
-            match parse_one(item, &origin) {
-                Ok(Some(r)) => resources.push(r),
-                Ok(None) => {}
-                Err(e) => errors.push(e),
+            if let Some(result) = parse_one(item, &origin).transpose() {
+                emit(result);
             }
         }
     }
-    (resources, errors)
 }
 
 /// A JSON array, or a Kubernetes `List` (`kubectl get -o yaml`), holds several resources.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use super::{parse_documents, ConfigError, Origin, Resource};
+use super::{for_each_document, ConfigError, Origin, Resource};
 
 const EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
 
@@ -21,35 +21,41 @@ pub struct Loaded {
 /// Files are read in sorted order so that the result does not depend on the file system.
 pub fn load(paths: &[PathBuf]) -> Loaded {
     let mut loaded = Loaded::default();
+    load_each(paths, |item| match item {
+        Ok(r) => loaded.resources.push(r),
+        Err(e) => loaded.errors.push(e),
+    });
+    loaded
+}
+
+/// [`load`], handing each resource or error over as soon as it is parsed (one file is held
+/// in memory at a time). Returns how many resources were read.
+pub fn load_each(paths: &[PathBuf], mut emit: impl FnMut(Result<Resource, ConfigError>)) -> usize {
+    let mut count = 0;
     for path in paths {
         let mut files = Vec::new();
         if let Err(e) = collect(path, true, &mut files) {
-            loaded
-                .errors
-                .push(file_error(path, format!("cannot read: {e}")));
+            emit(Err(file_error(path, format!("cannot read: {e}"))));
             continue;
         }
         files.sort();
         for file in files {
             match std::fs::read_to_string(&file) {
-                Ok(text) => {
-                    let (resources, errors) = parse_documents(&file, &text);
-                    loaded.resources.extend(resources);
-                    loaded.errors.extend(errors);
-                }
-                Err(e) => loaded
-                    .errors
-                    .push(file_error(&file, format!("cannot read: {e}"))),
+                Ok(text) => for_each_document(&file, &text, |item| {
+                    count += usize::from(item.is_ok());
+                    emit(item)
+                }),
+                Err(e) => emit(Err(file_error(&file, format!("cannot read: {e}")))),
             }
         }
     }
-    loaded
+    count
 }
 
 fn file_error(path: &Path, message: String) -> ConfigError {
     ConfigError {
         origin: Origin::File {
-            path: path.to_path_buf(),
+            path: path.into(),
             document: 0,
             line: 0,
         },

@@ -5,11 +5,12 @@ mod document;
 pub mod files;
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::Path;
+use std::sync::Arc;
 
 use crate::resources::{AccessPolicySpec, IdentityProviderSpec, TokenIntrospectorSpec, UserSpec};
 
-pub use document::parse_documents;
+pub use document::{for_each_document, parse_documents};
 
 /// One resource as read from a source, before compilation.
 #[derive(Clone, Debug, PartialEq)]
@@ -51,7 +52,8 @@ impl Resource {
 pub enum Origin {
     /// `document` counts from 1; `line` is where that document starts.
     File {
-        path: PathBuf,
+        // Shared by every resource of the file.
+        path: Arc<Path>,
         document: usize,
         line: usize,
     },

@@ -11,7 +11,7 @@ mod userinfo;
 #[cfg(test)]
 mod tests;
 
-pub use index::{User, UserIndex};
+pub use index::{User, UserIndex, MAX_USER_BYTES};
 pub use naming::{is_valid_name, user_name, MAX_NAME_LEN};
 pub use resolve::{find_existing, plan, DataSource, Found, Plan, Resolution};
 pub use resolver::{UserResolver, USERINFO_RETRY_AFTER};

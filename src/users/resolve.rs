@@ -1,10 +1,8 @@
 //! Resolving the User behind a validated token (semantics.md, "User and auto-creation"):
 //! the pure steps. [`super::UserResolver`] adds creation on top.
 
-use std::borrow::Cow;
-use std::sync::Arc;
-
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 
 use super::{user_name, User, UserIndex};
 use crate::resources::{Identifier, UserinfoSource};
@@ -23,9 +21,9 @@ pub enum Found {
 /// What resolution came to.
 #[derive(Debug, Clone)]
 pub enum Resolution {
-    Found(Arc<User>, Found),
+    Found(User, Found),
     /// Created now (or by a concurrent request for the same subject).
-    Created(Arc<User>),
+    Created(User),
     /// `explain`: creation would run, but explain never creates.
     WouldCreate(Plan),
     /// The userinfo call failed: no `user` this time.
@@ -43,7 +41,7 @@ pub enum Resolution {
 }
 
 impl Resolution {
-    pub fn user(&self) -> Option<&Arc<User>> {
+    pub fn user(&self) -> Option<&User> {
         match self {
             Resolution::Found(u, _) | Resolution::Created(u) => Some(u),
             _ => None,
@@ -57,7 +55,7 @@ pub fn find_existing(
     snapshot: &Snapshot,
     overlay: Option<&UserIndex>,
     token: &ValidToken,
-) -> Option<(Arc<User>, Found)> {
+) -> Option<(User, Found)> {
     let indexes = std::iter::once(&snapshot.users).chain(overlay);
     let name = token
         .claims
@@ -73,8 +71,9 @@ pub fn find_existing(
                 // A User that belongs to an identity provider (it has identifiers) is only
                 // found by name through that provider's issuers: otherwise any trusted
                 // issuer that lets a caller choose `sub` could name itself into it.
-                let claimable = user.spec.identifier.is_empty()
-                    || system.is_some_and(|s| user.spec.identifier.iter().any(|i| i.system == s));
+                let mut systems = user.identifiers().map(|(system, _)| system);
+                let claimable =
+                    systems.len() == 0 || system.is_some_and(|s| systems.any(|x| x == s));
                 if claimable {
                     return Some((user.clone(), Found::ByName(name.to_string())));
                 }

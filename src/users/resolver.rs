@@ -141,8 +141,8 @@ impl UserResolver {
         self.overlay.rcu(|current| {
             let mut next = UserIndex::default();
             for user in current.users() {
-                if snapshot.users.by_name(&user.name).is_none() {
-                    next.insert_shared(user.clone());
+                if snapshot.users.by_name(user.name()).is_none() {
+                    next.insert(user.clone());
                 }
             }
             next
@@ -156,7 +156,7 @@ impl UserResolver {
 }
 
 type Key = (String, String);
-type Flight = Shared<BoxFuture<'static, Result<Arc<User>, CreateError>>>;
+type Flight = Shared<BoxFuture<'static, Result<User, CreateError>>>;
 
 #[derive(Debug, Clone)]
 enum CreateError {
@@ -247,7 +247,7 @@ impl Creator {
         }
     }
 
-    async fn create(&self, plan: Plan, token: &str) -> Result<Arc<User>, CreateError> {
+    async fn create(&self, plan: Plan, token: &str) -> Result<User, CreateError> {
         let name = plan.name.clone();
         let fail = |event: &'static str, error: CreateError| {
             self.metrics.user_event(event);
@@ -278,14 +278,14 @@ impl Creator {
                 .await
                 .map_err(|e| fail("userinfo_error", CreateError::Userinfo(e.to_string())))?,
         };
-        let user = User {
-            name: plan.name.clone(),
-            spec: UserSpec {
+        let user = User::new(
+            &plan.name,
+            &UserSpec {
                 data: Some(Value::Object(data)),
                 identifier: vec![plan.identifier.clone()],
                 ..Default::default()
             },
-        };
+        );
         let stored = self
             .store
             .create(user)
@@ -295,24 +295,24 @@ impl Creator {
             .accept(stored, &plan)
             .map_err(|e| fail("create_error", e))?;
         self.metrics.user_event("created");
-        tracing::info!(user = %user.name, provider = %plan.provider,
+        tracing::info!(user = %user.name(), provider = %plan.provider,
             system = %plan.identifier.system, store = %self.store.describe(), "User created");
         Ok(user)
     }
 
     /// The stored User must be the one meant: an object by that name that lacks this
     /// identifier belongs to someone else, and is never handed to this caller.
-    fn accept(&self, user: User, plan: &Plan) -> Result<Arc<User>, CreateError> {
-        if !user.spec.identifier.contains(&plan.identifier) {
+    fn accept(&self, user: User, plan: &Plan) -> Result<User, CreateError> {
+        if !user.has_identifier(&plan.identifier.system, &plan.identifier.value) {
             return Err(CreateError::Store(format!(
                 "User/{} exists without identifier {{system: {}, value: <sub>}}: refusing to use it",
-                user.name, plan.identifier.system
+                user.name(),
+                plan.identifier.system
             )));
         }
-        let user = Arc::new(user);
         self.overlay.rcu(|current| {
             let mut next = UserIndex::clone(current);
-            next.insert_shared(user.clone());
+            next.insert(user.clone());
             next
         });
         Ok(user)

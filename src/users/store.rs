@@ -103,7 +103,7 @@ impl UserStore for FileUserStore {
 
 /// The Kubernetes form of a created User, as written to a file (and later to the API).
 pub fn manifest(user: &User) -> resources::User {
-    let mut cr = resources::User::new(&user.name, user.spec.clone());
+    let mut cr = resources::User::new(user.name(), user.spec());
     cr.metadata.labels = Some(
         [(
             MANAGED_BY_LABEL.0.to_string(),
@@ -125,22 +125,22 @@ fn check_name(name: &str) -> Result<(), StoreError> {
 }
 
 fn create_file(dir: &Path, user: User) -> Result<User, StoreError> {
-    check_name(&user.name)?;
-    if let Some(existing) = read_file(dir, &user.name)? {
+    check_name(user.name())?;
+    if let Some(existing) = read_file(dir, user.name())? {
         return Ok(existing);
     }
     let text = serde_yaml::to_string(&manifest(&user))
-        .map_err(|e| StoreError::Io(format!("serialising User/{}: {e}", user.name)))?;
+        .map_err(|e| StoreError::Io(format!("serialising User/{}: {e}", user.name())))?;
     let io = |what: &str, e: std::io::Error| StoreError::Io(format!("{what}: {e}"));
     // Hidden, and not *.yaml: the config loader skips it if it sees it half-written.
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let tmp = dir.join(format!(
         ".{}.yaml.{}-{}.tmp",
-        user.name,
+        user.name(),
         std::process::id(),
         SEQ.fetch_add(1, Ordering::Relaxed)
     ));
-    let final_path = dir.join(format!("{}.yaml", user.name));
+    let final_path = dir.join(format!("{}.yaml", user.name()));
     let write = || -> std::io::Result<()> {
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new()
@@ -165,7 +165,7 @@ fn create_file(dir: &Path, user: User) -> Result<User, StoreError> {
             sync_dir(dir);
             Ok(user)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_file(dir, &user.name)?
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_file(dir, user.name())?
             .ok_or_else(|| StoreError::Io(format!("{} vanished", final_path.display()))),
         Err(e) => Err(io(&format!("writing {}", final_path.display()), e)),
     }
@@ -200,10 +200,7 @@ fn read_file(dir: &Path, name: &str) -> Result<Option<User>, StoreError> {
     }
     match resources.as_slice() {
         [r] if r.name == name => match &r.spec {
-            Spec::User(spec) => Ok(Some(User {
-                name: r.name.clone(),
-                spec: spec.clone(),
-            })),
+            Spec::User(spec) => Ok(Some(User::new(&r.name, spec))),
             _ => Err(corrupt(format!("holds a {}, not a User", r.spec.kind()))),
         },
         _ => Err(corrupt(format!(
@@ -219,17 +216,21 @@ mod tests {
     use serde_json::json;
 
     fn user(name: &str, sub: &str) -> User {
-        User {
-            name: name.into(),
-            spec: UserSpec {
-                data: Some(json!({"sub": sub, "email_verified": false})),
+        user_with(name, sub, json!({"sub": sub, "email_verified": false}))
+    }
+
+    fn user_with(name: &str, sub: &str, data: serde_json::Value) -> User {
+        User::new(
+            name,
+            &UserSpec {
+                data: Some(data),
                 identifier: vec![Identifier {
                     system: "keycloak".into(),
                     value: sub.into(),
                 }],
                 ..Default::default()
             },
-        }
+        )
     }
 
     #[tokio::test]
@@ -264,7 +265,7 @@ mod tests {
         let loaded = crate::source::files::load(&[store.dir().to_path_buf()]);
         assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
         let snapshot = crate::snapshot::compile(&loaded.resources).unwrap();
-        assert_eq!(**snapshot.users.by_name("keycloak-abc").unwrap(), u);
+        assert_eq!(*snapshot.users.by_name("keycloak-abc").unwrap(), u);
         assert_eq!(store.get("keycloak-abc").await.unwrap(), Some(u));
         assert_eq!(store.get("keycloak-nobody").await.unwrap(), None);
     }
@@ -276,8 +277,11 @@ mod tests {
         let first = user("keycloak-abc", "abc");
         store.create(first.clone()).await.unwrap();
         let before = std::fs::read_to_string(store.path_of("keycloak-abc")).unwrap();
-        let mut second = user("keycloak-abc", "abc");
-        second.spec.data = Some(json!({"sub": "abc", "changed": true}));
+        let second = user_with(
+            "keycloak-abc",
+            "abc",
+            json!({"sub": "abc", "changed": true}),
+        );
         assert_eq!(store.create(second).await.unwrap(), first);
         let after = std::fs::read_to_string(store.path_of("keycloak-abc")).unwrap();
         assert_eq!(before, after);
@@ -291,8 +295,7 @@ mod tests {
             .map(|i| {
                 let store = store.clone();
                 tokio::spawn(async move {
-                    let mut u = user("keycloak-abc", "abc");
-                    u.spec.data = Some(json!({ "writer": i }));
+                    let u = user_with("keycloak-abc", "abc", json!({ "writer": i }));
                     store.create(u).await.unwrap()
                 })
             })

@@ -80,7 +80,7 @@ fn name_comes_before_identifier_and_box_user_before_sub() {
         idp("http://127.0.0.1:1/userinfo", "")
     ));
     let found = |claims: Value| {
-        find_existing(&s, None, &token(&s, claims)).map(|(u, how)| (u.name.clone(), how))
+        find_existing(&s, None, &token(&s, claims)).map(|(u, how)| (u.name().to_owned(), how))
     };
     assert_eq!(
         found(json!({"iss": ISS, "sub": SUB})),
@@ -107,7 +107,7 @@ fn a_provider_owned_user_is_not_found_by_name_through_another_issuer() {
     // Through the provider's own issuer, the name works.
     let via_keycloak = token(&s, json!({"iss": ISS, "sub": owned}));
     assert_eq!(
-        find_existing(&s, None, &via_keycloak).unwrap().0.name,
+        find_existing(&s, None, &via_keycloak).unwrap().0.name(),
         owned
     );
     // Another trusted issuer whose `sub` (or `box_user`) names it does not get it.
@@ -119,7 +119,7 @@ fn a_provider_owned_user_is_not_found_by_name_through_another_issuer() {
     }
     // A User without identifiers is anyone's by name, as in Aidbox.
     let plain = token(&s, json!({"iss": "https://other", "sub": "plain"}));
-    assert_eq!(find_existing(&s, None, &plain).unwrap().0.name, "plain");
+    assert_eq!(find_existing(&s, None, &plain).unwrap().0.name(), "plain");
 }
 
 #[test]
@@ -130,7 +130,7 @@ fn identifier_is_looked_up_in_the_introspectors_system_only() {
         idp("http://127.0.0.1:1/userinfo", "")
     ));
     let (u, how) = find_existing(&s, None, &kc_token(&s, SUB)).unwrap();
-    assert_eq!(u.name, "by-id");
+    assert_eq!(u.name(), "by-id");
     assert_eq!(
         how,
         Found::ByIdentifier {
@@ -151,28 +151,25 @@ fn the_snapshot_is_consulted_before_the_overlay() {
         idp("http://127.0.0.1:1/userinfo", "")
     ));
     let mut overlay = UserIndex::default();
-    overlay.insert(User {
-        name: "created".into(),
-        spec: crate::resources::UserSpec {
+    overlay.insert(User::new(
+        "created",
+        &crate::resources::UserSpec {
             identifier: vec![crate::resources::Identifier {
                 system: "keycloak".into(),
                 value: SUB.into(),
             }],
             ..Default::default()
         },
-    });
-    overlay.insert(User {
-        name: "only-in-overlay".into(),
-        spec: Default::default(),
-    });
+    ));
+    overlay.insert(User::new("only-in-overlay", &Default::default()));
     let t = kc_token(&s, SUB);
     assert_eq!(
-        find_existing(&s, Some(&overlay), &t).unwrap().0.name,
+        find_existing(&s, Some(&overlay), &t).unwrap().0.name(),
         "by-id"
     );
     let t = kc_token(&s, "only-in-overlay");
     assert_eq!(
-        find_existing(&s, Some(&overlay), &t).unwrap().0.name,
+        find_existing(&s, Some(&overlay), &t).unwrap().0.name(),
         "only-in-overlay"
     );
 }
@@ -336,7 +333,7 @@ async fn creates_the_user_of_the_tutorial_once() {
         panic!("{r:?}")
     };
     let name = format!("keycloak-{SUB}");
-    assert_eq!(user.name, name);
+    assert_eq!(user.name(), name);
     assert_eq!(
         user.to_context(),
         json!({"id": name, "data": {"sub": SUB, "email_verified": false,
@@ -350,7 +347,7 @@ async fn creates_the_user_of_the_tutorial_once() {
     // Later requests find it in the overlay: no call, no second file.
     let r = setup.resolver.resolve(&s, &t, "raw-token", false).await;
     assert!(
-        matches!(&r, Resolution::Found(u, Found::ByIdentifier { .. }) if u.name == name),
+        matches!(&r, Resolution::Found(u, Found::ByIdentifier { .. }) if u.name() == name),
         "{r:?}"
     );
     assert_eq!(idp_stub.calls.load(Ordering::SeqCst), 1);
@@ -384,7 +381,7 @@ async fn concurrent_first_requests_make_one_call_and_one_user() {
     for r in futures::future::join_all(tasks).await {
         let r = r.unwrap();
         assert_eq!(
-            r.user().map(|u| u.name.clone()),
+            r.user().map(|u| u.name().to_owned()),
             Some(format!("keycloak-{SUB}")),
             "{r:?}"
         );
@@ -560,8 +557,8 @@ async fn opaque_tokens_create_users_from_the_introspection_sub() {
     let Resolution::Created(u) = &r else {
         panic!("{r:?}")
     };
-    assert_eq!(u.name, "keycloak-opaque-sub");
-    assert_eq!(u.spec.identifier[0].value, "opaque-sub");
+    assert_eq!(u.name(), "keycloak-opaque-sub");
+    assert!(u.has_identifier("keycloak", "opaque-sub"));
 }
 
 #[tokio::test]
@@ -579,7 +576,7 @@ async fn id_token_source_creates_without_a_call() {
         panic!("{r:?}")
     };
     assert_eq!(
-        u.spec.data,
+        u.spec().data,
         Some(json!({"iss": ISS, "sub": SUB, "email": "a@b"}))
     );
     assert_eq!(counter(&setup.metrics, "userinfo_call"), 0);
@@ -697,10 +694,7 @@ async fn decisions_carry_the_created_user_and_explain_creates_nothing() {
 
 #[test]
 fn trace_steps_name_every_result() {
-    let user = Arc::new(User {
-        name: "u".into(),
-        spec: Default::default(),
-    });
+    let user = User::new("u", &Default::default());
     let step = |r: Resolution| crate::decision::UserStep::from_resolution(&r).result;
     assert_eq!(step(Resolution::Created(user.clone())), "created");
     assert_eq!(
@@ -730,16 +724,18 @@ async fn replicas_sharing_a_users_dir_never_overwrite_each_other() {
     // Two stores: two processes, no lock in common.
     let a = FileUserStore::new(dir.path()).unwrap();
     let b = FileUserStore::new(dir.path()).unwrap();
-    let user = |i: usize, from: &str| User {
-        name: format!("keycloak-{i}"),
-        spec: crate::resources::UserSpec {
-            data: Some(json!({ "from": from })),
-            identifier: vec![crate::resources::Identifier {
-                system: "keycloak".into(),
-                value: i.to_string(),
-            }],
-            ..Default::default()
-        },
+    let user = |i: usize, from: &str| {
+        User::new(
+            &format!("keycloak-{i}"),
+            &crate::resources::UserSpec {
+                data: Some(json!({ "from": from })),
+                identifier: vec![crate::resources::Identifier {
+                    system: "keycloak".into(),
+                    value: i.to_string(),
+                }],
+                ..Default::default()
+            },
+        )
     };
     for i in 0..20 {
         let (ra, rb) = tokio::join!(a.create(user(i, "a")), b.create(user(i, "b")));
@@ -748,7 +744,7 @@ async fn replicas_sharing_a_users_dir_never_overwrite_each_other() {
             ra, rb,
             "both replicas must converge on the first User written"
         );
-        let on_disk = a.get(&ra.name).await.unwrap().unwrap();
+        let on_disk = a.get(ra.name()).await.unwrap().unwrap();
         assert_eq!(on_disk, ra);
     }
 }
