@@ -43,17 +43,22 @@ start=$(date +%s.%N)
 PID=$!
 until curl -sf "127.0.0.1:$HTTP/readyz" >/dev/null; do sleep 0.05; kill -0 $PID || { cat "$LOG"; exit 1; }; done
 ready=$(date +%s.%N)
-# The allocator returns freed pages after a decay of a few seconds: measure once settled.
-sleep 12
+# jemalloc hands freed pages back over a decay of about ten seconds: print resident
+# memory soon after (what the load left behind) and once settled (what stays).
 rss() { awk '/VmRSS|VmHWM/ {printf "%s %.1f MB  ", $1, $2/1024}' /proc/$PID/status; }
+settle() {
+  sleep 2
+  echo "  after 2 s:  $(rss)"
+  sleep 18
+  echo "  after 20 s: $(rss)"
+}
 echo "loaded $POLICIES policies and $USERS users; ready after $(python3 -c "print(f'{$ready-$start:.2f}')") s"
-echo "after start:  $(rss)"
+settle
 
 # A reload: touch a file, wait for the second "configuration loaded".
 touch "$WORK/introspector.yaml"
 t0=$(date +%s.%N)
 until [ "$(grep -c 'configuration loaded' "$LOG")" -ge 2 ]; do sleep 0.02; done
 t1=$(date +%s.%N)
-sleep 12
 echo "reload (read + parse + compile + swap) took $(python3 -c "print(f'{$t1-$t0:.2f}')") s"
-echo "after reload: $(rss)"
+settle

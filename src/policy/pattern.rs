@@ -34,12 +34,17 @@ enum Matcher {
 
 impl Pattern {
     pub(crate) fn new(source: &str) -> Result<Self, regex::Error> {
-        // Built even when a literal matcher will serve: it is what accepts or rejects the
-        // source, with the regex crate's own messages and limits.
-        let regex = build(source)?;
-        let matcher = match regex_syntax::parse(source).ok().and_then(|h| literal(&h)) {
+        // A short literal is far inside the regex size limits; anything else, including a
+        // source that does not parse, goes to the regex crate for its verdict and messages.
+        // Compiling a regex takes tens of microseconds: skipping it is most of the load time
+        // of a large configuration.
+        let literal = regex_syntax::parse(source)
+            .ok()
+            .and_then(|hir| literal(&hir))
+            .filter(|m| m.literal_len() <= MAX_LITERAL_BYTES);
+        let matcher = match literal {
             Some(literal) => literal,
-            None => Matcher::Regex(shared(source, regex)),
+            None => Matcher::Regex(shared(source)?),
         };
         Ok(Self {
             source: source.into(),
@@ -64,27 +69,40 @@ impl Pattern {
     }
 }
 
-fn build(source: &str) -> Result<Regex, regex::Error> {
-    RegexBuilder::new(source)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .dfa_size_limit(REGEX_SIZE_LIMIT)
-        .build()
+/// Literals up to this long are matched without a regex.
+const MAX_LITERAL_BYTES: usize = 4096;
+
+impl Matcher {
+    fn literal_len(&self) -> usize {
+        match self {
+            Matcher::Contains(l) | Matcher::Prefix(l) | Matcher::Suffix(l) | Matcher::Exact(l) => {
+                l.len()
+            }
+            Matcher::ExactOneOf(ls) => ls.iter().map(|l| l.len()).sum(),
+            Matcher::Regex(_) => 0,
+        }
+    }
 }
 
 /// One compiled regex per source, for every policy (and every snapshot) that uses it.
-fn shared(source: &str, built: Regex) -> Arc<Regex> {
+fn shared(source: &str) -> Result<Arc<Regex>, regex::Error> {
     static SHARED: LazyLock<Mutex<HashMap<String, Weak<Regex>>>> = LazyLock::new(Default::default);
     let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(re) = shared.get(source).and_then(Weak::upgrade) {
-        return re;
+        return Ok(re);
     }
-    let re = Arc::new(built);
+    let re = Arc::new(
+        RegexBuilder::new(source)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .dfa_size_limit(REGEX_SIZE_LIMIT)
+            .build()?,
+    );
     // Forget patterns no snapshot uses any more, now and then.
     if shared.len() >= 1024 && shared.len().is_power_of_two() {
         shared.retain(|_, re| re.strong_count() > 0);
     }
     shared.insert(source.to_owned(), Arc::downgrade(&re));
-    re
+    Ok(re)
 }
 
 /// The literal matcher equal to `hir`, if it is one: `lit`, `^lit`, `lit$`, `^lit$` or
@@ -280,5 +298,8 @@ mod tests {
     fn invalid_and_oversized_patterns_are_refused() {
         assert!(Pattern::new("(").is_err());
         assert!(Pattern::new("a{1000}{1000}").is_err());
+        // A literal too long for the literal matchers still meets the regex size limit.
+        assert!(Pattern::new(&"x".repeat(2 * MAX_LITERAL_BYTES)).is_ok());
+        assert!(Pattern::new(&"x".repeat(REGEX_SIZE_LIMIT)).is_err());
     }
 }
