@@ -2,11 +2,16 @@
 # Resident memory of `portcullis serve` with 10,000 AccessPolicies and 100,000 Users loaded
 # (issue 8 target: under 50 MB), and how long the first load and a reload take.
 #
-#   ./scripts/bench-memory.sh [POLICIES] [USERS]      (defaults 10000 100000)
+#   ./scripts/bench-memory.sh [POLICIES] [USERS] [KINDS]
+#
+# Defaults 10000 100000 matcho,json-schema,complex: policies cycle through KINDS, so
+# `3334 0 matcho` measures one kind alone. `regex` is matcho with a pattern that needs a
+# real regex (`#^/r1/[0-9]+$`) instead of an anchored literal (`#^/r1/`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 POLICIES=${1:-10000}
 USERS=${2:-100000}
+KINDS=${3:-matcho,json-schema,complex}
 cargo build --release --locked --bin portcullis
 PORTCULLIS=${CARGO_TARGET_DIR:-target}/release/portcullis
 
@@ -16,20 +21,25 @@ PID=
 cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$WORK" "$LOG"; }
 trap cleanup EXIT
 
-python3 - "$WORK" "$POLICIES" "$USERS" <<'PY'
+python3 - "$WORK" "$POLICIES" "$USERS" "$KINDS" <<'PY'
 import sys
 work, n_policies, n_users = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+kinds = sys.argv[4].split(",")
 with open(f"{work}/introspector.yaml", "w") as f:
     f.write("resourceType: TokenIntrospector\nid: t\ntype: jwt\njwt: {iss: https://auth.example.com, secret: very-secret}\n")
 with open(f"{work}/policies.yaml", "w") as f:
     for i in range(n_policies):
-        kind = i % 3
-        if kind == 0:
+        kind = kinds[i % len(kinds)]
+        if kind == "matcho":
             f.write(f"---\nresourceType: AccessPolicy\nid: p{i}\nengine: matcho\nmatcho: {{uri: '#^/r{i}/', jwt: {{scope: '#read'}}}}\n")
-        elif kind == 1:
+        elif kind == "regex":  # a pattern that needs a real regex, not a literal
+            f.write(f"---\nresourceType: AccessPolicy\nid: p{i}\nengine: matcho\nmatcho: {{uri: '#^/r{i}/[0-9]+$', jwt: {{scope: '#read'}}}}\n")
+        elif kind == "json-schema":
             f.write(f"---\nresourceType: AccessPolicy\nid: p{i}\nengine: json-schema\nschema: {{required: [jwt], properties: {{jwt: {{properties: {{iss: {{constant: x{i}}}}}}}}}}}\n")
-        else:
+        elif kind == "complex":
             f.write(f"---\nresourceType: AccessPolicy\nid: p{i}\nengine: complex\nor: [{{engine: matcho, matcho: {{uri: /a{i}}}}}, {{engine: allow}}]\nlink: [{{reference: User/u{i}}}]\n")
+        else:
+            sys.exit(f"unknown policy kind {kind!r}: matcho, regex, json-schema, complex")
 with open(f"{work}/users.yaml", "w") as f:
     for i in range(n_users):
         f.write(f"---\nresourceType: User\nid: u{i}\ndata: {{email: user{i}@example.com, name: User {i}}}\nidentifier: [{{system: keycloak, value: 74ae9aaf-5681-4231-{i:012d}}}]\n")

@@ -162,7 +162,7 @@ fn links(refs: &[crate::resources::Reference]) -> Result<Links, FieldError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::parse_documents;
+    use crate::source::{for_each_document, parse_documents};
     use std::path::Path;
 
     fn compile_text(text: &str) -> Result<Snapshot, Vec<ConfigError>> {
@@ -209,6 +209,45 @@ mod tests {
         assert!(has("User/u: defined twice: also at c.yaml:"), "{text:#?}");
         assert!(has("IdentityProvider/kc2: field `system`: \"keycloak\" is already the system of IdentityProvider/kc1"), "{text:#?}");
         assert_eq!(errs.len(), 6, "{text:#?}");
+    }
+
+    #[test]
+    fn a_provider_may_be_defined_after_the_introspector_that_names_it() {
+        let s = compile_text(
+            "resourceType: TokenIntrospector\nid: t\ntype: jwt\njwt: {iss: https://a, secret: s}\nidentity_provider: {reference: IdentityProvider/kc}\n---\n\
+             resourceType: IdentityProvider\nid: kc\nsystem: keycloak\n",
+        )
+        .unwrap();
+        assert!(s.identity_providers.contains_key("kc"));
+    }
+
+    /// What `serve` and `validate` do: parse errors and compile errors come out of one pass,
+    /// in file order, and either rejects the whole set.
+    #[test]
+    fn streaming_reports_parse_and_compile_errors_together() {
+        let text = "resourceType: AccessPolicy\nid: p\nengine: matcho\nmatcho: {uri: '#('}\n---\n\
+                    resourceType: Nonsense\nid: x\n---\n\
+                    resourceType: User\nid: u\n";
+        let mut compiler = Compiler::default();
+        for_each_document(Path::new("c.yaml"), text, |item| compiler.push(item));
+        let errs = compiler.finish().unwrap_err();
+        let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(errs.len(), 2, "{text:#?}");
+        assert!(text[0].contains("AccessPolicy/p") && text[0].contains("invalid regex"));
+        assert!(text[1].contains("c.yaml:6") && text[1].contains("Nonsense"));
+    }
+
+    #[test]
+    fn refuses_a_user_over_the_size_limit() {
+        let big = "x".repeat(MAX_USER_BYTES);
+        let errs = compile_text(&format!(
+            "resourceType: User\nid: big\ndata: {{blob: {big}}}\n"
+        ))
+        .unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0]
+            .to_string()
+            .contains("User/big: larger than 1048576 bytes"));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The compiled, immutable configuration that the request path reads.
 //!
 //! Sources produce [`Resource`]s; [`compile`] turns a complete set of them into a
-//! [`Snapshot`], or into every error found. [`SnapshotStore`] swaps snapshots atomically,
+//! [`Snapshot`], or into every error found ([`Compiler`] does the same one resource at a
+//! time, as a source parses them). [`SnapshotStore`] swaps snapshots atomically,
 //! so a request sees one whole configuration, never half of an update.
 
 mod compile;

@@ -1,8 +1,9 @@
 //! Resolving the User behind a validated token (semantics.md, "User and auto-creation"):
 //! the pure steps. [`super::UserResolver`] adds creation on top.
 
-use serde_json::{Map, Value};
 use std::borrow::Cow;
+
+use serde_json::{Map, Value};
 
 use super::{user_name, User, UserIndex};
 use crate::resources::{Identifier, UserinfoSource};
@@ -71,9 +72,8 @@ pub fn find_existing(
                 // A User that belongs to an identity provider (it has identifiers) is only
                 // found by name through that provider's issuers: otherwise any trusted
                 // issuer that lets a caller choose `sub` could name itself into it.
-                let mut systems = user.identifiers().map(|(system, _)| system);
-                let claimable =
-                    systems.len() == 0 || system.is_some_and(|s| systems.any(|x| x == s));
+                let claimable = user.identifiers().len() == 0
+                    || system.is_some_and(|s| user.identifiers().any(|(x, _)| x == s));
                 if claimable {
                     return Some((user.clone(), Found::ByName(name.to_string())));
                 }
