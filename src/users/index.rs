@@ -173,7 +173,21 @@ pub struct UserIndex {
     by_name: HashTable<u32>,
     /// `(position, identifier number)`.
     by_identifier: HashTable<(u32, u32)>,
-    hasher: RandomState,
+    hasher: KeyHasher,
+}
+
+/// How the tables hash their keys: one definition for lookups, inserts and rehashes.
+#[derive(Default, Clone)]
+struct KeyHasher(RandomState);
+
+impl KeyHasher {
+    fn name(&self, name: &str) -> u64 {
+        self.0.hash_one(name)
+    }
+
+    fn identifier(&self, id: (&str, &str)) -> u64 {
+        self.0.hash_one(id)
+    }
 }
 
 impl fmt::Debug for UserIndex {
@@ -194,7 +208,7 @@ impl UserIndex {
             users: Vec::with_capacity(n),
             by_name: HashTable::with_capacity(n),
             by_identifier: HashTable::with_capacity(n),
-            hasher: RandomState::new(),
+            hasher: KeyHasher::default(),
         }
     }
 
@@ -207,8 +221,7 @@ impl UserIndex {
             by_identifier,
             hasher,
         } = self;
-        let id_hash = |(system, value): (&str, &str)| hasher.hash_one((system, value));
-        let name_hash = hasher.hash_one(user.name());
+        let name_hash = hasher.name(user.name());
         let found = by_name
             .find(name_hash, |&p| users[p as usize].name() == user.name())
             .copied();
@@ -216,7 +229,7 @@ impl UserIndex {
             Some(pos) => {
                 for (i, id) in users[pos as usize].identifiers().enumerate() {
                     let own = |&(p, k): &(u32, u32)| p == pos && k as usize == i;
-                    if let Ok(entry) = by_identifier.find_entry(id_hash(id), own) {
+                    if let Ok(entry) = by_identifier.find_entry(hasher.identifier(id), own) {
                         entry.remove();
                     }
                 }
@@ -226,15 +239,13 @@ impl UserIndex {
             None => {
                 let pos = position(users.len());
                 users.push(user);
-                by_name.insert_unique(name_hash, pos, |&p| {
-                    hasher.hash_one(users[p as usize].name())
-                });
+                by_name.insert_unique(name_hash, pos, |&p| hasher.name(users[p as usize].name()));
                 pos
             }
         };
         let mut clash = None;
         for (i, id) in users[pos as usize].identifiers().enumerate() {
-            let hash = id_hash(id);
+            let hash = hasher.identifier(id);
             let holder = by_identifier
                 .find(hash, |&(p, k)| {
                     users[p as usize].identifier(k as usize) == id
@@ -245,7 +256,7 @@ impl UserIndex {
                 Some(_) => {} // the same identifier twice in one User
                 None => {
                     by_identifier.insert_unique(hash, (pos, position(i)), |&(p, k)| {
-                        id_hash(users[p as usize].identifier(k as usize))
+                        hasher.identifier(users[p as usize].identifier(k as usize))
                     });
                 }
             }
@@ -262,20 +273,20 @@ impl UserIndex {
             hasher,
         } = self;
         users.shrink_to_fit();
-        by_name.shrink_to_fit(|&p| hasher.hash_one(users[p as usize].name()));
+        by_name.shrink_to_fit(|&p| hasher.name(users[p as usize].name()));
         by_identifier
-            .shrink_to_fit(|&(p, k)| hasher.hash_one(users[p as usize].identifier(k as usize)));
+            .shrink_to_fit(|&(p, k)| hasher.identifier(users[p as usize].identifier(k as usize)));
     }
 
     pub fn by_name(&self, name: &str) -> Option<&User> {
-        let hash = self.hasher.hash_one(name);
+        let hash = self.hasher.name(name);
         self.by_name
             .find(hash, |&p| self.users[p as usize].name() == name)
             .map(|&p| &self.users[p as usize])
     }
 
     pub fn by_identifier(&self, system: &str, value: &str) -> Option<&User> {
-        let hash = self.hasher.hash_one((system, value));
+        let hash = self.hasher.identifier((system, value));
         self.by_identifier
             .find(hash, |&(p, k)| {
                 self.users[p as usize].identifier(k as usize) == (system, value)
