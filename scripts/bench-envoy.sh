@@ -158,12 +158,18 @@ to_ms() { python3 -c 'import re,sys; v,u=re.match(r"([\d.]+)(\w+)",sys.argv[1]).
 echo "round mode req/s p50_ms p99_ms" > "$WORK/results"
 for round in $(seq "$ROUNDS"); do
   for mode in A B C; do
+    cpu0=$(awk '{print $14+$15}' /proc/${PIDS[0]}/stat)   # portcullis utime+stime, in ticks
     out=$(wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency -H "Authorization: Bearer $TOKEN" \
       "http://127.0.0.1:${PORT[$mode]}/fhir/Patient")
     if echo "$out" | grep -q "Non-2xx"; then echo "mode $mode: non-2xx answers under load"; echo "$out"; exit 1; fi
     rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
     p50=$(to_ms "$(echo "$out" | awk '$1=="50%" {print $2}')")
     p99=$(to_ms "$(echo "$out" | awk '$1=="99%" {print $2}')")
+    cpu1=$(awk '{print $14+$15}' /proc/${PIDS[0]}/stat)
+    if [ $mode = B ]; then
+      python3 -c "import sys; t, r = float(sys.argv[1]) / float(sys.argv[2]), float(sys.argv[3]) * float(sys.argv[4]); print(f'  portcullis CPU: {t / r * 1e6:.1f} us per request')" \
+        "$((cpu1 - cpu0))" "$(getconf CLK_TCK)" "$rps" "$SECONDS_PER_RUN"
+    fi
     echo "$round $mode $rps $p50 $p99" | tee -a "$WORK/results"
   done
 done
