@@ -203,15 +203,6 @@ fn position(i: usize) -> u32 {
 }
 
 impl UserIndex {
-    pub fn with_capacity(n: usize) -> Self {
-        Self {
-            users: Vec::with_capacity(n),
-            by_name: HashTable::with_capacity(n),
-            by_identifier: HashTable::with_capacity(n),
-            hasher: KeyHasher::default(),
-        }
-    }
-
     /// Adds or replaces (by name) a user. Returns the name of another user that already
     /// claimed one of its identifiers, if any (the first one keeps it).
     pub fn insert(&mut self, user: User) -> Option<String> {
@@ -371,7 +362,7 @@ mod tests {
 
     #[test]
     fn the_first_holder_keeps_a_shared_identifier() {
-        let mut index = UserIndex::with_capacity(2);
+        let mut index = UserIndex::default();
         index.insert(User::new("ann", &spec(&[("kc", "1")])));
         assert_eq!(
             index.insert(User::new("eve", &spec(&[("kc", "1"), ("kc", "1")]))),
