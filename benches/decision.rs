@@ -99,13 +99,13 @@ fn decide(c: &mut Criterion) {
         let link = match i % 10 {
             0 => String::new(),
             1..=5 => format!("link: [{{reference: User/user-{i}}}]\n"),
-            _ => format!("link: [{{reference: Client/client-{i}}}]\n"),
+            _ => format!("link: [{{reference: Client/client-{i}, issuer: '{ISS}'}}]\n"),
         };
         text.push_str(&format!(
             "---\nresourceType: AccessPolicy\nid: p-{i:04}\nengine: matcho\n{link}matcho: {{uri: '#^/admin/{i}', request-method: get}}\n"
         ));
     }
-    text.push_str("---\nresourceType: AccessPolicy\nid: z-app\nengine: matcho\nlink: [{reference: Client/app}]\nmatcho: {jwt: {scope: '#read'}}\n");
+    text.push_str("---\nresourceType: AccessPolicy\nid: z-app\nengine: matcho\nlink: [{reference: Client/app, issuer: 'https://bench.example.com'}]\nmatcho: {jwt: {scope: '#read'}}\n");
     let a = authorizer(&text);
     let d = rt.block_on(a.check(&req));
     assert_eq!(d.policy.as_deref(), Some("z-app"));

@@ -77,6 +77,11 @@ pub struct ServeArgs {
     /// back at start-up and on change; required with --create-users.
     #[arg(long, env = "PORTCULLIS_USERS_DIR")]
     pub users_dir: Option<PathBuf>,
+    /// Whether a User without identifiers is found by a token whose `box_user` or `sub`
+    /// names it (Aidbox's way). That trusts every issuer that lets a caller choose those
+    /// claims; `false` finds Users only through their identifiers.
+    #[arg(long, env = "PORTCULLIS_CLAIM_USERS_BY_NAME", default_value_t = true, action = clap::ArgAction::Set)]
+    pub claim_users_by_name: bool,
     /// Tokens longer than this are refused unread.
     #[arg(long, env = "PORTCULLIS_MAX_TOKEN_BYTES", default_value_t = crate::token::DEFAULT_MAX_TOKEN_BYTES)]
     pub max_token_bytes: usize,
@@ -85,6 +90,11 @@ pub struct ServeArgs {
     /// clear 503 from portcullis rather than Envoy giving up.
     #[arg(long, env = "PORTCULLIS_IDP_TIMEOUT_MS", default_value_t = 800)]
     pub idp_timeout_ms: u64,
+    /// How long past its `cache_ttl` a JWKS key set keeps verifying tokens while its
+    /// endpoint fails, in seconds; then JWTs of that issuer are refused with 503 until a
+    /// fetch succeeds (metric `token_events{event="jwks_stale_expired"}`).
+    #[arg(long, env = "PORTCULLIS_JWKS_MAX_STALE_SECS", default_value_t = crate::token::DEFAULT_JWKS_MAX_STALE.as_secs())]
+    pub jwks_max_stale_secs: u64,
     /// The longest one decision may take, in milliseconds; then it is a 503 denial. Envoy's
     /// `grpc-timeout` shortens it per request. Keep it below Envoy's ext_authz timeout.
     #[arg(long, env = "PORTCULLIS_DECISION_TIMEOUT_MS", default_value_t = 900)]
@@ -120,6 +130,20 @@ pub struct ExplainArgs {
     /// never creates one, nor calls userinfo.
     #[arg(long)]
     pub create_users: bool,
+    /// Whether a User without identifiers is found by a token whose `box_user` or `sub`
+    /// names it (Aidbox's way). That trusts every issuer that lets a caller choose those
+    /// claims; `false` finds Users only through their identifiers.
+    #[arg(long, env = "PORTCULLIS_CLAIM_USERS_BY_NAME", default_value_t = true, action = clap::ArgAction::Set)]
+    pub claim_users_by_name: bool,
+}
+
+/// How `--claim-users-by-name` reads to the user resolver.
+pub fn name_claims(claim_users_by_name: bool) -> crate::users::NameClaims {
+    if claim_users_by_name {
+        crate::users::NameClaims::Allowed
+    } else {
+        crate::users::NameClaims::IdentifiedOnly
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

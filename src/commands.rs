@@ -22,6 +22,9 @@ fn load(args: &ConfigArgs) -> Result<(Snapshot, usize), Vec<ConfigError>> {
 pub fn validate(args: &ConfigArgs) -> ExitCode {
     match load(args) {
         Ok((snapshot, count)) => {
+            for w in &snapshot.warnings {
+                eprintln!("warning: {w}");
+            }
             println!("ok: {count} resources ({})", snapshot.summary());
             ExitCode::SUCCESS
         }
@@ -57,7 +60,8 @@ pub async fn explain(args: ExplainArgs) -> ExitCode {
             UserResolver::dry_run()
         } else {
             UserResolver::off()
-        },
+        }
+        .with_name_claims(crate::cli::name_claims(args.claim_users_by_name)),
     };
     let mut headers = args.headers.clone();
     if let Some(token) = &args.token {

@@ -34,6 +34,8 @@ pub struct Metrics {
     reloads: Family<ResultLabels, Counter>,
     config_ok: Gauge,
     resources: Gauge,
+    warnings: Gauge,
+    user_files_skipped: Gauge,
     tokens: Family<EventLabels, Counter>,
     users: Family<EventLabels, Counter>,
 }
@@ -77,6 +79,18 @@ impl Metrics {
             "Resources in the serving snapshot",
             resources.clone(),
         );
+        let warnings = Gauge::default();
+        registry.register(
+            "config_warnings",
+            "Warnings of the serving configuration (e.g. a policy that allows every request)",
+            warnings.clone(),
+        );
+        let user_files_skipped = Gauge::default();
+        registry.register(
+            "user_files_skipped",
+            "Files of created Users (--users-dir) passed over at the last load: corrupt, misnamed, duplicate",
+            user_files_skipped.clone(),
+        );
         let tokens = Family::<EventLabels, Counter>::default();
         registry.register(
             "token_events",
@@ -96,6 +110,8 @@ impl Metrics {
             reloads,
             config_ok,
             resources,
+            warnings,
+            user_files_skipped,
             tokens,
             users,
         }
@@ -112,13 +128,19 @@ impl Metrics {
         self.check_seconds.observe(elapsed.as_secs_f64());
     }
 
-    pub fn config_loaded(&self, ok: bool, resources: usize) {
+    /// A load's result: on success, the serving configuration's resource and warning counts.
+    pub fn config_loaded(&self, ok: bool, resources: usize, warnings: usize) {
         let result = if ok { "ok" } else { "error" };
         self.reloads.get_or_create(&ResultLabels { result }).inc();
         self.config_ok.set(ok as i64);
         if ok {
             self.resources.set(resources as i64);
+            self.warnings.set(warnings as i64);
         }
+    }
+
+    pub fn user_files_skipped(&self, files: usize) {
+        self.user_files_skipped.set(files as i64);
     }
 
     pub fn token_event(&self, event: &'static str) {

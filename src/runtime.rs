@@ -54,7 +54,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             )
         }
         _ => UserResolver::off(),
-    };
+    }
+    .with_name_claims(crate::cli::name_claims(args.claim_users_by_name));
     let snapshots = Arc::new(SnapshotStore::default());
     let authorizer = Arc::new(Authorizer {
         snapshots: snapshots.clone(),
@@ -62,6 +63,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             TokenSettings {
                 max_token_bytes: args.max_token_bytes,
                 fetch_timeout: idp_timeout,
+                jwks_max_stale: Duration::from_secs(args.jwks_max_stale_secs),
                 ..TokenSettings::default()
             },
             metrics.clone(),
@@ -190,41 +192,59 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `--config` paths, plus `--users-dir` (created Users are read back like any User
-/// manifest, at start-up and on change) unless a `--config` directory holds it already.
-fn config_paths(args: &ServeArgs) -> anyhow::Result<Vec<PathBuf>> {
-    let mut paths = args.config.clone();
-    if let Some(dir) = &args.users_dir {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating --users-dir {}", dir.display()))?;
-        let users = dir
-            .canonicalize()
-            .with_context(|| format!("reading --users-dir {}", dir.display()))?;
-        let inside_config = args.config.iter().any(|c| {
-            c.canonicalize()
-                .is_ok_and(|c| c.is_dir() && users.starts_with(c))
-        });
-        if !inside_config {
-            paths.push(dir.clone());
+/// What file mode reads: the `--config` paths, then the directory of created Users.
+struct ConfigPaths {
+    config: Vec<PathBuf>,
+    /// `--users-dir`, canonical: read after the rest, and leniently, even when it sits
+    /// inside a `--config` directory.
+    users_dir: Option<PathBuf>,
+}
+
+fn config_paths(args: &ServeArgs) -> anyhow::Result<ConfigPaths> {
+    let users_dir = match &args.users_dir {
+        None => None,
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating --users-dir {}", dir.display()))?;
+            Some(
+                dir.canonicalize()
+                    .with_context(|| format!("reading --users-dir {}", dir.display()))?,
+            )
         }
-    }
-    Ok(paths)
+    };
+    Ok(ConfigPaths {
+        config: args.config.clone(),
+        users_dir,
+    })
 }
 
 /// Load and compile the files; swap the snapshot only if everything compiled.
 /// Returns whether a new snapshot is serving.
 fn reload(
-    paths: &[PathBuf],
+    paths: &ConfigPaths,
     snapshots: &SnapshotStore,
     metrics: &Metrics,
     users: &UserResolver,
 ) -> bool {
     let mut compiler = Compiler::default();
-    let count = files::load_each(paths, |item| compiler.push(item));
+    let except = paths.users_dir.as_deref();
+    let mut count = files::load_each_except(&paths.config, except, |item| compiler.push(item));
+    if let Some(dir) = &paths.users_dir {
+        count += files::load_each(std::slice::from_ref(dir), |item| {
+            compiler.push_created_user(item)
+        });
+    }
     match compiler.finish() {
         Ok(snapshot) => {
+            for w in &snapshot.warnings {
+                tracing::warn!(warning = %w, "configuration warning");
+            }
+            for s in &snapshot.skipped {
+                tracing::error!(error = %s, "created User file skipped; fix or remove it");
+            }
             tracing::info!(summary = %snapshot.summary(), "configuration loaded");
-            metrics.config_loaded(true, count);
+            metrics.config_loaded(true, count, snapshot.warnings.len());
+            metrics.user_files_skipped(snapshot.skipped.len());
             snapshots.store(snapshot);
             if let Some(serving) = snapshots.load() {
                 users.snapshot_changed(&serving);
@@ -241,7 +261,7 @@ fn reload(
                 "not ready: no good configuration yet"
             };
             tracing::error!(errors = errors.len(), "configuration rejected; {serving}");
-            metrics.config_loaded(false, 0);
+            metrics.config_loaded(false, 0, 0);
             false
         }
     }

@@ -64,6 +64,27 @@ fn validate_names_file_line_resource_and_field_of_every_error() {
     assert!(stderr.contains("2 error(s)"), "{stderr}");
 }
 
+/// A policy that allows every request without saying so is served, but flagged.
+#[test]
+fn validate_warns_of_a_policy_that_allows_every_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("open.yaml");
+    std::fs::write(
+        &file,
+        "resourceType: AccessPolicy\nid: wide-open\nengine: json-schema\nschema: {}\n---\n\
+         resourceType: AccessPolicy\nid: said-so\nengine: allow\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(&["validate", "--config", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("warning: ")
+            && stderr.contains("AccessPolicy/wide-open: field `schema`: allows every request"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("said-so"), "{stderr}");
+}
+
 #[test]
 fn explain_names_the_failing_path_of_a_denied_request() {
     let dir = tempfile::tempdir().unwrap();
@@ -241,6 +262,54 @@ async fn a_broken_edit_keeps_the_last_good_configuration_serving() {
         status_of(&p, &viewer).await == 401
     })
     .await;
+}
+
+/// portcullis writes `--users-dir` itself; one bad file there (corrupt, misnamed, a
+/// duplicate, not a User) is skipped and reported, and never keeps the rest from serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_files_of_created_users_are_skipped_and_reported() {
+    let config = tempfile::tempdir().unwrap();
+    write(
+        config.path(),
+        "config.yaml",
+        "resourceType: TokenIntrospector\nid: t\ntype: jwt\njwt: {iss: https://auth.example.com, secret: very-secret}\n---\n\
+         resourceType: AccessPolicy\nid: alice-only\nengine: allow\nlink: [{reference: User/alice}]\n",
+    );
+    let users = tempfile::tempdir().unwrap();
+    let user = |name: &str| {
+        format!("apiVersion: portcullis.dev/v1alpha1\nkind: User\nmetadata: {{name: {name}}}\nspec: {{data: {{}}}}\n")
+    };
+    write(users.path(), "alice.yaml", &user("alice"));
+    write(users.path(), "broken.yaml", "kind: [");
+    write(users.path(), "bob.yaml", &user("alice"));
+    write(
+        users.path(),
+        "policy.yaml",
+        "resourceType: AccessPolicy\nid: smuggled\nengine: allow\n",
+    );
+    let p = Portcullis::builder()
+        .config(config.path())
+        .arg("--create-users")
+        .arg("--users-dir")
+        .arg(users.path())
+        .start()
+        .await;
+    let alice = Jwt::new(ISS, "alice").sign_hs256(SECRET);
+    let mallory = Jwt::new(ISS, "mallory").sign_hs256(SECRET);
+    assert_eq!(status_of(&p, &alice).await, 200, "{}", p.log_report());
+    assert_eq!(status_of(&p, &mallory).await, 403, "no smuggled policy");
+    assert_eq!(
+        metric(&p, "portcullis_user_files_skipped").await.as_deref(),
+        Some("3")
+    );
+    let log = p.log();
+    for file in ["broken.yaml", "bob.yaml", "policy.yaml"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("created User file skipped") && l.contains(file)),
+            "{file} is not reported:\n{log}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

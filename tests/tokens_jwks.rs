@@ -428,6 +428,70 @@ async fn token_jwks_outage_cached_keys_keep_working() {
     assert_eq!(idp.jwks_fetches(), before + 1);
 }
 
+/// Stale keys keep verifying while the endpoint fails, but only for `jwks_max_stale` past
+/// `cache_ttl`: a key the issuer withdrew must not verify for as long as an attacker can
+/// keep its endpoint failing. Past the bound the issuer's tokens fail closed (503).
+#[tokio::test]
+async fn token_jwks_stale_keys_stop_verifying_after_the_bound() {
+    let idp = StubIdp::start(keys(&["rsa-a"])).await;
+    let trust = trust(&[(
+        "idp",
+        json!({"type": "jwt", "jwt": {"iss": ISS}, "jwks_uri": idp.jwks_uri(), "cache_ttl": 1}),
+    )]);
+    let (verifier, metrics) = verifier(TokenSettings {
+        jwks_max_stale: Duration::from_secs(2),
+        ..settings()
+    });
+    let fetched = Instant::now();
+    verifier
+        .validate(&trust, &rs256(ISS, json!({})))
+        .await
+        .unwrap();
+    idp.set_mode(Mode::Failing);
+
+    // Stale (past cache_ttl), within the bound: still verifies.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    verifier
+        .validate(&trust, &rs256(ISS, json!({"n": 1})))
+        .await
+        .unwrap();
+    assert!(
+        fetched.elapsed() < Duration::from_secs(3),
+        "the step above ran late"
+    );
+    assert!(events(&metrics, "jwks_stale_served") >= 1);
+    assert_eq!(events(&metrics, "jwks_stale_expired"), 0);
+
+    // Past cache_ttl + jwks_max_stale: refused as unavailable, never allowed.
+    tokio::time::sleep(
+        Duration::from_secs(3).saturating_sub(fetched.elapsed()) + Duration::from_millis(100),
+    )
+    .await;
+    let e = verifier
+        .validate(&trust, &rs256(ISS, json!({"n": 2})))
+        .await
+        .unwrap_err();
+    assert!(e.is_internal(), "{e:?}");
+    assert!(events(&metrics, "jwks_stale_expired") >= 1);
+
+    // The endpoint back: the next fetch (after the retry back-off) brings the keys back.
+    idp.set_mode(Mode::Up);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match verifier
+            .validate(&trust, &rs256(ISS, json!({"n": 3})))
+            .await
+        {
+            Ok(_) => break,
+            Err(e) => {
+                assert!(e.is_internal(), "{e:?}");
+                assert!(Instant::now() < deadline, "keys never came back: {e:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn token_jwks_endpoint_down_from_start_fails_closed() {
     let idp = StubIdp::start(keys(&["rsa-a"])).await;

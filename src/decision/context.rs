@@ -19,7 +19,8 @@ pub fn build(request: &HttpRequest, token: Option<&ValidToken>, user: Option<&Us
     );
     ctx.insert("scheme".into(), Value::String(request.scheme.clone()));
     ctx.insert("uri".into(), Value::String(path.to_string()));
-    let query_string = if query.contains("access_token=") {
+    // Any `%` may hide an encoded `access_token` name (`access%5Ftoken`).
+    let query_string = if query.contains("access_token=") || query.contains('%') {
         params_string(query)
     } else {
         query.to_string()
@@ -56,13 +57,17 @@ pub fn build(request: &HttpRequest, token: Option<&ValidToken>, user: Option<&Us
     Value::Object(ctx)
 }
 
-/// The query string with the value of any `access_token` parameter redacted.
+/// The query string with the value of any `access_token` parameter redacted. The name is
+/// compared decoded, as the application will read it: `access%5Ftoken` is `access_token`.
 fn params_string(query: &str) -> String {
     query
         .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some(("access_token", _)) => format!("access_token={REDACTED}"),
-            _ => pair.to_string(),
+        .map(|pair| {
+            let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+            match form_urlencoded::parse(name.as_bytes()).next() {
+                Some((decoded, _)) if decoded == "access_token" => format!("{name}={REDACTED}"),
+                _ => pair.to_string(),
+            }
         })
         .collect::<Vec<_>>()
         .join("&")
@@ -161,5 +166,31 @@ mod tests {
         assert_eq!(ctx["params"]["access_token"], REDACTED);
         assert_eq!(ctx["query-string"], "a=1&access_token=[redacted]");
         assert!(!ctx.to_string().contains("query-secret"));
+    }
+
+    /// Percent-encoding the name must not smuggle the token past redaction.
+    #[test]
+    fn an_encoded_access_token_name_is_redacted_too() {
+        for (path, name) in [
+            ("/x?access%5Ftoken=query-secret&b=%20", "access%5Ftoken"),
+            ("/x?b=2&%61ccess_token=query-secret", "%61ccess_token"),
+            ("/x?access%5ftoken=query-secret", "access%5ftoken"),
+        ] {
+            let req = HttpRequest {
+                method: "GET".into(),
+                path: path.into(),
+                ..Default::default()
+            };
+            let ctx = build(&req, None, None);
+            assert!(!ctx.to_string().contains("query-secret"), "{path}: {ctx}");
+            assert!(
+                ctx["query-string"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("{name}={REDACTED}")),
+                "{path}: {ctx}"
+            );
+            assert_eq!(ctx["params"]["access_token"], REDACTED, "{path}");
+        }
     }
 }

@@ -23,7 +23,7 @@ pub use trace::{PolicyStep, TokenStep, Trace, UserStep};
 
 use crate::metrics::Metrics;
 use crate::policy::EvalContext;
-use crate::snapshot::{Snapshot, SnapshotStore};
+use crate::snapshot::{Client, Snapshot, SnapshotStore};
 use crate::token::{TokenError, TokenVerifier, ValidToken};
 use crate::users::{Resolution, User, UserResolver};
 
@@ -259,7 +259,12 @@ impl Authorizer {
 
         let context = context::build(request, valid.as_ref(), user.as_ref());
         let eval = EvalContext::new(&context);
-        let client = valid.as_ref().and_then(ValidToken::client_id);
+        let client = valid.as_ref().and_then(|v| {
+            Some(Client {
+                issuer: v.trusted_issuer()?,
+                id: v.client_id()?,
+            })
+        });
         let candidates = snapshot
             .policies
             .candidates(decision.user.as_deref(), client);

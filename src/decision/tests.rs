@@ -15,6 +15,11 @@ id: auth
 type: jwt
 jwt: {iss: https://auth.example.com, secret: very-secret}
 ---
+resourceType: TokenIntrospector
+id: other
+type: jwt
+jwt: {iss: https://other.example.com, secret: other-secret}
+---
 resourceType: AccessPolicy
 id: a-public-metadata
 engine: matcho
@@ -28,7 +33,7 @@ matcho: {jwt: {scope: '#\\bread\\b'}}
 resourceType: AccessPolicy
 id: c-app-only
 engine: allow
-link: [{reference: Client/app}]
+link: [{reference: Client/app, issuer: https://auth.example.com}]
 ---
 resourceType: AccessPolicy
 id: d-alice-only
@@ -60,15 +65,18 @@ fn authorizer(config: &str) -> Authorizer {
 }
 
 fn token(claims: Value) -> String {
-    let mut claims = claims;
-    claims["iss"] = json!("https://auth.example.com");
+    token_of("https://auth.example.com", "very-secret", claims)
+}
+
+fn token_of(iss: &str, secret: &str, mut claims: Value) -> String {
+    claims["iss"] = json!(iss);
     if claims.get("exp").is_none() {
         claims["exp"] = json!(now() + 600);
     }
     encode(
         &Header::default(),
         &claims,
-        &EncodingKey::from_secret(b"very-secret"),
+        &EncodingKey::from_secret(secret.as_bytes()),
     )
     .unwrap()
 }
@@ -196,6 +204,14 @@ async fn linked_policies_apply_only_to_their_user_or_client() {
         check(&a, "DELETE", "/x", Some(&other)).await.http_status(),
         403
     );
+    // Another trusted issuer's token naming the same client does not take its policies.
+    let impostor = token_of(
+        "https://other.example.com",
+        "other-secret",
+        json!({"sub": "svc", "azp": "app", "client_id": "app"}),
+    );
+    let d = check(&a, "DELETE", "/x", Some(&impostor)).await;
+    assert_eq!((d.http_status(), d.policy), (403, None));
 
     let alice = token(json!({"sub": "alice"}));
     let d = check(&a, "GET", "/alice/notes", Some(&alice)).await;

@@ -17,6 +17,30 @@ use jsonschema::{PatternOptions, Validator};
 use super::pattern::REGEX_SIZE_LIMIT;
 use super::{is_empty_value, join_field, redact_flag, EvalContext, Mismatch, PolicyError};
 
+/// Keywords that describe but never constrain.
+const ANNOTATIONS: [&str; 11] = [
+    "$schema",
+    "$id",
+    "$comment",
+    "title",
+    "description",
+    "default",
+    "examples",
+    "definitions",
+    "$defs",
+    "readOnly",
+    "writeOnly",
+];
+
+/// `true`, `{}`, or a schema of annotations only (unknown keywords are refused at compile).
+fn accepts_everything(schema: &Value) -> bool {
+    match schema {
+        Value::Bool(b) => *b,
+        Value::Object(map) => map.keys().all(|k| ANNOTATIONS.contains(&k.as_str())),
+        _ => false,
+    }
+}
+
 /// Keywords whose value is one schema.
 const SCHEMA_KEYWORDS: [&str; 9] = [
     "additionalProperties",
@@ -42,6 +66,8 @@ const MAP_KEYWORDS: [&str; 5] = [
 
 pub(crate) struct JsonSchema {
     validator: Validator,
+    /// `true`, or an object of annotations only: it validates every instance.
+    accepts_everything: bool,
     /// The rewritten schema, serialized: only explanations read it (to show the failing
     /// keyword's value), and a tree of maps costs kilobytes per policy.
     schema: Box<str>,
@@ -81,6 +107,7 @@ impl JsonSchema {
         match built {
             Ok(validator) => Some(Self {
                 validator,
+                accepts_everything: accepts_everything(&schema),
                 schema: schema.to_string().into(),
             }),
             Err(e) => {
@@ -98,6 +125,10 @@ impl JsonSchema {
 
     pub(crate) fn is_valid(&self, stripped: &Value) -> bool {
         self.validator.is_valid(stripped)
+    }
+
+    pub(crate) fn accepts_everything(&self) -> bool {
+        self.accepts_everything
     }
 
     pub(crate) fn explain(&self, ctx: &EvalContext, errors: &mut Vec<Mismatch>) -> bool {

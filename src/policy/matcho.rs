@@ -73,6 +73,11 @@ impl Matcho {
         self.root.matches(Some(ctx), ctx)
     }
 
+    /// Whether the pattern is `{}`, which every request context matches.
+    pub(crate) fn matches_everything(&self) -> bool {
+        matches!(&self.root, Node::Map { keys, ops } if keys.is_empty() && ops.is_empty())
+    }
+
     pub(crate) fn explain(
         &self,
         ctx: &Value,

@@ -164,6 +164,19 @@ impl Policy {
         }
     }
 
+    /// Whether the body allows every request whatever it holds: `engine: allow`, a root
+    /// `matcho: {}`, a schema of `true` or annotations only, and `and`/`or` of those. A
+    /// safe under-approximation: `false` does not prove that some request is refused.
+    pub fn allows_every_request(&self) -> bool {
+        match &self.kind {
+            Kind::Allow => true,
+            Kind::Matcho(m) => m.matches_everything(),
+            Kind::JsonSchema(s) => s.accepts_everything(),
+            Kind::And(ps) => ps.iter().all(Policy::allows_every_request),
+            Kind::Or(ps) => ps.iter().any(Policy::allows_every_request),
+        }
+    }
+
     pub fn evaluate(&self, ctx: &EvalContext) -> bool {
         match &self.kind {
             Kind::Allow => true,

@@ -35,7 +35,8 @@ pub struct AccessPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "super::any_json_list")]
     pub or: Option<Vec<serde_json::Value>>,
-    /// `User/<name>` or `Client/<id>`: the policy applies only to those.
+    /// `User/<name>`, or `Client/<id>` with the `issuer` whose tokens may name it: the
+    /// policy applies only to those. Never empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<Vec<Reference>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

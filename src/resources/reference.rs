@@ -16,6 +16,10 @@ pub struct Reference {
     pub resource_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// Only on an AccessPolicy's `Client/<id>` link: the issuer (`jwt.iss` of a
+    /// TokenIntrospector) whose tokens may name that client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
 }
 
 impl Reference {
@@ -35,13 +39,6 @@ impl Reference {
             _ => Err(
                 "use either `reference: Kind/name` or `resourceType` with `id`, not both".into(),
             ),
-        }
-    }
-
-    pub fn to(kind: &str, name: &str) -> Self {
-        Reference {
-            reference: Some(format!("{kind}/{name}")),
-            ..Default::default()
         }
     }
 }

@@ -37,6 +37,12 @@ pub fn router(state: HttpState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route(EXT_AUTHZ_PREFIX, axum::routing::any(ext_authz))
+        // A request for `/` arrives as `/ext-authz/`, which the wildcard below (one or
+        // more characters) does not match.
+        .route(
+            &format!("{EXT_AUTHZ_PREFIX}/"),
+            axum::routing::any(ext_authz),
+        )
         .route(
             &format!("{EXT_AUTHZ_PREFIX}/{{*path}}"),
             axum::routing::any(ext_authz),
@@ -231,5 +237,39 @@ mod tests {
         assert_eq!(r.path, "/");
         let r = to_http_request(&Method::GET, &"/ext-authz?x=1".parse().unwrap(), &h, None);
         assert_eq!(r.path, "/?x=1");
+        let r = to_http_request(&Method::GET, &"/ext-authz/?x=1".parse().unwrap(), &h, None);
+        assert_eq!(r.path, "/?x=1");
+    }
+
+    /// Envoy asks about `/` as `/ext-authz/` (its path prefix, then the request path).
+    #[tokio::test]
+    async fn the_root_path_is_routed_to_ext_authz() {
+        use tower::ServiceExt;
+        let state = HttpState {
+            authorizer: Arc::new(crate::decision::Authorizer {
+                snapshots: Arc::new(SnapshotStore::default()),
+                tokens: Default::default(),
+                metrics: Arc::new(Metrics::new()),
+                log: crate::decision::DecisionLog::new(0),
+                users: Default::default(),
+                deadline: crate::decision::DEFAULT_DEADLINE,
+            }),
+            snapshots: Arc::new(SnapshotStore::default()),
+            metrics: Arc::new(Metrics::new()),
+            draining: Default::default(),
+        };
+        for uri in [
+            "/ext-authz/",
+            "/ext-authz/?a=1",
+            "/ext-authz",
+            "/ext-authz/x?a=1",
+        ] {
+            let response = router(state.clone())
+                .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            // No configuration loaded: the authorizer's own "cannot decide", not a 404.
+            assert_eq!(response.status(), StatusCode::FORBIDDEN, "{uri}");
+        }
     }
 }

@@ -3,6 +3,7 @@ use std::sync::Arc;
 
 use super::policies::Links;
 use super::{CompiledPolicy, IdentityProvider, PolicySet, Snapshot};
+use crate::resources::PolicyEngine;
 use crate::source::{ConfigError, FieldError, Origin, Resource, Spec};
 use crate::token::Introspector;
 use crate::users::{User, MAX_USER_BYTES};
@@ -86,18 +87,39 @@ impl Compiler {
                 Err(es) => es.into_iter().for_each(|e| self.report(r, e)),
             },
             Spec::AccessPolicy(spec) => {
-                let links = match links(spec.link.as_deref().unwrap_or_default()) {
-                    Ok(l) => l,
+                let links = match spec.link.as_deref().map(links).transpose() {
+                    Ok(l) => l.unwrap_or_default(),
                     Err(e) => return self.report(r, e),
                 };
                 match crate::policy::compile(&spec.body()) {
-                    Ok(policy) => self.policies.push((
-                        CompiledPolicy {
-                            name: r.name.clone(),
-                            policy,
-                        },
-                        links,
-                    )),
+                    Ok(policy) => {
+                        let unlinked = links.users.is_empty() && links.clients.is_empty();
+                        if unlinked
+                            && spec.engine != PolicyEngine::Allow
+                            && policy.allows_every_request()
+                        {
+                            let field = match spec.engine {
+                                PolicyEngine::Matcho => "matcho",
+                                PolicyEngine::JsonSchema => "schema",
+                                _ => "engine",
+                            };
+                            self.snapshot.warnings.push(error(
+                                r,
+                                FieldError::new(
+                                    field,
+                                    "allows every request, with or without a token; \
+                                     say so with `engine: allow` if that is meant",
+                                ),
+                            ));
+                        }
+                        self.policies.push((
+                            CompiledPolicy {
+                                name: r.name.clone(),
+                                policy,
+                            },
+                            links,
+                        ))
+                    }
                     Err(es) => es
                         .into_iter()
                         .for_each(|e| self.report(r, FieldError::new(e.path, e.message))),
@@ -115,6 +137,50 @@ impl Compiler {
                 }
             }
         }
+    }
+
+    /// A resource from the directory of created Users (`--users-dir`). portcullis writes
+    /// those files itself: one that is corrupt, misnamed, a duplicate or not a User is
+    /// skipped and reported in [`Snapshot::skipped`], never a reason to refuse the whole
+    /// configuration (nor, at start-up, to never become ready). Push these after every
+    /// other resource, so that a User the configuration defines always wins.
+    pub fn push_created_user(&mut self, item: Result<Resource, ConfigError>) {
+        let r = match item {
+            Ok(r) => r,
+            Err(e) => return self.snapshot.skipped.push(e),
+        };
+        let skip = |this: &mut Self, field: &str, message: String| {
+            this.snapshot
+                .skipped
+                .push(error(&r, FieldError::new(field, message)));
+        };
+        let Spec::User(spec) = &r.spec else {
+            let message = format!("holds a {}: only Users are read from here", r.spec.kind());
+            return skip(self, "", message);
+        };
+        if let Origin::File { path, .. } = &r.origin {
+            if path.file_stem().and_then(|s| s.to_str()) != Some(r.name.as_str()) {
+                let message = format!("a created User lives in {}.yaml", r.name);
+                return skip(self, "metadata.name", message);
+            }
+        }
+        if let Some(first) = self.seen.get(&("User", r.name.clone())) {
+            let message = format!("defined twice: also at {first}");
+            return skip(self, "", message);
+        }
+        let user = User::new(&r.name, spec);
+        if user.size() > MAX_USER_BYTES {
+            return skip(self, "", format!("larger than {MAX_USER_BYTES} bytes"));
+        }
+        let holder = user
+            .identifiers()
+            .find_map(|(system, value)| self.snapshot.users.by_identifier(system, value));
+        if let Some(holder) = holder {
+            let message = format!("already held by User/{}", holder.name());
+            return skip(self, "identifier", message);
+        }
+        self.seen.insert(("User", r.name.clone()), r.origin.clone());
+        self.snapshot.users.insert(user);
     }
 
     pub fn finish(mut self) -> Result<Snapshot, Vec<ConfigError>> {
@@ -142,13 +208,40 @@ fn error(r: &Resource, e: FieldError) -> ConfigError {
 }
 
 fn links(refs: &[crate::resources::Reference]) -> Result<Links, FieldError> {
+    if refs.is_empty() {
+        // Read as "no link" this would apply the policy to everyone: say what was meant.
+        return Err(FieldError::new(
+            "link",
+            "empty: name at least one User or Client, or remove `link` to apply the policy to every request",
+        ));
+    }
     let mut links = Links::default();
     for (i, r) in refs.iter().enumerate() {
         let field = || format!("link[{i}]");
-        match r.target().map_err(|e| FieldError::new(field(), e))? {
-            ("User", name) => links.users.push(name.to_string()),
-            ("Client", id) => links.clients.push(id.to_string()),
-            (kind, _) => {
+        match (
+            r.target().map_err(|e| FieldError::new(field(), e))?,
+            &r.issuer,
+        ) {
+            (("User", _), Some(_)) => return Err(FieldError::new(
+                format!("link[{i}].issuer"),
+                "only a Client link takes `issuer`: a User is found through its own identifiers",
+            )),
+            (("User", name), None) => links.users.push(name.to_string()),
+            (("Client", id), Some(issuer)) if !issuer.is_empty() => {
+                links.clients.push((issuer.clone(), id.to_string()))
+            }
+            (("Client", id), _) => {
+                // Any trusted issuer can mint a token naming any client id: the link must
+                // say whose tokens name this client.
+                return Err(FieldError::new(
+                    format!("link[{i}].issuer"),
+                    format!(
+                        "required on a Client link: the jwt.iss whose tokens may name client {id:?}, \
+                         as in {{reference: Client/{id}, issuer: https://auth.example.com}}"
+                    ),
+                ));
+            }
+            ((kind, _), _) => {
                 return Err(FieldError::new(
                     field(),
                     format!("links point at a User or a Client, not a {kind}"),
@@ -235,6 +328,75 @@ mod tests {
         assert_eq!(errs.len(), 2, "{text:#?}");
         assert!(text[0].contains("AccessPolicy/p") && text[0].contains("invalid regex"));
         assert!(text[1].contains("c.yaml:6") && text[1].contains("Nonsense"));
+    }
+
+    /// `link: []` once counted as "no link": a policy meant for nobody applied to everyone.
+    #[test]
+    fn refuses_empty_links_and_client_links_without_issuer() {
+        let errs = compile_text(
+            "resourceType: AccessPolicy\nid: empty\nengine: allow\nlink: []\n---\n\
+             resourceType: AccessPolicy\nid: any-issuer\nengine: allow\nlink: [{reference: Client/app}]\n---\n\
+             resourceType: AccessPolicy\nid: user-issuer\nengine: allow\nlink: [{reference: User/u, issuer: https://a}]\n---\n\
+             resourceType: TokenIntrospector\nid: t\ntype: jwt\njwt: {iss: https://a, secret: s}\n\
+             identity_provider: {reference: IdentityProvider/kc, issuer: https://a}\n",
+        )
+        .unwrap_err();
+        let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(errs.len(), 4, "{text:#?}");
+        assert!(
+            text[0].contains("AccessPolicy/empty: field `link`: empty"),
+            "{text:#?}"
+        );
+        assert!(
+            text[1].contains("AccessPolicy/any-issuer: field `link[0].issuer`: required"),
+            "{text:#?}"
+        );
+        assert!(
+            text[2]
+                .contains("AccessPolicy/user-issuer: field `link[0].issuer`: only a Client link"),
+            "{text:#?}"
+        );
+        assert!(
+            text[3].contains("TokenIntrospector/t: field `identity_provider.issuer`"),
+            "{text:#?}"
+        );
+        let ok = compile_text(
+            "resourceType: AccessPolicy\nid: app\nengine: allow\n\
+             link: [{reference: Client/app, issuer: https://a}, {resourceType: User, id: u}]\n",
+        );
+        assert!(ok.is_ok(), "{:?}", ok.err());
+    }
+
+    #[test]
+    fn warns_of_policies_that_allow_every_request() {
+        let s = compile_text(
+            "resourceType: AccessPolicy\nid: open-matcho\nengine: matcho\nmatcho: {}\n---\n\
+             resourceType: AccessPolicy\nid: open-schema\nengine: json-schema\nschema: true\n---\n\
+             resourceType: AccessPolicy\nid: open-schema-doc\nengine: json-schema\nschema: {description: all}\n---\n\
+             resourceType: AccessPolicy\nid: open-or\nengine: complex\n\
+             or: [{engine: matcho, matcho: {uri: /x}}, {engine: json-schema, schema: {}}]\n---\n\
+             resourceType: AccessPolicy\nid: said-so\nengine: allow\n---\n\
+             resourceType: AccessPolicy\nid: linked\nengine: matcho\nmatcho: {}\nlink: [{reference: User/u}]\n---\n\
+             resourceType: AccessPolicy\nid: narrow\nengine: complex\n\
+             and: [{engine: matcho, matcho: {}}, {engine: matcho, matcho: {uri: /x}}]\n---\n\
+             resourceType: AccessPolicy\nid: narrow-schema\nengine: json-schema\nschema: {required: [jwt]}\n",
+        )
+        .unwrap();
+        let warned: Vec<(&str, Option<&str>)> = s
+            .warnings
+            .iter()
+            .map(|w| (w.resource.as_deref().unwrap(), w.field.as_deref()))
+            .collect();
+        assert_eq!(
+            warned,
+            [
+                ("AccessPolicy/open-matcho", Some("matcho")),
+                ("AccessPolicy/open-schema", Some("schema")),
+                ("AccessPolicy/open-schema-doc", Some("schema")),
+                ("AccessPolicy/open-or", Some("engine")),
+            ]
+        );
+        assert!(s.warnings[0].message.contains("allows every request"));
     }
 
     #[test]

@@ -13,10 +13,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use compile::{compile, Compiler};
-pub use policies::{CompiledPolicy, PolicySet};
+pub use policies::{Client, CompiledPolicy, PolicySet};
 pub use store::SnapshotStore;
 
 use crate::resources::IdentityProviderSpec;
+use crate::source::ConfigError;
 use crate::token::TrustStore;
 use crate::users::UserIndex;
 
@@ -26,6 +27,11 @@ pub struct Snapshot {
     pub policies: PolicySet,
     pub identity_providers: HashMap<String, Arc<IdentityProvider>>,
     pub users: UserIndex,
+    /// What compiled but is likely a mistake (a policy that allows every request): served,
+    /// and reported by `validate`, the log and a metric.
+    pub warnings: Vec<ConfigError>,
+    /// Files of created Users that were passed over (see [`Compiler::push_created_user`]).
+    pub skipped: Vec<ConfigError>,
 }
 
 /// An IdentityProvider, by name.

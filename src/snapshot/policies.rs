@@ -19,14 +19,24 @@ pub struct PolicySet {
     policies: Vec<CompiledPolicy>,
     unlinked: Vec<usize>,
     by_user: HashMap<String, Vec<usize>>,
-    by_client: HashMap<String, Vec<usize>>,
+    /// Issuer → client id → policies: a client is only the client of its issuer's tokens.
+    by_client: HashMap<String, HashMap<String, Vec<usize>>>,
 }
 
 /// Where a policy applies: `link` targets, or everyone.
 #[derive(Debug, Default, Clone)]
 pub struct Links {
     pub users: Vec<String>,
-    pub clients: Vec<String>,
+    /// `(issuer, client id)`.
+    pub clients: Vec<(String, String)>,
+}
+
+/// The client of a request: the token's `client_id` (or `azp`) and the issuer that the
+/// accepting TokenIntrospector trusts, which vouches for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Client<'a> {
+    pub issuer: &'a str,
+    pub id: &'a str,
 }
 
 impl PolicySet {
@@ -43,8 +53,13 @@ impl PolicySet {
             for u in links.users {
                 set.by_user.entry(u).or_default().push(i);
             }
-            for c in links.clients {
-                set.by_client.entry(c).or_default().push(i);
+            for (issuer, id) in links.clients {
+                set.by_client
+                    .entry(issuer)
+                    .or_default()
+                    .entry(id)
+                    .or_default()
+                    .push(i);
             }
             set.policies.push(policy);
         }
@@ -53,13 +68,17 @@ impl PolicySet {
     }
 
     /// The candidate policies for a request, in evaluation (name) order.
-    pub fn candidates(&self, user: Option<&str>, client: Option<&str>) -> Vec<&CompiledPolicy> {
+    pub fn candidates(
+        &self,
+        user: Option<&str>,
+        client: Option<Client<'_>>,
+    ) -> Vec<&CompiledPolicy> {
         const NONE: &[usize] = &[];
         let linked_user = user
             .and_then(|u| self.by_user.get(u))
             .map_or(NONE, Vec::as_slice);
         let linked_client = client
-            .and_then(|c| self.by_client.get(c))
+            .and_then(|c| self.by_client.get(c.issuer)?.get(c.id))
             .map_or(NONE, Vec::as_slice);
         let mut indexes: Vec<usize> =
             Vec::with_capacity(self.unlinked.len() + linked_user.len() + linked_client.len());
@@ -87,6 +106,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    const ISS: &str = "https://auth.example.com";
+
     fn policy(name: &str) -> CompiledPolicy {
         CompiledPolicy {
             name: name.into(),
@@ -109,14 +130,14 @@ mod tests {
                 policy("a-app"),
                 Links {
                     users: vec![],
-                    clients: vec!["app".into()],
+                    clients: vec![(ISS.into(), "app".into())],
                 },
             ),
             (
                 policy("d-both"),
                 Links {
                     users: vec!["alice".into()],
-                    clients: vec!["app".into()],
+                    clients: vec![(ISS.into(), "app".into())],
                 },
             ),
         ]);
@@ -128,13 +149,20 @@ mod tests {
         };
         assert_eq!(names(None, None), ["c-open"]);
         assert_eq!(names(Some("alice"), None), ["b-alice", "c-open", "d-both"]);
+        let app = Client {
+            issuer: ISS,
+            id: "app",
+        };
+        assert_eq!(names(Some("bob"), Some(app)), ["a-app", "c-open", "d-both"]);
         assert_eq!(
-            names(Some("bob"), Some("app")),
-            ["a-app", "c-open", "d-both"]
-        );
-        assert_eq!(
-            names(Some("alice"), Some("app")),
+            names(Some("alice"), Some(app)),
             ["a-app", "b-alice", "c-open", "d-both"]
         );
+        // The same client id in a token of another issuer is another client.
+        let impostor = Client {
+            issuer: "https://other.example.com",
+            id: "app",
+        };
+        assert_eq!(names(None, Some(impostor)), ["c-open"]);
     }
 }

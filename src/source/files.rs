@@ -30,11 +30,21 @@ pub fn load(paths: &[PathBuf]) -> Loaded {
 
 /// [`load`], handing each resource or error over as soon as it is parsed (one file is held
 /// in memory at a time). Returns how many resources were read.
-pub fn load_each(paths: &[PathBuf], mut emit: impl FnMut(Result<Resource, ConfigError>)) -> usize {
+pub fn load_each(paths: &[PathBuf], emit: impl FnMut(Result<Resource, ConfigError>)) -> usize {
+    load_each_except(paths, None, emit)
+}
+
+/// [`load_each`], passing over the directory `except` (canonical) wherever it appears
+/// below the paths: `serve` reads its directory of created Users on its own terms.
+pub fn load_each_except(
+    paths: &[PathBuf],
+    except: Option<&Path>,
+    mut emit: impl FnMut(Result<Resource, ConfigError>),
+) -> usize {
     let mut count = 0;
     for path in paths {
         let mut files = Vec::new();
-        if let Err(e) = collect(path, true, &mut files) {
+        if let Err(e) = collect(path, true, except, &mut files) {
             emit(Err(file_error(path, format!("cannot read: {e}"))));
             continue;
         }
@@ -65,9 +75,17 @@ fn file_error(path: &Path, message: String) -> ConfigError {
     }
 }
 
-fn collect(path: &Path, named: bool, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+fn collect(
+    path: &Path,
+    named: bool,
+    except: Option<&Path>,
+    out: &mut Vec<PathBuf>,
+) -> std::io::Result<()> {
     let meta = std::fs::metadata(path)?;
     if meta.is_dir() {
+        if except.is_some_and(|x| path.canonicalize().is_ok_and(|p| p == x)) {
+            return Ok(());
+        }
         for entry in std::fs::read_dir(path)? {
             let entry = entry?;
             let name = entry.file_name();
@@ -75,7 +93,7 @@ fn collect(path: &Path, named: bool, out: &mut Vec<PathBuf>) -> std::io::Result<
             if name.to_string_lossy().starts_with('.') {
                 continue;
             }
-            collect(&entry.path(), false, out)?;
+            collect(&entry.path(), false, except, out)?;
         }
     } else if named || has_config_extension(path) {
         out.push(path.to_path_buf());

@@ -87,6 +87,13 @@ impl Introspector {
         };
         let identity_provider = match &spec.identity_provider {
             None => None,
+            Some(r) if r.issuer.is_some() => {
+                errors.push(FieldError::new(
+                    "identity_provider.issuer",
+                    "only an AccessPolicy's Client link takes `issuer`",
+                ));
+                None
+            }
             Some(r) => match r.target() {
                 Ok(("IdentityProvider", name)) => Some(name.to_string()),
                 Ok((kind, _)) => {

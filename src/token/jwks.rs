@@ -1,5 +1,6 @@
 //! JWKS keys: fetched, kept for `cache_ttl`, refreshed in the background, refetched once
-//! (rate-limited) for an unknown `kid`, and still used while the endpoint is down.
+//! (rate-limited) for an unknown `kid`, and still used while the endpoint is down, for at
+//! most `max_stale` past `cache_ttl`.
 //!
 //! State is kept per introspector name and key source, outside any snapshot, so a reload
 //! that changes nothing keeps its keys and one that changes the URI starts afresh.
@@ -58,6 +59,8 @@ pub struct Settings {
     pub fetch_timeout: Duration,
     pub refetch_interval: Duration,
     pub retry_backoff: Duration,
+    /// How long past `cache_ttl` keys still verify while their endpoint fails.
+    pub max_stale: Duration,
 }
 
 pub(crate) struct JwksCache {
@@ -102,13 +105,25 @@ impl JwksCache {
                     self.start_or_join(&state, &mut s, introspector, source),
                 ),
                 Some(set) => {
-                    if set.fetched_at + introspector.cache_ttl <= now {
+                    let stale_at = set.fetched_at + introspector.cache_ttl;
+                    if now >= stale_at + self.settings.max_stale {
+                        // Stale for too long: a key the issuer withdrew (say, a leaked one)
+                        // must not verify for as long as its endpoint can be kept failing.
+                        // Requests wait for a fresh set, as before the first fetch.
+                        self.metrics.token_event("jwks_stale_expired");
+                        (
+                            None,
+                            self.start_or_join(&state, &mut s, introspector, source),
+                        )
+                    } else if now >= stale_at {
                         // Stale: refresh in the background and answer with what we have, so
                         // that a slow or dead endpoint costs requests nothing.
                         let _ = self.start_or_join(&state, &mut s, introspector, source);
                         self.metrics.token_event("jwks_stale_served");
+                        (Some(set), None)
+                    } else {
+                        (Some(set), None)
                     }
-                    (Some(set), None)
                 }
             }
         };
@@ -536,6 +551,7 @@ mod tests {
                 fetch_timeout: Duration::from_millis(200),
                 refetch_interval: Duration::from_secs(10),
                 retry_backoff: Duration::from_secs(1),
+                max_stale: Duration::from_secs(3600),
             },
             Arc::new(Metrics::new()),
         );

@@ -37,6 +37,8 @@ pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
 /// After a failed JWKS fetch, requests that need one fail at once for this long.
 pub const DEFAULT_FETCH_RETRY_BACKOFF: Duration = Duration::from_secs(1);
+/// How long past `cache_ttl` JWKS keys keep verifying while their endpoint fails.
+pub const DEFAULT_JWKS_MAX_STALE: Duration = Duration::from_secs(6 * 3600);
 /// Size bound of the verified-token cache (roughly, bytes of tokens and claims).
 pub const DEFAULT_VERIFIED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// The largest JWKS, discovery document or introspection answer read.
@@ -128,6 +130,12 @@ impl ValidToken {
     pub fn issuer(&self) -> Option<&str> {
         self.claim("iss").or(self.introspector.issuer.as_deref())
     }
+    /// The issuer that the accepting TokenIntrospector trusts (`jwt.iss`): for a JWT, its
+    /// own `iss`; for an opaque token, the introspector's `jwt.iss` if it names one, never
+    /// what the introspection answer claims.
+    pub fn trusted_issuer(&self) -> Option<&str> {
+        self.introspector.issuer.as_deref()
+    }
     /// `client_id`, else `azp` (OpenID's authorised party).
     pub fn client_id(&self) -> Option<&str> {
         self.claim("client_id").or_else(|| self.claim("azp"))
@@ -204,6 +212,7 @@ pub struct TokenSettings {
     pub fetch_timeout: Duration,
     pub jwks_refetch_interval: Duration,
     pub fetch_retry_backoff: Duration,
+    pub jwks_max_stale: Duration,
     pub verified_cache_bytes: u64,
 }
 
@@ -214,6 +223,7 @@ impl Default for TokenSettings {
             fetch_timeout: DEFAULT_FETCH_TIMEOUT,
             jwks_refetch_interval: DEFAULT_JWKS_REFETCH_INTERVAL,
             fetch_retry_backoff: DEFAULT_FETCH_RETRY_BACKOFF,
+            jwks_max_stale: DEFAULT_JWKS_MAX_STALE,
             verified_cache_bytes: DEFAULT_VERIFIED_CACHE_BYTES,
         }
     }
@@ -263,6 +273,7 @@ impl TokenVerifier {
                 fetch_timeout: settings.fetch_timeout,
                 refetch_interval: settings.jwks_refetch_interval,
                 retry_backoff: settings.fetch_retry_backoff,
+                max_stale: settings.jwks_max_stale,
             },
             metrics.clone(),
         );

@@ -50,12 +50,26 @@ impl Resolution {
     }
 }
 
+/// Whether step 1 may hand a User without identifiers to whoever names it (Aidbox's way).
+///
+/// A User with identifiers is found by name only by a token that carries one of them; a
+/// User without any has nothing to check, so naming it (`sub` or `box_user`) is enough:
+/// that trusts every issuer that lets a caller choose either claim. `IdentifiedOnly`
+/// (`--claim-users-by-name=false`) refuses it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum NameClaims {
+    #[default]
+    Allowed,
+    IdentifiedOnly,
+}
+
 /// Steps 1 and 2: an existing User, by name then by identifier. Each step looks in the
 /// snapshot's index first, then in `overlay` (Users created since the snapshot was built).
 pub fn find_existing(
     snapshot: &Snapshot,
     overlay: Option<&UserIndex>,
     token: &ValidToken,
+    name_claims: NameClaims,
 ) -> Option<(User, Found)> {
     let indexes = std::iter::once(&snapshot.users).chain(overlay);
     let name = token
@@ -63,25 +77,29 @@ pub fn find_existing(
         .get("box_user")
         .and_then(Value::as_str)
         .or_else(|| token.subject());
+    let sub = token.subject();
     let system = provider(snapshot, token)
         .ok()
         .and_then(|p| p.spec.system.as_deref());
+    // The token's own identifier: (the provider's system, its `sub`).
+    let own = system.zip(sub);
     if let Some(name) = name {
         for index in indexes.clone() {
             if let Some(user) = index.by_name(name) {
-                // A User that belongs to an identity provider (it has identifiers) is only
-                // found by name through that provider's issuers: otherwise any trusted
-                // issuer that lets a caller choose `sub` could name itself into it.
-                let claimable = user.identifiers().len() == 0
-                    || system.is_some_and(|s| user.identifiers().any(|(x, _)| x == s));
+                let claimable = if user.identifiers().len() == 0 {
+                    name_claims == NameClaims::Allowed
+                } else {
+                    // A User bound to a person is that person's alone: a token of the same
+                    // provider naming someone else's User (`box_user`) must not get it.
+                    own.is_some_and(|(system, sub)| user.has_identifier(system, sub))
+                };
                 if claimable {
                     return Some((user.clone(), Found::ByName(name.to_string())));
                 }
             }
         }
     }
-    let sub = token.subject()?;
-    let system = system?;
+    let (system, sub) = own?;
     indexes
         .into_iter()
         .find_map(|index| index.by_identifier(system, sub))

@@ -8,7 +8,7 @@ use arc_swap::ArcSwap;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use serde_json::Value;
 
-use super::resolve::{find_existing, plan, DataSource, Found, Plan, Resolution};
+use super::resolve::{find_existing, plan, DataSource, Found, NameClaims, Plan, Resolution};
 use super::store::UserStore;
 use super::userinfo::{UserinfoClient, UserinfoError};
 use super::{User, UserIndex};
@@ -25,6 +25,7 @@ pub struct UserResolver {
     /// Users created since the serving snapshot was built, consulted after it.
     overlay: Arc<ArcSwap<UserIndex>>,
     creation: Creation,
+    name_claims: NameClaims,
 }
 
 enum Creation {
@@ -46,6 +47,7 @@ impl UserResolver {
         UserResolver {
             overlay: Default::default(),
             creation: Creation::Off,
+            name_claims: NameClaims::default(),
         }
     }
 
@@ -87,11 +89,14 @@ impl UserResolver {
                     .build(),
             })),
             overlay,
+            name_claims: NameClaims::default(),
         }
     }
 
-    pub fn creates_users(&self) -> bool {
-        matches!(self.creation, Creation::On(_))
+    /// Whether Users without identifiers may be claimed by name (see [`NameClaims`]).
+    pub fn with_name_claims(mut self, name_claims: NameClaims) -> Self {
+        self.name_claims = name_claims;
+        self
     }
 
     /// Resolve the user of a validated token. `raw` is the token as presented, for the
@@ -104,7 +109,9 @@ impl UserResolver {
         dry_run: bool,
     ) -> Resolution {
         let overlay = self.overlay.load();
-        if let Some((user, found)) = find_existing(snapshot, Some(&overlay), token) {
+        if let Some((user, found)) =
+            find_existing(snapshot, Some(&overlay), token, self.name_claims)
+        {
             return Resolution::Found(user, found);
         }
         drop(overlay);

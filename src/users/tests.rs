@@ -80,7 +80,8 @@ fn name_comes_before_identifier_and_box_user_before_sub() {
         idp("http://127.0.0.1:1/userinfo", "")
     ));
     let found = |claims: Value| {
-        find_existing(&s, None, &token(&s, claims)).map(|(u, how)| (u.name().to_owned(), how))
+        find_existing(&s, None, &token(&s, claims), NameClaims::Allowed)
+            .map(|(u, how)| (u.name().to_owned(), how))
     };
     assert_eq!(
         found(json!({"iss": ISS, "sub": SUB})),
@@ -97,29 +98,51 @@ fn name_comes_before_identifier_and_box_user_before_sub() {
 }
 
 #[test]
-fn a_provider_owned_user_is_not_found_by_name_through_another_issuer() {
+fn a_user_with_identifiers_is_found_by_name_only_by_its_own_subject() {
     let s = snapshot(&format!(
         "{}resourceType: User\nid: keycloak-{SUB}\nidentifier: [{{system: keycloak, value: {SUB}}}]\n---\n\
          resourceType: User\nid: plain\n",
         idp("http://127.0.0.1:1/userinfo", "")
     ));
     let owned = format!("keycloak-{SUB}");
-    // Through the provider's own issuer, the name works.
-    let via_keycloak = token(&s, json!({"iss": ISS, "sub": owned}));
+    let find = |claims: Value| {
+        find_existing(&s, None, &token(&s, claims), NameClaims::Allowed)
+            .map(|(u, how)| (u.name().to_owned(), how))
+    };
+    // Its own subject, naming it with `box_user`, gets it.
     assert_eq!(
-        find_existing(&s, None, &via_keycloak).unwrap().0.name(),
+        find(json!({"iss": ISS, "sub": SUB, "box_user": owned})),
+        Some((owned.clone(), Found::ByName(owned.clone())))
+    );
+    // The same provider's token of another person does not, by `box_user` or by `sub`;
+    // nor does another trusted issuer.
+    for claims in [
+        json!({"iss": ISS, "sub": "mallory", "box_user": owned}),
+        json!({"iss": ISS, "sub": owned}),
+        json!({"iss": "https://other", "sub": owned}),
+        json!({"iss": "https://other", "sub": SUB, "box_user": owned}),
+    ] {
+        assert_eq!(find(claims.clone()), None, "{claims}");
+    }
+    // A User without identifiers is anyone's by name, as in Aidbox...
+    let plain = token(&s, json!({"iss": "https://other", "sub": "plain"}));
+    assert_eq!(
+        find_existing(&s, None, &plain, NameClaims::Allowed)
+            .unwrap()
+            .0
+            .name(),
+        "plain"
+    );
+    // ...unless that is switched off (`--claim-users-by-name=false`).
+    assert!(find_existing(&s, None, &plain, NameClaims::IdentifiedOnly).is_none());
+    let own = token(&s, json!({"iss": ISS, "sub": SUB}));
+    assert_eq!(
+        find_existing(&s, None, &own, NameClaims::IdentifiedOnly)
+            .unwrap()
+            .0
+            .name(),
         owned
     );
-    // Another trusted issuer whose `sub` (or `box_user`) names it does not get it.
-    for claims in [
-        json!({"iss": "https://other", "sub": owned}),
-        json!({"iss": "https://other", "sub": "x", "box_user": owned}),
-    ] {
-        assert!(find_existing(&s, None, &token(&s, claims)).is_none());
-    }
-    // A User without identifiers is anyone's by name, as in Aidbox.
-    let plain = token(&s, json!({"iss": "https://other", "sub": "plain"}));
-    assert_eq!(find_existing(&s, None, &plain).unwrap().0.name(), "plain");
 }
 
 #[test]
@@ -129,7 +152,7 @@ fn identifier_is_looked_up_in_the_introspectors_system_only() {
          resourceType: User\nid: gh\nidentifier: [{{system: github, value: bob}}]\n",
         idp("http://127.0.0.1:1/userinfo", "")
     ));
-    let (u, how) = find_existing(&s, None, &kc_token(&s, SUB)).unwrap();
+    let (u, how) = find_existing(&s, None, &kc_token(&s, SUB), NameClaims::Allowed).unwrap();
     assert_eq!(u.name(), "by-id");
     assert_eq!(
         how,
@@ -138,10 +161,10 @@ fn identifier_is_looked_up_in_the_introspectors_system_only() {
             value: SUB.into()
         }
     );
-    assert!(find_existing(&s, None, &kc_token(&s, "bob")).is_none());
+    assert!(find_existing(&s, None, &kc_token(&s, "bob"), NameClaims::Allowed).is_none());
     // An introspector without an identity provider finds by name only.
     let other = token(&s, json!({"iss": "https://other", "sub": SUB}));
-    assert!(find_existing(&s, None, &other).is_none());
+    assert!(find_existing(&s, None, &other, NameClaims::Allowed).is_none());
 }
 
 #[test]
@@ -164,12 +187,18 @@ fn the_snapshot_is_consulted_before_the_overlay() {
     overlay.insert(User::new("only-in-overlay", &Default::default()));
     let t = kc_token(&s, SUB);
     assert_eq!(
-        find_existing(&s, Some(&overlay), &t).unwrap().0.name(),
+        find_existing(&s, Some(&overlay), &t, NameClaims::Allowed)
+            .unwrap()
+            .0
+            .name(),
         "by-id"
     );
     let t = kc_token(&s, "only-in-overlay");
     assert_eq!(
-        find_existing(&s, Some(&overlay), &t).unwrap().0.name(),
+        find_existing(&s, Some(&overlay), &t, NameClaims::Allowed)
+            .unwrap()
+            .0
+            .name(),
         "only-in-overlay"
     );
 }

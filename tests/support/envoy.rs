@@ -110,6 +110,71 @@ pub fn grpc_ext_authz_vars(
     ]
 }
 
+/// The Envoy configurations that `deploy/envoy/` ships, for tests of what users run.
+pub const SHIPPED_GRPC: &str = "deploy/envoy/envoy-grpc.yaml";
+pub const SHIPPED_HTTP: &str = "deploy/envoy/envoy-http.yaml";
+
+/// A shipped configuration as it is, but for where things listen: the listener and an
+/// admin on loopback, cluster `portcullis` at `portcullis_port`, cluster `app` at
+/// `upstream_port`, both STATIC. Everything a user would copy stays as shipped.
+pub fn render_shipped(
+    shipped: &str,
+    listener_port: u16,
+    admin_port: u16,
+    portcullis_port: u16,
+    upstream_port: u16,
+) -> NamedTempFile {
+    use serde_yaml::Value;
+    let path = super::repo_path(shipped);
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let mut config: Value =
+        serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("parse {shipped}: {e}"));
+    let socket = |port: u16| -> Value {
+        serde_yaml::from_str(&format!(
+            "{{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}"
+        ))
+        .unwrap()
+    };
+    let mut admin = serde_yaml::Mapping::new();
+    admin.insert("address".into(), socket(admin_port));
+    config["admin"] = Value::Mapping(admin);
+    let resources = &mut config["static_resources"];
+    let listeners = resources["listeners"]
+        .as_sequence_mut()
+        .unwrap_or_else(|| panic!("{shipped}: no listeners"));
+    assert_eq!(listeners.len(), 1, "{shipped}: one listener expected");
+    listeners[0]["address"] = socket(listener_port);
+    for cluster in resources["clusters"]
+        .as_sequence_mut()
+        .unwrap_or_else(|| panic!("{shipped}: no clusters"))
+    {
+        let port = match cluster["name"].as_str() {
+            Some("portcullis") => portcullis_port,
+            Some("app") => upstream_port,
+            other => panic!("{shipped}: unexpected cluster {other:?}"),
+        };
+        cluster["type"] = "STATIC".into();
+        let endpoints = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+            .as_sequence_mut()
+            .unwrap_or_else(|| panic!("{shipped}: cluster without endpoints"));
+        assert_eq!(
+            endpoints.len(),
+            1,
+            "{shipped}: one endpoint per cluster expected"
+        );
+        endpoints[0]["endpoint"]["address"] = socket(port);
+    }
+    let file = tempfile::Builder::new()
+        .prefix("envoy-shipped-")
+        .suffix(".yaml")
+        .tempfile()
+        .expect("create Envoy config file");
+    std::fs::write(file.path(), serde_yaml::to_string(&config).unwrap())
+        .expect("write Envoy config");
+    file
+}
+
 pub struct Envoy {
     // Declared first so it is dropped (killed) before its config file is deleted.
     process: Supervised,
@@ -142,11 +207,27 @@ impl Envoy {
         template: impl AsRef<Path>,
         vars: impl Fn(u16, u16) -> Vec<(&'static str, String)>,
     ) -> Envoy {
+        Self::start_with(|listener, admin| {
+            render_to_file(template.as_ref(), &vars(listener, admin))
+        })
+        .await
+    }
+
+    /// Envoy running a configuration that `deploy/envoy/` ships ([`render_shipped`]).
+    pub async fn shipped(shipped: &str, portcullis_port: u16, upstream_port: u16) -> Envoy {
+        Self::start_with(|listener, admin| {
+            render_shipped(shipped, listener, admin, portcullis_port, upstream_port)
+        })
+        .await
+    }
+
+    /// Starts Envoy on the configuration `config(listener_port, admin_port)` writes.
+    async fn start_with(config: impl Fn(u16, u16) -> NamedTempFile) -> Envoy {
         let bin = envoy_bin();
         for attempt in 1..=START_ATTEMPTS {
             let listener_port = super::free_port();
             let admin_port = super::free_port();
-            let config = render_to_file(template.as_ref(), &vars(listener_port, admin_port));
+            let config = config(listener_port, admin_port);
             let mut cmd = Command::new(&bin);
             cmd.arg("-c")
                 .arg(config.path())

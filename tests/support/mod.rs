@@ -8,6 +8,7 @@
 pub mod envoy;
 pub mod portcullis;
 pub mod process;
+pub mod raw;
 pub mod steps;
 pub mod tokens;
 pub mod upstream;
