@@ -1,4 +1,5 @@
-//! Prometheus metrics, registered once and shared.
+//! Prometheus metrics, registered once and shared. A leaf: it takes plain values
+//! (outcomes, reasons, counts, durations), never the pipeline's types.
 
 use std::time::Duration;
 
@@ -8,8 +9,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-
-use crate::decision::Decision;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecisionLabels {
@@ -117,13 +116,11 @@ impl Metrics {
         }
     }
 
-    pub fn observe_decision(&self, d: &Decision, elapsed: Duration) {
-        let outcome = if d.allowed() { "allow" } else { "deny" };
+    /// One decision: allowed or not, its reason word, how long it took.
+    pub fn observe_decision(&self, allowed: bool, reason: &'static str, elapsed: Duration) {
+        let outcome = if allowed { "allow" } else { "deny" };
         self.decisions
-            .get_or_create(&DecisionLabels {
-                outcome,
-                reason: d.reason,
-            })
+            .get_or_create(&DecisionLabels { outcome, reason })
             .inc();
         self.check_seconds.observe(elapsed.as_secs_f64());
     }

@@ -1,4 +1,4 @@
-//! The Keycloak auto-create-user tutorial (docs/tutorials/keycloak-auto-create-user.md),
+//! The Aidbox tutorial "Keycloak: auto-create users" (docs/users.md),
 //! replayed against the real binary over ext_authz gRPC, with a stub Keycloak realm.
 
 mod users_support;

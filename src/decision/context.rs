@@ -1,14 +1,15 @@
-//! The request context that every policy sees (semantics.md, "The request context").
+//! The request context that every policy sees (docs/resources.md, "The request context").
 
 use serde_json::{json, Map, Value};
 
 use super::HttpRequest;
+use crate::resources::is_credential_header;
 use crate::token::{TokenKind, ValidToken};
 use crate::users::User;
 
-/// What stands in for a credential in the context: policies may test that one is present,
-/// but the token itself never reaches a policy, a trace or a log.
-pub const REDACTED: &str = "[redacted]";
+/// What stands in for a credential in the context: policies may test that one is present
+/// (and its scheme), but the credential itself never reaches a policy, a trace or a log.
+pub use crate::resources::REDACTED;
 
 pub fn build(request: &HttpRequest, token: Option<&ValidToken>, user: Option<&User>) -> Value {
     let (path, query) = request.split_path();
@@ -98,13 +99,13 @@ fn params(query: &str) -> Map<String, Value> {
 fn headers(request: &HttpRequest) -> Map<String, Value> {
     let mut out = Map::with_capacity(request.headers.len());
     for (k, v) in &request.headers {
-        let v = if k == "authorization" {
-            match v.split_once(' ') {
+        let v = match k.as_str() {
+            "authorization" | "proxy-authorization" => match v.split_once(' ') {
                 Some((scheme, _)) => format!("{scheme} {REDACTED}"),
                 None => REDACTED.to_string(),
-            }
-        } else {
-            v.clone()
+            },
+            other if is_credential_header(other) => REDACTED.to_string(),
+            _ => v.clone(),
         };
         match out.get_mut(k) {
             Some(Value::String(existing)) => {
@@ -132,6 +133,11 @@ mod tests {
             path: "/fhir/Patient/pt-1?_count=1&tag=a&tag=b&q=a%20b".into(),
             headers: vec![
                 ("authorization".into(), "Bearer secret-token".into()),
+                (
+                    "proxy-authorization".into(),
+                    "Basic cHJveHktc2VjcmV0".into(),
+                ),
+                ("cookie".into(), "session=cookie-secret".into()),
                 ("host".into(), "api.example.com".into()),
                 ("x-multi".into(), "1".into()),
                 ("x-multi".into(), "2".into()),
@@ -149,6 +155,11 @@ mod tests {
         );
         assert_eq!(ctx["headers"]["x-multi"], "1,2");
         assert_eq!(ctx["headers"]["authorization"], "Bearer [redacted]");
+        assert_eq!(ctx["headers"]["proxy-authorization"], "Basic [redacted]");
+        assert_eq!(ctx["headers"]["cookie"], "[redacted]");
+        for secret in ["cHJveHktc2VjcmV0", "cookie-secret"] {
+            assert!(!ctx.to_string().contains(secret), "{secret}");
+        }
         assert_eq!(ctx["remote-addr"], "10.0.0.6");
         assert_eq!(ctx["context-extensions"], json!({"route": "fhir"}));
         assert!(ctx.get("jwt").is_none() && ctx.get("user").is_none());

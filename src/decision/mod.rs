@@ -188,7 +188,8 @@ impl Authorizer {
             ),
         };
         let elapsed = started.elapsed();
-        self.metrics.observe_decision(&decision, elapsed);
+        self.metrics
+            .observe_decision(decision.allowed(), decision.reason, elapsed);
         self.log.record(&decision, request, elapsed);
         decision
     }

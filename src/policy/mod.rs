@@ -9,13 +9,17 @@
 //! - numbers compare by value: `1 == 1.0`; integers compare exactly, an integer and a float
 //!   compare exactly when the float is integral, otherwise as `f64`;
 //! - in equality an absent value counts as `null`;
-//! - [`Explanation`]s never carry the secret headers (`authorization`, `proxy-authorization`,
-//!   `cookie`): their values are replaced by `"<redacted>"`, because explanations end up in logs.
+//! - [`Explanation`]s never carry the credential headers (`authorization`,
+//!   `proxy-authorization`, `cookie`): the request context holds them redacted already, and
+//!   an explanation replaces whatever it finds there by `[redacted]` again, because
+//!   explanations end up in logs.
 
 use std::sync::OnceLock;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
+
+use crate::resources::{is_credential_header, REDACTED};
 
 mod json_schema;
 mod matcho;
@@ -436,9 +440,6 @@ fn segments(path: &str) -> Vec<&str> {
     }
 }
 
-const SECRET_HEADERS: [&str; 3] = ["authorization", "proxy-authorization", "cookie"];
-const REDACTED: &str = "<redacted>";
-
 /// Replaces secret header values inside `v`, the value found at context path `path`.
 pub(crate) fn redact(path: &str, v: Value) -> Value {
     redact_flag(path, v).0
@@ -453,7 +454,7 @@ pub(crate) fn redact_flag(path: &str, mut v: Value) -> (Value, bool) {
             .and_then(Value::as_object_mut)
             .is_some_and(redact_headers),
         ["headers"] => v.as_object_mut().is_some_and(redact_headers),
-        ["headers", name, ..] if is_secret_header(name) && !v.is_null() => {
+        ["headers", name, ..] if is_credential_header(name) && !v.is_null() => {
             v = Value::String(REDACTED.to_owned());
             true
         }
@@ -462,14 +463,10 @@ pub(crate) fn redact_flag(path: &str, mut v: Value) -> (Value, bool) {
     (v, replaced)
 }
 
-fn is_secret_header(name: &str) -> bool {
-    SECRET_HEADERS.iter().any(|s| s.eq_ignore_ascii_case(name))
-}
-
 fn redact_headers(headers: &mut Map<String, Value>) -> bool {
     let mut replaced = false;
     for (k, v) in headers.iter_mut() {
-        if is_secret_header(k) && !v.is_null() {
+        if is_credential_header(k) && !v.is_null() {
             *v = Value::String(REDACTED.to_owned());
             replaced = true;
         }

@@ -738,15 +738,15 @@ fn explain_redacts_secret_headers() {
     let e = compiled(&m(json!({"headers": {"authorization": "#^Basic "}})))
         .explain(&EvalContext::new(&c));
     assert_eq!(e.errors[0].path, "headers.authorization");
-    assert_eq!(e.errors[0].but, json!("<redacted>"));
+    assert_eq!(e.errors[0].but, json!("[redacted]"));
     let e = compiled(&m(json!({"headers": ["x"]}))).explain(&EvalContext::new(&c));
-    assert_eq!(e.errors[0].but["authorization"], json!("<redacted>"));
+    assert_eq!(e.errors[0].but["authorization"], json!("[redacted]"));
     assert_eq!(e.errors[0].but["host"], json!("api.example.com"));
     let e = compiled(&s(json!({"type": "string"}))).explain(&EvalContext::new(&c));
     assert_eq!(e.errors[0].path, "");
     assert_eq!(
         e.errors[0].but["headers"]["authorization"],
-        json!("<redacted>")
+        json!("[redacted]")
     );
     let text = serde_json::to_string(&e).unwrap();
     assert!(!text.contains("secret-token"), "{text}");

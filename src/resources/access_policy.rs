@@ -2,7 +2,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Reference, ResourceStatus};
+use super::{Link, ResourceStatus};
 
 /// When a request is allowed. Aidbox's `AccessPolicy`, fields unchanged.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -38,7 +38,7 @@ pub struct AccessPolicySpec {
     /// `User/<name>`, or `Client/<id>` with the `issuer` whose tokens may name it: the
     /// policy applies only to those. Never empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub link: Option<Vec<Reference>>,
+    pub link: Option<Vec<Link>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
 }

@@ -2,7 +2,7 @@
 //!
 //! Field names inside `spec` are Aidbox's own, so a body copied from Aidbox's documentation
 //! drops in unchanged. These types are only the wire shape: meaning is given by
-//! [`crate::snapshot`], which compiles them.
+//! the snapshot compiler.
 
 mod access_policy;
 mod identity_provider;
@@ -13,13 +13,44 @@ mod user;
 
 pub use access_policy::{AccessPolicy, AccessPolicySpec, PolicyEngine};
 pub use identity_provider::{IdentityProvider, IdentityProviderSpec, UserinfoSource};
-pub use reference::Reference;
+pub use reference::{Link, Reference};
 pub use status::{Condition, ResourceStatus};
 pub use token_introspector::{
     IntrospectionEndpoint, IntrospectorType, JwtKey, JwtSettings, KeyAlgorithm, KeyFormat, KeyType,
     TokenIntrospector, TokenIntrospectorSpec,
 };
 pub use user::{Identifier, User, UserSpec};
+
+/// An error inside one resource, before the compiler knows where the resource came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// What stands in for a secret wherever one would otherwise be shown: credential headers
+/// and an `access_token` parameter in the request context, `explain` traces, configuration
+/// errors and Debug output. One marker, so that one search finds every redaction.
+pub const REDACTED: &str = "[redacted]";
+
+/// Request headers that carry credentials. Policies see them only as [`REDACTED`] (after
+/// the scheme word, for the two `Authorization` headers).
+pub const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "proxy-authorization", "cookie"];
+
+pub fn is_credential_header(name: &str) -> bool {
+    CREDENTIAL_HEADERS
+        .iter()
+        .any(|h| h.eq_ignore_ascii_case(name))
+}
 
 pub const GROUP: &str = "portcullis.dev";
 pub const VERSION: &str = "v1alpha1";

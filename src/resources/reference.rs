@@ -16,29 +16,57 @@ pub struct Reference {
     pub resource_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    /// Only on an AccessPolicy's `Client/<id>` link: the issuer (`jwt.iss` of a
-    /// TokenIntrospector) whose tokens may name that client.
+}
+
+/// One `link` of an AccessPolicy: a reference to `User/<name>`, or to `Client/<id>` with
+/// the `issuer` whose tokens may name that client.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Link {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "resourceType"
+    )]
+    pub resource_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// For a Client link: the `jwt.iss` of the TokenIntrospector whose tokens may name
+    /// this client (every trusted issuer can put any `client_id` in its tokens).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
+}
+
+impl Link {
+    /// The `(kind, name)` this link points at, or why it cannot be read.
+    pub fn target(&self) -> Result<(&str, &str), String> {
+        target(&self.reference, &self.resource_type, &self.id)
+    }
 }
 
 impl Reference {
     /// The `(kind, name)` this reference points at, or why it cannot be read.
     pub fn target(&self) -> Result<(&str, &str), String> {
-        match (&self.reference, &self.resource_type, &self.id) {
-            (Some(r), None, None) => match r.split_once('/') {
-                Some((kind, name))
-                    if !kind.is_empty() && !name.is_empty() && !name.contains('/') =>
-                {
-                    Ok((kind, name))
-                }
-                _ => Err(format!("reference {r:?} is not of the form Kind/name")),
-            },
-            (None, Some(kind), Some(name)) => Ok((kind, name)),
-            (None, None, None) => Err("empty reference".into()),
-            _ => Err(
-                "use either `reference: Kind/name` or `resourceType` with `id`, not both".into(),
-            ),
-        }
+        target(&self.reference, &self.resource_type, &self.id)
+    }
+}
+
+fn target<'a>(
+    reference: &'a Option<String>,
+    resource_type: &'a Option<String>,
+    id: &'a Option<String>,
+) -> Result<(&'a str, &'a str), String> {
+    match (reference, resource_type, id) {
+        (Some(r), None, None) => match r.split_once('/') {
+            Some((kind, name)) if !kind.is_empty() && !name.is_empty() && !name.contains('/') => {
+                Ok((kind, name))
+            }
+            _ => Err(format!("reference {r:?} is not of the form Kind/name")),
+        },
+        (None, Some(kind), Some(name)) => Ok((kind, name)),
+        (None, None, None) => Err("empty reference".into()),
+        _ => Err("use either `reference: Kind/name` or `resourceType` with `id`, not both".into()),
     }
 }

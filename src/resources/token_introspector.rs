@@ -150,7 +150,7 @@ pub struct IntrospectionEndpoint {
 // Debug output may reach a log: secrets, symmetric keys and the introspection
 // Authorization value show only whether they are set.
 fn set<T>(v: &Option<T>) -> Option<&'static str> {
-    v.as_ref().map(|_| "[redacted]")
+    v.as_ref().map(|_| super::REDACTED)
 }
 
 impl std::fmt::Debug for JwtSettings {

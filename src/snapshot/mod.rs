@@ -8,6 +8,7 @@
 mod compile;
 mod policies;
 mod store;
+mod users;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,11 +16,11 @@ use std::sync::Arc;
 pub use compile::{compile, Compiler};
 pub use policies::{Client, CompiledPolicy, PolicySet};
 pub use store::SnapshotStore;
+pub use users::{User, UserIndex, MAX_USER_BYTES};
 
 use crate::resources::IdentityProviderSpec;
 use crate::source::ConfigError;
 use crate::token::TrustStore;
-use crate::users::UserIndex;
 
 #[derive(Debug, Default)]
 pub struct Snapshot {

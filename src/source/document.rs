@@ -207,7 +207,13 @@ fn is_secret_field(path: &str) -> bool {
 fn redact_quoted(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     for (i, part) in message.split('`').enumerate() {
-        out.push_str(if i % 2 == 1 { "`[redacted]`" } else { part });
+        if i % 2 == 1 {
+            out.push('`');
+            out.push_str(crate::resources::REDACTED);
+            out.push('`');
+        } else {
+            out.push_str(part);
+        }
     }
     out
 }

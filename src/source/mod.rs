@@ -8,6 +8,7 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use crate::resources::FieldError;
 use crate::resources::{AccessPolicySpec, IdentityProviderSpec, TokenIntrospectorSpec, UserSpec};
 
 pub use document::{for_each_document, parse_documents};
@@ -104,19 +105,3 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
-
-/// An error inside one resource, before the compiler knows where the resource came from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}

@@ -5,10 +5,10 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use sha2::{Digest, Sha256};
 
+use crate::resources::FieldError;
 use crate::resources::{
     IntrospectorType, JwtKey, KeyAlgorithm, KeyFormat, KeyType, TokenIntrospectorSpec,
 };
-use crate::source::FieldError;
 
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(300);
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
@@ -87,13 +87,6 @@ impl Introspector {
         };
         let identity_provider = match &spec.identity_provider {
             None => None,
-            Some(r) if r.issuer.is_some() => {
-                errors.push(FieldError::new(
-                    "identity_provider.issuer",
-                    "only an AccessPolicy's Client link takes `issuer`",
-                ));
-                None
-            }
             Some(r) => match r.target() {
                 Ok(("IdentityProvider", name)) => Some(name.to_string()),
                 Ok((kind, _)) => {

@@ -1,7 +1,6 @@
 //! Who is calling: the User index, resolution of a token's user, and Users created on
 //! first sight (docs/users.md).
 
-mod index;
 mod naming;
 mod resolve;
 mod resolver;
@@ -11,7 +10,7 @@ mod userinfo;
 #[cfg(test)]
 mod tests;
 
-pub use index::{User, UserIndex, MAX_USER_BYTES};
+pub use crate::snapshot::{User, UserIndex, MAX_USER_BYTES};
 pub use naming::{is_valid_name, user_name, MAX_NAME_LEN};
 pub use resolve::{find_existing, plan, DataSource, Found, NameClaims, Plan, Resolution};
 pub use resolver::{UserResolver, USERINFO_RETRY_AFTER};

@@ -1,4 +1,4 @@
-//! Resolving the User behind a validated token (semantics.md, "User and auto-creation"):
+//! Resolving the User behind a validated token (docs/users.md, "Resolution"):
 //! the pure steps. [`super::UserResolver`] adds creation on top.
 
 use std::borrow::Cow;

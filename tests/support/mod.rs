@@ -17,6 +17,14 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Deadlines for test instances of `portcullis serve`, as environment variables (a test's
+/// own flag wins). Far above what a decision takes even in a debug build under a loaded
+/// suite: a test must not depend on the machine's speed. Tests of deadlines set their own.
+pub const TEST_DEADLINES: [(&str, &str); 2] = [
+    ("PORTCULLIS_DECISION_TIMEOUT_MS", "20000"),
+    ("PORTCULLIS_IDP_TIMEOUT_MS", "15000"),
+];
+
 /// The repository root (where Cargo.toml is).
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

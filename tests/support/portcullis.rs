@@ -73,6 +73,7 @@ impl PortcullisBuilder {
             if std::env::var_os("RUST_LOG").is_none() {
                 cmd.env("RUST_LOG", "info");
             }
+            cmd.envs(super::TEST_DEADLINES);
             cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
             let mut portcullis = Portcullis {
                 process: Supervised::spawn("portcullis", &mut cmd),

@@ -347,6 +347,11 @@ impl Portcullis {
             .args(["--grpc-addr", &grpc.to_string()])
             .args(["--http-addr", &http.to_string()])
             .env("RUST_LOG", "debug")
+            // The same generous deadlines as support::portcullis (see TEST_DEADLINES).
+            .envs([
+                ("PORTCULLIS_DECISION_TIMEOUT_MS", "20000"),
+                ("PORTCULLIS_IDP_TIMEOUT_MS", "15000"),
+            ])
             .stdout(Stdio::from(out.try_clone().unwrap()))
             .stderr(Stdio::from(out))
             .spawn()
