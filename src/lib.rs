@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod decision;
 pub mod metrics;
+pub mod outbound;
 pub mod policy;
 pub mod resources;
 pub mod runtime;

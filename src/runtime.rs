@@ -14,6 +14,7 @@ use tonic::transport::server::TcpIncoming;
 use crate::cli::ServeArgs;
 use crate::decision::{Authorizer, DecisionLog};
 use crate::metrics::Metrics;
+use crate::outbound::IdpClient;
 use crate::server::admin::{AdminServer, AdminService};
 use crate::server::grpc::ExtAuthz;
 use crate::server::http::{router, HttpState};
@@ -41,7 +42,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = config_paths(&args)?;
 
     let metrics = Arc::new(Metrics::new());
-    let idp_timeout = Duration::from_millis(args.idp_timeout_ms);
+    // One client for every call to an identity provider: JWKS, discovery, introspection,
+    // userinfo.
+    let idp = IdpClient::new(Duration::from_millis(args.idp_timeout_ms));
     let users = match (&args.users_dir, args.create_users) {
         (Some(dir), true) => {
             let store = FileUserStore::new(dir)
@@ -49,7 +52,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             tracing::info!(dir = %dir.display(), "creating Users on first sight");
             UserResolver::creating(
                 Arc::new(store),
-                UserinfoClient::new(idp_timeout),
+                UserinfoClient::new(idp.clone()),
                 metrics.clone(),
             )
         }
@@ -59,13 +62,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let snapshots = Arc::new(SnapshotStore::default());
     let authorizer = Arc::new(Authorizer {
         snapshots: snapshots.clone(),
-        tokens: TokenVerifier::with_settings(
+        tokens: TokenVerifier::with_client(
             TokenSettings {
                 max_token_bytes: args.max_token_bytes,
-                fetch_timeout: idp_timeout,
                 jwks_max_stale: Duration::from_secs(args.jwks_max_stale_secs),
                 ..TokenSettings::default()
             },
+            idp,
             metrics.clone(),
         ),
         metrics: metrics.clone(),

@@ -8,7 +8,8 @@
 //! snapshot                       the compiled configuration (trust, policies, user index)
 //! token, policy                  token validation; the policy engines
 //! source                         where resources come from (files)
-//! resources, metrics, proto      wire shapes; counters that take plain values
+//! resources, metrics, outbound,  wire shapes; counters that take plain values; the one
+//! proto                          HTTP client for identity providers; generated protobuf
 //! ```
 //!
 //! A module may use only modules of lower layers. Test code (`tests.rs` files and
@@ -26,7 +27,7 @@ const LAYERS: &[&[&str]] = &[
     &["snapshot"],
     &["token", "policy"],
     &["source"],
-    &["resources", "metrics", "proto"],
+    &["resources", "metrics", "outbound", "proto"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

@@ -1,35 +1,29 @@
 //! RFC 7662 introspection of opaque tokens.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::http::Http;
-use super::{jwt, Introspector, TokenError};
+use super::{jwt, Introspector, TokenError, MAX_RESPONSE_BYTES};
 use crate::metrics::Metrics;
+use crate::outbound::IdpClient;
 
 /// Ask one introspection endpoint about a token. `Ok` only for `active: true` (the JSON
 /// boolean, not a string), unexpired, and with an accepted audience when one is required.
 pub(crate) async fn introspect(
-    http: &Http,
+    http: &IdpClient,
     metrics: &Metrics,
-    timeout: Duration,
     introspector: &Arc<Introspector>,
     url: &str,
     authorization: Option<&str>,
     token: &str,
 ) -> Result<Map<String, Value>, TokenError> {
     metrics.token_event("introspection_call");
-    let answer =
-        match tokio::time::timeout(timeout, http.introspect(url, authorization, token)).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(e)) => return Err(failed(metrics, introspector, &e)),
-            Err(_) => {
-                let e = format!("timed out after {} ms", timeout.as_millis());
-                return Err(failed(metrics, introspector, &e));
-            }
-        };
+    let form = [("token", token), ("token_type_hint", "access_token")];
+    let answer = http
+        .post_form_json(url, &form, authorization, MAX_RESPONSE_BYTES)
+        .await
+        .map_err(|e| failed(metrics, introspector, &e.to_string()))?;
     if answer.get("active") != Some(&Value::Bool(true)) {
         metrics.token_event("introspection_inactive");
         return Err(TokenError::Inactive);

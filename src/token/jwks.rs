@@ -14,9 +14,10 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::{Map, Value};
 
-use super::http::Http;
+use super::MAX_RESPONSE_BYTES;
 use super::{Introspector, JwksSource, TokenError, VerifyKey};
 use crate::metrics::Metrics;
+use crate::outbound::IdpClient;
 
 /// The RSA algorithms, for an RSA JWK that names none.
 const RSA_ALGS: [Algorithm; 6] = [
@@ -56,7 +57,6 @@ struct State {
 }
 
 pub struct Settings {
-    pub fetch_timeout: Duration,
     pub refetch_interval: Duration,
     pub retry_backoff: Duration,
     /// How long past `cache_ttl` keys still verify while their endpoint fails.
@@ -65,13 +65,13 @@ pub struct Settings {
 
 pub(crate) struct JwksCache {
     states: moka::sync::Cache<String, Arc<Mutex<State>>>,
-    http: Http,
+    http: IdpClient,
     settings: Settings,
     metrics: Arc<Metrics>,
 }
 
 impl JwksCache {
-    pub fn new(http: Http, settings: Settings, metrics: Arc<Metrics>) -> Self {
+    pub fn new(http: IdpClient, settings: Settings, metrics: Arc<Metrics>) -> Self {
         JwksCache {
             // Introspectors that left the configuration fall out after a day unused.
             states: moka::sync::Cache::builder()
@@ -211,7 +211,6 @@ impl JwksCache {
             state.clone(),
             self.http.clone(),
             self.metrics.clone(),
-            self.settings.fetch_timeout,
             introspector.name.clone(),
             introspector.issuer.clone().unwrap_or_default(),
             match source {
@@ -259,18 +258,16 @@ fn state_key(introspector: &Introspector, source: &JwksSource) -> String {
 
 async fn fetch_task(
     state: Arc<Mutex<State>>,
-    http: Http,
+    http: IdpClient,
     metrics: Arc<Metrics>,
-    timeout: Duration,
     name: String,
     issuer: String,
     uri: Option<String>,
 ) -> Result<Arc<KeySet>, String> {
     metrics.token_event("jwks_fetch");
-    let result = match tokio::time::timeout(timeout, fetch(&http, &metrics, &issuer, uri)).await {
-        Ok(r) => r,
-        Err(_) => Err(format!("timed out after {} ms", timeout.as_millis())),
-    };
+    // Each call is bounded by the client; the fetch runs as its own task, so a request
+    // that stops waiting does not cancel it for the others.
+    let result = fetch(&http, &metrics, &issuer, uri).await;
     let mut s = lock(&state);
     s.inflight = None;
     match &result {
@@ -294,7 +291,7 @@ async fn fetch_task(
 }
 
 async fn fetch(
-    http: &Http,
+    http: &IdpClient,
     metrics: &Metrics,
     issuer: &str,
     uri: Option<String>,
@@ -307,7 +304,7 @@ async fn fetch(
         }
     };
     let body = http
-        .get_json(&uri)
+        .get_json(&uri, None, MAX_RESPONSE_BYTES)
         .await
         .map_err(|e| format!("JWKS endpoint: {e}"))?;
     let keys = parse_jwks(&body)?;
@@ -323,13 +320,13 @@ async fn fetch(
 
 /// OpenID Connect Discovery 1.0: `jwks_uri` from the issuer's configuration, whose own
 /// `issuer` must be exactly the one configured (section 4.3).
-async fn discover(http: &Http, issuer: &str) -> Result<String, String> {
+async fn discover(http: &IdpClient, issuer: &str) -> Result<String, String> {
     let url = format!(
         "{}/.well-known/openid-configuration",
         issuer.trim_end_matches('/')
     );
     let doc = http
-        .get_json(&url)
+        .get_json(&url, None, MAX_RESPONSE_BYTES)
         .await
         .map_err(|e| format!("discovery document: {e}"))?;
     match doc.get("issuer").and_then(Value::as_str) {
@@ -546,9 +543,8 @@ mod tests {
     #[tokio::test]
     async fn token_jwks_state_is_per_introspector_and_source() {
         let cache = JwksCache::new(
-            Http::new(Duration::from_millis(200), 1024),
+            IdpClient::new(Duration::from_millis(200)),
             Settings {
-                fetch_timeout: Duration::from_millis(200),
                 refetch_interval: Duration::from_secs(10),
                 retry_backoff: Duration::from_secs(1),
                 max_stale: Duration::from_secs(3600),

@@ -6,7 +6,6 @@
 //! [`Fingerprint`], so a reload that changes an introspector never reuses its old entries.
 
 mod cache;
-mod http;
 mod introspection;
 mod introspector;
 mod jwks;
@@ -20,6 +19,7 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
 use crate::metrics::Metrics;
+use crate::outbound::IdpClient;
 use cache::{Verified, VerifiedCache};
 
 pub use introspector::{
@@ -239,7 +239,7 @@ const REFUSED_CACHE_ENTRIES: u64 = 65_536;
 pub struct TokenVerifier {
     settings: TokenSettings,
     metrics: Arc<Metrics>,
-    http: http::Http,
+    http: IdpClient,
     jwks: jwks::JwksCache,
     verified: VerifiedCache,
     /// Tokens refused recently, so that a flood of garbage or revoked tokens costs a
@@ -265,12 +265,18 @@ impl TokenVerifier {
         )
     }
 
+    /// With a client of its own, whose calls are bounded by `settings.fetch_timeout`.
     pub fn with_settings(settings: TokenSettings, metrics: Arc<Metrics>) -> Self {
-        let http = http::Http::new(settings.fetch_timeout, MAX_RESPONSE_BYTES);
+        let http = IdpClient::new(settings.fetch_timeout);
+        Self::with_client(settings, http, metrics)
+    }
+
+    /// Sharing `http`, the client for every identity-provider call, whose timeout rules
+    /// (`settings.fetch_timeout` is not read).
+    pub fn with_client(settings: TokenSettings, http: IdpClient, metrics: Arc<Metrics>) -> Self {
         let jwks = jwks::JwksCache::new(
             http.clone(),
             jwks::Settings {
-                fetch_timeout: settings.fetch_timeout,
                 refetch_interval: settings.jwks_refetch_interval,
                 retry_backoff: settings.fetch_retry_backoff,
                 max_stale: settings.jwks_max_stale,
@@ -416,7 +422,6 @@ impl TokenVerifier {
             match introspection::introspect(
                 &self.http,
                 &self.metrics,
-                self.settings.fetch_timeout,
                 introspector,
                 url,
                 authorization.as_deref(),

@@ -316,7 +316,7 @@ fn setup() -> Setup {
     let metrics = Arc::new(Metrics::new());
     let resolver = UserResolver::creating_with_retry(
         store.clone(),
-        UserinfoClient::new(Duration::from_secs(2)),
+        UserinfoClient::new(crate::outbound::IdpClient::new(Duration::from_secs(2))),
         metrics.clone(),
         Duration::from_millis(20),
     );

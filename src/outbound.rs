@@ -1,0 +1,258 @@
+//! The one HTTP client for calls to identity providers: JWKS, discovery, introspection and
+//! userinfo.
+//!
+//! Every call has one deadline from connect to the last byte, follows no redirects (the
+//! configured URL is the endpoint: a redirect elsewhere would carry credentials along),
+//! sends portcullis's user agent, reads at most a given number of bytes, and fails with an
+//! error that never quotes a token, a secret or a header.
+
+use std::time::Duration;
+
+use http::HeaderValue;
+use reqwest::redirect::Policy;
+use serde_json::{Map, Value};
+
+#[derive(Clone)]
+pub struct IdpClient {
+    client: reqwest::Client,
+    timeout: Duration,
+}
+
+/// Why a call failed, in words safe for logs and answers.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    #[error("timed out after {0} ms")]
+    Timeout(u128),
+    #[error("could not connect")]
+    Connect,
+    #[error("redirected (redirects are not followed)")]
+    Redirect,
+    #[error("answered HTTP {0}")]
+    Status(u16),
+    #[error("answer is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("answer could not be read")]
+    Read,
+    #[error("answer is not JSON")]
+    NotJson,
+    #[error("answer is not a JSON object")]
+    NotObject,
+    #[error("the authorization is not a valid header value")]
+    BadAuthorization,
+    #[error("request failed")]
+    Failed,
+}
+
+impl CallError {
+    /// Worth one more try: the connection failed, or the server said it is overloaded. A
+    /// timeout is not: a retry would spend the request's time twice.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            CallError::Connect | CallError::Read | CallError::Failed => true,
+            CallError::Status(s) => *s >= 500 || *s == 429,
+            _ => false,
+        }
+    }
+}
+
+impl IdpClient {
+    /// `timeout` bounds each whole call.
+    pub fn new(timeout: Duration) -> Self {
+        let client = reqwest::Client::builder()
+            .connect_timeout(timeout)
+            .redirect(Policy::none())
+            .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the HTTP client for identity providers builds (rustls, no system config)");
+        IdpClient { client, timeout }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// `GET url` for a JSON object, with `Authorization: authorization` when given.
+    pub async fn get_json(
+        &self,
+        url: &str,
+        authorization: Option<&str>,
+        max_body: usize,
+    ) -> Result<Map<String, Value>, CallError> {
+        self.call(self.client.get(url), authorization, max_body)
+            .await
+    }
+
+    /// `POST url` of a form, for a JSON object (RFC 7662 introspection).
+    pub async fn post_form_json(
+        &self,
+        url: &str,
+        form: &[(&str, &str)],
+        authorization: Option<&str>,
+        max_body: usize,
+    ) -> Result<Map<String, Value>, CallError> {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let request = self
+            .client
+            .post(url)
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(body);
+        self.call(request, authorization, max_body).await
+    }
+
+    async fn call(
+        &self,
+        mut request: reqwest::RequestBuilder,
+        authorization: Option<&str>,
+        max_body: usize,
+    ) -> Result<Map<String, Value>, CallError> {
+        request = request.header(http::header::ACCEPT, "application/json");
+        if let Some(value) = authorization {
+            let mut value =
+                HeaderValue::from_str(value).map_err(|_| CallError::BadAuthorization)?;
+            // Keeps it out of any debug output of the request.
+            value.set_sensitive(true);
+            request = request.header(http::header::AUTHORIZATION, value);
+        }
+        let call = async {
+            let mut response = request.send().await.map_err(|e| self.describe(e))?;
+            let status = response.status();
+            if status.is_redirection() {
+                return Err(CallError::Redirect);
+            }
+            if !status.is_success() {
+                return Err(CallError::Status(status.as_u16()));
+            }
+            if response
+                .content_length()
+                .is_some_and(|n| n > max_body as u64)
+            {
+                return Err(CallError::TooLarge(max_body));
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(|e| self.describe(e))? {
+                if body.len() + chunk.len() > max_body {
+                    return Err(CallError::TooLarge(max_body));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            match serde_json::from_slice(&body) {
+                Ok(Value::Object(map)) => Ok(map),
+                Ok(_) => Err(CallError::NotObject),
+                Err(_) => Err(CallError::NotJson),
+            }
+        };
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .unwrap_or(Err(CallError::Timeout(self.timeout.as_millis())))
+    }
+
+    /// reqwest's own message names the URL; ours says only what went wrong.
+    fn describe(&self, e: reqwest::Error) -> CallError {
+        if e.is_timeout() {
+            CallError::Timeout(self.timeout.as_millis())
+        } else if e.is_connect() {
+            CallError::Connect
+        } else if e.is_body() || e.is_decode() {
+            CallError::Read
+        } else {
+            CallError::Failed
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
+    use axum::routing::{get, post};
+
+    async fn stub() -> String {
+        let app = axum::Router::new()
+            .route("/ok", get(|| async { r#"{"a": 1}"# }))
+            .route(
+                "/echo-auth",
+                get(|h: HeaderMap| async move {
+                    let auth = h.get("authorization").and_then(|v| v.to_str().ok());
+                    format!(r#"{{"auth": {}}}"#, serde_json::json!(auth))
+                }),
+            )
+            .route(
+                "/form",
+                post(|body: String| async move { serde_json::json!({ "form": body }).to_string() }),
+            )
+            .route(
+                "/redirect",
+                get(|| async { (StatusCode::FOUND, [("location", "/ok")]).into_response() }),
+            )
+            .route(
+                "/big",
+                get(|| async { format!(r#"{{"x": "{}"}}"#, "y".repeat(4096)) }),
+            )
+            .route("/list", get(|| async { "[1]" }))
+            .route("/text", get(|| async { "hello" }))
+            .route("/down", get(|| async { StatusCode::SERVICE_UNAVAILABLE }))
+            .route("/gone", get(|| async { StatusCode::NOT_FOUND }))
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    "{}"
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn every_call_is_bounded_and_never_follows_a_redirect() {
+        let base = stub().await;
+        let client = IdpClient::new(Duration::from_millis(300));
+        let get = |path: &str| {
+            let url = format!("{base}{path}");
+            let client = client.clone();
+            async move { client.get_json(&url, None, 1024).await }
+        };
+        assert_eq!(get("/ok").await.unwrap()["a"], 1);
+        assert_eq!(get("/redirect").await, Err(CallError::Redirect));
+        assert_eq!(get("/big").await, Err(CallError::TooLarge(1024)));
+        assert_eq!(get("/list").await, Err(CallError::NotObject));
+        assert_eq!(get("/text").await, Err(CallError::NotJson));
+        assert_eq!(get("/down").await, Err(CallError::Status(503)));
+        assert!(get("/down").await.unwrap_err().is_transient());
+        assert!(!get("/gone").await.unwrap_err().is_transient());
+        let e = get("/slow").await.unwrap_err();
+        assert_eq!(e, CallError::Timeout(300));
+        assert!(!e.is_transient(), "a retry would spend the time twice");
+        // Nothing listens on port 9.
+        let e = client.get_json("http://127.0.0.1:9/", None, 1024).await;
+        assert!(e.unwrap_err().is_transient());
+    }
+
+    #[tokio::test]
+    async fn sends_the_authorization_and_the_form_it_is_given() {
+        let base = stub().await;
+        let client = IdpClient::new(Duration::from_secs(5));
+        let answer = client
+            .get_json(&format!("{base}/echo-auth"), Some("Bearer t0k"), 1024)
+            .await
+            .unwrap();
+        assert_eq!(answer["auth"], "Bearer t0k");
+        let answer = client
+            .post_form_json(&format!("{base}/form"), &[("token", "a&b")], None, 1024)
+            .await
+            .unwrap();
+        assert_eq!(answer["form"], "token=a%26b");
+        let e = client
+            .get_json(&format!("{base}/ok"), Some("bad\nvalue"), 1024)
+            .await;
+        assert_eq!(e, Err(CallError::BadAuthorization));
+    }
+}
