@@ -146,7 +146,7 @@ fn snapshot(c: &mut Criterion) {
 fn users(c: &mut Criterion) {
     let mut index = portcullis::users::UserIndex::default();
     for i in 0..100_000 {
-        index.insert(portcullis::users::User::new(
+        index.insert(portcullis::users::KnownUser::new(
             &format!("user-{i}"),
             &portcullis::resources::UserSpec {
                 data: Some(json!({"i": i})),

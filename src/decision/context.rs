@@ -5,13 +5,13 @@ use serde_json::{json, Map, Value};
 use super::HttpRequest;
 use crate::resources::is_credential_header;
 use crate::token::{TokenKind, ValidToken};
-use crate::users::User;
+use crate::users::KnownUser;
 
 /// What stands in for a credential in the context: policies may test that one is present
 /// (and its scheme), but the credential itself never reaches a policy, a trace or a log.
 pub use crate::resources::REDACTED;
 
-pub fn build(request: &HttpRequest, token: Option<&ValidToken>, user: Option<&User>) -> Value {
+pub fn build(request: &HttpRequest, token: Option<&ValidToken>, user: Option<&KnownUser>) -> Value {
     let (path, query) = request.split_path();
     let mut ctx = Map::with_capacity(12);
     ctx.insert(

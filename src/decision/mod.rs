@@ -25,7 +25,7 @@ use crate::metrics::Metrics;
 use crate::policy::EvalContext;
 use crate::snapshot::{Client, Snapshot, SnapshotStore};
 use crate::token::{TokenError, TokenVerifier, ValidToken};
-use crate::users::{Resolution, User, UserResolver};
+use crate::users::{KnownUser, Resolution, UserResolver};
 
 /// The request headers portcullis owns. Client-sent copies never reach the upstream.
 pub const HEADER_USER: &str = "x-portcullis-user";
@@ -325,7 +325,7 @@ impl Authorizer {
         token: &ValidToken,
         raw: &str,
         trace: Option<&mut Trace>,
-    ) -> Option<User> {
+    ) -> Option<KnownUser> {
         let resolution: Resolution = self
             .users
             .resolve(snapshot, token, raw, trace.is_some())

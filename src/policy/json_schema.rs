@@ -15,7 +15,7 @@ use jsonschema::error::ValidationErrorKind;
 use jsonschema::{PatternOptions, Validator};
 
 use super::pattern::REGEX_SIZE_LIMIT;
-use super::{is_empty_value, join_field, redact_flag, EvalContext, Mismatch, PolicyError};
+use super::{is_empty_value, join_field, redact_telling, EvalContext, Mismatch, PolicyError};
 
 /// Keywords that describe but never constrain.
 const ANNOTATIONS: [&str; 11] = [
@@ -148,7 +148,7 @@ impl JsonSchema {
                     (join_field(&at, &name), Value::Null, false)
                 }
                 _ => {
-                    let (but, redacted) = redact_flag(&at, e.instance().clone().into_owned());
+                    let (but, redacted) = redact_telling(&at, e.instance().clone().into_owned());
                     (at, but, redacted)
                 }
             };

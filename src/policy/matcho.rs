@@ -84,7 +84,7 @@ impl Matcho {
         errors: &mut Vec<Mismatch>,
         notes: &mut Vec<Mismatch>,
     ) -> bool {
-        let mut out = Out { errors, notes };
+        let mut out = Findings { errors, notes };
         self.root.explain(Some(ctx), ctx, "", &mut out)
     }
 }
@@ -242,22 +242,23 @@ fn child_path(path: &str, key: &str) -> String {
     super::join_field(path, key)
 }
 
-struct Out<'a> {
+/// Where an explanation writes what did not match, and the matches worth a note.
+struct Findings<'a> {
     errors: &'a mut Vec<Mismatch>,
     notes: &'a mut Vec<Mismatch>,
 }
 
-/// A throwaway sink, for sub-patterns whose own mismatches are not the story
+/// Findings to be thrown away, for sub-patterns whose own mismatches are not the story
 /// (`$not`, `$one-of` and `$contains` report on the whole value instead).
 #[derive(Default)]
-struct Scratch {
+struct DiscardedFindings {
     errors: Vec<Mismatch>,
     notes: Vec<Mismatch>,
 }
 
-impl Scratch {
-    fn out(&mut self) -> Out<'_> {
-        Out {
+impl DiscardedFindings {
+    fn sink(&mut self) -> Findings<'_> {
+        Findings {
             errors: &mut self.errors,
             notes: &mut self.notes,
         }
@@ -305,8 +306,8 @@ impl Node {
     }
 
     /// Same result as [`Node::matches`], recording what failed (all of it, not just the first).
-    fn explain(&self, v: Option<&Value>, root: &Value, path: &str, out: &mut Out) -> bool {
-        let fail = |out: &mut Out, note: Option<String>| {
+    fn explain(&self, v: Option<&Value>, root: &Value, path: &str, out: &mut Findings) -> bool {
+        let fail = |out: &mut Findings, note: Option<String>| {
             out.errors
                 .push(Mismatch::new(path, self.to_json(), v, note));
             false
@@ -394,8 +395,8 @@ impl Node {
             },
             Node::OneOf(ps) => {
                 for n in ps {
-                    let mut s = Scratch::default();
-                    if n.explain(v, root, path, &mut s.out()) {
+                    let mut s = DiscardedFindings::default();
+                    if n.explain(v, root, path, &mut s.sink()) {
                         out.notes.append(&mut s.notes);
                         return true;
                     }
@@ -405,12 +406,12 @@ impl Node {
             Node::Contains(n) => match v {
                 Some(Value::Array(a)) => {
                     for (i, e) in a.iter().enumerate() {
-                        let mut s = Scratch::default();
+                        let mut s = DiscardedFindings::default();
                         if n.explain(
                             Some(e),
                             root,
                             &child_path(path, &i.to_string()),
-                            &mut s.out(),
+                            &mut s.sink(),
                         ) {
                             out.notes.append(&mut s.notes);
                             return true;
@@ -431,8 +432,8 @@ impl Node {
                 _ => fail(out, Some("not an array".to_owned())),
             },
             Node::Not(n) => {
-                let mut s = Scratch::default();
-                if n.explain(v, root, path, &mut s.out()) {
+                let mut s = DiscardedFindings::default();
+                if n.explain(v, root, path, &mut s.sink()) {
                     // The inner notes say why it matched, which is why $not failed.
                     out.notes.append(&mut s.notes);
                     return fail(out, Some("the negated pattern matched".to_owned()));

@@ -440,13 +440,13 @@ fn segments(path: &str) -> Vec<&str> {
     }
 }
 
-/// Replaces secret header values inside `v`, the value found at context path `path`.
+/// Replaces credential header values inside `v`, the value found at context path `path`.
 pub(crate) fn redact(path: &str, v: Value) -> Value {
-    redact_flag(path, v).0
+    redact_telling(path, v).0
 }
 
 /// Like [`redact`], also telling whether anything was replaced.
-pub(crate) fn redact_flag(path: &str, mut v: Value) -> (Value, bool) {
+pub(crate) fn redact_telling(path: &str, mut v: Value) -> (Value, bool) {
     let segs = segments(path);
     let replaced = match segs.as_slice() {
         [] => v

@@ -52,8 +52,6 @@ pub fn is_credential_header(name: &str) -> bool {
         .any(|h| h.eq_ignore_ascii_case(name))
 }
 
-pub const GROUP: &str = "portcullis.dev";
-pub const VERSION: &str = "v1alpha1";
 pub const API_VERSION: &str = "portcullis.dev/v1alpha1";
 
 /// Schema for a field that holds free JSON (matcho patterns, JSON Schemas, userinfo data):

@@ -2,8 +2,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::policies::Links;
-use super::users::{User, MAX_USER_BYTES};
-use super::{CompiledPolicy, IdentityProvider, PolicySet, Snapshot};
+use super::users::{KnownUser, MAX_USER_BYTES};
+use super::{CompiledPolicy, CompiledProvider, PolicySet, Snapshot};
 use crate::resources::PolicyEngine;
 use crate::source::{ConfigError, FieldError, Origin, Resource, Spec};
 use crate::token::Introspector;
@@ -67,7 +67,7 @@ impl Compiler {
                 }
                 self.snapshot.identity_providers.insert(
                     r.name.clone(),
-                    Arc::new(IdentityProvider {
+                    Arc::new(CompiledProvider {
                         name: r.name.clone(),
                         spec: spec.clone(),
                     }),
@@ -126,7 +126,7 @@ impl Compiler {
                 }
             }
             Spec::User(spec) => {
-                let user = User::new(&r.name, spec);
+                let user = KnownUser::new(&r.name, spec);
                 if user.size() > MAX_USER_BYTES {
                     let message = format!("larger than {MAX_USER_BYTES} bytes");
                     return self.report(r, FieldError::new("", message));
@@ -158,17 +158,16 @@ impl Compiler {
             let message = format!("holds a {}: only Users are read from here", r.spec.kind());
             return skip(self, "", message);
         };
-        if let Origin::File { path, .. } = &r.origin {
-            if path.file_stem().and_then(|s| s.to_str()) != Some(r.name.as_str()) {
-                let message = format!("a created User lives in {}.yaml", r.name);
-                return skip(self, "metadata.name", message);
-            }
+        let Origin::File { path, .. } = &r.origin;
+        if path.file_stem().and_then(|s| s.to_str()) != Some(r.name.as_str()) {
+            let message = format!("a created User lives in {}.yaml", r.name);
+            return skip(self, "metadata.name", message);
         }
         if let Some(first) = self.seen.get(&("User", r.name.clone())) {
             let message = format!("defined twice: also at {first}");
             return skip(self, "", message);
         }
-        let user = User::new(&r.name, spec);
+        let user = KnownUser::new(&r.name, spec);
         if user.size() > MAX_USER_BYTES {
             return skip(self, "", format!("larger than {MAX_USER_BYTES} bytes"));
         }

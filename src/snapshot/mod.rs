@@ -16,7 +16,7 @@ use std::sync::Arc;
 pub use compile::{compile, Compiler};
 pub use policies::{Client, CompiledPolicy, PolicySet};
 pub use store::SnapshotStore;
-pub use users::{User, UserIndex, MAX_USER_BYTES};
+pub use users::{KnownUser, UserIndex, MAX_USER_BYTES};
 
 use crate::resources::IdentityProviderSpec;
 use crate::source::ConfigError;
@@ -26,7 +26,7 @@ use crate::token::TrustStore;
 pub struct Snapshot {
     pub trust: TrustStore,
     pub policies: PolicySet,
-    pub identity_providers: HashMap<String, Arc<IdentityProvider>>,
+    pub identity_providers: HashMap<String, Arc<CompiledProvider>>,
     pub users: UserIndex,
     /// What compiled but is likely a mistake (a policy that allows every request): served,
     /// and reported by `validate`, the log and a metric.
@@ -35,14 +35,14 @@ pub struct Snapshot {
     pub skipped: Vec<ConfigError>,
 }
 
-/// An IdentityProvider, by name.
+/// An IdentityProvider as the snapshot holds it: its name and spec.
 #[derive(Debug, Clone, PartialEq)]
-pub struct IdentityProvider {
+pub struct CompiledProvider {
     pub name: String,
     pub spec: IdentityProviderSpec,
 }
 
-impl IdentityProvider {
+impl CompiledProvider {
     pub fn is_active(&self) -> bool {
         self.spec.active.unwrap_or(true)
     }

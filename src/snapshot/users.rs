@@ -10,12 +10,14 @@ use smallvec::SmallVec;
 
 use crate::resources::{Identifier, UserSpec};
 
-/// A User as policies see it (`user` in the request context).
+/// A User that portcullis knows (configured, from the cluster, or created), as the index
+/// keeps it and policies see it (`user` in the request context). The resource itself, as
+/// written in a file or the API, is [`crate::resources::User`].
 ///
 /// All its text sits in one shared allocation, so a clone is a reference count and a User
 /// costs about 200 bytes, where its spec as JSON maps costs about 900.
 #[derive(Clone, PartialEq)]
-pub struct User {
+pub struct KnownUser {
     /// The name, `data` as JSON, the email, then each identifier's system and value.
     text: Arc<str>,
     /// Where each piece of `text` ends, in that order.
@@ -30,7 +32,7 @@ const DATA: usize = 1;
 const EMAIL: usize = 2;
 const FIRST_IDENTIFIER: usize = 3;
 
-impl User {
+impl KnownUser {
     /// Callers bound the size: configuration refuses a User over [`MAX_USER_BYTES`] (after
     /// reading it whole), and userinfo answers are limited to 64 KiB.
     pub fn new(name: &str, spec: &UserSpec) -> Self {
@@ -154,7 +156,7 @@ impl User {
 /// The largest User configuration accepts: Kubernetes stores objects up to about 1.5 MiB.
 pub const MAX_USER_BYTES: usize = 1 << 20;
 
-impl fmt::Debug for User {
+impl fmt::Debug for KnownUser {
     // Only the name: `data` and identifiers are personal data, and Debug output ends up in logs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("User")
@@ -169,7 +171,7 @@ impl fmt::Debug for User {
 /// the User itself.
 #[derive(Default, Clone)]
 pub struct UserIndex {
-    users: Vec<User>,
+    users: Vec<KnownUser>,
     by_name: HashTable<u32>,
     /// `(position, identifier number)`.
     by_identifier: HashTable<(u32, u32)>,
@@ -205,7 +207,7 @@ fn position(i: usize) -> u32 {
 impl UserIndex {
     /// Adds or replaces (by name) a user. Returns the name of another user that already
     /// claimed one of its identifiers, if any (the first one keeps it).
-    pub fn insert(&mut self, user: User) -> Option<String> {
+    pub fn insert(&mut self, user: KnownUser) -> Option<String> {
         let Self {
             users,
             by_name,
@@ -269,14 +271,14 @@ impl UserIndex {
             .shrink_to_fit(|&(p, k)| hasher.identifier(users[p as usize].identifier(k as usize)));
     }
 
-    pub fn by_name(&self, name: &str) -> Option<&User> {
+    pub fn by_name(&self, name: &str) -> Option<&KnownUser> {
         let hash = self.hasher.name(name);
         self.by_name
             .find(hash, |&p| self.users[p as usize].name() == name)
             .map(|&p| &self.users[p as usize])
     }
 
-    pub fn by_identifier(&self, system: &str, value: &str) -> Option<&User> {
+    pub fn by_identifier(&self, system: &str, value: &str) -> Option<&KnownUser> {
         let hash = self.hasher.identifier((system, value));
         self.by_identifier
             .find(hash, |&(p, k)| {
@@ -286,7 +288,7 @@ impl UserIndex {
     }
 
     /// Every User, in insertion order.
-    pub fn users(&self) -> impl Iterator<Item = &User> {
+    pub fn users(&self) -> impl Iterator<Item = &KnownUser> {
         self.users.iter()
     }
 
@@ -321,7 +323,7 @@ mod tests {
     #[test]
     fn a_user_gives_back_its_spec_and_context() {
         let s = spec(&[("keycloak", "k-1"), ("google", "g-1")]);
-        let u = User::new("ann", &s);
+        let u = KnownUser::new("ann", &s);
         assert_eq!(u.name(), "ann");
         assert_eq!(u.spec(), s);
         assert_eq!(
@@ -331,7 +333,7 @@ mod tests {
                                   {"system": "google", "value": "g-1"}],
                    "email": "ann@example.com"})
         );
-        let bare = User::new("bob", &UserSpec::default());
+        let bare = KnownUser::new("bob", &UserSpec::default());
         assert_eq!(bare.spec(), UserSpec::default());
         assert_eq!(
             bare.to_context(),
@@ -346,15 +348,24 @@ mod tests {
     #[test]
     fn finds_by_name_and_identifier_and_replaces_by_name() {
         let mut index = UserIndex::default();
-        assert_eq!(index.insert(User::new("ann", &spec(&[("kc", "1")]))), None);
-        assert_eq!(index.insert(User::new("bob", &spec(&[("kc", "2")]))), None);
+        assert_eq!(
+            index.insert(KnownUser::new("ann", &spec(&[("kc", "1")]))),
+            None
+        );
+        assert_eq!(
+            index.insert(KnownUser::new("bob", &spec(&[("kc", "2")]))),
+            None
+        );
         assert_eq!(index.by_name("ann").unwrap().name(), "ann");
         assert_eq!(index.by_identifier("kc", "2").unwrap().name(), "bob");
         assert!(index.by_identifier("kc", "3").is_none());
         assert!(index.by_identifier("other", "1").is_none());
 
         // Replacing ann moves her identifier; the old one no longer finds her.
-        assert_eq!(index.insert(User::new("ann", &spec(&[("kc", "9")]))), None);
+        assert_eq!(
+            index.insert(KnownUser::new("ann", &spec(&[("kc", "9")]))),
+            None
+        );
         assert_eq!(index.len(), 2);
         assert!(index.by_identifier("kc", "1").is_none());
         assert_eq!(index.by_identifier("kc", "9").unwrap().name(), "ann");
@@ -363,9 +374,9 @@ mod tests {
     #[test]
     fn the_first_holder_keeps_a_shared_identifier() {
         let mut index = UserIndex::default();
-        index.insert(User::new("ann", &spec(&[("kc", "1")])));
+        index.insert(KnownUser::new("ann", &spec(&[("kc", "1")])));
         assert_eq!(
-            index.insert(User::new("eve", &spec(&[("kc", "1"), ("kc", "1")]))),
+            index.insert(KnownUser::new("eve", &spec(&[("kc", "1"), ("kc", "1")]))),
             Some("ann".to_owned())
         );
         assert_eq!(index.by_identifier("kc", "1").unwrap().name(), "ann");
@@ -375,7 +386,7 @@ mod tests {
     #[test]
     fn system_and_value_do_not_run_together() {
         let mut index = UserIndex::default();
-        index.insert(User::new("ann", &spec(&[("ab", "c")])));
+        index.insert(KnownUser::new("ann", &spec(&[("ab", "c")])));
         assert!(index.by_identifier("a", "bc").is_none());
     }
 }

@@ -10,26 +10,10 @@ use super::{for_each_document, ConfigError, Origin, Resource};
 
 const EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
 
-/// Everything read from the given files and directories, with every error found.
-#[derive(Debug, Default)]
-pub struct Loaded {
-    pub resources: Vec<Resource>,
-    pub errors: Vec<ConfigError>,
-}
-
-/// Read every `*.yaml`, `*.yml` and `*.json` file named or found below the given paths.
-/// Files are read in sorted order so that the result does not depend on the file system.
-pub fn load(paths: &[PathBuf]) -> Loaded {
-    let mut loaded = Loaded::default();
-    load_each(paths, |item| match item {
-        Ok(r) => loaded.resources.push(r),
-        Err(e) => loaded.errors.push(e),
-    });
-    loaded
-}
-
-/// [`load`], handing each resource or error over as soon as it is parsed (one file is held
-/// in memory at a time). Returns how many resources were read.
+/// Read every `*.yaml`, `*.yml` and `*.json` file named or found below the given paths,
+/// in sorted order so that the result does not depend on the file system, handing each
+/// resource or error over as soon as it is parsed (one file is held in memory at a time).
+/// Returns how many resources were read.
 pub fn load_each(paths: &[PathBuf], emit: impl FnMut(Result<Resource, ConfigError>)) -> usize {
     load_each_except(paths, None, emit)
 }
@@ -162,6 +146,15 @@ pub fn watch(
 mod tests {
     use super::*;
 
+    fn load(paths: &[PathBuf]) -> (Vec<Resource>, Vec<ConfigError>) {
+        let (mut resources, mut errors) = (Vec::new(), Vec::new());
+        load_each(paths, |item| match item {
+            Ok(r) => resources.push(r),
+            Err(e) => errors.push(e),
+        });
+        (resources, errors)
+    }
+
     #[test]
     fn reads_directories_recursively_and_skips_other_files() {
         let dir = tempfile::tempdir().unwrap();
@@ -178,9 +171,9 @@ mod tests {
             "resourceType: User\nid: h\n",
         )
         .unwrap();
-        let loaded = load(&[dir.path().to_path_buf()]);
-        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
-        let names: Vec<_> = loaded.resources.iter().map(|r| r.name.as_str()).collect();
+        let (resources, errors) = load(&[dir.path().to_path_buf()]);
+        assert!(errors.is_empty(), "{errors:?}");
+        let names: Vec<_> = resources.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
     }
 
@@ -198,10 +191,8 @@ mod tests {
 
     #[test]
     fn a_missing_path_is_an_error() {
-        let loaded = load(&[PathBuf::from("/nonexistent/portcullis")]);
-        assert_eq!(loaded.errors.len(), 1);
-        assert!(loaded.errors[0]
-            .to_string()
-            .contains("/nonexistent/portcullis"));
+        let (_, errors) = load(&[PathBuf::from("/nonexistent/portcullis")]);
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].to_string().contains("/nonexistent/portcullis"));
     }
 }

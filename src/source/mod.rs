@@ -58,12 +58,6 @@ pub enum Origin {
         document: usize,
         line: usize,
     },
-    Kube {
-        namespace: String,
-        name: String,
-    },
-    /// Made by portcullis itself (an auto-created User not yet read back).
-    Created,
 }
 
 impl fmt::Display for Origin {
@@ -74,8 +68,6 @@ impl fmt::Display for Origin {
                 document,
                 line,
             } => write!(f, "{}:{line} (document {document})", path.display()),
-            Origin::Kube { namespace, name } => write!(f, "cluster {namespace}/{name}"),
-            Origin::Created => f.write_str("created by portcullis"),
         }
     }
 }

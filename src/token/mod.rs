@@ -310,7 +310,7 @@ impl TokenVerifier {
         let key = cache::hash(token);
         if let Some(hit) = self.verified.get(&key).await {
             if hit.is_fresh(Instant::now(), jwt::now()) {
-                if let Some(valid) = Self::valid(trust, &hit) {
+                if let Some(valid) = Self::under(trust, &hit) {
                     self.metrics.token_event("verified_cache_hit");
                     return Ok(valid);
                 }
@@ -342,12 +342,12 @@ impl TokenVerifier {
             .try_get_with(key, self.verify(trust, token))
             .await
         {
-            Ok(verified) => match Self::valid(trust, &verified) {
+            Ok(verified) => match Self::under(trust, &verified) {
                 Some(valid) => Ok(valid),
                 // A request under another snapshot verified it first: check it under ours.
                 None => {
                     let verified = self.verify(trust, token).await?;
-                    Self::valid(trust, &verified).ok_or_else(|| {
+                    Self::under(trust, &verified).ok_or_else(|| {
                         TokenError::Unavailable("the configuration changed; try again".into())
                     })
                 }
@@ -356,7 +356,9 @@ impl TokenVerifier {
         }
     }
 
-    fn valid(trust: &TrustStore, v: &Verified) -> Option<ValidToken> {
+    /// A verified token as the current trust store vouches for it: `None` when the
+    /// introspector that verified it has changed or gone since.
+    fn under(trust: &TrustStore, v: &Verified) -> Option<ValidToken> {
         let introspector = trust.by_fingerprint(&v.introspector)?;
         Some(ValidToken {
             kind: v.kind,

@@ -10,7 +10,7 @@ mod userinfo;
 #[cfg(test)]
 mod tests;
 
-pub use crate::snapshot::{User, UserIndex, MAX_USER_BYTES};
+pub use crate::snapshot::{KnownUser, UserIndex, MAX_USER_BYTES};
 pub use naming::{is_valid_name, user_name, MAX_NAME_LEN};
 pub use resolve::{find_existing, plan, DataSource, Found, NameClaims, Plan, Resolution};
 pub use resolver::{UserResolver, USERINFO_RETRY_AFTER};

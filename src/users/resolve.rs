@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
-use super::{user_name, User, UserIndex};
+use super::{user_name, KnownUser, UserIndex};
 use crate::resources::{Identifier, UserinfoSource};
 use crate::snapshot::Snapshot;
 use crate::token::ValidToken;
@@ -22,9 +22,9 @@ pub enum Found {
 /// What resolution came to.
 #[derive(Debug, Clone)]
 pub enum Resolution {
-    Found(User, Found),
+    Found(KnownUser, Found),
     /// Created now (or by a concurrent request for the same subject).
-    Created(User),
+    Created(KnownUser),
     /// `explain`: creation would run, but explain never creates.
     WouldCreate(Plan),
     /// The userinfo call failed: no `user` this time.
@@ -42,7 +42,7 @@ pub enum Resolution {
 }
 
 impl Resolution {
-    pub fn user(&self) -> Option<&User> {
+    pub fn user(&self) -> Option<&KnownUser> {
         match self {
             Resolution::Found(u, _) | Resolution::Created(u) => Some(u),
             _ => None,
@@ -70,7 +70,7 @@ pub fn find_existing(
     overlay: Option<&UserIndex>,
     token: &ValidToken,
     name_claims: NameClaims,
-) -> Option<(User, Found)> {
+) -> Option<(KnownUser, Found)> {
     let indexes = std::iter::once(&snapshot.users).chain(overlay);
     let name = token
         .claims
@@ -214,7 +214,7 @@ pub fn plan(snapshot: &Snapshot, token: &ValidToken) -> Result<Plan, String> {
 fn provider<'s>(
     snapshot: &'s Snapshot,
     token: &ValidToken,
-) -> Result<&'s crate::snapshot::IdentityProvider, String> {
+) -> Result<&'s crate::snapshot::CompiledProvider, String> {
     let name = token
         .introspector
         .identity_provider

@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::resolve::{find_existing, plan, DataSource, Found, NameClaims, Plan, Resolution};
 use super::store::UserStore;
 use super::userinfo::{UserinfoClient, UserinfoError};
-use super::{User, UserIndex};
+use super::{KnownUser, UserIndex};
 use crate::metrics::Metrics;
 use crate::resources::UserSpec;
 use crate::snapshot::Snapshot;
@@ -163,7 +163,7 @@ impl UserResolver {
 }
 
 type Key = (String, String);
-type Flight = Shared<BoxFuture<'static, Result<User, CreateError>>>;
+type Flight = Shared<BoxFuture<'static, Result<KnownUser, CreateError>>>;
 
 #[derive(Debug, Clone)]
 enum CreateError {
@@ -254,7 +254,7 @@ impl Creator {
         }
     }
 
-    async fn create(&self, plan: Plan, token: &str) -> Result<User, CreateError> {
+    async fn create(&self, plan: Plan, token: &str) -> Result<KnownUser, CreateError> {
         let name = plan.name.clone();
         let fail = |event: &'static str, error: CreateError| {
             self.metrics.user_event(event);
@@ -285,7 +285,7 @@ impl Creator {
                 .await
                 .map_err(|e| fail("userinfo_error", CreateError::Userinfo(e.to_string())))?,
         };
-        let user = User::new(
+        let user = KnownUser::new(
             &plan.name,
             &UserSpec {
                 data: Some(Value::Object(data)),
@@ -309,7 +309,7 @@ impl Creator {
 
     /// The stored User must be the one meant: an object by that name that lacks this
     /// identifier belongs to someone else, and is never handed to this caller.
-    fn accept(&self, user: User, plan: &Plan) -> Result<User, CreateError> {
+    fn accept(&self, user: KnownUser, plan: &Plan) -> Result<KnownUser, CreateError> {
         if !user.has_identifier(&plan.identifier.system, &plan.identifier.value) {
             return Err(CreateError::Store(format!(
                 "User/{} exists without identifier {{system: {}, value: <sub>}}: refusing to use it",

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 
-use super::User;
+use super::KnownUser;
 use crate::resources::{self, API_VERSION};
 use crate::source::{parse_documents, Spec};
 
@@ -36,10 +36,10 @@ pub trait UserStore: Send + Sync + 'static {
     /// Create the User. When an object by that name already exists, that object is
     /// returned unchanged: replicas creating the same user converge on one object. The
     /// caller checks that the object returned is the one it meant.
-    fn create(&self, user: User) -> BoxFuture<'_, Result<User, StoreError>>;
+    fn create(&self, user: KnownUser) -> BoxFuture<'_, Result<KnownUser, StoreError>>;
 
     /// The stored User by name, if any.
-    fn get<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<User>, StoreError>>;
+    fn get<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<KnownUser>, StoreError>>;
 
     /// Where Users go, for logs.
     fn describe(&self) -> String;
@@ -73,7 +73,7 @@ impl FileUserStore {
 }
 
 impl UserStore for FileUserStore {
-    fn create(&self, user: User) -> BoxFuture<'_, Result<User, StoreError>> {
+    fn create(&self, user: KnownUser) -> BoxFuture<'_, Result<KnownUser, StoreError>> {
         let dir = self.dir.clone();
         let lock = self.write_lock.clone();
         Box::pin(async move {
@@ -86,7 +86,7 @@ impl UserStore for FileUserStore {
         })
     }
 
-    fn get<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<User>, StoreError>> {
+    fn get<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<KnownUser>, StoreError>> {
         let dir = self.dir.clone();
         let name = name.to_string();
         Box::pin(async move {
@@ -102,7 +102,7 @@ impl UserStore for FileUserStore {
 }
 
 /// The Kubernetes form of a created User, as written to a file (and later to the API).
-pub fn manifest(user: &User) -> resources::User {
+pub fn manifest(user: &KnownUser) -> resources::User {
     let mut cr = resources::User::new(user.name(), user.spec());
     cr.metadata.labels = Some(
         [(
@@ -124,7 +124,7 @@ fn check_name(name: &str) -> Result<(), StoreError> {
     }
 }
 
-fn create_file(dir: &Path, user: User) -> Result<User, StoreError> {
+fn create_file(dir: &Path, user: KnownUser) -> Result<KnownUser, StoreError> {
     check_name(user.name())?;
     if let Some(existing) = read_file(dir, user.name())? {
         return Ok(existing);
@@ -182,7 +182,7 @@ fn sync_dir(dir: &Path) {
 #[cfg(not(unix))]
 fn sync_dir(_: &Path) {}
 
-fn read_file(dir: &Path, name: &str) -> Result<Option<User>, StoreError> {
+fn read_file(dir: &Path, name: &str) -> Result<Option<KnownUser>, StoreError> {
     check_name(name)?;
     let path = dir.join(format!("{name}.yaml"));
     let text = match std::fs::read_to_string(&path) {
@@ -200,7 +200,7 @@ fn read_file(dir: &Path, name: &str) -> Result<Option<User>, StoreError> {
     }
     match resources.as_slice() {
         [r] if r.name == name => match &r.spec {
-            Spec::User(spec) => Ok(Some(User::new(&r.name, spec))),
+            Spec::User(spec) => Ok(Some(KnownUser::new(&r.name, spec))),
             _ => Err(corrupt(format!("holds a {}, not a User", r.spec.kind()))),
         },
         _ => Err(corrupt(format!(
@@ -215,12 +215,12 @@ mod tests {
     use crate::resources::{Identifier, UserSpec};
     use serde_json::json;
 
-    fn user(name: &str, sub: &str) -> User {
+    fn user(name: &str, sub: &str) -> KnownUser {
         user_with(name, sub, json!({"sub": sub, "email_verified": false}))
     }
 
-    fn user_with(name: &str, sub: &str, data: serde_json::Value) -> User {
-        User::new(
+    fn user_with(name: &str, sub: &str, data: serde_json::Value) -> KnownUser {
+        KnownUser::new(
             name,
             &UserSpec {
                 data: Some(data),
@@ -262,9 +262,12 @@ mod tests {
         assert_eq!(entries, ["keycloak-abc.yaml"]);
 
         // The configuration loader reads it as a User, as `serve` does at start-up.
-        let loaded = crate::source::files::load(&[store.dir().to_path_buf()]);
-        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
-        let snapshot = crate::snapshot::compile(&loaded.resources).unwrap();
+        let mut compiler = crate::snapshot::Compiler::default();
+        crate::source::files::load_each(&[store.dir().to_path_buf()], |r| {
+            compiler.push_created_user(r)
+        });
+        let snapshot = compiler.finish().unwrap();
+        assert!(snapshot.skipped.is_empty(), "{:?}", snapshot.skipped);
         assert_eq!(*snapshot.users.by_name("keycloak-abc").unwrap(), u);
         assert_eq!(store.get("keycloak-abc").await.unwrap(), Some(u));
         assert_eq!(store.get("keycloak-nobody").await.unwrap(), None);

@@ -174,7 +174,7 @@ fn the_snapshot_is_consulted_before_the_overlay() {
         idp("http://127.0.0.1:1/userinfo", "")
     ));
     let mut overlay = UserIndex::default();
-    overlay.insert(User::new(
+    overlay.insert(KnownUser::new(
         "created",
         &crate::resources::UserSpec {
             identifier: vec![crate::resources::Identifier {
@@ -184,7 +184,7 @@ fn the_snapshot_is_consulted_before_the_overlay() {
             ..Default::default()
         },
     ));
-    overlay.insert(User::new("only-in-overlay", &Default::default()));
+    overlay.insert(KnownUser::new("only-in-overlay", &Default::default()));
     let t = kc_token(&s, SUB);
     assert_eq!(
         find_existing(&s, Some(&overlay), &t, NameClaims::Allowed)
@@ -383,11 +383,11 @@ async fn creates_the_user_of_the_tutorial_once() {
 
     // Once a snapshot holds it, it leaves the overlay.
     assert_eq!(setup.resolver.overlay_len(), 1);
-    let loaded = crate::source::files::load(&[setup.dir.path().to_path_buf()]);
-    let mut resources = loaded.resources;
-    let (more, _) = crate::source::parse_documents(Path::new("c.yaml"), &idp(&idp_stub.url, ""));
-    resources.extend(more);
-    let reloaded = crate::snapshot::compile(&resources).unwrap();
+    let mut compiler = crate::snapshot::Compiler::default();
+    crate::source::files::load_each(&[setup.dir.path().to_path_buf()], |r| compiler.push(r));
+    let provider = idp(&idp_stub.url, "");
+    crate::source::for_each_document(Path::new("c.yaml"), &provider, |r| compiler.push(r));
+    let reloaded = compiler.finish().unwrap();
     setup.resolver.snapshot_changed(&reloaded);
     assert_eq!(setup.resolver.overlay_len(), 0);
     assert!(reloaded.users.by_name(&name).is_some());
@@ -723,7 +723,7 @@ async fn decisions_carry_the_created_user_and_explain_creates_nothing() {
 
 #[test]
 fn trace_steps_name_every_result() {
-    let user = User::new("u", &Default::default());
+    let user = KnownUser::new("u", &Default::default());
     let step = |r: Resolution| crate::decision::UserStep::from_resolution(&r).result;
     assert_eq!(step(Resolution::Created(user.clone())), "created");
     assert_eq!(
@@ -754,7 +754,7 @@ async fn replicas_sharing_a_users_dir_never_overwrite_each_other() {
     let a = FileUserStore::new(dir.path()).unwrap();
     let b = FileUserStore::new(dir.path()).unwrap();
     let user = |i: usize, from: &str| {
-        User::new(
+        KnownUser::new(
             &format!("keycloak-{i}"),
             &crate::resources::UserSpec {
                 data: Some(json!({ "from": from })),
