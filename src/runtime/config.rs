@@ -1,0 +1,108 @@
+//! Where configuration comes from, and the reload that serves it. The reload knows nothing
+//! of files: any source that compiles a snapshot hands it to a [`Reloader`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::servers::Health;
+use crate::decision::Authorizer;
+use crate::metrics::Metrics;
+use crate::snapshot::{Compiler, Snapshot, SnapshotStore};
+use crate::source::{files, ConfigError};
+
+/// How long a burst of file events must be quiet before a reload.
+const RELOAD_SETTLE: Duration = Duration::from_millis(200);
+
+/// File mode: the `--config` paths, then the directory of created Users.
+pub struct FileSource {
+    pub config: Vec<PathBuf>,
+    /// `--users-dir`, canonical: read after the rest, and leniently, even when it sits
+    /// inside a `--config` directory.
+    pub users_dir: Option<PathBuf>,
+}
+
+/// A compiled configuration, or every error that kept it from compiling; and how many
+/// resources were read.
+type Compiled = (Result<Snapshot, Vec<ConfigError>>, usize);
+
+impl FileSource {
+    /// Everything the files hold now. Blocking: file reads and compilation.
+    fn compile(&self) -> Compiled {
+        let mut compiler = Compiler::default();
+        let except = self.users_dir.as_deref();
+        let mut count = files::load_each_except(&self.config, except, |r| compiler.push(r));
+        if let Some(dir) = &self.users_dir {
+            count += files::load_each(std::slice::from_ref(dir), |r| compiler.push_created_user(r));
+        }
+        (compiler.finish(), count)
+    }
+}
+
+/// Serves what a source compiled, or keeps the last good configuration and says so (log,
+/// `portcullis_config_last_load_ok`).
+#[derive(Clone)]
+pub struct Reloader {
+    pub snapshots: Arc<SnapshotStore>,
+    pub metrics: Arc<Metrics>,
+    pub authorizer: Arc<Authorizer>,
+    pub health: Health,
+}
+
+impl Reloader {
+    /// Returns whether a new snapshot is serving.
+    pub async fn apply(&self, (compiled, resources): Compiled) -> bool {
+        let snapshot = match compiled {
+            Ok(snapshot) => snapshot,
+            Err(errors) => {
+                for e in &errors {
+                    tracing::error!(error = %e, "configuration error");
+                }
+                let serving = if self.snapshots.is_ready() {
+                    "the last good configuration keeps serving"
+                } else {
+                    "not ready: no good configuration yet"
+                };
+                tracing::error!(errors = errors.len(), "configuration rejected; {serving}");
+                self.metrics.config_loaded(false, 0, 0);
+                return false;
+            }
+        };
+        for w in &snapshot.warnings {
+            tracing::warn!(warning = %w, "configuration warning");
+        }
+        for s in &snapshot.skipped {
+            tracing::error!(error = %s, "created User file skipped; fix or remove it");
+        }
+        tracing::info!(summary = %snapshot.summary(), "configuration loaded");
+        self.metrics
+            .config_loaded(true, resources, snapshot.warnings.len());
+        self.metrics.user_files_skipped(snapshot.skipped.len());
+        self.snapshots.store(snapshot);
+        if let Some(serving) = self.snapshots.load() {
+            self.authorizer.users.snapshot_changed(&serving);
+        }
+        self.health.ready().await;
+        true
+    }
+}
+
+/// Loads the files, then again after every burst of changes, off the request threads.
+/// The watch lasts as long as the returned watcher.
+pub async fn start(
+    source: FileSource,
+    reloader: Reloader,
+) -> notify::Result<notify::RecommendedWatcher> {
+    reloader.apply(source.compile()).await;
+    // Not the users dir (unless it lies inside a --config directory): each created User
+    // would otherwise reload everything. Created Users are served from the resolver's
+    // overlay and read back at the next reload.
+    let (watcher, mut changes) = files::watch(&source.config, RELOAD_SETTLE)?;
+    tokio::spawn(async move {
+        while changes.recv().await.is_some() {
+            let compiled = tokio::task::block_in_place(|| source.compile());
+            reloader.apply(compiled).await;
+        }
+    });
+    Ok(watcher)
+}

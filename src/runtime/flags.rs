@@ -1,0 +1,38 @@
+//! What `serve`'s flags ask for, checked before anything starts: a mistake is a clear
+//! start-up error, never a silent default.
+
+use anyhow::{bail, Context};
+
+use super::config::FileSource;
+use crate::cli::ServeArgs;
+
+/// The configuration source the flags name.
+pub fn check(args: &ServeArgs) -> anyhow::Result<FileSource> {
+    if args.kube {
+        bail!("--kube: the Kubernetes source is not part of this build yet; use --config");
+    }
+    if !args.namespaces.is_empty() {
+        bail!("--namespace selects what --kube watches, and --kube is not part of this build yet");
+    }
+    if args.config.is_empty() {
+        bail!("no configuration: pass --config PATH (a file or directory), or --kube");
+    }
+    if args.create_users && args.users_dir.is_none() {
+        bail!("--create-users in file mode needs --users-dir DIR, where created Users are kept");
+    }
+    let users_dir = match &args.users_dir {
+        None => None,
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating --users-dir {}", dir.display()))?;
+            Some(
+                dir.canonicalize()
+                    .with_context(|| format!("reading --users-dir {}", dir.display()))?,
+            )
+        }
+    };
+    Ok(FileSource {
+        config: args.config.clone(),
+        users_dir,
+    })
+}

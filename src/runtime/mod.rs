@@ -1,0 +1,46 @@
+//! `portcullis serve`: the wiring, one seam per file.
+//!
+//! - [`flags`]: what the flags ask for, checked before anything starts;
+//! - [`build`]: the authorizer (token verifier, user resolver, decision log) from flags;
+//! - [`config`]: where configuration comes from (files today, the cluster next) and the
+//!   reload that swaps a snapshot in when it compiles, for any source;
+//! - [`servers`]: the gRPC, HTTP and admin listeners, and health;
+//! - [`shutdown`]: SIGTERM, drain, stop.
+
+mod build;
+mod config;
+mod flags;
+mod servers;
+mod shutdown;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::cli::ServeArgs;
+use crate::metrics::Metrics;
+use crate::snapshot::SnapshotStore;
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let source = flags::check(&args)?;
+
+    let metrics = Arc::new(Metrics::new());
+    let snapshots = Arc::new(SnapshotStore::default());
+    let authorizer = build::authorizer(&args, snapshots.clone(), metrics.clone())?;
+    let health = servers::Health::new().await;
+
+    let reloader = config::Reloader {
+        snapshots: snapshots.clone(),
+        metrics: metrics.clone(),
+        authorizer: authorizer.clone(),
+        health: health.clone(),
+    };
+    let _watch = config::start(source, reloader)
+        .await
+        .context("watching the configuration")?;
+
+    let shutdown = shutdown::on_signal(health.clone(), args.drain_ms);
+    servers::run(&args, authorizer, snapshots, metrics, health, shutdown).await?;
+    tracing::info!("stopped");
+    Ok(())
+}

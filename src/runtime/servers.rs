@@ -1,0 +1,141 @@
+//! The listeners: gRPC (ext_authz and health), HTTP (probes, metrics, HTTP ext_authz) and
+//! the optional admin API; and the health they report.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use axum::serve::ListenerExt;
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::server::{HealthReporter, HealthService};
+use tonic_health::ServingStatus;
+
+use super::shutdown::Stop;
+use crate::cli::ServeArgs;
+use crate::decision::Authorizer;
+use crate::metrics::Metrics;
+use crate::server::admin::{AdminServer, AdminService};
+use crate::server::grpc::ExtAuthz;
+use crate::server::http::{router, HttpState};
+use crate::snapshot::SnapshotStore;
+
+/// gRPC health (and, through `draining`, `/readyz`): serving once a configuration is
+/// loaded, not serving again from the moment a drain starts.
+#[derive(Clone)]
+pub struct Health {
+    reporter: HealthReporter,
+    service: HealthServer<HealthService>,
+    draining: Arc<AtomicBool>,
+}
+
+impl Health {
+    /// Not serving, until [`Health::ready`].
+    pub async fn new() -> Self {
+        let reporter = HealthReporter::new();
+        let service = HealthServer::new(HealthService::from_health_reporter(reporter.clone()));
+        let health = Health {
+            reporter,
+            service,
+            draining: Arc::default(),
+        };
+        health.set(ServingStatus::NotServing).await;
+        health
+    }
+
+    /// A configuration serves: say so, unless draining.
+    pub async fn ready(&self) {
+        if !self.draining.load(Ordering::Relaxed) {
+            self.set(ServingStatus::Serving).await;
+        }
+    }
+
+    pub async fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        self.set(ServingStatus::NotServing).await;
+    }
+
+    /// The whole server (`""`) and the ext_authz service report the same status:
+    /// Kubernetes gRPC probes and Envoy health checks without a service name read `""`.
+    async fn set(&self, status: ServingStatus) {
+        self.reporter.set_service_status("", status).await;
+        if status == ServingStatus::Serving {
+            self.reporter
+                .set_serving::<AuthorizationServer<ExtAuthz>>()
+                .await;
+        } else {
+            self.reporter
+                .set_not_serving::<AuthorizationServer<ExtAuthz>>()
+                .await;
+        }
+    }
+}
+
+/// Binds the listeners and serves until `stop`.
+pub async fn run(
+    args: &ServeArgs,
+    authorizer: Arc<Authorizer>,
+    snapshots: Arc<SnapshotStore>,
+    metrics: Arc<Metrics>,
+    health: Health,
+    stop: Stop,
+) -> anyhow::Result<()> {
+    let grpc_listener = TcpListener::bind(args.grpc_addr)
+        .await
+        .with_context(|| format!("binding --grpc-addr {}", args.grpc_addr))?;
+    let http_listener = TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("binding --http-addr {}", args.http_addr))?;
+    tracing::info!(grpc = %args.grpc_addr, http = %args.http_addr, "serving");
+
+    let grpc = tonic::transport::Server::builder()
+        .add_service(health.service.clone())
+        .add_service(AuthorizationServer::new(ExtAuthz::new(authorizer.clone())))
+        // A listener handed to tonic gets none of its socket settings: without TCP_NODELAY
+        // a small answer can wait for the client's delayed ACK (~40 ms on Linux).
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+            stop.clone().wait(),
+        );
+    let http = axum::serve(
+        http_listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        }),
+        router(HttpState {
+            authorizer: authorizer.clone(),
+            snapshots,
+            metrics,
+            draining: health.draining.clone(),
+        })
+        .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop.clone().wait());
+
+    let admin = async {
+        let (Some(addr), Some(token_file)) = (args.admin_addr, &args.admin_token_file) else {
+            return Ok(());
+        };
+        let token = std::fs::read_to_string(token_file)
+            .with_context(|| format!("reading --admin-token-file {}", token_file.display()))?;
+        if token.trim().len() < 16 {
+            bail!("--admin-token-file holds fewer than 16 characters: use a long random token");
+        }
+        tracing::info!(admin = %addr, "operator API enabled");
+        tonic::transport::Server::builder()
+            .add_service(AdminServer::new(AdminService::new(authorizer, &token)))
+            .serve_with_shutdown(addr, stop.wait())
+            .await
+            .with_context(|| format!("serving --admin-addr {addr}"))
+    };
+
+    tokio::try_join!(
+        async { grpc.await.context("gRPC server") },
+        async { http.await.context("HTTP server") },
+        admin,
+    )?;
+    Ok(())
+}
