@@ -18,7 +18,7 @@ use futures::FutureExt;
 use serde_json::json;
 
 pub use log::DecisionLog;
-pub use request::HttpRequest;
+pub use request::{Credential, HttpRequest};
 pub use trace::{PolicyStep, TokenStep, Trace, UserStep};
 
 use crate::metrics::Metrics;
@@ -66,7 +66,7 @@ impl Decision {
             outcome: Outcome::Unavailable,
             reason,
             message: message.into(),
-            token_given: request.bearer_token().is_some(),
+            token_given: request.has_credential(),
             policy: None,
             user: None,
             subject: None,
@@ -204,11 +204,21 @@ impl Authorizer {
     }
 
     async fn decide(&self, request: &HttpRequest, mut trace: Option<&mut Trace>) -> Decision {
-        let token = request.bearer_token();
         let mut decision =
             Decision::unavailable(request, "not_ready", "no configuration loaded yet");
         let Some(snapshot) = self.snapshots.load() else {
             return decision;
+        };
+        let token = match request.credential() {
+            Credential::None => None,
+            Credential::Bearer(token) => Some(token),
+            Credential::Unreadable(why) => {
+                let e = TokenError::Malformed(why.into());
+                if let Some(t) = trace.as_deref_mut() {
+                    t.token = TokenStep::refused(&e);
+                }
+                return self.refuse(decision, &e);
+            }
         };
 
         let valid = match token {

@@ -1,5 +1,23 @@
 //! The request being authorised, as plain data: what the gRPC and HTTP edges translate to.
 
+/// What a request presents to authenticate with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential<'a> {
+    None,
+    Bearer(&'a str),
+    /// Bearer credentials that are not one token: refused, never read as anonymous.
+    Unreadable(&'static str),
+}
+
+/// RFC 6750 section 2.1: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+fn is_b64token(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
+}
+
 /// One HTTP request as Envoy describes it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HttpRequest {
@@ -23,13 +41,40 @@ impl HttpRequest {
             .map(|(_, v)| v.as_str())
     }
 
-    /// The bearer token of the `Authorization` header (RFC 6750: scheme case-insensitive).
-    /// Another scheme is not a bearer credential: the request is then anonymous.
-    pub fn bearer_token(&self) -> Option<&str> {
-        let value = self.header("authorization")?.trim();
-        let (scheme, token) = value.split_once(' ')?;
+    /// The bearer credential of the `Authorization` header (RFC 6750: scheme
+    /// case-insensitive). Another scheme is not a bearer credential: the request is then
+    /// anonymous.
+    pub fn credential(&self) -> Credential<'_> {
+        let mut values = self
+            .headers
+            .iter()
+            .filter(|(k, _)| k == "authorization")
+            .map(|(_, v)| v.as_str());
+        let Some(value) = values.next() else {
+            return Credential::None;
+        };
+        if values.next().is_some() {
+            // Which one would the application read? Refuse to guess.
+            return Credential::Unreadable("several Authorization headers");
+        }
+        let Some((scheme, token)) = value.trim().split_once(' ') else {
+            return Credential::None;
+        };
         let token = token.trim();
-        (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+        if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+            return Credential::None;
+        }
+        if is_b64token(token) {
+            Credential::Bearer(token)
+        } else {
+            // A comma-joined pair of headers (`Bearer a,Bearer b`), spaces, quotes...
+            Credential::Unreadable("the bearer token is not one RFC 6750 token")
+        }
+    }
+
+    /// Whether the request presents bearer credentials at all, readable or not.
+    pub fn has_credential(&self) -> bool {
+        !matches!(self.credential(), Credential::None)
     }
 
     /// `(path, query)`, the query without its `?`.
@@ -42,19 +87,39 @@ impl HttpRequest {
 mod tests {
     use super::*;
 
-    fn with_auth(v: &str) -> HttpRequest {
+    fn with_auth(values: &[&str]) -> HttpRequest {
         HttpRequest {
-            headers: vec![("authorization".into(), v.into())],
+            headers: values
+                .iter()
+                .map(|v| ("authorization".to_string(), v.to_string()))
+                .collect(),
             ..Default::default()
         }
     }
 
     #[test]
-    fn reads_bearer_tokens_only() {
-        assert_eq!(with_auth("Bearer abc").bearer_token(), Some("abc"));
-        assert_eq!(with_auth("bearer  abc ").bearer_token(), Some("abc"));
-        assert_eq!(with_auth("Basic abc").bearer_token(), None);
-        assert_eq!(with_auth("Bearer").bearer_token(), None);
-        assert_eq!(HttpRequest::default().bearer_token(), None);
+    fn reads_one_bearer_token_only() {
+        // Debug text: the credential borrows from a request made inside the closure.
+        let credential = |values: &[&str]| format!("{:?}", with_auth(values).credential());
+        let bearer = |t: &str| format!("{:?}", Credential::Bearer(t));
+        assert_eq!(credential(&["Bearer abc"]), bearer("abc"));
+        assert_eq!(
+            credential(&["bearer  a.b-c_d~e+f/g=="]),
+            bearer("a.b-c_d~e+f/g==")
+        );
+        let none = format!("{:?}", Credential::None);
+        assert_eq!(credential(&["Basic abc"]), none);
+        assert_eq!(credential(&["Bearer"]), none);
+        assert_eq!(credential(&[]), none);
+        for values in [
+            &["Bearer a", "Bearer b"][..],
+            &["Basic x", "Bearer b"],
+            &["Bearer a,Bearer b"],
+            &["Bearer a b"],
+            &["Bearer \"a\""],
+            &["Bearer ="],
+        ] {
+            assert!(credential(values).starts_with("Unreadable"), "{values:?}");
+        }
     }
 }

@@ -334,3 +334,25 @@ async fn a_slow_identity_provider_is_a_503_within_the_deadline_never_an_allow() 
         started.elapsed()
     );
 }
+
+/// Two credentials are one too many: which would the application read? Refused as an
+/// invalid token (401), never taken as anonymous, even where anonymous access is allowed.
+#[tokio::test]
+async fn several_authorization_headers_are_refused() {
+    let a = authorizer(CONFIG);
+    let good = token(json!({"sub": "svc", "scope": "read"}));
+    let mut req = request("GET", "/fhir/metadata", Some(&good));
+    req.headers
+        .push(("authorization".into(), format!("Bearer {good}")));
+    let d = a.check(&req).await;
+    assert_eq!((d.http_status(), d.reason), (401, "token_malformed"));
+    assert!(d.token_given);
+    // Envoy's `headers` map joins repeated headers with a comma.
+    let mut req = request("GET", "/fhir/metadata", None);
+    req.headers.push((
+        "authorization".into(),
+        format!("Bearer {good},Bearer {good}"),
+    ));
+    let d = a.check(&req).await;
+    assert_eq!((d.http_status(), d.reason), (401, "token_malformed"));
+}
