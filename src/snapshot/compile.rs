@@ -353,6 +353,13 @@ mod tests {
                 .contains("AccessPolicy/user-issuer: field `link[0].issuer`: only a Client link"),
             "{text:#?}"
         );
+        // A misspelt field of a link is refused, not ignored.
+        let (_, errors) = parse_documents(
+            Path::new("c.yaml"),
+            "resourceType: AccessPolicy\nid: typo\nengine: allow\nlink: [{reference: Client/app, isuer: https://a}]\n",
+        );
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].to_string().contains("isuer"), "{errors:?}");
         let ok = compile_text(
             "resourceType: AccessPolicy\nid: app\nengine: allow\n\
              link: [{reference: Client/app, issuer: https://a}, {resourceType: User, id: u}]\n",
