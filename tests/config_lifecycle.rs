@@ -282,3 +282,36 @@ async fn the_decision_log_has_one_line_per_decision_and_never_the_token() {
         assert!(!log.contains(signature), "a token reached the log:\n{log}");
     }
 }
+
+/// `--decision-log-allow-sample 3`: one allow in three is logged, every denial is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_decision_log_samples_allows_and_keeps_every_denial() {
+    let p = Portcullis::builder()
+        .config("examples/quickstart")
+        .arg("--decision-log-allow-sample")
+        .arg("3")
+        .start()
+        .await;
+    let expired = Jwt::new(ISS, "basic").expired().sign_hs256(SECRET);
+    let forged = Jwt::new(ISS, "basic").sign_hs256("not-the-secret");
+    for i in 0..9 {
+        let good = Jwt::new(ISS, "basic").claim("n", i).sign_hs256(SECRET);
+        assert_eq!(status_of(&p, &good).await, 200);
+        // Denials in between count for nothing in the sampling.
+        if i % 3 == 1 {
+            let denied = if i == 4 { &forged } else { &expired };
+            assert_eq!(status_of(&p, denied).await, 401);
+        }
+    }
+    let log = p.log();
+    let decisions = decision_lines(&log);
+    let allows = decisions.iter().filter(|(allow, _)| *allow).count();
+    let denials = decisions.len() - allows;
+    assert_eq!(allows, 3, "9 allows sampled 1 in 3:\n{log}");
+    assert_eq!(denials, 3, "every denial logged:\n{log}");
+    assert_eq!(
+        p.metrics().await.checks(),
+        12,
+        "every decision was made, logged or not"
+    );
+}
