@@ -3,11 +3,9 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
-
 use portcullis::proto::admin::admin_client::AdminClient;
 use portcullis::proto::admin::ExplainRequest;
-use support::portcullis::Portcullis;
+use support::portcullis::{self as serve, Portcullis};
 use support::tokens::Jwt;
 use tonic::Code;
 
@@ -41,7 +39,7 @@ async fn explain_over_the_admin_api_is_for_operators_only() {
     let token_file = dir.path().join("operator-token");
     std::fs::write(&token_file, format!("{OPERATOR_TOKEN}\n")).unwrap();
     let admin = support::free_addr();
-    let p = Portcullis::builder()
+    let _portcullis = Portcullis::builder()
         .config(dir.path().join("c.yaml"))
         .arg("--admin-addr")
         .arg(admin.to_string())
@@ -50,14 +48,10 @@ async fn explain_over_the_admin_api_is_for_operators_only() {
         .start()
         .await;
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut client = loop {
-        match AdminClient::connect(format!("http://{admin}")).await {
-            Ok(c) => break c,
-            Err(e) if Instant::now() > deadline => panic!("admin API: {e}\n{}", p.log_report()),
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    };
+    let mut client = support::eventually("the admin API to listen", || async {
+        AdminClient::connect(format!("http://{admin}")).await.ok()
+    })
+    .await;
     let viewer = Jwt::new("https://auth.example.com", "bob")
         .claim("role", "viewer")
         .sign_hs256("very-secret");
@@ -95,18 +89,14 @@ async fn explain_over_the_admin_api_is_for_operators_only() {
 
 #[test]
 fn the_admin_api_cannot_be_enabled_without_a_token() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args([
+    serve::run_refused(
+        &[
             "serve",
             "--config",
             "examples/quickstart",
             "--admin-addr",
             "127.0.0.1:0",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("PORTCULLIS_ADMIN_TOKEN_FILE")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--admin-token-file"));
+        ],
+        "--admin-token-file",
+    );
 }

@@ -4,27 +4,18 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
-
-use support::portcullis::{portcullis_bin, Portcullis};
-use support::tokens::{bearer, Jwt};
+use support::ext_authz::http_status as status_of;
+use support::portcullis::{self as serve, Portcullis};
+use support::replace_file as write;
+use support::tokens::Jwt;
 
 const ISS: &str = "https://auth.example.com";
 const SECRET: &str = "very-secret";
 
+/// `portcullis <args>`: exit code, stdout, stderr.
 fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(portcullis_bin())
-        .args(args)
-        .env_remove("PORTCULLIS_CONFIG")
-        .output()
-        .expect("running portcullis");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let out = serve::run(args);
+    (out.code, out.stdout, out.stderr)
 }
 
 #[test]
@@ -122,67 +113,27 @@ fn explain_names_the_failing_path_of_a_denied_request() {
 #[test]
 fn serve_refuses_user_creation_without_a_users_dir() {
     let quickstart = support::repo_path("examples/quickstart");
-    let (code, _, stderr) = run(&[
-        "serve",
-        "--config",
-        quickstart.to_str().unwrap(),
-        "--create-users",
-        "--grpc-addr",
-        "127.0.0.1:0",
-        "--http-addr",
-        "127.0.0.1:0",
-    ]);
-    assert_eq!(code, 1);
-    assert!(stderr.contains("--users-dir"), "{stderr}");
+    let out = serve::run_refused(
+        &[
+            "serve",
+            "--config",
+            quickstart.to_str().unwrap(),
+            "--create-users",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ],
+        "--users-dir",
+    );
+    assert_eq!(out.code, 1);
 }
 
-/// Ask the HTTP ext_authz endpoint directly (no Envoy needed for the lifecycle).
-async fn status_of(p: &Portcullis, token: &str) -> u16 {
-    support::http_client()
-        .get(p.http_url("/ext-authz/fhir/Patient"))
-        .header("authorization", bearer(token))
-        .send()
+/// `portcullis_config_last_load_ok`.
+async fn last_load_ok(p: &Portcullis) -> u64 {
+    p.metrics()
         .await
-        .expect("ext-authz request")
-        .status()
-        .as_u16()
-}
-
-async fn metric(p: &Portcullis, name: &str) -> Option<String> {
-    let text = support::http_client()
-        .get(p.http_url("/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .map(str::to_string)
-}
-
-async fn eventually<F, Fut>(what: &str, p: &Portcullis, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for: {what}\n{}", p.log_report());
-}
-
-fn write(dir: &Path, name: &str, text: &str) {
-    // Replace, as editors and ConfigMap updates do.
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, dir.join(name)).unwrap();
+        .counter("portcullis_config_last_load_ok", &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,25 +160,17 @@ async fn a_broken_edit_keeps_the_last_good_configuration_serving() {
         "policy.yaml",
         "resourceType: AccessPolicy\nid: p\nengine: matcho\nmatcho: {jwt: {role: viewer}}\n",
     );
-    eventually("the edited policy to serve", &p, || async {
-        status_of(&p, &viewer).await == 200
+    support::eventually("the edited policy to serve", || async {
+        (status_of(&p, &viewer).await == 200).then_some(())
     })
     .await;
     assert_eq!(status_of(&p, &admin).await, 403);
-    assert_eq!(
-        metric(&p, "portcullis_config_last_load_ok")
-            .await
-            .as_deref(),
-        Some("1")
-    );
+    assert_eq!(last_load_ok(&p).await, 1);
 
     // A broken edit: the last good configuration keeps serving, and says so.
     write(dir.path(), "policy.yaml", "resourceType: AccessPolicy\nid: p\nengine: matcho\nmatcho: {uri: {$no-such-operator: 1}}\n");
-    eventually("the broken edit to be reported", &p, || async {
-        metric(&p, "portcullis_config_last_load_ok")
-            .await
-            .as_deref()
-            == Some("0")
+    support::eventually("the broken edit to be reported", || async {
+        (last_load_ok(&p).await == 0).then_some(())
     })
     .await;
     assert_eq!(
@@ -244,22 +187,13 @@ async fn a_broken_edit_keeps_the_last_good_configuration_serving() {
         log.contains("the last good configuration keeps serving"),
         "{log}"
     );
-    let ready = support::http_client()
-        .get(p.http_url("/readyz"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        ready.status().as_u16(),
-        200,
-        "still ready: it is still serving"
-    );
+    assert_eq!(p.readyz().await, 200, "still ready: it is still serving");
 
     // Deleting a file is a change too: without the introspector no token is trusted.
     std::fs::remove_file(dir.path().join("policy.yaml")).unwrap();
     std::fs::remove_file(dir.path().join("introspector.yaml")).unwrap();
-    eventually("the deletion to serve", &p, || async {
-        status_of(&p, &viewer).await == 401
+    support::eventually("the deletion to serve", || async {
+        (status_of(&p, &viewer).await == 401).then_some(())
     })
     .await;
 }
@@ -289,9 +223,7 @@ async fn bad_files_of_created_users_are_skipped_and_reported() {
     );
     let p = Portcullis::builder()
         .config(config.path())
-        .arg("--create-users")
-        .arg("--users-dir")
-        .arg(users.path())
+        .create_users(users.path())
         .start()
         .await;
     let alice = Jwt::new(ISS, "alice").sign_hs256(SECRET);
@@ -299,8 +231,10 @@ async fn bad_files_of_created_users_are_skipped_and_reported() {
     assert_eq!(status_of(&p, &alice).await, 200, "{}", p.log_report());
     assert_eq!(status_of(&p, &mallory).await, 403, "no smuggled policy");
     assert_eq!(
-        metric(&p, "portcullis_user_files_skipped").await.as_deref(),
-        Some("3")
+        p.metrics()
+            .await
+            .counter("portcullis_user_files_skipped", &[]),
+        3
     );
     let log = p.log();
     for file in ["broken.yaml", "bob.yaml", "policy.yaml"] {
@@ -310,6 +244,19 @@ async fn bad_files_of_created_users_are_skipped_and_reported() {
             "{file} is not reported:\n{log}"
         );
     }
+}
+
+/// The decision lines of a log, and whether each is an allow.
+fn decision_lines(log: &str) -> Vec<(bool, &str)> {
+    log.lines()
+        .filter(|l| l.contains(" decision "))
+        .map(|l| {
+            let allow = l.contains("outcome=\"allow\"") || l.contains("outcome=allow");
+            let deny = l.contains("outcome=\"deny\"") || l.contains("outcome=deny");
+            assert!(allow != deny, "a decision line without its outcome: {l}");
+            (allow, l)
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -322,64 +269,49 @@ async fn the_decision_log_has_one_line_per_decision_and_never_the_token() {
     let expired = Jwt::new(ISS, "basic").expired().sign_hs256(SECRET);
     assert_eq!(status_of(&p, &good).await, 200);
     assert_eq!(status_of(&p, &expired).await, 401);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let log = loop {
-        let log = p.log();
-        if log.matches(" decision ").count() >= 2 || Instant::now() > deadline {
-            break log;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let decisions: Vec<&str> = log.lines().filter(|l| l.contains(" decision ")).collect();
+    // A decision is logged before it is answered.
+    let log = p.log();
+    let decisions = decision_lines(&log);
     assert_eq!(decisions.len(), 2, "{log}");
-    assert!(
-        decisions[0].contains("outcome=\"allow\"") || decisions[0].contains("outcome=allow"),
-        "{log}"
-    );
-    assert!(decisions[0].contains("external-auth-server"), "{log}");
-    assert!(decisions[1].contains("token_expired"), "{log}");
+    assert!(decisions[0].0, "{log}");
+    assert!(decisions[0].1.contains("external-auth-server"), "{log}");
+    assert!(!decisions[1].0, "{log}");
+    assert!(decisions[1].1.contains("token_expired"), "{log}");
     for token in [&good, &expired] {
         let signature = token.rsplit('.').next().unwrap();
         assert!(!log.contains(signature), "a token reached the log:\n{log}");
     }
 }
 
+/// `--decision-log-allow-sample 3`: one allow in three is logged, every denial is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_drains_first_not_ready_but_still_answering() {
-    let mut p = Portcullis::builder()
+async fn the_decision_log_samples_allows_and_keeps_every_denial() {
+    let p = Portcullis::builder()
         .config("examples/quickstart")
-        .arg("--drain-ms")
-        .arg("1500")
+        .arg("--decision-log-allow-sample")
+        .arg("3")
         .start()
         .await;
-    let good = Jwt::new(ISS, "basic").sign_hs256(SECRET);
-    // The shell's own `kill`: no procps needed on the machine.
-    let status = Command::new("sh")
-        .args(["-c", &format!("kill -TERM {}", p.pid())])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    eventually("/readyz to fail while draining", &p, || async {
-        support::http_client()
-            .get(p.http_url("/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().as_u16() == 503)
-    })
-    .await;
-    assert_eq!(
-        status_of(&p, &good).await,
-        200,
-        "still deciding while draining"
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while p.is_running() {
-        assert!(
-            Instant::now() < deadline,
-            "did not stop after the drain\n{}",
-            p.log_report()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let expired = Jwt::new(ISS, "basic").expired().sign_hs256(SECRET);
+    let forged = Jwt::new(ISS, "basic").sign_hs256("not-the-secret");
+    for i in 0..9 {
+        let good = Jwt::new(ISS, "basic").claim("n", i).sign_hs256(SECRET);
+        assert_eq!(status_of(&p, &good).await, 200);
+        // Denials in between count for nothing in the sampling.
+        if i % 3 == 1 {
+            let denied = if i == 4 { &forged } else { &expired };
+            assert_eq!(status_of(&p, denied).await, 401);
+        }
     }
-    assert!(p.log().contains("draining"), "{}", p.log());
+    let log = p.log();
+    let decisions = decision_lines(&log);
+    let allows = decisions.iter().filter(|(allow, _)| *allow).count();
+    let denials = decisions.len() - allows;
+    assert_eq!(allows, 3, "9 allows sampled 1 in 3:\n{log}");
+    assert_eq!(denials, 3, "every denial logged:\n{log}");
+    assert_eq!(
+        p.metrics().await.checks(),
+        12,
+        "every decision was made, logged or not"
+    );
 }

@@ -1,22 +1,18 @@
 //! The CRDs that deploy/ carries are exactly what `portcullis crds` prints, and they are
 //! structural schemas the API server accepts.
 
-use std::process::Command;
+mod support;
 
 fn crds_output() -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .arg("crds")
-        .output()
-        .expect("running portcullis crds");
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap()
+    let out = support::portcullis::run(&["crds"]);
+    assert_eq!(out.code, 0, "portcullis crds: {}", out.stderr);
+    out.stdout
 }
 
 #[test]
 fn deploy_crds_match_the_binary() {
     let committed =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/crds.yaml"))
-            .expect("deploy/crds.yaml");
+        std::fs::read_to_string(support::repo_path("deploy/crds.yaml")).expect("deploy/crds.yaml");
     assert!(
         committed == crds_output(),
         "deploy/crds.yaml is stale: run `cargo run -- crds > deploy/crds.yaml`"

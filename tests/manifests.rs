@@ -1,5 +1,6 @@
-//! What deploy/ and charts/ ship works: the Helm chart lints and renders, and the
-//! configuration that the chart and the plain manifests mount passes `portcullis validate`.
+//! What deploy/ and charts/ ship works: the Helm chart lints and renders, the
+//! configuration that the chart and the plain manifests mount passes `portcullis validate`,
+//! and `portcullis serve` with the container's own arguments becomes ready on it.
 //!
 //! Needs helm: `scripts/install-test-deps.sh` (or `HELM_BIN`). Without it this fails.
 
@@ -8,16 +9,10 @@ mod support;
 use std::path::PathBuf;
 use std::process::Command;
 
+use support::portcullis::{self as serve, Portcullis};
+
 fn helm_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("HELM_BIN") {
-        return p.into();
-    }
-    let p = support::repo_path(".tools/bin/helm");
-    assert!(
-        p.exists(),
-        "helm not found: run scripts/install-test-deps.sh"
-    );
-    p
+    support::tool_bin("HELM_BIN", "helm")
 }
 
 fn run(cmd: &mut Command) -> String {
@@ -38,8 +33,9 @@ fn documents(text: &str) -> Vec<serde_yaml::Value> {
         .collect()
 }
 
-/// Writes every ConfigMap's files into a directory and validates it as portcullis would.
-fn validate_config_maps(docs: &[serde_yaml::Value]) -> usize {
+/// Writes every ConfigMap's files into a directory, validates it as portcullis would, and
+/// returns it.
+fn validate_config_maps(docs: &[serde_yaml::Value]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let mut files = 0;
     for d in docs.iter().filter(|d| d["kind"] == "ConfigMap") {
@@ -53,18 +49,14 @@ fn validate_config_maps(docs: &[serde_yaml::Value]) -> usize {
         }
     }
     assert!(files > 0, "no ConfigMap with configuration");
-    run(Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["validate", "--config"])
-        .arg(dir.path()));
-    files
+    let out = serve::run(&["validate", "--config", dir.path().to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    dir
 }
 
 fn container_args(docs: &[serde_yaml::Value]) -> Vec<String> {
-    let deployment = docs
-        .iter()
-        .find(|d| d["kind"] == "Deployment")
-        .expect("a Deployment");
-    deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    let pod = &deployment(docs)["spec"]["template"]["spec"];
+    pod["containers"][0]["args"]
         .as_sequence()
         .unwrap()
         .iter()
@@ -72,23 +64,54 @@ fn container_args(docs: &[serde_yaml::Value]) -> Vec<String> {
         .collect()
 }
 
-/// The container's arguments are ones `portcullis serve` accepts.
-fn assert_serve_accepts(args: &[String]) {
-    assert_eq!(args[0], "serve");
-    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(args)
-        .arg("--help")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+fn deployment(docs: &[serde_yaml::Value]) -> &serde_yaml::Value {
+    docs.iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("a Deployment")
 }
 
-#[test]
-fn the_helm_chart_lints_renders_and_ships_valid_configuration() {
+/// Where the container mounts the ConfigMap volume.
+fn config_mount_path(docs: &[serde_yaml::Value]) -> String {
+    let pod = &deployment(docs)["spec"]["template"]["spec"];
+    let volume = pod["volumes"]
+        .as_sequence()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["configMap"].is_mapping())
+        .expect("a ConfigMap volume")["name"]
+        .as_str()
+        .expect("a volume name");
+    pod["containers"][0]["volumeMounts"]
+        .as_sequence()
+        .expect("volumeMounts")
+        .iter()
+        .find(|m| m["name"].as_str() == Some(volume))
+        .unwrap_or_else(|| panic!("volume {volume} is not mounted"))["mountPath"]
+        .as_str()
+        .expect("a mountPath")
+        .to_string()
+}
+
+/// `portcullis serve` with the container's own arguments, the ConfigMap's files where the
+/// container mounts them, and loopback ports for its listeners, becomes ready.
+async fn assert_serve_becomes_ready(docs: &[serde_yaml::Value]) {
+    let config = validate_config_maps(docs);
+    let mount = config_mount_path(docs);
+    let local = config.path().to_str().unwrap();
+    let args: Vec<String> = container_args(docs)
+        .iter()
+        .map(|a| a.replace(&mount, local))
+        .collect();
+    assert!(
+        args.iter().any(|a| a.contains(local)),
+        "the arguments {args:?} do not name the config mount {mount}"
+    );
+    let p = Portcullis::builder().command_line(&args).start().await;
+    assert!(p.log().contains("configuration loaded"), "{}", p.log());
+}
+
+#[tokio::test]
+async fn the_helm_chart_lints_renders_and_ships_valid_configuration() {
     let chart = support::repo_path("charts/portcullis");
     run(Command::new(helm_bin()).arg("lint").arg(&chart));
     let rendered = run(Command::new(helm_bin())
@@ -99,13 +122,12 @@ fn the_helm_chart_lints_renders_and_ships_valid_configuration() {
     for kind in ["ConfigMap", "ServiceAccount", "Service", "Deployment"] {
         assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
     }
-    validate_config_maps(&docs);
     let args = container_args(&docs);
     assert!(
         args.contains(&"--grpc-addr=0.0.0.0:9191".to_string()),
         "{args:?}"
     );
-    assert_serve_accepts(&args);
+    assert_serve_becomes_ready(&docs).await;
 
     // The chart's crds/ directory is installed by `helm install` (checked against the binary in tests/crds.rs).
     let with_crds = run(Command::new(helm_bin())
@@ -117,11 +139,10 @@ fn the_helm_chart_lints_renders_and_ships_valid_configuration() {
     );
 }
 
-#[test]
-fn the_plain_manifests_ship_valid_configuration() {
+#[tokio::test]
+async fn the_plain_manifests_ship_valid_configuration() {
     let text =
         std::fs::read_to_string(support::repo_path("deploy/kubernetes/portcullis.yaml")).unwrap();
     let docs = documents(&text);
-    validate_config_maps(&docs);
-    assert_serve_accepts(&container_args(&docs));
+    assert_serve_becomes_ready(&docs).await;
 }

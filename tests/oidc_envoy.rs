@@ -6,17 +6,18 @@
 //!
 //! Needs Envoy and node: `scripts/install-test-deps.sh`. Fails without them, never skips.
 
-mod oidc_support;
 mod support;
 
 use std::time::{Duration, Instant};
 
-use oidc_support::{jwt_claims, OidcProvider, JWT_API, OPAQUE_API, TEST_CLIENT};
 use reqwest::StatusCode;
 use serde_json::json;
 use support::envoy::Envoy;
+use support::ext_authz::{self, Answer};
+use support::oidc_provider::{OidcProvider, JWT_API, OPAQUE_API, TEST_CLIENT};
 use support::portcullis::Portcullis;
 use support::steps::Steps;
+use support::tokens::{bearer, forge_rs256, jwt_claims};
 use support::upstream::{EchoServer, Echoed};
 
 const JWT_INTROSPECTOR: &str = "oidc-provider-jwt";
@@ -61,32 +62,10 @@ fn write_config(dir: &std::path::Path, op: &OidcProvider) {
             "matcho": {"token": {"active": true}},
         }),
     ];
-    let text = docs
-        .iter()
-        .map(|d| serde_yaml::to_string(d).expect("YAML"))
-        .collect::<Vec<_>>()
-        .join("---\n");
-    std::fs::write(dir.join("oidc-provider.yaml"), text).expect("write config");
-}
-
-#[derive(Debug)]
-struct Answer {
-    status: StatusCode,
-    www_authenticate: Option<String>,
-    content_type: Option<String>,
-    body: String,
-}
-
-impl Answer {
-    fn echoed(&self) -> Echoed {
-        assert_eq!(self.status, StatusCode::OK, "not from upstream: {self:#?}");
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("upstream body is not the echo JSON ({e}): {}", self.body))
-    }
+    support::write_documents(&dir.join("oidc-provider.yaml"), &docs);
 }
 
 struct Harness {
-    http: reqwest::Client,
     envoy: Envoy,
     upstream: EchoServer,
 }
@@ -95,76 +74,31 @@ impl Harness {
     /// `GET path` through Envoy with `Authorization: Bearer <token>`, and spoofed copies of
     /// the identity headers that must never reach the upstream.
     async fn get(&self, path: &str, token: &str) -> Answer {
-        let response = self
-            .http
-            .get(self.envoy.url(path))
-            .bearer_auth(token)
-            .header("x-portcullis-subject", "mallory")
-            .header("x-portcullis-issuer", "https://evil.example.com")
-            .header("x-portcullis-policy", "spoofed")
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {path} through Envoy: {e}"));
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        };
-        Answer {
-            status: response.status(),
-            www_authenticate: header("www-authenticate"),
-            content_type: header("content-type"),
-            body: response.text().await.expect("read body"),
-        }
+        let authorization = bearer(token);
+        let headers = [
+            ("authorization", authorization.as_str()),
+            ("x-portcullis-subject", "mallory"),
+            ("x-portcullis-issuer", "https://evil.example.com"),
+            ("x-portcullis-policy", "spoofed"),
+        ];
+        ext_authz::get(&self.envoy.url(path), &headers).await
     }
 
     /// Allowed: 200 from the upstream, which saw the request once.
     async fn expect_allowed(&self, path: &str, token: &str) -> Echoed {
         let answer = self.get(path, token).await;
-        let seen = answer.echoed();
-        assert_eq!(seen.path, path);
-        assert_eq!(
-            self.upstream.requests_to(path).len(),
-            1,
-            "upstream saw {path} once"
-        );
-        seen
+        self.upstream.answered_once(&answer, path)
     }
 
     /// 401 with the RFC 6750 `invalid_token` challenge and a JSON body that does not
     /// repeat the token; the upstream never saw it.
     fn assert_invalid_token(&self, path: &str, token: &str, answer: &Answer) {
-        assert_eq!(
-            answer.status,
-            StatusCode::UNAUTHORIZED,
-            "{path}: {answer:#?}"
-        );
-        let challenge = answer
-            .www_authenticate
-            .as_deref()
-            .unwrap_or_else(|| panic!("{path}: 401 without WWW-Authenticate: {answer:#?}"));
-        assert!(
-            challenge.starts_with("Bearer") && challenge.contains(r#"error="invalid_token""#),
-            "{path}: WWW-Authenticate {challenge:?}"
-        );
-        assert!(
-            answer
-                .content_type
-                .as_deref()
-                .is_some_and(|c| c.starts_with("application/json")),
-            "{path}: {answer:#?}"
-        );
-        serde_json::from_str::<serde_json::Value>(&answer.body)
-            .unwrap_or_else(|e| panic!("{path}: deny body is not JSON ({e}): {:?}", answer.body));
+        answer.assert_denial(path, StatusCode::UNAUTHORIZED, true);
         assert!(
             !answer.body.contains(token),
             "{path}: the deny body repeats the token"
         );
-        assert!(
-            self.upstream.requests_to(path).is_empty(),
-            "{path}: denied, yet the upstream saw it"
-        );
+        self.upstream.assert_never_saw(path);
     }
 }
 
@@ -176,11 +110,7 @@ async fn oidc_provider_tokens_through_envoy() {
     let upstream = EchoServer::start();
     let portcullis = Portcullis::builder().config(config.path()).start().await;
     let envoy = Envoy::grpc_ext_authz(portcullis.grpc_addr().port(), upstream.port()).await;
-    let h = Harness {
-        http: support::http_client(),
-        envoy,
-        upstream,
-    };
+    let h = Harness { envoy, upstream };
     let mut tokens: Vec<String> = Vec::new();
     let mut steps = Steps::new();
 
@@ -195,17 +125,7 @@ async fn oidc_provider_tokens_through_envoy() {
                 assert_eq!(claims["client_id"], TEST_CLIENT.0);
                 let sub = claims["sub"].as_str().expect("the JWT has a sub");
                 let seen = h.expect_allowed("/oidc/jwt", &jwt).await;
-                assert_eq!(seen.header("x-portcullis-subject"), Some(sub), "{seen:#?}");
-                assert_eq!(
-                    seen.header("x-portcullis-issuer"),
-                    Some(op.issuer()),
-                    "{seen:#?}"
-                );
-                assert_eq!(
-                    seen.header("x-portcullis-policy"),
-                    Some(JWT_POLICY),
-                    "{seen:#?}"
-                );
+                seen.assert_identity(Some(sub), Some(op.issuer()), Some(JWT_POLICY));
             },
         )
         .await;
@@ -214,7 +134,8 @@ async fn oidc_provider_tokens_through_envoy() {
         .run(
             "a JWT with the provider's iss and kid but another key's signature: 401",
             async {
-                let forged = oidc_support::forge_rs256(&jwt);
+                // Another key's signature: test key rsa-a, which the provider never had.
+                let forged = forge_rs256(&jwt, "rsa-a", None);
                 assert_eq!(jwt_claims(&forged), jwt_claims(&jwt));
                 assert_ne!(forged, jwt);
                 let answer = h.get("/oidc/jwt-forged", &forged).await;
@@ -232,19 +153,10 @@ async fn oidc_provider_tokens_through_envoy() {
             async {
                 assert!(!opaque.contains('.'), "an opaque access token");
                 let seen = h.expect_allowed("/oidc/opaque", &opaque).await;
-                assert_eq!(
-                    seen.header("x-portcullis-policy"),
-                    Some(OPAQUE_POLICY),
-                    "{seen:#?}"
-                );
-                assert_eq!(
-                    seen.header("x-portcullis-issuer"),
-                    Some(op.issuer()),
-                    "the introspection answer's iss: {seen:#?}"
-                );
-                // A client_credentials token has no end user: the answer has no `sub`,
-                // and the client's spoofed subject is removed, not passed on.
-                assert_eq!(seen.header("x-portcullis-subject"), None, "{seen:#?}");
+                // The issuer is the introspection answer's `iss`. A client_credentials
+                // token has no end user: the answer has no `sub`, and the client's spoofed
+                // subject is removed, not passed on.
+                seen.assert_identity(None, Some(op.issuer()), Some(OPAQUE_POLICY));
 
                 op.revoke(&opaque).await;
                 assert_eq!(
@@ -254,28 +166,32 @@ async fn oidc_provider_tokens_through_envoy() {
                 );
                 let revoked_at = Instant::now();
                 // Until the cached answer is older than cache_ttl it may still pass; after
-                // that never. Poll instead of sleeping a fixed time.
-                let deadline = revoked_at + CACHE_TTL + Duration::from_secs(3);
+                // that never. Poll instead of sleeping a fixed time. The time that counts
+                // is when a request was sent, not when its answer came: a request sent
+                // after cache_ttl is decided after it too, however slow the machine.
                 let mut attempt = 0;
-                let (path, answer) = loop {
+                let (h, opaque) = (&h, &opaque);
+                let (path, answer) = support::eventually("the revoked token to be refused", || {
                     attempt += 1;
                     let path = format!("/oidc/opaque-revoked/{attempt}");
-                    let answer = h.get(&path, &opaque).await;
-                    if answer.status != StatusCode::OK {
-                        break (path, answer);
+                    async move {
+                        let sent = revoked_at.elapsed();
+                        let answer = h.get(&path, opaque).await;
+                        if answer.status != StatusCode::OK {
+                            return Some((path, answer));
+                        }
+                        assert!(
+                            sent <= CACHE_TTL + Duration::from_millis(500),
+                            "the revoked token still passed when sent {sent:?} after revocation (cache_ttl {CACHE_TTL:?})"
+                        );
+                        None
                     }
-                    assert!(
-                        revoked_at.elapsed() <= CACHE_TTL + Duration::from_millis(500),
-                        "the revoked token still passed {:?} after revocation (cache_ttl {CACHE_TTL:?})",
-                        revoked_at.elapsed()
-                    );
-                    assert!(Instant::now() < deadline, "still allowed at the deadline");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                };
-                h.assert_invalid_token(&path, &opaque, &answer);
+                })
+                .await;
+                h.assert_invalid_token(&path, opaque, &answer);
                 // And it stays refused.
-                let again = h.get("/oidc/opaque-revoked/again", &opaque).await;
-                h.assert_invalid_token("/oidc/opaque-revoked/again", &opaque, &again);
+                let again = h.get("/oidc/opaque-revoked/again", opaque).await;
+                h.assert_invalid_token("/oidc/opaque-revoked/again", opaque, &again);
             },
         )
         .await;

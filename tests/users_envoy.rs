@@ -4,24 +4,24 @@
 //! Needs Envoy: `scripts/install-test-deps.sh` (or `ENVOY_BIN`). Fails, never skips.
 
 mod support;
-mod users_support;
 
 use support::envoy::Envoy;
+use support::stub_idp::{StubIdp, TUTORIAL_CLIENT, TUTORIAL_SUB};
 use support::upstream::EchoServer;
-use users_support::*;
+use support::users::{keycloak_user_name, serve_creating_users, user_files, write_tutorial_config};
 
 #[tokio::test]
 async fn the_tutorial_through_envoy() {
-    let idp = StubIdp::start().await;
+    let idp = StubIdp::keycloak().await;
     let dir = tempfile::tempdir().unwrap();
     let (config, users) = (dir.path().join("config"), dir.path().join("users"));
     write_tutorial_config(&config, &idp, "");
-    let portcullis = Portcullis::serve(&config, &users).await;
+    let portcullis = serve_creating_users(&config, &users).await;
     let upstream = EchoServer::start();
-    let envoy = Envoy::grpc_ext_authz(portcullis.grpc.port(), upstream.port()).await;
+    let envoy = Envoy::grpc_ext_authz(portcullis.grpc_addr().port(), upstream.port()).await;
     let http = support::http_client();
     let token = idp.client_credentials(TUTORIAL_CLIENT).await;
-    let name = format!("keycloak-{TUTORIAL_SUB}");
+    let name = keycloak_user_name(TUTORIAL_SUB);
 
     // The tutorial's `curl -H "Authorization: Bearer ..." .../fhir/Patient`, with a
     // spoofed identity header that must not reach the upstream.
@@ -43,7 +43,7 @@ async fn the_tutorial_through_envoy() {
     }
     assert_eq!(idp.userinfo_calls(TUTORIAL_SUB), 1);
     // Verified with the key from the tutorial's jwks_uri, fetched once.
-    assert_eq!(idp.certs_fetches(), 1);
+    assert_eq!(idp.jwks_fetches(), 1);
     let files = user_files(&users);
     assert_eq!(files.len(), 1, "{files:?}");
     assert_eq!(

@@ -6,17 +6,18 @@
 //!
 //! Needs Envoy and node: `scripts/install-test-deps.sh`. Fails without them, never skips.
 
-mod oidc_support;
 mod support;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use oidc_support::{jwt_claims, OidcProvider, LOGIN_CLIENT, TEST_ACCOUNT};
-use serde_json::{json, Value};
+use serde_json::json;
 use support::envoy::Envoy;
+use support::ext_authz;
+use support::oidc_provider::{OidcProvider, LOGIN_CLIENT, TEST_ACCOUNT};
 use support::portcullis::Portcullis;
+use support::tokens::{bearer, jwt_claims};
 use support::upstream::{EchoServer, Echoed};
+use support::users::user_files;
 
 const SYSTEM: &str = "oidc";
 const TOKEN_POLICY: &str = "external-auth-server";
@@ -63,74 +64,19 @@ fn write_config(dir: &Path, op: &OidcProvider) {
             },
         }),
     ];
-    let text = docs
-        .iter()
-        .map(|d| serde_yaml::to_string(d).expect("YAML"))
-        .collect::<Vec<_>>()
-        .join("---\n");
-    std::fs::write(dir.join("oidc.yaml"), text).expect("write config");
+    support::write_documents(&dir.join("oidc.yaml"), &docs);
 }
 
-/// The User manifests in the users directory, by file name (hidden temp files included,
-/// so a leftover would show).
-fn user_files(dir: &Path) -> BTreeMap<String, Value> {
-    std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| {
-            let path = entry.expect("dir entry").path();
-            let text = std::fs::read_to_string(&path)
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            let value: Value = serde_yaml::from_str(&text)
-                .unwrap_or_else(|e| panic!("{} is not YAML ({e}):\n{text}", path.display()));
-            (
-                path.file_name().unwrap().to_string_lossy().into_owned(),
-                value,
-            )
-        })
-        .collect()
-}
-
-/// `portcullis_user_events_total{event="<event>"}` from `/metrics`.
-async fn user_event(portcullis: &Portcullis, event: &str) -> u64 {
-    let metrics = support::http_client()
-        .get(portcullis.http_url("/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    let needle = format!("portcullis_user_events_total{{event=\"{event}\"}} ");
-    metrics
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(&needle)
-                .map(|n| n.trim().parse().expect("a count"))
-        })
-        .unwrap_or(0)
-}
-
-async fn get(envoy: &Envoy, path: &str, token: &str) -> reqwest::Response {
-    support::http_client()
-        .get(envoy.url(path))
-        .bearer_auth(token)
-        .header("x-portcullis-user", "admin")
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {path} through Envoy: {e}"))
-}
-
-async fn expect_allowed(envoy: &Envoy, path: &str, token: &str, portcullis: &Portcullis) -> Echoed {
-    let response = get(envoy, path, token).await;
-    let status = response.status();
-    let body = response.text().await.expect("body");
-    assert_eq!(
-        status,
-        200,
-        "GET {path} was not allowed: {body}\n{}",
-        portcullis.log_report()
-    );
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("not the echo JSON ({e}): {body}"))
+/// `GET path` through Envoy with the token and a spoofed `x-portcullis-user`: allowed,
+/// and what the upstream saw of it.
+async fn expect_allowed(envoy: &Envoy, upstream: &EchoServer, path: &str, token: &str) -> Echoed {
+    let authorization = bearer(token);
+    let headers = [
+        ("authorization", authorization.as_str()),
+        ("x-portcullis-user", "admin"),
+    ];
+    let answer = ext_authz::get(&envoy.url(path), &headers).await;
+    upstream.answered_once(&answer, path)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,9 +119,7 @@ async fn authorization_code_login_then_its_opaque_token_creates_the_user() {
     let upstream = EchoServer::start();
     let portcullis = Portcullis::builder()
         .config(&config)
-        .arg("--create-users")
-        .arg("--users-dir")
-        .arg(&users)
+        .create_users(&users)
         .start()
         .await;
     let envoy = Envoy::grpc_ext_authz(portcullis.grpc_addr().port(), upstream.port()).await;
@@ -183,27 +127,13 @@ async fn authorization_code_login_then_its_opaque_token_creates_the_user() {
     let name = format!("{SYSTEM}-{TEST_ACCOUNT}");
 
     // The first request introspects the token, calls userinfo with it, creates the User.
-    let seen = expect_allowed(&envoy, "/fhir/Patient", &token, &portcullis).await;
+    let seen = expect_allowed(&envoy, &upstream, "/fhir/Patient", &token).await;
     assert_eq!(
         seen.header("x-portcullis-user"),
         Some(name.as_str()),
         "{seen:#?}"
     );
-    assert_eq!(
-        seen.header("x-portcullis-subject"),
-        Some(TEST_ACCOUNT),
-        "{seen:#?}"
-    );
-    assert_eq!(
-        seen.header("x-portcullis-issuer"),
-        Some(op.issuer()),
-        "{seen:#?}"
-    );
-    assert_eq!(
-        seen.header("x-portcullis-policy"),
-        Some(TOKEN_POLICY),
-        "{seen:#?}"
-    );
+    seen.assert_identity(Some(TEST_ACCOUNT), Some(op.issuer()), Some(TOKEN_POLICY));
 
     // The User file holds the provider's real userinfo answer.
     let userinfo = op.userinfo(&token).await;
@@ -238,7 +168,7 @@ async fn authorization_code_login_then_its_opaque_token_creates_the_user() {
     );
 
     // The User is in the request context: a policy on its data allows /profile.
-    let seen = expect_allowed(&envoy, "/profile", &token, &portcullis).await;
+    let seen = expect_allowed(&envoy, &upstream, "/profile", &token).await;
     assert_eq!(
         seen.header("x-portcullis-user"),
         Some(name.as_str()),
@@ -251,15 +181,16 @@ async fn authorization_code_login_then_its_opaque_token_creates_the_user() {
     );
 
     // Later requests find it: no second userinfo call, no second file.
-    let seen = expect_allowed(&envoy, "/fhir/Observation", &token, &portcullis).await;
+    let seen = expect_allowed(&envoy, &upstream, "/fhir/Observation", &token).await;
     assert_eq!(
         seen.header("x-portcullis-user"),
         Some(name.as_str()),
         "{seen:#?}"
     );
-    assert_eq!(user_event(&portcullis, "created").await, 1);
-    assert_eq!(user_event(&portcullis, "userinfo_call").await, 1);
-    assert_eq!(user_event(&portcullis, "userinfo_error").await, 0);
+    let metrics = portcullis.metrics().await;
+    assert_eq!(metrics.user_event("created"), 1);
+    assert_eq!(metrics.user_event("userinfo_call"), 1);
+    metrics.assert_no_user_event("userinfo_error");
     assert_eq!(user_files(&users).len(), 1);
     assert_eq!(upstream.requests().len(), 3);
 

@@ -1,17 +1,16 @@
 //! The Aidbox tutorial "Keycloak: auto-create users" (docs/users.md),
 //! replayed against the real binary over ext_authz gRPC, with a stub Keycloak realm.
 
-mod users_support;
-
-use std::path::Path;
+mod support;
 
 use serde_json::json;
-use users_support::*;
-
-/// The User name portcullis derives for a Keycloak subject (docs/users.md, "Naming").
-fn user_name(sub: &str) -> String {
-    format!("keycloak-{sub}")
-}
+use support::ext_authz::{check, check_once};
+use support::portcullis::{self as serve, Portcullis};
+use support::stub_idp::{sub_of, StubIdp, TUTORIAL_CLIENT, TUTORIAL_SUB};
+use support::tokens::forge_rs256;
+use support::users::{
+    keycloak_user_name as user_name, serve_creating_users, user_files, write_tutorial_config,
+};
 
 struct World {
     idp: StubIdp,
@@ -20,7 +19,7 @@ struct World {
 
 impl World {
     async fn new(extra_config: &str) -> Self {
-        let idp = StubIdp::start().await;
+        let idp = StubIdp::keycloak().await;
         let dir = tempfile::tempdir().unwrap();
         write_tutorial_config(&dir.path().join("config"), &idp, extra_config);
         World { idp, dir }
@@ -35,7 +34,7 @@ impl World {
     }
 
     async fn serve(&self) -> Portcullis {
-        Portcullis::serve(&self.config(), &self.users()).await
+        serve_creating_users(&self.config(), &self.users()).await
     }
 }
 
@@ -53,7 +52,7 @@ async fn first_request_creates_the_tutorials_user() {
     let world = World::new("").await;
     let portcullis = world.serve().await;
     let token = world.idp.client_credentials(TUTORIAL_CLIENT).await;
-    let mut client = portcullis.client().await;
+    let mut client = portcullis.ext_authz_client().await;
 
     let first = check(&mut client, "GET", "/fhir/Patient", Some(&token)).await;
     assert!(first.allowed, "{first:?}");
@@ -92,10 +91,11 @@ async fn first_request_creates_the_tutorials_user() {
     }
     assert_eq!(world.idp.userinfo_calls(TUTORIAL_SUB), 1);
     assert_eq!(user_files(&world.users()).len(), 1);
-    assert_eq!(portcullis.user_event("created").await, 1);
-    assert_eq!(portcullis.user_event("userinfo_call").await, 1);
+    let metrics = portcullis.metrics().await;
+    assert_eq!(metrics.user_event("created"), 1);
+    assert_eq!(metrics.user_event("userinfo_call"), 1);
     // The key came from the tutorial's jwks_uri, fetched once and then cached.
-    assert_eq!(world.idp.certs_fetches(), 1);
+    assert_eq!(world.idp.jwks_fetches(), 1);
 
     // A client-sent copy of the header never survives; without a token there is no user.
     let anonymous = check(&mut client, "GET", "/fhir/Patient", None).await;
@@ -111,7 +111,7 @@ async fn twenty_concurrent_first_requests_create_one_user() {
     let portcullis = world.serve().await;
     let token = world.idp.client_credentials("burst-client").await;
     let sub = sub_of("burst-client");
-    let client = portcullis.client().await;
+    let client = portcullis.ext_authz_client().await;
 
     let requests = (0..20).map(|_| {
         let mut client = client.clone();
@@ -132,9 +132,9 @@ async fn twenty_concurrent_first_requests_create_one_user() {
         [&format!("{name}.yaml")],
         "exactly one User file"
     );
-    assert_eq!(portcullis.user_event("created").await, 1);
+    assert_eq!(portcullis.metrics().await.user_event("created"), 1);
     // Concurrent requests that all need the realm's keys share one JWKS fetch.
-    assert_eq!(world.idp.certs_fetches(), 1);
+    assert_eq!(world.idp.jwks_fetches(), 1);
 }
 
 #[tokio::test]
@@ -144,34 +144,23 @@ async fn after_a_restart_the_user_is_found_without_userinfo() {
     let name = user_name(TUTORIAL_SUB);
 
     let first = world.serve().await;
-    let answer = check(
-        &mut first.client().await,
-        "GET",
-        "/fhir/Patient",
-        Some(&token),
-    )
-    .await;
+    let answer = check_once(&first, "/fhir/Patient", Some(&token)).await;
     assert_eq!(answer.header("x-portcullis-user"), Some(name.as_str()));
     first.stop();
     assert_eq!(world.idp.userinfo_calls(TUTORIAL_SUB), 1);
 
     let second = world.serve().await;
     // Read back at start-up: the snapshot holds it, nothing is fetched or written.
-    let answer = check(
-        &mut second.client().await,
-        "GET",
-        "/fhir/Patient",
-        Some(&token),
-    )
-    .await;
+    let answer = check_once(&second, "/fhir/Patient", Some(&token)).await;
     assert!(answer.allowed, "{answer:?}");
     assert_eq!(answer.header("x-portcullis-user"), Some(name.as_str()));
     assert_eq!(world.idp.userinfo_calls(TUTORIAL_SUB), 1);
-    assert_eq!(second.user_event("userinfo_call").await, 0);
-    assert_eq!(second.user_event("found_in_store").await, 0);
+    let metrics = second.metrics().await;
+    metrics.assert_no_user_event("userinfo_call");
+    metrics.assert_no_user_event("found_in_store");
     assert_eq!(user_files(&world.users()).len(), 1);
     // Each process fetched the realm's keys itself.
-    assert_eq!(world.idp.certs_fetches(), 2);
+    assert_eq!(world.idp.jwks_fetches(), 2);
     assert!(
         second.log().contains("1 users"),
         "the snapshot should count the User read back:\n{}",
@@ -189,7 +178,7 @@ async fn a_policy_linked_to_the_created_user_applies_to_it_alone() {
     ))
     .await;
     let portcullis = world.serve().await;
-    let mut client = portcullis.client().await;
+    let mut client = portcullis.ext_authz_client().await;
     let mine = world.idp.client_credentials(TUTORIAL_CLIENT).await;
     let other = world.idp.client_credentials("other-client").await;
 
@@ -222,19 +211,13 @@ async fn a_failing_userinfo_leaves_the_request_without_a_user() {
     let sub = sub_of("flaky-client");
     world.idp.fail_userinfo_for(&sub);
 
-    let answer = check(
-        &mut portcullis.client().await,
-        "GET",
-        "/fhir/Patient",
-        Some(&token),
-    )
-    .await;
+    let answer = check_once(&portcullis, "/fhir/Patient", Some(&token)).await;
     // The tutorial's policy needs only the issuer: allowed, but with no user.
     assert!(answer.allowed, "{answer:?}");
     assert_eq!(answer.header("x-portcullis-user"), None);
     assert_eq!(answer.header("x-portcullis-subject"), Some(sub.as_str()));
     assert_eq!(world.idp.userinfo_calls(&sub), 2, "one retry, no more");
-    assert_eq!(portcullis.user_event("userinfo_error").await, 1);
+    assert_eq!(portcullis.metrics().await.user_event("userinfo_error"), 1);
     assert!(user_files(&world.users()).is_empty());
     let log = portcullis.stop();
     assert!(log.contains("User not created"), "{log}");
@@ -245,26 +228,11 @@ async fn a_failing_userinfo_leaves_the_request_without_a_user() {
 async fn only_the_realms_signing_key_verifies() {
     let world = World::new("").await;
     let portcullis = world.serve().await;
-    let mut client = portcullis.client().await;
+    let mut client = portcullis.ext_authz_client().await;
     let genuine = world.idp.client_credentials(TUTORIAL_CLIENT).await;
-    let claims = jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(&genuine)
-        .unwrap()
-        .claims;
     // The same claims, signed with the key behind the realm's published RSA-OAEP
     // (`use: enc`) key, under its kid: an encryption key never verifies a signature.
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
-    header.kid = Some("users-rsa-oaep".into());
-    let enc_key = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/keys/rsa-b.key.pem"
-    ))
-    .unwrap();
-    let forged = jsonwebtoken::encode(
-        &header,
-        &claims,
-        &jsonwebtoken::EncodingKey::from_rsa_pem(&enc_key).unwrap(),
-    )
-    .unwrap();
+    let forged = forge_rs256(&genuine, "rsa-b", Some("users-rsa-oaep"));
 
     let answer = check(&mut client, "GET", "/fhir/Patient", Some(&forged)).await;
     assert!(!answer.allowed, "{answer:?}");
@@ -285,15 +253,18 @@ fn create_users_without_a_users_dir_is_a_startup_error() {
         "resourceType: AccessPolicy\nid: p\nengine: allow\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["serve", "--create-users", "--config"])
-        .arg(dir.path())
-        .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
-        .env_remove("PORTCULLIS_USERS_DIR")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("--users-dir"), "{stderr}");
-    assert!(!Path::new(&dir.path().join("users")).exists());
+    serve::run_refused(
+        &[
+            "serve",
+            "--create-users",
+            "--config",
+            dir.path().to_str().unwrap(),
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ],
+        "--users-dir",
+    );
+    assert!(!dir.path().join("users").exists());
 }

@@ -3,40 +3,23 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tempfile::NamedTempFile;
 
-use super::process::Supervised;
+use super::process::{Supervised, START_ATTEMPTS};
 
 /// The template that puts gRPC ext_authz (cluster `portcullis`) in front of `upstream`.
 pub const GRPC_EXT_AUTHZ_TEMPLATE: &str = "tests/fixtures/envoy/grpc-ext-authz.yaml";
 /// The same Envoy with the HTTP flavour of ext_authz (`http_service`, path prefix `/ext-authz`).
 pub const HTTP_EXT_AUTHZ_TEMPLATE: &str = "tests/fixtures/envoy/http-ext-authz.yaml";
 
-const READY_TIMEOUT: Duration = Duration::from_secs(20);
-const START_ATTEMPTS: usize = 3;
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The Envoy binary: `$ENVOY_BIN`, else `<repo>/.tools/bin/envoy`. Panics when neither
 /// exists: end-to-end tests never skip silently.
 pub fn envoy_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("ENVOY_BIN").filter(|b| !b.is_empty()) {
-        let bin = PathBuf::from(bin);
-        assert!(
-            bin.exists(),
-            "ENVOY_BIN={} does not exist. Envoy not found: run scripts/install-test-deps.sh",
-            bin.display()
-        );
-        return bin;
-    }
-    let bin = super::repo_path(".tools/bin/envoy");
-    if !bin.exists() {
-        panic!(
-            "Envoy not found: run scripts/install-test-deps.sh (looked at $ENVOY_BIN and {})",
-            bin.display()
-        );
-    }
-    bin
+    super::tool_bin("ENVOY_BIN", "envoy")
 }
 
 /// Replaces every `{{NAME}}` in `template` with its value; panics on a placeholder left
@@ -241,54 +224,19 @@ impl Envoy {
                 listener: SocketAddr::from(([127, 0, 0, 1], listener_port)),
                 admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
             };
-            match envoy.wait_ready().await {
+            let ready = envoy.admin_url("/ready");
+            match envoy
+                .process
+                .wait_http(&ready, READY_TIMEOUT, |status, body| {
+                    status == 200 && body.trim() == "LIVE"
+                })
+                .await
+            {
                 Ok(()) => return envoy,
-                Err(why) => {
-                    let log = envoy.process.log();
-                    let port_clash = log.to_ascii_lowercase().contains("address already in use");
-                    if port_clash && attempt < START_ATTEMPTS {
-                        continue;
-                    }
-                    let report = envoy.process.log_report();
-                    drop(envoy);
-                    panic!("Envoy did not become ready: {why}\n{report}");
-                }
+                Err(why) => envoy.process.retry_or_panic(attempt, &why),
             }
         }
         unreachable!()
-    }
-
-    async fn wait_ready(&mut self) -> Result<(), String> {
-        let client = super::http_client();
-        let url = format!("http://{}/ready", self.admin);
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Some(status) = self.process.exited() {
-                return Err(format!("Envoy exited early with {status}"));
-            }
-            let last = match client
-                .get(&url)
-                .timeout(Duration::from_secs(1))
-                .send()
-                .await
-            {
-                Ok(resp) => {
-                    let status = resp.status();
-                    let body = resp.text().await.unwrap_or_default();
-                    if status.is_success() && body.trim() == "LIVE" {
-                        return Ok(());
-                    }
-                    format!("{status} {}", body.trim())
-                }
-                Err(e) => e.to_string(),
-            };
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "GET {url} not LIVE after {READY_TIMEOUT:?} (last: {last})"
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
     }
 
     /// The HTTP listener.

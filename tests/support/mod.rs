@@ -3,19 +3,31 @@
 //! Use from a test file with `mod support;`. Every process this module starts is
 //! killed when its handle is dropped, and its captured output is printed when the
 //! drop happens during a panic, so a failing test shows what Envoy and portcullis said.
+//!
+//! Every helper the tests share lives here, once: processes ([`portcullis`], [`envoy`],
+//! [`oidc_provider`]), in-process servers ([`upstream`], [`stub_idp`]), what the tests
+//! send ([`tokens`], [`ext_authz`], [`raw`]) and what they read back ([`metrics`],
+//! [`users`]); and the library's token verifier in-process ([`verifier`]).
 #![allow(dead_code)]
 
 pub mod envoy;
+pub mod ext_authz;
+pub mod metrics;
+pub mod oidc_provider;
 pub mod portcullis;
 pub mod process;
 pub mod raw;
 pub mod steps;
+pub mod stub_idp;
 pub mod tokens;
 pub mod upstream;
+pub mod users;
+pub mod verifier;
 
+use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Deadlines for test instances of `portcullis serve`, as environment variables (a test's
 /// own flag wins). Far above what a decision takes even in a debug build under a loaded
@@ -33,6 +45,61 @@ pub fn repo_root() -> PathBuf {
 /// A path relative to the repository root.
 pub fn repo_path(rel: impl AsRef<Path>) -> PathBuf {
     repo_root().join(rel)
+}
+
+/// How long [`eventually`] waits for a state: far beyond what any state change takes
+/// even on a loaded machine, so that only a state that never comes fails a test.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// Polls `check` every 50 ms until it yields `Some`, and returns that; panics naming
+/// `what` when [`WAIT`] passes first. Wait for a state this way, never for the clock.
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    eventually_within(WAIT, what, check).await
+}
+
+/// [`eventually`] with a bound of the caller's choosing.
+pub async fn eventually_within<T, F, Fut>(bound: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + bound;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {bound:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A tool the end-to-end tests run: `$<env_var>` when set, else `<repo>/.tools/bin/<name>`.
+/// Panics when neither exists: these tests never skip silently.
+pub fn tool_bin(env_var: &str, name: &str) -> PathBuf {
+    const INSTALL: &str = "run scripts/install-test-deps.sh";
+    if let Some(bin) = std::env::var_os(env_var).filter(|b| !b.is_empty()) {
+        let bin = PathBuf::from(bin);
+        assert!(
+            bin.exists(),
+            "{env_var}={} does not exist. {name} not found: {INSTALL}",
+            bin.display()
+        );
+        return bin;
+    }
+    let bin = repo_path(".tools/bin").join(name);
+    assert!(
+        bin.exists(),
+        "{name} not found: {INSTALL} (looked at ${env_var} and {})",
+        bin.display()
+    );
+    bin
 }
 
 /// A loopback port that was free a moment ago (bind 127.0.0.1:0, read, drop).
@@ -75,6 +142,24 @@ pub(crate) fn tail(log: &str, max: usize) -> &str {
         start += 1;
     }
     &log[start..]
+}
+
+/// Writes JSON documents (resources) as one multi-document YAML file.
+pub fn write_documents(path: &Path, docs: &[serde_json::Value]) {
+    let text = docs
+        .iter()
+        .map(|d| serde_yaml::to_string(d).expect("YAML"))
+        .collect::<Vec<_>>()
+        .join("---\n");
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+/// Writes `dir/name` by replacing it (a temp file renamed over it), as editors and
+/// ConfigMap updates do: a watcher never sees half a file.
+pub fn replace_file(dir: &Path, name: &str, text: &str) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).unwrap_or_else(|e| panic!("write {}: {e}", tmp.display()));
+    std::fs::rename(&tmp, dir.join(name)).unwrap_or_else(|e| panic!("rename to {name}: {e}"));
 }
 
 /// Names of the resources of `kind` (Aidbox `id` or Kubernetes `metadata.name`) found

@@ -1,8 +1,12 @@
-//! Tokens for tests: HS256 JWTs minted with jsonwebtoken, and a handcrafted `alg: none`.
+//! Tokens for tests: JWTs minted with jsonwebtoken (HS256 with a shared secret, or signed
+//! with a test key of tests/fixtures/keys), a handcrafted `alg: none`, the test keys'
+//! JWKs, and a look inside any JWT.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Map, Value};
@@ -81,6 +85,15 @@ impl Jwt {
         self
     }
 
+    /// Every member of a JSON object as a claim (replacing those of the same name).
+    pub fn claims_from(mut self, extra: Value) -> Self {
+        let Value::Object(extra) = extra else {
+            panic!("claims_from takes a JSON object, not {extra}");
+        };
+        self.claims.extend(extra);
+        self
+    }
+
     /// Removes a claim (for example `exp`).
     pub fn without(mut self, name: &str) -> Self {
         self.claims.remove(name);
@@ -101,12 +114,17 @@ impl Jwt {
     pub fn sign_hs256(&self, secret: &str) -> String {
         let mut header = Header::new(Algorithm::HS256);
         header.kid = self.kid.clone();
-        jsonwebtoken::encode(
+        encode(
             &header,
             &self.claims(),
             &EncodingKey::from_secret(secret.as_bytes()),
         )
-        .expect("sign HS256 JWT")
+    }
+
+    /// Signed with the test key `key` of tests/fixtures/keys and `alg` (header `kid` as
+    /// set with [`Jwt::kid`]).
+    pub fn sign_with(&self, key: &str, alg: Algorithm) -> String {
+        sign(key, alg, self.kid.as_deref(), &self.claims())
     }
 
     /// `{"alg":"none","typ":"JWT"}`, these claims and an empty signature: a token that
@@ -121,11 +139,118 @@ impl Jwt {
     }
 }
 
-fn b64_json(value: &Value) -> String {
+/// The base64url (unpadded) of a JSON value, as in a JWT's header and payload.
+pub fn b64_json(value: &Value) -> String {
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).expect("serialize JSON"))
 }
 
 /// `Bearer <token>`.
 pub fn bearer(token: &str) -> String {
     format!("Bearer {token}")
+}
+
+/// `Basic base64(user:password)`.
+pub fn basic(user: &str, password: &str) -> String {
+    format!("Basic {}", STANDARD.encode(format!("{user}:{password}")))
+}
+
+/// A file of tests/fixtures/keys, as text.
+pub fn fixture(name: &str) -> String {
+    let path = super::repo_path("tests/fixtures/keys").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The public JWK of a test key (`kid` = the key's name).
+pub fn jwk(name: &str) -> Value {
+    serde_json::from_str(&fixture(&format!("{name}.jwk.json")))
+        .unwrap_or_else(|e| panic!("{name}.jwk.json: {e}"))
+}
+
+/// [`jwk`] with some members replaced or added.
+pub fn jwk_with(name: &str, extra: Value) -> Value {
+    let mut k = jwk(name);
+    for (field, value) in extra.as_object().expect("a JSON object") {
+        k[field] = value.clone();
+    }
+    k
+}
+
+/// `{"keys": [jwk(name), ...]}`.
+pub fn jwks(names: &[&str]) -> Value {
+    json!({"keys": names.iter().map(|n| jwk(n)).collect::<Vec<_>>()})
+}
+
+/// A test key's private key (`<name>.key.pem`: RSA, EC or Ed25519), parsed once per test
+/// binary (PEM parsing is not free).
+pub fn encoding_key(name: &str) -> EncodingKey {
+    static KEYS: OnceLock<Mutex<HashMap<String, EncodingKey>>> = OnceLock::new();
+    let mut keys = KEYS.get_or_init(Default::default).lock().unwrap();
+    keys.entry(name.to_string())
+        .or_insert_with(|| {
+            let pem = fixture(&format!("{name}.key.pem"));
+            let pem = pem.as_bytes();
+            EncodingKey::from_rsa_pem(pem)
+                .or_else(|_| EncodingKey::from_ec_pem(pem))
+                .or_else(|_| EncodingKey::from_ed_pem(pem))
+                .unwrap_or_else(|e| panic!("{name}.key.pem is no private key: {e}"))
+        })
+        .clone()
+}
+
+/// Claims of `iss` for subject `alice`, valid for ten minutes, plus `extra`.
+pub fn claims(iss: &str, extra: Value) -> Value {
+    Jwt::new(iss, "alice").claims_from(extra).claims()
+}
+
+/// A JWT of these claims signed with the test key `key`, header `kid` as given.
+pub fn sign(key: &str, alg: Algorithm, kid: Option<&str>, claims: &Value) -> String {
+    let mut header = Header::new(alg);
+    header.kid = kid.map(str::to_string);
+    encode(&header, claims, &encoding_key(key))
+}
+
+/// RS256 with `rsa-a`, `kid: rsa-a`, [`claims`] of `iss` plus `extra`.
+pub fn rs256(iss: &str, extra: Value) -> String {
+    sign(
+        "rsa-a",
+        Algorithm::RS256,
+        Some("rsa-a"),
+        &claims(iss, extra),
+    )
+}
+
+fn encode(header: &Header, claims: &Value, key: &EncodingKey) -> String {
+    jsonwebtoken::encode(header, claims, key).expect("sign a JWT")
+}
+
+/// The header and claims of a JWT, decoded without any check (the test's own view).
+pub fn jwt_parts(token: &str) -> (Value, Value) {
+    let part = |n: usize| -> Value {
+        let text = token.split('.').nth(n).unwrap_or_else(|| {
+            panic!(
+                "not a JWT ({} dot-separated parts)",
+                token.split('.').count()
+            )
+        });
+        let bytes = URL_SAFE_NO_PAD.decode(text).expect("JWT part is base64url");
+        serde_json::from_slice(&bytes).expect("JWT part is JSON")
+    };
+    (part(0), part(1))
+}
+
+/// The claims of a JWT, decoded without any check.
+pub fn jwt_claims(token: &str) -> Value {
+    jwt_parts(token).1
+}
+
+/// `token` re-signed: the same claims, `kid` and `typ`, signed RS256 with the test key
+/// `key`. Only a verifier that ignores the issuer's keys takes it.
+pub fn forge_rs256(token: &str, key: &str, kid: Option<&str>) -> String {
+    let (header, claims) = jwt_parts(token);
+    let mut forged = Header::new(Algorithm::RS256);
+    forged.kid = kid
+        .map(str::to_string)
+        .or_else(|| header["kid"].as_str().map(str::to_string));
+    forged.typ = header["typ"].as_str().map(str::to_string);
+    encode(&forged, &claims, &encoding_key(key))
 }

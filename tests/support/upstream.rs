@@ -18,6 +18,8 @@ use axum::http::{HeaderMap, Method, Uri};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use super::ext_authz::Answer;
+
 /// One request as the upstream saw it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Echoed {
@@ -35,6 +37,22 @@ impl Echoed {
             .get(&name.to_ascii_lowercase())
             .map(Vec::as_slice)
             .unwrap_or(&[])
+    }
+
+    /// Asserts portcullis's identity headers as they arrived (`None`: absent).
+    pub fn assert_identity(
+        &self,
+        subject: Option<&str>,
+        issuer: Option<&str>,
+        policy: Option<&str>,
+    ) {
+        for (name, want) in [
+            ("x-portcullis-subject", subject),
+            ("x-portcullis-issuer", issuer),
+            ("x-portcullis-policy", policy),
+        ] {
+            assert_eq!(self.header(name), want, "{name}: {self:#?}");
+        }
     }
 
     /// The single value of a header; panics if it came more than once.
@@ -104,6 +122,31 @@ impl EchoServer {
     /// Every request received so far, oldest first.
     pub fn requests(&self) -> Vec<Echoed> {
         self.log.lock().unwrap().clone()
+    }
+
+    /// What the upstream saw of the request that `answer` answers: asserts a 200 from
+    /// here, for `path`, which the upstream saw exactly once.
+    pub fn answered_once(&self, answer: &Answer, path: &str) -> Echoed {
+        assert_eq!(
+            answer.status, 200,
+            "GET {path} was not allowed: {answer:#?}"
+        );
+        let echoed = answer.echoed();
+        assert_eq!(echoed.path, path.split('?').next().unwrap());
+        assert_eq!(
+            self.requests_to(&echoed.path).len(),
+            1,
+            "upstream should have seen {path} exactly once"
+        );
+        echoed
+    }
+
+    /// Asserts that no request for `path` ever got here.
+    pub fn assert_never_saw(&self, path: &str) {
+        assert!(
+            self.requests_to(path).is_empty(),
+            "{path}: denied, yet the upstream saw it"
+        );
     }
 
     /// The requests received so far for exactly this path (without query).

@@ -3,22 +3,21 @@
 //! authorization-code login scripted through its dev interactions (login and consent
 //! forms), keeping the provider's cookies the way a browser would.
 //!
-//! Use from a test file with `mod support; mod oidc_support;`. Needs node and
-//! `scripts/install-test-deps.sh`; a test that uses it fails without them, never skips.
-//! Tokens never appear in a panic message of this module.
-#![allow(dead_code)]
+//! Needs node and `scripts/install-test-deps.sh`; a test that uses it fails without
+//! them, never skips. Tokens never appear in a panic message of this module.
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use reqwest::Url;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::support::process::Supervised;
+use super::process::Supervised;
+use super::tokens::basic;
 
 /// Resource indicator for which the provider issues JWT (RS256) access tokens.
 pub const JWT_API: &str = "urn:portcullis:jwt-api";
@@ -40,25 +39,6 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// resume, callback: about eight).
 const MAX_LOGIN_HOPS: usize = 16;
 
-/// `Basic base64(user:password)`.
-pub fn basic(user: &str, password: &str) -> String {
-    format!("Basic {}", STANDARD.encode(format!("{user}:{password}")))
-}
-
-/// The claims of a JWT, decoded without any check (the test's own view of a token).
-pub fn jwt_claims(token: &str) -> Value {
-    let payload = token.split('.').nth(1).unwrap_or_else(|| {
-        panic!(
-            "not a JWT ({} dot-separated parts)",
-            token.split('.').count()
-        )
-    });
-    let bytes = URL_SAFE_NO_PAD
-        .decode(payload)
-        .expect("JWT payload is base64url");
-    serde_json::from_slice(&bytes).expect("JWT payload is JSON")
-}
-
 /// What an authorization-code login ended with.
 pub struct Login {
     pub access_token: String,
@@ -78,7 +58,7 @@ pub struct OidcProvider {
 impl OidcProvider {
     /// Starts `node tests/oidc/server.mjs 0` and waits for its `READY <issuer>` line.
     pub async fn start() -> OidcProvider {
-        let dir: PathBuf = crate::support::repo_path("tests/oidc");
+        let dir: PathBuf = super::repo_path("tests/oidc");
         if !dir.join("node_modules/oidc-provider").is_dir() {
             panic!(
                 "{} is missing: {INSTALL}",
@@ -91,30 +71,24 @@ impl OidcProvider {
         let mut cmd = Command::new("node");
         cmd.arg("server.mjs").arg("0").current_dir(&dir);
         let mut process = Supervised::spawn("oidc-provider", &mut cmd);
-        let deadline = Instant::now() + START_TIMEOUT;
-        let issuer = loop {
+        let issuer = super::eventually_within(START_TIMEOUT, "oidc-provider's READY line", || {
             let log = process.log();
-            if let Some(issuer) = log.lines().find_map(|l| l.strip_prefix("READY ")) {
-                break issuer.trim().to_string();
+            let issuer = log
+                .lines()
+                .find_map(|l| l.strip_prefix("READY "))
+                .map(|issuer| issuer.trim().to_string());
+            if issuer.is_none() {
+                if let Some(status) = process.exited() {
+                    panic!("oidc-provider exited with {status} before READY ({INSTALL})");
+                }
             }
-            if let Some(status) = process.exited() {
-                panic!(
-                    "oidc-provider exited with {status} before READY ({INSTALL})\n{}",
-                    process.log_report()
-                );
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "oidc-provider not READY after {START_TIMEOUT:?}\n{}",
-                    process.log_report()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+            std::future::ready(issuer)
+        })
+        .await;
         OidcProvider {
             process,
             issuer,
-            http: crate::support::http_client(),
+            http: super::http_client(),
         }
     }
 
@@ -365,25 +339,4 @@ impl OidcProvider {
             prompts,
         }
     }
-}
-
-/// `token` re-signed: the same `kid` and claims, signed RS256 with a test key the provider
-/// never had (tests/fixtures/keys/rsa-a). Only a verifier that ignores the JWKS takes it.
-pub fn forge_rs256(token: &str) -> String {
-    let header_part = token.split('.').next().expect("a JWT header");
-    let header: Value = serde_json::from_slice(
-        &URL_SAFE_NO_PAD
-            .decode(header_part)
-            .expect("JWT header is base64url"),
-    )
-    .expect("JWT header is JSON");
-    let mut forged = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
-    forged.kid = header["kid"].as_str().map(str::to_string);
-    forged.typ = header["typ"].as_str().map(str::to_string);
-    let pem = std::fs::read(crate::support::repo_path(
-        "tests/fixtures/keys/rsa-a.key.pem",
-    ))
-    .expect("read tests/fixtures/keys/rsa-a.key.pem");
-    let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).expect("RSA private key");
-    jsonwebtoken::encode(&forged, &jwt_claims(token), &key).expect("sign")
 }

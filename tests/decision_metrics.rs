@@ -1,0 +1,107 @@
+//! `/metrics` after known traffic: every decision is counted once, under its outcome and
+//! reason, and timed once.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use jsonwebtoken::Algorithm;
+use support::ext_authz::check;
+use support::portcullis::Portcullis;
+use support::tokens::Jwt;
+
+/// The quickstart: TokenIntrospector `external-auth-server` (HS256) and a policy that
+/// allows its issuer.
+const QUICKSTART: &str = "examples/quickstart";
+const ISS: &str = "https://auth.example.com";
+const SECRET: &str = "very-secret";
+/// Trusted, but no policy allows its tokens: 403.
+const OTHER_ISS: &str = "https://other.example.com";
+const OTHER_SECRET: &str = "other-secret";
+/// Trusted through a JWKS nobody serves: its tokens cannot be checked, 503.
+const DOWN_ISS: &str = "https://down.example.com";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_are_counted_by_outcome_and_reason_and_timed() {
+    let extra = tempfile::tempdir().unwrap();
+    let closed = support::free_addr();
+    std::fs::write(
+        extra.path().join("introspectors.yaml"),
+        format!(
+            "resourceType: TokenIntrospector\nid: other-issuer\ntype: jwt\n\
+             jwt: {{iss: {OTHER_ISS}, secret: {OTHER_SECRET}}}\n---\n\
+             resourceType: TokenIntrospector\nid: down\ntype: jwt\njwt: {{iss: {DOWN_ISS}}}\n\
+             jwks_uri: http://{closed}/jwks\n"
+        ),
+    )
+    .unwrap();
+    let p = Portcullis::builder()
+        .config(QUICKSTART)
+        .config(extra.path())
+        .start()
+        .await;
+    let mut client = p.ext_authz_client().await;
+    let before = p.metrics().await;
+
+    // (token, the status it must get), each token distinct.
+    let mut traffic: Vec<(Option<String>, u16)> = Vec::new();
+    const ALLOWED: usize = 5;
+    for i in 0..ALLOWED {
+        let token = Jwt::new(ISS, "basic").claim("n", i).sign_hs256(SECRET);
+        traffic.push((Some(token), 200));
+    }
+    for i in 0..2 {
+        let token = Jwt::new(ISS, "basic")
+            .claim("n", i)
+            .expired()
+            .sign_hs256(SECRET);
+        traffic.push((Some(token), 401));
+    }
+    traffic.push((None, 401));
+    for i in 0..2 {
+        let token = Jwt::new(OTHER_ISS, "basic")
+            .claim("n", i)
+            .sign_hs256(OTHER_SECRET);
+        traffic.push((Some(token), 403));
+    }
+    for i in 0..3 {
+        let token = Jwt::new(DOWN_ISS, "basic")
+            .claim("n", i)
+            .kid("rsa-a")
+            .sign_with("rsa-a", Algorithm::RS256);
+        traffic.push((Some(token), 503));
+    }
+    for (token, status) in &traffic {
+        let answer = check(&mut client, "GET", "/fhir/Patient", token.as_deref()).await;
+        assert_eq!(answer.status, *status, "{answer:?}");
+    }
+
+    let after = p.metrics().await;
+    let expected: BTreeMap<(String, String), u64> = [
+        ("allow", "allowed", ALLOWED as u64),
+        ("deny", "token_expired", 2),
+        ("deny", "no_credentials", 1),
+        ("deny", "no_policy_allows", 2),
+        ("deny", "introspection_unavailable", 3),
+    ]
+    .into_iter()
+    .map(|(o, r, n)| ((o.to_string(), r.to_string()), n))
+    .collect();
+    let (was, is) = (before.all_decisions(), after.all_decisions());
+    let moved: BTreeMap<(String, String), u64> = is
+        .iter()
+        .map(|(k, n)| (k.clone(), n - was.get(k).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert_eq!(
+        moved,
+        expected,
+        "decision counters moved by\n{}",
+        after.text()
+    );
+    assert_eq!(
+        after.checks() - before.checks(),
+        traffic.len() as u64,
+        "one timing per decision"
+    );
+}
