@@ -76,7 +76,7 @@ fn token_of(iss: &str, secret: &str, mut claims: Value) -> String {
     encode(
         &Header::default(),
         &claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
+        &EncodingKey::from_secret(secret.as_bytes()).unwrap(),
     )
     .unwrap()
 }
@@ -164,7 +164,7 @@ async fn bad_tokens_are_unauthenticated_with_invalid_token() {
     let wrong_key = encode(
         &Header::default(),
         &json!({"iss": "https://auth.example.com", "sub": "bob", "exp": 9_999_999_999u64}),
-        &EncodingKey::from_secret(b"guess"),
+        &EncodingKey::from_secret(b"guess").unwrap(),
     )
     .unwrap();
     // The public path allows anonymous callers, yet a bad token is still refused.
@@ -293,7 +293,7 @@ async fn challenges_are_printable_ascii() {
     let t = encode(
         &Header::default(),
         &json!({"iss": "https://\u{fc}\"\u{7f}", "sub": "x", "exp": 9_999_999_999u64}),
-        &EncodingKey::from_secret(b"k"),
+        &EncodingKey::from_secret(b"k").unwrap(),
     )
     .unwrap();
     let d = check(&a, "GET", "/", Some(&t)).await;

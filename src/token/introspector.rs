@@ -185,14 +185,15 @@ fn compile_jwt(
         return None;
     }
     if let Some(secret) = &jwt.secret {
-        if secret.is_empty() {
+        // jsonwebtoken refuses an empty secret, the only one it refuses.
+        let Ok(key) = DecodingKey::from_secret(secret.as_bytes()) else {
             errors.push(FieldError::new("jwt.secret", "empty"));
             return None;
-        }
+        };
         return Some(Trust::StaticKeys(vec![VerifyKey {
             alg: Algorithm::HS256,
             kid: None,
-            key: DecodingKey::from_secret(secret.as_bytes()),
+            key,
         }]));
     }
     if let Some(keys) = &jwt.keys {
@@ -302,10 +303,16 @@ fn compile_key(k: &JwtKey) -> Result<VerifyKey, (&'static str, String)> {
         return Err(("alg", format!("{:?} does not fit a {:?} key", k.alg, k.kty)));
     }
     let key = match (k.kty, k.format) {
-        (KeyType::Oct, KeyFormat::Plain) => match k.k.as_deref() {
-            Some(secret) if !secret.is_empty() => DecodingKey::from_secret(secret.as_bytes()),
-            _ => return Err(("k", "required for an OCT key with format: plain".into())),
-        },
+        (KeyType::Oct, KeyFormat::Plain) => {
+            match k
+                .k
+                .as_deref()
+                .map(|k| DecodingKey::from_secret(k.as_bytes()))
+            {
+                Some(Ok(key)) => key,
+                _ => return Err(("k", "required for an OCT key with format: plain".into())),
+            }
+        }
         (KeyType::Oct, KeyFormat::Pem) => {
             return Err((
                 "format",

@@ -648,7 +648,7 @@ fn hs256(claims: Value) -> String {
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &claims,
-        &jsonwebtoken::EncodingKey::from_secret(b"s3cret"),
+        &jsonwebtoken::EncodingKey::from_secret(b"s3cret").unwrap(),
     )
     .unwrap()
 }

@@ -117,7 +117,7 @@ impl Jwt {
         encode(
             &header,
             &self.claims(),
-            &EncodingKey::from_secret(secret.as_bytes()),
+            &EncodingKey::from_secret(secret.as_bytes()).unwrap(),
         )
     }
 
