@@ -26,6 +26,9 @@ pub enum Command {
     Validate(ConfigArgs),
     /// Decide one request from the command line and print every step, like Aidbox's __debug=policy.
     Explain(ExplainArgs),
+    /// Run policy unit tests (YAML cases of a request, claims or a token, and the
+    /// expected status and policy) against the configuration, offline; exit 1 when one fails.
+    Test(TestArgs),
     /// Print the CustomResourceDefinitions that deploy/ and charts/ carry.
     Crds,
 }
@@ -109,6 +112,18 @@ pub struct ServeArgs {
         default_value_t = 1
     )]
     pub decision_log_allow_sample: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TestArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Test files: YAML with a `tests:` list (docs/policies.md, "Policy tests").
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// As for `serve`: whether a User without identifiers is found by name.
+    #[arg(long, env = "PORTCULLIS_CLAIM_USERS_BY_NAME", default_value_t = true, action = clap::ArgAction::Set)]
+    pub claim_users_by_name: bool,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => commands::validate(&args),
         Command::Crds => commands::crds(),
         Command::Explain(args) => block_on(commands::explain(args)),
+        Command::Test(args) => block_on(commands::test(&args)),
         Command::Serve(args) => match block_on(runtime::serve(args)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 
-use serde_json::json;
+use serde_json::{json, Map, Value};
 
 pub use log::DecisionLog;
 pub use request::{Credential, HttpRequest};
@@ -24,7 +24,7 @@ pub use trace::{PolicyStep, TokenStep, Trace, UserStep};
 use crate::metrics::Metrics;
 use crate::policy::EvalContext;
 use crate::snapshot::{Client, Snapshot, SnapshotStore};
-use crate::token::{TokenError, TokenVerifier, ValidToken};
+use crate::token::{TokenError, TokenKind, TokenVerifier, ValidToken};
 use crate::users::{KnownUser, Resolution, UserResolver};
 
 /// The request headers portcullis owns. Client-sent copies never reach the upstream.
@@ -160,6 +160,14 @@ pub struct Authorizer {
     pub deadline: Duration,
 }
 
+/// Where a decision's token comes from.
+enum Presented {
+    /// The request's `Authorization` header, validated for real.
+    Request,
+    /// JWT claims that stand validated (`portcullis test`).
+    Claims(Map<String, Value>),
+}
+
 /// Below the 1 s ext_authz timeout that deploy/ configures for Envoy.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(900);
 
@@ -174,7 +182,8 @@ impl Authorizer {
     pub async fn check_within(&self, request: &HttpRequest, budget: Option<Duration>) -> Decision {
         let started = Instant::now();
         let deadline = budget.map_or(self.deadline, |b| b.min(self.deadline));
-        let decide = AssertUnwindSafe(self.decide(request, None)).catch_unwind();
+        let decide =
+            AssertUnwindSafe(self.decide(request, None, Presented::Request)).catch_unwind();
         let decision = match tokio::time::timeout(deadline, decide).await {
             Ok(Ok(decision)) => decision,
             Ok(Err(_)) => {
@@ -197,39 +206,73 @@ impl Authorizer {
     /// Decide, and say why at every step. Every candidate policy is evaluated, so that the
     /// operator sees all of them, but the decision is the same as [`Authorizer::check`]'s.
     pub async fn explain(&self, request: &HttpRequest) -> (Decision, Trace) {
+        self.explain_presented(request, Presented::Request).await
+    }
+
+    /// [`Authorizer::explain`] for a request whose JWT claims stand validated already, by
+    /// the TokenIntrospector whose `jwt.iss` is their `iss` (none: 401, as in `serve`).
+    /// `portcullis test` cases written as `jwt:` claims take this way.
+    pub async fn explain_claims(
+        &self,
+        request: &HttpRequest,
+        claims: Map<String, Value>,
+    ) -> (Decision, Trace) {
+        self.explain_presented(request, Presented::Claims(claims))
+            .await
+    }
+
+    async fn explain_presented(
+        &self,
+        request: &HttpRequest,
+        presented: Presented,
+    ) -> (Decision, Trace) {
         let mut trace = Trace::default();
-        let decision = self.decide(request, Some(&mut trace)).await;
+        let decision = self.decide(request, Some(&mut trace), presented).await;
         trace.decision = Some(trace::DecisionStep::from(&decision));
         (decision, trace)
     }
 
-    async fn decide(&self, request: &HttpRequest, mut trace: Option<&mut Trace>) -> Decision {
+    async fn decide(
+        &self,
+        request: &HttpRequest,
+        mut trace: Option<&mut Trace>,
+        presented: Presented,
+    ) -> Decision {
         let mut decision =
             Decision::unavailable(request, "not_ready", "no configuration loaded yet");
         let Some(snapshot) = self.snapshots.load() else {
             return decision;
         };
-        let token = match request.credential() {
-            Credential::None => None,
-            Credential::Bearer(token) => Some(token),
-            Credential::Unreadable(why) => {
-                let e = TokenError::Malformed(why.into());
-                if let Some(t) = trace.as_deref_mut() {
-                    t.token = TokenStep::refused(&e);
-                }
-                return self.refuse(decision, &e);
+        let mut refused = |decision, e: TokenError| {
+            if let Some(t) = trace.as_deref_mut() {
+                t.token = TokenStep::refused(&e);
             }
+            self.refuse(decision, &e)
         };
-
-        let valid = match token {
-            None => None,
-            Some(raw) => match self.tokens.validate(&snapshot.trust, raw).await {
-                Ok(valid) => Some(valid),
-                Err(e) => {
-                    if let Some(t) = trace.as_deref_mut() {
-                        t.token = TokenStep::refused(&e);
-                    }
-                    return self.refuse(decision, &e);
+        // The token, validated, and as presented (creating a User sends it to userinfo).
+        let (valid, raw) = match presented {
+            Presented::Claims(claims) => {
+                decision.token_given = true;
+                let iss = claims.get("iss").and_then(Value::as_str).unwrap_or("");
+                let Some(introspector) = snapshot.trust.for_issuer(iss).cloned() else {
+                    return refused(decision, TokenError::UntrustedIssuer(iss.into()));
+                };
+                let valid = ValidToken {
+                    kind: TokenKind::Jwt,
+                    introspector,
+                    expires_at: claims.get("exp").and_then(Value::as_u64),
+                    claims: Arc::new(claims),
+                };
+                (Some(valid), "")
+            }
+            Presented::Request => match request.credential() {
+                Credential::None => (None, ""),
+                Credential::Bearer(raw) => match self.tokens.validate(&snapshot.trust, raw).await {
+                    Ok(valid) => (Some(valid), raw),
+                    Err(e) => return refused(decision, e),
+                },
+                Credential::Unreadable(why) => {
+                    return refused(decision, TokenError::Malformed(why.into()))
                 }
             },
         };
@@ -253,12 +296,12 @@ impl Authorizer {
             }
         }
         // After the claims checks: a refused token must not create a User.
-        let user = match (&valid, token) {
-            (Some(v), Some(raw)) => {
+        let user = match &valid {
+            Some(v) => {
                 self.resolve_user(&snapshot, v, raw, trace.as_deref_mut())
                     .await
             }
-            _ => None,
+            None => None,
         };
         decision.user = user.as_ref().map(|u| u.name().to_owned());
         if user.as_ref().is_some_and(|u| !u.is_active()) {

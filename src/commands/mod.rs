@@ -1,4 +1,9 @@
-//! `validate`, `explain` and `crds`: one-shot commands over the same core as `serve`.
+//! `validate`, `explain`, `test` and `crds`: one-shot commands over the same core as
+//! `serve`.
+
+mod policy_tests;
+
+pub use policy_tests::test;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -38,31 +43,46 @@ pub fn validate(args: &ConfigArgs) -> ExitCode {
     }
 }
 
-pub async fn explain(args: ExplainArgs) -> ExitCode {
-    let snapshot = match load(&args.config) {
-        Ok((s, _)) => s,
+/// The configuration, or `None` once its errors are printed.
+fn load_or_report(args: &ConfigArgs) -> Option<Snapshot> {
+    match load(args) {
+        Ok((snapshot, _)) => Some(snapshot),
         Err(errors) => {
             for e in &errors {
                 eprintln!("{e}");
             }
-            return ExitCode::FAILURE;
+            None
         }
-    };
+    }
+}
+
+/// An authorizer over one fixed snapshot, that never creates a User.
+fn offline_authorizer(snapshot: Snapshot, users: UserResolver) -> Authorizer {
     let snapshots = Arc::new(SnapshotStore::default());
     snapshots.store(snapshot);
-    let authorizer = Authorizer {
+    Authorizer {
         snapshots,
         tokens: TokenVerifier::default(),
         metrics: Arc::new(Metrics::new()),
         log: DecisionLog::new(0),
         deadline: crate::decision::DEFAULT_DEADLINE,
-        users: if args.create_users {
-            UserResolver::dry_run()
-        } else {
-            UserResolver::off()
-        }
-        .with_name_claims(crate::cli::name_claims(args.claim_users_by_name)),
+        users,
+    }
+}
+
+pub async fn explain(args: ExplainArgs) -> ExitCode {
+    let Some(snapshot) = load_or_report(&args.config) else {
+        return ExitCode::FAILURE;
     };
+    let users = if args.create_users {
+        UserResolver::dry_run()
+    } else {
+        UserResolver::off()
+    };
+    let authorizer = offline_authorizer(
+        snapshot,
+        users.with_name_claims(crate::cli::name_claims(args.claim_users_by_name)),
+    );
     let mut headers = args.headers.clone();
     if let Some(token) = &args.token {
         headers.retain(|(k, _)| k != "authorization");
