@@ -18,7 +18,7 @@ fn run(config: &str, files: &[&str]) -> (i32, String) {
         .arg("test")
         .arg("--config")
         .arg(support::repo_path(config))
-        .args(files.iter().map(|f| support::repo_path(f)))
+        .args(files.iter().map(support::repo_path))
         .env_remove("PORTCULLIS_CONFIG")
         .output()
         .expect("running portcullis test");
