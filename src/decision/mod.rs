@@ -58,6 +58,12 @@ pub struct Decision {
     pub user: Option<String>,
     pub subject: Option<String>,
     pub issuer: Option<String>,
+    /// On allow: claims forwarded to the upstream (`claimToHeaders` of the introspector
+    /// that accepted the token), as `(header, value)`.
+    pub forwarded: Vec<(Arc<str>, String)>,
+    /// On allow: every header some TokenIntrospector forwards claims into. Those not in
+    /// `forwarded` are removed: a client's copy must not pass for portcullis's.
+    pub claim_headers: Option<Arc<[Arc<str>]>>,
 }
 
 impl Decision {
@@ -71,6 +77,8 @@ impl Decision {
             user: None,
             subject: None,
             issuer: None,
+            forwarded: Vec::new(),
+            claim_headers: None,
         }
     }
 
@@ -87,8 +95,8 @@ impl Decision {
         }
     }
 
-    /// The identity headers to set on the upstream request, on allow.
-    pub fn upstream_headers(&self) -> Vec<(&'static str, &str)> {
+    /// The headers to set on the upstream request, on allow: identity, then claims.
+    pub fn upstream_headers(&self) -> Vec<(&str, &str)> {
         [
             (HEADER_USER, &self.user),
             (HEADER_SUBJECT, &self.subject),
@@ -97,14 +105,17 @@ impl Decision {
         ]
         .into_iter()
         .filter_map(|(name, value)| value.as_deref().map(|v| (name, v)))
+        .chain(self.forwarded.iter().map(|(h, v)| (&**h, v.as_str())))
         .collect()
     }
 
-    /// Identity headers that portcullis does not set this time: the client's copies must go.
-    pub fn headers_to_remove(&self) -> Vec<&'static str> {
+    /// Headers portcullis owns but does not set this time: the client's copies must go.
+    pub fn headers_to_remove(&self) -> Vec<&str> {
         let set = self.upstream_headers();
+        let claims = self.claim_headers.as_deref().unwrap_or_default();
         IDENTITY_HEADERS
             .into_iter()
+            .chain(claims.iter().map(|h| &**h))
             .filter(|h| !set.iter().any(|(name, _)| name == h))
             .collect()
     }
@@ -348,6 +359,15 @@ impl Authorizer {
             decision.outcome = Outcome::Allow;
             decision.reason = "allowed";
             decision.message = "allowed".into();
+            decision.claim_headers = snapshot.trust.claim_headers();
+            if let Some(v) = &valid {
+                decision.forwarded = v
+                    .introspector
+                    .claim_headers
+                    .iter()
+                    .filter_map(|c| Some((c.header.clone(), c.value(&v.claims)?)))
+                    .collect();
+            }
         } else if valid.is_some() {
             decision.outcome = Outcome::Forbidden;
             decision.reason = "no_policy_allows";

@@ -356,3 +356,58 @@ async fn several_authorization_headers_are_refused() {
     let d = a.check(&req).await;
     assert_eq!((d.http_status(), d.reason), (401, "token_malformed"));
 }
+
+/// `claimToHeaders`: on allow, the accepting introspector's claims go to the upstream,
+/// and every header any introspector forwards into is removed when not set this time.
+#[tokio::test]
+async fn claims_are_forwarded_and_client_copies_removed() {
+    let config = "
+resourceType: TokenIntrospector
+id: auth
+type: jwt
+jwt: {iss: https://auth.example.com, secret: very-secret}
+claimToHeaders: [{header: x-tenant, claim: tenant}, {header: x-roles, claim: realm.roles}]
+---
+resourceType: TokenIntrospector
+id: other
+type: jwt
+jwt: {iss: https://other.example.com, secret: other-secret}
+claimToHeaders: [{header: x-org, claim: org}]
+---
+resourceType: AccessPolicy
+id: everyone
+engine: allow
+";
+    let a = authorizer(config);
+    let t = token(json!({"sub": "ann", "tenant": "acme", "realm": {"roles": ["a", "b"]}}));
+    let d = check(&a, "GET", "/x", Some(&t)).await;
+    assert!(d.allowed());
+    let set = d.upstream_headers();
+    assert!(set.contains(&("x-tenant", "acme")), "{set:?}");
+    assert!(set.contains(&("x-roles", "a,b")), "{set:?}");
+    assert_eq!(d.headers_to_remove(), [HEADER_USER, "x-org"]);
+
+    // Anonymous, or a token whose claim is absent: every claim header goes.
+    let d = check(&a, "GET", "/x", None).await;
+    assert_eq!(
+        d.headers_to_remove(),
+        [
+            HEADER_USER,
+            HEADER_SUBJECT,
+            HEADER_ISSUER,
+            "x-tenant",
+            "x-roles",
+            "x-org"
+        ]
+    );
+    let t = token_of(
+        "https://other.example.com",
+        "other-secret",
+        json!({"sub": "bob"}),
+    );
+    let d = check(&a, "GET", "/x", Some(&t)).await;
+    assert_eq!(
+        d.headers_to_remove(),
+        [HEADER_USER, "x-tenant", "x-roles", "x-org"]
+    );
+}

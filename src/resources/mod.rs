@@ -16,8 +16,8 @@ pub use identity_provider::{IdentityProvider, IdentityProviderSpec, UserinfoSour
 pub use reference::{Link, Reference};
 pub use status::{Condition, ResourceStatus};
 pub use token_introspector::{
-    IntrospectionEndpoint, IntrospectorType, JwtKey, JwtSettings, KeyAlgorithm, KeyFormat, KeyType,
-    TokenIntrospector, TokenIntrospectorSpec,
+    ClaimToHeader, IntrospectionEndpoint, IntrospectorType, JwtKey, JwtSettings, KeyAlgorithm,
+    KeyFormat, KeyType, TokenIntrospector, TokenIntrospectorSpec,
 };
 pub use user::{Identifier, User, UserSpec};
 

@@ -40,6 +40,25 @@ pub struct TokenIntrospectorSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub openid_discovery: Option<bool>,
+    /// portcullis extension: on allow, set these request headers for the upstream from the
+    /// validated token's claims (a dotted path reaches nested claims).
+    #[serde(
+        default,
+        rename = "claimToHeaders",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub claim_to_headers: Option<Vec<ClaimToHeader>>,
+}
+
+/// One claim forwarded to the upstream as a request header.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimToHeader {
+    /// A lower-case header name; never `authorization`, `host`, `cookie`, a pseudo-header
+    /// or `x-portcullis-*`.
+    pub header: String,
+    /// The claim, as a dotted path (`realm_access.roles`).
+    pub claim: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

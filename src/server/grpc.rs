@@ -8,6 +8,8 @@ use envoy_types::ext_authz::v3::pb::{
     HeaderValue, HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
 };
 use envoy_types::pb::envoy::config::core::v3::address;
+use envoy_types::pb::google::protobuf::value::Kind;
+use envoy_types::pb::google::protobuf::{Struct, Value};
 use envoy_types::pb::google::rpc;
 use tonic::{Request, Response, Status};
 
@@ -125,6 +127,7 @@ pub fn to_check_response(decision: &Decision) -> CheckResponse {
                 code: rpc::Code::Ok as i32,
                 ..Default::default()
             }),
+            dynamic_metadata: Some(metadata(decision)),
             http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
                 headers: decision
                     .upstream_headers()
@@ -167,6 +170,26 @@ pub fn to_check_response(decision: &Decision) -> CheckResponse {
     }
 }
 
+/// Envoy dynamic metadata (namespace `envoy.filters.http.ext_authz`) on allow, for access
+/// logs and rate limits: `user`, `subject`, `issuer`, `policy`, those that are set.
+fn metadata(decision: &Decision) -> Struct {
+    let fields = [
+        ("user", &decision.user),
+        ("subject", &decision.subject),
+        ("issuer", &decision.issuer),
+        ("policy", &decision.policy),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| {
+        let value = Value {
+            kind: Some(Kind::StringValue(value.clone()?)),
+        };
+        Some((key.to_string(), value))
+    })
+    .collect();
+    Struct { fields }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,5 +205,45 @@ mod tests {
         for bad in ["", "m", "123456789m", "12x", "-1m"] {
             assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn an_allow_carries_dynamic_metadata_and_forwarded_claims() {
+        let decision = Decision {
+            outcome: Outcome::Allow,
+            reason: "allowed",
+            message: "allowed".into(),
+            token_given: true,
+            policy: Some("p".into()),
+            user: None,
+            subject: Some("ann".into()),
+            issuer: Some("https://a".into()),
+            forwarded: vec![("x-tenant".into(), "acme".into())],
+            claim_headers: Some(vec!["x-tenant".into(), "x-org".into()].into()),
+        };
+        let response = to_check_response(&decision);
+        let metadata = response.dynamic_metadata.unwrap().fields;
+        let text = |k: &str| match &metadata[k].kind {
+            Some(Kind::StringValue(s)) => s.clone(),
+            other => panic!("{k}: {other:?}"),
+        };
+        assert_eq!(
+            (text("policy"), text("subject")),
+            ("p".into(), "ann".into())
+        );
+        assert!(!metadata.contains_key("user"));
+        let Some(HttpResponse::OkResponse(ok)) = response.http_response else {
+            panic!("not an OK response")
+        };
+        let headers: Vec<(String, String)> = ok
+            .headers
+            .iter()
+            .map(|h| {
+                let h = h.header.as_ref().unwrap();
+                (h.key.clone(), h.value.clone())
+            })
+            .collect();
+        assert!(headers.contains(&("x-tenant".into(), "acme".into())));
+        assert_eq!(ok.headers_to_remove, ["x-portcullis-user", "x-org"]);
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -140,13 +140,15 @@ fn to_response(decision: &Decision) -> Response {
     let mut response = if decision.allowed() {
         let mut r = StatusCode::OK.into_response();
         for (name, value) in decision.upstream_headers() {
-            if let Ok(v) = HeaderValue::from_str(value) {
-                r.headers_mut().insert(name, v);
+            if let (Ok(k), Ok(v)) = (HeaderName::try_from(name), HeaderValue::from_str(value)) {
+                r.headers_mut().insert(k, v);
             }
         }
         // Whatever was not set, even a value that could not be a header, is removed.
+        let claims = decision.claim_headers.as_deref().unwrap_or_default();
         let remove = IDENTITY_HEADERS
             .into_iter()
+            .chain(claims.iter().map(|h| &**h))
             .filter(|h| !r.headers().contains_key(*h))
             .collect::<Vec<_>>()
             .join(",");
@@ -194,6 +196,8 @@ mod tests {
             user: None,
             subject: None,
             issuer: None,
+            forwarded: Vec::new(),
+            claim_headers: None,
         };
         let response = to_response(&decision);
         assert_eq!(response.status(), StatusCode::FORBIDDEN);

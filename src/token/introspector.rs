@@ -5,6 +5,7 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use sha2::{Digest, Sha256};
 
+use super::claim_headers::{self, ClaimHeader};
 use crate::resources::FieldError;
 use crate::resources::{
     IntrospectorType, JwtKey, KeyAlgorithm, KeyFormat, KeyType, TokenIntrospectorSpec,
@@ -30,6 +31,8 @@ pub struct Introspector {
     pub cache_ttl: Duration,
     pub leeway: Duration,
     pub allowed_audiences: Option<Vec<String>>,
+    /// `claimToHeaders`: what to forward to the upstream on allow.
+    pub claim_headers: Vec<ClaimHeader>,
 }
 
 /// How a token is checked.
@@ -120,6 +123,10 @@ impl Introspector {
             ));
         }
 
+        let claim_headers = claim_headers::compile(
+            spec.claim_to_headers.as_deref().unwrap_or_default(),
+            &mut errors,
+        );
         let trust = match spec.type_ {
             IntrospectorType::Jwt => compile_jwt(spec, &jwt, &mut errors),
             IntrospectorType::Opaque => compile_opaque(spec, &jwt, &mut errors),
@@ -137,6 +144,7 @@ impl Introspector {
                     .map(|s| Duration::from_secs(s.into()))
                     .unwrap_or(DEFAULT_LEEWAY),
                 allowed_audiences: jwt.allowed_audiences.clone(),
+                claim_headers,
             }),
             _ => Err(errors),
         }

@@ -6,6 +6,7 @@
 //! [`Fingerprint`], so a reload that changes an introspector never reuses its old entries.
 
 mod cache;
+mod claim_headers;
 mod introspection;
 mod introspector;
 mod jwks;
@@ -22,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::outbound::IdpClient;
 use cache::{Verified, VerifiedCache};
 
+pub use claim_headers::ClaimHeader;
 pub use introspector::{
     algorithm, Fingerprint, Introspector, JwksSource, Trust, VerifyKey, MAX_LEEWAY_SECONDS,
 };
@@ -53,12 +55,24 @@ pub struct TrustStore {
     by_fingerprint: HashMap<Fingerprint, Arc<Introspector>>,
     /// Changes whenever any introspector does: refusals are remembered per generation.
     generation: u64,
+    /// Every header any introspector forwards a claim into (`None`: no introspector does).
+    claim_headers: Option<Arc<[Arc<str>]>>,
 }
 
 impl TrustStore {
     /// Issuers must be unique: the caller reports a duplicate with both resources' names.
     pub fn insert(&mut self, introspector: Introspector) -> Result<(), String> {
         let introspector = Arc::new(introspector);
+        let known = self.claim_headers.as_deref().unwrap_or_default();
+        let new: Vec<Arc<str>> = introspector
+            .claim_headers
+            .iter()
+            .map(|c| c.header.clone())
+            .filter(|h| !known.contains(h))
+            .collect();
+        if !new.is_empty() {
+            self.claim_headers = Some(known.iter().cloned().chain(new).collect());
+        }
         let mut prefix = [0u8; 8];
         prefix.copy_from_slice(&introspector.fingerprint[..8]);
         self.generation ^= u64::from_le_bytes(prefix);
@@ -80,6 +94,11 @@ impl TrustStore {
             .insert(introspector.fingerprint, introspector.clone());
         self.by_issuer.insert(issuer, introspector);
         Ok(())
+    }
+
+    /// Every header some introspector forwards a claim into, if any does.
+    pub fn claim_headers(&self) -> Option<Arc<[Arc<str>]>> {
+        self.claim_headers.clone()
     }
 
     pub fn by_fingerprint(&self, fingerprint: &Fingerprint) -> Option<&Arc<Introspector>> {

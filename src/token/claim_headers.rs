@@ -1,0 +1,183 @@
+//! `claimToHeaders`: claims of a validated token forwarded to the upstream as request
+//! headers, checked when configuration loads.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::resources::{is_credential_header, ClaimToHeader, FieldError};
+
+/// One `claimToHeaders` entry, compiled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimHeader {
+    pub header: Arc<str>,
+    path: Vec<String>,
+}
+
+impl ClaimHeader {
+    /// The header value for these claims: a string, number or boolean, or an array of
+    /// them joined with `,`. Anything else (absent, null, an object, nested arrays, a
+    /// control character) sets nothing.
+    pub fn value(&self, claims: &Map<String, Value>) -> Option<String> {
+        let (first, rest) = self.path.split_first()?;
+        let mut v = claims.get(first)?;
+        for key in rest {
+            v = v.get(key.as_str())?;
+        }
+        let value = match v {
+            Value::Array(items) => items
+                .iter()
+                .map(scalar)
+                .collect::<Option<Vec<_>>>()?
+                .join(","),
+            other => scalar(other)?,
+        };
+        // A header value cannot hold a line break: a claim must not smuggle a header.
+        (!value.chars().any(|c| c.is_control() && c != '\t')).then_some(value)
+    }
+}
+
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// The entries of `claimToHeaders`, or an error naming each bad field.
+pub fn compile(entries: &[ClaimToHeader], errors: &mut Vec<FieldError>) -> Vec<ClaimHeader> {
+    let mut out: Vec<ClaimHeader> = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.iter().enumerate() {
+        let field = |name: &str| format!("claimToHeaders[{i}].{name}");
+        if let Err(why) = check_header(&entry.header) {
+            errors.push(FieldError::new(field("header"), why));
+            continue;
+        }
+        if out.iter().any(|c| *c.header == *entry.header) {
+            let why = format!("{:?} is set by an earlier entry", entry.header);
+            errors.push(FieldError::new(field("header"), why));
+            continue;
+        }
+        let path: Vec<String> = entry.claim.split('.').map(str::to_owned).collect();
+        if path.iter().any(String::is_empty) {
+            let why = "a claim name, or a dotted path to a nested claim (`realm_access.roles`)";
+            errors.push(FieldError::new(field("claim"), why));
+            continue;
+        }
+        out.push(ClaimHeader {
+            header: entry.header.as_str().into(),
+            path,
+        });
+    }
+    out
+}
+
+fn check_header(name: &str) -> Result<(), String> {
+    // RFC 9110 token characters, lower case (HTTP/2 and gRPC metadata require it).
+    let token = !name.is_empty()
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b)
+        });
+    if !token {
+        return Err(format!("{name:?} is not a lower-case HTTP header name"));
+    }
+    if is_credential_header(name) || name == "host" {
+        return Err(format!(
+            "{name:?} is not for claims: it carries credentials or routing"
+        ));
+    }
+    if name.starts_with("x-portcullis-") {
+        return Err(format!(
+            "{name:?}: x-portcullis-* headers are portcullis's own"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn entry(header: &str, claim: &str) -> ClaimToHeader {
+        ClaimToHeader {
+            header: header.into(),
+            claim: claim.into(),
+        }
+    }
+
+    #[test]
+    fn values_are_scalars_or_lists_of_them() {
+        let mut errors = Vec::new();
+        let compiled = compile(
+            &[
+                entry("x-tenant", "tenant"),
+                entry("x-roles", "realm_access.roles"),
+                entry("x-age", "age"),
+                entry("x-admin", "admin"),
+                entry("x-obj", "realm_access"),
+                entry("x-missing", "nope.deeper"),
+                entry("x-evil", "evil"),
+            ],
+            &mut errors,
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        let Value::Object(claims) = json!({
+            "tenant": "acme", "realm_access": {"roles": ["a", "b", 3]}, "age": 42,
+            "admin": true, "evil": "a\r\nx-portcullis-user: root"
+        }) else {
+            unreachable!()
+        };
+        let values: Vec<Option<String>> = compiled.iter().map(|c| c.value(&claims)).collect();
+        assert_eq!(
+            values,
+            [
+                Some("acme".into()),
+                Some("a,b,3".into()),
+                Some("42".into()),
+                Some("true".into()),
+                None,
+                None,
+                None
+            ]
+        );
+    }
+
+    #[test]
+    fn header_names_are_checked() {
+        let mut errors = Vec::new();
+        let compiled = compile(
+            &[
+                entry("X-Tenant", "t"),
+                entry("authorization", "t"),
+                entry("cookie", "t"),
+                entry("host", "t"),
+                entry(":path", "t"),
+                entry("x-portcullis-user", "t"),
+                entry("x-ok", "t"),
+                entry("x-ok", "u"),
+                entry("x-empty", "a..b"),
+                entry("bad header", "t"),
+            ],
+            &mut errors,
+        );
+        assert_eq!(compiled.len(), 1);
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "claimToHeaders[0].header",
+                "claimToHeaders[1].header",
+                "claimToHeaders[2].header",
+                "claimToHeaders[3].header",
+                "claimToHeaders[4].header",
+                "claimToHeaders[5].header",
+                "claimToHeaders[7].header",
+                "claimToHeaders[8].claim",
+                "claimToHeaders[9].header",
+            ]
+        );
+    }
+}
