@@ -141,7 +141,6 @@ pub fn to_check_response(decision: &Decision) -> CheckResponse {
                     .collect(),
                 ..Default::default()
             })),
-            ..Default::default()
         };
     }
     let code = match decision.outcome {
