@@ -70,6 +70,35 @@ fn offline_authorizer(snapshot: Snapshot, users: UserResolver) -> Authorizer {
     }
 }
 
+/// A request given on the command line or in a test file. A `bearer` token replaces any
+/// `authorization` among `headers` (lower-case names).
+fn offline_request(
+    method: &str,
+    scheme: &str,
+    path: &str,
+    mut headers: Vec<(String, String)>,
+    bearer: Option<&str>,
+) -> HttpRequest {
+    if let Some(token) = bearer {
+        headers.retain(|(k, _)| k != "authorization");
+        headers.push(("authorization".into(), format!("Bearer {token}")));
+    }
+    let host = headers
+        .iter()
+        .find(|(k, _)| k == "host")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    HttpRequest {
+        method: method.to_ascii_uppercase(),
+        scheme: scheme.into(),
+        host,
+        path: path.into(),
+        headers,
+        remote_addr: None,
+        context_extensions: Vec::new(),
+    }
+}
+
 pub async fn explain(args: ExplainArgs) -> ExitCode {
     let Some(snapshot) = load_or_report(&args.config) else {
         return ExitCode::FAILURE;
@@ -83,25 +112,13 @@ pub async fn explain(args: ExplainArgs) -> ExitCode {
         snapshot,
         users.with_name_claims(crate::cli::name_claims(args.claim_users_by_name)),
     );
-    let mut headers = args.headers.clone();
-    if let Some(token) = &args.token {
-        headers.retain(|(k, _)| k != "authorization");
-        headers.push(("authorization".into(), format!("Bearer {token}")));
-    }
-    let host = headers
-        .iter()
-        .find(|(k, _)| k == "host")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default();
-    let request = HttpRequest {
-        method: args.method.to_ascii_uppercase(),
-        scheme: "http".into(),
-        host,
-        path: args.path.clone(),
-        headers,
-        remote_addr: None,
-        context_extensions: Vec::new(),
-    };
+    let request = offline_request(
+        &args.method,
+        "http",
+        &args.path,
+        args.headers.clone(),
+        args.token.as_deref(),
+    );
     let (decision, trace) = authorizer.explain(&request).await;
     println!(
         "{}",

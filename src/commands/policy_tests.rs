@@ -12,9 +12,9 @@ use std::process::ExitCode;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{load_or_report, offline_authorizer};
+use super::{load_or_report, offline_authorizer, offline_request};
 use crate::cli::{name_claims, TestArgs};
-use crate::decision::{Authorizer, Decision, HttpRequest};
+use crate::decision::{Authorizer, Decision};
 use crate::users::UserResolver;
 
 #[derive(Deserialize)]
@@ -141,36 +141,24 @@ fn read(file: &Path) -> Result<Vec<Case>, String> {
 
 /// `Ok` when the decision is the expected one; otherwise what differs, and the trace.
 async fn decide(authorizer: &Authorizer, case: Case) -> Result<(), String> {
-    let mut headers: Vec<(String, String)> = case
+    let headers = case
         .request
         .headers
         .into_iter()
         .map(|(k, v)| (k.to_ascii_lowercase(), v))
         .collect();
-    if case.jwt.is_some() || case.token.is_some() {
-        headers.retain(|(k, _)| k != "authorization");
-    }
-    if let Some(token) = &case.token {
-        headers.push(("authorization".into(), format!("Bearer {token}")));
-    }
-    if case.jwt.is_some() {
-        // What policies see of a real token: one is present (its value is redacted).
-        headers.push(("authorization".into(), "Bearer claims".into()));
-    }
-    let host = headers
-        .iter()
-        .find(|(k, _)| k == "host")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default();
-    let request = HttpRequest {
-        method: case.request.method.to_ascii_uppercase(),
-        scheme: case.request.scheme,
-        host,
-        path: case.request.path,
+    // With `jwt:` claims, policies see what a real token shows: one, redacted.
+    let bearer = case
+        .token
+        .as_deref()
+        .or(case.jwt.as_ref().map(|_| "claims"));
+    let request = offline_request(
+        &case.request.method,
+        &case.request.scheme,
+        &case.request.path,
         headers,
-        remote_addr: None,
-        context_extensions: Vec::new(),
-    };
+        bearer,
+    );
     let (decision, trace) = match case.jwt {
         Some(claims) => authorizer.explain_claims(&request, claims).await,
         None => authorizer.explain(&request).await,
