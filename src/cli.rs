@@ -141,6 +141,9 @@ pub struct ExplainArgs {
     /// A request header, `name:value`; may repeat.
     #[arg(long = "header", value_parser = parse_header)]
     pub headers: Vec<(String, String)>,
+    /// `tree` (for people, the default) or `json` (the trace as the admin API returns it).
+    #[arg(long, value_enum, default_value_t = ExplainOutput::Tree)]
+    pub output: ExplainOutput,
     /// Say which User `serve --create-users` would create for the token. Explain itself
     /// never creates one, nor calls userinfo.
     #[arg(long)]
@@ -159,6 +162,12 @@ pub fn name_claims(claim_users_by_name: bool) -> crate::users::NameClaims {
     } else {
         crate::users::NameClaims::IdentifiedOnly
     }
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExplainOutput {
+    Tree,
+    Json,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

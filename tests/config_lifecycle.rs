@@ -96,6 +96,8 @@ fn explain_names_the_failing_path_of_a_denied_request() {
         &token,
         "--path",
         "/fhir/Patient",
+        "--output",
+        "json",
     ]);
     assert_eq!(code, 2, "a denial exits 2: {stdout}{stderr}");
     assert!(stderr.contains("DENY 403 (no_policy_allows)"), "{stderr}");
@@ -108,6 +110,26 @@ fn explain_names_the_failing_path_of_a_denied_request() {
     assert_eq!(mismatch["expected"], "admin");
     assert_eq!(mismatch["but"], "viewer");
     assert!(!stdout.contains(&token) && !stderr.contains(&token));
+
+    // The default is a tree for people, with the same facts.
+    let (code, tree, _) = run(&[
+        "explain",
+        "--config",
+        dir.path().to_str().unwrap(),
+        "--token",
+        &token,
+        "--path",
+        "/fhir/Patient",
+    ]);
+    assert_eq!(code, 2);
+    for line in [
+        "token: valid jwt (TokenIntrospector/t)",
+        "  admins-only: denies (matcho)",
+        "    jwt.role: expected \"admin\", found \"viewer\"",
+    ] {
+        assert!(tree.lines().any(|l| l == line), "missing {line:?}:\n{tree}");
+    }
+    assert!(!tree.contains(&token));
 }
 
 #[test]

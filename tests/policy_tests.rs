@@ -93,7 +93,11 @@ fn a_failing_case_shows_expected_got_and_the_trace() {
     );
     // The trace names the policy, the failed path, and what it found there.
     let trace = stdout.split("FAIL viewers read too").nth(1).unwrap();
-    for needle in ["\"admins-read\"", "\"jwt.role\"", "\"admin\"", "\"viewer\""] {
+    for needle in [
+        "admins-read: denies (matcho)",
+        "jwt.role: expected \"admin\", found \"viewer\"",
+        "decision: DENY 403 (no_policy_allows)",
+    ] {
         assert!(trace.contains(needle), "trace lacks {needle}:\n{stdout}");
     }
     assert!(

@@ -8,7 +8,7 @@ pub use policy_tests::test;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use crate::cli::{ConfigArgs, ExplainArgs};
+use crate::cli::{ConfigArgs, ExplainArgs, ExplainOutput};
 use crate::decision::{Authorizer, DecisionLog, HttpRequest};
 use crate::metrics::Metrics;
 use crate::snapshot::{Compiler, Snapshot, SnapshotStore};
@@ -120,10 +120,13 @@ pub async fn explain(args: ExplainArgs) -> ExitCode {
         args.token.as_deref(),
     );
     let (decision, trace) = authorizer.explain(&request).await;
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&trace).expect("trace serialises")
-    );
+    match args.output {
+        ExplainOutput::Tree => print!("{}", trace.to_tree()),
+        ExplainOutput::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&trace).expect("trace serialises")
+        ),
+    }
     eprintln!(
         "{} {} ({}){}",
         if decision.allowed() { "ALLOW" } else { "DENY" },

@@ -168,7 +168,7 @@ async fn decide(authorizer: &Authorizer, case: Case) -> Result<(), String> {
     if decision.http_status() == expected.status && policy_fits {
         return Ok(());
     }
-    let trace = serde_json::to_string_pretty(&trace).unwrap_or_default();
+    let trace = trace.to_tree();
     Err(format!(
         "expected {}, got {}\n{}",
         describe(expected.status, expected.policy.as_deref(), None),

@@ -134,3 +134,156 @@ impl From<&Decision> for DecisionStep {
         }
     }
 }
+
+impl Trace {
+    /// The trace as a tree for people: each step on its line, each failed comparison as
+    /// `path: expected X, found Y`, and the matches users trip on (`null = null` through a
+    /// `.path` reference, `$not` on an absent field) marked `note`.
+    pub fn to_tree(&self) -> String {
+        let mut out = String::new();
+        let t = &self.token;
+        match t.result {
+            "valid" => {
+                let kind = t.kind.unwrap_or("token");
+                let by = t.introspector.as_deref().unwrap_or("?");
+                out.push_str(&format!("token: valid {kind} (TokenIntrospector/{by})\n"));
+                if let Some(claims) = &t.claims {
+                    out.push_str(&format!("  claims: {claims}\n"));
+                }
+            }
+            "refused" => {
+                let why = t.reason.as_deref().unwrap_or("");
+                out.push_str(&format!("token: refused: {why}\n"));
+            }
+            _ => out.push_str("token: none (anonymous)\n"),
+        }
+        if let Some(u) = &self.user {
+            let name = u
+                .user
+                .as_deref()
+                .map(|n| format!(" User/{n}"))
+                .unwrap_or_default();
+            let detail = u.detail.as_deref().unwrap_or("");
+            out.push_str(&format!("user: {}{name}: {detail}\n", u.result));
+        }
+        if !self.policies.is_empty() {
+            out.push_str("policies (in evaluation order):\n");
+        }
+        for p in &self.policies {
+            explanation(&mut out, 1, &p.policy, &p.explanation);
+        }
+        if let Some(d) = &self.decision {
+            let word = if d.allowed { "ALLOW" } else { "DENY" };
+            let by = d
+                .policy
+                .as_deref()
+                .map(|p| format!(" by AccessPolicy/{p}"))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "decision: {word} {} ({}){by}: {}\n",
+                d.status, d.reason, d.message
+            ));
+        }
+        out
+    }
+}
+
+fn explanation(out: &mut String, depth: usize, name: &str, e: &Explanation) {
+    let pad = "  ".repeat(depth);
+    let verdict = if e.allowed { "allows" } else { "denies" };
+    out.push_str(&format!("{pad}{name}: {verdict} ({})\n", e.engine));
+    for m in &e.errors {
+        let at = if m.path.is_empty() {
+            "(the request)"
+        } else {
+            &m.path
+        };
+        out.push_str(&format!(
+            "{pad}  {at}: expected {}, found {}",
+            m.expected, m.but
+        ));
+        if let Some(note) = &m.note {
+            out.push_str(&format!(" ({note})"));
+        }
+        out.push('\n');
+    }
+    for m in &e.notes {
+        let note = m.note.as_deref().unwrap_or("matched, perhaps not as meant");
+        out.push_str(&format!(
+            "{pad}  note: {}: {note} (expected {}, found {})\n",
+            m.path, m.expected, m.but
+        ));
+    }
+    for (i, child) in e.children.iter().enumerate() {
+        explanation(out, depth + 1, &format!("[{i}]"), child);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{compile, EvalContext};
+    use serde_json::json;
+
+    #[test]
+    fn the_tree_names_the_failed_path_and_the_pitfalls() {
+        let ctx = json!({"request-method": "post", "jwt": {"role": "viewer"}});
+        let eval = EvalContext::new(&ctx);
+        let policy = |body| compile(&body).unwrap().explain(&eval);
+        let trace = Trace {
+            token: TokenStep {
+                result: "valid",
+                kind: Some("jwt"),
+                introspector: Some("t".into()),
+                reason: None,
+                claims: Some(json!({"role": "viewer"})),
+            },
+            user: None,
+            policies: vec![
+                PolicyStep {
+                    policy: "admins".into(),
+                    allowed: false,
+                    explanation: policy(
+                        json!({"engine": "matcho", "matcho": {"jwt": {"role": "admin"}}}),
+                    ),
+                },
+                PolicyStep {
+                    policy: "odd".into(),
+                    allowed: true,
+                    explanation: policy(json!({"engine": "complex", "or": [
+                        {"engine": "matcho", "matcho": {"request-method": "get"}},
+                        {"engine": "matcho", "matcho": {"jwt": {"team": {"$not": "red"}}}}
+                    ]})),
+                },
+            ],
+            decision: Some(DecisionStep {
+                allowed: true,
+                status: 200,
+                reason: "allowed",
+                message: "allowed".into(),
+                policy: Some("odd".into()),
+            }),
+        };
+        let tree = trace.to_tree();
+        let expected_lines = [
+            "token: valid jwt (TokenIntrospector/t)",
+            "  admins: denies (matcho)",
+            "    jwt.role: expected \"admin\", found \"viewer\"",
+            "  odd: allows (complex)",
+            "    [0]: denies (matcho)",
+            "      request-method: expected \"get\", found \"post\"",
+            "    [1]: allows (matcho)",
+            "decision: ALLOW 200 (allowed) by AccessPolicy/odd: allowed",
+        ];
+        for line in expected_lines {
+            assert!(
+                tree.lines().any(|l| l == line),
+                "missing {line:?} in:\n{tree}"
+            );
+        }
+        assert!(
+            tree.lines().any(|l| l.starts_with("      note: jwt.team")),
+            "the $not on an absent field is noted:\n{tree}"
+        );
+    }
+}
