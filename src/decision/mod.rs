@@ -67,12 +67,12 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn unavailable(request: &HttpRequest, reason: &'static str, message: &'static str) -> Self {
+    fn unavailable(token_given: bool, reason: &'static str, message: &'static str) -> Self {
         Decision {
             outcome: Outcome::Unavailable,
             reason,
             message: message.into(),
-            token_given: request.has_credential(),
+            token_given,
             policy: None,
             user: None,
             subject: None,
@@ -199,10 +199,10 @@ impl Authorizer {
             Ok(Ok(decision)) => decision,
             Ok(Err(_)) => {
                 tracing::error!("a decision panicked; denying");
-                Decision::unavailable(request, "internal_error", "internal error")
+                Decision::unavailable(request.has_credential(), "internal_error", "internal error")
             }
             Err(_) => Decision::unavailable(
-                request,
+                request.has_credential(),
                 "deadline_exceeded",
                 "could not decide in time (an identity provider may be slow)",
             ),
@@ -249,8 +249,10 @@ impl Authorizer {
         mut trace: Option<&mut Trace>,
         presented: Presented,
     ) -> Decision {
-        let mut decision =
-            Decision::unavailable(request, "not_ready", "no configuration loaded yet");
+        // Read once: the header scan and the token syntax check are per-request work.
+        let credential = request.credential();
+        let given = !matches!(credential, Credential::None);
+        let mut decision = Decision::unavailable(given, "not_ready", "no configuration loaded yet");
         let Some(snapshot) = self.snapshots.load() else {
             return decision;
         };
@@ -276,7 +278,7 @@ impl Authorizer {
                 };
                 (Some(valid), "")
             }
-            Presented::Request => match request.credential() {
+            Presented::Request => match credential {
                 Credential::None => (None, ""),
                 Credential::Bearer(raw) => match self.tokens.validate(&snapshot.trust, raw).await {
                     Ok(valid) => (Some(valid), raw),
