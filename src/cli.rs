@@ -50,16 +50,12 @@ pub struct ServeArgs {
     /// Configuration files or directories; reloaded on change.
     #[arg(long = "config", env = "PORTCULLIS_CONFIG", value_delimiter = ',')]
     pub config: Vec<PathBuf>,
-    /// Read the four kinds from the Kubernetes API instead of files.
-    #[arg(long, env = "PORTCULLIS_KUBE")]
-    pub kube: bool,
-    /// Namespaces to watch in --kube mode (default: all).
-    #[arg(
-        long = "namespace",
-        env = "PORTCULLIS_NAMESPACE",
-        value_delimiter = ','
-    )]
-    pub namespaces: Vec<String>,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// With --kube: the namespace of the Lease that picks the one replica writing status
+    /// (default: the client's namespace, which in a pod is the pod's own).
+    #[arg(long, env = "PORTCULLIS_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
     /// ext_authz v3 and grpc.health.v1.
     #[arg(long, env = "PORTCULLIS_GRPC_ADDR", default_value = "0.0.0.0:9191")]
     pub grpc_addr: SocketAddr,
@@ -126,10 +122,49 @@ pub struct TestArgs {
     pub claim_users_by_name: bool,
 }
 
+/// Where `--kube` reads the four kinds.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ClusterArgs {
+    /// Read the four kinds from the Kubernetes API instead of files (in-cluster service
+    /// account, or KUBECONFIG).
+    #[arg(long, env = "PORTCULLIS_KUBE")]
+    pub kube: bool,
+    /// Namespaces to watch with --kube; may repeat (default: all).
+    #[arg(
+        long = "namespace",
+        env = "PORTCULLIS_NAMESPACE",
+        value_delimiter = ',',
+        requires = "kube"
+    )]
+    pub namespaces: Vec<String>,
+    /// A label selector on the four kinds with --kube (`team=a,tier!=dev`), so that
+    /// several deployments can share one cluster's resources.
+    #[arg(long, env = "PORTCULLIS_SELECTOR", requires = "kube")]
+    pub selector: Option<String>,
+}
+
+impl ClusterArgs {
+    pub fn settings(&self) -> crate::cluster::Settings {
+        crate::cluster::Settings {
+            namespaces: self.namespaces.clone(),
+            selector: self.selector.clone().filter(|s| !s.is_empty()),
+        }
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct ExplainArgs {
+    /// Configuration files or directories (or --kube).
+    #[arg(
+        long = "config",
+        env = "PORTCULLIS_CONFIG",
+        value_delimiter = ',',
+        required_unless_present = "kube",
+        conflicts_with = "kube"
+    )]
+    pub config: Vec<PathBuf>,
     #[command(flatten)]
-    pub config: ConfigArgs,
+    pub cluster: ClusterArgs,
     /// The bearer token to present (omit for an anonymous request).
     #[arg(long, env = "PORTCULLIS_TOKEN")]
     pub token: Option<String>,

@@ -35,6 +35,7 @@ pub struct Metrics {
     resources: Gauge,
     warnings: Gauge,
     user_files_skipped: Gauge,
+    resources_refused: Gauge,
     tokens: Family<EventLabels, Counter>,
     users: Family<EventLabels, Counter>,
 }
@@ -90,6 +91,12 @@ impl Metrics {
             "Files of created Users (--users-dir) passed over at the last load: corrupt, misnamed, duplicate",
             user_files_skipped.clone(),
         );
+        let resources_refused = Gauge::default();
+        registry.register(
+            "resources_refused",
+            "Kubernetes objects refused at the last build (status Ready=False); an earlier good version of each may serve",
+            resources_refused.clone(),
+        );
         let tokens = Family::<EventLabels, Counter>::default();
         registry.register(
             "token_events",
@@ -111,6 +118,7 @@ impl Metrics {
             resources,
             warnings,
             user_files_skipped,
+            resources_refused,
             tokens,
             users,
         }
@@ -138,6 +146,10 @@ impl Metrics {
 
     pub fn user_files_skipped(&self, files: usize) {
         self.user_files_skipped.set(files as i64);
+    }
+
+    pub fn resources_refused(&self, objects: usize) {
+        self.resources_refused.set(objects as i64);
     }
 
     pub fn token_event(&self, event: &'static str) {

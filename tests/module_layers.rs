@@ -3,11 +3,12 @@
 //! ```text
 //! runtime, commands, telemetry   the wiring and the one-shot commands
 //! server, cli                    the edges (gRPC, HTTP, admin) and the flags
+//! cluster                        Kubernetes mode: watchers, index, status and User writer
 //! decision                       the pipeline: token → user → policies
 //! users                          who is calling: resolution and creation
 //! snapshot                       the compiled configuration (trust, policies, user index)
 //! token, policy                  token validation; the policy engines
-//! source                         where resources come from (files)
+//! source                         where resources come from (files; parsing of any spec)
 //! resources, metrics, outbound,  wire shapes; counters that take plain values; the one
 //! proto                          HTTP client for identity providers; generated protobuf
 //! ```
@@ -22,6 +23,7 @@ use std::path::Path;
 const LAYERS: &[&[&str]] = &[
     &["runtime", "commands", "telemetry"],
     &["server", "cli"],
+    &["cluster"],
     &["decision"],
     &["users"],
     &["snapshot"],

@@ -44,6 +44,13 @@ pub fn validate(args: &ConfigArgs) -> ExitCode {
 }
 
 /// The configuration, or `None` once its errors are printed.
+/// The live configuration of the cluster, read once, as every replica compiles it.
+async fn load_from_cluster(args: &ExplainArgs) -> anyhow::Result<Snapshot> {
+    let client = kube::Client::try_default().await?;
+    let snapshot = crate::cluster::load_once(client, args.cluster.settings()).await?;
+    Ok(Arc::unwrap_or_clone(snapshot))
+}
+
 fn load_or_report(args: &ConfigArgs) -> Option<Snapshot> {
     match load(args) {
         Ok((snapshot, _)) => Some(snapshot),
@@ -100,8 +107,22 @@ fn offline_request(
 }
 
 pub async fn explain(args: ExplainArgs) -> ExitCode {
-    let Some(snapshot) = load_or_report(&args.config) else {
-        return ExitCode::FAILURE;
+    let snapshot = if args.cluster.kube {
+        match load_from_cluster(&args).await {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        let config = ConfigArgs {
+            config: args.config.clone(),
+        };
+        let Some(snapshot) = load_or_report(&config) else {
+            return ExitCode::FAILURE;
+        };
+        snapshot
     };
     let users = if args.create_users {
         UserResolver::dry_run()

@@ -316,7 +316,7 @@ impl Authorizer {
             }
             None => None,
         };
-        decision.user = user.as_ref().map(|u| u.name().to_owned());
+        decision.user = user.as_ref().map(|u| u.object_name().to_owned());
         if user.as_ref().is_some_and(|u| !u.is_active()) {
             decision.outcome = Outcome::Forbidden;
             decision.reason = "user_inactive";

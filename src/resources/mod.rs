@@ -17,7 +17,7 @@ pub use reference::{Link, Reference};
 pub use status::{Condition, ResourceStatus};
 pub use token_introspector::{
     ClaimToHeader, IntrospectionEndpoint, IntrospectorType, JwtKey, JwtSettings, KeyAlgorithm,
-    KeyFormat, KeyType, TokenIntrospector, TokenIntrospectorSpec,
+    KeyFormat, KeyType, SecretKeyRef, SecretProblem, TokenIntrospector, TokenIntrospectorSpec,
 };
 pub use user::{Identifier, User, UserSpec};
 

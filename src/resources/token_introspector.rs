@@ -50,6 +50,79 @@ pub struct TokenIntrospectorSpec {
     pub claim_to_headers: Option<Vec<ClaimToHeader>>,
 }
 
+impl TokenIntrospectorSpec {
+    /// Every Secret reference, with the field it stands for (`jwt.secret`, `jwt.keys[0].k`,
+    /// `introspection_endpoint.authorization`).
+    pub fn secret_refs(&self) -> Vec<(String, &SecretKeyRef)> {
+        let mut refs = Vec::new();
+        if let Some(jwt) = &self.jwt {
+            if let Some(r) = &jwt.secret_ref {
+                refs.push(("jwt.secretRef".to_string(), r));
+            }
+            for (i, key) in jwt.keys.iter().flatten().enumerate() {
+                if let Some(r) = &key.k_ref {
+                    refs.push((format!("jwt.keys[{i}].kRef"), r));
+                }
+            }
+        }
+        if let Some(r) = self
+            .introspection_endpoint
+            .as_ref()
+            .and_then(|e| e.authorization_ref.as_ref())
+        {
+            refs.push(("introspection_endpoint.authorizationRef".to_string(), r));
+        }
+        refs
+    }
+
+    /// Replaces each Secret reference by the value `read` finds for it. A field given both
+    /// inline and by reference, or a reference `read` cannot resolve, is an error naming
+    /// the field.
+    pub fn resolve_secrets<E>(
+        &mut self,
+        mut read: impl FnMut(&SecretKeyRef) -> Result<String, E>,
+    ) -> Result<(), (String, SecretProblem<E>)> {
+        fn fill<E>(
+            field: String,
+            inline: &mut Option<String>,
+            reference: &mut Option<SecretKeyRef>,
+            read: &mut impl FnMut(&SecretKeyRef) -> Result<String, E>,
+        ) -> Result<(), (String, SecretProblem<E>)> {
+            let Some(r) = reference.take() else {
+                return Ok(());
+            };
+            if inline.is_some() {
+                return Err((field, SecretProblem::Both));
+            }
+            *inline = Some(read(&r).map_err(|e| (field, SecretProblem::Read(e)))?);
+            Ok(())
+        }
+        if let Some(jwt) = &mut self.jwt {
+            fill("jwt.secretRef".into(), &mut jwt.secret, &mut jwt.secret_ref, &mut read)?;
+            for (i, key) in jwt.keys.iter_mut().flatten().enumerate() {
+                fill(format!("jwt.keys[{i}].kRef"), &mut key.k, &mut key.k_ref, &mut read)?;
+            }
+        }
+        if let Some(e) = &mut self.introspection_endpoint {
+            fill(
+                "introspection_endpoint.authorizationRef".into(),
+                &mut e.authorization,
+                &mut e.authorization_ref,
+                &mut read,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a Secret reference gave no value.
+#[derive(Debug)]
+pub enum SecretProblem<E> {
+    /// The value is also given inline: one of the two must go.
+    Both,
+    Read(E),
+}
+
 /// One claim forwarded to the upstream as a request header.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -77,6 +150,13 @@ pub struct JwtSettings {
     /// HS256 shared secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
+    /// Kubernetes mode: `secret`, read from a key of a Secret in the object's namespace.
+    #[serde(
+        default,
+        rename = "secretRef",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub secret_ref: Option<SecretKeyRef>,
     /// Static keys, tried in order among those whose `alg` equals the token's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys: Option<Vec<JwtKey>>,
@@ -109,6 +189,9 @@ pub struct JwtKey {
     /// A symmetric secret (`format: plain`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub k: Option<String>,
+    /// Kubernetes mode: `k`, read from a key of a Secret in the object's namespace.
+    #[serde(default, rename = "kRef", skip_serializing_if = "Option::is_none")]
+    pub k_ref: Option<SecretKeyRef>,
     /// Optional: when set, only tokens whose header `kid` equals it use this key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kid: Option<String>,
@@ -164,6 +247,22 @@ pub struct IntrospectionEndpoint {
     /// The literal `Authorization` header value sent to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization: Option<String>,
+    /// Kubernetes mode: `authorization`, read from a key of a Secret in the object's
+    /// namespace.
+    #[serde(
+        default,
+        rename = "authorizationRef",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub authorization_ref: Option<SecretKeyRef>,
+}
+
+/// A key of a Secret in the referencing object's own namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretKeyRef {
+    pub name: String,
+    pub key: String,
 }
 
 // Debug output may reach a log: secrets, symmetric keys and the introspection
@@ -177,6 +276,7 @@ impl std::fmt::Debug for JwtSettings {
         f.debug_struct("JwtSettings")
             .field("iss", &self.iss)
             .field("secret", &set(&self.secret))
+            .field("secret_ref", &self.secret_ref)
             .field("keys", &self.keys)
             .field("allowed_audiences", &self.allowed_audiences)
             .field("leeway_seconds", &self.leeway_seconds)
@@ -192,6 +292,7 @@ impl std::fmt::Debug for JwtKey {
             .field("format", &self.format)
             .field("pub", &self.pub_.as_ref().map(|_| "[public key]"))
             .field("k", &set(&self.k))
+            .field("k_ref", &self.k_ref)
             .field("kid", &self.kid)
             .finish()
     }
@@ -202,6 +303,7 @@ impl std::fmt::Debug for IntrospectionEndpoint {
         f.debug_struct("IntrospectionEndpoint")
             .field("url", &self.url)
             .field("authorization", &set(&self.authorization))
+            .field("authorization_ref", &self.authorization_ref)
             .finish()
     }
 }

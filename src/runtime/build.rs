@@ -11,28 +11,33 @@ use crate::metrics::Metrics;
 use crate::outbound::IdpClient;
 use crate::snapshot::SnapshotStore;
 use crate::token::{TokenSettings, TokenVerifier};
-use crate::users::{FileUserStore, UserResolver, UserinfoClient};
+use crate::users::{FileUserStore, UserResolver, UserStore, UserinfoClient};
 
+/// `cluster_users`: where created Users go in kube mode.
 pub fn authorizer(
     args: &ServeArgs,
     snapshots: Arc<SnapshotStore>,
     metrics: Arc<Metrics>,
+    cluster_users: Option<Arc<dyn UserStore>>,
 ) -> anyhow::Result<Arc<Authorizer>> {
     // One client for every call to an identity provider: JWKS, discovery, introspection,
     // userinfo.
     let idp = IdpClient::new(Duration::from_millis(args.idp_timeout_ms));
-    let users = match (&args.users_dir, args.create_users) {
-        (Some(dir), true) => {
-            let store = FileUserStore::new(dir)
-                .with_context(|| format!("opening --users-dir {}", dir.display()))?;
-            tracing::info!(dir = %dir.display(), "creating Users on first sight");
-            UserResolver::creating(
-                Arc::new(store),
-                UserinfoClient::new(idp.clone()),
-                metrics.clone(),
-            )
+    let store: Option<Arc<dyn UserStore>> = match (&args.users_dir, cluster_users) {
+        _ if !args.create_users => None,
+        (_, Some(store)) => Some(store),
+        (Some(dir), None) => Some(Arc::new(
+            FileUserStore::new(dir)
+                .with_context(|| format!("opening --users-dir {}", dir.display()))?,
+        )),
+        (None, None) => None,
+    };
+    let users = match store {
+        Some(store) => {
+            tracing::info!(store = %store.describe(), "creating Users on first sight");
+            UserResolver::creating(store, UserinfoClient::new(idp.clone()), metrics.clone())
         }
-        _ => UserResolver::off(),
+        None => UserResolver::off(),
     }
     .with_name_claims(crate::cli::name_claims(args.claim_users_by_name));
     let tokens = TokenVerifier::with_client(

@@ -106,3 +106,59 @@ pub async fn start(
     });
     Ok(watcher)
 }
+
+/// Kube mode: the watchers and index task, the writer task, the status Lease.
+pub struct Cluster {
+    built: tokio::sync::mpsc::Receiver<crate::cluster::Built>,
+    writer: tokio::sync::mpsc::Sender<crate::cluster::writer::Command>,
+    client: kube::Client,
+}
+
+impl Cluster {
+    pub fn start(
+        client: kube::Client,
+        settings: crate::cluster::Settings,
+        lease_namespace: Option<String>,
+    ) -> Self {
+        use crate::cluster::{lease, writer};
+        let (writer_tx, commands) = tokio::sync::mpsc::channel(1024);
+        let (leader_tx, leader) = tokio::sync::watch::channel(false);
+        let namespace = lease_namespace.unwrap_or_else(|| client.default_namespace().to_string());
+        let identity = format!(
+            "{}-{}",
+            std::env::var("POD_NAME")
+                .or_else(|_| std::env::var("HOSTNAME"))
+                .unwrap_or_else(|_| "portcullis".into()),
+            std::process::id()
+        );
+        tokio::spawn(lease::run(
+            client.clone(),
+            lease::LeaseSettings::new(namespace, identity),
+            leader_tx,
+        ));
+        tokio::spawn(writer::run(client.clone(), commands, leader));
+        let built = crate::cluster::start(client.clone(), settings, Some(writer_tx.clone()));
+        Cluster {
+            built,
+            writer: writer_tx,
+            client,
+        }
+    }
+
+    pub fn user_store(&self) -> Arc<dyn crate::users::UserStore> {
+        Arc::new(crate::cluster::users::ClusterUserStore::new(
+            self.writer.clone(),
+            self.client.clone(),
+        ))
+    }
+
+    /// Serves each snapshot the index task builds.
+    pub fn serve(mut self, reloader: Reloader) {
+        tokio::spawn(async move {
+            while let Some(built) = self.built.recv().await {
+                reloader.metrics.resources_refused(built.refused);
+                reloader.apply((Ok(built.snapshot), built.objects)).await;
+            }
+        });
+    }
+}

@@ -6,13 +6,22 @@ use anyhow::{bail, Context};
 use super::config::FileSource;
 use crate::cli::ServeArgs;
 
+/// Where configuration comes from.
+pub enum Source {
+    Files(FileSource),
+    Cluster(crate::cluster::Settings),
+}
+
 /// The configuration source the flags name.
-pub fn check(args: &ServeArgs) -> anyhow::Result<FileSource> {
-    if args.kube {
-        bail!("--kube: the Kubernetes source is not part of this build yet; use --config");
-    }
-    if !args.namespaces.is_empty() {
-        bail!("--namespace selects what --kube watches, and --kube is not part of this build yet");
+pub fn check(args: &ServeArgs) -> anyhow::Result<Source> {
+    if args.cluster.kube {
+        if !args.config.is_empty() {
+            bail!("--kube and --config are two sources: pass one");
+        }
+        if args.users_dir.is_some() {
+            bail!("--users-dir is for file mode: with --kube, created Users are User objects");
+        }
+        return Ok(Source::Cluster(args.cluster.settings()));
     }
     if args.config.is_empty() {
         bail!("no configuration: pass --config PATH (a file or directory), or --kube");
@@ -31,8 +40,8 @@ pub fn check(args: &ServeArgs) -> anyhow::Result<FileSource> {
             )
         }
     };
-    Ok(FileSource {
+    Ok(Source::Files(FileSource {
         config: args.config.clone(),
         users_dir,
-    })
+    }))
 }

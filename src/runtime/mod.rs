@@ -26,18 +26,37 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let metrics = Arc::new(Metrics::new());
     let snapshots = Arc::new(SnapshotStore::default());
-    let authorizer = build::authorizer(&args, snapshots.clone(), metrics.clone())?;
     let health = servers::Health::new().await;
-
-    let reloader = config::Reloader {
+    let reloader = |authorizer: &Arc<crate::decision::Authorizer>| config::Reloader {
         snapshots: snapshots.clone(),
         metrics: metrics.clone(),
         authorizer: authorizer.clone(),
         health: health.clone(),
     };
-    let _watch = config::start(source, reloader)
-        .await
-        .context("watching the configuration")?;
+
+    let (authorizer, _watch) = match source {
+        flags::Source::Files(files) => {
+            let authorizer = build::authorizer(&args, snapshots.clone(), metrics.clone(), None)?;
+            let watch = config::start(files, reloader(&authorizer))
+                .await
+                .context("watching the configuration")?;
+            (authorizer, Some(watch))
+        }
+        flags::Source::Cluster(settings) => {
+            let client = kube::Client::try_default()
+                .await
+                .context("connecting to the Kubernetes API (in-cluster or KUBECONFIG)")?;
+            let cluster = config::Cluster::start(client, settings, args.lease_namespace.clone());
+            let authorizer = build::authorizer(
+                &args,
+                snapshots.clone(),
+                metrics.clone(),
+                Some(cluster.user_store()),
+            )?;
+            cluster.serve(reloader(&authorizer));
+            (authorizer, None)
+        }
+    };
 
     let shutdown = shutdown::on_signal(health.clone(), args.drain_ms);
     servers::run(&args, authorizer, snapshots, metrics, health, shutdown).await?;

@@ -2,11 +2,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::policies::Links;
-use super::users::{KnownUser, MAX_USER_BYTES};
-use super::{CompiledPolicy, CompiledProvider, PolicySet, Snapshot};
-use crate::resources::PolicyEngine;
+use super::users::{KnownUser, UserIndex, MAX_USER_BYTES};
+use super::{qualified, CompiledPolicy, CompiledProvider, PolicySet, Snapshot};
+use crate::resources::{PolicyEngine, TokenIntrospectorSpec};
 use crate::source::{ConfigError, FieldError, Origin, Resource, Spec};
-use crate::token::Introspector;
+use crate::token::{Introspector, TrustStore};
 
 /// Compile a complete set of resources. Any error rejects the whole set, so that the
 /// caller keeps serving the last good snapshot; every error found is returned at once.
@@ -20,7 +20,11 @@ pub fn compile(resources: &[Resource]) -> Result<Snapshot, Vec<ConfigError>> {
 /// so that 100,000 parsed Users never sit in memory beside their compiled form.
 #[derive(Default)]
 pub struct Compiler {
-    snapshot: Snapshot,
+    trust: TrustStore,
+    identity_providers: HashMap<String, Arc<CompiledProvider>>,
+    users: UserIndex,
+    warnings: Vec<ConfigError>,
+    skipped: Vec<ConfigError>,
     policies: Vec<(CompiledPolicy, Links)>,
     errors: Vec<ConfigError>,
     /// Names are unique per kind: where each was first defined.
@@ -29,6 +33,37 @@ pub struct Compiler {
     systems: HashMap<String, String>,
     /// `identity_provider` references, checked once every IdentityProvider is known.
     provider_refs: Vec<(String, ConfigError)>,
+}
+
+/// Why [`Compiler::admit`] left a resource out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: RejectReason,
+    pub errors: Vec<FieldError>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RejectReason {
+    /// The resource is wrong in itself, or references what does not exist.
+    Invalid,
+    /// Another resource already holds its issuer, system, identifier or name.
+    Conflict,
+}
+
+impl Rejection {
+    fn invalid(errors: Vec<FieldError>) -> Self {
+        Rejection {
+            reason: RejectReason::Invalid,
+            errors,
+        }
+    }
+
+    fn conflict(field: &str, message: String) -> Self {
+        Rejection {
+            reason: RejectReason::Conflict,
+            errors: vec![FieldError::new(field, message)],
+        }
+    }
 }
 
 impl Compiler {
@@ -44,14 +79,56 @@ impl Compiler {
         self.errors.push(error(r, e));
     }
 
+    /// File mode: the resource, or every error in it, to be reported by [`Compiler::finish`].
     pub fn add(&mut self, r: &Resource) {
-        if let Some(first) = self
-            .seen
-            .insert((r.spec.kind(), r.name.clone()), r.origin.clone())
-        {
+        let key = r.key();
+        if let Some(first) = self.seen.insert((r.spec.kind(), key), r.origin.clone()) {
             let message = format!("defined twice: also at {first}");
             return self.report(r, FieldError::new("", message));
         }
+        if let Spec::TokenIntrospector(spec) = &r.spec {
+            // Checked in `finish`, once every IdentityProvider is known.
+            if let Ok(Some(idp)) = provider_ref(r, spec) {
+                let message = format!("IdentityProvider/{idp} is not defined");
+                let e = error(r, FieldError::new("identity_provider", message));
+                self.provider_refs.push((idp, e));
+            }
+        }
+        if let Err(rejection) = self.admit_unchecked(r) {
+            for e in rejection.errors {
+                self.report(r, e);
+            }
+        }
+    }
+
+    /// Kubernetes mode: takes the resource in whole, or leaves the compiler as it was and
+    /// says why. Admit IdentityProviders before the TokenIntrospectors that reference them,
+    /// and the older of two conflicting resources first: the first one in wins.
+    pub fn admit(&mut self, r: &Resource) -> Result<(), Rejection> {
+        let key = r.key();
+        if self.seen.contains_key(&(r.spec.kind(), key.clone())) {
+            let message = format!("{} is defined twice", r.id());
+            return Err(Rejection::conflict("metadata.name", message));
+        }
+        if let Spec::TokenIntrospector(spec) = &r.spec {
+            if let Ok(Some(idp)) = provider_ref(r, spec) {
+                if !self.identity_providers.contains_key(&idp) {
+                    let message = format!("IdentityProvider/{idp} is not defined");
+                    return Err(Rejection::invalid(vec![FieldError::new(
+                        "identity_provider",
+                        message,
+                    )]));
+                }
+            }
+        }
+        self.admit_unchecked(r)?;
+        self.seen.insert((r.spec.kind(), key), r.origin.clone());
+        Ok(())
+    }
+
+    /// Takes the resource in when nothing is wrong with it; otherwise changes nothing.
+    fn admit_unchecked(&mut self, r: &Resource) -> Result<(), Rejection> {
+        let key = r.key();
         match &r.spec {
             Spec::IdentityProvider(spec) => {
                 // Users are keyed by (system, sub): two providers sharing a system would
@@ -60,83 +137,77 @@ impl Compiler {
                     if let Some(other) = self.systems.get(system) {
                         let message =
                             format!("{system:?} is already the system of IdentityProvider/{other}");
-                        self.report(r, FieldError::new("system", message));
-                    } else {
-                        self.systems.insert(system.to_owned(), r.name.clone());
+                        return Err(Rejection::conflict("system", message));
                     }
+                    self.systems.insert(system.to_owned(), key.clone());
                 }
-                self.snapshot.identity_providers.insert(
-                    r.name.clone(),
+                self.identity_providers.insert(
+                    key.clone(),
                     Arc::new(CompiledProvider {
-                        name: r.name.clone(),
+                        name: key,
                         spec: spec.clone(),
                     }),
                 );
             }
-            Spec::TokenIntrospector(spec) => match Introspector::compile(&r.name, spec) {
-                Ok(introspector) => {
-                    if let Some(idp) = &introspector.identity_provider {
-                        let message = format!("IdentityProvider/{idp} is not defined");
-                        let e = error(r, FieldError::new("identity_provider", message));
-                        self.provider_refs.push((idp.clone(), e));
-                    }
-                    if let Err(e) = self.snapshot.trust.insert(introspector) {
-                        self.report(r, FieldError::new("jwt.iss", e));
-                    }
+            Spec::TokenIntrospector(spec) => {
+                let mut introspector =
+                    Introspector::compile(&key, spec).map_err(Rejection::invalid)?;
+                if let Ok(Some(idp)) = provider_ref(r, spec) {
+                    introspector.identity_provider = Some(idp);
                 }
-                Err(es) => es.into_iter().for_each(|e| self.report(r, e)),
-            },
+                self.trust
+                    .insert(introspector)
+                    .map_err(|e| Rejection::conflict("jwt.iss", e))?;
+            }
             Spec::AccessPolicy(spec) => {
                 let links = match spec.link.as_deref().map(links).transpose() {
                     Ok(l) => l.unwrap_or_default(),
-                    Err(e) => return self.report(r, e),
-                };
-                match crate::policy::compile(&spec.body()) {
-                    Ok(policy) => {
-                        let unlinked = links.users.is_empty() && links.clients.is_empty();
-                        if unlinked
-                            && spec.engine != PolicyEngine::Allow
-                            && policy.allows_every_request()
-                        {
-                            let field = match spec.engine {
-                                PolicyEngine::Matcho => "matcho",
-                                PolicyEngine::JsonSchema => "schema",
-                                _ => "engine",
-                            };
-                            self.snapshot.warnings.push(error(
-                                r,
-                                FieldError::new(
-                                    field,
-                                    "allows every request, with or without a token; \
-                                     say so with `engine: allow` if that is meant",
-                                ),
-                            ));
-                        }
-                        self.policies.push((
-                            CompiledPolicy {
-                                name: r.name.clone(),
-                                policy,
-                            },
-                            links,
-                        ))
-                    }
-                    Err(es) => es
-                        .into_iter()
-                        .for_each(|e| self.report(r, FieldError::new(e.path, e.message))),
+                    Err(e) => return Err(Rejection::invalid(vec![e])),
                 }
+                .in_namespace(r.scope());
+                let policy = crate::policy::compile(&spec.body()).map_err(|es| {
+                    Rejection::invalid(
+                        es.into_iter()
+                            .map(|e| FieldError::new(e.path, e.message))
+                            .collect(),
+                    )
+                })?;
+                let unlinked = links.users.is_empty() && links.clients.is_empty();
+                if unlinked && spec.engine != PolicyEngine::Allow && policy.allows_every_request() {
+                    let field = match spec.engine {
+                        PolicyEngine::Matcho => "matcho",
+                        PolicyEngine::JsonSchema => "schema",
+                        _ => "engine",
+                    };
+                    self.warnings.push(error(
+                        r,
+                        FieldError::new(
+                            field,
+                            "allows every request, with or without a token; \
+                             say so with `engine: allow` if that is meant",
+                        ),
+                    ));
+                }
+                self.policies
+                    .push((CompiledPolicy { name: key, policy }, links))
             }
             Spec::User(spec) => {
-                let user = KnownUser::new(&r.name, spec);
+                let user = KnownUser::new(&key, spec);
                 if user.size() > MAX_USER_BYTES {
                     let message = format!("larger than {MAX_USER_BYTES} bytes");
-                    return self.report(r, FieldError::new("", message));
+                    return Err(Rejection::invalid(vec![FieldError::new("", message)]));
                 }
-                if let Some(other) = self.snapshot.users.insert(user) {
-                    let message = format!("already held by User/{other}");
-                    self.report(r, FieldError::new("identifier", message));
+                let holder = user
+                    .identifiers()
+                    .find_map(|(system, value)| self.users.by_identifier(system, value));
+                if let Some(holder) = holder {
+                    let message = format!("already held by User/{}", holder.name());
+                    return Err(Rejection::conflict("identifier", message));
                 }
+                self.users.insert(user);
             }
         }
+        Ok(())
     }
 
     /// A resource from the directory of created Users (`--users-dir`). portcullis writes
@@ -147,53 +218,77 @@ impl Compiler {
     pub fn push_created_user(&mut self, item: Result<Resource, ConfigError>) {
         let r = match item {
             Ok(r) => r,
-            Err(e) => return self.snapshot.skipped.push(e),
+            Err(e) => return self.skipped.push(e),
         };
         let skip = |this: &mut Self, field: &str, message: String| {
-            this.snapshot
-                .skipped
-                .push(error(&r, FieldError::new(field, message)));
+            this.skipped.push(error(&r, FieldError::new(field, message)));
         };
-        let Spec::User(spec) = &r.spec else {
+        if !matches!(r.spec, Spec::User(_)) {
             let message = format!("holds a {}: only Users are read from here", r.spec.kind());
             return skip(self, "", message);
-        };
-        let Origin::File { path, .. } = &r.origin;
-        if path.file_stem().and_then(|s| s.to_str()) != Some(r.name.as_str()) {
-            let message = format!("a created User lives in {}.yaml", r.name);
-            return skip(self, "metadata.name", message);
         }
-        if let Some(first) = self.seen.get(&("User", r.name.clone())) {
+        if let Origin::File { path, .. } = &r.origin {
+            if path.file_stem().and_then(|s| s.to_str()) != Some(r.name.as_str()) {
+                let message = format!("a created User lives in {}.yaml", r.name);
+                return skip(self, "metadata.name", message);
+            }
+        }
+        if let Some(first) = self.seen.get(&("User", r.key())) {
             let message = format!("defined twice: also at {first}");
             return skip(self, "", message);
         }
-        let user = KnownUser::new(&r.name, spec);
-        if user.size() > MAX_USER_BYTES {
-            return skip(self, "", format!("larger than {MAX_USER_BYTES} bytes"));
-        }
-        let holder = user
-            .identifiers()
-            .find_map(|(system, value)| self.snapshot.users.by_identifier(system, value));
-        if let Some(holder) = holder {
-            let message = format!("already held by User/{}", holder.name());
-            return skip(self, "identifier", message);
-        }
-        self.seen.insert(("User", r.name.clone()), r.origin.clone());
-        self.snapshot.users.insert(user);
-    }
-
-    pub fn finish(mut self) -> Result<Snapshot, Vec<ConfigError>> {
-        for (idp, e) in self.provider_refs {
-            if !self.snapshot.identity_providers.contains_key(&idp) {
-                self.errors.push(e);
+        match self.admit_unchecked(&r) {
+            Ok(()) => {
+                self.seen.insert(("User", r.key()), r.origin.clone());
+            }
+            Err(rejection) => {
+                for e in rejection.errors {
+                    self.skipped.push(error(&r, e));
+                }
             }
         }
-        if !self.errors.is_empty() {
-            return Err(self.errors);
+    }
+
+    /// File mode: the snapshot, or every error found.
+    pub fn finish(self) -> Result<Snapshot, Vec<ConfigError>> {
+        let mut errors = self.errors.clone();
+        for (idp, e) in &self.provider_refs {
+            if !self.identity_providers.contains_key(idp) {
+                errors.push(e.clone());
+            }
         }
-        self.snapshot.policies = PolicySet::build(self.policies);
-        self.snapshot.users.shrink_to_fit();
-        Ok(self.snapshot)
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(self.into_snapshot())
+    }
+
+    /// What [`Compiler::admit`] took in.
+    pub fn into_snapshot(mut self) -> Snapshot {
+        self.users.shrink_to_fit();
+        Snapshot {
+            trust: Arc::new(self.trust),
+            policies: Arc::new(PolicySet::build(self.policies)),
+            identity_providers: Arc::new(self.identity_providers),
+            users: Arc::new(self.users),
+            warnings: self.warnings,
+            skipped: self.skipped,
+        }
+    }
+
+    /// Only the Users, for a snapshot whose other kinds stay as they are.
+    pub fn into_users(mut self) -> UserIndex {
+        self.users.shrink_to_fit();
+        self.users
+    }
+}
+
+/// The IdentityProvider a TokenIntrospector names, as the snapshot knows it (in the
+/// introspector's namespace). A malformed reference is the introspector's own error.
+fn provider_ref(r: &Resource, spec: &TokenIntrospectorSpec) -> Result<Option<String>, String> {
+    match spec.identity_provider.as_ref().map(|p| p.target()).transpose()? {
+        Some(("IdentityProvider", name)) => Ok(Some(qualified(r.scope(), name))),
+        _ => Ok(None),
     }
 }
 

@@ -13,7 +13,7 @@ mod users;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-pub use compile::{compile, Compiler};
+pub use compile::{compile, Compiler, RejectReason, Rejection};
 pub use policies::{Client, CompiledPolicy, PolicySet};
 pub use store::SnapshotStore;
 pub use users::{KnownUser, UserIndex, MAX_USER_BYTES};
@@ -22,12 +22,14 @@ use crate::resources::IdentityProviderSpec;
 use crate::source::ConfigError;
 use crate::token::TrustStore;
 
-#[derive(Debug, Default)]
+/// Each part sits behind its own `Arc`, so that a change to the Users alone (a User event
+/// from the cluster) makes a new snapshot without recompiling the rest.
+#[derive(Debug, Default, Clone)]
 pub struct Snapshot {
-    pub trust: TrustStore,
-    pub policies: PolicySet,
-    pub identity_providers: HashMap<String, Arc<CompiledProvider>>,
-    pub users: UserIndex,
+    pub trust: Arc<TrustStore>,
+    pub policies: Arc<PolicySet>,
+    pub identity_providers: Arc<HashMap<String, Arc<CompiledProvider>>>,
+    pub users: Arc<UserIndex>,
     /// What compiled but is likely a mistake (a policy that allows every request): served,
     /// and reported by `validate`, the log and a metric.
     pub warnings: Vec<ConfigError>,
@@ -48,7 +50,34 @@ impl CompiledProvider {
     }
 }
 
+/// The name the snapshot knows a resource by: `namespace/name` for one from the cluster,
+/// where names are unique only per namespace; the plain name for one from a file.
+pub fn qualified(namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(ns) => format!("{ns}/{name}"),
+        None => name.to_string(),
+    }
+}
+
+/// The namespace part of a [`qualified`] name (Kubernetes names never hold a `/`).
+pub fn namespace_of(qualified: &str) -> Option<&str> {
+    qualified.rsplit_once('/').map(|(ns, _)| ns)
+}
+
+/// The object's own name in a [`qualified`] name: `metadata.name`.
+pub fn object_name(qualified: &str) -> &str {
+    qualified.rsplit_once('/').map_or(qualified, |(_, name)| name)
+}
+
 impl Snapshot {
+    /// The same configuration with other Users.
+    pub fn with_users(&self, users: UserIndex) -> Snapshot {
+        Snapshot {
+            users: Arc::new(users),
+            ..self.clone()
+        }
+    }
+
     /// Counts by kind, for logs and metrics.
     pub fn summary(&self) -> String {
         format!(

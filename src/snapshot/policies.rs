@@ -31,6 +31,18 @@ pub struct Links {
     pub clients: Vec<(String, String)>,
 }
 
+impl Links {
+    /// User links name Users of the policy's own namespace.
+    pub fn in_namespace(mut self, namespace: Option<&str>) -> Self {
+        if namespace.is_some() {
+            for u in &mut self.users {
+                *u = super::qualified(namespace, u);
+            }
+        }
+        self
+    }
+}
+
 /// The client of a request: the token's `client_id` (or `azp`) and the issuer that the
 /// accepting TokenIntrospector trusts, which vouches for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +102,11 @@ impl PolicySet {
             indexes.dedup();
         }
         indexes.into_iter().map(|i| &self.policies[i]).collect()
+    }
+
+    /// Every policy, in name order.
+    pub fn iter(&self) -> impl Iterator<Item = &CompiledPolicy> {
+        self.policies.iter()
     }
 
     pub fn len(&self) -> usize {

@@ -78,8 +78,14 @@ impl KnownUser {
         self.text.len()
     }
 
+    /// The name the index knows it by: `namespace/name` from the cluster.
     pub fn name(&self) -> &str {
         self.piece(NAME)
+    }
+
+    /// `metadata.name`: what `x-portcullis-user` and `user.id` show.
+    pub fn object_name(&self) -> &str {
+        super::object_name(self.name())
     }
 
     pub fn email(&self) -> Option<&str> {
@@ -120,7 +126,7 @@ impl KnownUser {
     /// `{id, data, identifier, email?}`: the shape of `user` in the request context.
     pub fn to_context(&self) -> Value {
         let mut v = Map::with_capacity(4);
-        v.insert("id".into(), json!(self.name()));
+        v.insert("id".into(), json!(self.object_name()));
         v.insert("data".into(), self.data());
         v.insert(
             "identifier".into(),

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{ConfigError, Origin, Resource, Spec};
+use super::{ConfigError, FieldError, Origin, Resource, Spec};
 use crate::resources::API_VERSION;
 
 const GROUP_PREFIX: &str = "portcullis.dev/";
@@ -157,20 +157,11 @@ fn parse_one(value: Value, origin: &Origin) -> Result<Option<Resource>, ConfigEr
     };
 
     let resource = Some(format!("{kind}/{name}"));
-    let spec = match kind.as_str() {
-        "TokenIntrospector" => typed(spec).map(Spec::TokenIntrospector),
-        "AccessPolicy" => typed(spec).map(Spec::AccessPolicy),
-        "IdentityProvider" => typed(spec).map(Spec::IdentityProvider),
-        "User" => typed(spec).map(Spec::User),
-        other => {
-            return Err(err(
-                None,
-                Some("kind"),
-                format!("unsupported kind {other:?}; portcullis reads {KINDS}"),
-            ))
-        }
-    }
-    .map_err(|(field, message)| err(resource.clone(), field.as_deref(), message))?;
+    let spec = parse_spec(&kind, spec).map_err(|e| {
+        let resource = (e.field != "kind").then_some(resource.clone()).flatten();
+        let field = (!e.field.is_empty()).then_some(e.field.as_str());
+        err(resource, field, e.message)
+    })?;
 
     Ok(Some(Resource {
         name,
@@ -178,6 +169,24 @@ fn parse_one(value: Value, origin: &Origin) -> Result<Option<Resource>, ConfigEr
         origin: origin.clone(),
         spec,
     }))
+}
+
+/// The `spec` of one of the four kinds, or the field that keeps it from being one. Secret
+/// values never appear in the message.
+pub fn parse_spec(kind: &str, spec: Value) -> Result<Spec, FieldError> {
+    match kind {
+        "TokenIntrospector" => typed(spec).map(Spec::TokenIntrospector),
+        "AccessPolicy" => typed(spec).map(Spec::AccessPolicy),
+        "IdentityProvider" => typed(spec).map(Spec::IdentityProvider),
+        "User" => typed(spec).map(Spec::User),
+        other => {
+            return Err(FieldError::new(
+                "kind",
+                format!("unsupported kind {other:?}; portcullis reads {KINDS}"),
+            ))
+        }
+    }
+    .map_err(|(field, message)| FieldError::new(field.unwrap_or_default(), message))
 }
 
 fn string_field(map: &Map<String, Value>, key: &str) -> Option<String> {

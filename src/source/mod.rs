@@ -11,7 +11,7 @@ use std::sync::Arc;
 pub use crate::resources::FieldError;
 use crate::resources::{AccessPolicySpec, IdentityProviderSpec, TokenIntrospectorSpec, UserSpec};
 
-pub use document::{for_each_document, parse_documents};
+pub use document::{for_each_document, parse_documents, parse_spec};
 
 /// One resource as read from a source, before compilation.
 #[derive(Clone, Debug, PartialEq)]
@@ -42,9 +42,24 @@ impl Spec {
 }
 
 impl Resource {
-    /// `Kind/name`, as errors and logs name it.
+    /// `Kind/name` (`Kind/namespace/name` from the cluster), as errors and logs name it.
     pub fn id(&self) -> String {
-        format!("{}/{}", self.spec.kind(), self.name)
+        format!("{}/{}", self.spec.kind(), self.key())
+    }
+
+    /// The name the snapshot knows it by: `namespace/name` from the cluster, where names
+    /// are unique only per namespace; the plain name from a file.
+    pub fn key(&self) -> String {
+        crate::snapshot::qualified(self.scope(), &self.name)
+    }
+
+    /// The namespace that names and references resolve in: a cluster object's own. In a
+    /// file, `metadata.namespace` is kept but names stay plain (one flat configuration).
+    pub fn scope(&self) -> Option<&str> {
+        match self.origin {
+            Origin::Cluster { .. } => self.namespace.as_deref(),
+            Origin::File { .. } => None,
+        }
     }
 }
 
@@ -58,6 +73,8 @@ pub enum Origin {
         document: usize,
         line: usize,
     },
+    /// An object read from the Kubernetes API (its `Kind/namespace/name` is in the error).
+    Cluster { generation: i64 },
 }
 
 impl fmt::Display for Origin {
@@ -68,6 +85,7 @@ impl fmt::Display for Origin {
                 document,
                 line,
             } => write!(f, "{}:{line} (document {document})", path.display()),
+            Origin::Cluster { generation } => write!(f, "cluster (generation {generation})"),
         }
     }
 }

@@ -76,6 +76,14 @@ impl std::fmt::Debug for Introspector {
 impl Introspector {
     pub fn compile(name: &str, spec: &TokenIntrospectorSpec) -> Result<Self, Vec<FieldError>> {
         let mut errors = Vec::new();
+        // Kubernetes mode fills these in from Secrets before compiling; one left here was
+        // read from a file.
+        for (field, _) in spec.secret_refs() {
+            errors.push(FieldError::new(
+                field,
+                "Secret references are read only with --kube; in files, give the value inline",
+            ));
+        }
         let jwt = spec.jwt.clone().unwrap_or_default();
         let cache_ttl = match spec.cache_ttl {
             None => DEFAULT_CACHE_TTL,

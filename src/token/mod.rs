@@ -61,8 +61,20 @@ pub struct TrustStore {
 
 impl TrustStore {
     /// Issuers must be unique: the caller reports a duplicate with both resources' names.
+    /// Adds an introspector, or changes nothing when its issuer is already trusted.
     pub fn insert(&mut self, introspector: Introspector) -> Result<(), String> {
         let introspector = Arc::new(introspector);
+        let issuer = match introspector.trust {
+            Trust::Introspection { .. } => None,
+            _ => Some(introspector.issuer.clone().unwrap_or_default()),
+        };
+        if let Some(other) = issuer.as_ref().and_then(|i| self.by_issuer.get(i)) {
+            return Err(format!(
+                "issuer {:?} is already trusted by TokenIntrospector/{}",
+                issuer.unwrap_or_default(),
+                other.name
+            ));
+        }
         let known = self.claim_headers.as_deref().unwrap_or_default();
         let new: Vec<Arc<str>> = introspector
             .claim_headers
@@ -76,23 +88,17 @@ impl TrustStore {
         let mut prefix = [0u8; 8];
         prefix.copy_from_slice(&introspector.fingerprint[..8]);
         self.generation ^= u64::from_le_bytes(prefix);
-        if let Trust::Introspection { .. } = introspector.trust {
-            let at = self.opaque.partition_point(|o| o.name <= introspector.name);
-            self.opaque.insert(at, introspector.clone());
-            self.by_fingerprint
-                .insert(introspector.fingerprint, introspector);
-            return Ok(());
-        }
-        let issuer = introspector.issuer.clone().unwrap_or_default();
-        if let Some(other) = self.by_issuer.get(&issuer) {
-            return Err(format!(
-                "issuer {issuer:?} is already trusted by TokenIntrospector/{}",
-                other.name
-            ));
-        }
         self.by_fingerprint
             .insert(introspector.fingerprint, introspector.clone());
-        self.by_issuer.insert(issuer, introspector);
+        match issuer {
+            None => {
+                let at = self.opaque.partition_point(|o| o.name <= introspector.name);
+                self.opaque.insert(at, introspector);
+            }
+            Some(issuer) => {
+                self.by_issuer.insert(issuer, introspector);
+            }
+        }
         Ok(())
     }
 

@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use serde_json::{Map, Value};
 
 use super::{user_name, KnownUser, UserIndex};
+use crate::snapshot::{namespace_of, qualified};
 use crate::resources::{Identifier, UserinfoSource};
 use crate::snapshot::Snapshot;
 use crate::token::ValidToken;
@@ -71,12 +72,17 @@ pub fn find_existing(
     token: &ValidToken,
     name_claims: NameClaims,
 ) -> Option<(KnownUser, Found)> {
-    let indexes = std::iter::once(&snapshot.users).chain(overlay);
+    let indexes = std::iter::once(&*snapshot.users).chain(overlay);
+    // From the cluster, a token names Users of its TokenIntrospector's namespace.
     let name = token
         .claims
         .get("box_user")
         .and_then(Value::as_str)
-        .or_else(|| token.subject());
+        .or_else(|| token.subject())
+        .map(|name| match namespace_of(&token.introspector.name) {
+            Some(ns) => Cow::Owned(qualified(Some(ns), name)),
+            None => Cow::Borrowed(name),
+        });
     let sub = token.subject();
     let system = provider(snapshot, token)
         .ok()
@@ -85,7 +91,7 @@ pub fn find_existing(
     let own = system.zip(sub);
     if let Some(name) = name {
         for index in indexes.clone() {
-            if let Some(user) = index.by_name(name) {
+            if let Some(user) = index.by_name(&name) {
                 let claimable = if user.identifiers().len() == 0 {
                     name_claims == NameClaims::Allowed
                 } else {
@@ -201,7 +207,11 @@ pub fn plan(snapshot: &Snapshot, token: &ValidToken) -> Result<Plan, String> {
         },
     };
     Ok(Plan {
-        name: user_name(system, sub),
+        // Created in the namespace of the TokenIntrospector that accepted the token.
+        name: qualified(
+            namespace_of(&token.introspector.name),
+            &user_name(system, sub),
+        ),
         identifier: Identifier {
             system: system.to_string(),
             value: sub.to_string(),

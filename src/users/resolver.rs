@@ -295,7 +295,7 @@ impl Creator {
         );
         let stored = self
             .store
-            .create(user)
+            .create(user, &plan.provider)
             .await
             .map_err(|e| fail("create_error", CreateError::Store(e.to_string())))?;
         let user = self

@@ -15,6 +15,8 @@ use crate::source::{parse_documents, Spec};
 
 /// Label put on every User that portcullis created, so that operators can list them.
 pub const MANAGED_BY_LABEL: (&str, &str) = ("app.kubernetes.io/managed-by", "portcullis");
+/// Label naming the IdentityProvider a created User came from.
+pub const PROVIDER_LABEL: &str = "portcullis.dev/identity-provider";
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -36,7 +38,9 @@ pub trait UserStore: Send + Sync + 'static {
     /// Create the User. When an object by that name already exists, that object is
     /// returned unchanged: replicas creating the same user converge on one object. The
     /// caller checks that the object returned is the one it meant.
-    fn create(&self, user: KnownUser) -> BoxFuture<'_, Result<KnownUser, StoreError>>;
+    /// `provider` is the IdentityProvider the User was created for, for a label.
+    fn create(&self, user: KnownUser, provider: &str)
+        -> BoxFuture<'_, Result<KnownUser, StoreError>>;
 
     /// The stored User by name, if any.
     fn get<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<KnownUser>, StoreError>>;
@@ -73,13 +77,18 @@ impl FileUserStore {
 }
 
 impl UserStore for FileUserStore {
-    fn create(&self, user: KnownUser) -> BoxFuture<'_, Result<KnownUser, StoreError>> {
+    fn create(
+        &self,
+        user: KnownUser,
+        provider: &str,
+    ) -> BoxFuture<'_, Result<KnownUser, StoreError>> {
         let dir = self.dir.clone();
+        let provider = provider.to_string();
         let lock = self.write_lock.clone();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
                 let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
-                create_file(&dir, user)
+                create_file(&dir, user, &provider)
             })
             .await
             .map_err(|e| StoreError::Io(format!("writer task failed: {e}")))?
@@ -102,14 +111,19 @@ impl UserStore for FileUserStore {
 }
 
 /// The Kubernetes form of a created User, as written to a file (and later to the API).
-pub fn manifest(user: &KnownUser) -> resources::User {
-    let mut cr = resources::User::new(user.name(), user.spec());
+/// Labels name the manager and the IdentityProvider, so that operators can list them.
+pub fn manifest(user: &KnownUser, provider: &str) -> resources::User {
+    let mut cr = resources::User::new(user.object_name(), user.spec());
+    if let Some(ns) = crate::snapshot::namespace_of(user.name()) {
+        cr.metadata.namespace = Some(ns.to_string());
+    }
     cr.metadata.labels = Some(
-        [(
-            MANAGED_BY_LABEL.0.to_string(),
-            MANAGED_BY_LABEL.1.to_string(),
-        )]
+        [
+            (MANAGED_BY_LABEL.0, MANAGED_BY_LABEL.1),
+            (PROVIDER_LABEL, crate::snapshot::object_name(provider)),
+        ]
         .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect(),
     );
     cr
@@ -124,12 +138,12 @@ fn check_name(name: &str) -> Result<(), StoreError> {
     }
 }
 
-fn create_file(dir: &Path, user: KnownUser) -> Result<KnownUser, StoreError> {
+fn create_file(dir: &Path, user: KnownUser, provider: &str) -> Result<KnownUser, StoreError> {
     check_name(user.name())?;
     if let Some(existing) = read_file(dir, user.name())? {
         return Ok(existing);
     }
-    let text = serde_yaml::to_string(&manifest(&user))
+    let text = serde_yaml::to_string(&manifest(&user, provider))
         .map_err(|e| StoreError::Io(format!("serialising User/{}: {e}", user.name())))?;
     let io = |what: &str, e: std::io::Error| StoreError::Io(format!("{what}: {e}"));
     // Hidden, and not *.yaml: the config loader skips it if it sees it half-written.
@@ -238,7 +252,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FileUserStore::new(dir.path().join("users")).unwrap();
         let u = user("keycloak-abc", "abc");
-        assert_eq!(store.create(u.clone()).await.unwrap(), u);
+        assert_eq!(store.create(u.clone(), "keycloak").await.unwrap(), u);
 
         let text = std::fs::read_to_string(store.path_of("keycloak-abc")).unwrap();
         let doc: serde_json::Value = serde_yaml::from_str(&text).unwrap();
@@ -278,14 +292,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FileUserStore::new(dir.path()).unwrap();
         let first = user("keycloak-abc", "abc");
-        store.create(first.clone()).await.unwrap();
+        store.create(first.clone(), "keycloak").await.unwrap();
         let before = std::fs::read_to_string(store.path_of("keycloak-abc")).unwrap();
         let second = user_with(
             "keycloak-abc",
             "abc",
             json!({"sub": "abc", "changed": true}),
         );
-        assert_eq!(store.create(second).await.unwrap(), first);
+        assert_eq!(store.create(second, "keycloak").await.unwrap(), first);
         let after = std::fs::read_to_string(store.path_of("keycloak-abc")).unwrap();
         assert_eq!(before, after);
     }
@@ -299,7 +313,7 @@ mod tests {
                 let store = store.clone();
                 tokio::spawn(async move {
                     let u = user_with("keycloak-abc", "abc", json!({ "writer": i }));
-                    store.create(u).await.unwrap()
+                    store.create(u, "keycloak").await.unwrap()
                 })
             })
             .collect();
@@ -315,13 +329,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FileUserStore::new(dir.path()).unwrap();
         for name in ["../escape", ".hidden", "a/b", "Upper", ""] {
-            let err = store.create(user(name, "x")).await.unwrap_err();
+            let err = store.create(user(name, "x"), "keycloak").await.unwrap_err();
             assert!(matches!(err, StoreError::InvalidName(_)), "{name}: {err}");
         }
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 
         std::fs::write(store.path_of("broken"), "kind: [").unwrap();
-        let err = store.create(user("broken", "x")).await.unwrap_err();
+        let err = store.create(user("broken", "x"), "keycloak").await.unwrap_err();
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
         std::fs::write(
             store.path_of("other"),

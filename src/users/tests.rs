@@ -767,7 +767,7 @@ async fn replicas_sharing_a_users_dir_never_overwrite_each_other() {
         )
     };
     for i in 0..20 {
-        let (ra, rb) = tokio::join!(a.create(user(i, "a")), b.create(user(i, "b")));
+        let (ra, rb) = tokio::join!(a.create(user(i, "a"), "kc"), b.create(user(i, "b"), "kc"));
         let (ra, rb) = (ra.unwrap(), rb.unwrap());
         assert_eq!(
             ra, rb,

@@ -1,0 +1,376 @@
+//! The cluster's objects, folded from watch events into an index that compiles into a
+//! snapshot and one verdict per object. Plain data in and out: no kube types, so that tests
+//! drive it without an API server.
+//!
+//! Each object keeps its last good version: a new object that is invalid stays out, an
+//! invalid edit of a valid object leaves the previous version serving, and a deletion
+//! always applies.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::resources::{ResourceStatus, SecretKeyRef, SecretProblem};
+use crate::snapshot::{Compiler, RejectReason, Rejection};
+use crate::source::{FieldError, Origin, Resource, Spec};
+
+/// The four kinds, in the order they are admitted: an IdentityProvider before the
+/// TokenIntrospectors that name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    IdentityProvider,
+    TokenIntrospector,
+    AccessPolicy,
+    User,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [
+        Kind::IdentityProvider,
+        Kind::TokenIntrospector,
+        Kind::AccessPolicy,
+        Kind::User,
+    ];
+    /// Everything but Users, which are compiled on their own.
+    pub const CONFIG: [Kind; 3] = [
+        Kind::IdentityProvider,
+        Kind::TokenIntrospector,
+        Kind::AccessPolicy,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::IdentityProvider => "IdentityProvider",
+            Kind::TokenIntrospector => "TokenIntrospector",
+            Kind::AccessPolicy => "AccessPolicy",
+            Kind::User => "User",
+        }
+    }
+
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::IdentityProvider => "identityproviders",
+            Kind::TokenIntrospector => "tokenintrospectors",
+            Kind::AccessPolicy => "accesspolicies",
+            Kind::User => "users",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.kind.name(), self.namespace, self.name)
+    }
+}
+
+/// One object as the API server holds it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Object {
+    pub key: ObjectKey,
+    pub generation: i64,
+    /// `creationTimestamp` in seconds: of two conflicting objects, the older serves.
+    pub created: i64,
+    /// The spec, or the field that kept it from parsing.
+    pub spec: Result<Spec, FieldError>,
+    /// The status it carries now, so that only what changed is written.
+    pub status: Option<ResourceStatus>,
+}
+
+/// The `data` of a Secret.
+pub type SecretData = BTreeMap<String, Vec<u8>>;
+
+/// What the `Ready` condition of an object says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ready {
+    pub status: bool,
+    /// `Accepted`, `Invalid`, `Conflict` or `SecretNotFound`.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Ready {
+    fn accepted() -> Self {
+        Ready {
+            status: true,
+            reason: "Accepted",
+            message: "serving".into(),
+        }
+    }
+
+    fn refused(reason: &'static str, errors: &[FieldError]) -> Self {
+        let message = errors
+            .iter()
+            .map(|e| match e.field.as_str() {
+                "" => e.message.clone(),
+                field => format!("field `{field}`: {}", e.message),
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        Ready {
+            status: false,
+            reason,
+            message,
+        }
+    }
+
+    fn from_rejection(r: &Rejection) -> Self {
+        let reason = match r.reason {
+            RejectReason::Invalid => "Invalid",
+            RejectReason::Conflict => "Conflict",
+        };
+        Self::refused(reason, &r.errors)
+    }
+}
+
+/// The index's word on one object, for its status.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verdict {
+    pub key: ObjectKey,
+    pub generation: i64,
+    pub ready: Ready,
+    /// Whether an earlier good version of the object serves in its place.
+    pub previous_serves: bool,
+    /// The status the object carries now.
+    pub observed: Option<ResourceStatus>,
+}
+
+struct Entry {
+    object: Object,
+    /// The version that last compiled, Secrets resolved.
+    last_good: Option<Resource>,
+}
+
+#[derive(Default)]
+pub struct ClusterIndex {
+    objects: BTreeMap<ObjectKey, Entry>,
+    /// `(namespace, name)` → the Secret's data; `None` once known not to exist.
+    secrets: HashMap<(String, String), Option<SecretData>>,
+}
+
+/// Which parts of the snapshot an event touched.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Dirty {
+    pub config: bool,
+    pub users: bool,
+}
+
+impl Dirty {
+    fn of(kind: Kind) -> Self {
+        Dirty {
+            config: kind != Kind::User,
+            users: kind == Kind::User,
+        }
+    }
+
+    pub fn any(self) -> bool {
+        self.config || self.users
+    }
+
+    pub fn merge(&mut self, other: Dirty) {
+        self.config |= other.config;
+        self.users |= other.users;
+    }
+}
+
+impl ClusterIndex {
+    /// An object added or changed. A change to its status alone touches nothing.
+    pub fn apply(&mut self, object: Object) -> Dirty {
+        match self.objects.get_mut(&object.key) {
+            Some(entry) => {
+                let touched = entry.object.generation != object.generation
+                    || entry.object.spec != object.spec;
+                let kind = object.key.kind;
+                entry.object = object;
+                if touched {
+                    Dirty::of(kind)
+                } else {
+                    Dirty::default()
+                }
+            }
+            None => {
+                let dirty = Dirty::of(object.key.kind);
+                let entry = Entry {
+                    object,
+                    last_good: None,
+                };
+                self.objects.insert(entry.object.key.clone(), entry);
+                dirty
+            }
+        }
+    }
+
+    pub fn delete(&mut self, key: &ObjectKey) -> Dirty {
+        match self.objects.remove(key) {
+            Some(_) => Dirty::of(key.kind),
+            None => Dirty::default(),
+        }
+    }
+
+    /// A complete list of one kind (in one namespace, or in all): what it lacks was deleted,
+    /// perhaps while the watch was down.
+    pub fn relist(&mut self, kind: Kind, namespace: Option<&str>, objects: Vec<Object>) -> Dirty {
+        let listed: BTreeSet<ObjectKey> = objects.iter().map(|o| o.key.clone()).collect();
+        let before = self.objects.len();
+        self.objects.retain(|key, _| {
+            key.kind != kind
+                || namespace.is_some_and(|ns| key.namespace != ns)
+                || listed.contains(key)
+        });
+        let mut dirty = if self.objects.len() != before {
+            Dirty::of(kind)
+        } else {
+            Dirty::default()
+        };
+        for o in objects {
+            dirty.merge(self.apply(o));
+        }
+        dirty
+    }
+
+    /// A Secret's data, or `None` when it does not exist.
+    pub fn set_secret(&mut self, namespace: &str, name: &str, data: Option<SecretData>) -> Dirty {
+        let key = (namespace.to_string(), name.to_string());
+        if self.secrets.get(&key) == Some(&data) {
+            return Dirty::default();
+        }
+        self.secrets.insert(key, data);
+        Dirty {
+            config: true,
+            users: false,
+        }
+    }
+
+    /// Forgets the Secrets no object references any more.
+    pub fn retain_secrets(&mut self, referenced: &BTreeSet<(String, String)>) {
+        self.secrets.retain(|key, _| referenced.contains(key));
+    }
+
+    /// Whether the Secret has been read (found or not).
+    pub fn knows_secret(&self, namespace: &str, name: &str) -> bool {
+        self.secrets
+            .contains_key(&(namespace.to_string(), name.to_string()))
+    }
+
+    /// `(namespace, name)` of every Secret that a TokenIntrospector references now.
+    pub fn secret_refs(&self) -> BTreeSet<(String, String)> {
+        self.objects
+            .values()
+            .filter_map(|e| match &e.object.spec {
+                Ok(Spec::TokenIntrospector(spec)) => Some((&e.object.key.namespace, spec)),
+                _ => None,
+            })
+            .flat_map(|(ns, spec)| {
+                spec.secret_refs()
+                    .into_iter()
+                    .map(|(_, r)| (ns.clone(), r.name.clone()))
+            })
+            .collect()
+    }
+
+    pub fn len(&self, kind: Kind) -> usize {
+        self.objects.keys().filter(|k| k.kind == kind).count()
+    }
+
+    /// Admits every object of `kinds` into a new compiler, older objects first, each in its
+    /// current version or else its last good one; and says of each what happened.
+    pub fn compile(&mut self, kinds: &[Kind]) -> (Compiler, Vec<Verdict>) {
+        let Self { objects, secrets } = self;
+        let mut compiler = Compiler::default();
+        let mut verdicts = Vec::new();
+        for &kind in kinds {
+            let mut entries: Vec<&mut Entry> = objects
+                .values_mut()
+                .filter(|e| e.object.key.kind == kind)
+                .collect();
+            entries.sort_by(|a, b| {
+                (a.object.created, &a.object.key).cmp(&(b.object.created, &b.object.key))
+            });
+            for entry in entries {
+                let current = resource(&entry.object, secrets);
+                let (ready, good) = match &current {
+                    Ok(r) => match compiler.admit(r) {
+                        Ok(()) => (Ready::accepted(), true),
+                        Err(rejection) => (Ready::from_rejection(&rejection), false),
+                    },
+                    Err(ready) => (ready.clone(), false),
+                };
+                let mut previous_serves = false;
+                if good {
+                    entry.last_good = current.ok();
+                } else if let Some(previous) = &entry.last_good {
+                    previous_serves = compiler.admit(previous).is_ok();
+                }
+                verdicts.push(Verdict {
+                    key: entry.object.key.clone(),
+                    generation: entry.object.generation,
+                    ready,
+                    previous_serves,
+                    observed: entry.object.status.clone(),
+                });
+            }
+        }
+        (compiler, verdicts)
+    }
+}
+
+/// The object as the compiler takes it, with its Secret references filled in.
+fn resource(
+    o: &Object,
+    secrets: &HashMap<(String, String), Option<SecretData>>,
+) -> Result<Resource, Ready> {
+    let mut spec = o
+        .spec
+        .clone()
+        .map_err(|e| Ready::refused("Invalid", std::slice::from_ref(&e)))?;
+    let namespace = &o.key.namespace;
+    if let Spec::TokenIntrospector(ti) = &mut spec {
+        let read = |r: &SecretKeyRef| -> Result<String, Ready> {
+            let missing = |message: String| Ready {
+                status: false,
+                reason: "SecretNotFound",
+                message,
+            };
+            let data = secrets
+                .get(&(namespace.clone(), r.name.clone()))
+                .and_then(Option::as_ref)
+                .ok_or_else(|| missing(format!("Secret {namespace}/{} not found", r.name)))?;
+            let bytes = data.get(&r.key).ok_or_else(|| {
+                missing(format!("Secret {namespace}/{} has no key {:?}", r.name, r.key))
+            })?;
+            String::from_utf8(bytes.clone()).map_err(|_| Ready {
+                status: false,
+                reason: "Invalid",
+                message: format!("Secret {namespace}/{} key {:?} is not UTF-8", r.name, r.key),
+            })
+        };
+        ti.resolve_secrets(read).map_err(|(field, problem)| match problem {
+            SecretProblem::Both => Ready::refused(
+                "Invalid",
+                &[FieldError::new(
+                    field,
+                    "the value is also given inline: keep one of the two",
+                )],
+            ),
+            SecretProblem::Read(ready) => Ready {
+                message: format!("field `{field}`: {}", ready.message),
+                ..ready
+            },
+        })?;
+    }
+    Ok(Resource {
+        name: o.key.name.clone(),
+        namespace: Some(namespace.clone()),
+        origin: Origin::Cluster {
+            generation: o.generation,
+        },
+        spec,
+    })
+}
+
+#[cfg(test)]
+mod tests;

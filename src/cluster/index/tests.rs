@@ -1,0 +1,315 @@
+use serde_json::{json, Value};
+
+use super::*;
+use crate::source::parse_spec;
+
+fn object(kind: Kind, namespace: &str, name: &str, generation: i64, spec: Value) -> Object {
+    Object {
+        key: ObjectKey {
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+        },
+        generation,
+        created: generation * 10,
+        spec: parse_spec(kind.name(), spec),
+        status: None,
+    }
+}
+
+fn jwt(namespace: &str, name: &str, iss: &str, created: i64) -> Object {
+    Object {
+        created,
+        ..object(
+            Kind::TokenIntrospector,
+            namespace,
+            name,
+            1,
+            json!({"type": "jwt", "jwt": {"iss": iss, "secret": "s3cret"}}),
+        )
+    }
+}
+
+fn policy(namespace: &str, name: &str, generation: i64, matcho: Value) -> Object {
+    object(
+        Kind::AccessPolicy,
+        namespace,
+        name,
+        generation,
+        json!({"engine": "matcho", "matcho": matcho}),
+    )
+}
+
+fn verdict<'v>(verdicts: &'v [Verdict], name: &str) -> &'v Verdict {
+    verdicts
+        .iter()
+        .find(|v| v.key.name == name)
+        .unwrap_or_else(|| panic!("no verdict for {name}: {verdicts:?}"))
+}
+
+fn policy_names(index: &mut ClusterIndex) -> Vec<String> {
+    let (compiler, _) = index.compile(&Kind::CONFIG);
+    let snapshot = compiler.into_snapshot();
+    snapshot
+        .policies
+        .iter()
+        .map(|p| p.name.clone())
+        .collect()
+}
+
+#[test]
+fn names_are_qualified_by_namespace_and_every_object_gets_a_verdict() {
+    let mut index = ClusterIndex::default();
+    index.apply(policy("a", "read", 1, json!({"request-method": "get"})));
+    index.apply(policy("b", "read", 1, json!({"request-method": "get"})));
+    let (compiler, verdicts) = index.compile(&Kind::CONFIG);
+    assert_eq!(verdicts.len(), 2);
+    assert!(verdicts.iter().all(|v| v.ready.status && v.ready.reason == "Accepted"));
+    let snapshot = compiler.into_snapshot();
+    let names: Vec<_> = snapshot.policies.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["a/read", "b/read"]);
+}
+
+#[test]
+fn a_new_invalid_object_stays_out_and_names_its_field() {
+    let mut index = ClusterIndex::default();
+    index.apply(policy("a", "good", 1, json!({"request-method": "get"})));
+    index.apply(object(
+        Kind::AccessPolicy,
+        "a",
+        "bad",
+        1,
+        json!({"engine": "json-schema", "schema": {"type": 12}}),
+    ));
+    let (_, verdicts) = index.compile(&Kind::CONFIG);
+    let bad = verdict(&verdicts, "bad");
+    assert!(!bad.ready.status);
+    assert_eq!(bad.ready.reason, "Invalid");
+    assert!(bad.ready.message.contains("schema"), "{}", bad.ready.message);
+    assert!(!bad.previous_serves);
+    assert_eq!(policy_names(&mut index), ["a/good"]);
+}
+
+#[test]
+fn an_unparsable_spec_is_invalid_with_the_path_of_the_field() {
+    let mut index = ClusterIndex::default();
+    index.apply(object(
+        Kind::TokenIntrospector,
+        "a",
+        "ti",
+        1,
+        json!({"type": "jwt", "jwt": {"iss": "x", "keys": [{"kty": "RSA", "alg": "RS999"}]}}),
+    ));
+    let (_, verdicts) = index.compile(&Kind::CONFIG);
+    let v = verdict(&verdicts, "ti");
+    assert_eq!(v.ready.reason, "Invalid");
+    assert!(v.ready.message.contains("jwt.keys[0].alg"), "{}", v.ready.message);
+}
+
+#[test]
+fn an_invalid_edit_keeps_the_previous_version_serving_and_a_deletion_applies() {
+    let mut index = ClusterIndex::default();
+    index.apply(policy("a", "p", 1, json!({"request-method": "get"})));
+    assert_eq!(policy_names(&mut index), ["a/p"]);
+
+    index.apply(object(
+        Kind::AccessPolicy,
+        "a",
+        "p",
+        2,
+        json!({"engine": "matcho", "matcho": {"uri": "#not-a-regex("}}),
+    ));
+    let (compiler, verdicts) = index.compile(&Kind::CONFIG);
+    let v = verdict(&verdicts, "p");
+    assert_eq!((v.ready.reason, v.generation), ("Invalid", 2));
+    assert!(v.previous_serves, "the last good version must keep serving");
+    assert_eq!(compiler.into_snapshot().policies.len(), 1);
+
+    let dirty = index.delete(&v.key.clone());
+    assert!(dirty.config && !dirty.users);
+    assert!(policy_names(&mut index).is_empty());
+}
+
+#[test]
+fn the_older_of_two_introspectors_with_one_issuer_serves() {
+    let mut index = ClusterIndex::default();
+    index.apply(jwt("b", "newer", "https://issuer", 200));
+    index.apply(jwt("a", "older", "https://issuer", 100));
+    let (compiler, verdicts) = index.compile(&Kind::CONFIG);
+    assert!(verdict(&verdicts, "older").ready.status);
+    let newer = verdict(&verdicts, "newer");
+    assert_eq!(newer.ready.reason, "Conflict");
+    assert!(newer.ready.message.contains("a/older"), "{}", newer.ready.message);
+    assert_eq!(compiler.into_snapshot().trust.len(), 1);
+
+    // The winner goes: the other serves at the next build.
+    index.delete(&verdict(&verdicts, "older").key.clone());
+    let (_, verdicts) = index.compile(&Kind::CONFIG);
+    assert!(verdict(&verdicts, "newer").ready.status);
+}
+
+#[test]
+fn identity_providers_with_one_system_conflict_across_namespaces() {
+    let mut index = ClusterIndex::default();
+    let idp = |ns: &str, created| Object {
+        created,
+        ..object(
+            Kind::IdentityProvider,
+            ns,
+            "kc",
+            1,
+            json!({"system": "https://kc", "userinfo_endpoint": "https://kc/userinfo"}),
+        )
+    };
+    index.apply(idp("late", 50));
+    index.apply(idp("early", 5));
+    let (_, verdicts) = index.compile(&Kind::CONFIG);
+    let late = verdicts.iter().find(|v| v.key.namespace == "late").unwrap();
+    assert_eq!(late.ready.reason, "Conflict");
+    assert!(late.ready.message.contains("early/kc"), "{}", late.ready.message);
+}
+
+#[test]
+fn references_resolve_in_the_referencing_objects_namespace() {
+    let mut index = ClusterIndex::default();
+    index.apply(object(
+        Kind::IdentityProvider,
+        "a",
+        "kc",
+        1,
+        json!({"system": "https://kc"}),
+    ));
+    let ti = |ns: &str, iss: &str| {
+        object(
+            Kind::TokenIntrospector,
+            ns,
+            "ti",
+            1,
+            json!({"type": "jwt", "jwt": {"iss": iss, "secret": "s"},
+                   "identity_provider": {"reference": "IdentityProvider/kc"}}),
+        )
+    };
+    index.apply(ti("a", "https://one"));
+    index.apply(ti("b", "https://two"));
+    let (compiler, verdicts) = index.compile(&Kind::CONFIG);
+    let in_a = verdicts.iter().find(|v| v.key.namespace == "a" && v.key.kind == Kind::TokenIntrospector).unwrap();
+    let in_b = verdicts.iter().find(|v| v.key.namespace == "b").unwrap();
+    assert!(in_a.ready.status, "{in_a:?}");
+    assert_eq!(in_b.ready.reason, "Invalid");
+    assert!(in_b.ready.message.contains("IdentityProvider/b/kc is not defined"), "{}", in_b.ready.message);
+    let snapshot = compiler.into_snapshot();
+    let introspector = snapshot.trust.for_issuer("https://one").unwrap();
+    assert_eq!(introspector.identity_provider.as_deref(), Some("a/kc"));
+}
+
+#[test]
+fn secret_references_follow_the_secret() {
+    let mut index = ClusterIndex::default();
+    index.apply(object(
+        Kind::TokenIntrospector,
+        "a",
+        "ti",
+        1,
+        json!({"type": "jwt", "jwt": {"iss": "https://i", "secretRef": {"name": "hs", "key": "secret"}}}),
+    ));
+    assert_eq!(
+        index.secret_refs().into_iter().collect::<Vec<_>>(),
+        [("a".to_string(), "hs".to_string())]
+    );
+    let (_, verdicts) = index.compile(&Kind::CONFIG);
+    let v = verdict(&verdicts, "ti");
+    assert_eq!(v.ready.reason, "SecretNotFound");
+    assert!(v.ready.message.contains("jwt.secretRef") && v.ready.message.contains("a/hs"));
+
+    let data = |value: &str| Some([("secret".to_string(), value.as_bytes().to_vec())].into());
+    assert!(index.set_secret("a", "hs", data("first")).config);
+    let (compiler, verdicts) = index.compile(&Kind::CONFIG);
+    assert!(verdict(&verdicts, "ti").ready.status);
+    let key = |c: Compiler| c.into_snapshot().trust.for_issuer("https://i").unwrap().fingerprint;
+    let first = key(compiler);
+
+    assert!(!index.set_secret("a", "hs", data("first")).any(), "no change, no rebuild");
+    index.set_secret("a", "hs", data("second"));
+    let (compiler, _) = index.compile(&Kind::CONFIG);
+    assert_ne!(key(compiler), first, "a new key serves");
+}
+
+#[test]
+fn a_field_given_inline_and_by_reference_is_invalid() {
+    let mut index = ClusterIndex::default();
+    index.apply(object(
+        Kind::TokenIntrospector,
+        "a",
+        "ti",
+        1,
+        json!({"type": "jwt", "jwt": {"iss": "https://i", "secret": "x",
+               "secretRef": {"name": "hs", "key": "secret"}}}),
+    ));
+    index.set_secret("a", "hs", Some([("secret".to_string(), b"y".to_vec())].into()));
+    let (_, verdicts) = index.compile(&Kind::CONFIG);
+    let v = verdict(&verdicts, "ti");
+    assert_eq!(v.ready.reason, "Invalid");
+    assert!(v.ready.message.contains("jwt.secretRef"), "{}", v.ready.message);
+}
+
+#[test]
+fn a_relist_applies_deletions_missed_while_the_watch_was_down() {
+    let mut index = ClusterIndex::default();
+    index.relist(
+        Kind::AccessPolicy,
+        None,
+        vec![
+            policy("a", "kept", 1, json!({"request-method": "get"})),
+            policy("a", "gone", 1, json!({"request-method": "get"})),
+        ],
+    );
+    index.apply(policy("b", "elsewhere", 1, json!({"request-method": "get"})));
+    // A relist of namespace `a` alone leaves `b` as it is.
+    let dirty = index.relist(
+        Kind::AccessPolicy,
+        Some("a"),
+        vec![policy("a", "kept", 1, json!({"request-method": "get"}))],
+    );
+    assert!(dirty.config);
+    assert_eq!(policy_names(&mut index), ["a/kept", "b/elsewhere"]);
+}
+
+#[test]
+fn users_compile_apart_from_the_rest() {
+    let mut index = ClusterIndex::default();
+    let user = |name: &str, value: &str, created| Object {
+        created,
+        ..object(
+            Kind::User,
+            "a",
+            name,
+            1,
+            json!({"identifier": [{"system": "https://kc", "value": value}]}),
+        )
+    };
+    let dirty = index.apply(user("alice", "1", 1));
+    assert_eq!(dirty, Dirty { config: false, users: true });
+    index.apply(user("impostor", "1", 2));
+    let (compiler, verdicts) = index.compile(&[Kind::User]);
+    assert_eq!(verdicts.len(), 2);
+    assert_eq!(verdict(&verdicts, "impostor").ready.reason, "Conflict");
+    let users = compiler.into_users();
+    assert_eq!(users.len(), 1);
+    let alice = users.by_identifier("https://kc", "1").unwrap();
+    assert_eq!((alice.name(), alice.object_name()), ("a/alice", "alice"));
+}
+
+#[test]
+fn a_status_change_alone_rebuilds_nothing() {
+    let mut index = ClusterIndex::default();
+    let p = policy("a", "p", 1, json!({"request-method": "get"}));
+    index.apply(p.clone());
+    let with_status = Object {
+        status: Some(ResourceStatus {
+            observed_generation: Some(1),
+            conditions: vec![],
+        }),
+        ..p
+    };
+    assert!(!index.apply(with_status).any());
+}

@@ -1,0 +1,253 @@
+//! Kubernetes mode: the four kinds from the cluster, status and created Users written back.
+//!
+//! - [`watch`]: one watcher per kind (and namespace) and one per referenced Secret, feeding
+//!   [`Change`]s to one index task;
+//! - [`index`]: the pure index that those changes fold into, compiling each object on its
+//!   own (last good version, conflicts, Secret references) into a snapshot and verdicts;
+//! - [`writer`]: the one task that writes to the API server (status, created Users);
+//! - [`lease`]: which replica writes status;
+//! - [`users`]: the `UserStore` that creates `User` objects through the writer.
+//!
+//! Nothing here is on the request path: requests read the snapshot the index task swaps in.
+
+pub mod index;
+pub mod lease;
+mod objects;
+pub mod users;
+pub mod watch;
+pub mod writer;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::Client;
+use tokio::sync::mpsc;
+
+use crate::snapshot::{Snapshot, UserIndex};
+use index::{ClusterIndex, Dirty, Kind, ObjectKey, Ready, Verdict};
+use watch::Change;
+
+/// How long the index task lets a burst of events gather before one rebuild.
+const SETTLE: Duration = Duration::from_millis(10);
+
+/// What to watch.
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    /// Empty: every namespace.
+    pub namespaces: Vec<String>,
+    /// A label selector on the four kinds.
+    pub selector: Option<String>,
+}
+
+/// A snapshot built from the cluster, and how many objects it was built from.
+pub struct Built {
+    pub snapshot: Snapshot,
+    pub objects: usize,
+    pub refused: usize,
+}
+
+/// Starts the watchers and the index task. Snapshots arrive on the returned channel, the
+/// first once every watcher has listed its kind and the referenced Secrets are read; the
+/// verdicts go to `writer`.
+pub fn start(
+    client: Client,
+    settings: Settings,
+    writer: Option<mpsc::Sender<writer::Command>>,
+) -> mpsc::Receiver<Built> {
+    let (changes_tx, changes) = mpsc::channel(1024);
+    let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
+        vec![None]
+    } else {
+        settings.namespaces.iter().cloned().map(Some).collect()
+    };
+    let mut watchers = Vec::new();
+    let mut waiting = HashSet::new();
+    for kind in Kind::ALL {
+        for scope in &scopes {
+            waiting.insert((kind, scope.clone()));
+            watchers.push(AbortOnDrop(watch::kind(
+                client.clone(),
+                kind,
+                scope.clone(),
+                settings.selector.clone(),
+                changes_tx.clone(),
+            )));
+        }
+    }
+    let (out, built) = mpsc::channel(4);
+    let task = IndexTask {
+        client,
+        changes_tx,
+        writer,
+        out,
+        waiting,
+        index: ClusterIndex::default(),
+        secret_watchers: HashMap::new(),
+        config: None,
+        users: None,
+        refused: HashMap::new(),
+        _watchers: watchers,
+    };
+    tokio::spawn(task.run(changes));
+    built
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+struct IndexTask {
+    client: Client,
+    changes_tx: mpsc::Sender<Change>,
+    writer: Option<mpsc::Sender<writer::Command>>,
+    out: mpsc::Sender<Built>,
+    /// Watchers that have not delivered their first list.
+    waiting: HashSet<(Kind, Option<String>)>,
+    index: ClusterIndex,
+    secret_watchers: HashMap<(String, String), AbortOnDrop>,
+    /// The last build of everything but the Users, and of the Users.
+    config: Option<Snapshot>,
+    users: Option<UserIndex>,
+    /// Objects refused at the last build, to log each refusal once.
+    refused: HashMap<ObjectKey, Ready>,
+    _watchers: Vec<AbortOnDrop>,
+}
+
+impl IndexTask {
+    async fn run(mut self, mut changes: mpsc::Receiver<Change>) {
+        let mut dirty = Dirty::default();
+        while let Some(change) = changes.recv().await {
+            dirty.merge(self.fold(change));
+            tokio::time::sleep(SETTLE).await;
+            while let Ok(change) = changes.try_recv() {
+                dirty.merge(self.fold(change));
+            }
+            let secrets_read = self.sync_secret_watchers();
+            let first = self.config.is_none();
+            if !self.waiting.is_empty() || (first && !secrets_read) || (!first && !dirty.any()) {
+                continue;
+            }
+            let built = tokio::task::block_in_place(|| self.build(dirty));
+            dirty = Dirty::default();
+            if self.out.send(built).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn fold(&mut self, change: Change) -> Dirty {
+        match change {
+            Change::Relisted {
+                kind,
+                namespace,
+                objects,
+            } => {
+                self.waiting.remove(&(kind, namespace.clone()));
+                let mut dirty = self.index.relist(kind, namespace.as_deref(), objects);
+                // The first list of a kind with no objects still makes a build.
+                dirty.merge(Dirty {
+                    config: kind != Kind::User,
+                    users: kind == Kind::User,
+                });
+                dirty
+            }
+            Change::Applied(object) => self.index.apply(object),
+            Change::Deleted(key) => self.index.delete(&key),
+            Change::Secret {
+                namespace,
+                name,
+                data,
+            } => self.index.set_secret(&namespace, &name, data),
+        }
+    }
+
+    /// Watches exactly the Secrets referenced now. Returns whether each has been read.
+    fn sync_secret_watchers(&mut self) -> bool {
+        let wanted: BTreeSet<(String, String)> = self.index.secret_refs();
+        self.secret_watchers.retain(|key, _| wanted.contains(key));
+        let index = &mut self.index;
+        let known: Vec<(String, String)> = wanted.iter().cloned().collect();
+        for (namespace, name) in &known {
+            if !self.secret_watchers.contains_key(&(namespace.clone(), name.clone())) {
+                let handle = watch::secret(
+                    self.client.clone(),
+                    namespace.clone(),
+                    name.clone(),
+                    self.changes_tx.clone(),
+                );
+                self.secret_watchers
+                    .insert((namespace.clone(), name.clone()), AbortOnDrop(handle));
+            }
+        }
+        index.retain_secrets(&wanted);
+        known.iter().all(|(ns, name)| index.knows_secret(ns, name))
+    }
+
+    fn build(&mut self, dirty: Dirty) -> Built {
+        let mut verdicts = Vec::new();
+        if dirty.config || self.config.is_none() {
+            let (compiler, v) = self.index.compile(&Kind::CONFIG);
+            self.config = Some(compiler.into_snapshot());
+            verdicts.extend(v);
+        }
+        if dirty.users || self.users.is_none() {
+            let (compiler, v) = self.index.compile(&[Kind::User]);
+            self.users = Some(compiler.into_users());
+            verdicts.extend(v);
+        }
+        let refused = self.log_refusals(&verdicts);
+        let config = self.config.as_ref().expect("built above");
+        let users = self.users.clone().unwrap_or_default();
+        let snapshot = config.with_users(users);
+        if let Some(writer) = &self.writer {
+            // Never waits: a full queue drops this round, and the next rebuild resends all.
+            let _ = writer.try_send(writer::Command::Verdicts(verdicts));
+        }
+        Built {
+            objects: Kind::ALL.iter().map(|&k| self.index.len(k)).sum(),
+            snapshot,
+            refused,
+        }
+    }
+
+    /// Logs each refusal once. Returns how many objects are refused.
+    fn log_refusals(&mut self, verdicts: &[Verdict]) -> usize {
+        let rebuilt: HashSet<Kind> = verdicts.iter().map(|v| v.key.kind).collect();
+        let present: HashSet<&ObjectKey> = verdicts.iter().map(|v| &v.key).collect();
+        self.refused
+            .retain(|k, _| !rebuilt.contains(&k.kind) || present.contains(k));
+        for v in verdicts {
+            if v.ready.status {
+                self.refused.remove(&v.key);
+                continue;
+            }
+            if self.refused.get(&v.key) != Some(&v.ready) {
+                tracing::error!(
+                    resource = %v.key,
+                    generation = v.generation,
+                    reason = v.ready.reason,
+                    message = %v.ready.message,
+                    previous_version_serves = v.previous_serves,
+                    "resource refused"
+                );
+                self.refused.insert(v.key.clone(), v.ready.clone());
+            }
+        }
+        self.refused.len()
+    }
+}
+
+/// Reads the cluster's configuration once (for `explain --kube`).
+pub async fn load_once(client: Client, settings: Settings) -> anyhow::Result<Arc<Snapshot>> {
+    let mut built = start(client, settings, None);
+    let first = tokio::time::timeout(Duration::from_secs(30), built.recv())
+        .await
+        .map_err(|_| anyhow::anyhow!("the cluster's resources were not listed within 30 s"))?
+        .ok_or_else(|| anyhow::anyhow!("the watchers stopped"))?;
+    Ok(Arc::new(first.snapshot))
+}

@@ -1,0 +1,79 @@
+//! Created Users as `User` custom resources, written by the writer task. The User watcher
+//! brings them back into the index; until then the resolver's overlay serves them.
+
+use futures::future::BoxFuture;
+use kube::api::Api;
+use kube::Client;
+use tokio::sync::{mpsc, oneshot};
+
+use super::writer::Command;
+use crate::resources;
+use crate::snapshot::{namespace_of, qualified};
+use crate::users::{manifest, KnownUser, StoreError, UserStore};
+
+pub struct ClusterUserStore {
+    writer: mpsc::Sender<Command>,
+    client: Client,
+}
+
+impl ClusterUserStore {
+    pub fn new(writer: mpsc::Sender<Command>, client: Client) -> Self {
+        ClusterUserStore { writer, client }
+    }
+}
+
+/// A User object as the index knows it: `namespace/name`.
+pub fn known(user: &resources::User) -> KnownUser {
+    let name = qualified(
+        user.metadata.namespace.as_deref(),
+        user.metadata.name.as_deref().unwrap_or_default(),
+    );
+    KnownUser::new(&name, &user.spec)
+}
+
+impl UserStore for ClusterUserStore {
+    fn create(
+        &self,
+        user: KnownUser,
+        provider: &str,
+    ) -> BoxFuture<'_, Result<KnownUser, StoreError>> {
+        let manifest = manifest(&user, provider);
+        Box::pin(async move {
+            if manifest.metadata.namespace.is_none() {
+                return Err(StoreError::InvalidName(user.name().to_string()));
+            }
+            let (reply, answer) = oneshot::channel();
+            let command = Command::CreateUser {
+                user: Box::new(manifest),
+                reply,
+            };
+            self.writer
+                .send(command)
+                .await
+                .map_err(|_| StoreError::Io("the writer task has stopped".into()))?;
+            let created = answer
+                .await
+                .map_err(|_| StoreError::Io("the writer task dropped the request".into()))?
+                .map_err(StoreError::Io)?;
+            Ok(known(&created))
+        })
+    }
+
+    fn get<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<KnownUser>, StoreError>> {
+        Box::pin(async move {
+            let Some(namespace) = namespace_of(name) else {
+                return Err(StoreError::InvalidName(name.to_string()));
+            };
+            let api: Api<resources::User> = Api::namespaced(self.client.clone(), namespace);
+            let object_name = crate::snapshot::object_name(name);
+            api.get_opt(object_name)
+                .await
+                .map(|u| u.as_ref().map(known))
+                .map_err(|e| StoreError::Io(format!("reading User {name}: {e}")))
+        })
+    }
+
+    fn describe(&self) -> String {
+        "the Kubernetes API (User custom resources)".into()
+    }
+}
