@@ -340,7 +340,10 @@ fn resource(
                 .and_then(Option::as_ref)
                 .ok_or_else(|| missing(format!("Secret {namespace}/{} not found", r.name)))?;
             let bytes = data.get(&r.key).ok_or_else(|| {
-                missing(format!("Secret {namespace}/{} has no key {:?}", r.name, r.key))
+                missing(format!(
+                    "Secret {namespace}/{} has no key {:?}",
+                    r.name, r.key
+                ))
             })?;
             String::from_utf8(bytes.clone()).map_err(|_| Ready {
                 status: false,
@@ -348,19 +351,20 @@ fn resource(
                 message: format!("Secret {namespace}/{} key {:?} is not UTF-8", r.name, r.key),
             })
         };
-        ti.resolve_secrets(read).map_err(|(field, problem)| match problem {
-            SecretProblem::Both => Ready::refused(
-                "Invalid",
-                &[FieldError::new(
-                    field,
-                    "the value is also given inline: keep one of the two",
-                )],
-            ),
-            SecretProblem::Read(ready) => Ready {
-                message: format!("field `{field}`: {}", ready.message),
-                ..ready
-            },
-        })?;
+        ti.resolve_secrets(read)
+            .map_err(|(field, problem)| match problem {
+                SecretProblem::Both => Ready::refused(
+                    "Invalid",
+                    &[FieldError::new(
+                        field,
+                        "the value is also given inline: keep one of the two",
+                    )],
+                ),
+                SecretProblem::Read(ready) => Ready {
+                    message: format!("field `{field}`: {}", ready.message),
+                    ..ready
+                },
+            })?;
     }
     Ok(Resource {
         name: o.key.name.clone(),

@@ -173,7 +173,10 @@ impl IndexTask {
         let index = &mut self.index;
         let known: Vec<(String, String)> = wanted.iter().cloned().collect();
         for (namespace, name) in &known {
-            if !self.secret_watchers.contains_key(&(namespace.clone(), name.clone())) {
+            if !self
+                .secret_watchers
+                .contains_key(&(namespace.clone(), name.clone()))
+            {
                 let handle = watch::secret(
                     self.client.clone(),
                     namespace.clone(),

@@ -32,7 +32,11 @@ pub enum Command {
 
 /// Runs until every sender is gone. Status is written only while `leader` says so (one
 /// replica at a time); Users are created by any replica.
-pub async fn run(client: Client, mut commands: mpsc::Receiver<Command>, mut leader: watch::Receiver<bool>) {
+pub async fn run(
+    client: Client,
+    mut commands: mpsc::Receiver<Command>,
+    mut leader: watch::Receiver<bool>,
+) {
     let mut status = StatusQueue::default();
     let mut paused_until = tokio::time::Instant::now();
     loop {

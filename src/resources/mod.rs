@@ -52,6 +52,27 @@ pub fn is_credential_header(name: &str) -> bool {
         .any(|h| h.eq_ignore_ascii_case(name))
 }
 
+/// The name the snapshot knows a resource by: `namespace/name` for one from the cluster,
+/// where names are unique only per namespace; the plain name for one from a file.
+pub fn qualified(namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(ns) => format!("{ns}/{name}"),
+        None => name.to_string(),
+    }
+}
+
+/// The namespace part of a [`qualified`] name (Kubernetes names never hold a `/`).
+pub fn namespace_of(qualified: &str) -> Option<&str> {
+    qualified.rsplit_once('/').map(|(ns, _)| ns)
+}
+
+/// The object's own name in a [`qualified`] name: `metadata.name`.
+pub fn object_name(qualified: &str) -> &str {
+    qualified
+        .rsplit_once('/')
+        .map_or(qualified, |(_, name)| name)
+}
+
 pub const API_VERSION: &str = "portcullis.dev/v1alpha1";
 
 /// Schema for a field that holds free JSON (matcho patterns, JSON Schemas, userinfo data):

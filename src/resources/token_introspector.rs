@@ -98,9 +98,19 @@ impl TokenIntrospectorSpec {
             Ok(())
         }
         if let Some(jwt) = &mut self.jwt {
-            fill("jwt.secretRef".into(), &mut jwt.secret, &mut jwt.secret_ref, &mut read)?;
+            fill(
+                "jwt.secretRef".into(),
+                &mut jwt.secret,
+                &mut jwt.secret_ref,
+                &mut read,
+            )?;
             for (i, key) in jwt.keys.iter_mut().flatten().enumerate() {
-                fill(format!("jwt.keys[{i}].kRef"), &mut key.k, &mut key.k_ref, &mut read)?;
+                fill(
+                    format!("jwt.keys[{i}].kRef"),
+                    &mut key.k,
+                    &mut key.k_ref,
+                    &mut read,
+                )?;
             }
         }
         if let Some(e) = &mut self.introspection_endpoint {
@@ -151,11 +161,7 @@ pub struct JwtSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
     /// Kubernetes mode: `secret`, read from a key of a Secret in the object's namespace.
-    #[serde(
-        default,
-        rename = "secretRef",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "secretRef", skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretKeyRef>,
     /// Static keys, tried in order among those whose `alg` equals the token's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -258,7 +264,9 @@ pub struct IntrospectionEndpoint {
 }
 
 /// A key of a Secret in the referencing object's own namespace.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct SecretKeyRef {
     pub name: String,

@@ -26,10 +26,11 @@ pub fn authorizer(
     let store: Option<Arc<dyn UserStore>> = match (&args.users_dir, cluster_users) {
         _ if !args.create_users => None,
         (_, Some(store)) => Some(store),
-        (Some(dir), None) => Some(Arc::new(
-            FileUserStore::new(dir)
-                .with_context(|| format!("opening --users-dir {}", dir.display()))?,
-        )),
+        (Some(dir), None) => {
+            Some(Arc::new(FileUserStore::new(dir).with_context(|| {
+                format!("opening --users-dir {}", dir.display())
+            })?))
+        }
         (None, None) => None,
     };
     let users = match store {

@@ -221,7 +221,8 @@ impl Compiler {
             Err(e) => return self.skipped.push(e),
         };
         let skip = |this: &mut Self, field: &str, message: String| {
-            this.skipped.push(error(&r, FieldError::new(field, message)));
+            this.skipped
+                .push(error(&r, FieldError::new(field, message)));
         };
         if !matches!(r.spec, Spec::User(_)) {
             let message = format!("holds a {}: only Users are read from here", r.spec.kind());
@@ -286,7 +287,12 @@ impl Compiler {
 /// The IdentityProvider a TokenIntrospector names, as the snapshot knows it (in the
 /// introspector's namespace). A malformed reference is the introspector's own error.
 fn provider_ref(r: &Resource, spec: &TokenIntrospectorSpec) -> Result<Option<String>, String> {
-    match spec.identity_provider.as_ref().map(|p| p.target()).transpose()? {
+    match spec
+        .identity_provider
+        .as_ref()
+        .map(|p| p.target())
+        .transpose()?
+    {
         Some(("IdentityProvider", name)) => Ok(Some(qualified(r.scope(), name))),
         _ => Ok(None),
     }

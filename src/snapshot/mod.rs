@@ -13,6 +13,7 @@ mod users;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+pub use crate::resources::{namespace_of, object_name, qualified};
 pub use compile::{compile, Compiler, RejectReason, Rejection};
 pub use policies::{Client, CompiledPolicy, PolicySet};
 pub use store::SnapshotStore;
@@ -48,25 +49,6 @@ impl CompiledProvider {
     pub fn is_active(&self) -> bool {
         self.spec.active.unwrap_or(true)
     }
-}
-
-/// The name the snapshot knows a resource by: `namespace/name` for one from the cluster,
-/// where names are unique only per namespace; the plain name for one from a file.
-pub fn qualified(namespace: Option<&str>, name: &str) -> String {
-    match namespace {
-        Some(ns) => format!("{ns}/{name}"),
-        None => name.to_string(),
-    }
-}
-
-/// The namespace part of a [`qualified`] name (Kubernetes names never hold a `/`).
-pub fn namespace_of(qualified: &str) -> Option<&str> {
-    qualified.rsplit_once('/').map(|(ns, _)| ns)
-}
-
-/// The object's own name in a [`qualified`] name: `metadata.name`.
-pub fn object_name(qualified: &str) -> &str {
-    qualified.rsplit_once('/').map_or(qualified, |(_, name)| name)
 }
 
 impl Snapshot {

@@ -50,7 +50,7 @@ impl Resource {
     /// The name the snapshot knows it by: `namespace/name` from the cluster, where names
     /// are unique only per namespace; the plain name from a file.
     pub fn key(&self) -> String {
-        crate::snapshot::qualified(self.scope(), &self.name)
+        crate::resources::qualified(self.scope(), &self.name)
     }
 
     /// The namespace that names and references resolve in: a cluster object's own. In a

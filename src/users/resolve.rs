@@ -6,9 +6,9 @@ use std::borrow::Cow;
 use serde_json::{Map, Value};
 
 use super::{user_name, KnownUser, UserIndex};
-use crate::snapshot::{namespace_of, qualified};
 use crate::resources::{Identifier, UserinfoSource};
 use crate::snapshot::Snapshot;
+use crate::snapshot::{namespace_of, qualified};
 use crate::token::ValidToken;
 
 /// How a user was found, for `explain` and the decision log.

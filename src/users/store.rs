@@ -39,8 +39,11 @@ pub trait UserStore: Send + Sync + 'static {
     /// returned unchanged: replicas creating the same user converge on one object. The
     /// caller checks that the object returned is the one it meant.
     /// `provider` is the IdentityProvider the User was created for, for a label.
-    fn create(&self, user: KnownUser, provider: &str)
-        -> BoxFuture<'_, Result<KnownUser, StoreError>>;
+    fn create(
+        &self,
+        user: KnownUser,
+        provider: &str,
+    ) -> BoxFuture<'_, Result<KnownUser, StoreError>>;
 
     /// The stored User by name, if any.
     fn get<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<KnownUser>, StoreError>>;
@@ -335,7 +338,10 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 
         std::fs::write(store.path_of("broken"), "kind: [").unwrap();
-        let err = store.create(user("broken", "x"), "keycloak").await.unwrap_err();
+        let err = store
+            .create(user("broken", "x"), "keycloak")
+            .await
+            .unwrap_err();
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
         std::fs::write(
             store.path_of("other"),

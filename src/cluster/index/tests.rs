@@ -50,11 +50,7 @@ fn verdict<'v>(verdicts: &'v [Verdict], name: &str) -> &'v Verdict {
 fn policy_names(index: &mut ClusterIndex) -> Vec<String> {
     let (compiler, _) = index.compile(&Kind::CONFIG);
     let snapshot = compiler.into_snapshot();
-    snapshot
-        .policies
-        .iter()
-        .map(|p| p.name.clone())
-        .collect()
+    snapshot.policies.iter().map(|p| p.name.clone()).collect()
 }
 
 #[test]
@@ -64,7 +60,9 @@ fn names_are_qualified_by_namespace_and_every_object_gets_a_verdict() {
     index.apply(policy("b", "read", 1, json!({"request-method": "get"})));
     let (compiler, verdicts) = index.compile(&Kind::CONFIG);
     assert_eq!(verdicts.len(), 2);
-    assert!(verdicts.iter().all(|v| v.ready.status && v.ready.reason == "Accepted"));
+    assert!(verdicts
+        .iter()
+        .all(|v| v.ready.status && v.ready.reason == "Accepted"));
     let snapshot = compiler.into_snapshot();
     let names: Vec<_> = snapshot.policies.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["a/read", "b/read"]);
@@ -85,7 +83,11 @@ fn a_new_invalid_object_stays_out_and_names_its_field() {
     let bad = verdict(&verdicts, "bad");
     assert!(!bad.ready.status);
     assert_eq!(bad.ready.reason, "Invalid");
-    assert!(bad.ready.message.contains("schema"), "{}", bad.ready.message);
+    assert!(
+        bad.ready.message.contains("schema"),
+        "{}",
+        bad.ready.message
+    );
     assert!(!bad.previous_serves);
     assert_eq!(policy_names(&mut index), ["a/good"]);
 }
@@ -103,7 +105,11 @@ fn an_unparsable_spec_is_invalid_with_the_path_of_the_field() {
     let (_, verdicts) = index.compile(&Kind::CONFIG);
     let v = verdict(&verdicts, "ti");
     assert_eq!(v.ready.reason, "Invalid");
-    assert!(v.ready.message.contains("jwt.keys[0].alg"), "{}", v.ready.message);
+    assert!(
+        v.ready.message.contains("jwt.keys[0].alg"),
+        "{}",
+        v.ready.message
+    );
 }
 
 #[test]
@@ -139,7 +145,11 @@ fn the_older_of_two_introspectors_with_one_issuer_serves() {
     assert!(verdict(&verdicts, "older").ready.status);
     let newer = verdict(&verdicts, "newer");
     assert_eq!(newer.ready.reason, "Conflict");
-    assert!(newer.ready.message.contains("a/older"), "{}", newer.ready.message);
+    assert!(
+        newer.ready.message.contains("a/older"),
+        "{}",
+        newer.ready.message
+    );
     assert_eq!(compiler.into_snapshot().trust.len(), 1);
 
     // The winner goes: the other serves at the next build.
@@ -166,7 +176,11 @@ fn identity_providers_with_one_system_conflict_across_namespaces() {
     let (_, verdicts) = index.compile(&Kind::CONFIG);
     let late = verdicts.iter().find(|v| v.key.namespace == "late").unwrap();
     assert_eq!(late.ready.reason, "Conflict");
-    assert!(late.ready.message.contains("early/kc"), "{}", late.ready.message);
+    assert!(
+        late.ready.message.contains("early/kc"),
+        "{}",
+        late.ready.message
+    );
 }
 
 #[test]
@@ -192,11 +206,20 @@ fn references_resolve_in_the_referencing_objects_namespace() {
     index.apply(ti("a", "https://one"));
     index.apply(ti("b", "https://two"));
     let (compiler, verdicts) = index.compile(&Kind::CONFIG);
-    let in_a = verdicts.iter().find(|v| v.key.namespace == "a" && v.key.kind == Kind::TokenIntrospector).unwrap();
+    let in_a = verdicts
+        .iter()
+        .find(|v| v.key.namespace == "a" && v.key.kind == Kind::TokenIntrospector)
+        .unwrap();
     let in_b = verdicts.iter().find(|v| v.key.namespace == "b").unwrap();
     assert!(in_a.ready.status, "{in_a:?}");
     assert_eq!(in_b.ready.reason, "Invalid");
-    assert!(in_b.ready.message.contains("IdentityProvider/b/kc is not defined"), "{}", in_b.ready.message);
+    assert!(
+        in_b.ready
+            .message
+            .contains("IdentityProvider/b/kc is not defined"),
+        "{}",
+        in_b.ready.message
+    );
     let snapshot = compiler.into_snapshot();
     let introspector = snapshot.trust.for_issuer("https://one").unwrap();
     assert_eq!(introspector.identity_provider.as_deref(), Some("a/kc"));
@@ -225,10 +248,19 @@ fn secret_references_follow_the_secret() {
     assert!(index.set_secret("a", "hs", data("first")).config);
     let (compiler, verdicts) = index.compile(&Kind::CONFIG);
     assert!(verdict(&verdicts, "ti").ready.status);
-    let key = |c: Compiler| c.into_snapshot().trust.for_issuer("https://i").unwrap().fingerprint;
+    let key = |c: Compiler| {
+        c.into_snapshot()
+            .trust
+            .for_issuer("https://i")
+            .unwrap()
+            .fingerprint
+    };
     let first = key(compiler);
 
-    assert!(!index.set_secret("a", "hs", data("first")).any(), "no change, no rebuild");
+    assert!(
+        !index.set_secret("a", "hs", data("first")).any(),
+        "no change, no rebuild"
+    );
     index.set_secret("a", "hs", data("second"));
     let (compiler, _) = index.compile(&Kind::CONFIG);
     assert_ne!(key(compiler), first, "a new key serves");
@@ -245,11 +277,19 @@ fn a_field_given_inline_and_by_reference_is_invalid() {
         json!({"type": "jwt", "jwt": {"iss": "https://i", "secret": "x",
                "secretRef": {"name": "hs", "key": "secret"}}}),
     ));
-    index.set_secret("a", "hs", Some([("secret".to_string(), b"y".to_vec())].into()));
+    index.set_secret(
+        "a",
+        "hs",
+        Some([("secret".to_string(), b"y".to_vec())].into()),
+    );
     let (_, verdicts) = index.compile(&Kind::CONFIG);
     let v = verdict(&verdicts, "ti");
     assert_eq!(v.ready.reason, "Invalid");
-    assert!(v.ready.message.contains("jwt.secretRef"), "{}", v.ready.message);
+    assert!(
+        v.ready.message.contains("jwt.secretRef"),
+        "{}",
+        v.ready.message
+    );
 }
 
 #[test]
@@ -263,7 +303,12 @@ fn a_relist_applies_deletions_missed_while_the_watch_was_down() {
             policy("a", "gone", 1, json!({"request-method": "get"})),
         ],
     );
-    index.apply(policy("b", "elsewhere", 1, json!({"request-method": "get"})));
+    index.apply(policy(
+        "b",
+        "elsewhere",
+        1,
+        json!({"request-method": "get"}),
+    ));
     // A relist of namespace `a` alone leaves `b` as it is.
     let dirty = index.relist(
         Kind::AccessPolicy,
@@ -288,7 +333,13 @@ fn users_compile_apart_from_the_rest() {
         )
     };
     let dirty = index.apply(user("alice", "1", 1));
-    assert_eq!(dirty, Dirty { config: false, users: true });
+    assert_eq!(
+        dirty,
+        Dirty {
+            config: false,
+            users: true
+        }
+    );
     index.apply(user("impostor", "1", 2));
     let (compiler, verdicts) = index.compile(&[Kind::User]);
     assert_eq!(verdicts.len(), 2);

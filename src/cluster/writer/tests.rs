@@ -53,7 +53,11 @@ fn verdict(ready: bool, observed: Option<ResourceStatus>) -> Verdict {
         ready: Ready {
             status: ready,
             reason: if ready { "Accepted" } else { "Invalid" },
-            message: if ready { "serving".into() } else { "field `matcho`: bad".into() },
+            message: if ready {
+                "serving".into()
+            } else {
+                "field `matcho`: bad".into()
+            },
         },
         previous_serves: !ready,
         observed,
@@ -93,7 +97,10 @@ async fn a_verdict_is_one_merge_patch_of_the_status_subresource() {
         condition["message"],
         "field `matcho`: bad; the previous version keeps serving"
     );
-    assert!(condition["lastTransitionTime"].as_str().unwrap().ends_with('Z'));
+    assert!(condition["lastTransitionTime"]
+        .as_str()
+        .unwrap()
+        .ends_with('Z'));
     assert!(queue.pending.is_empty());
 
     // Offered again before the watch echoes the write: nothing more is sent.
@@ -115,12 +122,24 @@ fn a_status_that_already_says_the_verdict_is_not_written() {
         }],
     };
     let mut queue = StatusQueue::default();
-    queue.offer(vec![verdict(true, Some(observed("True", "Accepted", "serving", 3)))]);
+    queue.offer(vec![verdict(
+        true,
+        Some(observed("True", "Accepted", "serving", 3)),
+    )]);
     assert!(queue.pending.is_empty(), "another replica already wrote it");
-    queue.offer(vec![verdict(true, Some(observed("True", "Accepted", "serving", 2)))]);
+    queue.offer(vec![verdict(
+        true,
+        Some(observed("True", "Accepted", "serving", 2)),
+    )]);
     assert_eq!(queue.pending.len(), 1, "a new generation is written");
-    queue.offer(vec![verdict(true, Some(observed("False", "Invalid", "x", 4)))]);
-    assert!(queue.pending.is_empty(), "a newer generation's status stands");
+    queue.offer(vec![verdict(
+        true,
+        Some(observed("False", "Invalid", "x", 4)),
+    )]);
+    assert!(
+        queue.pending.is_empty(),
+        "a newer generation's status stands"
+    );
 
     // The transition time moves only with the condition's status.
     let v = verdict(true, Some(observed("True", "Accepted", "old", 2)));
