@@ -9,7 +9,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::resources::{ResourceStatus, SecretKeyRef, SecretProblem};
-use crate::snapshot::{Compiler, RejectReason, Rejection};
+use crate::resources::qualified;
+use crate::snapshot::{admit_user, Compiler, RejectReason, Rejection, UserIndex};
 use crate::source::{FieldError, Origin, Resource, Spec};
 
 /// The four kinds, in the order they are admitted: an IdentityProvider before the
@@ -150,6 +151,9 @@ pub struct ClusterIndex {
     objects: BTreeMap<ObjectKey, Entry>,
     /// `(namespace, name)` → the Secret's data; `None` once known not to exist.
     secrets: HashMap<(String, String), Option<SecretData>>,
+    /// Users refused for a clash at the last compile of all Users: while there are any, a
+    /// change to one User may change another's standing.
+    clashing_users: usize,
 }
 
 /// Which parts of the snapshot an event touched.
@@ -272,6 +276,10 @@ impl ClusterIndex {
             .collect()
     }
 
+    pub fn contains(&self, key: &ObjectKey) -> bool {
+        self.objects.contains_key(key)
+    }
+
     pub fn len(&self, kind: Kind) -> usize {
         self.objects.keys().filter(|k| k.kind == kind).count()
     }
@@ -279,7 +287,11 @@ impl ClusterIndex {
     /// Admits every object of `kinds` into a new compiler, older objects first, each in its
     /// current version or else its last good one; and says of each what happened.
     pub fn compile(&mut self, kinds: &[Kind]) -> (Compiler, Vec<Verdict>) {
-        let Self { objects, secrets } = self;
+        let Self {
+            objects,
+            secrets,
+            clashing_users,
+        } = self;
         let mut compiler = Compiler::default();
         let mut verdicts = Vec::new();
         for &kind in kinds {
@@ -314,7 +326,61 @@ impl ClusterIndex {
                 });
             }
         }
+        if kinds.contains(&Kind::User) {
+            *clashing_users = verdicts
+                .iter()
+                .filter(|v| v.key.kind == Kind::User && v.ready.reason == "Conflict")
+                .count();
+        }
         (compiler, verdicts)
+    }
+
+    /// Applies the changes of some Users to `users` in place: a User event costs a lookup
+    /// and an insert, not a rebuild of every User. `None` when a change could shift
+    /// another User's standing (an identifier clash now, or Users refused for one before):
+    /// then [`ClusterIndex::compile`] them all, which settles clashes by age.
+    pub fn update_users(
+        &mut self,
+        users: &mut UserIndex,
+        changed: &BTreeSet<ObjectKey>,
+    ) -> Option<Vec<Verdict>> {
+        if self.clashing_users > 0 {
+            return None;
+        }
+        let mut verdicts = Vec::with_capacity(changed.len());
+        for key in changed {
+            let name = qualified(Some(&key.namespace), &key.name);
+            let Some(entry) = self.objects.get_mut(key) else {
+                users.remove(&name);
+                continue;
+            };
+            let current = resource(&entry.object, &self.secrets);
+            let admitted = match &current {
+                Ok(Resource {
+                    spec: Spec::User(spec),
+                    ..
+                }) => admit_user(users, &name, spec),
+                Ok(_) => return None,
+                Err(_) => Ok(()),
+            };
+            let ready = match (current, admitted) {
+                (_, Err(r)) if r.reason == RejectReason::Conflict => return None,
+                (Ok(_), Err(r)) => Ready::from_rejection(&r),
+                (Err(ready), _) => ready,
+                (Ok(r), Ok(())) => {
+                    entry.last_good = Some(r);
+                    Ready::accepted()
+                }
+            };
+            verdicts.push(Verdict {
+                key: key.clone(),
+                generation: entry.object.generation,
+                previous_serves: !ready.status && users.by_name(&name).is_some(),
+                ready,
+                observed: entry.object.status.clone(),
+            });
+        }
+        Some(verdicts)
     }
 }
 

@@ -40,6 +40,24 @@ pub struct Settings {
     pub selector: Option<String>,
 }
 
+impl Settings {
+    /// The labels a created User must carry to be seen by a watch with this selector: its
+    /// equality terms (`k=v`, `k==v`). Other terms (`!=`, `in`, existence) name no value.
+    pub fn labels_for_created(&self) -> Vec<(String, String)> {
+        let Some(selector) = &self.selector else {
+            return Vec::new();
+        };
+        selector
+            .split(',')
+            .filter(|term| !term.contains("!="))
+            .filter_map(|term| {
+                let (k, v) = term.split_once("==").or_else(|| term.split_once('='))?;
+                Some((k.trim().to_string(), v.trim().to_string()))
+            })
+            .collect()
+    }
+}
+
 /// A snapshot built from the cluster, and how many objects it was built from.
 pub struct Built {
     pub snapshot: Snapshot,
@@ -86,6 +104,8 @@ pub fn start(
         secret_watchers: HashMap::new(),
         config: None,
         users: None,
+        users_changed: BTreeSet::new(),
+        users_relisted: false,
         refused: HashMap::new(),
         _watchers: watchers,
     };
@@ -112,7 +132,10 @@ struct IndexTask {
     secret_watchers: HashMap<(String, String), AbortOnDrop>,
     /// The last build of everything but the Users, and of the Users.
     config: Option<Snapshot>,
-    users: Option<UserIndex>,
+    users: Option<Arc<UserIndex>>,
+    /// Users changed since the last build, to update in place; or all, after a relist.
+    users_changed: BTreeSet<ObjectKey>,
+    users_relisted: bool,
     /// Objects refused at the last build, to log each refusal once.
     refused: HashMap<ObjectKey, Ready>,
     _watchers: Vec<AbortOnDrop>,
@@ -148,6 +171,7 @@ impl IndexTask {
                 objects,
             } => {
                 self.waiting.remove(&(kind, namespace.clone()));
+                self.users_relisted |= kind == Kind::User;
                 let mut dirty = self.index.relist(kind, namespace.as_deref(), objects);
                 // The first list of a kind with no objects still makes a build.
                 dirty.merge(Dirty {
@@ -156,8 +180,18 @@ impl IndexTask {
                 });
                 dirty
             }
-            Change::Applied(object) => self.index.apply(object),
-            Change::Deleted(key) => self.index.delete(&key),
+            Change::Applied(object) => {
+                if object.key.kind == Kind::User {
+                    self.users_changed.insert(object.key.clone());
+                }
+                self.index.apply(object)
+            }
+            Change::Deleted(key) => {
+                if key.kind == Kind::User {
+                    self.users_changed.insert(key.clone());
+                }
+                self.index.delete(&key)
+            }
             Change::Secret {
                 namespace,
                 name,
@@ -199,13 +233,26 @@ impl IndexTask {
             verdicts.extend(v);
         }
         if dirty.users || self.users.is_none() {
-            let (compiler, v) = self.index.compile(&[Kind::User]);
-            self.users = Some(compiler.into_users());
+            let changed = std::mem::take(&mut self.users_changed);
+            let in_place = match &self.users {
+                Some(current) if !std::mem::take(&mut self.users_relisted) => {
+                    let mut users = UserIndex::clone(current);
+                    self.index
+                        .update_users(&mut users, &changed)
+                        .map(|v| (users, v))
+                }
+                _ => None,
+            };
+            let (users, v) = in_place.unwrap_or_else(|| {
+                let (compiler, v) = self.index.compile(&[Kind::User]);
+                (compiler.into_users(), v)
+            });
+            self.users = Some(Arc::new(users));
             verdicts.extend(v);
         }
         let refused = self.log_refusals(&verdicts);
         let config = self.config.as_ref().expect("built above");
-        let users = self.users.clone().unwrap_or_default();
+        let users = self.users.clone().expect("built above");
         let snapshot = config.with_users(users);
         if let Some(writer) = &self.writer {
             // Never waits: a full queue drops this round, and the next rebuild resends all.
@@ -220,10 +267,8 @@ impl IndexTask {
 
     /// Logs each refusal once. Returns how many objects are refused.
     fn log_refusals(&mut self, verdicts: &[Verdict]) -> usize {
-        let rebuilt: HashSet<Kind> = verdicts.iter().map(|v| v.key.kind).collect();
-        let present: HashSet<&ObjectKey> = verdicts.iter().map(|v| &v.key).collect();
-        self.refused
-            .retain(|k, _| !rebuilt.contains(&k.kind) || present.contains(k));
+        let index = &self.index;
+        self.refused.retain(|k, _| index.contains(k));
         for v in verdicts {
             if v.ready.status {
                 self.refused.remove(&v.key);

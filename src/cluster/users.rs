@@ -14,11 +14,21 @@ use crate::users::{manifest, KnownUser, StoreError, UserStore};
 pub struct ClusterUserStore {
     writer: mpsc::Sender<Command>,
     client: Client,
+    /// Put on every created User, so that a `--selector` watch sees it.
+    labels: Vec<(String, String)>,
 }
 
 impl ClusterUserStore {
-    pub fn new(writer: mpsc::Sender<Command>, client: Client) -> Self {
-        ClusterUserStore { writer, client }
+    pub fn new(
+        writer: mpsc::Sender<Command>,
+        client: Client,
+        labels: Vec<(String, String)>,
+    ) -> Self {
+        ClusterUserStore {
+            writer,
+            client,
+            labels,
+        }
     }
 }
 
@@ -37,7 +47,12 @@ impl UserStore for ClusterUserStore {
         user: KnownUser,
         provider: &str,
     ) -> BoxFuture<'_, Result<KnownUser, StoreError>> {
-        let manifest = manifest(&user, provider);
+        let mut manifest = manifest(&user, provider);
+        manifest
+            .metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .extend(self.labels.iter().cloned());
         Box::pin(async move {
             if manifest.metadata.namespace.is_none() {
                 return Err(StoreError::InvalidName(user.name().to_string()));

@@ -334,7 +334,7 @@ impl Authorizer {
         });
         let candidates = snapshot
             .policies
-            .candidates(decision.user.as_deref(), client);
+            .candidates(user.as_ref().map(|u| u.name()), client);
         for candidate in candidates {
             let allowed = match trace.as_deref_mut() {
                 None => candidate.policy.evaluate(&eval),

@@ -112,6 +112,7 @@ pub struct Cluster {
     built: tokio::sync::mpsc::Receiver<crate::cluster::Built>,
     writer: tokio::sync::mpsc::Sender<crate::cluster::writer::Command>,
     client: kube::Client,
+    user_labels: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -137,11 +138,13 @@ impl Cluster {
             leader_tx,
         ));
         tokio::spawn(writer::run(client.clone(), commands, leader));
+        let user_labels = settings.labels_for_created();
         let built = crate::cluster::start(client.clone(), settings, Some(writer_tx.clone()));
         Cluster {
             built,
             writer: writer_tx,
             client,
+            user_labels,
         }
     }
 
@@ -149,6 +152,7 @@ impl Cluster {
         Arc::new(crate::cluster::users::ClusterUserStore::new(
             self.writer.clone(),
             self.client.clone(),
+            self.user_labels.clone(),
         ))
     }
 

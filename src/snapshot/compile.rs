@@ -4,7 +4,7 @@ use std::sync::Arc;
 use super::policies::Links;
 use super::users::{KnownUser, UserIndex, MAX_USER_BYTES};
 use super::{qualified, CompiledPolicy, CompiledProvider, PolicySet, Snapshot};
-use crate::resources::{PolicyEngine, TokenIntrospectorSpec};
+use crate::resources::{PolicyEngine, TokenIntrospectorSpec, UserSpec};
 use crate::source::{ConfigError, FieldError, Origin, Resource, Spec};
 use crate::token::{Introspector, TrustStore};
 
@@ -191,21 +191,7 @@ impl Compiler {
                 self.policies
                     .push((CompiledPolicy { name: key, policy }, links))
             }
-            Spec::User(spec) => {
-                let user = KnownUser::new(&key, spec);
-                if user.size() > MAX_USER_BYTES {
-                    let message = format!("larger than {MAX_USER_BYTES} bytes");
-                    return Err(Rejection::invalid(vec![FieldError::new("", message)]));
-                }
-                let holder = user
-                    .identifiers()
-                    .find_map(|(system, value)| self.users.by_identifier(system, value));
-                if let Some(holder) = holder {
-                    let message = format!("already held by User/{}", holder.name());
-                    return Err(Rejection::conflict("identifier", message));
-                }
-                self.users.insert(user);
-            }
+            Spec::User(spec) => admit_user(&mut self.users, &key, spec)?,
         }
         Ok(())
     }
@@ -282,6 +268,26 @@ impl Compiler {
         self.users.shrink_to_fit();
         self.users
     }
+}
+
+/// Puts a User into `users`, replacing its earlier version (by `name`), unless it is too
+/// large or another User holds one of its identifiers.
+pub fn admit_user(users: &mut UserIndex, name: &str, spec: &UserSpec) -> Result<(), Rejection> {
+    let user = KnownUser::new(name, spec);
+    if user.size() > MAX_USER_BYTES {
+        let message = format!("larger than {MAX_USER_BYTES} bytes");
+        return Err(Rejection::invalid(vec![FieldError::new("", message)]));
+    }
+    let holder = user
+        .identifiers()
+        .filter_map(|(system, value)| users.by_identifier(system, value))
+        .find(|holder| holder.name() != name);
+    if let Some(holder) = holder {
+        let message = format!("already held by User/{}", holder.name());
+        return Err(Rejection::conflict("identifier", message));
+    }
+    users.insert(user);
+    Ok(())
 }
 
 /// The IdentityProvider a TokenIntrospector names, as the snapshot knows it (in the

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use crate::resources::{namespace_of, object_name, qualified};
-pub use compile::{compile, Compiler, RejectReason, Rejection};
+pub use compile::{admit_user, compile, Compiler, RejectReason, Rejection};
 pub use policies::{Client, CompiledPolicy, PolicySet};
 pub use store::SnapshotStore;
 pub use users::{KnownUser, UserIndex, MAX_USER_BYTES};
@@ -53,9 +53,9 @@ impl CompiledProvider {
 
 impl Snapshot {
     /// The same configuration with other Users.
-    pub fn with_users(&self, users: UserIndex) -> Snapshot {
+    pub fn with_users(&self, users: Arc<UserIndex>) -> Snapshot {
         Snapshot {
-            users: Arc::new(users),
+            users,
             ..self.clone()
         }
     }

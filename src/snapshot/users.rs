@@ -263,6 +263,42 @@ impl UserIndex {
         clash
     }
 
+    /// Takes a User out by name; the last User moves into its place.
+    pub fn remove(&mut self, name: &str) -> Option<KnownUser> {
+        let Self {
+            users,
+            by_name,
+            by_identifier,
+            hasher,
+        } = self;
+        let entry = by_name
+            .find_entry(hasher.name(name), |&p| users[p as usize].name() == name)
+            .ok()?;
+        let pos = *entry.get();
+        entry.remove();
+        for (i, id) in users[pos as usize].identifiers().enumerate() {
+            let own = |&(p, k): &(u32, u32)| p == pos && k as usize == i;
+            if let Ok(entry) = by_identifier.find_entry(hasher.identifier(id), own) {
+                entry.remove();
+            }
+        }
+        let last = position(users.len() - 1);
+        let removed = users.swap_remove(pos as usize);
+        if last != pos {
+            let moved = &users[pos as usize];
+            if let Some(p) = by_name.find_mut(hasher.name(moved.name()), |&p| p == last) {
+                *p = pos;
+            }
+            for (i, id) in moved.identifiers().enumerate() {
+                let was = |&(p, k): &(u32, u32)| p == last && k as usize == i;
+                if let Some(entry) = by_identifier.find_mut(hasher.identifier(id), was) {
+                    entry.0 = pos;
+                }
+            }
+        }
+        Some(removed)
+    }
+
     /// Frees the room left by growth, once every User is in.
     pub fn shrink_to_fit(&mut self) {
         let Self {
@@ -324,6 +360,24 @@ mod tests {
             email: Some("ann@example.com".into()),
             inactive: Some(false),
         }
+    }
+
+    #[test]
+    fn a_removed_user_is_gone_and_the_one_moved_into_its_place_is_still_found() {
+        let mut index = UserIndex::default();
+        for (name, id) in [("a", "1"), ("b", "2"), ("c", "3")] {
+            assert!(index.insert(KnownUser::new(name, &spec(&[("s", id)]))).is_none());
+        }
+        assert_eq!(index.remove("a").unwrap().name(), "a");
+        assert!(index.remove("a").is_none());
+        assert!(index.by_name("a").is_none() && index.by_identifier("s", "1").is_none());
+        for (name, id) in [("b", "2"), ("c", "3")] {
+            assert_eq!(index.by_name(name).unwrap().name(), name);
+            assert_eq!(index.by_identifier("s", id).unwrap().name(), name);
+        }
+        // The freed identifier can be taken again.
+        assert!(index.insert(KnownUser::new("d", &spec(&[("s", "1")]))).is_none());
+        assert_eq!(index.len(), 3);
     }
 
     #[test]

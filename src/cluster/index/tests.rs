@@ -364,3 +364,56 @@ fn a_status_change_alone_rebuilds_nothing() {
     };
     assert!(!index.apply(with_status).any());
 }
+
+#[test]
+fn user_changes_apply_in_place_until_a_clash_needs_a_full_compile() {
+    let mut index = ClusterIndex::default();
+    let user = |name: &str, value: &str, created| Object {
+        created,
+        ..object(
+            Kind::User,
+            "a",
+            name,
+            created,
+            json!({"identifier": [{"system": "https://kc", "value": value}]}),
+        )
+    };
+    index.apply(user("alice", "1", 1));
+    let (compiler, _) = index.compile(&[Kind::User]);
+    let mut users = compiler.into_users();
+
+    // Added, edited, deleted: each in place.
+    let bob = user("bob", "2", 2);
+    index.apply(bob.clone());
+    let changed: BTreeSet<ObjectKey> = [bob.key.clone()].into();
+    let verdicts = index.update_users(&mut users, &changed).unwrap();
+    assert!(verdicts[0].ready.status);
+    assert_eq!(users.by_identifier("https://kc", "2").unwrap().name(), "a/bob");
+
+    index.apply(user("bob", "3", 3));
+    index.update_users(&mut users, &changed).unwrap();
+    assert!(users.by_identifier("https://kc", "2").is_none());
+    assert_eq!(users.by_identifier("https://kc", "3").unwrap().name(), "a/bob");
+
+    // An invalid edit keeps the previous version.
+    index.apply(object(Kind::User, "a", "bob", 4, json!({"identifier": "not a list"})));
+    let verdicts = index.update_users(&mut users, &changed).unwrap();
+    assert_eq!(verdicts[0].ready.reason, "Invalid");
+    assert!(verdicts[0].previous_serves);
+    assert!(users.by_name("a/bob").is_some());
+
+    index.delete(&bob.key);
+    assert!(index.update_users(&mut users, &changed).unwrap().is_empty());
+    assert!(users.by_name("a/bob").is_none());
+    assert_eq!(users.len(), 1);
+
+    // A clash is settled by age in a full compile.
+    let eve = user("eve", "1", 5);
+    index.apply(eve.clone());
+    let changed: BTreeSet<ObjectKey> = [eve.key.clone()].into();
+    assert!(index.update_users(&mut users, &changed).is_none());
+    let (_, verdicts) = index.compile(&[Kind::User]);
+    assert_eq!(verdict(&verdicts, "eve").ready.reason, "Conflict");
+    // While a User is refused for a clash, every change compiles them all.
+    assert!(index.update_users(&mut users, &changed).is_none());
+}

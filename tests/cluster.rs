@@ -1,0 +1,617 @@
+//! Kubernetes mode end to end: `portcullis serve --kube` with kube-rs's real client and
+//! watchers, against the in-repo fake API server (`tests/support/fake_apiserver/`), which
+//! speaks the API server's HTTP: list, watch with bookmarks, `410 Gone`, create with
+//! `409`, patches, the status subresource, and an outage switch.
+
+mod support;
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use support::ext_authz::{check, Checked};
+use support::fake_apiserver::{FakeApiServer, RecordedRequest};
+use support::portcullis::Portcullis;
+use support::tokens::Jwt;
+use support::{eventually, repo_path};
+
+const API: &str = "portcullis.dev/v1alpha1";
+const NS: &str = "team-a";
+const ISSUER: &str = "https://auth.example.com";
+const SECRET: &str = "first-secret-of-32-bytes-or-more!!";
+
+fn kubeconfig(fake: &FakeApiServer, dir: &Path) -> PathBuf {
+    let path = dir.join("kubeconfig");
+    let text = format!(
+        "apiVersion: v1\nkind: Config\n\
+         clusters: [{{name: fake, cluster: {{server: \"{}\"}}}}]\n\
+         users: [{{name: fake, user: {{}}}}]\n\
+         contexts: [{{name: fake, context: {{cluster: fake, user: fake, namespace: portcullis}}}}]\n\
+         current-context: fake\n",
+        fake.url()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `serve --kube` against the fake; `name` names the replica in the status Lease.
+async fn serve(fake: &FakeApiServer, dir: &Path, name: &str, extra: &[&str]) -> Portcullis {
+    let mut builder = Portcullis::builder()
+        .arg("--kube")
+        .env("KUBECONFIG", kubeconfig(fake, dir))
+        .env("POD_NAME", name);
+    for arg in extra {
+        builder = builder.arg(*arg);
+    }
+    builder.start().await
+}
+
+fn object(kind: &str, name: &str, spec: Value) -> Value {
+    json!({"apiVersion": API, "kind": kind, "metadata": {"name": name, "namespace": NS}, "spec": spec})
+}
+
+fn introspector(jwt: Value) -> Value {
+    object(
+        "TokenIntrospector",
+        "auth",
+        json!({"type": "jwt", "jwt": jwt}),
+    )
+}
+
+fn policy(name: &str, method: &str) -> Value {
+    object(
+        "AccessPolicy",
+        name,
+        json!({"engine": "matcho", "matcho": {"request-method": method}}),
+    )
+}
+
+fn token(sub: &str, secret: &str) -> String {
+    Jwt::new(ISSUER, sub).exp_in(3600).sign_hs256(secret)
+}
+
+async fn decide(p: &Portcullis, method: &str, token: &str) -> Checked {
+    let mut client = p.ext_authz_client().await;
+    check(&mut client, method, "/fhir/Patient", Some(token)).await
+}
+
+/// Waits until `method` with `token` gets `status`.
+async fn until_status(
+    p: &Portcullis,
+    method: &str,
+    token: &str,
+    status: u16,
+    what: &str,
+) -> Checked {
+    eventually(what, || async {
+        let answer = decide(p, method, token).await;
+        (answer.status == status).then_some(answer)
+    })
+    .await
+}
+
+/// The `Ready` condition the fake holds for an object, once its generation is observed.
+async fn ready_condition(fake: &FakeApiServer, plural: &str, name: &str, status: &str) -> Value {
+    eventually(&format!("{plural}/{name} Ready={status}"), || async {
+        let o = fake.get(API, plural, NS, name)?;
+        let generation = o["metadata"]["generation"].clone();
+        let condition = o["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "Ready")?
+            .clone();
+        (o["status"]["observedGeneration"] == generation && condition["status"] == status)
+            .then_some(condition)
+    })
+    .await
+}
+
+fn base(fake: &FakeApiServer) {
+    fake.apply(introspector(json!({"iss": ISSUER, "secret": SECRET})));
+    fake.apply(policy("read", "get"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_edit_and_delete_change_the_decision_and_status_says_why() {
+    let fake = FakeApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    base(&fake);
+    let p = serve(&fake, dir.path(), "replica-1", &[]).await;
+    let alice = token("alice", SECRET);
+
+    let allowed = decide(&p, "GET", &alice).await;
+    assert_eq!(allowed.status, 200, "{allowed:?}");
+    assert_eq!(allowed.header("x-portcullis-policy"), Some("team-a/read"));
+    assert_eq!(decide(&p, "POST", &alice).await.status, 403);
+    let accepted = ready_condition(&fake, "accesspolicies", "read", "True").await;
+    assert_eq!(accepted["reason"], "Accepted");
+    ready_condition(&fake, "tokenintrospectors", "auth", "True").await;
+
+    // An edit applies.
+    fake.apply(policy("read", "post"));
+    until_status(&p, "POST", &alice, 200, "the edited policy allows POST").await;
+    assert_eq!(decide(&p, "GET", &alice).await.status, 403);
+
+    // A new invalid object is marked, names its field, and stays out.
+    fake.apply(object(
+        "AccessPolicy",
+        "broken",
+        json!({"engine": "json-schema", "schema": {"type": 12}}),
+    ));
+    let invalid = ready_condition(&fake, "accesspolicies", "broken", "False").await;
+    assert_eq!(invalid["reason"], "Invalid");
+    assert!(
+        invalid["message"].as_str().unwrap().contains("schema"),
+        "{invalid}"
+    );
+
+    // An invalid edit of a good object keeps the previous version serving.
+    fake.apply(object(
+        "AccessPolicy",
+        "read",
+        json!({"engine": "matcho", "matcho": {"uri": "#(unclosed"}}),
+    ));
+    let kept = ready_condition(&fake, "accesspolicies", "read", "False").await;
+    assert!(
+        kept["message"]
+            .as_str()
+            .unwrap()
+            .contains("previous version keeps serving"),
+        "{kept}"
+    );
+    assert_eq!(decide(&p, "POST", &alice).await.status, 200);
+
+    // A deletion always applies.
+    fake.delete(API, "accesspolicies", NS, "read");
+    until_status(
+        &p,
+        "POST",
+        &alice,
+        403,
+        "the deleted policy no longer allows",
+    )
+    .await;
+
+    // The introspector: an edit of its secret changes which tokens are valid.
+    fake.apply(policy("read", "get"));
+    until_status(&p, "GET", &alice, 200, "the policy is back").await;
+    let other = "second-secret-of-32-bytes-or-more!";
+    fake.apply(introspector(json!({"iss": ISSUER, "secret": other})));
+    until_status(
+        &p,
+        "GET",
+        &alice,
+        401,
+        "the old secret's tokens are refused",
+    )
+    .await;
+    assert_eq!(decide(&p, "GET", &token("alice", other)).await.status, 200);
+    let metrics = p.metrics().await;
+    assert_eq!(metrics.value("portcullis_resources_refused", &[]), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn users_and_identity_providers_from_the_cluster_resolve_the_user() {
+    let fake = FakeApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    fake.apply(object(
+        "IdentityProvider",
+        "kc",
+        json!({"system": "https://kc", "userinfo-source": "id-token"}),
+    ));
+    fake.apply(object(
+        "TokenIntrospector",
+        "auth",
+        json!({"type": "jwt", "jwt": {"iss": ISSUER, "secret": SECRET},
+               "identity_provider": {"reference": "IdentityProvider/kc"}}),
+    ));
+    fake.apply(object(
+        "AccessPolicy",
+        "alice-only",
+        json!({"engine": "allow", "link": [{"reference": "User/alice"}]}),
+    ));
+    let p = serve(&fake, dir.path(), "replica-1", &[]).await;
+    let alice = token("sub-1", SECRET);
+    assert_eq!(decide(&p, "GET", &alice).await.status, 403, "no User yet");
+
+    fake.apply(object(
+        "User",
+        "alice",
+        json!({"identifier": [{"system": "https://kc", "value": "sub-1"}]}),
+    ));
+    let allowed = until_status(&p, "GET", &alice, 200, "the User is found").await;
+    assert_eq!(allowed.header("x-portcullis-user"), Some("alice"));
+    ready_condition(&fake, "users", "alice", "True").await;
+
+    // A second User claiming the same identifier is refused as a conflict.
+    fake.apply(object(
+        "User",
+        "impostor",
+        json!({"identifier": [{"system": "https://kc", "value": "sub-1"}]}),
+    ));
+    let conflict = ready_condition(&fake, "users", "impostor", "False").await;
+    assert_eq!(conflict["reason"], "Conflict");
+    assert!(
+        conflict["message"].as_str().unwrap().contains("alice"),
+        "{conflict}"
+    );
+
+    // The IdentityProvider goes: the introspector that names it is refused, and its
+    // tokens with it (fail closed).
+    fake.delete(API, "identityproviders", NS, "kc");
+    until_status(
+        &p,
+        "GET",
+        &alice,
+        401,
+        "the introspector without its provider",
+    )
+    .await;
+    let refused = ready_condition(&fake, "tokenintrospectors", "auth", "False").await;
+    assert!(refused["message"]
+        .as_str()
+        .unwrap()
+        .contains("IdentityProvider/team-a/kc"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_rotation_changes_the_accepted_key() {
+    let fake = FakeApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = |value: &str| {
+        json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": "hs", "namespace": NS},
+               "data": {"key": base64(value)}})
+    };
+    fake.apply(secret(SECRET));
+    fake.apply(introspector(
+        json!({"iss": ISSUER, "secretRef": {"name": "hs", "key": "key"}}),
+    ));
+    fake.apply(policy("read", "get"));
+    let p = serve(&fake, dir.path(), "replica-1", &[]).await;
+    assert_eq!(decide(&p, "GET", &token("a", SECRET)).await.status, 200);
+
+    let rotated = "rotated-secret-of-32-bytes-or-more";
+    fake.apply(secret(rotated));
+    until_status(
+        &p,
+        "GET",
+        &token("a", rotated),
+        200,
+        "the new key is accepted",
+    )
+    .await;
+    assert_eq!(decide(&p, "GET", &token("a", SECRET)).await.status, 401);
+
+    // Only the referenced Secret is read, and only by name.
+    let secret_reads: Vec<RecordedRequest> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path().contains("/secrets"))
+        .collect();
+    assert!(!secret_reads.is_empty());
+    for r in &secret_reads {
+        assert_eq!(
+            r.path(),
+            format!("/api/v1/namespaces/{NS}/secrets"),
+            "{r:?}"
+        );
+        assert_eq!(
+            r.query("fieldSelector").as_deref(),
+            Some("metadata.name=hs"),
+            "{r:?}"
+        );
+    }
+
+    // A missing Secret is reported; the version that had one keeps serving.
+    fake.delete("v1", "secrets", NS, "hs");
+    let missing = ready_condition(&fake, "tokenintrospectors", "auth", "False").await;
+    assert_eq!(missing["reason"], "SecretNotFound");
+    assert_eq!(decide(&p, "GET", &token("a", rotated)).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_creating_one_subject_at_once_end_with_one_user() {
+    let fake = FakeApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    fake.apply(object(
+        "IdentityProvider",
+        "kc",
+        json!({"system": "https://kc", "userinfo-source": "id-token"}),
+    ));
+    fake.apply(object(
+        "TokenIntrospector",
+        "auth",
+        json!({"type": "jwt", "jwt": {"iss": ISSUER, "secret": SECRET},
+               "identity_provider": {"reference": "IdentityProvider/kc"}}),
+    ));
+    fake.apply(object("AccessPolicy", "all", json!({"engine": "allow"})));
+    let a = serve(&fake, dir.path(), "replica-a", &["--create-users"]).await;
+    let b = serve(&fake, dir.path(), "replica-b", &["--create-users"]).await;
+
+    let newcomer = token("new-subject", SECRET);
+    let mut calls = Vec::new();
+    for p in [&a, &b] {
+        for _ in 0..10 {
+            let t = newcomer.clone();
+            let mut client = p.ext_authz_client().await;
+            calls.push(tokio::spawn(async move {
+                check(&mut client, "GET", "/fhir/Patient", Some(&t)).await
+            }));
+        }
+    }
+    let mut users = HashSet::new();
+    for call in calls {
+        let answer = call.await.unwrap();
+        assert_eq!(answer.status, 200, "{answer:?}");
+        users.insert(answer.header("x-portcullis-user").map(str::to_string));
+    }
+    assert_eq!(users.len(), 1, "one User for everyone: {users:?}");
+    let name = users
+        .into_iter()
+        .next()
+        .unwrap()
+        .expect("a User was resolved");
+
+    let objects = fake.list("users");
+    assert_eq!(objects.len(), 1, "{objects:#?}");
+    let user = &objects[0];
+    assert_eq!(user["metadata"]["name"], name.as_str());
+    assert_eq!(user["metadata"]["namespace"], NS);
+    assert_eq!(
+        user["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "portcullis"
+    );
+    assert_eq!(
+        user["metadata"]["labels"]["portcullis.dev/identity-provider"],
+        "kc"
+    );
+    assert_eq!(
+        user["spec"]["identifier"],
+        json!([{"system": "https://kc", "value": "new-subject"}])
+    );
+
+    // Once the watch brings it back, each replica finds it in its index.
+    ready_condition(&fake, "users", &name, "True").await;
+    for p in [&a, &b] {
+        let again = decide(p, "GET", &newcomer).await;
+        assert_eq!(again.header("x-portcullis-user"), Some(name.as_str()));
+    }
+
+    // One replica writes status: no object's status is written twice for one verdict.
+    let writes: Vec<String> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH" && r.path().ends_with("/status"))
+        .map(|r| format!("{} {}", r.path(), r.body.clone().unwrap_or_default()))
+        .collect();
+    let distinct: BTreeSet<&String> = writes.iter().collect();
+    assert_eq!(distinct.len(), writes.len(), "{writes:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_server_going_away_changes_no_decision_and_a_relist_catches_up() {
+    let fake = FakeApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    base(&fake);
+    fake.apply(policy("write", "post"));
+    let p = serve(&fake, dir.path(), "replica-1", &[]).await;
+    let alice = token("alice", SECRET);
+    assert_eq!(decide(&p, "POST", &alice).await.status, 200);
+
+    fake.set_outage(true);
+    // While it is down, and the history a watch would resume from is lost, a policy goes.
+    fake.compact();
+    fake.delete(API, "accesspolicies", NS, "write");
+    for _ in 0..10 {
+        assert_eq!(decide(&p, "GET", &alice).await.status, 200);
+        assert_eq!(
+            decide(&p, "POST", &alice).await.status,
+            200,
+            "still the last view"
+        );
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert_eq!(
+        p.readyz().await,
+        200,
+        "the last configuration keeps serving"
+    );
+
+    fake.set_outage(false);
+    until_status(&p, "POST", &alice, 403, "the relist applies the deletion").await;
+    assert_eq!(decide(&p, "GET", &alice).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn explain_decides_against_the_live_cluster() {
+    let fake = FakeApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    base(&fake);
+    let config = kubeconfig(&fake, dir.path());
+    let out = std::process::Command::new(support::portcullis::portcullis_bin())
+        .args([
+            "explain",
+            "--kube",
+            "--method",
+            "GET",
+            "--path",
+            "/fhir/Patient",
+        ])
+        .arg("--token")
+        .arg(token("alice", SECRET))
+        .env("KUBECONFIG", config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("ALLOW"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("team-a/read"));
+}
+
+/// The RBAC rules that ship are exactly what the binary uses: every request of a run that
+/// exercises every path is allowed by them, and every rule allows some request.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_shipped_rbac_rules_are_exactly_what_the_binary_asks_for() {
+    let fake = FakeApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let labelled = |mut o: Value| {
+        o["metadata"]["labels"] = json!({"tier": "auth"});
+        o
+    };
+    fake.apply(json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "hs", "namespace": NS}, "data": {"key": base64(SECRET)}}));
+    fake.apply(labelled(object(
+        "IdentityProvider",
+        "kc",
+        json!({"system": "https://kc", "userinfo-source": "id-token"}),
+    )));
+    fake.apply(labelled(object(
+        "TokenIntrospector",
+        "auth",
+        json!({"type": "jwt", "jwt": {"iss": ISSUER, "secretRef": {"name": "hs", "key": "key"}},
+               "identity_provider": {"reference": "IdentityProvider/kc"}}),
+    )));
+    fake.apply(labelled(object(
+        "AccessPolicy",
+        "all",
+        json!({"engine": "allow"}),
+    )));
+    // A User outside the selector holds the name a subject would get: creating it meets
+    // `409 AlreadyExists`, and the object is read and adopted.
+    let taken = portcullis::users::user_name("https://kc", "sub-taken");
+    fake.apply(object(
+        "User",
+        &taken,
+        json!({"identifier": [{"system": "https://kc", "value": "sub-taken"}]}),
+    ));
+    let p = serve(
+        &fake,
+        dir.path(),
+        "replica-1",
+        &["--create-users", "--selector", "tier=auth"],
+    )
+    .await;
+    let adopted = decide(&p, "GET", &token("sub-taken", SECRET)).await;
+    assert_eq!(adopted.header("x-portcullis-user"), Some(taken.as_str()));
+
+    // A created User carries the selector's labels, so that the watch brings it back.
+    let created = decide(&p, "GET", &token("sub-new", SECRET)).await;
+    let name = created.header("x-portcullis-user").unwrap().to_string();
+    let object = fake.get(API, "users", NS, &name).unwrap();
+    assert_eq!(object["metadata"]["labels"]["tier"], "auth");
+    ready_condition(&fake, "users", &name, "True").await;
+    ready_condition(&fake, "accesspolicies", "all", "True").await;
+    // The Lease is renewed.
+    eventually("a lease renewal", || async {
+        let writes = fake
+            .requests()
+            .iter()
+            .filter(|r| r.path().contains("/leases/") && r.method == "PUT")
+            .count();
+        (writes >= 1).then_some(())
+    })
+    .await;
+
+    let used: BTreeSet<(String, String, String)> =
+        fake.requests().iter().filter_map(permission).collect();
+    for manifest in [
+        std::fs::read_to_string(repo_path("deploy/kubernetes/portcullis-kube.yaml")).unwrap(),
+        helm_kube_mode(),
+    ] {
+        let granted = granted(&manifest);
+        for need in &used {
+            assert!(
+                granted.contains(need),
+                "not granted: {need:?}\n{granted:#?}"
+            );
+        }
+        for g in &granted {
+            assert!(used.contains(g), "never used: {g:?}\n{used:#?}");
+        }
+    }
+}
+
+/// `(apiGroup, resource[/subresource], verb)` of one request, as RBAC sees it.
+fn permission(r: &RecordedRequest) -> Option<(String, String, String)> {
+    let path = r.path();
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (group, rest) = match parts.first()? {
+        &"api" => ("", &parts[2..]),
+        &"apis" => (parts[1], &parts[3..]),
+        _ => return None,
+    };
+    let rest = match rest {
+        ["namespaces", _ns, rest @ ..] => rest,
+        rest => rest,
+    };
+    let (resource, named) = match rest {
+        [resource] => (resource.to_string(), false),
+        [resource, _name] => (resource.to_string(), true),
+        [resource, _name, sub] => (format!("{resource}/{sub}"), true),
+        _ => return None,
+    };
+    let watch = matches!(r.query("watch").as_deref(), Some("true" | "1"));
+    let verb = match (r.method.as_str(), named, watch) {
+        ("GET", _, true) => "watch",
+        ("GET", true, false) => "get",
+        ("GET", false, false) => "list",
+        ("POST", _, _) => "create",
+        ("PUT", _, _) => "update",
+        ("PATCH", _, _) => "patch",
+        ("DELETE", _, _) => "delete",
+        _ => return None,
+    };
+    Some((group.to_string(), resource, verb.to_string()))
+}
+
+/// Every `(group, resource, verb)` the Roles and ClusterRoles of a manifest grant.
+fn granted(manifest: &str) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(manifest) {
+        let Ok(doc) = serde_yaml::Value::deserialize(doc) else {
+            continue;
+        };
+        let doc: Value = serde_json::to_value(doc).unwrap();
+        if !matches!(doc["kind"].as_str(), Some("Role" | "ClusterRole")) {
+            continue;
+        }
+        for rule in doc["rules"].as_array().unwrap() {
+            for group in rule["apiGroups"].as_array().unwrap() {
+                for resource in rule["resources"].as_array().unwrap() {
+                    for verb in rule["verbs"].as_array().unwrap() {
+                        out.push((
+                            group.as_str().unwrap().to_string(),
+                            resource.as_str().unwrap().to_string(),
+                            verb.as_str().unwrap().to_string(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn helm_kube_mode() -> String {
+    let out = std::process::Command::new(support::tool_bin("HELM_BIN", "helm"))
+        .args(["template", "portcullis"])
+        .arg(repo_path("charts/portcullis"))
+        .args(["--namespace", "portcullis", "--set", "mode=kube"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn base64(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
