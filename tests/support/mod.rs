@@ -12,6 +12,7 @@
 
 pub mod envoy;
 pub mod ext_authz;
+pub mod fake_apiserver;
 pub mod metrics;
 pub mod oidc_provider;
 pub mod portcullis;

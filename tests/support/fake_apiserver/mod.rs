@@ -1,0 +1,423 @@
+//! A fake Kubernetes API server that speaks real HTTP, so tests run kube-rs's own client and
+//! watchers against it.
+//!
+//! Serves `portcullis.dev/v1alpha1` `tokenintrospectors`, `accesspolicies`,
+//! `identityproviders` and `users` (namespaced, with a status subresource), core `v1`
+//! `secrets` and `coordination.k8s.io/v1` `leases`: get, list, watch, create, replace,
+//! delete, merge/strategic-merge patch and server-side apply, with the real server's
+//! resourceVersion, generation and status-subresource rules ([`store`]) and its watch
+//! protocol ([`watch`]). The handle also acts as an admin ([`FakeApiServer::apply`]),
+//! breaks the server ([`FakeApiServer::set_outage`], [`FakeApiServer::compact`]) and
+//! shows what clients sent ([`FakeApiServer::requests`]).
+//!
+//! Known differences from a real server: server-side apply merges the intent (removing what
+//! the same field manager dropped since its last apply) without ownership conflicts; lists
+//! are atomic; `dryRun` is not honoured; deletes are immediate (no finalizers).
+
+mod store;
+mod watch;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::extract::{Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use store::{fields_match, labels_match, ApiError, Part, ResourceType, Store, TYPES};
+
+/// A request as a client sent it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub path_and_query: String,
+    pub content_type: Option<String>,
+    /// The body as JSON, or as a JSON string when it is not JSON (YAML); `None` when empty.
+    pub body: Option<Value>,
+}
+
+impl RecordedRequest {
+    /// The path without the query.
+    pub fn path(&self) -> &str {
+        self.path_and_query.split('?').next().unwrap_or_default()
+    }
+
+    /// A query parameter, decoded.
+    pub fn query(&self, name: &str) -> Option<String> {
+        let (_, query) = self.path_and_query.split_once('?')?;
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    }
+}
+
+pub(crate) struct Shared {
+    store: Mutex<Store>,
+    /// Bumped on every change of the store, so that open watches look again.
+    tick: tokio::sync::watch::Sender<u64>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the store and wakes the watches.
+    fn change<T>(&self, f: impl FnOnce(&mut Store) -> T) -> T {
+        let out = f(&mut self.lock());
+        self.tick.send_modify(|t| *t += 1);
+        out
+    }
+}
+
+/// A running fake API server; stops (ending its watches) when dropped.
+pub struct FakeApiServer {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl FakeApiServer {
+    /// Starts a server on `127.0.0.1:<free port>`.
+    pub async fn start() -> FakeApiServer {
+        let shared = Arc::new(Shared {
+            store: Mutex::new(Store::default()),
+            tick: tokio::sync::watch::Sender::new(0),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local_addr");
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(shared.clone());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("fake API server");
+        });
+        FakeApiServer {
+            shared,
+            addr,
+            server,
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A kube client configuration for this server: plain HTTP, default namespace `default`.
+    pub fn config(&self) -> kube::Config {
+        kube::Config::new(self.url().parse().expect("the server's URL"))
+    }
+
+    /// A kube client for this server, as [`FakeApiServer::config`] makes it. It keeps kube's
+    /// default retry layer: a `503` is retried up to 15 times, waiting the greater of
+    /// `Retry-After` (1 s here) and an exponential backoff, so one call during a long
+    /// outage takes minutes to fail (set `default_retry = false` in the config to see the
+    /// `503` at once).
+    pub fn client(&self) -> kube::Client {
+        kube::Client::try_from(self.config()).expect("a kube client for the fake API server")
+    }
+
+    /// Creates or replaces `obj` (`apiVersion`, `kind`, `metadata.name`, namespace
+    /// `default` unless given) as an admin's `kubectl apply` would: generation moves only
+    /// when the content changes, and `.status` of the portcullis kinds is kept as it was.
+    /// Returns the stored object.
+    pub fn apply(&self, obj: Value) -> Value {
+        self.shared.change(|s| s.admin_apply(obj))
+    }
+
+    /// Deletes an object (a `DELETED` event); returns it, `None` when it did not exist.
+    pub fn delete(&self, api_version: &str, plural: &str, ns: &str, name: &str) -> Option<Value> {
+        let rt = resource_type(api_version, plural);
+        self.shared.change(|s| s.delete(rt, ns, name).ok())
+    }
+
+    pub fn get(&self, api_version: &str, plural: &str, ns: &str, name: &str) -> Option<Value> {
+        let rt = resource_type(api_version, plural);
+        self.shared.lock().get(rt, ns, name).cloned()
+    }
+
+    /// Every object of a kind, all namespaces, ordered by namespace and name.
+    pub fn list(&self, plural: &str) -> Vec<Value> {
+        let store = self.shared.lock();
+        store
+            .objects
+            .iter()
+            .filter(|((p, _, _), _)| *p == plural)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// The current resourceVersion.
+    pub fn resource_version(&self) -> String {
+        self.shared.lock().rv.to_string()
+    }
+
+    /// While on, every request gets `503` and every open watch ends.
+    pub fn set_outage(&self, on: bool) {
+        self.shared.change(|s| s.outage = on);
+    }
+
+    /// Forgets the change history: a watch resuming from a resourceVersion older than the
+    /// current one gets an `ERROR` event `410 Expired`, which makes kube's watcher relist.
+    pub fn compact(&self) {
+        self.shared.change(Store::compact);
+    }
+
+    /// Every request so far (including refused ones), in order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.lock().requests.clone()
+    }
+
+    pub fn clear_requests(&self) {
+        self.shared.lock().requests.clear();
+    }
+}
+
+impl Drop for FakeApiServer {
+    fn drop(&mut self) {
+        self.server.abort();
+        self.shared.change(|s| s.closed = true);
+    }
+}
+
+fn resource_type(api_version: &str, plural: &str) -> &'static ResourceType {
+    ResourceType::by_plural(api_version, plural)
+        .unwrap_or_else(|| panic!("the fake API server does not serve {api_version} {plural}"))
+}
+
+/// What a request path addresses.
+struct Route {
+    rt: &'static ResourceType,
+    ns: Option<String>,
+    name: Option<String>,
+    part: Part,
+}
+
+/// `/api/v1[/namespaces/{ns}]/{plural}[/{name}]` and
+/// `/apis/{group}/{version}[/namespaces/{ns}]/{plural}[/{name}[/status]]`.
+fn route(path: &str) -> Option<Route> {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, version, rest) = match segments.as_slice() {
+        ["api", version, rest @ ..] => ("", *version, rest),
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
+        _ => return None,
+    };
+    let (ns, rest) = match rest {
+        ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(ns.to_string()), rest),
+        _ => (None, rest),
+    };
+    let (plural, name, part) = match rest {
+        [plural] => (*plural, None, Part::Main),
+        [plural, name] if ns.is_some() => (*plural, Some(name.to_string()), Part::Main),
+        [plural, name, "status"] if ns.is_some() => (*plural, Some(name.to_string()), Part::Status),
+        _ => return None,
+    };
+    let rt = TYPES
+        .iter()
+        .find(|t| t.group == group && t.version == version && t.plural == plural)?;
+    (part == Part::Main || rt.status).then_some(Route { rt, ns, name, part })
+}
+
+async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 << 20)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    let outage = {
+        let mut store = shared.lock();
+        store.requests.push(RecordedRequest {
+            method: parts.method.to_string(),
+            path_and_query,
+            content_type: content_type.clone(),
+            body: (!text.is_empty())
+                .then(|| serde_json::from_str(&text).unwrap_or_else(|_| json!(text))),
+        });
+        store.outage
+    };
+    if outage {
+        let e = ApiError::new(503, "ServiceUnavailable", "the fake API server is down");
+        let mut response = error(e);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return response;
+    }
+    let query: HashMap<String, String> = parts
+        .uri
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let Some(route) = route(parts.uri.path()) else {
+        return error(ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ));
+    };
+    let (rt, part) = (route.rt, route.part);
+    let json_body = || {
+        serde_json::from_str::<Value>(&text)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    };
+    let watch = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
+    let result = match (parts.method, route.ns.as_deref(), route.name.as_deref()) {
+        (Method::GET, ns, None) if watch => return watch::respond(shared, rt, ns, &query),
+        (Method::GET, ns, None) => list(&shared.lock(), rt, ns, &query),
+        (Method::DELETE, ns, None) => Ok(delete_collection(&shared, rt, ns, &query)),
+        (Method::POST, Some(ns), None) => {
+            match json_body().and_then(|b| shared.change(|s| s.create(rt, ns, b))) {
+                Ok(created) => return json_response(StatusCode::CREATED, &created),
+                Err(e) => Err(e),
+            }
+        }
+        (Method::GET, Some(ns), Some(name)) => shared
+            .lock()
+            .get(rt, ns, name)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(rt, name)),
+        (Method::PUT, Some(ns), Some(name)) => {
+            json_body().and_then(|b| shared.change(|s| s.replace(rt, ns, name, part, b)))
+        }
+        (Method::PATCH, Some(ns), Some(name)) => {
+            let content_type = content_type.unwrap_or_default();
+            let manager = query.get("fieldManager").map(String::as_str);
+            shared.change(|s| s.patch(rt, ns, name, part, &content_type, &text, manager))
+        }
+        (Method::DELETE, Some(ns), Some(name)) => shared.change(|s| s.delete(rt, ns, name)),
+        (method, ..) => Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            format!("{method} is not supported here"),
+        )),
+    };
+    match result {
+        Ok(value) => json_response(StatusCode::OK, &value),
+        Err(e) => error(e),
+    }
+}
+
+fn json_response(code: StatusCode, value: &Value) -> Response {
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        value.to_string(),
+    )
+        .into_response()
+}
+
+fn error(e: ApiError) -> Response {
+    let code = StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json_response(code, &e.status())
+}
+
+/// The objects of `rt` in `ns` (all namespaces when `None`) that match the request's
+/// label and field selectors, ordered by namespace and name.
+fn selected<'a>(
+    store: &'a Store,
+    rt: &ResourceType,
+    ns: Option<&str>,
+    query: &HashMap<String, String>,
+) -> Vec<(&'a store::Key, &'a Value)> {
+    let labels = query.get("labelSelector").map(String::as_str).unwrap_or("");
+    let fields = query.get("fieldSelector").map(String::as_str).unwrap_or("");
+    store
+        .objects
+        .iter()
+        .filter(|((plural, obj_ns, _), obj)| {
+            *plural == rt.plural
+                && ns.is_none_or(|ns| ns == obj_ns)
+                && labels_match(labels, obj)
+                && fields_match(fields, obj)
+        })
+        .collect()
+}
+
+/// A list, paginated when `limit` is given: the continue token holds the list's
+/// resourceVersion and the last key served, so every page reports the first page's
+/// resourceVersion, as a real list snapshot does (objects changed meanwhile come back
+/// as watch events from there).
+fn list(
+    store: &Store,
+    rt: &ResourceType,
+    ns: Option<&str>,
+    query: &HashMap<String, String>,
+) -> Result<Value, ApiError> {
+    let (rv, after) = match query.get("continue").filter(|c| !c.is_empty()) {
+        Some(token) => {
+            let bad = || ApiError::bad_request(format!("invalid continue token {token}"));
+            let (rv, key) = token.split_once('|').ok_or_else(bad)?;
+            let (ns, name) = key.split_once('/').ok_or_else(bad)?;
+            (rv.to_string(), Some((ns.to_string(), name.to_string())))
+        }
+        None => (store.rv.to_string(), None),
+    };
+    let limit = query
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| *l > 0)
+        .unwrap_or(usize::MAX);
+    let mut rest = selected(store, rt, ns, query)
+        .into_iter()
+        .filter(|((_, ns, name), _)| after.as_ref().is_none_or(|a| (ns, name) > (&a.0, &a.1)))
+        .peekable();
+    let mut items = Vec::new();
+    let mut last = None;
+    while items.len() < limit {
+        let Some(((_, ns, name), obj)) = rest.next() else {
+            break;
+        };
+        items.push(obj.clone());
+        last = Some(format!("{ns}/{name}"));
+    }
+    let mut metadata = json!({ "resourceVersion": rv });
+    if let (Some(last), true) = (last, rest.peek().is_some()) {
+        metadata["continue"] = json!(format!("{rv}|{last}"));
+        metadata["remainingItemCount"] = json!(rest.count());
+    }
+    Ok(json!({
+        "apiVersion": rt.api_version(),
+        "kind": format!("{}List", rt.kind),
+        "metadata": metadata,
+        "items": items,
+    }))
+}
+
+fn delete_collection(
+    shared: &Shared,
+    rt: &ResourceType,
+    ns: Option<&str>,
+    query: &HashMap<String, String>,
+) -> Value {
+    shared.change(|store| {
+        let keys: Vec<_> = selected(store, rt, ns, query)
+            .into_iter()
+            .map(|(key, _)| key.clone())
+            .collect();
+        let items: Vec<Value> = keys
+            .iter()
+            .filter_map(|(_, ns, name)| store.delete(rt, ns, name).ok())
+            .collect();
+        json!({
+            "apiVersion": rt.api_version(),
+            "kind": format!("{}List", rt.kind),
+            "metadata": { "resourceVersion": store.rv.to_string() },
+            "items": items,
+        })
+    })
+}
