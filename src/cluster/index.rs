@@ -8,8 +8,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::resources::{ResourceStatus, SecretKeyRef, SecretProblem};
 use crate::resources::qualified;
+use crate::resources::{ResourceStatus, SecretKeyRef, SecretProblem};
 use crate::snapshot::{admit_user, Compiler, RejectReason, Rejection, UserIndex};
 use crate::source::{FieldError, Origin, Resource, Spec};
 

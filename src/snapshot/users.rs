@@ -366,7 +366,9 @@ mod tests {
     fn a_removed_user_is_gone_and_the_one_moved_into_its_place_is_still_found() {
         let mut index = UserIndex::default();
         for (name, id) in [("a", "1"), ("b", "2"), ("c", "3")] {
-            assert!(index.insert(KnownUser::new(name, &spec(&[("s", id)]))).is_none());
+            assert!(index
+                .insert(KnownUser::new(name, &spec(&[("s", id)])))
+                .is_none());
         }
         assert_eq!(index.remove("a").unwrap().name(), "a");
         assert!(index.remove("a").is_none());
@@ -376,7 +378,9 @@ mod tests {
             assert_eq!(index.by_identifier("s", id).unwrap().name(), name);
         }
         // The freed identifier can be taken again.
-        assert!(index.insert(KnownUser::new("d", &spec(&[("s", "1")]))).is_none());
+        assert!(index
+            .insert(KnownUser::new("d", &spec(&[("s", "1")])))
+            .is_none());
         assert_eq!(index.len(), 3);
     }
 

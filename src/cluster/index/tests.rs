@@ -388,15 +388,27 @@ fn user_changes_apply_in_place_until_a_clash_needs_a_full_compile() {
     let changed: BTreeSet<ObjectKey> = [bob.key.clone()].into();
     let verdicts = index.update_users(&mut users, &changed).unwrap();
     assert!(verdicts[0].ready.status);
-    assert_eq!(users.by_identifier("https://kc", "2").unwrap().name(), "a/bob");
+    assert_eq!(
+        users.by_identifier("https://kc", "2").unwrap().name(),
+        "a/bob"
+    );
 
     index.apply(user("bob", "3", 3));
     index.update_users(&mut users, &changed).unwrap();
     assert!(users.by_identifier("https://kc", "2").is_none());
-    assert_eq!(users.by_identifier("https://kc", "3").unwrap().name(), "a/bob");
+    assert_eq!(
+        users.by_identifier("https://kc", "3").unwrap().name(),
+        "a/bob"
+    );
 
     // An invalid edit keeps the previous version.
-    index.apply(object(Kind::User, "a", "bob", 4, json!({"identifier": "not a list"})));
+    index.apply(object(
+        Kind::User,
+        "a",
+        "bob",
+        4,
+        json!({"identifier": "not a list"}),
+    ));
     let verdicts = index.update_users(&mut users, &changed).unwrap();
     assert_eq!(verdicts[0].ready.reason, "Invalid");
     assert!(verdicts[0].previous_serves);

@@ -1,0 +1,302 @@
+//! Kubernetes mode at scale: `cargo bench --bench cluster`.
+//!
+//! `serve --kube` (the release binary) against the in-repo fake API server holding 10,000
+//! AccessPolicies and 100,000 Users. Prints time to ready, resident memory, the time from a
+//! policy edit to the first decision that uses it (target < 1 s), from a User created
+//! elsewhere (another replica, `kubectl`) to a decision that finds it (target < 100 ms), and
+//! the CPU the process spends per User event. Figures go to BENCHMARKS.md.
+//! `CLUSTER_BENCH_POLICIES` and `CLUSTER_BENCH_USERS` change the sizes.
+
+#[path = "../tests/support/fake_apiserver/mod.rs"]
+#[allow(dead_code)]
+mod fake_apiserver;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{encode, EncodingKey, Header};
+use serde_json::{json, Value};
+
+use fake_apiserver::FakeApiServer;
+
+const API: &str = "portcullis.dev/v1alpha1";
+const NS: &str = "bench";
+const ISS: &str = "https://bench.example.com";
+const SECRET: &str = "bench-secret-of-at-least-32-bytes!!";
+const SYSTEM: &str = "https://kc.bench";
+
+fn size(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn object(kind: &str, name: &str, spec: Value) -> Value {
+    json!({"apiVersion": API, "kind": kind, "metadata": {"name": name, "namespace": NS}, "spec": spec})
+}
+
+fn policy(i: usize, method: &str) -> Value {
+    object(
+        "AccessPolicy",
+        &format!("policy-{i:05}"),
+        json!({"engine": "matcho", "matcho": {"request-method": method, "uri": format!("#^/svc-{i}/")}}),
+    )
+}
+
+fn user(name: &str, sub: &str) -> Value {
+    object(
+        "User",
+        name,
+        json!({"identifier": [{"system": SYSTEM, "value": sub}],
+               "data": {"name": name, "roles": ["reader"]}, "email": format!("{name}@example.com")}),
+    )
+}
+
+fn token(sub: &str) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    encode(
+        &Header::default(),
+        &json!({"iss": ISS, "sub": sub, "iat": now, "exp": now + 3600}),
+        &EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Serve {
+    child: Child,
+    http: String,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Serve {
+    fn rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kib / 1024.0
+    }
+
+    /// User + system CPU of the process so far.
+    fn cpu(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        // USER_HZ is 100 on Linux.
+        Duration::from_millis(ticks * 10)
+    }
+}
+
+async fn decide(
+    client: &reqwest::Client,
+    serve: &Serve,
+    method: &str,
+    path: &str,
+    sub: &str,
+) -> (u16, Option<String>) {
+    let response = client
+        .request(
+            method.parse().unwrap(),
+            format!("{}/ext-authz{path}", serve.http),
+        )
+        .bearer_auth(token(sub))
+        .send()
+        .await
+        .unwrap();
+    let user = response
+        .headers()
+        .get("x-portcullis-user")
+        .map(|v| v.to_str().unwrap().to_string());
+    (response.status().as_u16(), user)
+}
+
+/// Polls every 2 ms until `done`; the time it took.
+async fn time_until<F, Fut>(mut done: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !done().await {
+        assert!(start.elapsed() < Duration::from_secs(60), "never happened");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    start.elapsed()
+}
+
+fn summary(mut samples: Vec<Duration>) -> String {
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    format!(
+        "median {:.1} ms, max {:.1} ms ({} runs)",
+        ms(samples[samples.len() / 2]),
+        ms(*samples.last().unwrap()),
+        samples.len()
+    )
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    // `cargo bench` passes `--bench`; a filter that is not ours means another bench's run.
+    if std::env::args()
+        .skip(1)
+        .any(|a| !a.starts_with("--") && a != "cluster")
+    {
+        return;
+    }
+    let policies = size("CLUSTER_BENCH_POLICIES", 10_000);
+    let users = size("CLUSTER_BENCH_USERS", 100_000);
+    let fake = FakeApiServer::start().await;
+    fake.apply(object(
+        "IdentityProvider",
+        "kc",
+        json!({"system": SYSTEM, "userinfo-source": "id-token"}),
+    ));
+    fake.apply(object(
+        "TokenIntrospector",
+        "auth",
+        json!({"type": "jwt", "jwt": {"iss": ISS, "secret": SECRET},
+               "identity_provider": {"reference": "IdentityProvider/kc"}}),
+    ));
+    for i in 0..policies {
+        fake.apply(policy(i, "get"));
+    }
+    for i in 0..users {
+        fake.apply(user(&format!("user-{i:06}"), &format!("sub-{i}")));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: f, cluster: {{server: \"{}\"}}}}]\n\
+             users: [{{name: f, user: {{}}}}]\ncontexts: [{{name: f, context: {{cluster: f, user: f}}}}]\n\
+             current-context: f\n",
+            fake.url()
+        ),
+    )
+    .unwrap();
+
+    let http_port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["serve", "--kube", "--decision-log-allow-sample", "0"])
+        .arg("--grpc-addr")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--http-addr")
+        .arg(format!("127.0.0.1:{http_port}"))
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let serve = Serve {
+        child,
+        http: format!("http://127.0.0.1:{http_port}"),
+    };
+    let client = reqwest::Client::new();
+    let ready = time_until(|| async {
+        let r = client.get(format!("{}/readyz", serve.http)).send().await;
+        r.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    println!("cluster: {policies} AccessPolicies, {users} Users from the fake API server");
+    println!(
+        "  time to ready                 {:.2} s",
+        ready.as_secs_f64()
+    );
+    println!("  resident memory when ready    {:.0} MiB", serve.rss_mib());
+
+    // A policy edit, to the first decision that uses it.
+    let mut edits = Vec::new();
+    for round in 0..10 {
+        let i = (round * 997) % policies;
+        let path = format!("/svc-{i}/x");
+        for method in ["POST", "GET"] {
+            fake.apply(policy(i, &method.to_lowercase()));
+            edits.push(
+                time_until(|| async {
+                    decide(&client, &serve, method, &path, "sub-1").await.0 == 200
+                })
+                .await,
+            );
+        }
+    }
+    println!("  policy edit → decision        {}", summary(edits));
+
+    // A User created elsewhere, to a decision that finds it.
+    let mut found = Vec::new();
+    for k in 0..20 {
+        let name = format!("new-{k}");
+        let sub = format!("new-sub-{k}");
+        fake.apply(user(&name, &sub));
+        found.push(
+            time_until(|| async {
+                decide(&client, &serve, "GET", "/svc-1/x", &sub)
+                    .await
+                    .1
+                    .as_deref()
+                    == Some(name.as_str())
+            })
+            .await,
+        );
+    }
+    println!("  User created → decision       {}", summary(found));
+
+    // CPU per User event: events one at a time, then a burst.
+    for (label, count, gap) in [
+        ("one at a time", 200, Duration::from_millis(20)),
+        ("in a burst", 2_000, Duration::ZERO),
+    ] {
+        let before = serve.cpu();
+        let last = format!("cpu-{label}-{}", count - 1).replace(' ', "-");
+        for k in 0..count {
+            let name = format!("cpu-{label}-{k}").replace(' ', "-");
+            fake.apply(user(&name, &format!("{name}-sub")));
+            if !gap.is_zero() {
+                tokio::time::sleep(gap).await;
+            }
+        }
+        let sub = format!("{last}-sub");
+        time_until(|| async {
+            decide(&client, &serve, "GET", "/svc-1/x", &sub)
+                .await
+                .1
+                .as_deref()
+                == Some(last.as_str())
+        })
+        .await;
+        let spent = serve.cpu() - before;
+        println!(
+            "  CPU per User event, {label:<13} {:.2} ms ({count} events, {:.0} ms in all)",
+            spent.as_secs_f64() * 1000.0 / count as f64,
+            spent.as_secs_f64() * 1000.0
+        );
+    }
+    println!("  resident memory at the end    {:.0} MiB", serve.rss_mib());
+}
