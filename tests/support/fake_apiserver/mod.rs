@@ -11,8 +11,16 @@
 //! shows what clients sent ([`FakeApiServer::requests`]).
 //!
 //! Known differences from a real server: server-side apply merges the intent (removing what
-//! the same field manager dropped since its last apply) without ownership conflicts; lists
-//! are atomic; `dryRun` is not honoured; deletes are immediate (no finalizers).
+//! the same field manager dropped since its last apply) and knows no ownership conflicts;
+//! arrays inside objects are replaced whole by every kind of patch; `dryRun`, finalizers,
+//! validation and admission do not exist; bookmarks come every second.
+//!
+//! What kube-rs 5 does with it (see the tests in `tests/fake_apiserver.rs`): its watcher
+//! lists with `limit=500` (pages are served), watches from the list's resourceVersion,
+//! and relists only on an `ERROR` event with code 410 inside a 200 watch response (an HTTP
+//! 410 would make it retry the same watch forever). Its client retries a `503` by itself
+//! (see [`FakeApiServer::client`]), so a watcher sees no error during a short outage: it
+//! just resumes, about a second after the outage ends.
 
 mod store;
 mod watch;
@@ -76,14 +84,13 @@ impl Shared {
 pub struct FakeApiServer {
     shared: Arc<Shared>,
     addr: SocketAddr,
-    server: tokio::task::JoinHandle<()>,
 }
 
 impl FakeApiServer {
     /// Starts a server on `127.0.0.1:<free port>`.
     pub async fn start() -> FakeApiServer {
         let shared = Arc::new(Shared {
-            store: Mutex::new(Store::default()),
+            store: Mutex::new(Store::new()),
             tick: tokio::sync::watch::Sender::new(0),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -93,14 +100,19 @@ impl FakeApiServer {
         let app = axum::Router::new()
             .fallback(handle)
             .with_state(shared.clone());
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("fake API server");
+        // Dropping the handle closes the store, which ends the watches; then the graceful
+        // shutdown closes every connection, so clients see a server that is gone.
+        let mut closed = shared.tick.subscribe();
+        let gone = shared.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = closed.wait_for(|_| gone.lock().closed).await;
+                })
+                .await
+                .expect("fake API server");
         });
-        FakeApiServer {
-            shared,
-            addr,
-            server,
-        }
+        FakeApiServer { shared, addr }
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -180,7 +192,6 @@ impl FakeApiServer {
 
 impl Drop for FakeApiServer {
     fn drop(&mut self) {
-        self.server.abort();
         self.shared.change(|s| s.closed = true);
     }
 }
@@ -248,7 +259,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
             body: (!text.is_empty())
                 .then(|| serde_json::from_str(&text).unwrap_or_else(|_| json!(text))),
         });
-        store.outage
+        store.outage || store.closed
     };
     if outage {
         let e = ApiError::new(503, "ServiceUnavailable", "the fake API server is down");
@@ -299,7 +310,12 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
             let manager = query.get("fieldManager").map(String::as_str);
             shared.change(|s| s.patch(rt, ns, name, part, &content_type, &text, manager))
         }
-        (Method::DELETE, Some(ns), Some(name)) => shared.change(|s| s.delete(rt, ns, name)),
+        (Method::DELETE, Some(ns), Some(name)) => {
+            // DeleteOptions may carry preconditions (uid, resourceVersion).
+            let options = serde_json::from_str::<Value>(&text).unwrap_or_default();
+            let preconditions = &options["preconditions"];
+            shared.change(|s| s.delete_if(rt, ns, name, preconditions))
+        }
         (method, ..) => Err(ApiError::new(
             405,
             "MethodNotAllowed",

@@ -160,6 +160,15 @@ pub struct Store {
 }
 
 impl Store {
+    /// An empty store at resourceVersion 1: a real server never lists at "0", which on a
+    /// watch means "any version", not "from the beginning".
+    pub fn new() -> Self {
+        Store {
+            rv: 1,
+            ..Store::default()
+        }
+    }
+
     pub fn get(&self, rt: &ResourceType, ns: &str, name: &str) -> Option<&Value> {
         self.objects
             .get(&(rt.plural, ns.to_string(), name.to_string()))
@@ -290,6 +299,26 @@ impl Store {
             }
         };
         Ok(self.commit(rt, ns, name, patched))
+    }
+
+    /// DELETE with `DeleteOptions.preconditions`: `409 Conflict` unless uid and
+    /// resourceVersion (those given) are the object's.
+    pub fn delete_if(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        preconditions: &Value,
+    ) -> Result<Value, ApiError> {
+        let old = self.get_or_404(rt, ns, name)?;
+        for field in ["uid", "resourceVersion"] {
+            if let Some(want) = preconditions[field].as_str() {
+                if old["metadata"][field] != want {
+                    return Err(ApiError::conflict(rt, name));
+                }
+            }
+        }
+        self.delete(rt, ns, name)
     }
 
     pub fn delete(&mut self, rt: &ResourceType, ns: &str, name: &str) -> Result<Value, ApiError> {
