@@ -539,9 +539,9 @@ async fn the_shipped_rbac_rules_are_exactly_what_the_binary_asks_for() {
 fn permission(r: &RecordedRequest) -> Option<(String, String, String)> {
     let path = r.path();
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let (group, rest) = match parts.first()? {
-        &"api" => ("", &parts[2..]),
-        &"apis" => (parts[1], &parts[3..]),
+    let (group, rest) = match *parts.first()? {
+        "api" => ("", &parts[2..]),
+        "apis" => (parts[1], &parts[3..]),
         _ => return None,
     };
     let rest = match rest {

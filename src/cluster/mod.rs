@@ -63,6 +63,8 @@ pub struct Built {
     pub snapshot: Snapshot,
     pub objects: usize,
     pub refused: usize,
+    /// Only Users changed since the last build: worth no more than a debug line.
+    pub users_only: bool,
 }
 
 /// Starts the watchers and the index task. Snapshots arrive on the returned channel, the
@@ -184,7 +186,7 @@ impl IndexTask {
                 if object.key.kind == Kind::User {
                     self.users_changed.insert(object.key.clone());
                 }
-                self.index.apply(object)
+                self.index.apply(*object)
             }
             Change::Deleted(key) => {
                 if key.kind == Kind::User {
@@ -226,6 +228,7 @@ impl IndexTask {
     }
 
     fn build(&mut self, dirty: Dirty) -> Built {
+        let users_only = !dirty.config && self.config.is_some();
         let mut verdicts = Vec::new();
         if dirty.config || self.config.is_none() {
             let (compiler, v) = self.index.compile(&Kind::CONFIG);
@@ -262,6 +265,7 @@ impl IndexTask {
             objects: Kind::ALL.iter().map(|&k| self.index.len(k)).sum(),
             snapshot,
             refused,
+            users_only,
         }
     }
 

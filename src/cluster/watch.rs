@@ -23,7 +23,7 @@ pub enum Change {
         namespace: Option<String>,
         objects: Vec<Object>,
     },
-    Applied(Object),
+    Applied(Box<Object>),
     Deleted(ObjectKey),
     Secret {
         namespace: String,
@@ -95,7 +95,7 @@ pub fn kind(
                     namespace: namespace.clone(),
                     objects: std::mem::take(&mut listed),
                 },
-                Ok(Event::Apply(o)) => Change::Applied(object(kind, o)),
+                Ok(Event::Apply(o)) => Change::Applied(Box::new(object(kind, o))),
                 Ok(Event::Delete(o)) => Change::Deleted(key(kind, &o)),
                 Err(e) => {
                     tracing::warn!(kind = kind.name(), error = %e, "watch failed; retrying");

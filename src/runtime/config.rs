@@ -78,12 +78,17 @@ impl Reloader {
         self.metrics
             .config_loaded(true, resources, snapshot.warnings.len());
         self.metrics.user_files_skipped(snapshot.skipped.len());
+        self.swap(snapshot);
+        self.health.ready().await;
+        true
+    }
+
+    /// Serves `snapshot` at once; Users created meanwhile and now in it leave the overlay.
+    pub fn swap(&self, snapshot: Snapshot) {
         self.snapshots.store(snapshot);
         if let Some(serving) = self.snapshots.load() {
             self.authorizer.users.snapshot_changed(&serving);
         }
-        self.health.ready().await;
-        true
     }
 }
 
@@ -161,7 +166,12 @@ impl Cluster {
         tokio::spawn(async move {
             while let Some(built) = self.built.recv().await {
                 reloader.metrics.resources_refused(built.refused);
-                reloader.apply((Ok(built.snapshot), built.objects)).await;
+                if built.users_only {
+                    tracing::debug!(users = built.snapshot.users.len(), "users updated");
+                    reloader.swap(built.snapshot);
+                } else {
+                    reloader.apply((Ok(built.snapshot), built.objects)).await;
+                }
             }
         });
     }
