@@ -2,33 +2,23 @@
 //! brings them back into the index; until then the resolver's overlay serves them.
 
 use futures::future::BoxFuture;
-use kube::api::Api;
-use kube::Client;
+
 use tokio::sync::{mpsc, oneshot};
 
 use super::writer::Command;
 use crate::resources;
-use crate::snapshot::{namespace_of, qualified};
+use crate::snapshot::qualified;
 use crate::users::{manifest, KnownUser, StoreError, UserStore};
 
 pub struct ClusterUserStore {
     writer: mpsc::Sender<Command>,
-    client: Client,
     /// Put on every created User, so that a `--selector` watch sees it.
     labels: Vec<(String, String)>,
 }
 
 impl ClusterUserStore {
-    pub fn new(
-        writer: mpsc::Sender<Command>,
-        client: Client,
-        labels: Vec<(String, String)>,
-    ) -> Self {
-        ClusterUserStore {
-            writer,
-            client,
-            labels,
-        }
+    pub fn new(writer: mpsc::Sender<Command>, labels: Vec<(String, String)>) -> Self {
+        ClusterUserStore { writer, labels }
     }
 }
 
@@ -74,18 +64,11 @@ impl UserStore for ClusterUserStore {
         })
     }
 
-    fn get<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<KnownUser>, StoreError>> {
-        Box::pin(async move {
-            let Some(namespace) = namespace_of(name) else {
-                return Err(StoreError::InvalidName(name.to_string()));
-            };
-            let api: Api<resources::User> = Api::namespaced(self.client.clone(), namespace);
-            let object_name = crate::snapshot::object_name(name);
-            api.get_opt(object_name)
-                .await
-                .map(|u| u.as_ref().map(known))
-                .map_err(|e| StoreError::Io(format!("reading User {name}: {e}")))
-        })
+    /// The User watch keeps the index current, so a User that exists is found there; one
+    /// that is not (outside the selector, or not yet delivered) is adopted on `409` at
+    /// creation. Asking the API server here would only add a round trip to the request.
+    fn get<'a>(&'a self, _name: &'a str) -> BoxFuture<'a, Result<Option<KnownUser>, StoreError>> {
+        Box::pin(async { Ok(None) })
     }
 
     fn describe(&self) -> String {

@@ -116,7 +116,6 @@ pub async fn start(
 pub struct Cluster {
     built: tokio::sync::mpsc::Receiver<crate::cluster::Built>,
     writer: tokio::sync::mpsc::Sender<crate::cluster::writer::Command>,
-    client: kube::Client,
     user_labels: Vec<(String, String)>,
 }
 
@@ -148,7 +147,6 @@ impl Cluster {
         Cluster {
             built,
             writer: writer_tx,
-            client,
             user_labels,
         }
     }
@@ -156,7 +154,6 @@ impl Cluster {
     pub fn user_store(&self) -> Arc<dyn crate::users::UserStore> {
         Arc::new(crate::cluster::users::ClusterUserStore::new(
             self.writer.clone(),
-            self.client.clone(),
             self.user_labels.clone(),
         ))
     }
