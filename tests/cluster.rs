@@ -109,6 +109,26 @@ async fn ready_condition(fake: &FakeApiServer, plural: &str, name: &str, status:
     .await
 }
 
+/// The IdentityProvider `kc` (Users from the token's claims) and the TokenIntrospector
+/// `auth` that names it, both with `labels`.
+fn with_provider(fake: &FakeApiServer, jwt: Value, labels: Value) {
+    let labelled = |mut o: Value| {
+        o["metadata"]["labels"] = labels.clone();
+        o
+    };
+    fake.apply(labelled(object(
+        "IdentityProvider",
+        "kc",
+        json!({"system": "https://kc", "userinfo-source": "id-token"}),
+    )));
+    fake.apply(labelled(object(
+        "TokenIntrospector",
+        "auth",
+        json!({"type": "jwt", "jwt": jwt,
+               "identity_provider": {"reference": "IdentityProvider/kc"}}),
+    )));
+}
+
 fn base(fake: &FakeApiServer) {
     fake.apply(introspector(json!({"iss": ISSUER, "secret": SECRET})));
     fake.apply(policy("read", "get"));
@@ -197,17 +217,7 @@ async fn apply_edit_and_delete_change_the_decision_and_status_says_why() {
 async fn users_and_identity_providers_from_the_cluster_resolve_the_user() {
     let fake = FakeApiServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    fake.apply(object(
-        "IdentityProvider",
-        "kc",
-        json!({"system": "https://kc", "userinfo-source": "id-token"}),
-    ));
-    fake.apply(object(
-        "TokenIntrospector",
-        "auth",
-        json!({"type": "jwt", "jwt": {"iss": ISSUER, "secret": SECRET},
-               "identity_provider": {"reference": "IdentityProvider/kc"}}),
-    ));
+    with_provider(&fake, json!({"iss": ISSUER, "secret": SECRET}), json!({}));
     fake.apply(object(
         "AccessPolicy",
         "alice-only",
@@ -317,17 +327,7 @@ async fn a_secret_rotation_changes_the_accepted_key() {
 async fn two_replicas_creating_one_subject_at_once_end_with_one_user() {
     let fake = FakeApiServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    fake.apply(object(
-        "IdentityProvider",
-        "kc",
-        json!({"system": "https://kc", "userinfo-source": "id-token"}),
-    ));
-    fake.apply(object(
-        "TokenIntrospector",
-        "auth",
-        json!({"type": "jwt", "jwt": {"iss": ISSUER, "secret": SECRET},
-               "identity_provider": {"reference": "IdentityProvider/kc"}}),
-    ));
+    with_provider(&fake, json!({"iss": ISSUER, "secret": SECRET}), json!({}));
     fake.apply(object("AccessPolicy", "all", json!({"engine": "allow"})));
     let a = serve(&fake, dir.path(), "replica-a", &["--create-users"]).await;
     let b = serve(&fake, dir.path(), "replica-b", &["--create-users"]).await;
@@ -464,17 +464,11 @@ async fn the_shipped_rbac_rules_are_exactly_what_the_binary_asks_for() {
     };
     fake.apply(json!({"apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": "hs", "namespace": NS}, "data": {"key": base64(SECRET)}}));
-    fake.apply(labelled(object(
-        "IdentityProvider",
-        "kc",
-        json!({"system": "https://kc", "userinfo-source": "id-token"}),
-    )));
-    fake.apply(labelled(object(
-        "TokenIntrospector",
-        "auth",
-        json!({"type": "jwt", "jwt": {"iss": ISSUER, "secretRef": {"name": "hs", "key": "key"}},
-               "identity_provider": {"reference": "IdentityProvider/kc"}}),
-    )));
+    with_provider(
+        &fake,
+        json!({"iss": ISSUER, "secretRef": {"name": "hs", "key": "key"}}),
+        json!({"tier": "auth"}),
+    );
     fake.apply(labelled(object(
         "AccessPolicy",
         "all",
