@@ -303,3 +303,21 @@ pub async fn load_once(client: Client, settings: Settings) -> anyhow::Result<Arc
         .ok_or_else(|| anyhow::anyhow!("the watchers stopped"))?;
     Ok(Arc::new(first.snapshot))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_users_carry_the_equality_terms_of_the_selector() {
+        let settings = |selector: &str| Settings {
+            namespaces: vec![],
+            selector: Some(selector.into()),
+        };
+        assert_eq!(
+            settings("tier=auth, team==a,env!=dev,stage in (x),ready").labels_for_created(),
+            [("tier".to_string(), "auth".to_string()), ("team".into(), "a".into())]
+        );
+        assert!(Settings::default().labels_for_created().is_empty());
+    }
+}
