@@ -168,6 +168,21 @@ async fn apply_edit_and_delete_change_the_decision_and_status_says_why() {
         "{invalid}"
     );
 
+    // An object this version cannot even read (schema skew) is marked; the watch goes on.
+    fake.apply(object(
+        "TokenIntrospector",
+        "unreadable",
+        json!({"type": "saml", "jwt": {"iss": "https://other"}}),
+    ));
+    let unreadable = ready_condition(&fake, "tokenintrospectors", "unreadable", "False").await;
+    assert!(
+        unreadable["message"]
+            .as_str()
+            .unwrap()
+            .contains("field `type`"),
+        "{unreadable}"
+    );
+
     // An invalid edit of a good object keeps the previous version serving.
     fake.apply(object(
         "AccessPolicy",
@@ -210,7 +225,7 @@ async fn apply_edit_and_delete_change_the_decision_and_status_says_why() {
     .await;
     assert_eq!(decide(&p, "GET", &token("alice", other)).await.status, 200);
     let metrics = p.metrics().await;
-    assert_eq!(metrics.value("portcullis_resources_refused", &[]), 1.0);
+    assert_eq!(metrics.value("portcullis_resources_refused", &[]), 2.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

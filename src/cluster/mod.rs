@@ -316,7 +316,10 @@ mod tests {
         };
         assert_eq!(
             settings("tier=auth, team==a,env!=dev,stage in (x),ready").labels_for_created(),
-            [("tier".to_string(), "auth".to_string()), ("team".into(), "a".into())]
+            [
+                ("tier".to_string(), "auth".to_string()),
+                ("team".into(), "a".into())
+            ]
         );
         assert!(Settings::default().labels_for_created().is_empty());
     }
