@@ -624,3 +624,40 @@ fn base64(text: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(text)
 }
+
+/// The `serve` command line of the Deployment in a manifest.
+fn deployment_args(manifest: &str) -> Vec<String> {
+    let deployment: Value = serde_yaml::Deserializer::from_str(manifest)
+        .filter_map(|d| serde_yaml::Value::deserialize(d).ok())
+        .map(|d| serde_json::to_value(d).unwrap())
+        .find(|d| d["kind"] == "Deployment")
+        .expect("a Deployment");
+    deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// What ships for Kubernetes mode (the plain manifest, the chart with `mode=kube`) starts,
+/// lists the cluster and becomes ready, as written.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_shipped_kube_mode_command_lines_become_ready() {
+    let fake = FakeApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    base(&fake);
+    for manifest in [
+        std::fs::read_to_string(repo_path("deploy/kubernetes/portcullis-kube.yaml")).unwrap(),
+        helm_kube_mode(),
+    ] {
+        let args = deployment_args(&manifest);
+        assert!(args.contains(&"--kube".to_string()), "{args:?}");
+        let p = Portcullis::builder()
+            .command_line(&args)
+            .env("KUBECONFIG", kubeconfig(&fake, dir.path()))
+            .start()
+            .await;
+        assert_eq!(decide(&p, "GET", &token("alice", SECRET)).await.status, 200);
+    }
+}
