@@ -146,3 +146,119 @@ async fn the_plain_manifests_ship_valid_configuration() {
     let docs = documents(&text);
     assert_serve_becomes_ready(&docs).await;
 }
+
+/// Every object the chart renders, for each of these value sets, parses into its
+/// Kubernetes type (a typo in a field would not).
+#[test]
+fn every_rendering_of_the_chart_parses_into_kubernetes_types() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+
+    let chart = support::repo_path("charts/portcullis");
+    let cases: [(&[&str], &[&str]); 4] = [
+        (
+            &[],
+            &[
+                "ConfigMap",
+                "Deployment",
+                "PodDisruptionBudget",
+                "Service",
+                "ServiceAccount",
+            ],
+        ),
+        (
+            &[
+                "mode=kube",
+                "kube.createUsers=true",
+                "serviceMonitor.enabled=true",
+            ],
+            &[
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "Role",
+                "RoleBinding",
+                "ServiceMonitor",
+            ],
+        ),
+        (
+            &["mode=kube", "kube.namespaces={a,b}", "kube.selector=team=x"],
+            &["RoleBinding"],
+        ),
+        (
+            &["replicaCount=1", "topologySpreadConstraints=null"],
+            &["Deployment"],
+        ),
+    ];
+    for (set, expect) in cases {
+        let mut cmd = Command::new(helm_bin());
+        cmd.args(["template", "auth", "--namespace", "auth"])
+            .arg(&chart);
+        for s in set {
+            cmd.args(["--set", s]);
+        }
+        let docs = documents(&run(&mut cmd));
+        let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+        for kind in expect {
+            assert!(
+                kinds.contains(kind),
+                "{set:?}: {kind} missing from {kinds:?}"
+            );
+        }
+        for doc in &docs {
+            let parsed = match doc["kind"].as_str().unwrap() {
+                "Deployment" => serde_yaml::from_value::<Deployment>(doc.clone()).map(drop),
+                "Service" => serde_yaml::from_value::<Service>(doc.clone()).map(drop),
+                "ServiceAccount" => serde_yaml::from_value::<ServiceAccount>(doc.clone()).map(drop),
+                "ConfigMap" => serde_yaml::from_value::<ConfigMap>(doc.clone()).map(drop),
+                "PodDisruptionBudget" => {
+                    serde_yaml::from_value::<PodDisruptionBudget>(doc.clone()).map(drop)
+                }
+                "ClusterRole" => serde_yaml::from_value::<ClusterRole>(doc.clone()).map(drop),
+                "ClusterRoleBinding" => {
+                    serde_yaml::from_value::<ClusterRoleBinding>(doc.clone()).map(drop)
+                }
+                "Role" => serde_yaml::from_value::<Role>(doc.clone()).map(drop),
+                "RoleBinding" => serde_yaml::from_value::<RoleBinding>(doc.clone()).map(drop),
+                "ServiceMonitor" => Ok(()), // the Prometheus Operator's type, not Kubernetes'
+                other => panic!("{set:?}: unexpected kind {other}"),
+            };
+            parsed.unwrap_or_else(|e| panic!("{set:?}: {:?} does not parse: {e}", doc["kind"]));
+        }
+        if set.contains(&"replicaCount=1") {
+            assert!(
+                !kinds.contains(&"PodDisruptionBudget"),
+                "one replica cannot keep one up"
+            );
+        }
+        if set.contains(&"kube.namespaces={a,b}") {
+            let bindings: Vec<&str> = docs
+                .iter()
+                .filter(|d| d["kind"] == "RoleBinding")
+                .filter_map(|d| d["metadata"]["namespace"].as_str())
+                .collect();
+            assert_eq!(
+                bindings,
+                ["a", "b"],
+                "the ClusterRole is bound in the watched namespaces only"
+            );
+            assert!(!kinds.contains(&"ClusterRoleBinding"));
+            let args = container_args(&docs);
+            assert!(
+                args.contains(&"--namespace=a".to_string())
+                    && args.contains(&"--selector=team=x".to_string()),
+                "{args:?}"
+            );
+        }
+    }
+
+    // Values are checked against values.schema.json.
+    let out = Command::new(helm_bin())
+        .args(["template", "auth", "--set", "mode=cluster"])
+        .arg(&chart)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/mode"));
+}
