@@ -661,3 +661,43 @@ async fn the_shipped_kube_mode_command_lines_become_ready() {
         assert_eq!(decide(&p, "GET", &token("alice", SECRET)).await.status, 200);
     }
 }
+
+/// One replica holds the status Lease; when it stops renewing, another takes it over.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_status_lease_passes_to_another_replica_when_its_holder_stops() {
+    use portcullis::cluster::lease::{self, LeaseSettings};
+    let fake = FakeApiServer::start().await;
+    let settings = |identity: &str| LeaseSettings {
+        duration: Duration::from_secs(1),
+        renew_every: Duration::from_millis(100),
+        ..LeaseSettings::new("portcullis".into(), identity.into())
+    };
+    let (a_tx, a) = tokio::sync::watch::channel(false);
+    let holder_a = tokio::spawn(lease::run(fake.client(), settings("a"), a_tx));
+    eventually("a holds the lease", || async {
+        (*a.borrow()).then_some(())
+    })
+    .await;
+
+    let (b_tx, b) = tokio::sync::watch::channel(false);
+    let _holder_b = tokio::spawn(lease::run(fake.client(), settings("b"), b_tx));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!*b.borrow(), "b must wait while a renews");
+    assert!(*a.borrow());
+
+    holder_a.abort();
+    eventually("b takes the lapsed lease over", || async {
+        (*b.borrow()).then_some(())
+    })
+    .await;
+    let lease = fake
+        .get(
+            "coordination.k8s.io/v1",
+            "leases",
+            "portcullis",
+            "portcullis-status-writer",
+        )
+        .unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "b");
+    assert_eq!(lease["spec"]["leaseTransitions"], 1);
+}
