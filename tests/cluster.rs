@@ -226,6 +226,10 @@ async fn apply_edit_and_delete_change_the_decision_and_status_says_why() {
     assert_eq!(decide(&p, "GET", &token("alice", other)).await.status, 200);
     let metrics = p.metrics().await;
     assert_eq!(metrics.value("portcullis_resources_refused", &[]), 2.0);
+
+    // Without its introspector, no token of that issuer is valid.
+    fake.delete(API, "tokenintrospectors", NS, "auth");
+    until_status(&p, "GET", &token("alice", other), 401, "the deleted introspector").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -250,6 +254,16 @@ async fn users_and_identity_providers_from_the_cluster_resolve_the_user() {
     let allowed = until_status(&p, "GET", &alice, 200, "the User is found").await;
     assert_eq!(allowed.header("x-portcullis-user"), Some("alice"));
     ready_condition(&fake, "users", "alice", "True").await;
+
+    // Deleted, the User no longer resolves; applied again, it does.
+    fake.delete(API, "users", NS, "alice");
+    until_status(&p, "GET", &alice, 403, "the deleted User is gone").await;
+    fake.apply(object(
+        "User",
+        "alice",
+        json!({"identifier": [{"system": "https://kc", "value": "sub-1"}]}),
+    ));
+    until_status(&p, "GET", &alice, 200, "the User is back").await;
 
     // A second User claiming the same identifier is refused as a conflict.
     fake.apply(object(
