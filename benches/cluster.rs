@@ -170,8 +170,12 @@ async fn main() {
     {
         return;
     }
-    let policies = size("CLUSTER_BENCH_POLICIES", 10_000);
-    let users = size("CLUSTER_BENCH_USERS", 100_000);
+    // `cargo test --all-targets` runs this without `--bench`: a small run that proves it
+    // works, at test speed.
+    let full = std::env::args().any(|a| a == "--bench");
+    let scale = |n: usize, small: usize| if full { n } else { small };
+    let policies = size("CLUSTER_BENCH_POLICIES", scale(10_000, 20));
+    let users = size("CLUSTER_BENCH_USERS", scale(100_000, 200));
     let fake = FakeApiServer::start().await;
     fake.apply(object(
         "IdentityProvider",
@@ -234,7 +238,7 @@ async fn main() {
 
     // A policy edit, to the first decision that uses it.
     let mut edits = Vec::new();
-    for round in 0..10 {
+    for round in 0..scale(10, 2) {
         let i = (round * 997) % policies;
         let path = format!("/svc-{i}/x");
         for method in ["POST", "GET"] {
@@ -251,7 +255,7 @@ async fn main() {
 
     // A User created elsewhere, to a decision that finds it.
     let mut found = Vec::new();
-    for k in 0..20 {
+    for k in 0..scale(20, 3) {
         let name = format!("new-{k}");
         let sub = format!("new-sub-{k}");
         fake.apply(user(&name, &sub));
@@ -270,8 +274,8 @@ async fn main() {
 
     // CPU per User event: events one at a time, then a burst.
     for (label, count, gap) in [
-        ("one at a time", 200, Duration::from_millis(20)),
-        ("in a burst", 2_000, Duration::ZERO),
+        ("one at a time", scale(200, 10), Duration::from_millis(20)),
+        ("in a burst", scale(2_000, 50), Duration::ZERO),
     ] {
         let before = serve.cpu();
         let last = format!("cpu-{label}-{}", count - 1).replace(' ', "-");

@@ -229,7 +229,14 @@ async fn apply_edit_and_delete_change_the_decision_and_status_says_why() {
 
     // Without its introspector, no token of that issuer is valid.
     fake.delete(API, "tokenintrospectors", NS, "auth");
-    until_status(&p, "GET", &token("alice", other), 401, "the deleted introspector").await;
+    until_status(
+        &p,
+        "GET",
+        &token("alice", other),
+        401,
+        "the deleted introspector",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
