@@ -280,8 +280,13 @@ impl ClusterIndex {
         self.objects.contains_key(key)
     }
 
-    pub fn len(&self, kind: Kind) -> usize {
-        self.objects.keys().filter(|k| k.kind == kind).count()
+    /// How many objects, of every kind.
+    pub fn len(&self) -> usize {
+        self.objects.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
     }
 
     /// Admits every object of `kinds` into a new compiler, older objects first, each in its

@@ -152,8 +152,9 @@ impl IndexTask {
             while let Ok(change) = changes.try_recv() {
                 dirty.merge(self.fold(change));
             }
-            let secrets_read = self.sync_secret_watchers();
             let first = self.config.is_none();
+            // Only an introspector or Secret change can change which Secrets are wanted.
+            let secrets_read = !(first || dirty.config) || self.sync_secret_watchers();
             if !self.waiting.is_empty() || (first && !secrets_read) || (!first && !dirty.any()) {
                 continue;
             }
@@ -262,7 +263,7 @@ impl IndexTask {
             let _ = writer.try_send(writer::Command::Verdicts(verdicts));
         }
         Built {
-            objects: Kind::ALL.iter().map(|&k| self.index.len(k)).sum(),
+            objects: self.index.len(),
             snapshot,
             refused,
             users_only,
