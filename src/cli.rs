@@ -62,10 +62,11 @@ pub struct ServeArgs {
     /// /healthz, /readyz, /metrics and HTTP ext_authz under /ext-authz.
     #[arg(long, env = "PORTCULLIS_HTTP_ADDR", default_value = "0.0.0.0:8181")]
     pub http_addr: SocketAddr,
-    /// The operator API (portcullis.admin.v1, Explain). Off unless set; keep it private.
+    /// The admin listener: the operator API (gRPC portcullis.admin.v1, Explain) and the
+    /// explain page (http://ADDR/). Off unless set; keep it private.
     #[arg(long, env = "PORTCULLIS_ADMIN_ADDR", requires = "admin_token_file")]
     pub admin_addr: Option<SocketAddr>,
-    /// A file holding the bearer token that callers of the operator API must present
+    /// A file holding the bearer token that callers of the admin listener must present
     /// (a mounted Secret, for example). Required with --admin-addr.
     #[arg(long, env = "PORTCULLIS_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,

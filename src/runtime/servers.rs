@@ -1,5 +1,6 @@
 //! The listeners: gRPC (ext_authz and health), HTTP (probes, metrics, HTTP ext_authz) and
-//! the optional admin API; and the health they report.
+//! the optional admin listener (the operator API and the explain page); and the health
+//! they report.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use super::shutdown::Stop;
 use crate::cli::ServeArgs;
 use crate::decision::Authorizer;
 use crate::metrics::Metrics;
-use crate::server::admin::{AdminServer, AdminService};
+use crate::server::admin::{self, AdminService};
 use crate::server::grpc::ExtAuthz;
 use crate::server::http::{router, HttpState};
 use crate::snapshot::SnapshotStore;
@@ -124,12 +125,23 @@ pub async fn run(
         if token.trim().len() < 16 {
             bail!("--admin-token-file holds fewer than 16 characters: use a long random token");
         }
-        tracing::info!(admin = %addr, "operator API enabled");
-        tonic::transport::Server::builder()
-            .add_service(AdminServer::new(AdminService::new(authorizer, &token)))
-            .serve_with_shutdown(addr, stop.wait())
+        let listener = TcpListener::bind(addr)
             .await
-            .with_context(|| format!("serving --admin-addr {addr}"))
+            .with_context(|| format!("binding --admin-addr {addr}"))?;
+        tracing::info!(admin = %addr, "operator API and explain page enabled");
+        // One port, two protocols: the gRPC service over HTTP/2 and the explain page
+        // over HTTP/1.1 (or 2), routed by path.
+        axum::serve(
+            listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                }
+            }),
+            admin::router(AdminService::new(authorizer, &token)),
+        )
+        .with_graceful_shutdown(stop.wait())
+        .await
+        .with_context(|| format!("serving --admin-addr {addr}"))
     };
 
     tokio::try_join!(

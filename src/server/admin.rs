@@ -1,21 +1,67 @@
-//! The operator API (`portcullis.admin.v1.Admin`): `Explain` for a single request.
+//! The admin listener (`--admin-addr`): the operator API `portcullis.admin.v1.Admin`
+//! (gRPC, `Explain` for a single request) and, on the same port over plain HTTP, the
+//! explain page ([`super::explain_page`]). Both explain only to callers with the operator
+//! token.
 
 use std::sync::Arc;
 
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
 use crate::decision::{Authorizer, HttpRequest};
 use crate::proto::admin::admin_server::Admin;
 use crate::proto::admin::{ExplainRequest, ExplainResponse};
+use crate::resources::REDACTED;
 
 pub use crate::proto::admin::admin_server::AdminServer;
 
+/// Both edges of the admin listener: the operator token and the authorizer they explain
+/// with. Cheap to clone.
+#[derive(Clone)]
 pub struct AdminService {
     authorizer: Arc<Authorizer>,
     /// SHA-256 of the operator token: compared by digest, so the comparison leaks nothing
     /// useful about the token through timing.
     token_digest: [u8; 32],
+}
+
+/// Why a caller of the admin listener was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No `authorization: Bearer ...` at all.
+    NoToken,
+    /// A bearer token, but not the operator's.
+    WrongToken,
+}
+
+/// One request to explain, as either edge receives it. Empty strings take the defaults:
+/// `GET`, `http`, `/`.
+#[derive(Debug, Default, Clone)]
+pub struct ExplainInput {
+    pub method: String,
+    pub scheme: String,
+    pub host: String,
+    /// Path with the query string.
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    /// A bearer token; when set it replaces any `authorization` header.
+    pub token: String,
+}
+
+/// What an explanation says, ready for either edge. Neither the token explained nor the
+/// operator token appears anywhere in it.
+#[derive(Debug)]
+pub struct Explained {
+    pub allowed: bool,
+    pub status: u16,
+    pub reason: String,
+    pub message: String,
+    pub policy: Option<String>,
+    /// The whole trace as JSON (the shape `portcullis explain --output json` prints).
+    pub trace: Value,
+    /// The trace as the readable tree `portcullis explain` prints.
+    pub tree: String,
 }
 
 impl AdminService {
@@ -27,21 +73,140 @@ impl AdminService {
     }
 
     /// Traces show validated claims and Users: never for a caller without the operator
-    /// token.
-    fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        let presented = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| Status::unauthenticated("the operator API needs a bearer token"))?;
-        let digest: [u8; 32] = Sha256::digest(presented.trim().as_bytes()).into();
+    /// token. `authorization` is the header's value, `Bearer <token>`.
+    pub fn check_operator(&self, authorization: Option<&str>) -> Result<(), Refusal> {
+        let presented = authorization
+            .and_then(bearer)
+            .filter(|t| !t.is_empty())
+            .ok_or(Refusal::NoToken)?;
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         if digest == self.token_digest {
             Ok(())
         } else {
-            Err(Status::permission_denied("not the operator token"))
+            Err(Refusal::WrongToken)
         }
     }
+
+    /// Decides `input` against the running configuration, as the ext_authz service would,
+    /// and says why at every step.
+    pub async fn explain(&self, input: ExplainInput) -> Explained {
+        let token = input.token.trim().to_owned();
+        let mut headers: Vec<(String, String)> = input
+            .headers
+            .into_iter()
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v))
+            .filter(|(k, _)| !k.is_empty() && (token.is_empty() || k != "authorization"))
+            .collect();
+        if !token.is_empty() {
+            headers.push(("authorization".into(), format!("Bearer {token}")));
+        }
+        let host = if input.host.is_empty() {
+            headers
+                .iter()
+                .find(|(k, _)| k == "host")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        } else {
+            input.host
+        };
+        let request = HttpRequest {
+            method: or_default(input.method, "GET").to_ascii_uppercase(),
+            scheme: or_default(input.scheme, "http"),
+            host,
+            path: or_default(input.path, "/"),
+            headers,
+            remote_addr: None,
+            context_extensions: Vec::new(),
+        };
+        let (decision, trace) = self.authorizer.explain(&request).await;
+        let mut trace_json = serde_json::to_value(&trace).unwrap_or_else(
+            |e| serde_json::json!({ "error": format!("the trace does not serialise: {e}") }),
+        );
+        let mut tree = trace.to_tree();
+        let mut message = decision.message.to_string();
+        // The request context never holds a credential header's value, and a trace shows
+        // claims, never the token; but the token may still have been pasted into another
+        // header or the path. The token presented is not shown back, wherever it was.
+        let presented = request
+            .headers
+            .iter()
+            .find(|(k, _)| k == "authorization")
+            .and_then(|(_, v)| bearer(v))
+            .unwrap_or_default();
+        scrub_value(&mut trace_json, presented);
+        scrub(&mut tree, presented);
+        scrub(&mut message, presented);
+        Explained {
+            allowed: decision.allowed(),
+            status: decision.http_status(),
+            reason: decision.reason.to_string(),
+            message,
+            policy: decision.policy,
+            trace: trace_json,
+            tree,
+        }
+    }
+}
+
+/// The token of `Bearer <token>` (the scheme in any case, RFC 9110).
+fn bearer(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+fn or_default(value: String, default: &str) -> String {
+    if value.trim().is_empty() {
+        default.to_owned()
+    } else {
+        value.trim().to_owned()
+    }
+}
+
+/// Secrets shorter than this are not scrubbed: replacing every `a` of a trace would hide
+/// more than it protects, and no token that validates is that short.
+const SCRUB_MIN_LEN: usize = 8;
+
+/// Replaces every occurrence of `secret` in `text` by the redaction marker.
+fn scrub(text: &mut String, secret: &str) {
+    if secret.len() >= SCRUB_MIN_LEN && text.contains(secret) {
+        *text = text.replace(secret, REDACTED);
+    }
+}
+
+/// [`scrub`] on every string of a JSON value, object keys included.
+fn scrub_value(value: &mut Value, secret: &str) {
+    if secret.len() < SCRUB_MIN_LEN {
+        return;
+    }
+    match value {
+        Value::String(s) => scrub(s, secret),
+        Value::Array(items) => items.iter_mut().for_each(|v| scrub_value(v, secret)),
+        Value::Object(map) => {
+            if map.keys().any(|k| k.contains(secret)) {
+                let entries = std::mem::take(map);
+                for (mut k, mut v) in entries {
+                    scrub(&mut k, secret);
+                    scrub_value(&mut v, secret);
+                    map.insert(k, v);
+                }
+            } else {
+                map.values_mut().for_each(|v| scrub_value(v, secret));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Everything the admin listener serves: the gRPC service under its own path
+/// (`/portcullis.admin.v1.Admin/...`, HTTP/2), the explain page's routes (HTTP/1.1 or 2)
+/// and a 404 for the rest.
+pub fn router(admin: AdminService) -> axum::Router {
+    tonic::service::Routes::new(AdminServer::new(admin.clone()))
+        .into_axum_router()
+        .merge(super::explain_page::router(admin))
+        .fallback(super::explain_page::not_found)
 }
 
 #[tonic::async_trait]
@@ -50,47 +215,74 @@ impl Admin for AdminService {
         &self,
         request: Request<ExplainRequest>,
     ) -> Result<Response<ExplainResponse>, Status> {
-        self.authorize(&request)?;
-        let r = request.into_inner();
-        let mut headers: Vec<(String, String)> = r
-            .headers
-            .into_iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v))
-            .filter(|(k, _)| r.token.is_empty() || k != "authorization")
-            .collect();
-        if !r.token.is_empty() {
-            headers.push(("authorization".into(), format!("Bearer {}", r.token)));
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        match self.check_operator(authorization) {
+            Ok(()) => {}
+            Err(Refusal::NoToken) => {
+                return Err(Status::unauthenticated(
+                    "the operator API needs a bearer token",
+                ))
+            }
+            Err(Refusal::WrongToken) => {
+                return Err(Status::permission_denied("not the operator token"))
+            }
         }
-        let request = HttpRequest {
-            method: if r.method.is_empty() {
-                "GET".into()
-            } else {
-                r.method
+        let r = request.into_inner();
+        let explained = AdminService::explain(
+            self,
+            ExplainInput {
+                method: r.method,
+                scheme: r.scheme,
+                host: r.host,
+                path: r.path,
+                headers: r.headers.into_iter().collect(),
+                token: r.token,
             },
-            scheme: if r.scheme.is_empty() {
-                "http".into()
-            } else {
-                r.scheme
-            },
-            host: r.host,
-            path: if r.path.is_empty() {
-                "/".into()
-            } else {
-                r.path
-            },
-            headers,
-            remote_addr: None,
-            context_extensions: Vec::new(),
-        };
-        let (decision, trace) = self.authorizer.explain(&request).await;
-        let trace_json = serde_json::to_string_pretty(&trace)
+        )
+        .await;
+        let trace_json = serde_json::to_string_pretty(&explained.trace)
             .map_err(|e| Status::internal(format!("trace: {e}")))?;
         Ok(Response::new(ExplainResponse {
-            allowed: decision.allowed(),
-            status: decision.http_status().into(),
-            reason: decision.reason.to_string(),
-            policy: decision.policy.unwrap_or_default(),
+            allowed: explained.allowed,
+            status: explained.status.into(),
+            reason: explained.reason,
+            policy: explained.policy.unwrap_or_default(),
             trace_json,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn bearer_takes_the_scheme_in_any_case() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer  abc "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearer"), None);
+    }
+
+    #[test]
+    fn a_secret_is_scrubbed_from_every_string_and_key() {
+        let secret = "s3cr3t-token-value";
+        let mut v = json!({
+            "a": format!("x {secret} y"),
+            "list": [secret, 1, null],
+            format!("k-{secret}"): {"deep": secret},
+        });
+        scrub_value(&mut v, secret);
+        let text = v.to_string();
+        assert!(!text.contains(secret), "{text}");
+        assert_eq!(v["a"], json!(format!("x {REDACTED} y")));
+        assert_eq!(v[format!("k-{REDACTED}")]["deep"], json!(REDACTED));
+        let mut short = json!({"a": "abc"});
+        scrub_value(&mut short, "abc");
+        assert_eq!(short["a"], "abc", "too short to be a secret worth hiding");
     }
 }

@@ -5,11 +5,13 @@
 //! drop happens during a panic, so a failing test shows what Envoy and portcullis said.
 //!
 //! Every helper the tests share lives here, once: processes ([`portcullis`], [`envoy`],
-//! [`oidc_provider`]), in-process servers ([`upstream`], [`stub_idp`]), what the tests
-//! send ([`tokens`], [`ext_authz`], [`raw`]) and what they read back ([`metrics`],
-//! [`users`]); and the library's token verifier in-process ([`verifier`]).
+//! [`oidc_provider`], headless Chromium in [`browser`]), in-process servers
+//! ([`upstream`], [`stub_idp`]), what the tests send ([`tokens`], [`ext_authz`], [`raw`])
+//! and what they read back ([`metrics`], [`users`]); and the library's token verifier
+//! in-process ([`verifier`]).
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod envoy;
 pub mod ext_authz;
 pub mod fake_apiserver;
