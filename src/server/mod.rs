@@ -1,6 +1,9 @@
-//! The edges: gRPC (ext_authz v3, health, admin) and HTTP (health, metrics, ext_authz).
-//! They translate to and from [`crate::decision`] and hold no decision logic.
+//! The edges: gRPC (ext_authz v3, health, admin), HTTP (health, metrics, ext_authz) and
+//! HTTPS (the admission webhook). They translate to and from [`crate::decision`] and
+//! [`crate::cluster::admission`] and hold no decision logic.
 
 pub mod admin;
 pub mod grpc;
 pub mod http;
+pub mod tls;
+pub mod webhook;
