@@ -70,6 +70,22 @@ pub struct ServeArgs {
     /// (a mounted Secret, for example). Required with --admin-addr.
     #[arg(long, env = "PORTCULLIS_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// With --kube: the validating admission webhook (`POST /validate`, AdmissionReview
+    /// v1) over HTTPS, which refuses an object of the four kinds that portcullis would
+    /// refuse before it is stored. Off unless set; needs --tls-cert-file and --tls-key-file.
+    #[arg(
+        long,
+        env = "PORTCULLIS_WEBHOOK_ADDR",
+        requires_all = ["kube", "tls_cert_file", "tls_key_file"]
+    )]
+    pub webhook_addr: Option<SocketAddr>,
+    /// The webhook's certificate chain (PEM, the serving certificate first); read again
+    /// when the file changes.
+    #[arg(long, env = "PORTCULLIS_TLS_CERT_FILE", requires = "webhook_addr")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key of the webhook's certificate (PEM); read again when the file changes.
+    #[arg(long, env = "PORTCULLIS_TLS_KEY_FILE", requires = "webhook_addr")]
+    pub tls_key_file: Option<PathBuf>,
     /// Create a User on first sight of a valid token (Aidbox's BOX_SECURITY_INTROSPECTION_CREATE_USER).
     #[arg(long, env = "PORTCULLIS_CREATE_USERS")]
     pub create_users: bool,

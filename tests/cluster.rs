@@ -24,17 +24,7 @@ const ISSUER: &str = "https://auth.example.com";
 const SECRET: &str = "first-secret-of-32-bytes-or-more!!";
 
 fn kubeconfig(fake: &FakeApiServer, dir: &Path) -> PathBuf {
-    let path = dir.join("kubeconfig");
-    let text = format!(
-        "apiVersion: v1\nkind: Config\n\
-         clusters: [{{name: fake, cluster: {{server: \"{}\"}}}}]\n\
-         users: [{{name: fake, user: {{}}}}]\n\
-         contexts: [{{name: fake, context: {{cluster: fake, user: fake, namespace: portcullis}}}}]\n\
-         current-context: fake\n",
-        fake.url()
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+    fake.kubeconfig(dir)
 }
 
 /// `serve --kube` against the fake; `name` names the replica in the status Lease.
@@ -674,12 +664,34 @@ async fn the_shipped_kube_mode_command_lines_become_ready() {
     ] {
         let args = deployment_args(&manifest);
         assert!(args.contains(&"--kube".to_string()), "{args:?}");
-        let p = Portcullis::builder()
+        let mut builder = Portcullis::builder()
             .command_line(&args)
-            .env("KUBECONFIG", kubeconfig(&fake, dir.path()))
-            .start()
-            .await;
+            .env("KUBECONFIG", kubeconfig(&fake, dir.path()));
+        // The webhook's certificate is the test's own, on a free port.
+        let webhook = args.contains(&"--webhook-addr".to_string());
+        let ca = support::tls::TestCa::new("test CA");
+        if webhook {
+            let (cert, key) = ca.serving("portcullis").write(dir.path());
+            builder = builder.webhook(cert, key);
+        }
+        let p = builder.start().await;
         assert_eq!(decide(&p, "GET", &token("alice", SECRET)).await.status, 200);
+        if webhook {
+            let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                "request": {"uid": "u", "operation": "CREATE", "namespace": NS, "name": "p",
+                    "kind": {"group": "portcullis.dev", "version": "v1alpha1", "kind": "AccessPolicy"},
+                    "object": policy("p", "get")}});
+            let answer: Value = support::tls::https_client(&ca.pem())
+                .post(p.webhook_url("/validate"))
+                .json(&review)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(answer["response"]["allowed"], true, "{answer}");
+        }
     }
 }
 

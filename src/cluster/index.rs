@@ -8,10 +8,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use super::admission::{check, resource};
 use crate::resources::qualified;
-use crate::resources::{ResourceStatus, SecretKeyRef, SecretProblem};
+use crate::resources::{ResourceStatus, SecretKeyRef};
 use crate::snapshot::{admit_user, Compiler, RejectReason, Rejection, UserIndex};
-use crate::source::{FieldError, Origin, Resource, Spec};
+use crate::source::{FieldError, Resource, Spec};
 
 /// The four kinds, in the order they are admitted: an IdentityProvider before the
 /// TokenIntrospectors that name it.
@@ -44,6 +45,11 @@ impl Kind {
             Kind::AccessPolicy => "AccessPolicy",
             Kind::User => "User",
         }
+    }
+
+    /// The kind named `name` (`TokenIntrospector`, ...), if it is one of the four.
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
     }
 
     pub fn plural(self) -> &'static str {
@@ -103,7 +109,7 @@ impl Ready {
         }
     }
 
-    fn refused(reason: &'static str, errors: &[FieldError]) -> Self {
+    pub(crate) fn refused(reason: &'static str, errors: &[FieldError]) -> Self {
         let message = errors
             .iter()
             .map(|e| match e.field.as_str() {
@@ -119,7 +125,7 @@ impl Ready {
         }
     }
 
-    fn from_rejection(r: &Rejection) -> Self {
+    pub(crate) fn from_rejection(r: &Rejection) -> Self {
         let reason = match r.reason {
             RejectReason::Invalid => "Invalid",
             RejectReason::Conflict => "Conflict",
@@ -308,18 +314,16 @@ impl ClusterIndex {
                 (a.object.created, &a.object.key).cmp(&(b.object.created, &b.object.key))
             });
             for entry in entries {
-                let current = resource(&entry.object, secrets);
-                let (ready, good) = match &current {
-                    Ok(r) => match compiler.admit(r) {
-                        Ok(()) => (Ready::accepted(), true),
-                        Err(rejection) => (Ready::from_rejection(&rejection), false),
-                    },
-                    Err(ready) => (ready.clone(), false),
+                let read = read_secret(secrets, &entry.object.key.namespace);
+                let ready = match check(&entry.object, read, &mut compiler) {
+                    Ok(r) => {
+                        entry.last_good = Some(r);
+                        Ready::accepted()
+                    }
+                    Err(ready) => ready,
                 };
                 let mut previous_serves = false;
-                if good {
-                    entry.last_good = current.ok();
-                } else if let Some(previous) = &entry.last_good {
+                if let (false, Some(previous)) = (ready.status, &entry.last_good) {
                     previous_serves = compiler.admit(previous).is_ok();
                 }
                 verdicts.push(Verdict {
@@ -359,7 +363,8 @@ impl ClusterIndex {
                 users.remove(&name);
                 continue;
             };
-            let current = resource(&entry.object, &self.secrets);
+            let read = read_secret(&self.secrets, &key.namespace);
+            let current = resource(&entry.object, read);
             let admitted = match &current {
                 Ok(Resource {
                     spec: Spec::User(spec),
@@ -389,62 +394,33 @@ impl ClusterIndex {
     }
 }
 
-/// The object as the compiler takes it, with its Secret references filled in.
-fn resource(
-    o: &Object,
-    secrets: &HashMap<(String, String), Option<SecretData>>,
-) -> Result<Resource, Ready> {
-    let mut spec = o
-        .spec
-        .clone()
-        .map_err(|e| Ready::refused("Invalid", std::slice::from_ref(&e)))?;
-    let namespace = &o.key.namespace;
-    if let Spec::TokenIntrospector(ti) = &mut spec {
-        let read = |r: &SecretKeyRef| -> Result<String, Ready> {
-            let missing = |message: String| Ready {
-                status: false,
-                reason: "SecretNotFound",
-                message,
-            };
-            let data = secrets
-                .get(&(namespace.clone(), r.name.clone()))
-                .and_then(Option::as_ref)
-                .ok_or_else(|| missing(format!("Secret {namespace}/{} not found", r.name)))?;
-            let bytes = data.get(&r.key).ok_or_else(|| {
-                missing(format!(
-                    "Secret {namespace}/{} has no key {:?}",
-                    r.name, r.key
-                ))
-            })?;
-            String::from_utf8(bytes.clone()).map_err(|_| Ready {
-                status: false,
-                reason: "Invalid",
-                message: format!("Secret {namespace}/{} key {:?} is not UTF-8", r.name, r.key),
-            })
+/// A Secret reference of an object in `namespace`, read from the Secrets the index holds.
+fn read_secret<'a>(
+    secrets: &'a HashMap<(String, String), Option<SecretData>>,
+    namespace: &'a str,
+) -> impl FnMut(&SecretKeyRef) -> Result<String, Ready> + 'a {
+    move |r: &SecretKeyRef| {
+        let missing = |message: String| Ready {
+            status: false,
+            reason: "SecretNotFound",
+            message,
         };
-        ti.resolve_secrets(read)
-            .map_err(|(field, problem)| match problem {
-                SecretProblem::Both => Ready::refused(
-                    "Invalid",
-                    &[FieldError::new(
-                        field,
-                        "the value is also given inline: keep one of the two",
-                    )],
-                ),
-                SecretProblem::Read(ready) => Ready {
-                    message: format!("field `{field}`: {}", ready.message),
-                    ..ready
-                },
-            })?;
+        let data = secrets
+            .get(&(namespace.to_string(), r.name.clone()))
+            .and_then(Option::as_ref)
+            .ok_or_else(|| missing(format!("Secret {namespace}/{} not found", r.name)))?;
+        let bytes = data.get(&r.key).ok_or_else(|| {
+            missing(format!(
+                "Secret {namespace}/{} has no key {:?}",
+                r.name, r.key
+            ))
+        })?;
+        String::from_utf8(bytes.clone()).map_err(|_| Ready {
+            status: false,
+            reason: "Invalid",
+            message: format!("Secret {namespace}/{} key {:?} is not UTF-8", r.name, r.key),
+        })
     }
-    Ok(Resource {
-        name: o.key.name.clone(),
-        namespace: Some(namespace.clone()),
-        origin: Origin::Cluster {
-            generation: o.generation,
-        },
-        spec,
-    })
 }
 
 #[cfg(test)]

@@ -4,12 +4,15 @@
 //!   [`Change`]s to one index task;
 //! - [`index`]: the pure index that those changes fold into, compiling each object on its
 //!   own (last good version, conflicts, Secret references) into a snapshot and verdicts;
+//! - [`admission`]: the one check of one object, for its status and for the admission
+//!   webhook, which reviews an object against the serving snapshot before it is stored;
 //! - [`writer`]: the one task that writes to the API server (status, created Users);
 //! - [`lease`]: which replica writes status;
 //! - [`users`]: the `UserStore` that creates `User` objects through the writer.
 //!
 //! Nothing here is on the request path: requests read the snapshot the index task swaps in.
 
+pub mod admission;
 pub mod index;
 pub mod lease;
 mod objects;

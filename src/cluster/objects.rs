@@ -6,7 +6,7 @@ use kube::core::GroupVersionKind;
 
 use super::index::{Kind, Object, ObjectKey};
 use crate::resources::ResourceStatus;
-use crate::source::{parse_spec, FieldError};
+use crate::source::{parse_spec, FieldError, Spec};
 
 pub const GROUP: &str = "portcullis.dev";
 pub const VERSION: &str = "v1alpha1";
@@ -26,11 +26,16 @@ pub fn key(kind: Kind, o: &DynamicObject) -> ObjectKey {
     }
 }
 
-pub fn object(kind: Kind, mut o: DynamicObject) -> Object {
-    let spec = match o.data.get_mut("spec").map(serde_json::Value::take) {
+/// The `spec` of an object of `kind`, or the field that kept it from parsing.
+pub fn spec(kind: Kind, spec: Option<serde_json::Value>) -> Result<Spec, FieldError> {
+    match spec {
         Some(spec) => parse_spec(kind.name(), spec),
         None => Err(FieldError::new("spec", "missing")),
-    };
+    }
+}
+
+pub fn object(kind: Kind, mut o: DynamicObject) -> Object {
+    let spec = spec(kind, o.data.get_mut("spec").map(serde_json::Value::take));
     // A status this version cannot read is one to overwrite.
     let status = o
         .data

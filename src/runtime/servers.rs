@@ -90,6 +90,7 @@ pub async fn run(
         .await
         .with_context(|| format!("binding --http-addr {}", args.http_addr))?;
     tracing::info!(grpc = %args.grpc_addr, http = %args.http_addr, "serving");
+    let (webhook_snapshots, webhook_stop) = (snapshots.clone(), stop.clone());
 
     let grpc = tonic::transport::Server::builder()
         .add_service(health.service.clone())
@@ -144,10 +145,21 @@ pub async fn run(
         .with_context(|| format!("serving --admin-addr {addr}"))
     };
 
+    // The admission webhook (--kube): HTTPS, its certificate re-read when it changes.
+    let webhook = async {
+        let (Some(addr), Some(cert), Some(key)) =
+            (args.webhook_addr, &args.tls_cert_file, &args.tls_key_file)
+        else {
+            return Ok(());
+        };
+        crate::server::webhook::serve(addr, cert, key, webhook_snapshots, webhook_stop.wait()).await
+    };
+
     tokio::try_join!(
         async { grpc.await.context("gRPC server") },
         async { http.await.context("HTTP server") },
         admin,
+        webhook,
     )?;
     Ok(())
 }

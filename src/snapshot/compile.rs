@@ -33,6 +33,8 @@ pub struct Compiler {
     systems: HashMap<String, String>,
     /// `identity_provider` references, checked once every IdentityProvider is known.
     provider_refs: Vec<(String, ConfigError)>,
+    /// See [`Compiler::joining`].
+    serving: Option<Arc<Snapshot>>,
 }
 
 /// Why [`Compiler::admit`] left a resource out.
@@ -67,6 +69,34 @@ impl Rejection {
 }
 
 impl Compiler {
+    /// For the admission webhook: a compiler whose [`Compiler::admit`] also refuses what
+    /// conflicts with the configuration that serves — another TokenIntrospector trusting
+    /// the same issuer, another IdentityProvider with the same system, another User
+    /// holding one of the identifiers — and finds the IdentityProviders it holds. What
+    /// `serving` holds under the admitted resource's own name is an earlier version of it,
+    /// not a conflict.
+    pub fn joining(serving: Arc<Snapshot>) -> Self {
+        Compiler {
+            serving: Some(serving),
+            ..Compiler::default()
+        }
+    }
+
+    /// Whether an IdentityProvider of this name is admitted, or serves (see
+    /// [`Compiler::joining`]).
+    pub fn knows_provider(&self, name: &str) -> bool {
+        self.identity_providers.contains_key(name)
+            || self
+                .serving
+                .as_ref()
+                .is_some_and(|s| s.identity_providers.contains_key(name))
+    }
+
+    /// What compiled but is likely a mistake, so far.
+    pub fn warnings(&self) -> &[ConfigError] {
+        &self.warnings
+    }
+
     /// A resource, or the error its source found instead of one.
     pub fn push(&mut self, item: Result<Resource, ConfigError>) {
         match item {
@@ -112,7 +142,7 @@ impl Compiler {
         }
         if let Spec::TokenIntrospector(spec) = &r.spec {
             if let Ok(Some(idp)) = provider_ref(r, spec) {
-                if !self.identity_providers.contains_key(&idp) {
+                if !self.knows_provider(&idp) {
                     let message = format!("IdentityProvider/{idp} is not defined");
                     return Err(Rejection::invalid(vec![FieldError::new(
                         "identity_provider",
@@ -134,7 +164,13 @@ impl Compiler {
                 // Users are keyed by (system, sub): two providers sharing a system would
                 // merge their subjects into one another's Users.
                 if let Some(system) = spec.system.as_deref() {
-                    if let Some(other) = self.systems.get(system) {
+                    let serving = self.serving.as_deref().and_then(|s| {
+                        s.identity_providers
+                            .values()
+                            .find(|p| p.spec.system.as_deref() == Some(system) && p.name != key)
+                    });
+                    let other = self.systems.get(system).or(serving.map(|p| &p.name));
+                    if let Some(other) = other {
                         let message =
                             format!("{system:?} is already the system of IdentityProvider/{other}");
                         return Err(Rejection::conflict("system", message));
@@ -154,6 +190,13 @@ impl Compiler {
                     Introspector::compile(&key, spec).map_err(Rejection::invalid)?;
                 if let Ok(Some(idp)) = provider_ref(r, spec) {
                     introspector.identity_provider = Some(idp);
+                }
+                if let Some(conflict) = self
+                    .serving
+                    .as_deref()
+                    .and_then(|s| s.trust.conflict(&introspector))
+                {
+                    return Err(Rejection::conflict("jwt.iss", conflict));
                 }
                 self.trust
                     .insert(introspector)
@@ -191,7 +234,10 @@ impl Compiler {
                 self.policies
                     .push((CompiledPolicy { name: key, policy }, links))
             }
-            Spec::User(spec) => admit_user(&mut self.users, &key, spec)?,
+            Spec::User(spec) => {
+                let serving = self.serving.as_deref().map(|s| &*s.users);
+                admit_user_joining(&mut self.users, serving, &key, spec)?
+            }
         }
         Ok(())
     }
@@ -273,14 +319,28 @@ impl Compiler {
 /// Puts a User into `users`, replacing its earlier version (by `name`), unless it is too
 /// large or another User holds one of its identifiers.
 pub fn admit_user(users: &mut UserIndex, name: &str, spec: &UserSpec) -> Result<(), Rejection> {
+    admit_user_joining(users, None, name, spec)
+}
+
+/// [`admit_user`], also refusing identifiers that a User of `serving` holds.
+fn admit_user_joining(
+    users: &mut UserIndex,
+    serving: Option<&UserIndex>,
+    name: &str,
+    spec: &UserSpec,
+) -> Result<(), Rejection> {
     let user = KnownUser::new(name, spec);
     if user.size() > MAX_USER_BYTES {
         let message = format!("larger than {MAX_USER_BYTES} bytes");
         return Err(Rejection::invalid(vec![FieldError::new("", message)]));
     }
-    let holder = user
-        .identifiers()
-        .filter_map(|(system, value)| users.by_identifier(system, value))
+    let holder = [Some(&*users), serving]
+        .into_iter()
+        .flatten()
+        .flat_map(|index| {
+            user.identifiers()
+                .filter_map(|(system, value)| index.by_identifier(system, value))
+        })
         .find(|holder| holder.name() != name);
     if let Some(holder) = holder {
         let message = format!("already held by User/{}", holder.name());

@@ -63,18 +63,11 @@ impl TrustStore {
     /// Issuers must be unique: the caller reports a duplicate with both resources' names.
     /// Adds an introspector, or changes nothing when its issuer is already trusted.
     pub fn insert(&mut self, introspector: Introspector) -> Result<(), String> {
-        let introspector = Arc::new(introspector);
-        let issuer = match introspector.trust {
-            Trust::Introspection { .. } => None,
-            _ => Some(introspector.issuer.clone().unwrap_or_default()),
-        };
-        if let Some(other) = issuer.as_ref().and_then(|i| self.by_issuer.get(i)) {
-            return Err(format!(
-                "issuer {:?} is already trusted by TokenIntrospector/{}",
-                issuer.unwrap_or_default(),
-                other.name
-            ));
+        if let Some(conflict) = self.conflict(&introspector) {
+            return Err(conflict);
         }
+        let introspector = Arc::new(introspector);
+        let issuer = issuer_of(&introspector);
         let known = self.claim_headers.as_deref().unwrap_or_default();
         let new: Vec<Arc<str>> = introspector
             .claim_headers
@@ -102,6 +95,20 @@ impl TrustStore {
         Ok(())
     }
 
+    /// Why `introspector` cannot join: another introspector (of another name) already
+    /// trusts its issuer. Opaque introspectors are found by trying each, and never clash.
+    pub fn conflict(&self, introspector: &Introspector) -> Option<String> {
+        let issuer = issuer_of(introspector)?;
+        let other = self
+            .by_issuer
+            .get(&issuer)
+            .filter(|other| other.name != introspector.name)?;
+        Some(format!(
+            "issuer {issuer:?} is already trusted by TokenIntrospector/{}",
+            other.name
+        ))
+    }
+
     /// Every header some introspector forwards a claim into, if any does.
     pub fn claim_headers(&self) -> Option<Arc<[Arc<str>]>> {
         self.claim_headers.clone()
@@ -125,6 +132,14 @@ impl TrustStore {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The issuer by which JWTs find `introspector`; `None` for an opaque one.
+fn issuer_of(introspector: &Introspector) -> Option<String> {
+    match introspector.trust {
+        Trust::Introspection { .. } => None,
+        _ => Some(introspector.issuer.clone().unwrap_or_default()),
     }
 }
 

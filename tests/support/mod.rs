@@ -7,7 +7,8 @@
 //! Every helper the tests share lives here, once: processes ([`portcullis`], [`envoy`],
 //! [`oidc_provider`], headless Chromium in [`browser`]), in-process servers
 //! ([`upstream`], [`stub_idp`]), what the tests send ([`tokens`], [`ext_authz`], [`raw`])
-//! and what they read back ([`metrics`], [`users`]); and the library's token verifier
+//! and what they read back ([`metrics`], [`users`]); certificates for TLS servers
+//! ([`tls`]); and the library's token verifier
 //! in-process ([`verifier`]).
 #![allow(dead_code)]
 
@@ -22,6 +23,7 @@ pub mod process;
 pub mod raw;
 pub mod steps;
 pub mod stub_idp;
+pub mod tls;
 pub mod tokens;
 pub mod upstream;
 pub mod users;

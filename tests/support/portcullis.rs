@@ -82,6 +82,8 @@ pub struct PortcullisBuilder {
     env: Vec<(OsString, OsString)>,
     /// A whole `serve ...` command line given by a deployment manifest.
     command_line: Option<Vec<String>>,
+    /// `--tls-cert-file` and `--tls-key-file` of the admission webhook.
+    webhook: Option<(PathBuf, PathBuf)>,
 }
 
 impl PortcullisBuilder {
@@ -105,8 +107,19 @@ impl PortcullisBuilder {
             .arg(users_dir.as_ref())
     }
 
+    /// The admission webhook on a free loopback port (`--webhook-addr`), with this
+    /// certificate and key (`--tls-cert-file`, `--tls-key-file`).
+    pub fn webhook(mut self, cert_file: impl AsRef<Path>, key_file: impl AsRef<Path>) -> Self {
+        self.webhook = Some((
+            cert_file.as_ref().to_path_buf(),
+            key_file.as_ref().to_path_buf(),
+        ));
+        self
+    }
+
     /// Runs exactly this command line (a container's `args`, starting with `serve`),
-    /// but for its `--grpc-addr` and `--http-addr`, which become free loopback ports.
+    /// but for its `--grpc-addr` and `--http-addr`, which become free loopback ports, and
+    /// its webhook flags, which [`PortcullisBuilder::webhook`] gives.
     pub fn command_line(mut self, args: &[String]) -> Self {
         assert_eq!(
             args.first().map(String::as_str),
@@ -116,11 +129,18 @@ impl PortcullisBuilder {
         let mut kept = Vec::new();
         let mut args = args.iter();
         while let Some(arg) = args.next() {
-            match arg.as_str() {
-                "--grpc-addr" | "--http-addr" => {
+            const REPLACED: [&str; 5] = [
+                "--grpc-addr",
+                "--http-addr",
+                "--webhook-addr",
+                "--tls-cert-file",
+                "--tls-key-file",
+            ];
+            match arg.split_once('=') {
+                Some((flag, _)) if REPLACED.contains(&flag) => {}
+                _ if REPLACED.contains(&arg.as_str()) => {
                     args.next();
                 }
-                a if a.starts_with("--grpc-addr=") || a.starts_with("--http-addr=") => {}
                 _ => kept.push(arg.clone()),
             }
         }
@@ -153,6 +173,7 @@ impl PortcullisBuilder {
         for attempt in 1..=START_ATTEMPTS {
             let grpc = super::free_addr();
             let http = super::free_addr();
+            let webhook = self.webhook.as_ref().map(|_| super::free_addr());
             let mut cmd = Command::new(portcullis_bin());
             match &self.command_line {
                 Some(args) => {
@@ -171,6 +192,14 @@ impl PortcullisBuilder {
                 .arg(http.to_string())
                 .args(&self.args)
                 .current_dir(super::repo_root());
+            if let (Some(addr), Some((cert, key))) = (webhook, &self.webhook) {
+                cmd.arg("--webhook-addr")
+                    .arg(addr.to_string())
+                    .arg("--tls-cert-file")
+                    .arg(cert)
+                    .arg("--tls-key-file")
+                    .arg(key);
+            }
             clear_portcullis_env(&mut cmd);
             // Plain text in the captured log.
             cmd.env("NO_COLOR", "1");
@@ -185,6 +214,7 @@ impl PortcullisBuilder {
                 process: Supervised::spawn("portcullis", &mut cmd),
                 grpc,
                 http,
+                webhook,
             };
             let url = portcullis.http_url(probe);
             match portcullis
@@ -204,6 +234,7 @@ pub struct Portcullis {
     process: Supervised,
     grpc: SocketAddr,
     http: SocketAddr,
+    webhook: Option<SocketAddr>,
 }
 
 impl Portcullis {
@@ -219,6 +250,12 @@ impl Portcullis {
     /// `--http-addr` (/healthz, /readyz, /metrics, HTTP ext_authz).
     pub fn http_addr(&self) -> SocketAddr {
         self.http
+    }
+
+    /// `https://<webhook-addr><path>` (see [`PortcullisBuilder::webhook`]).
+    pub fn webhook_url(&self, path: &str) -> String {
+        let addr = self.webhook.expect("started with a webhook");
+        format!("https://{addr}{path}")
     }
 
     /// `http://<http-addr><path>`.

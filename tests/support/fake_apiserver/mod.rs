@@ -120,6 +120,22 @@ impl FakeApiServer {
         format!("http://{}", self.addr)
     }
 
+    /// Writes `dir/kubeconfig` for this server (default namespace `portcullis`), for a
+    /// process that reads `KUBECONFIG`; returns its path.
+    pub fn kubeconfig(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        let path = dir.join("kubeconfig");
+        let text = format!(
+            "apiVersion: v1\nkind: Config\n\
+             clusters: [{{name: fake, cluster: {{server: \"{}\"}}}}]\n\
+             users: [{{name: fake, user: {{}}}}]\n\
+             contexts: [{{name: fake, context: {{cluster: fake, user: fake, namespace: portcullis}}}}]\n\
+             current-context: fake\n",
+            self.url()
+        );
+        std::fs::write(&path, text).expect("write the kubeconfig");
+        path
+    }
+
     /// A kube client configuration for this server: plain HTTP, default namespace `default`.
     pub fn config(&self) -> kube::Config {
         kube::Config::new(self.url().parse().expect("the server's URL"))

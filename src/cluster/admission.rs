@@ -1,0 +1,202 @@
+//! The one check of one object, wherever an object of the four kinds is judged:
+//!
+//! - its `Ready` condition: [`ClusterIndex::compile`](super::index::ClusterIndex::compile)
+//!   runs [`check`] with the Secrets the index read, into the compiler of the whole build;
+//! - the admission webhook: [`review`] runs [`check`] with placeholders for the Secrets,
+//!   into a compiler that joins the serving snapshot ([`Compiler::joining`]), so that an
+//!   object is refused for what its status would say, with the same message.
+//!
+//! Both end in [`Compiler::admit`], which shares every check of a resource with
+//! [`Compiler::add`], what `validate` and file mode run: PEM keys parse, regexes and JSON
+//! Schemas compile, matcho is well formed, exactly one key source, issuer, system and
+//! identifier conflicts.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::index::{Kind, Object, ObjectKey, Ready};
+use super::objects;
+use crate::resources::{qualified, SecretKeyRef, SecretProblem};
+use crate::snapshot::{Compiler, Snapshot};
+use crate::source::{FieldError, Origin, Resource, Spec};
+
+/// What stands in for a referenced Secret's value while an object is reviewed: the webhook
+/// reads no Secret (the Secret may also come after the object). It is a valid HS256
+/// secret, OCT key and `Authorization` value, so that every other field is checked.
+const SECRET_PLACEHOLDER: &str = "placeholder-for-a-secret-reference";
+
+/// Checks one object and admits it into `compiler`: its spec parsed, its Secret references
+/// filled in by `read`. The error is what the object's `Ready` condition says.
+pub fn check(
+    object: &Object,
+    read: impl FnMut(&SecretKeyRef) -> Result<String, Ready>,
+    compiler: &mut Compiler,
+) -> Result<Resource, Ready> {
+    let r = resource(object, read)?;
+    compiler
+        .admit(&r)
+        .map_err(|rejection| Ready::from_rejection(&rejection))?;
+    Ok(r)
+}
+
+/// The object as the compiler takes it, with its Secret references filled in by `read`.
+pub(crate) fn resource(
+    o: &Object,
+    read: impl FnMut(&SecretKeyRef) -> Result<String, Ready>,
+) -> Result<Resource, Ready> {
+    let mut spec = o
+        .spec
+        .clone()
+        .map_err(|e| Ready::refused("Invalid", std::slice::from_ref(&e)))?;
+    if let Spec::TokenIntrospector(ti) = &mut spec {
+        ti.resolve_secrets(read)
+            .map_err(|(field, problem)| match problem {
+                SecretProblem::Both => Ready::refused(
+                    "Invalid",
+                    &[FieldError::new(
+                        field,
+                        "the value is also given inline: keep one of the two",
+                    )],
+                ),
+                SecretProblem::Read(ready) => Ready {
+                    message: format!("field `{field}`: {}", ready.message),
+                    ..ready
+                },
+            })?;
+    }
+    Ok(Resource {
+        name: o.key.name.clone(),
+        namespace: Some(o.key.namespace.clone()),
+        origin: Origin::Cluster {
+            generation: o.generation,
+        },
+        spec,
+    })
+}
+
+/// An object that the API server is about to store (create or update).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Candidate {
+    pub kind: Kind,
+    pub namespace: String,
+    /// Empty when the API server generates the name.
+    pub name: String,
+    /// The object's `spec`, as sent.
+    pub spec: Option<Value>,
+    /// On an update, the `spec` it replaces.
+    pub old_spec: Option<Value>,
+}
+
+/// The webhook's word on one object.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Answer {
+    /// `None`: allowed. Otherwise the `Ready` condition the object would get.
+    pub refused: Option<Ready>,
+    /// Said to the client either way (`kubectl` prints them).
+    pub warnings: Vec<String>,
+}
+
+/// Reviews `candidate` as the cluster's index would judge it beside `serving`, what this
+/// replica serves (`None` before it has read the cluster: then the object is checked on
+/// its own).
+///
+/// Refused: whatever its status would refuse (a field that does not parse or compile, a
+/// Secret reference also given inline, an issuer, system or identifier that another
+/// object holds). Warned of, but allowed: references to objects that do not exist (yet),
+/// since objects are often applied in any order, and policies that allow every request.
+/// An update that leaves a refused spec as it was (a label, an annotation) is allowed,
+/// with the refusal as a warning: only changes of the spec are held back.
+pub fn review(candidate: &Candidate, serving: Option<&Arc<Snapshot>>) -> Answer {
+    let key = ObjectKey {
+        kind: candidate.kind,
+        namespace: candidate.namespace.clone(),
+        name: candidate.name.clone(),
+    };
+    let object = Object {
+        key: key.clone(),
+        generation: 0,
+        created: 0,
+        spec: objects::spec(candidate.kind, candidate.spec.clone()),
+        status: None,
+    };
+    let mut warnings = Vec::new();
+    let mut compiler = match serving {
+        Some(serving) => Compiler::joining(serving.clone()),
+        None => {
+            warnings.push(
+                "this portcullis has not read the cluster yet: conflicts with other objects \
+                 and references to them were not checked"
+                    .to_string(),
+            );
+            Compiler::default()
+        }
+    };
+    let namespace = candidate.namespace.as_str();
+    if let Ok(Spec::TokenIntrospector(spec)) = &object.spec {
+        let target = spec.identity_provider.as_ref().map(|r| r.target());
+        if let Some(Ok(("IdentityProvider", name))) = target {
+            let provider = qualified(Some(namespace), name);
+            if !compiler.knows_provider(&provider) {
+                if serving.is_some() {
+                    warnings.push(format!(
+                        "field `identity_provider`: IdentityProvider/{provider} does not exist \
+                         (yet): this TokenIntrospector, and its tokens, are refused until it does"
+                    ));
+                }
+                // Stands in for it, so that the rest of the object is checked.
+                let _ = compiler.admit(&Resource {
+                    name: name.to_string(),
+                    namespace: Some(namespace.to_string()),
+                    origin: Origin::Cluster { generation: 0 },
+                    spec: Spec::IdentityProvider(Default::default()),
+                });
+            }
+        }
+    }
+    let placeholder = |_: &SecretKeyRef| Ok(SECRET_PLACEHOLDER.to_string());
+    let admitted = match check(&object, placeholder, &mut compiler) {
+        Ok(admitted) => admitted,
+        Err(ready) => {
+            let unchanged = candidate.old_spec.is_some() && candidate.old_spec == candidate.spec;
+            if unchanged {
+                warnings.push(format!(
+                    "{key} does not serve: {} (allowed: the spec is unchanged)",
+                    ready.message
+                ));
+                return Answer {
+                    refused: None,
+                    warnings,
+                };
+            }
+            return Answer {
+                refused: Some(ready),
+                warnings,
+            };
+        }
+    };
+    warnings.extend(compiler.warnings().iter().map(|w| match &w.field {
+        Some(field) => format!("field `{field}`: {}", w.message),
+        None => w.message.clone(),
+    }));
+    if let (Spec::AccessPolicy(policy), Some(serving)) = (&admitted.spec, serving) {
+        for (i, link) in policy.link.iter().flatten().enumerate() {
+            if let Ok(("User", name)) = link.target() {
+                let user = qualified(Some(namespace), name);
+                if serving.users.by_name(&user).is_none() {
+                    warnings.push(format!(
+                        "field `link[{i}]`: User/{user} does not exist (yet): \
+                         the link matches no one until it does"
+                    ));
+                }
+            }
+        }
+    }
+    Answer {
+        refused: None,
+        warnings,
+    }
+}
+
+#[cfg(test)]
+mod tests;
