@@ -188,11 +188,32 @@ async fn main() {
         json!({"type": "jwt", "jwt": {"iss": ISS, "secret": SECRET},
                "identity_provider": {"reference": "IdentityProvider/kc"}}),
     ));
+    // As after an earlier run: each object already says it serves, so the status writer has
+    // nothing to write and the figures are those of a replica restarting.
+    let served = |fake: &FakeApiServer, plural: &str, stored: Value| {
+        let name = stored["metadata"]["name"].as_str().unwrap();
+        let generation = stored["metadata"]["generation"].clone();
+        fake.set_status(
+            API,
+            plural,
+            NS,
+            name,
+            json!({
+            "observedGeneration": generation,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Accepted",
+                "message": "serving", "lastTransitionTime": "2026-01-01T00:00:00Z",
+                "observedGeneration": generation}]}),
+        );
+    };
     for i in 0..policies {
-        fake.apply(policy(i, "get"));
+        served(&fake, "accesspolicies", fake.apply(policy(i, "get")));
     }
     for i in 0..users {
-        fake.apply(user(&format!("user-{i:06}"), &format!("sub-{i}")));
+        served(
+            &fake,
+            "users",
+            fake.apply(user(&format!("user-{i:06}"), &format!("sub-{i}"))),
+        );
     }
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");

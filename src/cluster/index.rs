@@ -12,7 +12,7 @@ use super::admission::{check, resource};
 use crate::resources::qualified;
 use crate::resources::{ResourceStatus, SecretKeyRef};
 use crate::snapshot::{admit_user, Compiler, RejectReason, Rejection, UserIndex};
-use crate::source::{FieldError, Resource, Spec};
+use crate::source::{FieldError, Origin, Resource, Spec};
 
 /// The four kinds, in the order they are admitted: an IdentityProvider before the
 /// TokenIntrospectors that name it.
@@ -148,8 +148,18 @@ pub struct Verdict {
 
 struct Entry {
     object: Object,
-    /// The version that last compiled, Secrets resolved.
-    last_good: Option<Resource>,
+    last_good: LastGood,
+}
+
+/// The version of an object that last compiled.
+enum LastGood {
+    None,
+    /// The current version: nothing is kept beside it, so that 100,000 Users are not held
+    /// twice.
+    Current,
+    /// An earlier version (or the current one with its Secrets filled in), kept while it
+    /// is what serves.
+    Kept(Box<Resource>),
 }
 
 #[derive(Default)]
@@ -195,6 +205,20 @@ impl ClusterIndex {
                 let touched = entry.object.generation != object.generation
                     || entry.object.spec != object.spec;
                 let kind = object.key.kind;
+                if touched && matches!(entry.last_good, LastGood::Current) {
+                    // The version being replaced compiled: keep it, in case this one does not.
+                    entry.last_good = match entry.object.spec.clone() {
+                        Ok(spec) => LastGood::Kept(Box::new(Resource {
+                            name: entry.object.key.name.clone(),
+                            namespace: Some(entry.object.key.namespace.clone()),
+                            origin: Origin::Cluster {
+                                generation: entry.object.generation,
+                            },
+                            spec,
+                        })),
+                        Err(_) => LastGood::None,
+                    };
+                }
                 entry.object = object;
                 if touched {
                     Dirty::of(kind)
@@ -206,7 +230,7 @@ impl ClusterIndex {
                 let dirty = Dirty::of(object.key.kind);
                 let entry = Entry {
                     object,
-                    last_good: None,
+                    last_good: LastGood::None,
                 };
                 self.objects.insert(entry.object.key.clone(), entry);
                 dirty
@@ -317,13 +341,20 @@ impl ClusterIndex {
                 let read = read_secret(secrets, &entry.object.key.namespace);
                 let ready = match check(&entry.object, read, &mut compiler) {
                     Ok(r) => {
-                        entry.last_good = Some(r);
+                        let secrets_filled_in = matches!(&entry.object.spec,
+                            Ok(Spec::TokenIntrospector(ti)) if !ti.secret_refs().is_empty());
+                        entry.last_good = if secrets_filled_in {
+                            // Kept, so that it serves on if a Secret goes.
+                            LastGood::Kept(Box::new(r))
+                        } else {
+                            LastGood::Current
+                        };
                         Ready::accepted()
                     }
                     Err(ready) => ready,
                 };
                 let mut previous_serves = false;
-                if let (false, Some(previous)) = (ready.status, &entry.last_good) {
+                if let (false, LastGood::Kept(previous)) = (ready.status, &entry.last_good) {
                     previous_serves = compiler.admit(previous).is_ok();
                 }
                 verdicts.push(Verdict {
@@ -377,8 +408,8 @@ impl ClusterIndex {
                 (_, Err(r)) if r.reason == RejectReason::Conflict => return None,
                 (Ok(_), Err(r)) => Ready::from_rejection(&r),
                 (Err(ready), _) => ready,
-                (Ok(r), Ok(())) => {
-                    entry.last_good = Some(r);
+                (Ok(_), Ok(())) => {
+                    entry.last_good = LastGood::Current;
                     Ready::accepted()
                 }
             };

@@ -187,10 +187,13 @@ impl IndexTask {
                 dirty
             }
             Change::Applied(object) => {
-                if object.key.kind == Kind::User {
-                    self.users_changed.insert(object.key.clone());
+                let key = object.key.clone();
+                let dirty = self.index.apply(*object);
+                // Not a status write echoed back: that changes nothing to serve.
+                if dirty.users {
+                    self.users_changed.insert(key);
                 }
-                self.index.apply(*object)
+                dirty
             }
             Change::Deleted(key) => {
                 if key.kind == Kind::User {

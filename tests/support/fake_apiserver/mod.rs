@@ -158,6 +158,26 @@ impl FakeApiServer {
         self.shared.change(|s| s.admin_apply(obj))
     }
 
+    /// Writes `.status` as a controller would, through `/status` (a merge patch): for an
+    /// object that a previous run already reported on.
+    pub fn set_status(&self, api_version: &str, plural: &str, ns: &str, name: &str, status: Value) {
+        let rt = resource_type(api_version, plural);
+        let body = json!({ "status": status }).to_string();
+        self.shared
+            .change(|s| {
+                s.patch(
+                    rt,
+                    ns,
+                    name,
+                    Part::Status,
+                    "application/merge-patch+json",
+                    &body,
+                    None,
+                )
+            })
+            .unwrap_or_else(|e| panic!("status of {plural}/{ns}/{name}: {:?}", e.status()));
+    }
+
     /// Deletes an object (a `DELETED` event); returns it, `None` when it did not exist.
     pub fn delete(&self, api_version: &str, plural: &str, ns: &str, name: &str) -> Option<Value> {
         let rt = resource_type(api_version, plural);
@@ -364,20 +384,39 @@ fn selected<'a>(
     store: &'a Store,
     rt: &ResourceType,
     ns: Option<&str>,
-    query: &HashMap<String, String>,
+    query: &'a HashMap<String, String>,
 ) -> Vec<(&'a store::Key, &'a Value)> {
+    selected_after(store, rt, ns, query, None).collect()
+}
+
+/// The objects of `rt` (in `ns`) that the query's selectors match, in key order, from just
+/// after `after` (a page's last `(namespace, name)`): a page costs its own length, not the
+/// whole store's.
+fn selected_after<'a>(
+    store: &'a Store,
+    rt: &ResourceType,
+    ns: Option<&str>,
+    query: &'a HashMap<String, String>,
+    after: Option<(String, String)>,
+) -> impl Iterator<Item = (&'a store::Key, &'a Value)> + 'a {
+    use std::ops::Bound;
     let labels = query.get("labelSelector").map(String::as_str).unwrap_or("");
     let fields = query.get("fieldSelector").map(String::as_str).unwrap_or("");
+    let plural = rt.plural;
+    let ns = ns.map(str::to_string);
+    let start = match after {
+        Some((ns, name)) => Bound::Excluded((plural, ns, name)),
+        None => Bound::Included((plural, String::new(), String::new())),
+    };
     store
         .objects
-        .iter()
-        .filter(|((plural, obj_ns, _), obj)| {
-            *plural == rt.plural
-                && ns.is_none_or(|ns| ns == obj_ns)
+        .range((start, Bound::Unbounded))
+        .take_while(move |((p, _, _), _)| *p == plural)
+        .filter(move |((_, obj_ns, _), obj)| {
+            ns.as_ref().is_none_or(|ns| ns == obj_ns)
                 && labels_match(labels, obj)
                 && fields_match(fields, obj)
         })
-        .collect()
 }
 
 /// A list, paginated when `limit` is given: the continue token holds the list's
@@ -404,10 +443,7 @@ fn list(
         .and_then(|l| l.parse::<usize>().ok())
         .filter(|l| *l > 0)
         .unwrap_or(usize::MAX);
-    let mut rest = selected(store, rt, ns, query)
-        .into_iter()
-        .filter(|((_, ns, name), _)| after.as_ref().is_none_or(|a| (ns, name) > (&a.0, &a.1)))
-        .peekable();
+    let mut rest = selected_after(store, rt, ns, query, after).peekable();
     let mut items = Vec::new();
     let mut last = None;
     while items.len() < limit {
@@ -420,7 +456,6 @@ fn list(
     let mut metadata = json!({ "resourceVersion": rv });
     if let (Some(last), true) = (last, rest.peek().is_some()) {
         metadata["continue"] = json!(format!("{rv}|{last}"));
-        metadata["remainingItemCount"] = json!(rest.count());
     }
     Ok(json!({
         "apiVersion": rt.api_version(),
