@@ -413,6 +413,17 @@ impl ClusterIndex {
                     Ready::accepted()
                 }
             };
+            if !ready.status {
+                // `users` may be behind by more than this change: the earlier version that
+                // serves is the one kept, not whichever it holds.
+                if let LastGood::Kept(previous) = &entry.last_good {
+                    if let Spec::User(spec) = &previous.spec {
+                        if admit_user(users, &name, spec).is_err() {
+                            return None;
+                        }
+                    }
+                }
+            }
             verdicts.push(Verdict {
                 key: key.clone(),
                 generation: entry.object.generation,

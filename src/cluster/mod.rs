@@ -111,6 +111,8 @@ pub fn start(
         users: None,
         users_changed: BTreeSet::new(),
         users_relisted: false,
+        spare: None,
+        spare_behind: BTreeSet::new(),
         refused: HashMap::new(),
         _watchers: watchers,
     };
@@ -141,6 +143,9 @@ struct IndexTask {
     /// Users changed since the last build, to update in place; or all, after a relist.
     users_changed: BTreeSet<ObjectKey>,
     users_relisted: bool,
+    /// The Users served before the current ones, and the Users changed since.
+    spare: Option<Arc<UserIndex>>,
+    spare_behind: BTreeSet<ObjectKey>,
     /// Objects refused at the last build, to log each refusal once.
     refused: HashMap<ObjectKey, Ready>,
     _watchers: Vec<AbortOnDrop>,
@@ -243,22 +248,7 @@ impl IndexTask {
             verdicts.extend(v);
         }
         if dirty.users || self.users.is_none() {
-            let changed = std::mem::take(&mut self.users_changed);
-            let in_place = match &self.users {
-                Some(current) if !std::mem::take(&mut self.users_relisted) => {
-                    let mut users = UserIndex::clone(current);
-                    self.index
-                        .update_users(&mut users, &changed)
-                        .map(|v| (users, v))
-                }
-                _ => None,
-            };
-            let (users, v) = in_place.unwrap_or_else(|| {
-                let (compiler, v) = self.index.compile(&[Kind::User]);
-                (compiler.into_users(), v)
-            });
-            self.users = Some(Arc::new(users));
-            verdicts.extend(v);
+            verdicts.extend(self.build_users());
         }
         let refused = self.log_refusals(&verdicts);
         let config = self.config.as_ref().expect("built above");
@@ -274,6 +264,45 @@ impl IndexTask {
             refused,
             users_only,
         }
+    }
+
+    /// The Users, changed in place where it can be done; else compiled all over.
+    ///
+    /// In place, without copying 100,000 Users per event: two indexes take turns, as in a
+    /// left-right map. The one served before this build (the spare) is no longer read once
+    /// the requests that loaded it finish; it is brought up to date with the Users changed
+    /// since it was served, and served next.
+    fn build_users(&mut self) -> Vec<Verdict> {
+        let changed = std::mem::take(&mut self.users_changed);
+        let behind = std::mem::take(&mut self.spare_behind);
+        let spare = self.spare.take();
+        let in_place = match &self.users {
+            Some(current) if !self.users_relisted => {
+                let (mut next, catch_up) = match spare.and_then(|s| Arc::try_unwrap(s).ok()) {
+                    Some(spare) => (spare, behind.union(&changed).cloned().collect()),
+                    // Still read somewhere: a copy.
+                    None => (UserIndex::clone(current), changed.clone()),
+                };
+                self.index
+                    .update_users(&mut next, &catch_up)
+                    .map(|v| (next, v))
+            }
+            _ => None,
+        };
+        self.users_relisted = false;
+        let (users, verdicts, in_place) = match in_place {
+            Some((users, verdicts)) => (users, verdicts, true),
+            None => {
+                let (compiler, verdicts) = self.index.compile(&[Kind::User]);
+                (compiler.into_users(), verdicts, false)
+            }
+        };
+        let previous = self.users.replace(Arc::new(users));
+        if in_place {
+            self.spare = previous;
+            self.spare_behind = changed;
+        }
+        verdicts
     }
 
     /// Logs each refusal once. Returns how many objects are refused.

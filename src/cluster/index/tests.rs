@@ -429,3 +429,36 @@ fn user_changes_apply_in_place_until_a_clash_needs_a_full_compile() {
     // While a User is refused for a clash, every change compiles them all.
     assert!(index.update_users(&mut users, &changed).is_none());
 }
+
+#[test]
+fn an_index_two_changes_behind_catches_up_to_the_last_good_version() {
+    let mut index = ClusterIndex::default();
+    let bob = |generation, value: &str| {
+        object(
+            Kind::User,
+            "a",
+            "bob",
+            generation,
+            json!({"identifier": [{"system": "https://kc", "value": value}]}),
+        )
+    };
+    index.apply(bob(1, "1"));
+    let (compiler, _) = index.compile(&[Kind::User]);
+    let mut spare = compiler.into_users();
+    let mut current = spare.clone();
+    let changed: BTreeSet<ObjectKey> = [bob(1, "1").key].into();
+
+    // A good edit reaches the served index; the spare misses it.
+    index.apply(bob(2, "2"));
+    index.update_users(&mut current, &changed).unwrap();
+    // Then a bad edit: the spare, catching up, must hold the good edit, not its own.
+    index.apply(object(Kind::User, "a", "bob", 3, json!({"identifier": 7})));
+    let verdicts = index.update_users(&mut spare, &changed).unwrap();
+    assert_eq!(verdicts[0].ready.reason, "Invalid");
+    assert!(verdicts[0].previous_serves);
+    assert_eq!(
+        spare.by_name("a/bob").unwrap().identifiers().next(),
+        Some(("https://kc", "2"))
+    );
+    assert!(spare.by_identifier("https://kc", "1").is_none());
+}
