@@ -1,7 +1,8 @@
 //! Prometheus metrics, registered once and shared. A leaf: it takes plain values
 //! (outcomes, reasons, counts, durations), never the pipeline's types.
 
-use std::time::Duration;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -32,12 +33,14 @@ pub struct Metrics {
     check_seconds: Histogram,
     reloads: Family<ResultLabels, Counter>,
     config_ok: Gauge,
+    config_loaded_at: Gauge<f64, AtomicU64>,
     resources: Gauge,
     warnings: Gauge,
     user_files_skipped: Gauge,
     resources_refused: Gauge,
     tokens: Family<EventLabels, Counter>,
     users: Family<EventLabels, Counter>,
+    status_writes: Family<ResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -72,6 +75,12 @@ impl Metrics {
             "config_last_load_ok",
             "1 when the newest configuration compiled; 0 when the last good one is still serving after an error",
             config_ok.clone(),
+        );
+        let config_loaded_at = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "config_last_load_timestamp_seconds",
+            "Unix time the serving configuration was built; its age is time() minus this",
+            config_loaded_at.clone(),
         );
         let resources = Gauge::default();
         registry.register(
@@ -109,18 +118,26 @@ impl Metrics {
             "User resolution events (created, userinfo_error, ...)",
             users.clone(),
         );
+        let status_writes = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "status_writes",
+            "Kubernetes status writes by result (ok, gone, error); only the Lease holder writes",
+            status_writes.clone(),
+        );
         Metrics {
             registry,
             decisions,
             check_seconds,
             reloads,
             config_ok,
+            config_loaded_at,
             resources,
             warnings,
             user_files_skipped,
             resources_refused,
             tokens,
             users,
+            status_writes,
         }
     }
 
@@ -139,6 +156,10 @@ impl Metrics {
         self.reloads.get_or_create(&ResultLabels { result }).inc();
         self.config_ok.set(ok as i64);
         if ok {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            self.config_loaded_at.set(now.as_secs_f64());
             self.resources.set(resources as i64);
             self.warnings.set(warnings as i64);
         }
@@ -158,6 +179,13 @@ impl Metrics {
 
     pub fn user_event(&self, event: &'static str) {
         self.users.get_or_create(&EventLabels { event }).inc();
+    }
+
+    /// One status write to the API server: `ok`, `gone` (the object was deleted) or `error`.
+    pub fn status_write(&self, result: &'static str) {
+        self.status_writes
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     /// The OpenMetrics text exposition.

@@ -216,6 +216,18 @@ async fn apply_edit_and_delete_change_the_decision_and_status_says_why() {
     assert_eq!(decide(&p, "GET", &token("alice", other)).await.status, 200);
     let metrics = p.metrics().await;
     assert_eq!(metrics.value("portcullis_resources_refused", &[]), 2.0);
+    // The conditions read above were written by this replica, the only Lease holder.
+    assert!(metrics.counter("portcullis_status_writes_total", &[("result", "ok")]) >= 4);
+    let built_at = metrics.value("portcullis_config_last_load_timestamp_seconds", &[]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        now - built_at < 60.0,
+        "the serving snapshot is {}s old",
+        now - built_at
+    );
 
     // Without its introspector, no token of that issuer is valid.
     fake.delete(API, "tokenintrospectors", NS, "auth");

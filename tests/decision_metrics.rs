@@ -105,3 +105,93 @@ async fn decisions_are_counted_by_outcome_and_reason_and_timed() {
         "one timing per decision"
     );
 }
+
+/// Metric names as `/metrics` exposes them, from its `# TYPE` lines (a family is listed
+/// there even before its first sample): `(the name as documented, the series names)`.
+fn exported(text: &str) -> BTreeMap<String, Vec<String>> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| {
+            let (name, kind) = l.split_once(' ').unwrap();
+            let (documented, series) = match kind {
+                "counter" => (format!("{name}_total"), vec![format!("{name}_total")]),
+                "histogram" => (
+                    name.to_string(),
+                    ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .map(|s| format!("{name}{s}"))
+                        .collect(),
+                ),
+                _ => (name.to_string(), vec![name.to_string()]),
+            };
+            (documented, series)
+        })
+        .collect()
+}
+
+#[test]
+fn the_metrics_table_and_the_dashboard_name_only_exported_metrics() {
+    // A labelled family is exposed only once it has a series: give each one.
+    let metrics = portcullis::metrics::Metrics::new();
+    metrics.observe_decision(true, "allowed", std::time::Duration::from_micros(5));
+    metrics.config_loaded(true, 1, 0);
+    metrics.token_event("verified_cache_hit");
+    metrics.user_event("created");
+    metrics.status_write("ok");
+    let exported = exported(&metrics.encode());
+
+    // docs/observability.md: one table row per metric, and no metric without one.
+    let doc = std::fs::read_to_string(support::repo_path("docs/observability.md")).unwrap();
+    let documented: std::collections::BTreeSet<String> = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once('`').map(|(name, _)| name.to_string()))
+        .filter(|name| name.starts_with("portcullis_"))
+        .collect();
+    let names: std::collections::BTreeSet<String> = exported.keys().cloned().collect();
+    assert_eq!(
+        documented, names,
+        "docs/observability.md's table vs /metrics"
+    );
+
+    // The chart's Grafana dashboard queries only series that exist.
+    let series: std::collections::BTreeSet<&str> =
+        exported.values().flatten().map(String::as_str).collect();
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(support::repo_path(
+            "charts/portcullis/dashboards/portcullis.json",
+        ))
+        .unwrap(),
+    )
+    .expect("the dashboard is JSON");
+    let metric = regex::Regex::new(r"portcullis_[a-z_]+").unwrap();
+    let mut used = std::collections::BTreeSet::new();
+    let panels = dashboard["panels"].as_array().expect("panels");
+    for panel in panels {
+        let targets = panel["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "{} has no query", panel["title"]);
+        for target in targets {
+            let expr = target["expr"].as_str().expect("expr");
+            for m in metric.find_iter(expr) {
+                assert!(
+                    series.contains(m.as_str()),
+                    "panel {}: {} is not exported",
+                    panel["title"],
+                    m.as_str()
+                );
+                used.insert(m.as_str().to_string());
+            }
+        }
+    }
+    for wanted in [
+        "portcullis_decisions_total",
+        "portcullis_check_duration_seconds_bucket",
+        "portcullis_token_events_total",
+        "portcullis_user_events_total",
+        "portcullis_config_reloads_total",
+        "portcullis_config_last_load_timestamp_seconds",
+        "portcullis_status_writes_total",
+    ] {
+        assert!(used.contains(wanted), "no panel shows {wanted}");
+    }
+}

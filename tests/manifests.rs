@@ -173,8 +173,10 @@ fn every_rendering_of_the_chart_parses_into_kubernetes_types() {
                 "mode=kube",
                 "kube.createUsers=true",
                 "serviceMonitor.enabled=true",
+                "grafanaDashboard.enabled=true",
             ],
             &[
+                "ConfigMap",
                 "ClusterRole",
                 "ClusterRoleBinding",
                 "Role",
@@ -225,6 +227,25 @@ fn every_rendering_of_the_chart_parses_into_kubernetes_types() {
                 other => panic!("{set:?}: unexpected kind {other}"),
             };
             parsed.unwrap_or_else(|e| panic!("{set:?}: {:?} does not parse: {e}", doc["kind"]));
+        }
+        if set.contains(&"grafanaDashboard.enabled=true") {
+            let dashboard = docs
+                .iter()
+                .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "auth-dashboard")
+                .expect("the dashboard ConfigMap");
+            assert_eq!(
+                dashboard["metadata"]["labels"]["grafana_dashboard"], "1",
+                "the label Grafana's sidecar looks for"
+            );
+            let shipped =
+                std::fs::read_to_string(chart.join("dashboards/portcullis.json")).unwrap();
+            assert_eq!(
+                dashboard["data"]["portcullis.json"]
+                    .as_str()
+                    .unwrap()
+                    .trim(),
+                shipped.trim()
+            );
         }
         if set.contains(&"replicaCount=1") {
             assert!(

@@ -3,6 +3,7 @@
 //! a User creation, which it serves before any status write.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
@@ -12,6 +13,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::index::{ObjectKey, Ready, Verdict};
 use super::objects::api_resource;
+use crate::metrics::Metrics;
 use crate::resources::{self, ResourceStatus};
 
 /// The field manager of every write.
@@ -36,6 +38,7 @@ pub async fn run(
     client: Client,
     mut commands: mpsc::Receiver<Command>,
     mut leader: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
 ) {
     let mut status = StatusQueue::default();
     let mut paused_until = tokio::time::Instant::now();
@@ -52,9 +55,14 @@ pub async fn run(
             },
             changed = leader.changed() => if changed.is_err() { return },
             _ = tokio::time::sleep_until(paused_until), if writing => {
-                if let Err(e) = status.write_next(&client).await {
-                    tracing::warn!(error = %e, "status write failed; retrying");
-                    paused_until = tokio::time::Instant::now() + RETRY_AFTER;
+                match status.write_next(&client).await {
+                    Ok(Some(written)) => metrics.status_write(written),
+                    Ok(None) => {}
+                    Err(e) => {
+                        metrics.status_write("error");
+                        tracing::warn!(error = %e, "status write failed; retrying");
+                        paused_until = tokio::time::Instant::now() + RETRY_AFTER;
+                    }
                 }
             }
         }
@@ -81,9 +89,11 @@ impl StatusQueue {
         }
     }
 
-    async fn write_next(&mut self, client: &Client) -> Result<(), kube::Error> {
+    /// Writes the next pending verdict, if any: `ok`, or `gone` when the object no longer
+    /// exists.
+    async fn write_next(&mut self, client: &Client) -> Result<Option<&'static str>, kube::Error> {
         let Some((key, verdict)) = self.pending.pop_first() else {
-            return Ok(());
+            return Ok(None);
         };
         let api: Api<DynamicObject> =
             Api::namespaced_with(client.clone(), &key.namespace, &api_resource(key.kind));
@@ -95,10 +105,10 @@ impl StatusQueue {
             Ok(_) => {
                 self.written
                     .insert(key, (verdict.generation, verdict.ready));
-                Ok(())
+                Ok(Some("ok"))
             }
             // Deleted since: its status went with it.
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(Some("gone")),
             Err(e) => {
                 self.pending.insert(key, verdict);
                 Err(e)

@@ -101,7 +101,7 @@ fn headers(request: &HttpRequest) -> Map<String, Value> {
     for (k, v) in &request.headers {
         let v = match k.as_str() {
             "authorization" | "proxy-authorization" => match v.split_once(' ') {
-                Some((scheme, _)) => format!("{scheme} {REDACTED}"),
+                Some((scheme, _)) => [scheme, " ", REDACTED].concat(),
                 None => REDACTED.to_string(),
             },
             other if is_credential_header(other) => REDACTED.to_string(),

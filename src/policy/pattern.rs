@@ -52,6 +52,7 @@ impl Pattern {
         })
     }
 
+    #[inline]
     pub(crate) fn is_match(&self, s: &str) -> bool {
         match &self.matcher {
             Matcher::Contains(lit) => s.contains(&**lit),

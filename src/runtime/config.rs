@@ -124,6 +124,7 @@ impl Cluster {
         client: kube::Client,
         settings: crate::cluster::Settings,
         lease_namespace: Option<String>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         use crate::cluster::{lease, writer};
         let (writer_tx, commands) = tokio::sync::mpsc::channel(1024);
@@ -141,7 +142,7 @@ impl Cluster {
             lease::LeaseSettings::new(namespace, identity),
             leader_tx,
         ));
-        tokio::spawn(writer::run(client.clone(), commands, leader));
+        tokio::spawn(writer::run(client.clone(), commands, leader, metrics));
         let user_labels = settings.labels_for_created();
         let built = crate::cluster::start(client.clone(), settings, Some(writer_tx.clone()));
         Cluster {

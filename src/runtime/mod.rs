@@ -46,7 +46,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let client = kube::Client::try_default()
                 .await
                 .context("connecting to the Kubernetes API (in-cluster or KUBECONFIG)")?;
-            let cluster = config::Cluster::start(client, settings, args.lease_namespace.clone());
+            let cluster = config::Cluster::start(
+                client,
+                settings,
+                args.lease_namespace.clone(),
+                metrics.clone(),
+            );
             let authorizer = build::authorizer(
                 &args,
                 snapshots.clone(),

@@ -84,8 +84,13 @@ pub fn find_existing(
             None => Cow::Borrowed(name),
         });
     let sub = token.subject();
-    let system = provider(snapshot, token)
-        .ok()
+    // Looked up directly: `provider` builds an error message when there is none, and this
+    // runs on every decision.
+    let system = token
+        .introspector
+        .identity_provider
+        .as_deref()
+        .and_then(|name| snapshot.identity_providers.get(name))
         .and_then(|p| p.spec.system.as_deref());
     // The token's own identifier: (the provider's system, its `sub`).
     let own = system.zip(sub);

@@ -80,7 +80,7 @@ async fn a_verdict_is_one_merge_patch_of_the_status_subresource() {
         respond(send, 200, policy_object(seen.3["status"].clone()));
         seen
     });
-    queue.write_next(&client).await.unwrap();
+    assert_eq!(queue.write_next(&client).await.unwrap(), Some("ok"));
     let (method, uri, content_type, body) = server.await.unwrap();
     assert_eq!(method, "PATCH");
     assert_eq!(
