@@ -632,7 +632,7 @@ fn helm_kube_mode() -> String {
     let out = std::process::Command::new(support::tool_bin("HELM_BIN", "helm"))
         .args(["template", "portcullis"])
         .arg(repo_path("charts/portcullis"))
-        .args(["--namespace", "portcullis", "--set", "mode=kube"])
+        .args(["--namespace", "portcullis"])
         .output()
         .unwrap();
     assert!(
@@ -680,7 +680,10 @@ async fn the_shipped_kube_mode_command_lines_become_ready() {
             .command_line(&args)
             .env("KUBECONFIG", kubeconfig(&fake, dir.path()));
         // The webhook's certificate is the test's own, on a free port.
-        let webhook = args.contains(&"--webhook-addr".to_string());
+        let webhook = args
+            .iter()
+            .any(|a| a == "--webhook-addr" || a.starts_with("--webhook-addr="));
+        assert!(webhook, "both ship the admission webhook: {args:?}");
         let ca = support::tls::TestCa::new("test CA");
         if webhook {
             let (cert, key) = ca.serving("portcullis").write(dir.path());

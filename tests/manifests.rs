@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -115,7 +116,7 @@ async fn the_helm_chart_lints_renders_and_ships_valid_configuration() {
     let chart = support::repo_path("charts/portcullis");
     run(Command::new(helm_bin()).arg("lint").arg(&chart));
     let rendered = run(Command::new(helm_bin())
-        .args(["template", "auth"])
+        .args(["template", "auth", "--set", "mode=files"])
         .arg(&chart));
     let docs = documents(&rendered);
     let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
@@ -151,37 +152,44 @@ async fn the_plain_manifests_ship_valid_configuration() {
 /// Kubernetes type (a typo in a field would not).
 #[test]
 fn every_rendering_of_the_chart_parses_into_kubernetes_types() {
+    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
     use k8s_openapi::api::apps::v1::Deployment;
-    use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
     use k8s_openapi::api::policy::v1::PodDisruptionBudget;
     use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 
     let chart = support::repo_path("charts/portcullis");
-    let cases: [(&[&str], &[&str]); 4] = [
+    let cases: [(&[&str], &[&str]); 6] = [
+        // The defaults: kube mode, with the webhook and the chart's own certificate.
         (
             &[],
             &[
-                "ConfigMap",
-                "Deployment",
-                "PodDisruptionBudget",
-                "Service",
-                "ServiceAccount",
-            ],
-        ),
-        (
-            &[
-                "mode=kube",
-                "kube.createUsers=true",
-                "serviceMonitor.enabled=true",
-                "grafanaDashboard.enabled=true",
-            ],
-            &[
-                "ConfigMap",
                 "ClusterRole",
                 "ClusterRoleBinding",
+                "Deployment",
+                "PodDisruptionBudget",
                 "Role",
                 "RoleBinding",
+                "Secret",
+                "Service",
+                "ServiceAccount",
+                "ValidatingWebhookConfiguration",
+            ],
+        ),
+        (&["mode=files"], &["ConfigMap", "Deployment", "Service"]),
+        (
+            &[
+                "createUsers=true",
+                "serviceMonitor.enabled=true",
+                "grafanaDashboard.enabled=true",
+                "webhook.certManager.enabled=true",
+            ],
+            &[
+                "Certificate",
+                "ConfigMap",
+                "Issuer",
                 "ServiceMonitor",
+                "ValidatingWebhookConfiguration",
             ],
         ),
         (
@@ -192,6 +200,7 @@ fn every_rendering_of_the_chart_parses_into_kubernetes_types() {
             &["replicaCount=1", "topologySpreadConstraints=null"],
             &["Deployment"],
         ),
+        (&["webhook.enabled=false"], &["Deployment"]),
     ];
     for (set, expect) in cases {
         let mut cmd = Command::new(helm_bin());
@@ -223,7 +232,12 @@ fn every_rendering_of_the_chart_parses_into_kubernetes_types() {
                 }
                 "Role" => serde_yaml::from_value::<Role>(doc.clone()).map(drop),
                 "RoleBinding" => serde_yaml::from_value::<RoleBinding>(doc.clone()).map(drop),
-                "ServiceMonitor" => Ok(()), // the Prometheus Operator's type, not Kubernetes'
+                "Secret" => serde_yaml::from_value::<Secret>(doc.clone()).map(drop),
+                "ValidatingWebhookConfiguration" => {
+                    serde_yaml::from_value::<ValidatingWebhookConfiguration>(doc.clone()).map(drop)
+                }
+                // The Prometheus Operator's and cert-manager's types, not Kubernetes'.
+                "ServiceMonitor" | "Certificate" | "Issuer" => Ok(()),
                 other => panic!("{set:?}: unexpected kind {other}"),
             };
             parsed.unwrap_or_else(|e| panic!("{set:?}: {:?} does not parse: {e}", doc["kind"]));
@@ -247,6 +261,15 @@ fn every_rendering_of_the_chart_parses_into_kubernetes_types() {
                 shipped.trim()
             );
         }
+        let webhook = !set.contains(&"webhook.enabled=false") && !set.contains(&"mode=files");
+        assert_eq!(
+            kinds.contains(&"ValidatingWebhookConfiguration"),
+            webhook,
+            "{set:?}"
+        );
+        if webhook {
+            assert_webhook_is_wired(&docs, set.contains(&"webhook.certManager.enabled=true"));
+        }
         if set.contains(&"replicaCount=1") {
             assert!(
                 !kinds.contains(&"PodDisruptionBudget"),
@@ -256,7 +279,7 @@ fn every_rendering_of_the_chart_parses_into_kubernetes_types() {
         if set.contains(&"kube.namespaces={a,b}") {
             let bindings: Vec<&str> = docs
                 .iter()
-                .filter(|d| d["kind"] == "RoleBinding")
+                .filter(|d| d["kind"] == "RoleBinding" && d["roleRef"]["kind"] == "ClusterRole")
                 .filter_map(|d| d["metadata"]["namespace"].as_str())
                 .collect();
             assert_eq!(
@@ -282,4 +305,265 @@ fn every_rendering_of_the_chart_parses_into_kubernetes_types() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/mode"));
+}
+
+/// The webhook's pieces meet: the API server calls the Service's `webhook` port, which
+/// reaches the container's `--webhook-addr`, serving the mounted certificate, which the
+/// API server trusts (the chart's CA in `caBundle`, or cert-manager's injection).
+fn assert_webhook_is_wired(docs: &[serde_yaml::Value], cert_manager: bool) {
+    let find = |kind: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind}"))
+    };
+    let vwc = find("ValidatingWebhookConfiguration");
+    let hook = &vwc["webhooks"][0];
+    let client = &hook["clientConfig"];
+    assert_eq!(client["service"]["path"], "/validate");
+    let service = find("Service");
+    assert_eq!(client["service"]["name"], service["metadata"]["name"]);
+    let port = service["spec"]["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|p| p["port"] == client["service"]["port"])
+        .expect("the Service has the port the webhook calls");
+    assert_eq!(port["targetPort"], "webhook");
+    let container = &deployment(docs)["spec"]["template"]["spec"]["containers"][0];
+    let container_port = container["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "webhook")
+        .expect("a container port named webhook");
+    let args = container_args(docs);
+    assert!(
+        args.contains(&format!(
+            "--webhook-addr=0.0.0.0:{}",
+            container_port["containerPort"].as_u64().unwrap()
+        )),
+        "{args:?}"
+    );
+    let volume = deployment(docs)["spec"]["template"]["spec"]["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "webhook-tls")
+        .expect("the certificate's volume");
+    let secret = volume["secret"]["secretName"].as_str().unwrap();
+    assert!(args.contains(&"--tls-cert-file=/etc/portcullis/webhook-tls/tls.crt".to_string()));
+    if cert_manager {
+        let certificate = find("Certificate");
+        assert_eq!(certificate["spec"]["secretName"], secret);
+        let injected = vwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]
+            .as_str()
+            .unwrap();
+        assert!(injected.ends_with(&format!(
+            "/{}",
+            certificate["metadata"]["name"].as_str().unwrap()
+        )));
+    } else {
+        // The chart's CA signed the served certificate for the Service's DNS name.
+        let tls = find("Secret");
+        assert_eq!(tls["metadata"]["name"], secret);
+        use base64::Engine;
+        let decode = |v: &serde_yaml::Value| {
+            base64::engine::general_purpose::STANDARD
+                .decode(v.as_str().unwrap())
+                .unwrap()
+        };
+        assert_eq!(decode(&client["caBundle"]), decode(&tls["data"]["ca.crt"]));
+        let cert = String::from_utf8(decode(&tls["data"]["tls.crt"])).unwrap();
+        let ca = String::from_utf8(decode(&tls["data"]["ca.crt"])).unwrap();
+        support::tls::assert_signed_for(
+            &cert,
+            &ca,
+            &format!(
+                "{}.{}.svc",
+                service["metadata"]["name"].as_str().unwrap(),
+                "auth"
+            ),
+        );
+    }
+}
+
+/// Every flag of `portcullis serve` can be set from the chart's values.
+#[test]
+fn every_serve_flag_is_reachable_from_the_chart_values() {
+    let help = serve::run(&["serve", "--help"]);
+    let flags: std::collections::BTreeSet<String> = help
+        .stdout
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("--"))
+        .map(|l| l.split([' ', '=']).next().unwrap().to_string())
+        .filter(|f| f != "help")
+        .collect();
+    assert!(flags.len() > 15, "{flags:?}");
+    let chart = support::repo_path("charts/portcullis");
+    let mut reached = std::collections::BTreeSet::new();
+    for set in [
+        &[
+            "kube.namespaces={a}",
+            "kube.selector=team=x",
+            "kube.leaseNamespace=leases",
+            "createUsers=true",
+            "decisionTimeoutMs=300",
+            "idpTimeoutMs=200",
+            "jwksMaxStaleSecs=60",
+            "maxTokenBytes=9000",
+            "claimUsersByName=false",
+            "drainMs=1000",
+            "admin.enabled=true",
+            "admin.tokenSecret=ops",
+        ][..],
+        &[
+            "mode=files",
+            "createUsers=true",
+            "usersDir=/var/lib/portcullis/users",
+        ],
+    ] {
+        let mut cmd = Command::new(helm_bin());
+        cmd.args(["template", "auth", "--namespace", "auth"])
+            .arg(&chart);
+        for s in set {
+            cmd.args(["--set", s]);
+        }
+        let docs = documents(&run(&mut cmd));
+        for arg in container_args(&docs) {
+            if let Some(flag) = arg.strip_prefix("--") {
+                reached.insert(flag.split('=').next().unwrap().to_string());
+            }
+        }
+    }
+    let missing: Vec<&String> = flags.difference(&reached).collect();
+    assert!(missing.is_empty(), "no value reaches {missing:?}");
+}
+
+/// An object as both renderings must agree on it: without labels, annotations, the
+/// namespace (helm leaves it to `--namespace`) and the selector labels, which the chart
+/// makes per release; with the webhook's `caBundle` dropped (the chart generates its CA,
+/// the kustomization has cert-manager inject one).
+fn comparable(doc: &serde_yaml::Value) -> serde_json::Value {
+    let mut v: serde_json::Value = serde_json::to_value(doc).unwrap();
+    whole_numbers(&mut v);
+    let name = v["metadata"]["name"].clone();
+    v["metadata"] = serde_json::json!({ "name": name });
+    let strip = |v: &mut serde_json::Value| {
+        if let Some(o) = v.as_object_mut() {
+            o.remove("matchLabels");
+        }
+    };
+    match v["kind"].as_str().unwrap() {
+        "Deployment" => {
+            strip(&mut v["spec"]["selector"]);
+            v["spec"]["template"]["metadata"] = serde_json::json!({});
+            if let Some(spread) =
+                v["spec"]["template"]["spec"]["topologySpreadConstraints"].as_array_mut()
+            {
+                for c in spread {
+                    strip(&mut c["labelSelector"]);
+                }
+            }
+        }
+        "Service" => {
+            v["spec"]["selector"] = serde_json::json!({});
+        }
+        "PodDisruptionBudget" => strip(&mut v["spec"]["selector"]),
+        "ValidatingWebhookConfiguration" => {
+            for hook in v["webhooks"].as_array_mut().unwrap() {
+                hook["clientConfig"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("caBundle");
+            }
+        }
+        _ => {}
+    }
+    v
+}
+
+/// `kubectl apply -k deploy/` and the chart's defaults install the same objects where they
+/// overlap, field for field; each has only the extras listed.
+#[test]
+fn kustomize_renders_what_the_chart_renders_by_default() {
+    let kubectl = support::tool_bin("KUBECTL_BIN", "kubectl");
+    let kustomized = documents(&run(Command::new(kubectl)
+        .arg("kustomize")
+        .arg(support::repo_path("deploy"))));
+    let charted = documents(&run(Command::new(helm_bin())
+        .args([
+            "template",
+            "portcullis",
+            "--namespace",
+            "portcullis",
+            "--include-crds",
+        ])
+        .arg(support::repo_path("charts/portcullis"))));
+    let key = |d: &serde_yaml::Value| {
+        (
+            d["kind"].as_str().unwrap().to_string(),
+            d["metadata"]["name"].as_str().unwrap().to_string(),
+        )
+    };
+    let index = |docs: &[serde_yaml::Value]| -> BTreeMap<(String, String), serde_json::Value> {
+        docs.iter().map(|d| (key(d), comparable(d))).collect()
+    };
+    let (k, c) = (index(&kustomized), index(&charted));
+    fn only(
+        a: &BTreeMap<(String, String), serde_json::Value>,
+        b: &BTreeMap<(String, String), serde_json::Value>,
+    ) -> Vec<String> {
+        a.keys()
+            .filter(|key| !b.contains_key(*key))
+            .map(|(kind, _)| kind.clone())
+            .collect()
+    }
+    // cert-manager's objects and the Namespace in one; the generated certificate in the other.
+    assert_eq!(only(&k, &c), ["Certificate", "Issuer", "Namespace"]);
+    assert_eq!(only(&c, &k), ["Secret"]);
+    let mut compared = 0;
+    for (key, object) in &k {
+        if let Some(other) = c.get(key) {
+            if let Some(path) = first_difference(object, other, String::new()) {
+                panic!("{key:?}: deploy/ and the chart differ at {path}");
+            }
+            compared += 1;
+        }
+    }
+    assert!(compared >= 13, "{compared} objects compared");
+}
+
+/// `0.0` and `0` are one number to the API server (the CRDs' `minimum: 0.0`).
+fn whole_numbers(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && n.is_f64()) {
+                *v = serde_json::json!(f as i64);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(whole_numbers),
+        serde_json::Value::Object(map) => map.values_mut().for_each(whole_numbers),
+        _ => {}
+    }
+}
+
+/// The path of the first place where `a` and `b` differ, with both values.
+fn first_difference(a: &serde_json::Value, b: &serde_json::Value, at: String) -> Option<String> {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => x.keys().chain(y.keys()).find_map(|k| {
+            first_difference(
+                x.get(k).unwrap_or(&Value::Null),
+                y.get(k).unwrap_or(&Value::Null),
+                format!("{at}.{k}"),
+            )
+        }),
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .enumerate()
+            .find_map(|(i, (x, y))| first_difference(x, y, format!("{at}[{i}]"))),
+        _ if a == b => None,
+        _ => Some(format!("{at}: {a} vs {b}")),
+    }
 }

@@ -78,3 +78,27 @@ pub fn https_client(ca_pem: &str) -> reqwest::Client {
         .build()
         .expect("build HTTPS client")
 }
+
+/// Asserts that `cert_pem` chains to `ca_pem` and is valid now for the DNS name `host`, as
+/// a TLS client (the API server calling a webhook) checks it.
+pub fn assert_signed_for(cert_pem: &str, ca_pem: &str, host: &str) {
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).expect("CA PEM"))
+        .expect("a CA certificate");
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        std::sync::Arc::new(roots),
+        std::sync::Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .build()
+    .expect("verifier");
+    let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes()).expect("certificate PEM");
+    let name = ServerName::try_from(host.to_string()).expect("DNS name");
+    verifier
+        .verify_server_cert(&cert, &[], &name, &[], UnixTime::now())
+        .unwrap_or_else(|e| panic!("the certificate is not valid for {host}: {e}"));
+}
