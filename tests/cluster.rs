@@ -749,3 +749,79 @@ async fn the_status_lease_passes_to_another_replica_when_its_holder_stops() {
     assert_eq!(lease["spec"]["holderIdentity"], "b");
     assert_eq!(lease["spec"]["leaseTransitions"], 1);
 }
+
+/// Every custom resource that `deploy/examples/aidbox/` ships (the Aidbox tutorials) is
+/// accepted as written; the shared-secret and static-key variants allow their tokens.
+/// Each file is applied, checked and deleted in turn: the variants trust one issuer.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_shipped_aidbox_tutorial_resources_are_ready_as_written() {
+    let fake = FakeApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = serve(&fake, dir.path(), "examples", &[]).await;
+    let examples = repo_path("deploy/examples/aidbox");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&examples)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 5, "{files:?}");
+    let allowed_by = |file: &str| -> Option<String> {
+        let tutorial = Jwt::new("https://auth.example.com", "alice").exp_in(600);
+        match file {
+            "external-auth-server-secret.yaml" => {
+                Some(tutorial.sign_hs256("change-me-to-a-long-random-secret"))
+            }
+            "external-auth-server-keys.yaml" => {
+                Some(tutorial.sign_with("rsa-a", jsonwebtoken::Algorithm::RS256))
+            }
+            _ => None,
+        }
+    };
+    for file in &files {
+        let name = file.file_name().unwrap().to_str().unwrap().to_string();
+        let text = std::fs::read_to_string(file).unwrap();
+        let mut applied = Vec::new();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let mut object: Value = Value::deserialize(doc).unwrap();
+            object["metadata"]["namespace"] = json!(NS);
+            fake.apply(object.clone());
+            applied.push(object);
+        }
+        for object in &applied {
+            let kind = object["kind"].as_str().unwrap();
+            if kind == "Secret" {
+                continue;
+            }
+            let plural = match kind {
+                "AccessPolicy" => "accesspolicies".to_string(),
+                other => format!("{}s", other.to_lowercase()),
+            };
+            let object_name = object["metadata"]["name"].as_str().unwrap();
+            let ready = ready_condition(&fake, &plural, object_name, "True").await;
+            assert_eq!(ready["reason"], "Accepted", "{name}: {kind}/{object_name}");
+        }
+        if let Some(token) = allowed_by(&name) {
+            until_status(&p, "GET", &token, 200, &name).await;
+            let forged = Jwt::new("https://auth.example.com", "alice")
+                .exp_in(600)
+                .sign_hs256("not-the-secret-of-the-example!!!");
+            assert_eq!(decide(&p, "GET", &forged).await.status, 401, "{name}");
+        }
+        for object in applied.iter().rev() {
+            let (api, kind) = (
+                object["apiVersion"].as_str().unwrap(),
+                object["kind"].as_str().unwrap(),
+            );
+            let plural = match kind {
+                "AccessPolicy" => "accesspolicies".to_string(),
+                other => format!("{}s", other.to_lowercase()),
+            };
+            let object_name = object["metadata"]["name"].as_str().unwrap();
+            assert!(
+                fake.delete(api, &plural, NS, object_name).is_some(),
+                "{name}: delete {kind}"
+            );
+        }
+    }
+}

@@ -156,8 +156,8 @@ fn envoy_template_validates() {
 #[test]
 fn deploy_envoy_examples_validate() {
     for example in [
-        "deploy/envoy/envoy-grpc.yaml",
-        "deploy/envoy/envoy-http.yaml",
+        "deploy/examples/envoy/envoy-grpc.yaml",
+        "deploy/examples/envoy/envoy-http.yaml",
     ] {
         envoy::validate(&support::repo_path(example));
     }

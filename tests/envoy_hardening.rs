@@ -1,5 +1,5 @@
 //! What a client can and cannot make portcullis believe, through the Envoy configurations
-//! that `deploy/envoy/` ships (both flavours), run by the real Envoy:
+//! that `deploy/examples/envoy/` ships (both flavours), run by the real Envoy:
 //! - `remote-addr` and `scheme` are Envoy's own view, never the client's
 //!   `X-Forwarded-For` / `X-Forwarded-Proto`;
 //! - paths are normalised before policies see them: `/public/../admin` never meets a

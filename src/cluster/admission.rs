@@ -116,6 +116,7 @@ pub fn review(candidate: &Candidate, serving: Option<&Arc<Snapshot>>) -> Answer 
     let object = Object {
         key: key.clone(),
         generation: 0,
+        uid: 0,
         created: 0,
         spec: objects::spec(candidate.kind, candidate.spec.clone()),
         status: None,

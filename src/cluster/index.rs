@@ -80,6 +80,9 @@ impl std::fmt::Display for ObjectKey {
 pub struct Object {
     pub key: ObjectKey,
     pub generation: i64,
+    /// A hash of `metadata.uid`: tells an object from one of the same name deleted before
+    /// it (whose status writes must not count for it).
+    pub uid: u64,
     /// `creationTimestamp` in seconds: of two conflicting objects, the older serves.
     pub created: i64,
     /// The spec, or the field that kept it from parsing.
@@ -138,6 +141,8 @@ impl Ready {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Verdict {
     pub key: ObjectKey,
+    /// [`Object::uid`].
+    pub uid: u64,
     pub generation: i64,
     pub ready: Ready,
     /// Whether an earlier good version of the object serves in its place.
@@ -359,6 +364,7 @@ impl ClusterIndex {
                 }
                 verdicts.push(Verdict {
                     key: entry.object.key.clone(),
+                    uid: entry.object.uid,
                     generation: entry.object.generation,
                     ready,
                     previous_serves,
@@ -426,6 +432,7 @@ impl ClusterIndex {
             }
             verdicts.push(Verdict {
                 key: key.clone(),
+                uid: entry.object.uid,
                 generation: entry.object.generation,
                 previous_serves: !ready.status && users.by_name(&name).is_some(),
                 ready,

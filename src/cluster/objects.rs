@@ -45,6 +45,11 @@ pub fn object(kind: Kind, mut o: DynamicObject) -> Object {
     Object {
         key: key(kind, &o),
         generation: o.metadata.generation.unwrap_or(0),
+        uid: {
+            use std::hash::{BuildHasher, BuildHasherDefault};
+            BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+                .hash_one(o.metadata.uid.as_deref().unwrap_or_default())
+        },
         created: o
             .metadata
             .creation_timestamp

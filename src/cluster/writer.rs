@@ -73,9 +73,10 @@ pub async fn run(
 #[derive(Default)]
 struct StatusQueue {
     pending: BTreeMap<ObjectKey, Verdict>,
-    /// What this replica last wrote, so that a verdict is not written again before the
-    /// watch echoes the write back.
-    written: HashMap<ObjectKey, (i64, Ready)>,
+    /// What this replica last wrote (to which incarnation of the object, at which
+    /// generation), so that a verdict is not written again before the watch echoes the
+    /// write back.
+    written: HashMap<ObjectKey, (u64, i64, Ready)>,
 }
 
 impl StatusQueue {
@@ -104,7 +105,7 @@ impl StatusQueue {
         {
             Ok(_) => {
                 self.written
-                    .insert(key, (verdict.generation, verdict.ready));
+                    .insert(key, (verdict.uid, verdict.generation, verdict.ready));
                 Ok(Some("ok"))
             }
             // Deleted since: its status went with it.
@@ -118,8 +119,8 @@ impl StatusQueue {
 }
 
 /// Whether the object's status says something other than the verdict.
-fn needs_write(v: &Verdict, written: Option<&(i64, Ready)>) -> bool {
-    if written == Some(&(v.generation, v.ready.clone())) {
+fn needs_write(v: &Verdict, written: Option<&(u64, i64, Ready)>) -> bool {
+    if written == Some(&(v.uid, v.generation, v.ready.clone())) {
         return false;
     }
     let Some(status) = &v.observed else {

@@ -93,9 +93,9 @@ pub fn grpc_ext_authz_vars(
     ]
 }
 
-/// The Envoy configurations that `deploy/envoy/` ships, for tests of what users run.
-pub const SHIPPED_GRPC: &str = "deploy/envoy/envoy-grpc.yaml";
-pub const SHIPPED_HTTP: &str = "deploy/envoy/envoy-http.yaml";
+/// The Envoy configurations that `deploy/examples/envoy/` ships, for tests of what users run.
+pub const SHIPPED_GRPC: &str = "deploy/examples/envoy/envoy-grpc.yaml";
+pub const SHIPPED_HTTP: &str = "deploy/examples/envoy/envoy-http.yaml";
 
 /// A shipped configuration as it is, but for where things listen: the listener and an
 /// admin on loopback, cluster `portcullis` at `portcullis_port`, cluster `app` at
@@ -196,7 +196,7 @@ impl Envoy {
         .await
     }
 
-    /// Envoy running a configuration that `deploy/envoy/` ships ([`render_shipped`]).
+    /// Envoy running a configuration that `deploy/examples/envoy/` ships ([`render_shipped`]).
     pub async fn shipped(shipped: &str, portcullis_port: u16, upstream_port: u16) -> Envoy {
         Self::start_with(|listener, admin| {
             render_shipped(shipped, listener, admin, portcullis_port, upstream_port)

@@ -11,6 +11,7 @@ fn object(kind: Kind, namespace: &str, name: &str, generation: i64, spec: Value)
             name: name.into(),
         },
         generation,
+        uid: 0,
         created: generation * 10,
         spec: parse_spec(kind.name(), spec),
         status: None,

@@ -49,6 +49,7 @@ fn verdict(ready: bool, observed: Option<ResourceStatus>) -> Verdict {
             namespace: "team-a".into(),
             name: "read".into(),
         },
+        uid: 7,
         generation: 3,
         ready: Ready {
             status: ready,
@@ -106,6 +107,15 @@ async fn a_verdict_is_one_merge_patch_of_the_status_subresource() {
     // Offered again before the watch echoes the write: nothing more is sent.
     queue.offer(vec![verdict(false, None)]);
     assert!(queue.pending.is_empty());
+
+    // The object deleted and created again under its name, same generation and verdict:
+    // the new one has no status yet, so it is written.
+    let recreated = Verdict {
+        uid: 8,
+        ..verdict(false, None)
+    };
+    queue.offer(vec![recreated]);
+    assert_eq!(queue.pending.len(), 1, "a new object of the same name");
 }
 
 #[test]
