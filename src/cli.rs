@@ -16,6 +16,11 @@ pub struct Cli {
     pub command: Command,
     #[arg(long, global = true, env = "PORTCULLIS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Export one span per decision over OTLP/gRPC to this collector
+    /// (`http://otel-collector:4317`); the span continues the caller's W3C `traceparent`.
+    /// Off unless set. `OTEL_BSP_*` variables tune the batching
+    #[arg(long, global = true, env = "PORTCULLIS_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

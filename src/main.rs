@@ -13,13 +13,25 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("starting the tokio runtime");
+    let _entered = rt.enter();
+    // Dropped before the runtime: queued spans are flushed while it still runs.
+    let _telemetry = match telemetry::init(cli.log_format, cli.otlp_endpoint.as_deref()) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            return ExitCode::from(2);
+        }
+    };
     match cli.command {
         Command::Validate(args) => commands::validate(&args),
         Command::Crds => commands::crds(),
-        Command::Explain(args) => block_on(commands::explain(args)),
-        Command::Test(args) => block_on(commands::test(&args)),
-        Command::Serve(args) => match block_on(runtime::serve(args)) {
+        Command::Explain(args) => rt.block_on(commands::explain(args)),
+        Command::Test(args) => rt.block_on(commands::test(&args)),
+        Command::Serve(args) => match rt.block_on(runtime::serve(args)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e:#}");
@@ -28,12 +40,4 @@ fn main() -> ExitCode {
             }
         },
     }
-}
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("starting the tokio runtime")
-        .block_on(f)
 }

@@ -195,3 +195,87 @@ fn the_metrics_table_and_the_dashboard_name_only_exported_metrics() {
         assert!(used.contains(wanted), "no panel shows {wanted}");
     }
 }
+
+/// With `--otlp-endpoint`, each decision is one span at the collector, inside the trace of
+/// the request that Envoy checks (`traceparent`), carrying the outcome; the query string
+/// and the token are not in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_span_reaches_the_otlp_collector_in_the_callers_trace() {
+    use support::otlp::{attribute, Collector};
+    let (collector, endpoint) = Collector::start().await;
+    let p = Portcullis::builder()
+        .config(QUICKSTART)
+        .arg("--otlp-endpoint")
+        .arg(&endpoint)
+        .env("OTEL_BSP_SCHEDULE_DELAY", "50")
+        .start()
+        .await;
+    let mut client = p.ext_authz_client().await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
+    let token = Jwt::new(ISS, "basic").sign_hs256(SECRET);
+    let bearer = format!("Bearer {token}");
+    let answer = support::ext_authz::send(
+        &mut client,
+        support::ext_authz::check_request(
+            "GET",
+            "/fhir/Patient?secret-query=1",
+            &[("authorization", &bearer), ("traceparent", &traceparent)],
+            false,
+        ),
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        check(&mut client, "GET", "/fhir/Patient", None)
+            .await
+            .status,
+        401
+    );
+
+    let spans = support::eventually("two decision spans at the collector", || async {
+        let spans = collector.spans();
+        (spans.len() >= 2).then_some(spans)
+    })
+    .await;
+    assert_eq!(spans.len(), 2, "one span per decision");
+    let (service, allowed) = spans
+        .iter()
+        .find(|(_, s)| attribute(s, "portcullis.outcome").as_deref() == Some("allow"))
+        .expect("the allowed decision's span");
+    assert_eq!(service, "portcullis");
+    assert_eq!(allowed.name, "ext_authz check");
+    assert_eq!(hex(&allowed.trace_id), trace_id, "the caller's trace");
+    assert_eq!(hex(&allowed.parent_span_id), "00f067aa0ba902b7");
+    assert_eq!(
+        attribute(allowed, "portcullis.reason").as_deref(),
+        Some("allowed")
+    );
+    assert_eq!(
+        attribute(allowed, "http.response.status_code").as_deref(),
+        Some("200")
+    );
+    assert_eq!(
+        attribute(allowed, "url.path").as_deref(),
+        Some("/fhir/Patient")
+    );
+    let (_, denied) = spans
+        .iter()
+        .find(|(_, s)| attribute(s, "portcullis.outcome").as_deref() == Some("deny"))
+        .expect("the denied decision's span");
+    assert_eq!(
+        attribute(denied, "portcullis.reason").as_deref(),
+        Some("no_credentials")
+    );
+    assert_ne!(
+        hex(&denied.trace_id),
+        trace_id,
+        "no traceparent: a trace of its own"
+    );
+    let everything = format!("{spans:?}");
+    assert!(!everything.contains(&token) && !everything.contains("secret-query"));
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

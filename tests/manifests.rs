@@ -415,6 +415,7 @@ fn every_serve_flag_is_reachable_from_the_chart_values() {
             "drainMs=1000",
             "admin.enabled=true",
             "admin.tokenSecret=ops",
+            "otlpEndpoint=http://collector:4317",
         ][..],
         &[
             "mode=files",

@@ -13,6 +13,9 @@ use envoy_types::pb::google::protobuf::{Struct, Value};
 use envoy_types::pb::google::rpc;
 use tonic::{Request, Response, Status};
 
+use tracing::Instrument;
+
+use super::trace;
 use crate::decision::{Authorizer, Decision, HttpRequest, Outcome};
 
 pub struct ExtAuthz {
@@ -39,7 +42,13 @@ impl Authorization for ExtAuthz {
             // Answer a little before Envoy gives up, so that the denial is ours.
             .map(|t| t - t / 10);
         let request = to_http_request(request.into_inner());
-        let decision = self.authorizer.check_within(&request, budget).await;
+        let span = trace::decision_span(&request);
+        let decision = self
+            .authorizer
+            .check_within(&request, budget)
+            .instrument(span.clone())
+            .await;
+        trace::record(&span, &decision);
         Ok(Response::new(to_check_response(&decision)))
     }
 }

@@ -8,4 +8,5 @@ pub mod explain_page;
 pub mod grpc;
 pub mod http;
 pub mod tls;
+pub mod trace;
 pub mod webhook;

@@ -18,6 +18,7 @@ pub mod ext_authz;
 pub mod fake_apiserver;
 pub mod metrics;
 pub mod oidc_provider;
+pub mod otlp;
 pub mod portcullis;
 pub mod process;
 pub mod raw;
