@@ -568,3 +568,79 @@ fn first_difference(a: &serde_json::Value, b: &serde_json::Value, at: String) ->
         _ => Some(format!("{at}: {a} vs {b}")),
     }
 }
+
+/// The image recipe fits what runs it: the chart's and the manifests' pod user, their
+/// container arguments (appended to the image's entrypoint, the binary itself), their
+/// ports, and the image tag they name (the crate's version).
+#[test]
+fn the_image_recipe_fits_the_chart_and_the_manifests() {
+    let dockerfile = std::fs::read_to_string(support::repo_path("Dockerfile")).unwrap();
+    let stages: Vec<&str> = dockerfile.split("\nFROM ").collect();
+    let runtime = stages.last().unwrap();
+    let line = |prefix: &str| {
+        runtime
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in the runtime stage"))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(line("USER "), "65532:65532");
+    assert_eq!(line("ENTRYPOINT "), r#"["/usr/local/bin/portcullis"]"#);
+    let exposed: Vec<u64> = line("EXPOSE ")
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    // The build stage's toolchain is at least the crate's rust-version.
+    let (version, rust_version) = (cargo_field("version"), cargo_field("rust-version"));
+    let build_image = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("FROM rust:"))
+        .expect("a rust build stage");
+    let toolchain = build_image.split('-').next().unwrap();
+    assert!(
+        version_at_least(toolchain, &rust_version),
+        "rust:{toolchain} is older than rust-version {rust_version}"
+    );
+
+    let chart = documents(&run(Command::new(helm_bin())
+        .args(["template", "auth", "--namespace", "auth"])
+        .arg(support::repo_path("charts/portcullis"))));
+    let plain = documents(
+        &std::fs::read_to_string(support::repo_path("deploy/kubernetes/portcullis-kube.yaml"))
+            .unwrap(),
+    );
+    for docs in [&chart, &plain] {
+        let pod = &deployment(docs)["spec"]["template"]["spec"];
+        assert_eq!(pod["securityContext"]["runAsUser"], 65532);
+        let container = &pod["containers"][0];
+        assert_eq!(
+            container["image"].as_str().unwrap(),
+            format!("ghcr.io/portcullis/portcullis:{version}")
+        );
+        assert!(
+            container["command"].is_null(),
+            "the entrypoint is the binary"
+        );
+        assert_eq!(container_args(docs)[0], "serve");
+        for port in container["ports"].as_sequence().unwrap() {
+            let port = port["containerPort"].as_u64().unwrap();
+            assert!(exposed.contains(&port), "the image does not expose {port}");
+        }
+    }
+}
+
+fn version_at_least(have: &str, want: &str) -> bool {
+    let parse = |v: &str| -> Vec<u64> { v.split('.').map(|p| p.parse().unwrap()).collect() };
+    parse(have) >= parse(want)
+}
+
+/// A top-level `name = "value"` of Cargo.toml's `[package]` (its first lines).
+fn cargo_field(name: &str) -> String {
+    let text = std::fs::read_to_string(support::repo_path("Cargo.toml")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} = ")))
+        .unwrap_or_else(|| panic!("no {name} in Cargo.toml"))
+        .trim_matches('"')
+        .to_string()
+}
