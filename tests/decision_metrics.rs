@@ -104,7 +104,20 @@ async fn decisions_are_counted_by_outcome_and_reason_and_timed() {
         traffic.len() as u64,
         "one timing per decision"
     );
+    // The token cache and the identity-provider calls moved too: each distinct JWT was
+    // verified once (a miss), and the unreachable JWKS was asked for.
+    let moved = |event: &str| {
+        after.token_event(event)
+            - before
+                .find(TOKEN_EVENTS, &[("event", event)])
+                .unwrap_or(0.0) as u64
+    };
+    assert_eq!(moved("verified_cache_miss"), (ALLOWED + 2 + 2 + 3) as u64);
+    assert!(moved("jwks_fetch_error") >= 1, "{}", after.text());
+    assert!(after.value("portcullis_config_last_load_timestamp_seconds", &[]) > 1.7e9);
 }
+
+const TOKEN_EVENTS: &str = "portcullis_token_events_total";
 
 /// Metric names as `/metrics` exposes them, from its `# TYPE` lines (a family is listed
 /// there even before its first sample): `(the name as documented, the series names)`.
