@@ -27,6 +27,17 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// `helm template auth --namespace auth charts/portcullis --set ...`, as documents.
+fn render_chart(set: &[&str]) -> Vec<serde_yaml::Value> {
+    let mut cmd = Command::new(helm_bin());
+    cmd.args(["template", "auth", "--namespace", "auth"])
+        .arg(support::repo_path("charts/portcullis"));
+    for s in set {
+        cmd.args(["--set", s]);
+    }
+    documents(&run(&mut cmd))
+}
+
 fn documents(text: &str) -> Vec<serde_yaml::Value> {
     serde_yaml::Deserializer::from_str(text)
         .map(|d| serde::Deserialize::deserialize(d).expect("YAML"))
@@ -203,13 +214,7 @@ fn every_rendering_of_the_chart_parses_into_kubernetes_types() {
         (&["webhook.enabled=false"], &["Deployment"]),
     ];
     for (set, expect) in cases {
-        let mut cmd = Command::new(helm_bin());
-        cmd.args(["template", "auth", "--namespace", "auth"])
-            .arg(&chart);
-        for s in set {
-            cmd.args(["--set", s]);
-        }
-        let docs = documents(&run(&mut cmd));
+        let docs = render_chart(set);
         let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
         for kind in expect {
             assert!(
@@ -399,7 +404,6 @@ fn every_serve_flag_is_reachable_from_the_chart_values() {
         .filter(|f| f != "help")
         .collect();
     assert!(flags.len() > 15, "{flags:?}");
-    let chart = support::repo_path("charts/portcullis");
     let mut reached = std::collections::BTreeSet::new();
     for set in [
         &[
@@ -423,13 +427,7 @@ fn every_serve_flag_is_reachable_from_the_chart_values() {
             "usersDir=/var/lib/portcullis/users",
         ],
     ] {
-        let mut cmd = Command::new(helm_bin());
-        cmd.args(["template", "auth", "--namespace", "auth"])
-            .arg(&chart);
-        for s in set {
-            cmd.args(["--set", s]);
-        }
-        let docs = documents(&run(&mut cmd));
+        let docs = render_chart(set);
         for arg in container_args(&docs) {
             if let Some(flag) = arg.strip_prefix("--") {
                 reached.insert(flag.split('=').next().unwrap().to_string());
@@ -603,9 +601,7 @@ fn the_image_recipe_fits_the_chart_and_the_manifests() {
         "rust:{toolchain} is older than rust-version {rust_version}"
     );
 
-    let chart = documents(&run(Command::new(helm_bin())
-        .args(["template", "auth", "--namespace", "auth"])
-        .arg(support::repo_path("charts/portcullis"))));
+    let chart = render_chart(&[]);
     let plain = documents(
         &std::fs::read_to_string(support::repo_path("deploy/kubernetes/portcullis-kube.yaml"))
             .unwrap(),
