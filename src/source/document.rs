@@ -35,6 +35,21 @@ pub fn for_each_document(
 ) {
     let starts = document_start_lines(text);
     let path: Arc<Path> = path.into();
+    if let Some(line) = flow_nesting_beyond(text, MAX_FLOW_DEPTH) {
+        emit(Err(ConfigError {
+            origin: Origin::File {
+                path,
+                document: starts.iter().filter(|&&start| start <= line).count().max(1),
+                line,
+            },
+            resource: None,
+            field: None,
+            message: format!(
+                "invalid YAML: nested deeper than {MAX_FLOW_DEPTH} levels of `[` or `{{`"
+            ),
+        }));
+        return;
+    }
     for (index, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let origin = Origin::File {
             path: path.clone(),
@@ -228,6 +243,59 @@ fn redact_quoted(message: &str) -> String {
 }
 
 /// The 1-based line on which each YAML document starts, in stream order.
+/// Deeper than this, flow collections are refused before the YAML parser sees them: the
+/// parser's cost grows with tokens times depth (a 100 KB file of 50,000 `[` took 10 s to be
+/// refused), and serde_yaml refuses anything past 128 levels anyway.
+const MAX_FLOW_DEPTH: usize = 256;
+
+/// The line where `[`/`{` nesting first passes `limit`, if it does. Brackets in quoted
+/// scalars and comments do not count; one inside a plain scalar may (`a[b`), which can only
+/// make the count too high, and only an absurd file reaches the limit that way.
+fn flow_nesting_beyond(text: &str, limit: usize) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let (mut depth, mut line, mut i) = (0usize, 1usize, 0usize);
+    let mut previous = b'\n';
+    while let Some(&b) = bytes.get(i) {
+        let after_space = matches!(previous, b' ' | b'\t' | b'\n' | b'\r');
+        match b {
+            b'\n' => line += 1,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return Some(line);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            // A comment runs to the end of the line.
+            b'#' if after_space => {
+                while bytes.get(i).is_some_and(|&c| c != b'\n') {
+                    i += 1;
+                }
+                continue;
+            }
+            // A quoted scalar starts where a token may: skip to its closing quote.
+            b'"' | b'\'' if after_space || matches!(previous, b'[' | b'{' | b',' | b':') => {
+                i += 1;
+                while let Some(&c) = bytes.get(i) {
+                    match c {
+                        b'\n' => line += 1,
+                        b'\\' if b == b'"' => i += 1,
+                        // `''` inside single quotes is one quote.
+                        b'\'' if b == b'\'' && bytes.get(i + 1) == Some(&b'\'') => i += 1,
+                        c if c == b => break,
+                        _ => {}
+                    }
+                    i += 1;
+                }
+            }
+            _ => {}
+        }
+        previous = b;
+        i += 1;
+    }
+    None
+}
+
 fn document_start_lines(text: &str) -> Vec<usize> {
     let mut starts = Vec::new();
     let mut content_before_first_marker = false;
@@ -344,5 +412,45 @@ mod tests {
     fn reports_unknown_resource_types() {
         let (_, errs) = parse("resourceType: Client\nid: c\n");
         assert!(errs[0].message.contains("Client"));
+    }
+
+    #[test]
+    fn deep_flow_nesting_is_refused_before_the_parser_sees_it() {
+        let deep = format!(
+            "resourceType: AccessPolicy\nid: deep\nengine: matcho\nmatcho: {}{}\n",
+            "[".repeat(50_000),
+            "]".repeat(50_000)
+        );
+        let (rs, errs) = parse(&deep);
+        assert!(rs.is_empty());
+        assert_eq!(errs.len(), 1);
+        assert!(
+            errs[0]
+                .to_string()
+                .starts_with("t.yaml:4 (document 1): invalid YAML: nested deeper than 256 levels"),
+            "{}",
+            errs[0]
+        );
+        let second = format!("resourceType: User\nid: u\n---\n{deep}");
+        let (_, errs) = parse(&second);
+        assert!(errs[0].to_string().contains("document 2"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn brackets_in_quotes_and_comments_do_not_count_as_nesting() {
+        let open = "[".repeat(300);
+        let text = format!(
+            "# {open}\nresourceType: AccessPolicy\nid: p\nengine: matcho\n\
+             matcho: {{uri: \"#^/a{open}\\\"\", x: '{open}''{open}', y: [1, [2, \"]]]]\"]]}}  # {open}\n"
+        );
+        assert_eq!(flow_nesting_beyond(&text, MAX_FLOW_DEPTH), None);
+        let (rs, errs) = parse(&text);
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(rs.len(), 1);
+        // Just past the limit, wherever it is.
+        let nested = format!("a: {}{}\n", "[".repeat(257), "]".repeat(257));
+        assert_eq!(flow_nesting_beyond(&nested, MAX_FLOW_DEPTH), Some(1));
+        let within = format!("a: {}{}\n", "[".repeat(256), "]".repeat(256));
+        assert_eq!(flow_nesting_beyond(&within, MAX_FLOW_DEPTH), None);
     }
 }
