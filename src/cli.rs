@@ -123,6 +123,16 @@ pub struct ServeArgs {
     /// On SIGTERM, how long to keep answering while reporting not ready, in milliseconds.
     #[arg(long, env = "PORTCULLIS_DRAIN_MS", default_value_t = 5000)]
     pub drain_ms: u64,
+    /// Call identity providers (JWKS, discovery, introspection, userinfo) only on these
+    /// hosts: `idp.example.com`, or `*.example.com` for its subdomains. Repeatable, or
+    /// comma-separated; none given allows any host the configuration names
+    #[arg(
+        long = "outbound-allow-host",
+        value_name = "HOST",
+        env = "PORTCULLIS_OUTBOUND_ALLOW_HOSTS",
+        value_delimiter = ','
+    )]
+    pub outbound_allow_hosts: Vec<String>,
     /// Log one allow decision in N (denials are always logged); 0 logs no allows.
     #[arg(
         long,

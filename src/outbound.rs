@@ -4,8 +4,10 @@
 //! Every call has one deadline from connect to the last byte, follows no redirects (the
 //! configured URL is the endpoint: a redirect elsewhere would carry credentials along),
 //! sends portcullis's user agent, reads at most a given number of bytes, and fails with an
-//! error that never quotes a token, a secret or a header.
+//! error that never quotes a token, a secret or a header. It calls only `http` and `https`
+//! URLs, and with `--outbound-allow-host` only those hosts.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderValue;
@@ -16,6 +18,9 @@ use serde_json::{Map, Value};
 pub struct IdpClient {
     client: reqwest::Client,
     timeout: Duration,
+    /// Hosts that may be called (`idp.example.com`, or `*.example.com` for its
+    /// subdomains); empty: any.
+    allowed_hosts: Arc<[String]>,
 }
 
 /// Why a call failed, in words safe for logs and answers.
@@ -39,6 +44,10 @@ pub enum CallError {
     NotObject,
     #[error("the authorization is not a valid header value")]
     BadAuthorization,
+    #[error("not an http or https URL")]
+    NotHttp,
+    #[error("host {0} is not one that --outbound-allow-host allows")]
+    HostNotAllowed(String),
     #[error("request failed")]
     Failed,
 }
@@ -64,7 +73,45 @@ impl IdpClient {
             .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("the HTTP client for identity providers builds (rustls, no system config)");
-        IdpClient { client, timeout }
+        IdpClient {
+            client,
+            timeout,
+            allowed_hosts: Arc::new([]),
+        }
+    }
+
+    /// Calls only these hosts (`*.example.com` allows the subdomains of `example.com`);
+    /// none given allows any.
+    pub fn allowing_hosts(mut self, hosts: &[String]) -> Self {
+        self.allowed_hosts = hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+        self
+    }
+
+    /// The URL is `http` or `https`, to a host that may be called.
+    fn check_url(&self, url: &str) -> Result<(), CallError> {
+        let url = reqwest::Url::parse(url).map_err(|_| CallError::NotHttp)?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(CallError::NotHttp);
+        }
+        let host = url
+            .host_str()
+            .ok_or(CallError::NotHttp)?
+            .to_ascii_lowercase();
+        let allowed = self.allowed_hosts.is_empty()
+            || self
+                .allowed_hosts
+                .iter()
+                .any(|a| match a.strip_prefix("*.") {
+                    Some(domain) => host
+                        .strip_suffix(domain)
+                        .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
+                    None => *a == host,
+                });
+        if allowed {
+            Ok(())
+        } else {
+            Err(CallError::HostNotAllowed(host))
+        }
     }
 
     pub fn timeout(&self) -> Duration {
@@ -78,6 +125,7 @@ impl IdpClient {
         authorization: Option<&str>,
         max_body: usize,
     ) -> Result<Map<String, Value>, CallError> {
+        self.check_url(url)?;
         self.call(self.client.get(url), authorization, max_body)
             .await
     }
@@ -90,6 +138,7 @@ impl IdpClient {
         authorization: Option<&str>,
         max_body: usize,
     ) -> Result<Map<String, Value>, CallError> {
+        self.check_url(url)?;
         let body = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form)
             .finish();
@@ -254,5 +303,58 @@ mod tests {
             .get_json(&format!("{base}/ok"), Some("bad\nvalue"), 1024)
             .await;
         assert_eq!(e, Err(CallError::BadAuthorization));
+    }
+
+    #[tokio::test]
+    async fn calls_only_http_urls_of_the_allowed_hosts() {
+        let base = stub().await;
+        let ok = format!("{base}/ok");
+        let client = IdpClient::new(Duration::from_secs(5));
+        assert!(
+            client.get_json(&ok, None, 1024).await.is_ok(),
+            "no list: any host"
+        );
+        for url in [
+            "file:///etc/passwd",
+            "ftp://127.0.0.1/x",
+            "gopher://a/",
+            "not a url",
+        ] {
+            assert_eq!(
+                client.get_json(url, None, 1024).await,
+                Err(CallError::NotHttp),
+                "{url}"
+            );
+        }
+        let only_idp = client.clone().allowing_hosts(&["IdP.example.com".into()]);
+        assert_eq!(
+            only_idp.get_json(&ok, None, 1024).await,
+            Err(CallError::HostNotAllowed("127.0.0.1".into()))
+        );
+        assert_eq!(
+            only_idp
+                .post_form_json(&format!("{base}/form"), &[], None, 1024)
+                .await,
+            Err(CallError::HostNotAllowed("127.0.0.1".into()))
+        );
+        let loopback = client.clone().allowing_hosts(&["127.0.0.1".into()]);
+        assert!(loopback.get_json(&ok, None, 1024).await.is_ok());
+
+        let subdomains = client.allowing_hosts(&["*.example.com".into()]);
+        assert_eq!(subdomains.check_url("https://a.example.com/jwks"), Ok(()));
+        assert_eq!(subdomains.check_url("https://A.B.Example.com/jwks"), Ok(()));
+        for denied in [
+            "https://example.com/",
+            "https://evilexample.com/",
+            "https://example.com.evil.io/",
+        ] {
+            assert!(
+                matches!(
+                    subdomains.check_url(denied),
+                    Err(CallError::HostNotAllowed(_))
+                ),
+                "{denied}"
+            );
+        }
     }
 }

@@ -420,6 +420,7 @@ fn every_serve_flag_is_reachable_from_the_chart_values() {
             "admin.enabled=true",
             "admin.tokenSecret=ops",
             "otlpEndpoint=http://collector:4317",
+            "outboundAllowHosts={keycloak.auth.svc}",
         ][..],
         &[
             "mode=files",

@@ -802,3 +802,55 @@ async fn token_audience_and_time_claims() {
         .await
         .is_ok());
 }
+
+/// `serve --outbound-allow-host`: a JWKS on a host not listed is never fetched, its tokens
+/// are refused as for an unreachable provider and the log says why; listed, it verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_calls_identity_providers_only_on_the_allowed_hosts() {
+    use support::ext_authz::check;
+    use support::portcullis::Portcullis;
+    let idp = StubIdp::start(keys(&["rsa-a"])).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.yaml"),
+        format!(
+            "resourceType: TokenIntrospector\nid: idp\ntype: jwt\njwt: {{iss: {ISS}}}\n\
+             jwks_uri: {}\n---\nresourceType: AccessPolicy\nid: idp-users\nengine: matcho\n\
+             matcho: {{jwt: {{iss: {ISS}}}}}\n",
+            idp.jwks_uri()
+        ),
+    )
+    .unwrap();
+    let token = rs256(ISS, json!({}));
+    let elsewhere = Portcullis::builder()
+        .config(dir.path())
+        .arg("--outbound-allow-host=idp.example.com,*.example.org")
+        .start()
+        .await;
+    let mut client = elsewhere.ext_authz_client().await;
+    assert_eq!(
+        check(&mut client, "GET", "/", Some(&token)).await.status,
+        503
+    );
+    assert_eq!(idp.jwks_fetches(), 0, "no request left portcullis");
+    support::eventually("the refusal in the log", || async {
+        elsewhere
+            .log()
+            .contains("host 127.0.0.1 is not one that --outbound-allow-host allows")
+            .then_some(())
+    })
+    .await;
+
+    let listed = Portcullis::builder()
+        .config(dir.path())
+        .arg("--outbound-allow-host")
+        .arg("127.0.0.1")
+        .start()
+        .await;
+    let mut client = listed.ext_authz_client().await;
+    assert_eq!(
+        check(&mut client, "GET", "/", Some(&token)).await.status,
+        200
+    );
+    assert_eq!(idp.jwks_fetches(), 1);
+}

@@ -22,7 +22,8 @@ pub fn authorizer(
 ) -> anyhow::Result<Arc<Authorizer>> {
     // One client for every call to an identity provider: JWKS, discovery, introspection,
     // userinfo.
-    let idp = IdpClient::new(Duration::from_millis(args.idp_timeout_ms));
+    let idp = IdpClient::new(Duration::from_millis(args.idp_timeout_ms))
+        .allowing_hosts(&args.outbound_allow_hosts);
     let store: Option<Arc<dyn UserStore>> = match (&args.users_dir, cluster_users) {
         _ if !args.create_users => None,
         (_, Some(store)) => Some(store),
