@@ -26,7 +26,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Serve ext_authz (gRPC and HTTP), health and metrics.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Check configuration files; exit 1 and name file, resource and field for each error.
     Validate(ConfigArgs),
     /// Decide one request from the command line and print every step, like Aidbox's __debug=policy.

@@ -31,7 +31,7 @@ fn main() -> ExitCode {
         Command::Crds => commands::crds(),
         Command::Explain(args) => rt.block_on(commands::explain(args)),
         Command::Test(args) => rt.block_on(commands::test(&args)),
-        Command::Serve(args) => match rt.block_on(runtime::serve(args)) {
+        Command::Serve(args) => match rt.block_on(runtime::serve(*args)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e:#}");
