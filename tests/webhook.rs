@@ -584,12 +584,16 @@ fn the_shipped_webhook_configuration_matches_the_server() {
     let pod = deployment.spec.template.spec.unwrap();
     let container = &pod.containers[0];
     let args = container.args.clone().unwrap();
+    // `--flag=value` or `--flag value`.
     let flag = |name: &str| {
-        let at = args
-            .iter()
-            .position(|a| a == name)
-            .unwrap_or_else(|| panic!("{name}"));
-        args[at + 1].clone()
+        args.iter()
+            .enumerate()
+            .find_map(|(at, a)| match a.strip_prefix(name) {
+                Some(value) if value.starts_with('=') => Some(value[1..].to_string()),
+                Some("") => args.get(at + 1).cloned(),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{name} in {args:?}"))
     };
     let container_port = container
         .ports
