@@ -337,3 +337,91 @@ async fn the_decision_log_samples_allows_and_keeps_every_denial() {
         "every decision was made, logged or not"
     );
 }
+
+/// Hostile files, as a careless or malicious author might write them: each is refused by
+/// `validate` with an error that names the file and says what is wrong, in bounded time
+/// and never by a panic. (The bound is a hang detector, far above the milliseconds each
+/// takes.)
+#[test]
+fn hostile_configuration_files_are_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = "resourceType: AccessPolicy\nid: p\nlink: [{resourceType: User, id: u}]\n";
+    // Billion laughs: nine aliases of nine, nine levels deep.
+    let mut laughs = String::from("a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for (prev, name) in ('a'..='i').zip('b'..='j') {
+        let refs = vec![format!("*{prev}"); 9].join(", ");
+        laughs.push_str(&format!("{name}: &{name} [{refs}]\n"));
+    }
+    let block_nesting: String = (0..200)
+        .map(|i| format!("{}k{i}:\n", "  ".repeat(i)))
+        .collect();
+    let huge = format!("# {}\n{policy}engine: allow\n", "x".repeat(17 << 20));
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("laughs.yaml", laughs.into_bytes(), "repetition limit exceeded"),
+        ("block.yaml", block_nesting.into_bytes(), "recursion limit exceeded"),
+        ("flow.yaml", format!("a: {}{}\n", "[".repeat(5000), "]".repeat(5000)).into_bytes(), "nested deeper than 256 levels"),
+        ("huge.yaml", huge.into_bytes(), "larger than the 16 MiB limit"),
+        ("latin1.yaml", [policy.as_bytes(), b"description: caf\xe9\n"].concat(), "latin1.yaml:4: not UTF-8: invalid byte at column 17"),
+        ("dup.yaml", format!("{policy}engine: allow\nengine: matcho\n").into_bytes(), "duplicate entry with key \"engine\""),
+        ("dup.json", br#"{"resourceType": "User", "id": "a", "id": "b"}"#.to_vec(), "duplicate entry with key \"id\""),
+        ("regex.yaml", format!("{policy}engine: matcho\nmatcho: {{uri: \"#((a{{100}}){{100}}){{100}}\"}}\n").into_bytes(), "AccessPolicy/p: field `matcho.uri`: invalid regex"),
+        ("schema.yaml", format!("{policy}engine: json-schema\nschema: {{properties: {{uri: {{pattern: \"((a{{100}}){{100}}){{100}}\"}}}}}}\n").into_bytes(), "AccessPolicy/p: field `schema`: invalid schema"),
+    ];
+    for (name, bytes, expected) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, &bytes).unwrap();
+        let started = std::time::Instant::now();
+        let (code, stdout, stderr) = run(&["validate", "--config", path.to_str().unwrap()]);
+        let took = started.elapsed();
+        assert_eq!(code, 1, "{name}: refused\n{stdout}{stderr}");
+        assert!(
+            stdout.contains(name) || stderr.contains(name),
+            "{name}: the error names the file\n{stdout}{stderr}"
+        );
+        assert!(
+            stdout.contains(expected) || stderr.contains(expected),
+            "{name}: says `{expected}`\n{stdout}{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+        assert!(
+            took < std::time::Duration::from_secs(20),
+            "{name}: took {took:?}"
+        );
+    }
+}
+
+/// The same files as an edit to a serving configuration: each is reported, counted in
+/// `portcullis_config_last_load_ok`, and the last good configuration keeps deciding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_edits_keep_the_last_good_configuration_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let introspector = "resourceType: TokenIntrospector\nid: t\ntype: jwt\njwt: {iss: https://auth.example.com, secret: very-secret}\n";
+    write(dir.path(), "introspector.yaml", introspector);
+    let good = "resourceType: AccessPolicy\nid: p\nengine: matcho\nmatcho: {jwt: {role: admin}}\n";
+    write(dir.path(), "policy.yaml", good);
+    let p = Portcullis::builder().config(dir.path()).start().await;
+    let admin = Jwt::new(ISS, "a").claim("role", "admin").sign_hs256(SECRET);
+    assert_eq!(status_of(&p, &admin).await, 200);
+    let edits = [
+        "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n".to_string(),
+        format!("# {}\n{good}", "x".repeat(17 << 20)),
+        format!("{good}engine: allow\n"),
+    ];
+    for edit in edits {
+        write(dir.path(), "policy.yaml", &edit);
+        support::eventually("the hostile edit to be reported", || async {
+            (last_load_ok(&p).await == 0).then_some(())
+        })
+        .await;
+        assert_eq!(
+            status_of(&p, &admin).await,
+            200,
+            "last good configuration serves"
+        );
+        write(dir.path(), "policy.yaml", good);
+        support::eventually("the good file to load again", || async {
+            (last_load_ok(&p).await == 1).then_some(())
+        })
+        .await;
+    }
+}

@@ -84,7 +84,11 @@ impl fmt::Display for Origin {
                 path,
                 document,
                 line,
-            } => write!(f, "{}:{line} (document {document})", path.display()),
+            } => match (*document, *line) {
+                (0, 0) => write!(f, "{}", path.display()),
+                (0, line) => write!(f, "{}:{line}", path.display()),
+                _ => write!(f, "{}:{line} (document {document})", path.display()),
+            },
             Origin::Cluster { generation } => write!(f, "cluster (generation {generation})"),
         }
     }

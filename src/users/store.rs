@@ -11,6 +11,7 @@ use futures::future::BoxFuture;
 
 use super::KnownUser;
 use crate::resources::{self, API_VERSION};
+use crate::source::files::ReadError;
 use crate::source::{parse_documents, Spec};
 
 /// Label put on every User that portcullis created, so that operators can list them.
@@ -202,9 +203,9 @@ fn sync_dir(_: &Path) {}
 fn read_file(dir: &Path, name: &str) -> Result<Option<KnownUser>, StoreError> {
     check_name(name)?;
     let path = dir.join(format!("{name}.yaml"));
-    let text = match std::fs::read_to_string(&path) {
+    let text = match crate::source::files::read_text(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(StoreError::Io(format!("reading {}: {e}", path.display()))),
     };
     let corrupt = |message: String| StoreError::Corrupt {

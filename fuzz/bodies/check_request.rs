@@ -1,0 +1,231 @@
+//! Fuzz body `check_request`: bytes decoded as Envoy's `CheckRequest` (protobuf), converted
+//! as the gRPC edge converts it (`server::grpc::to_http_request`), its request context
+//! built, then a whole decision made on it against a small fixed snapshot and answered as
+//! the gRPC edge answers (`server::grpc::to_check_response`).
+//!
+//! Input: the protobuf bytes (not a `CheckRequest`: nothing to do). The seeds carry tokens
+//! signed with the fixed secret below, so mutations reach the users and policies.
+//! Properties: no panic, in the conversion or the decision (a panic in the decision is
+//! caught and denied by the authorizer, so its `internal_error` is checked for too); the
+//! context never holds a credential of the request; the answer is well formed (an allow is
+//! an OK response whose headers Envoy can set, a denial carries 401/403/503, a JSON body
+//! and, for a 401, a valid `WWW-Authenticate`); `explain` decides as `check` does, and its
+//! trace carries no credential.
+
+#[path = "common.rs"]
+mod common;
+
+use std::sync::{Arc, OnceLock};
+
+use envoy_types::ext_authz::v3::pb::{CheckRequest, HttpResponse};
+use envoy_types::pb::google::rpc;
+use portcullis::decision::{context, Authorizer, DecisionLog, HttpRequest, Outcome};
+use portcullis::metrics::Metrics;
+use portcullis::outbound::IdpClient;
+use portcullis::resources::is_credential_header;
+use portcullis::server::grpc::{to_check_response, to_http_request};
+use portcullis::snapshot::{Snapshot, SnapshotStore};
+use portcullis::token::{TokenSettings, TokenVerifier};
+use portcullis::users::UserResolver;
+use prost::Message;
+use serde_json::json;
+
+pub const ISS: &str = "https://hmac.fuzz.example";
+pub const SECRET: &str = "fuzz-hmac-secret";
+
+/// The fixed configuration, as a JSON file's text.
+pub fn config() -> String {
+    json!([
+        {"resourceType": "TokenIntrospector", "id": "hmac", "type": "jwt",
+         "jwt": {"iss": ISS, "secret": SECRET},
+         "claimToHeaders": [{"header": "x-tenant", "claim": "tenant"},
+                            {"header": "x-roles", "claim": "realm_access.roles"}]},
+        {"resourceType": "User", "id": "basic", "data": {"roles": ["reader"]}},
+        {"resourceType": "User", "id": "root", "inactive": true},
+        {"resourceType": "AccessPolicy", "id": "public", "engine": "matcho",
+         "matcho": {"uri": "#^/public(/|$)", "request-method": {"$enum": ["get", "head"]}}},
+        {"resourceType": "AccessPolicy", "id": "fhir-reader", "engine": "json-schema",
+         "schema": {"required": ["jwt", "uri"],
+                    "properties": {"jwt": {"required": ["iss"], "properties": {"iss": {"constant": ISS}}},
+                                   "uri": {"type": "string", "pattern": "^/fhir/"}}}},
+        {"resourceType": "AccessPolicy", "id": "admin", "engine": "matcho",
+         "matcho": {"headers": {"x-role": "admin"}, "jwt": {"roles": {"$contains": "admin"}},
+                    "params": {"_tenant": ".jwt.tenant"}}},
+        {"resourceType": "AccessPolicy", "id": "basic-only", "engine": "complex",
+         "or": [{"engine": "matcho", "matcho": {"request-method": "post", "user": {"data": {"roles": {"$contains": "writer"}}}}},
+                {"engine": "matcho", "matcho": {"context-extensions": {"route": "basic"}}}],
+         "link": [{"reference": "User/basic"}]}
+    ])
+    .to_string()
+}
+
+struct Setup {
+    snapshot: Snapshot,
+    http: IdpClient,
+    metrics: Arc<Metrics>,
+}
+
+fn setup() -> &'static Setup {
+    static SETUP: OnceLock<Setup> = OnceLock::new();
+    SETUP.get_or_init(|| {
+        let mut compiler = portcullis::snapshot::Compiler::default();
+        portcullis::source::for_each_document(
+            std::path::Path::new("check-request-fuzz.json"),
+            &config(),
+            |item| compiler.push(item),
+        );
+        Setup {
+            snapshot: compiler.finish().expect("the fixed configuration compiles"),
+            http: IdpClient::new(std::time::Duration::from_millis(100)),
+            metrics: Arc::new(Metrics::new()),
+        }
+    })
+}
+
+/// An authorizer of its own (fresh caches: the answer depends on this input alone).
+fn authorizer() -> Authorizer {
+    let setup = setup();
+    let snapshots = Arc::new(SnapshotStore::default());
+    snapshots.store(setup.snapshot.clone());
+    Authorizer {
+        snapshots,
+        tokens: TokenVerifier::with_client(
+            TokenSettings::default(),
+            setup.http.clone(),
+            setup.metrics.clone(),
+        ),
+        metrics: setup.metrics.clone(),
+        log: DecisionLog::new(0),
+        users: UserResolver::off(),
+        deadline: portcullis::decision::DEFAULT_DEADLINE,
+    }
+}
+
+/// The credentials of `request` that no context, trace or error may hold: what follows the
+/// scheme of an `Authorization` header, the whole of other credential headers. Short ones,
+/// and those that the rest of the request holds anyway, are left out.
+fn credentials(request: &HttpRequest) -> Vec<String> {
+    let mut without = request.clone();
+    without.headers.retain(|(k, _)| !is_credential_header(k));
+    let rest = context::build(&without, None, None).to_string();
+    request
+        .headers
+        .iter()
+        .filter(|(k, _)| is_credential_header(k))
+        .map(|(k, v)| match (k.as_str(), v.split_once(' ')) {
+            ("authorization" | "proxy-authorization", Some((_, secret))) => secret,
+            _ => v.as_str(),
+        })
+        .filter(|s| s.len() >= 12)
+        .map(|s| {
+            // As JSON text writes it, quotes left off.
+            let quoted = serde_json::to_string(s).expect("JSON");
+            quoted[1..quoted.len() - 1].to_string()
+        })
+        .filter(|s| !rest.contains(s.as_str()))
+        .collect()
+}
+
+fn header_value_ok(value: &str) -> bool {
+    http::HeaderValue::from_str(value).is_ok()
+}
+
+pub fn run(data: &[u8]) {
+    let Ok(check) = CheckRequest::decode(data) else {
+        return;
+    };
+    let request = to_http_request(check);
+    for (name, _) in &request.headers {
+        assert_eq!(
+            *name,
+            name.to_ascii_lowercase(),
+            "a header name not lower-cased"
+        );
+    }
+    let _ = request.credential();
+    let _ = request.split_path();
+    let secrets = credentials(&request);
+    let ctx = context::build(&request, None, None).to_string();
+    for secret in &secrets {
+        assert!(
+            !ctx.contains(secret.as_str()),
+            "the context holds a credential"
+        );
+    }
+
+    let authorizer = authorizer();
+    let decision = common::block_on(authorizer.check(&request));
+    assert_ne!(decision.reason, "internal_error", "the decision panicked");
+    let response = to_check_response(&decision);
+    let code = response.status.as_ref().expect("a status").code;
+    match response.http_response.as_ref().expect("an HTTP response") {
+        HttpResponse::OkResponse(ok) => {
+            assert!(decision.allowed());
+            assert_eq!(code, rpc::Code::Ok as i32);
+            for h in &ok.headers {
+                let h = h.header.as_ref().expect("a header");
+                assert!(
+                    http::HeaderName::from_bytes(h.key.as_bytes()).is_ok(),
+                    "an upstream header name Envoy cannot set: {:?}",
+                    h.key
+                );
+                assert!(
+                    header_value_ok(&h.value),
+                    "an upstream header value Envoy cannot set: {:?}",
+                    h.value
+                );
+            }
+        }
+        HttpResponse::DeniedResponse(denied) => {
+            assert!(!decision.allowed());
+            assert_ne!(code, rpc::Code::Ok as i32);
+            let status = denied.status.as_ref().expect("an HTTP status").code;
+            assert!(
+                matches!(status, 401 | 403 | 503),
+                "denied with HTTP {status}"
+            );
+            let body: serde_json::Value =
+                serde_json::from_str(&denied.body).expect("a denial's body is JSON");
+            assert!(body["error"].is_string());
+            for h in &denied.headers {
+                let h = h.header.as_ref().expect("a header");
+                assert!(
+                    header_value_ok(&h.value),
+                    "a denial header value: {:?}",
+                    h.value
+                );
+            }
+            let challenge = denied
+                .headers
+                .iter()
+                .filter_map(|h| h.header.as_ref())
+                .any(|h| h.key == "www-authenticate");
+            assert_eq!(challenge, status == 401, "WWW-Authenticate iff 401");
+            for secret in &secrets {
+                assert!(
+                    !denied.body.contains(secret.as_str()),
+                    "a denial quotes a credential"
+                );
+            }
+        }
+        #[allow(unreachable_patterns)]
+        _ => panic!("neither an OK nor a denied response"),
+    }
+    if decision.outcome == Outcome::Allow {
+        assert!(decision.policy.is_some(), "allowed by no policy");
+    }
+
+    let (explained, trace) = common::block_on(authorizer.explain(&request));
+    assert_eq!(
+        (explained.outcome, explained.reason),
+        (decision.outcome, decision.reason),
+        "explain decides otherwise than check"
+    );
+    let trace = serde_json::to_string(&trace).expect("a trace serialises");
+    for secret in &secrets {
+        assert!(
+            !trace.contains(secret.as_str()),
+            "a trace holds a credential"
+        );
+    }
+}

@@ -1,0 +1,63 @@
+//! Fuzz body `config_json`: the configuration loader on the text of one JSON file (a
+//! resource, an array of them or a Kubernetes `List`, in either form), parsed and compiled
+//! into a snapshot as `validate` and the file source do.
+//!
+//! Input: JSON text, read as the file `fuzz.json`. An input that is not JSON is turned into
+//! a configuration by `common::Gen::configuration` (the four kinds, their field names and
+//! mostly the right shapes), written as JSON (compact or pretty), and read the same way.
+//! Properties: see `common::check_config`; and JSON that serde_json reads is read by the
+//! loader too (no "invalid YAML" for a `.json` file that is valid JSON).
+
+#[path = "common.rs"]
+mod common;
+
+pub fn run(data: &[u8]) {
+    let text = match std::str::from_utf8(data)
+        .ok()
+        .filter(|t| serde_json::from_str::<serde_json::Value>(t).is_ok())
+    {
+        Some(text) => text.to_string(),
+        None => {
+            let mut gen = common::Gen::new(data);
+            let pretty = gen.byte() & 1 == 1;
+            let config = gen.configuration();
+            if pretty {
+                serde_json::to_string_pretty(&config).expect("JSON")
+            } else {
+                serde_json::to_string(&config).expect("JSON")
+            }
+        }
+    };
+    if !outside_yaml(&text) {
+        let (_, errors) =
+            portcullis::source::parse_documents(std::path::Path::new("fuzz.json"), &text);
+        for e in &errors {
+            assert!(
+                !e.message.starts_with("invalid YAML"),
+                "valid JSON refused as YAML: {e}"
+            );
+        }
+    }
+    common::check_config("fuzz.json", &text);
+}
+
+/// JSON that the YAML reader (which reads `.json` files too) refuses, known and left as is:
+/// characters YAML does not allow unescaped (DEL, C1 controls, surrogates' neighbours:
+/// YAML 1.2's `c-printable`), and implicit keys longer than 1024 characters.
+fn outside_yaml(text: &str) -> bool {
+    let printable = |c: char| {
+        matches!(c, '\t' | '\n' | '\r' | ' '..='~' | '\u{85}' | '\u{A0}'..='\u{D7FF}'
+            | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+    };
+    fn long_key(v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::Object(m) => m
+                .iter()
+                .any(|(k, v)| serde_json::to_string(k).map_or(true, |k| k.len() > 1024) || long_key(v)),
+            serde_json::Value::Array(items) => items.iter().any(long_key),
+            _ => false,
+        }
+    }
+    !text.chars().all(printable)
+        || serde_json::from_str(text).map_or(true, |v: serde_json::Value| long_key(&v))
+}
