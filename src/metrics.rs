@@ -23,6 +23,11 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EventLabels {
     event: &'static str,
 }
@@ -41,6 +46,7 @@ pub struct Metrics {
     tokens: Family<EventLabels, Counter>,
     users: Family<EventLabels, Counter>,
     status_writes: Family<ResultLabels, Counter>,
+    watch_errors: Family<KindLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -124,6 +130,12 @@ impl Metrics {
             "Kubernetes status writes by result (ok, gone, error); only the Lease holder writes",
             status_writes.clone(),
         );
+        let watch_errors = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "kube_watch_errors",
+            "Failed Kubernetes list or watch calls by kind (each is retried; the last view keeps serving)",
+            watch_errors.clone(),
+        );
         Metrics {
             registry,
             decisions,
@@ -138,6 +150,7 @@ impl Metrics {
             tokens,
             users,
             status_writes,
+            watch_errors,
         }
     }
 
@@ -186,6 +199,11 @@ impl Metrics {
         self.status_writes
             .get_or_create(&ResultLabels { result })
             .inc();
+    }
+
+    /// A list or watch of `kind` (one of the four, or `Secret`) failed.
+    pub fn watch_error(&self, kind: &'static str) {
+        self.watch_errors.get_or_create(&KindLabels { kind }).inc();
     }
 
     /// The OpenMetrics text exposition.

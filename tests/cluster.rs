@@ -188,6 +188,11 @@ async fn apply_edit_and_delete_change_the_decision_and_status_says_why() {
         "{kept}"
     );
     assert_eq!(decide(&p, "POST", &alice).await.status, 200);
+    support::eventually("the refusals counted", || async {
+        let refused = p.metrics().await.value("portcullis_resources_refused", &[]);
+        (refused >= 3.0).then_some(())
+    })
+    .await;
 
     // A deletion always applies.
     fake.delete(API, "accesspolicies", NS, "read");
@@ -359,6 +364,18 @@ async fn a_secret_rotation_changes_the_accepted_key() {
     let missing = ready_condition(&fake, "tokenintrospectors", "auth", "False").await;
     assert_eq!(missing["reason"], "SecretNotFound");
     assert_eq!(decide(&p, "GET", &token("a", rotated)).await.status, 200);
+    assert_eq!(decide(&p, "GET", &token("a", SECRET)).await.status, 401);
+    assert_eq!(
+        p.metrics().await.value("portcullis_resources_refused", &[]),
+        1.0
+    );
+
+    // Restored, it is read again without a restart.
+    let restored = "restored-secret-of-32-bytes-or-more";
+    fake.apply(secret(restored));
+    ready_condition(&fake, "tokenintrospectors", "auth", "True").await;
+    until_status(&p, "GET", &token("a", restored), 200, "the restored key").await;
+    assert_eq!(decide(&p, "GET", &token("a", rotated)).await.status, 401);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -462,6 +479,26 @@ async fn the_api_server_going_away_changes_no_decision_and_a_relist_catches_up()
     fake.set_outage(false);
     until_status(&p, "POST", &alice, 403, "the relist applies the deletion").await;
     assert_eq!(decide(&p, "GET", &alice).await.status, 200);
+
+    // Broken rather than gone: the client hands each failure to the watchers, which count
+    // it and retry; the last view serves meanwhile, and they resume when it is fixed.
+    fake.set_broken(true);
+    fake.apply(policy("write", "post"));
+    support::eventually("the failing watches counted", || async {
+        let errors = p.metrics().await.find(
+            "portcullis_kube_watch_errors_total",
+            &[("kind", "AccessPolicy")],
+        );
+        errors.filter(|&n| n >= 2.0)
+    })
+    .await;
+    assert_eq!(
+        decide(&p, "POST", &alice).await.status,
+        403,
+        "the last view"
+    );
+    fake.set_broken(false);
+    until_status(&p, "POST", &alice, 200, "the watch resumes").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -27,6 +27,7 @@ use std::time::Duration;
 use kube::Client;
 use tokio::sync::mpsc;
 
+use crate::metrics::Metrics;
 use crate::snapshot::{Snapshot, UserIndex};
 use index::{ClusterIndex, Dirty, Kind, ObjectKey, Ready, Verdict};
 use watch::Change;
@@ -77,6 +78,7 @@ pub fn start(
     client: Client,
     settings: Settings,
     writer: Option<mpsc::Sender<writer::Command>>,
+    metrics: Arc<Metrics>,
 ) -> mpsc::Receiver<Built> {
     let (changes_tx, changes) = mpsc::channel(1024);
     let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
@@ -95,6 +97,7 @@ pub fn start(
                 scope.clone(),
                 settings.selector.clone(),
                 changes_tx.clone(),
+                metrics.clone(),
             )));
         }
     }
@@ -107,6 +110,7 @@ pub fn start(
         waiting,
         index: ClusterIndex::default(),
         secret_watchers: HashMap::new(),
+        metrics,
         config: None,
         users: None,
         users_changed: BTreeSet::new(),
@@ -137,6 +141,7 @@ struct IndexTask {
     waiting: HashSet<(Kind, Option<String>)>,
     index: ClusterIndex,
     secret_watchers: HashMap<(String, String), AbortOnDrop>,
+    metrics: Arc<Metrics>,
     /// The last build of everything but the Users, and of the Users.
     config: Option<Snapshot>,
     users: Option<Arc<UserIndex>>,
@@ -230,6 +235,7 @@ impl IndexTask {
                     namespace.clone(),
                     name.clone(),
                     self.changes_tx.clone(),
+                    self.metrics.clone(),
                 );
                 self.secret_watchers
                     .insert((namespace.clone(), name.clone()), AbortOnDrop(handle));
@@ -332,7 +338,7 @@ impl IndexTask {
 
 /// Reads the cluster's configuration once (for `explain --kube`).
 pub async fn load_once(client: Client, settings: Settings) -> anyhow::Result<Arc<Snapshot>> {
-    let mut built = start(client, settings, None);
+    let mut built = start(client, settings, None, Arc::new(Metrics::new()));
     let first = tokio::time::timeout(Duration::from_secs(30), built.recv())
         .await
         .map_err(|_| anyhow::anyhow!("the cluster's resources were not listed within 30 s"))?

@@ -1,6 +1,7 @@
 //! Watchers: one per kind and namespace, and one per referenced Secret, each turning
 //! kube-rs's watch events into [`Change`]s for the index task.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -14,6 +15,7 @@ use tokio::sync::mpsc;
 
 use super::index::{Kind, Object, ObjectKey, SecretData};
 use super::objects::{api_resource, key, object};
+use crate::metrics::Metrics;
 
 pub enum Change {
     /// Every object of a kind in one namespace (or all): a first list, or a relist after
@@ -67,6 +69,7 @@ pub fn kind(
     namespace: Option<String>,
     selector: Option<String>,
     changes: mpsc::Sender<Change>,
+    metrics: Arc<Metrics>,
 ) -> tokio::task::JoinHandle<()> {
     let resource = api_resource(kind);
     let api: Api<DynamicObject> = match &namespace {
@@ -98,6 +101,7 @@ pub fn kind(
                 Ok(Event::Apply(o)) => Change::Applied(Box::new(object(kind, o))),
                 Ok(Event::Delete(o)) => Change::Deleted(key(kind, &o)),
                 Err(e) => {
+                    metrics.watch_error(kind.name());
                     tracing::warn!(kind = kind.name(), error = %e, "watch failed; retrying");
                     continue;
                 }
@@ -115,6 +119,7 @@ pub fn secret(
     namespace: String,
     name: String,
     changes: mpsc::Sender<Change>,
+    metrics: Arc<Metrics>,
 ) -> tokio::task::JoinHandle<()> {
     let api: Api<Secret> = Api::namespaced(client, &namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
@@ -135,6 +140,7 @@ pub fn secret(
                 Ok(Event::Apply(s)) => Some(data(s)),
                 Ok(Event::Delete(_)) => None,
                 Err(e) => {
+                    metrics.watch_error("Secret");
                     tracing::warn!(secret = %format!("{namespace}/{name}"), error = %e,
                         "watch failed; retrying");
                     continue;

@@ -142,9 +142,15 @@ impl Cluster {
             lease::LeaseSettings::new(namespace, identity),
             leader_tx,
         ));
-        tokio::spawn(writer::run(client.clone(), commands, leader, metrics));
+        tokio::spawn(writer::run(
+            client.clone(),
+            commands,
+            leader,
+            metrics.clone(),
+        ));
         let user_labels = settings.labels_for_created();
-        let built = crate::cluster::start(client.clone(), settings, Some(writer_tx.clone()));
+        let built =
+            crate::cluster::start(client.clone(), settings, Some(writer_tx.clone()), metrics);
         Cluster {
             built,
             writer: writer_tx,

@@ -82,6 +82,12 @@ pub enum Mode {
     Up,
     /// HTTP 503.
     Failing,
+    /// Never answers within any deadline (sleeps a minute, then 503).
+    Hanging,
+    /// HTTP 200 with an HTML error page as `application/json`.
+    Garbage,
+    /// The right answer, padded past 2 MiB with an extra member.
+    Huge,
 }
 
 /// What the stub serves and what it was asked; a test may read and change it.
@@ -103,6 +109,8 @@ pub struct StubState {
     pub userinfo_calls: HashMap<String, usize>,
     /// Subjects whose userinfo answers 500.
     pub failing_userinfo: HashSet<String>,
+    /// How userinfo answers (apart from `failing_userinfo`).
+    pub userinfo_mode: Mode,
 }
 
 #[derive(Default)]
@@ -215,6 +223,10 @@ impl StubIdp {
         self.state.lock().unwrap().mode = mode;
     }
 
+    pub fn set_userinfo_mode(&self, mode: Mode) {
+        self.state.lock().unwrap().userinfo_mode = mode;
+    }
+
     pub fn set_delay(&self, delay: Duration) {
         self.state.lock().unwrap().delay = delay;
     }
@@ -322,7 +334,35 @@ async fn behave(s: &Shared) -> Option<Response> {
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    (mode == Mode::Failing).then(|| StatusCode::SERVICE_UNAVAILABLE.into_response())
+    misbehave(mode).await
+}
+
+/// The answer of a faulty mode, or `None` to answer normally (through [`answer_json`]).
+async fn misbehave(mode: Mode) -> Option<Response> {
+    match mode {
+        Mode::Up | Mode::Huge => None,
+        Mode::Failing => Some(StatusCode::SERVICE_UNAVAILABLE.into_response()),
+        Mode::Hanging => {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Some(StatusCode::SERVICE_UNAVAILABLE.into_response())
+        }
+        Mode::Garbage => Some(
+            (
+                [("content-type", "application/json")],
+                "<html><body><h1>502 Bad Gateway</h1></body></html>",
+            )
+                .into_response(),
+        ),
+    }
+}
+
+/// `value` as JSON; in [`Mode::Huge`], with a 2 MiB member added, so that only its size
+/// is wrong.
+fn answer_json(mode: Mode, mut value: Value) -> Response {
+    if mode == Mode::Huge {
+        value["padding"] = Value::String("x".repeat(2 << 20));
+    }
+    Json(value).into_response()
 }
 
 async fn jwks_route(State(s): State<Shared>) -> Response {
@@ -330,8 +370,11 @@ async fn jwks_route(State(s): State<Shared>) -> Response {
     if let Some(r) = behave(&s).await {
         return r;
     }
-    let jwks = s.state.lock().unwrap().jwks.clone();
-    Json(jwks).into_response()
+    let (mode, jwks) = {
+        let st = s.state.lock().unwrap();
+        (st.mode, st.jwks.clone())
+    };
+    answer_json(mode, jwks)
 }
 
 async fn discovery_route(State(s): State<Shared>) -> Response {
@@ -367,15 +410,12 @@ async fn introspect_route(State(s): State<Shared>, headers: HeaderMap, body: Str
         .find(|(k, _)| k == "token")
         .map(|(_, v)| v.into_owned())
         .unwrap_or_default();
-    let answer = s
-        .state
-        .lock()
-        .unwrap()
-        .answers
-        .get(&token)
-        .cloned()
-        .unwrap_or_else(|| json!({"active": false}));
-    Json(answer).into_response()
+    let (mode, answer) = {
+        let st = s.state.lock().unwrap();
+        let answer = st.answers.get(&token).cloned();
+        (st.mode, answer.unwrap_or_else(|| json!({"active": false})))
+    };
+    answer_json(mode, answer)
 }
 
 async fn token_route(State(s): State<Shared>, body: String) -> Response {
@@ -445,15 +485,22 @@ async fn userinfo_route(State(s): State<Shared>, headers: HeaderMap) -> Response
         .entry(sub.clone())
         .or_default() += 1;
     tokio::time::sleep(USERINFO_DELAY).await;
-    if s.state.lock().unwrap().failing_userinfo.contains(&sub) {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    let mode = {
+        let st = s.state.lock().unwrap();
+        if st.failing_userinfo.contains(&sub) {
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+        st.userinfo_mode
+    };
+    if let Some(r) = misbehave(mode).await {
+        return r;
     }
-    Json(json!({
+    let info = json!({
         "sub": sub,
         "email_verified": claims["email_verified"],
         "preferred_username": claims["preferred_username"],
-    }))
-    .into_response()
+    });
+    answer_json(mode, info)
 }
 
 async fn other_route(State(s): State<Shared>) -> Response {

@@ -210,6 +210,15 @@ impl FakeApiServer {
         self.shared.change(|s| s.outage = on);
     }
 
+    /// [`FakeApiServer::set_outage`], answering `500 InternalError`: kube's client hands
+    /// that to the watcher at once, as it does a long outage after its retries.
+    pub fn set_broken(&self, on: bool) {
+        self.shared.change(|s| {
+            s.outage = on;
+            s.outage_500 = on;
+        });
+    }
+
     /// Forgets the change history: a watch resuming from a resourceVersion older than the
     /// current one gets an `ERROR` event `410 Expired`, which makes kube's watcher relist.
     pub fn compact(&self) {
@@ -295,10 +304,13 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
             body: (!text.is_empty())
                 .then(|| serde_json::from_str(&text).unwrap_or_else(|_| json!(text))),
         });
-        store.outage || store.closed
+        (store.outage || store.closed).then_some(store.outage_500)
     };
-    if outage {
-        let e = ApiError::new(503, "ServiceUnavailable", "the fake API server is down");
+    if let Some(broken) = outage {
+        let e = match broken {
+            true => ApiError::new(500, "InternalError", "the fake API server is broken"),
+            false => ApiError::new(503, "ServiceUnavailable", "the fake API server is down"),
+        };
         let mut response = error(e);
         response
             .headers_mut()

@@ -154,6 +154,8 @@ pub struct Store {
     /// Watches from a resourceVersion below this get `410 Expired` (see `compact`).
     pub oldest: u64,
     pub outage: bool,
+    /// During an outage, answer `500` (which kube's client does not retry) instead of `503`.
+    pub outage_500: bool,
     pub closed: bool,
     pub requests: Vec<RecordedRequest>,
     serial: u64,
