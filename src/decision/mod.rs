@@ -268,7 +268,7 @@ impl Authorizer {
                 decision.token_given = true;
                 let iss = claims.get("iss").and_then(Value::as_str).unwrap_or("");
                 let Some(introspector) = snapshot.trust.for_issuer(iss).cloned() else {
-                    return refused(decision, TokenError::UntrustedIssuer(iss.into()));
+                    return refused(decision, TokenError::untrusted_issuer(iss));
                 };
                 let valid = ValidToken {
                     kind: TokenKind::Jwt,

@@ -212,7 +212,23 @@ pub enum TokenError {
     Unavailable(String),
 }
 
+/// The most of an unverified `iss` kept in a refusal. The refusal is cached and echoed in
+/// the denial: a 16 KiB token must not make either 16 KiB.
+const ISSUER_SHOWN_BYTES: usize = 128;
+
 impl TokenError {
+    /// [`TokenError::UntrustedIssuer`], the issuer cut to [`ISSUER_SHOWN_BYTES`].
+    pub fn untrusted_issuer(iss: &str) -> Self {
+        if iss.len() <= ISSUER_SHOWN_BYTES {
+            return TokenError::UntrustedIssuer(iss.to_string());
+        }
+        let cut = (0..=ISSUER_SHOWN_BYTES)
+            .rev()
+            .find(|&i| iss.is_char_boundary(i))
+            .unwrap_or(0);
+        TokenError::UntrustedIssuer(format!("{}...", &iss[..cut]))
+    }
+
     /// A short stable word for metrics and the decision log.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -416,7 +432,7 @@ impl TokenVerifier {
         let parsed = parsed?;
         let introspector = trust
             .for_issuer(&parsed.issuer)
-            .ok_or_else(|| TokenError::UntrustedIssuer(parsed.issuer.clone()))?;
+            .ok_or_else(|| TokenError::untrusted_issuer(&parsed.issuer))?;
         let (valid, limit) = match &introspector.trust {
             // Static keys never change under a fingerprint: keep the token until `exp`.
             Trust::StaticKeys(keys) => (jwt::verify(token, &parsed, introspector, keys)?, None),
@@ -435,7 +451,7 @@ impl TokenVerifier {
                 (valid, Some(keys.fetched_at + introspector.cache_ttl))
             }
             Trust::Introspection { .. } => {
-                return Err(TokenError::UntrustedIssuer(parsed.issuer.clone()))
+                return Err(TokenError::untrusted_issuer(&parsed.issuer))
             }
         };
         Ok(Verified {
@@ -502,4 +518,25 @@ impl TokenVerifier {
 fn weight(bytes: usize) -> u32 {
     // Per-entry overhead (key, Arcs, map nodes) on top of the bytes themselves.
     u32::try_from(bytes + 256).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TokenError;
+
+    #[test]
+    fn an_untrusted_issuer_is_kept_and_shown_short() {
+        let short = TokenError::untrusted_issuer("https://other.example");
+        assert_eq!(
+            short,
+            TokenError::UntrustedIssuer("https://other.example".into())
+        );
+        // Multi-byte characters across the cut: still a valid string, never a panic.
+        let long = format!("https://{}", "é".repeat(8000));
+        let TokenError::UntrustedIssuer(shown) = TokenError::untrusted_issuer(&long) else {
+            unreachable!()
+        };
+        assert!(shown.len() <= 131, "{}", shown.len());
+        assert!(shown.starts_with("https://é") && shown.ends_with("..."));
+    }
 }
