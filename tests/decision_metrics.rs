@@ -151,6 +151,7 @@ fn the_metrics_table_and_the_dashboard_name_only_exported_metrics() {
     metrics.token_event("verified_cache_hit");
     metrics.user_event("created");
     metrics.status_write("ok");
+    metrics.watch_error("AccessPolicy");
     let exported = exported(&metrics.encode());
 
     // docs/observability.md: one table row per metric, and no metric without one.
