@@ -160,10 +160,6 @@ fn without_secrets(mut review: Value) -> Value {
     review
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len().max(1)).any(|w| w == needle)
-}
-
 fn review(body: &[u8]) {
     let routers = routers();
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
@@ -175,11 +171,15 @@ fn review(body: &[u8]) {
     let alone = post(&routers.alone, body.to_vec());
     let joined = post(&routers.joined, body.to_vec());
     for response in [&alone, &joined] {
-        assert_eq!(
-            response["uid"],
-            uid.as_str(),
-            "the answer is not paired with its request"
-        );
+        // Input that is not JSON as a whole may still be read by serde_json's typed reading
+        // (it skips what it ignores, bad UTF-8 included): then any uid may come back.
+        if parsed.is_some() {
+            assert_eq!(
+                response["uid"],
+                uid.as_str(),
+                "the answer is not paired with its request"
+            );
+        }
     }
     if alone["status"]["code"] == 403 {
         assert_eq!(

@@ -120,7 +120,7 @@ pub const STRINGS: &[&str] = &[
     "#^/public(/|$)",
     "#[a-z]+",
     "#(",
-    "#\\d{1000}",
+    "#a{2,5}b?",
     "#(?i)admin",
     ".jwt.sub",
     ".user.id",
@@ -254,6 +254,14 @@ pub fn json_from(data: &[u8], depth: usize) -> Value {
     match serde_json::from_slice(data) {
         Ok(v) => v,
         Err(_) => Gen::new(data).value(depth),
+    }
+}
+
+/// A request context from the input: an object, as every request context is.
+pub fn context_from(data: &[u8]) -> Value {
+    match json_from(data, 6) {
+        ctx @ Value::Object(_) => ctx,
+        other => json!({"uri": "/", "data": other}),
     }
 }
 

@@ -51,9 +51,9 @@ fn outside_yaml(text: &str) -> bool {
     };
     fn long_key(v: &serde_json::Value) -> bool {
         match v {
-            serde_json::Value::Object(m) => m
-                .iter()
-                .any(|(k, v)| serde_json::to_string(k).map_or(true, |k| k.len() > 1024) || long_key(v)),
+            serde_json::Value::Object(m) => m.iter().any(|(k, v)| {
+                serde_json::to_string(k).map_or(true, |k| k.len() > 1024) || long_key(v)
+            }),
             serde_json::Value::Array(items) => items.iter().any(long_key),
             _ => false,
         }

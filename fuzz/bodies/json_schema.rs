@@ -29,7 +29,7 @@ pub fn run(data: &[u8]) {
     assert_eq!(policy.engine(), "json-schema");
     common::check_policy(&policy, &common::request_context(), names_secret);
     if !parts[1].is_empty() {
-        let ctx = common::json_from(parts[1], 6);
+        let ctx = common::context_from(parts[1]);
         common::check_policy(&policy, &ctx, true);
     }
 }

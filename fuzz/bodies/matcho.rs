@@ -38,7 +38,7 @@ pub fn run(data: &[u8]) {
     let mut contexts = vec![(common::request_context(), names_secret)];
     if !parts[1].is_empty() {
         // The context is the input's own: it may hold anything, credentials included.
-        contexts.push((common::json_from(parts[1], 6), true));
+        contexts.push((common::context_from(parts[1]), true));
     }
     for (ctx, names_secret) in &contexts {
         common::check_policy(&policy, ctx, *names_secret);
