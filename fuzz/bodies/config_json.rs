@@ -43,7 +43,8 @@ pub fn run(data: &[u8]) {
 
 /// JSON that the YAML reader (which reads `.json` files too) refuses, known and left as is:
 /// characters YAML does not allow unescaped (DEL, C1 controls, surrogates' neighbours:
-/// YAML 1.2's `c-printable`), and implicit keys longer than 1024 characters.
+/// YAML 1.2's `c-printable`), implicit keys longer than 1024 characters, and a key repeated
+/// in one object (serde_json keeps the last; the loader refuses the file, on purpose).
 fn outside_yaml(text: &str) -> bool {
     let printable = |c: char| {
         matches!(c, '\t' | '\n' | '\r' | ' '..='~' | '\u{85}' | '\u{A0}'..='\u{D7FF}'
@@ -60,4 +61,56 @@ fn outside_yaml(text: &str) -> bool {
     }
     !text.chars().all(printable)
         || serde_json::from_str(text).map_or(true, |v: serde_json::Value| long_key(&v))
+        || serde_json::from_str::<Unique>(text).is_err()
+}
+
+/// Any JSON value whose objects never repeat a key.
+struct Unique;
+
+impl<'de> serde::Deserialize<'de> for Unique {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueVisitor)
+    }
+}
+
+struct UniqueVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
+    type Value = Unique;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("JSON without repeated keys")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_unit<E>(self) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Unique, A::Error> {
+        while seq.next_element::<Unique>()?.is_some() {}
+        Ok(Unique)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Unique, A::Error> {
+        let mut keys = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !keys.insert(key) {
+                return Err(serde::de::Error::custom("a repeated key"));
+            }
+            map.next_value::<Unique>()?;
+        }
+        Ok(Unique)
+    }
 }
