@@ -4,7 +4,8 @@
 //! libFuzzer, no sanitizer). A panic fails the test, naming the target and the input, and
 //! leaves the input in `target/fuzz-smoke/` to be added to the seeds once fixed.
 //!
-//! `cargo test --test fuzz_smoke -- --ignored write_seeds` rewrites the generated seeds.
+//! `WRITE_SEEDS=1 cargo test --test fuzz_smoke generated_seeds` rewrites the generated seeds;
+//! without it, that test fails when a committed seed differs from what it would write.
 
 // Each body includes `common.rs` itself, as a cargo-fuzz target must stand alone; here that
 // makes one copy per body, which is what the targets compile too.
@@ -228,11 +229,11 @@ fn mutations_are_deterministic() {
     assert!(first.iter().any(|m| m != &corpus[0].1));
 }
 
-/// Writes the generated seeds (tokens, protobuf, JSON) and copies the repository's
-/// configuration examples into `fuzz/seeds/`. Run by hand; the seeds are committed.
+/// The generated seeds (tokens, protobuf, JSON) and the repository's configuration
+/// examples copied into `fuzz/seeds/` are what the generator makes now: a fixture or a
+/// format that changed is a seed to rewrite (`WRITE_SEEDS=1`), not one silently stale.
 #[test]
-#[ignore]
-fn write_seeds() {
+fn generated_seeds_are_current() {
     seeds_gen::write_all();
 }
 
@@ -255,8 +256,16 @@ mod seeds_gen {
 
     fn write(target: &str, name: &str, bytes: &[u8]) {
         let dir = repo().join("fuzz/seeds").join(target);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(name), bytes).unwrap();
+        if std::env::var_os("WRITE_SEEDS").is_some() {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(name), bytes).unwrap();
+            return;
+        }
+        let committed = std::fs::read(dir.join(name)).unwrap_or_default();
+        assert!(
+            committed == bytes,
+            "fuzz/seeds/{target}/{name} is not what the generator writes: rerun with WRITE_SEEDS=1"
+        );
     }
 
     fn parts(parts: &[&[u8]]) -> Vec<u8> {
