@@ -34,13 +34,17 @@ fn introspector() -> String {
 }
 
 fn authorizer(text: &str) -> Authorizer {
+    authorizer_logging(text, 0)
+}
+
+fn authorizer_logging(text: &str, allow_sample: u64) -> Authorizer {
     let snapshots = Arc::new(SnapshotStore::default());
     snapshots.store(compile(&resources(text)).expect("compiles"));
     Authorizer {
         snapshots,
         tokens: TokenVerifier::default(),
         metrics: Arc::new(Metrics::new()),
-        log: DecisionLog::new(0),
+        log: DecisionLog::new(allow_sample),
         deadline: portcullis::decision::DEFAULT_DEADLINE,
         users: Default::default(),
     }
@@ -170,5 +174,41 @@ fn users(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, decide, snapshot, users);
+/// What the decision log costs an allowed request: the same decision with a JSON log
+/// subscriber (as `serve --log-format json` installs, writing each line to a file as it
+/// writes to standard error), logging denials only (`--decision-log-allow-sample 0`) and
+/// every allow (`1`). The difference is the cost of one line, to set against the CPU of a
+/// whole `Check` (BENCHMARKS.md).
+fn decision_log(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let policy = format!(
+        "{}---\nresourceType: AccessPolicy\nid: issuer\nengine: matcho\nmatcho: {{jwt: {{iss: {ISS}}}}}\n",
+        introspector()
+    );
+    let req = request(&token("alice", "app"));
+    let path = std::env::temp_dir().join(format!("portcullis-bench-log-{}", std::process::id()));
+    for (sample, name) in [(0, "denials only"), (1, "every allow")] {
+        let a = authorizer_logging(&policy, sample);
+        let file = std::fs::File::create(&path).unwrap();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_writer(std::sync::Mutex::new(file))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            assert!(rt.block_on(a.check(&req)).allowed());
+            c.bench_function(
+                &format!("decision log: repeated RS256 token, {name}"),
+                |b| b.iter(|| rt.block_on(a.check(&req))),
+            );
+        });
+        let lines = std::fs::read_to_string(&path).unwrap().lines().count();
+        assert_eq!(lines > 0, sample == 1, "{name}: {lines} lines");
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+criterion_group!(benches, decide, snapshot, users, decision_log);
 criterion_main!(benches);

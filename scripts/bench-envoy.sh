@@ -3,11 +3,14 @@
 #   A  Envoy's native jwt_authn (local RS256 JWKS) + rbac on the issuer
 #   B  Envoy's gRPC ext_authz to portcullis (same key, a matcho policy on jwt.iss)
 #   C  Envoy with no auth
-# then portcullis's gRPC Check alone (examples/grpc_load.rs).
+#   D  A with jwt_authn's jwt_cache on (verified tokens cached, as portcullis caches them)
+# then portcullis's gRPC Check alone against its own empty grpc.health.v1 call
+# (examples/grpc_load.rs --against-health).
 #
 #   ./scripts/bench-envoy.sh [ROUNDS] [SECONDS] [CONNECTIONS]     (defaults 3 5 32)
 #
-# Prints req/s and p50/p99 per round, the medians, and the ratio B/A. Loopback only.
+# Prints req/s and p50/p99 per round, the medians, the ratios B/A and B/D, and
+# the p99 that each kind of auth adds over no auth. Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
@@ -66,7 +69,7 @@ JWKS_INLINE=$(python3 -c 'import json,sys; print(json.dumps(open(sys.argv[1]).re
 envoy_config() { # mode listener admin
   local filters
   case $1 in
-    A) filters=$(cat <<YAML
+    A|D) filters=$(cat <<YAML
                   - name: envoy.filters.http.jwt_authn
                     typed_config:
                       "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
@@ -75,6 +78,7 @@ envoy_config() { # mode listener admin
                           issuer: https://bench.example.com
                           local_jwks: { inline_string: $JWKS_INLINE }
                           payload_in_metadata: jwt_payload
+$([ "$1" = D ] && echo "                          jwt_cache_config: { jwt_cache_size: 1000 }" || true)
                       rules:
                         - match: { prefix: / }
                           requires: { provider_name: bench }
@@ -139,7 +143,7 @@ YAML
 }
 
 declare -A PORT
-for mode in A B C; do
+for mode in A B C D; do
   PORT[$mode]=$(free_port); admin=$(free_port)
   envoy_config $mode "${PORT[$mode]}" "$admin" > "$WORK/envoy-$mode.yaml"
   "$ENVOY" -c "$WORK/envoy-$mode.yaml" --concurrency 1 --use-dynamic-base-id --disable-hot-restart -l error \
@@ -157,7 +161,7 @@ done
 to_ms() { python3 -c 'import re,sys; v,u=re.match(r"([\d.]+)(\w+)",sys.argv[1]).groups(); print(float(v)*{"us":0.001,"ms":1,"s":1000}[u])' "$1"; }
 echo "round mode req/s p50_ms p99_ms" > "$WORK/results"
 for round in $(seq "$ROUNDS"); do
-  for mode in A B C; do
+  for mode in A B C D; do
     cpu0=$(awk '{print $14+$15}' /proc/${PIDS[0]}/stat)   # portcullis utime+stime, in ticks
     out=$(wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency -H "Authorization: Bearer $TOKEN" \
       "http://127.0.0.1:${PORT[$mode]}/fhir/Patient")
@@ -176,14 +180,16 @@ done
 python3 - "$WORK/results" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1]).read().splitlines()[1:]]
-med = {m: [statistics.median(float(r[i]) for r in rows if r[1] == m) for i in (2, 3, 4)] for m in "ABC"}
-names = {"A": "jwt_authn + rbac", "B": "ext_authz -> portcullis", "C": "no auth"}
+med = {m: [statistics.median(float(r[i]) for r in rows if r[1] == m) for i in (2, 3, 4)] for m in "ABCD"}
+names = {"A": "jwt_authn + rbac", "B": "ext_authz -> portcullis", "C": "no auth", "D": "jwt_authn (jwt_cache) + rbac"}
 print("\nmedians over rounds")
-for m in "ABC":
-    print(f"  {m} {names[m]:<26} {med[m][0]:>9.0f} req/s   p50 {med[m][1]:.3f} ms   p99 {med[m][2]:.3f} ms")
-print(f"  B/A throughput {med['B'][0] / med['A'][0]:.2f}   p99 B-A {med['B'][2] - med['A'][2]:+.3f} ms")
+for m in "ABCD":
+    print(f"  {m} {names[m]:<28} {med[m][0]:>9.0f} req/s   p50 {med[m][1]:.3f} ms   p99 {med[m][2]:.3f} ms")
+print(f"  B/A throughput {med['B'][0] / med['A'][0]:.2f}   B/D throughput {med['B'][0] / med['D'][0]:.2f}")
+print(f"  p99 added over no auth: A {med['A'][2] - med['C'][2]:+.3f} ms   B {med['B'][2] - med['C'][2]:+.3f} ms   D {med['D'][2] - med['C'][2]:+.3f} ms")
 PY
 
 echo
-echo "portcullis gRPC Check alone (grpc_load, 4 connections, 64 in flight):"
-"$LOAD" --addr 127.0.0.1:$GRPC --token "$TOKEN" --connections 4 --concurrency 64 --seconds "$SECONDS_PER_RUN"
+echo "portcullis gRPC Check against its empty health call (grpc_load, 4 connections, 64 in flight):"
+"$LOAD" --addr 127.0.0.1:$GRPC --token "$TOKEN" --connections 4 --concurrency 64 --seconds "$SECONDS_PER_RUN" \
+  --rounds "$ROUNDS" --against-health --server-pid "${PIDS[0]}"

@@ -133,11 +133,12 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub outbound_allow_hosts: Vec<String>,
-    /// Log one allow decision in N (denials are always logged); 0 logs no allows.
+    /// Log one allow decision in N (denials are always logged); 0, the default, logs no
+    /// allows (the `portcullis_decisions` counter still counts every one).
     #[arg(
         long,
         env = "PORTCULLIS_DECISION_LOG_ALLOW_SAMPLE",
-        default_value_t = 1
+        default_value_t = 0
     )]
     pub decision_log_allow_sample: u64,
 }

@@ -1,8 +1,11 @@
 //! The request context that every policy sees (docs/resources.md, "The request context").
 
+use std::sync::OnceLock;
+
 use serde_json::{json, Map, Value};
 
 use super::HttpRequest;
+use crate::policy::Context;
 use crate::resources::is_credential_header;
 use crate::token::{TokenKind, ValidToken};
 use crate::users::KnownUser;
@@ -11,51 +14,121 @@ use crate::users::KnownUser;
 /// (and its scheme), but the credential itself never reaches a policy, a trace or a log.
 pub use crate::resources::REDACTED;
 
-pub fn build(request: &HttpRequest, token: Option<&ValidToken>, user: Option<&KnownUser>) -> Value {
-    let (path, query) = request.split_path();
-    let mut ctx = Map::with_capacity(12);
-    ctx.insert(
-        "request-method".into(),
-        Value::String(request.method.to_ascii_lowercase()),
-    );
-    ctx.insert("scheme".into(), Value::String(request.scheme.clone()));
-    ctx.insert("uri".into(), Value::String(path.to_string()));
-    // Any `%` may hide an encoded `access_token` name (`access%5Ftoken`).
-    let query_string = if query.contains("access_token=") || query.contains('%') {
-        params_string(query)
-    } else {
-        query.to_string()
-    };
-    ctx.insert("query-string".into(), Value::String(query_string));
-    ctx.insert("params".into(), Value::Object(params(query)));
-    ctx.insert("headers".into(), Value::Object(headers(request)));
-    if let Some(addr) = &request.remote_addr {
-        ctx.insert("remote-addr".into(), Value::String(addr.clone()));
-    }
-    ctx.insert(
-        "context-extensions".into(),
-        Value::Object(
-            request
-                .context_extensions
-                .iter()
-                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                .collect(),
-        ),
-    );
-    if let Some(token) = token {
-        let key = match token.kind {
-            TokenKind::Jwt => "jwt",
-            TokenKind::Opaque => "token",
-        };
-        ctx.insert(key.into(), Value::Object((*token.claims).clone()));
-        if let Some(client) = token.client_id() {
-            ctx.insert("client".into(), json!({ "id": client }));
+/// The top-level keys of the context, in the order the whole context lists them. The token
+/// sits at `jwt` or `token` (opaque), whichever it is.
+const KEYS: [&str; 12] = [
+    "request-method",
+    "scheme",
+    "uri",
+    "query-string",
+    "params",
+    "headers",
+    "remote-addr",
+    "context-extensions",
+    "jwt",
+    "token",
+    "client",
+    "user",
+];
+
+/// The request context of one request, built part by part as policies read it: a policy that
+/// reads `uri` and `jwt.iss` costs neither a copy of the headers nor a parse of the User's
+/// data. The token's claims are never copied: `jwt` (or `token`) is the validated claims
+/// themselves, shared with the token cache.
+pub struct RequestContext<'a> {
+    request: &'a HttpRequest,
+    token: Option<&'a ValidToken>,
+    user: Option<&'a KnownUser>,
+    parts: [OnceLock<Option<Value>>; KEYS.len()],
+    whole: OnceLock<Value>,
+}
+
+impl<'a> RequestContext<'a> {
+    pub fn new(
+        request: &'a HttpRequest,
+        token: Option<&'a ValidToken>,
+        user: Option<&'a KnownUser>,
+    ) -> Self {
+        Self {
+            request,
+            token,
+            user,
+            parts: Default::default(),
+            whole: OnceLock::new(),
         }
     }
-    if let Some(user) = user {
-        ctx.insert("user".into(), user.to_context());
+
+    fn token_key(&self) -> Option<&'static str> {
+        self.token.map(|t| match t.kind {
+            TokenKind::Jwt => "jwt",
+            TokenKind::Opaque => "token",
+        })
     }
-    Value::Object(ctx)
+
+    /// The part at `KEYS[i]`, built.
+    fn build(&self, i: usize) -> Option<Value> {
+        let request = self.request;
+        let (path, query) = request.split_path();
+        Some(match KEYS[i] {
+            "request-method" => Value::String(request.method.to_ascii_lowercase()),
+            "scheme" => Value::String(request.scheme.clone()),
+            "uri" => Value::String(path.to_string()),
+            // Any `%` may hide an encoded `access_token` name (`access%5Ftoken`).
+            "query-string" if query.contains("access_token=") || query.contains('%') => {
+                Value::String(params_string(query))
+            }
+            "query-string" => Value::String(query.to_string()),
+            "params" => Value::Object(params(query)),
+            "headers" => Value::Object(headers(request)),
+            "remote-addr" => Value::String(request.remote_addr.clone()?),
+            "context-extensions" => Value::Object(
+                request
+                    .context_extensions
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                    .collect(),
+            ),
+            "client" => json!({ "id": self.token?.client_id()? }),
+            "user" => self.user?.to_context(),
+            _ => return None,
+        })
+    }
+
+    /// The whole context as one value, as json-schema policies and `explain` see it.
+    pub fn into_value(self) -> Value {
+        whole(&self)
+    }
+}
+
+fn whole(ctx: &RequestContext) -> Value {
+    let mut map = Map::with_capacity(KEYS.len());
+    for key in KEYS {
+        if let Some(v) = ctx.get(key) {
+            map.insert(key.to_string(), v.clone());
+        }
+    }
+    Value::Object(map)
+}
+
+impl Context for RequestContext<'_> {
+    fn get(&self, key: &str) -> Option<&Value> {
+        if let Some(token) = self.token {
+            if self.token_key() == Some(key) {
+                return Some(&token.claims);
+            }
+        }
+        let i = KEYS.iter().position(|k| *k == key)?;
+        self.parts[i].get_or_init(|| self.build(i)).as_ref()
+    }
+
+    fn whole(&self) -> &Value {
+        self.whole.get_or_init(|| whole(self))
+    }
+}
+
+/// The whole request context of a request (tests, fuzzing, tools).
+pub fn build(request: &HttpRequest, token: Option<&ValidToken>, user: Option<&KnownUser>) -> Value {
+    RequestContext::new(request, token, user).into_value()
 }
 
 /// The query string with the value of any `access_token` parameter redacted. The name is
@@ -164,6 +237,28 @@ mod tests {
         assert_eq!(ctx["context-extensions"], json!({"route": "fhir"}));
         assert!(ctx.get("jwt").is_none() && ctx.get("user").is_none());
         assert!(!ctx.to_string().contains("secret-token"));
+    }
+
+    /// A policy reading `uri` costs no copy of the headers, the query or anything else.
+    #[test]
+    fn builds_only_the_keys_read() {
+        let req = HttpRequest {
+            method: "GET".into(),
+            path: "/x?a=1".into(),
+            headers: vec![("x-big".into(), "v".repeat(1000))],
+            ..Default::default()
+        };
+        let ctx = RequestContext::new(&req, None, None);
+        assert_eq!(ctx.get("uri"), Some(&json!("/x")));
+        let built: Vec<&str> = KEYS
+            .iter()
+            .zip(&ctx.parts)
+            .filter(|(_, part)| part.get().is_some())
+            .map(|(key, _)| *key)
+            .collect();
+        assert_eq!(built, ["uri"]);
+        assert_eq!(ctx.get("remote-addr"), None, "absent, and stays absent");
+        assert_eq!(ctx.whole()["params"], json!({"a": "1"}));
     }
 
     #[test]

@@ -274,7 +274,7 @@ impl Authorizer {
                     kind: TokenKind::Jwt,
                     introspector,
                     expires_at: claims.get("exp").and_then(Value::as_u64),
-                    claims: Arc::new(claims),
+                    claims: Arc::new(Value::Object(claims)),
                 };
                 (Some(valid), "")
             }
@@ -324,7 +324,7 @@ impl Authorizer {
             return decision;
         }
 
-        let context = context::build(request, valid.as_ref(), user.as_ref());
+        let context = context::RequestContext::new(request, valid.as_ref(), user.as_ref());
         let eval = EvalContext::new(&context);
         let client = valid.as_ref().and_then(|v| {
             Some(Client {

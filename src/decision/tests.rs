@@ -411,3 +411,59 @@ engine: allow
         [HEADER_USER, "x-tenant", "x-roles", "x-org"]
     );
 }
+
+/// The context that policies read key by key is the context that explain and json-schema
+/// see whole; it builds only the keys read, and the claims are the cached ones, not a copy.
+#[tokio::test]
+async fn the_request_context_is_built_as_read_and_the_same_whole() {
+    use crate::policy::Context;
+    let a = authorizer(CONFIG);
+    let snapshot = a.snapshots.load().unwrap();
+    let raw = token(json!({"sub": "alice", "azp": "app", "scope": "read"}));
+    let mut req = request("GET", "/fhir/Patient?_count=1&tag=a&tag=b", Some(&raw));
+    req.headers.push(("x-tenant".into(), "acme".into()));
+    req.remote_addr = Some("10.0.0.6".into());
+    let valid = a.tokens.validate(&snapshot.trust, &raw).await.unwrap();
+    let user = snapshot.users.by_name("alice").cloned().unwrap();
+
+    let lazy = context::RequestContext::new(&req, Some(&valid), Some(&user));
+    assert_eq!(lazy.get("uri"), Some(&json!("/fhir/Patient")));
+    assert!(
+        std::ptr::eq(lazy.get("jwt").unwrap(), &*valid.claims),
+        "jwt is the validated claims themselves"
+    );
+    assert_eq!(lazy.get("token"), None, "a JWT is not an opaque token");
+    assert_eq!(lazy.get("nonsense"), None);
+
+    let whole = context::build(&req, Some(&valid), Some(&user));
+    let keys: Vec<&str> = whole
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "request-method",
+            "scheme",
+            "uri",
+            "query-string",
+            "params",
+            "headers",
+            "remote-addr",
+            "context-extensions",
+            "jwt",
+            "client",
+            "user"
+        ]
+    );
+    for (key, value) in whole.as_object().unwrap() {
+        assert_eq!(lazy.get(key), Some(value), "{key}");
+    }
+    assert_eq!(lazy.whole(), &whole);
+    assert_eq!(whole["user"]["id"], "alice");
+    assert_eq!(whole["client"], json!({"id": "app"}));
+    assert_eq!(whole["headers"]["x-tenant"], "acme");
+    assert_eq!(whole["headers"]["authorization"], "Bearer [redacted]");
+}

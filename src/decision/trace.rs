@@ -42,7 +42,7 @@ impl TokenStep {
             }),
             introspector: Some(token.introspector.name.clone()),
             reason: None,
-            claims: Some(serde_json::Value::Object((*token.claims).clone())),
+            claims: Some((*token.claims).clone()),
         }
     }
 

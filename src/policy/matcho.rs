@@ -16,7 +16,7 @@
 use serde_json::{json, Map, Value};
 
 use super::pattern::Pattern;
-use super::{json_eq, redact, Mismatch, PolicyError};
+use super::{json_eq, redact, EvalContext, Mismatch, PolicyError};
 
 const OPERATORS: &str = "$enum, $one-of, $contains, $every, $not";
 
@@ -69,8 +69,15 @@ impl Matcho {
         (errors.len() == before).then_some(Self { root })
     }
 
-    pub(crate) fn matches(&self, ctx: &Value) -> bool {
-        self.root.matches(Some(ctx), ctx)
+    pub(crate) fn matches(&self, ctx: &EvalContext) -> bool {
+        match &self.root {
+            // The usual root, `{uri: ..., jwt: {...}}`: each key reads only its own part of
+            // the context, which is then all the request path builds.
+            Node::Map { keys, ops } if ops.is_empty() => {
+                keys.iter().all(|(k, n)| n.matches(ctx.get(k), ctx))
+            }
+            root => root.matches(Some(ctx.value()), ctx),
+        }
     }
 
     /// Whether the pattern is `{}`, which every request context matches.
@@ -80,12 +87,12 @@ impl Matcho {
 
     pub(crate) fn explain(
         &self,
-        ctx: &Value,
+        ctx: &EvalContext,
         errors: &mut Vec<Mismatch>,
         notes: &mut Vec<Mismatch>,
     ) -> bool {
         let mut out = Findings { errors, notes };
-        self.root.explain(Some(ctx), ctx, "", &mut out)
+        self.root.explain(Some(ctx.value()), ctx, "", &mut out)
     }
 }
 
@@ -212,12 +219,14 @@ fn compile_map(map: &Map<String, Value>, path: &str, errors: &mut Vec<PolicyErro
     }
 }
 
-fn resolve<'v>(root: &'v Value, segs: &[Seg]) -> Option<&'v Value> {
-    segs.iter().try_fold(root, |cur, seg| match cur {
-        Value::Object(o) => o.get(&seg.key),
-        Value::Array(a) => seg.index.and_then(|i| a.get(i)),
-        _ => None,
-    })
+fn resolve<'v>(root: &EvalContext<'v>, segs: &[Seg]) -> Option<&'v Value> {
+    let (first, rest) = segs.split_first()?;
+    rest.iter()
+        .try_fold(root.get(&first.key)?, |cur, seg| match cur {
+            Value::Object(o) => o.get(&seg.key),
+            Value::Array(a) => seg.index.and_then(|i| a.get(i)),
+            _ => None,
+        })
 }
 
 fn absent(v: Option<&Value>) -> bool {
@@ -266,7 +275,7 @@ impl DiscardedFindings {
 }
 
 impl Node {
-    fn matches(&self, v: Option<&Value>, root: &Value) -> bool {
+    fn matches(&self, v: Option<&Value>, root: &EvalContext) -> bool {
         match self {
             Node::Eq(x) => eq_opt(v, Some(x)),
             Node::Regex(re) => matches!(v, Some(Value::String(s)) if re.is_match(s)),
@@ -306,7 +315,13 @@ impl Node {
     }
 
     /// Same result as [`Node::matches`], recording what failed (all of it, not just the first).
-    fn explain(&self, v: Option<&Value>, root: &Value, path: &str, out: &mut Findings) -> bool {
+    fn explain(
+        &self,
+        v: Option<&Value>,
+        root: &EvalContext,
+        path: &str,
+        out: &mut Findings,
+    ) -> bool {
         let fail = |out: &mut Findings, note: Option<String>| {
             out.errors
                 .push(Mismatch::new(path, self.to_json(), v, note));

@@ -113,31 +113,62 @@ impl Mismatch {
     }
 }
 
+/// The request context as policies read it: top-level key by key, so that a context can
+/// build only the parts some policy reads (the request path builds none of it for a policy
+/// that reads, say, only `uri` and `jwt`), or as one value, for the engines that take the
+/// whole of it (json-schema, explain).
+pub trait Context: Sync {
+    /// The value at a top-level key of the context; `None` when absent.
+    fn get(&self, key: &str) -> Option<&Value>;
+    /// The whole context, one JSON object.
+    fn whole(&self) -> &Value;
+}
+
+impl Context for Value {
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.as_object()?.get(key)
+    }
+
+    fn whole(&self) -> &Value {
+        self
+    }
+}
+
 /// The request context, with the empty-stripped copy for json-schema computed at most once per
 /// request, lazily.
-#[derive(Debug)]
 pub struct EvalContext<'a> {
-    ctx: &'a Value,
+    ctx: &'a dyn Context,
     // OnceLock rather than OnceCell so that an EvalContext can be shared across threads.
     stripped: OnceLock<Value>,
 }
 
+impl std::fmt::Debug for EvalContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EvalContext").finish_non_exhaustive()
+    }
+}
+
 impl<'a> EvalContext<'a> {
-    pub fn new(ctx: &'a Value) -> Self {
+    pub fn new(ctx: &'a dyn Context) -> Self {
         Self {
             ctx,
             stripped: OnceLock::new(),
         }
     }
 
-    /// The request context as built from the request.
+    /// The value at a top-level key, built if need be.
+    pub fn get(&self, key: &str) -> Option<&'a Value> {
+        self.ctx.get(key)
+    }
+
+    /// The whole request context as built from the request.
     pub fn value(&self) -> &'a Value {
-        self.ctx
+        self.ctx.whole()
     }
 
     /// The context with empty values removed, as json-schema policies see it.
     pub fn stripped(&self) -> &Value {
-        self.stripped.get_or_init(|| strip_empty_root(self.ctx))
+        self.stripped.get_or_init(|| strip_empty_root(self.value()))
     }
 
     /// Whether the stripped copy has been built (only json-schema policies need it).
@@ -184,7 +215,7 @@ impl Policy {
     pub fn evaluate(&self, ctx: &EvalContext) -> bool {
         match &self.kind {
             Kind::Allow => true,
-            Kind::Matcho(m) => m.matches(ctx.value()),
+            Kind::Matcho(m) => m.matches(ctx),
             Kind::JsonSchema(s) => s.is_valid(ctx.stripped()),
             Kind::And(ps) => ps.iter().all(|p| p.evaluate(ctx)),
             Kind::Or(ps) => ps.iter().any(|p| p.evaluate(ctx)),
@@ -202,7 +233,7 @@ impl Policy {
         };
         out.allowed = match &self.kind {
             Kind::Allow => true,
-            Kind::Matcho(m) => m.explain(ctx.value(), &mut out.errors, &mut out.notes),
+            Kind::Matcho(m) => m.explain(ctx, &mut out.errors, &mut out.notes),
             Kind::JsonSchema(s) => s.explain(ctx, &mut out.errors),
             Kind::And(ps) => explain_children(ps, ctx, false, &mut out.children),
             Kind::Or(ps) => explain_children(ps, ctx, true, &mut out.children),

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use axum::serve::ListenerExt;
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use futures::TryStreamExt;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::pb::health_server::HealthServer;
@@ -19,6 +20,7 @@ use crate::cli::ServeArgs;
 use crate::decision::Authorizer;
 use crate::metrics::Metrics;
 use crate::server::admin::{self, AdminService};
+use crate::server::coalesce::Coalescing;
 use crate::server::grpc::ExtAuthz;
 use crate::server::http::{router, HttpState};
 use crate::snapshot::SnapshotStore;
@@ -98,7 +100,9 @@ pub async fn run(
         // A listener handed to tonic gets none of its socket settings: without TCP_NODELAY
         // a small answer can wait for the client's delayed ACK (~40 ms on Linux).
         .serve_with_incoming_shutdown(
-            TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+            TcpIncoming::from(grpc_listener)
+                .with_nodelay(Some(true))
+                .map_ok(Coalescing),
             stop.clone().wait(),
         );
     let http = axum::serve(

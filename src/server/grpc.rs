@@ -79,7 +79,7 @@ pub fn to_http_request(check: CheckRequest) -> HttpRequest {
     let mut headers: Vec<(String, String)> = http
         .headers
         .into_iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .map(|(k, v)| (lowercase(k), v))
         .collect();
     if let Some(map) = http.header_map {
         headers.extend(map.headers.into_iter().map(|h| {
@@ -88,7 +88,7 @@ pub fn to_http_request(check: CheckRequest) -> HttpRequest {
             } else {
                 String::from_utf8_lossy(&h.raw_value).into_owned()
             };
-            (h.key.to_ascii_lowercase(), value)
+            (lowercase(h.key), value)
         }));
     }
     let remote_addr = attributes
@@ -117,6 +117,12 @@ pub fn to_http_request(check: CheckRequest) -> HttpRequest {
         remote_addr,
         context_extensions: attributes.context_extensions.into_iter().collect(),
     }
+}
+
+/// Envoy sends names in lower case already: lowered in place, no copy.
+fn lowercase(mut name: String) -> String {
+    name.make_ascii_lowercase();
+    name
 }
 
 pub fn to_check_response(decision: &Decision) -> CheckResponse {

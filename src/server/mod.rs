@@ -4,6 +4,7 @@
 //! decision logic.
 
 pub mod admin;
+pub mod coalesce;
 pub mod explain_page;
 pub mod grpc;
 pub mod http;

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::{Fingerprint, TokenKind};
@@ -22,7 +22,8 @@ pub fn hash(token: &str) -> TokenHash {
 pub struct Verified {
     pub introspector: Fingerprint,
     pub kind: TokenKind,
-    pub claims: Arc<Map<String, Value>>,
+    /// Always a JSON object.
+    pub claims: Arc<Value>,
     /// The token's own `exp` (seconds since the epoch).
     pub expires_at: Option<u64>,
     /// When this entry stops being trusted: never after `exp`, never after `cache_ttl`

@@ -144,7 +144,7 @@ pub fn finish(
     Ok(ValidToken {
         kind,
         introspector: introspector.clone(),
-        claims: Arc::new(claims),
+        claims: Arc::new(Value::Object(claims)),
         expires_at,
     })
 }

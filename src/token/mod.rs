@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::Algorithm;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::metrics::Metrics;
 use crate::outbound::IdpClient;
@@ -154,8 +154,9 @@ pub enum TokenKind {
 pub struct ValidToken {
     pub kind: TokenKind,
     pub introspector: Arc<Introspector>,
-    /// The JWT's claims, or the whole introspection answer.
-    pub claims: Arc<Map<String, Value>>,
+    /// The JWT's claims, or the whole introspection answer: always a JSON object, shared
+    /// with the cache of verified tokens and read by policies in place.
+    pub claims: Arc<Value>,
     /// Seconds since the epoch after which the token must be validated again.
     pub expires_at: Option<u64>,
 }
@@ -378,7 +379,9 @@ impl TokenVerifier {
             return Err(refusal);
         }
         self.metrics.token_event("verified_cache_miss");
-        let result = self.verify_shared(trust, token, key).await;
+        // Boxed: the full check's future (a JWKS fetch, an introspection call) is large,
+        // and a cache hit should not carry, and move, room for it.
+        let result = Box::pin(self.verify_shared(trust, token, key)).await;
         if let Err(e) = &result {
             if e.is_final() {
                 self.refused.insert((key, trust.generation), e.clone());
@@ -489,7 +492,8 @@ impl TokenVerifier {
             {
                 Ok(answer) => {
                     let expires_at = answer.get("exp").and_then(Value::as_u64);
-                    let size = token.len() + Value::Object(answer.clone()).to_string().len();
+                    let answer = Value::Object(answer);
+                    let size = token.len() + answer.to_string().len();
                     return Ok(Verified {
                         introspector: introspector.fingerprint,
                         kind: TokenKind::Opaque,

@@ -186,7 +186,9 @@ pub fn plan(snapshot: &Snapshot, token: &ValidToken) -> Result<Plan, String> {
         Some(UserinfoSource::IdToken) => DataSource::Claims(
             token
                 .claims
-                .iter()
+                .as_object()
+                .into_iter()
+                .flatten()
                 .filter(|(k, _)| !TOKEN_ONLY_CLAIMS.contains(&k.as_str()))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),

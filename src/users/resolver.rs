@@ -137,7 +137,9 @@ impl UserResolver {
             }
         };
         match creator {
-            Some(creator) if !dry_run => creator.resolve(plan, raw).await,
+            // Boxed: the creation's future (a userinfo call, a write) is large, and a
+            // request that finds its User should not carry, and move, room for it.
+            Some(creator) if !dry_run => Box::pin(creator.resolve(plan, raw)).await,
             _ => Resolution::WouldCreate(plan),
         }
     }

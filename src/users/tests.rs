@@ -56,7 +56,7 @@ fn token(snapshot: &Snapshot, claims: Value) -> ValidToken {
     ValidToken {
         kind,
         introspector,
-        claims: Arc::new(claims),
+        claims: Arc::new(Value::Object(claims)),
         expires_at: None,
     }
 }
