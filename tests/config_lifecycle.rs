@@ -285,6 +285,8 @@ fn decision_lines(log: &str) -> Vec<(bool, &str)> {
 async fn the_decision_log_has_one_line_per_decision_and_never_the_token() {
     let p = Portcullis::builder()
         .config("examples/quickstart")
+        .arg("--decision-log-allow-sample")
+        .arg("1")
         .start()
         .await;
     let good = Jwt::new(ISS, "basic").sign_hs256(SECRET);
@@ -303,6 +305,30 @@ async fn the_decision_log_has_one_line_per_decision_and_never_the_token() {
         let signature = token.rsplit('.').next().unwrap();
         assert!(!log.contains(signature), "a token reached the log:\n{log}");
     }
+}
+
+/// By default only denials are logged (a line per allow would cost a fifth of the
+/// throughput, BENCHMARKS.md); the decision counter still counts the allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_the_decision_log_has_the_denials_only() {
+    let p = Portcullis::builder()
+        .config("examples/quickstart")
+        .start()
+        .await;
+    let good = Jwt::new(ISS, "basic").sign_hs256(SECRET);
+    let expired = Jwt::new(ISS, "basic").expired().sign_hs256(SECRET);
+    assert_eq!(status_of(&p, &good).await, 200);
+    assert_eq!(status_of(&p, &good).await, 200);
+    assert_eq!(status_of(&p, &expired).await, 401);
+    let log = p.log();
+    let decisions = decision_lines(&log);
+    assert_eq!(decisions.len(), 1, "{log}");
+    assert!(decisions[0].1.contains("token_expired"), "{log}");
+    let allowed = p.metrics().await.counter(
+        "portcullis_decisions_total",
+        &[("outcome", "allow"), ("reason", "allowed")],
+    );
+    assert_eq!(allowed, 2);
 }
 
 /// `--decision-log-allow-sample 3`: one allow in three is logged, every denial is.

@@ -16,7 +16,7 @@ pub use crate::resources::REDACTED;
 
 /// The top-level keys of the context, in the order the whole context lists them. The token
 /// sits at `jwt` or `token` (opaque), whichever it is.
-const KEYS: [&str; 12] = [
+pub const KEYS: [&str; 12] = [
     "request-method",
     "scheme",
     "uri",
