@@ -22,6 +22,7 @@ use envoy_types::pb::google::rpc;
 use portcullis::decision::{context, Authorizer, DecisionLog, HttpRequest, Outcome};
 use portcullis::metrics::Metrics;
 use portcullis::outbound::IdpClient;
+use portcullis::policy::Context;
 use portcullis::resources::is_credential_header;
 use portcullis::server::grpc::{to_check_response, to_http_request};
 use portcullis::snapshot::{Snapshot, SnapshotStore};
@@ -145,7 +146,13 @@ pub fn run(data: &[u8]) {
     let _ = request.credential();
     let _ = request.split_path();
     let secrets = credentials(&request);
-    let ctx = context::build(&request, None, None).to_string();
+    let whole = context::build(&request, None, None);
+    // What policies read key by key is what explain and json-schema see whole.
+    let lazy = context::RequestContext::new(&request, None, None);
+    for key in context::KEYS {
+        assert_eq!(lazy.get(key), whole.get(key), "context key {key}");
+    }
+    let ctx = whole.to_string();
     for secret in &secrets {
         assert!(
             !ctx.contains(secret.as_str()),
