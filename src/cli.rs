@@ -134,7 +134,7 @@ pub struct ServeArgs {
     )]
     pub outbound_allow_hosts: Vec<String>,
     /// Log one allow decision in N (denials are always logged); 0, the default, logs no
-    /// allows (the `portcullis_decisions` counter still counts every one).
+    /// allows (`portcullis_decisions_total` still counts every one).
     #[arg(
         long,
         env = "PORTCULLIS_DECISION_LOG_ALLOW_SAMPLE",

@@ -93,18 +93,20 @@ impl<'a> RequestContext<'a> {
             _ => return None,
         })
     }
-
-    /// The whole context as one value, as json-schema policies and `explain` see it.
-    pub fn into_value(self) -> Value {
-        whole(&self)
-    }
 }
 
+/// The whole context as one value, as json-schema policies and `explain` see it: a part
+/// already built is copied, the others are built straight into it (not cached and copied).
 fn whole(ctx: &RequestContext) -> Value {
     let mut map = Map::with_capacity(KEYS.len());
-    for key in KEYS {
-        if let Some(v) = ctx.get(key) {
-            map.insert(key.to_string(), v.clone());
+    for (i, key) in KEYS.into_iter().enumerate() {
+        let part = match (ctx.token, ctx.parts[i].get()) {
+            (Some(token), _) if ctx.token_key() == Some(key) => Some((*token.claims).clone()),
+            (_, Some(built)) => built.clone(),
+            (_, None) => ctx.build(i),
+        };
+        if let Some(v) = part {
+            map.insert(key.to_string(), v);
         }
     }
     Value::Object(map)
@@ -128,7 +130,7 @@ impl Context for RequestContext<'_> {
 
 /// The whole request context of a request (tests, fuzzing, tools).
 pub fn build(request: &HttpRequest, token: Option<&ValidToken>, user: Option<&KnownUser>) -> Value {
-    RequestContext::new(request, token, user).into_value()
+    whole(&RequestContext::new(request, token, user))
 }
 
 /// The query string with the value of any `access_token` parameter redacted. The name is

@@ -368,7 +368,7 @@ impl TokenVerifier {
         if let Some(hit) = self.verified.get(&key).await {
             if hit.is_fresh(Instant::now(), jwt::now()) {
                 if let Some(valid) = Self::under(trust, &hit) {
-                    self.metrics.token_event("verified_cache_hit");
+                    self.metrics.token_cache_hit();
                     return Ok(valid);
                 }
             }
