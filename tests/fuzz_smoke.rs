@@ -578,6 +578,17 @@ mod seeds_gen {
               apiVersion: portcullis.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: p}\nspec: {engine: matcho, matcho: {uri: '#('}}\n---\n\
               resourceType: User\nid: u\nidentifier: [{system: s, value: v}]\n---\nresourceType: User\nid: u\n",
         );
+        // Read in pieces as a large file is: markers with comments and flow content, a
+        // marker-like line inside a block scalar, CRLF, a directive, and a quote left open
+        // across a document's end.
+        write(
+            "config_yaml",
+            "pieces.yaml",
+            b"# leading comment\nresourceType: User\nid: a\n--- # marked\nresourceType: User\nid: b\ndata: {note: \"--- text\"}\n\
+              ---\nresourceType: AccessPolicy\nid: p\nengine: matcho\nmatcho:\n  uri: |\n    ---\n    /x\n\
+              --- {resourceType: User, id: flow}\n---\r\nresourceType: User\r\nid: crlf\r\n...\n%YAML 1.2\n---\nresourceType: User\nid: d\n\
+              ---\nresourceType: User\nid: e\ndata: \"open\n---\nresourceType: User\nid: f\n",
+        );
         write(
             "config_yaml",
             "anchors.yaml",

@@ -22,20 +22,22 @@ pub struct FileSource {
     pub users_dir: Option<PathBuf>,
 }
 
-/// A compiled configuration, or every error that kept it from compiling; and how many
-/// resources were read.
-type Compiled = (Result<Snapshot, Vec<ConfigError>>, usize);
+/// A compiled configuration, or every error that kept it from compiling; how many
+/// resources were read; and how long reading and compiling took, when that is known.
+type Compiled = (Result<Snapshot, Vec<ConfigError>>, usize, Option<Duration>);
 
 impl FileSource {
-    /// Everything the files hold now. Blocking: file reads and compilation.
-    fn compile(&self) -> Compiled {
-        let mut compiler = Compiler::default();
+    /// Everything the files hold now, with room for `users` Users. Blocking: file reads
+    /// and compilation.
+    fn compile(&self, users: usize) -> Compiled {
+        let started = std::time::Instant::now();
+        let mut compiler = Compiler::with_user_capacity(users);
         let except = self.users_dir.as_deref();
         let mut count = files::load_each_except(&self.config, except, |r| compiler.push(r));
         if let Some(dir) = &self.users_dir {
             count += files::load_each(std::slice::from_ref(dir), |r| compiler.push_created_user(r));
         }
-        (compiler.finish(), count)
+        (compiler.finish(), count, Some(started.elapsed()))
     }
 }
 
@@ -51,7 +53,7 @@ pub struct Reloader {
 
 impl Reloader {
     /// Returns whether a new snapshot is serving.
-    pub async fn apply(&self, (compiled, resources): Compiled) -> bool {
+    pub async fn apply(&self, (compiled, resources, took): Compiled) -> bool {
         let snapshot = match compiled {
             Ok(snapshot) => snapshot,
             Err(errors) => {
@@ -74,7 +76,8 @@ impl Reloader {
         for s in &snapshot.skipped {
             tracing::error!(error = %s, "created User file skipped; fix or remove it");
         }
-        tracing::info!(summary = %snapshot.summary(), "configuration loaded");
+        let took_ms = took.map(|t| t.as_millis() as u64);
+        tracing::info!(summary = %snapshot.summary(), took_ms, "configuration loaded");
         self.metrics
             .config_loaded(true, resources, snapshot.warnings.len());
         self.metrics.user_files_skipped(snapshot.skipped.len());
@@ -98,14 +101,16 @@ pub async fn start(
     source: FileSource,
     reloader: Reloader,
 ) -> notify::Result<notify::RecommendedWatcher> {
-    reloader.apply(source.compile()).await;
+    reloader.apply(source.compile(0)).await;
     // Not the users dir (unless it lies inside a --config directory): each created User
     // would otherwise reload everything. Created Users are served from the resolver's
     // overlay and read back at the next reload.
     let (watcher, mut changes) = files::watch(&source.config, RELOAD_SETTLE)?;
     tokio::spawn(async move {
         while changes.recv().await.is_some() {
-            let compiled = tokio::task::block_in_place(|| source.compile());
+            // As many Users as serve now: a reload seldom changes that much.
+            let users = reloader.snapshots.load().map_or(0, |s| s.users.len());
+            let compiled = tokio::task::block_in_place(|| source.compile(users));
             reloader.apply(compiled).await;
         }
     });
@@ -174,7 +179,9 @@ impl Cluster {
                     tracing::debug!(users = built.snapshot.users.len(), "users updated");
                     reloader.swap(built.snapshot);
                 } else {
-                    reloader.apply((Ok(built.snapshot), built.objects)).await;
+                    reloader
+                        .apply((Ok(built.snapshot), built.objects, None))
+                        .await;
                 }
             }
         });

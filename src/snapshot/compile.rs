@@ -27,8 +27,12 @@ pub struct Compiler {
     skipped: Vec<ConfigError>,
     policies: Vec<(CompiledPolicy, Links)>,
     errors: Vec<ConfigError>,
-    /// Names are unique per kind: where each was first defined.
+    /// Names are unique per kind: where each was first defined, but for the Users taken
+    /// into `users`, which are in `user_origins`.
     seen: HashMap<(&'static str, String), Origin>,
+    /// Where each User of `users` was defined, by its position there: 100,000 names are
+    /// not held a second time (a third of the memory a reload needs beside the snapshots).
+    user_origins: UserOrigins,
     /// IdentityProvider system → its name.
     systems: HashMap<String, String>,
     /// `identity_provider` references, checked once every IdentityProvider is known.
@@ -69,6 +73,17 @@ impl Rejection {
 }
 
 impl Compiler {
+    /// Room for this many Users (those of the configuration a reload replaces), so that
+    /// the index is not copied as it grows.
+    pub fn with_user_capacity(users: usize) -> Self {
+        let mut compiler = Compiler {
+            users: UserIndex::with_capacity(users),
+            ..Compiler::default()
+        };
+        compiler.user_origins.places.reserve_exact(users);
+        compiler
+    }
+
     /// For the admission webhook: a compiler whose [`Compiler::admit`] also refuses what
     /// conflicts with the configuration that serves — another TokenIntrospector trusting
     /// the same issuer, another IdentityProvider with the same system, another User
@@ -112,7 +127,7 @@ impl Compiler {
     /// File mode: the resource, or every error in it, to be reported by [`Compiler::finish`].
     pub fn add(&mut self, r: &Resource) {
         let key = r.key();
-        if let Some(first) = self.seen.insert((r.spec.kind(), key), r.origin.clone()) {
+        if let Some(first) = self.first_definition(r.spec.kind(), &key) {
             let message = format!("defined twice: also at {first}");
             return self.report(r, FieldError::new("", message));
         }
@@ -124,10 +139,31 @@ impl Compiler {
                 self.provider_refs.push((idp, e));
             }
         }
-        if let Err(rejection) = self.admit_unchecked(r) {
+        let admitted = self.admit_unchecked(r);
+        self.remember(r, key, admitted.is_ok());
+        if let Err(rejection) = admitted {
             for e in rejection.errors {
                 self.report(r, e);
             }
+        }
+    }
+
+    /// Where a resource of this kind and name was defined before, if it was.
+    fn first_definition(&self, kind: &'static str, key: &str) -> Option<Origin> {
+        let user = (kind == "User").then(|| self.users.position(key)).flatten();
+        match user {
+            Some(position) => self.user_origins.get(position),
+            None => self.seen.get(&(kind, key.to_owned())).cloned(),
+        }
+    }
+
+    /// Records where `r` was defined, once it was admitted (`taken`) or refused.
+    fn remember(&mut self, r: &Resource, key: String, taken: bool) {
+        if taken && matches!(r.spec, Spec::User(_)) {
+            self.user_origins.push(&r.origin);
+            debug_assert_eq!(self.user_origins.places.len(), self.users.len());
+        } else {
+            self.seen.insert((r.spec.kind(), key), r.origin.clone());
         }
     }
 
@@ -136,7 +172,7 @@ impl Compiler {
     /// and the older of two conflicting resources first: the first one in wins.
     pub fn admit(&mut self, r: &Resource) -> Result<(), Rejection> {
         let key = r.key();
-        if self.seen.contains_key(&(r.spec.kind(), key.clone())) {
+        if self.first_definition(r.spec.kind(), &key).is_some() {
             let message = format!("{} is defined twice", r.id());
             return Err(Rejection::conflict("metadata.name", message));
         }
@@ -152,7 +188,7 @@ impl Compiler {
             }
         }
         self.admit_unchecked(r)?;
-        self.seen.insert((r.spec.kind(), key), r.origin.clone());
+        self.remember(r, key, true);
         Ok(())
     }
 
@@ -266,14 +302,13 @@ impl Compiler {
                 return skip(self, "metadata.name", message);
             }
         }
-        if let Some(first) = self.seen.get(&("User", r.key())) {
+        let key = r.key();
+        if let Some(first) = self.first_definition("User", &key) {
             let message = format!("defined twice: also at {first}");
             return skip(self, "", message);
         }
         match self.admit_unchecked(&r) {
-            Ok(()) => {
-                self.seen.insert(("User", r.key()), r.origin.clone());
-            }
+            Ok(()) => self.remember(&r, key, true),
             Err(rejection) => {
                 for e in rejection.errors {
                     self.skipped.push(error(&r, e));
@@ -313,6 +348,51 @@ impl Compiler {
     pub fn into_users(mut self) -> UserIndex {
         self.users.shrink_to_fit();
         self.users
+    }
+}
+
+/// Where Users were defined, in 12 bytes each rather than an [`Origin`]'s 32.
+#[derive(Default)]
+struct UserOrigins {
+    /// The files, each once; a cluster origin is `u32::MAX`.
+    paths: Vec<Arc<std::path::Path>>,
+    /// (path, document, line), or (`u32::MAX`, generation's low and high halves).
+    places: Vec<(u32, u32, u32)>,
+}
+
+impl UserOrigins {
+    fn push(&mut self, origin: &Origin) {
+        let place = match origin {
+            Origin::File {
+                path,
+                document,
+                line,
+            } => {
+                if !self.paths.last().is_some_and(|p| Arc::ptr_eq(p, path)) {
+                    self.paths.push(path.clone());
+                }
+                let n = |x: usize| u32::try_from(x).unwrap_or(u32::MAX);
+                (n(self.paths.len() - 1), n(*document), n(*line))
+            }
+            Origin::Cluster { generation } => {
+                (u32::MAX, *generation as u32, (*generation >> 32) as u32)
+            }
+        };
+        self.places.push(place);
+    }
+
+    fn get(&self, position: usize) -> Option<Origin> {
+        let &(path, a, b) = self.places.get(position)?;
+        Some(match self.paths.get(path as usize) {
+            Some(path) => Origin::File {
+                path: path.clone(),
+                document: a as usize,
+                line: b as usize,
+            },
+            None => Origin::Cluster {
+                generation: (i64::from(b) << 32) | i64::from(a),
+            },
+        })
     }
 }
 

@@ -213,6 +213,15 @@ fn position(i: usize) -> u32 {
 impl UserIndex {
     /// Adds or replaces (by name) a user. Returns the name of another user that already
     /// claimed one of its identifiers, if any (the first one keeps it).
+    pub fn with_capacity(users: usize) -> Self {
+        UserIndex {
+            users: Vec::with_capacity(users),
+            by_name: HashTable::with_capacity(users),
+            by_identifier: HashTable::with_capacity(users),
+            hasher: KeyHasher::default(),
+        }
+    }
+
     pub fn insert(&mut self, user: KnownUser) -> Option<String> {
         let Self {
             users,
@@ -313,11 +322,17 @@ impl UserIndex {
             .shrink_to_fit(|&(p, k)| hasher.identifier(users[p as usize].identifier(k as usize)));
     }
 
-    pub fn by_name(&self, name: &str) -> Option<&KnownUser> {
+    /// Where the User of this name sits among [`UserIndex::users`]: Users inserted one
+    /// after another, none replaced or removed, sit in that order.
+    pub fn position(&self, name: &str) -> Option<usize> {
         let hash = self.hasher.name(name);
         self.by_name
             .find(hash, |&p| self.users[p as usize].name() == name)
-            .map(|&p| &self.users[p as usize])
+            .map(|&p| p as usize)
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&KnownUser> {
+        self.position(name).map(|p| &self.users[p])
     }
 
     pub fn by_identifier(&self, system: &str, value: &str) -> Option<&KnownUser> {

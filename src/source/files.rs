@@ -6,6 +6,7 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
+use super::pieces::{for_each_in_pieces, PIECE_BYTES};
 use super::{for_each_document, ConfigError, Origin, Resource};
 
 const EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
@@ -34,25 +35,38 @@ pub fn load_each_except(
         }
         files.sort();
         for file in files {
-            match read_text(&file) {
-                Ok(text) => for_each_document(&file, &text, |item| {
-                    count += usize::from(item.is_ok());
-                    emit(item)
-                }),
-                Err(e) => emit(Err(ConfigError {
-                    origin: Origin::File {
-                        path: file.as_path().into(),
-                        document: 0,
-                        line: e.line(),
-                    },
-                    resource: None,
-                    field: None,
-                    message: e.to_string(),
-                })),
-            }
+            load_file(&file, &mut |item| {
+                count += usize::from(item.is_ok());
+                emit(item)
+            });
         }
     }
     count
+}
+
+/// One file: read whole and parsed in one pass, or, when large, read and parsed in pieces
+/// on as many threads as there are cores (up to 4).
+fn load_file(path: &Path, emit: &mut impl FnMut(Result<Resource, ConfigError>)) {
+    let opened = std::fs::File::open(path).and_then(|f| Ok((f.metadata()?.len(), f)));
+    match opened {
+        Ok((len, file)) if len > 2 * PIECE_BYTES as u64 && len <= MAX_FILE_BYTES => {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+            for_each_in_pieces(path, file, PIECE_BYTES, threads, emit)
+        }
+        _ => match read_text(path) {
+            Ok(text) => for_each_document(path, &text, emit),
+            Err(e) => emit(Err(ConfigError {
+                origin: Origin::File {
+                    path: path.into(),
+                    document: 0,
+                    line: e.line(),
+                },
+                resource: None,
+                field: None,
+                message: e.to_string(),
+            })),
+        },
+    }
 }
 
 /// The largest configuration file read. A file is parsed whole, in time and memory that
@@ -105,6 +119,11 @@ pub fn read_text(path: &Path) -> Result<String, ReadError> {
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(ReadError::TooLarge);
     }
+    utf8(bytes)
+}
+
+/// The text, or the line and column (from 1) of its first byte that is not UTF-8.
+pub(super) fn utf8(bytes: Vec<u8>) -> Result<String, ReadError> {
     String::from_utf8(bytes).map_err(|e| {
         let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);

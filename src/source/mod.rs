@@ -3,6 +3,7 @@
 
 mod document;
 pub mod files;
+mod pieces;
 
 use std::fmt;
 use std::path::Path;
@@ -12,6 +13,7 @@ pub use crate::resources::FieldError;
 use crate::resources::{AccessPolicySpec, IdentityProviderSpec, TokenIntrospectorSpec, UserSpec};
 
 pub use document::{for_each_document, parse_documents, parse_spec};
+pub use pieces::for_each_in_pieces;
 
 /// One resource as read from a source, before compilation.
 #[derive(Clone, Debug, PartialEq)]
