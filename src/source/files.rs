@@ -1,4 +1,5 @@
-//! The file source: `--config` files and directories, read whole and re-read on change.
+//! The file source: `--config` files and directories, read (large ones in pieces) and
+//! re-read on change.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,7 +14,8 @@ const EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
 
 /// Read every `*.yaml`, `*.yml` and `*.json` file named or found below the given paths,
 /// in sorted order so that the result does not depend on the file system, handing each
-/// resource or error over as soon as it is parsed (one file is held in memory at a time).
+/// resource or error over as soon as it is parsed (one file, or a few pieces of a large one,
+/// in memory at a time).
 /// Returns how many resources were read.
 pub fn load_each(paths: &[PathBuf], emit: impl FnMut(Result<Resource, ConfigError>)) -> usize {
     load_each_except(paths, None, emit)
@@ -69,8 +71,8 @@ fn load_file(path: &Path, emit: &mut impl FnMut(Result<Resource, ConfigError>)) 
     }
 }
 
-/// The largest configuration file read. A file is parsed whole, in time and memory that
-/// grow with its size; 16 MiB holds tens of thousands of resources.
+/// The largest configuration file read: parse time grows with size, and 16 MiB holds
+/// about 100,000 Users.
 pub const MAX_FILE_BYTES: u64 = 16 << 20;
 
 /// Why a file could not be read as configuration text.
