@@ -211,8 +211,6 @@ fn position(i: usize) -> u32 {
 }
 
 impl UserIndex {
-    /// Adds or replaces (by name) a user. Returns the name of another user that already
-    /// claimed one of its identifiers, if any (the first one keeps it).
     pub fn with_capacity(users: usize) -> Self {
         UserIndex {
             users: Vec::with_capacity(users),
@@ -222,6 +220,8 @@ impl UserIndex {
         }
     }
 
+    /// Adds or replaces (by name) a user. Returns the name of another user that already
+    /// claimed one of its identifiers, if any (the first one keeps it).
     pub fn insert(&mut self, user: KnownUser) -> Option<String> {
         let Self {
             users,

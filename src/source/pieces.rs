@@ -68,7 +68,6 @@ pub fn for_each_in_pieces(
                                 ended: true,
                                 ..Parsed::default()
                             },
-                            numbered: true,
                         },
                     };
                     if tx.send((seq, output)).is_err() {
@@ -86,9 +85,7 @@ pub fn for_each_in_pieces(
             while let Some(output) = waiting.remove(&next) {
                 next += 1;
                 for mut item in output.items {
-                    if !output.numbered {
-                        renumber(&mut item, documents_before);
-                    }
+                    renumber(&mut item, documents_before);
                     emit(item);
                 }
                 documents_before += output.parsed.documents;
@@ -110,8 +107,6 @@ pub fn for_each_in_pieces(
 struct Output {
     items: Vec<Result<Resource, ConfigError>>,
     parsed: Parsed,
-    /// Documents already numbered as in the whole file.
-    numbered: bool,
 }
 
 fn parse_piece(path: &Arc<Path>, piece: &Piece) -> Output {
@@ -130,11 +125,7 @@ fn parse_piece(path: &Arc<Path>, piece: &Piece) -> Output {
         items.clear();
         parsed = parse_text(path, &padded, 1, &mut |i| items.push(i));
     }
-    Output {
-        items,
-        parsed,
-        numbered: false,
-    }
+    Output { items, parsed }
 }
 
 fn renumber(item: &mut Result<Resource, ConfigError>, documents_before: usize) {
@@ -142,8 +133,11 @@ fn renumber(item: &mut Result<Resource, ConfigError>, documents_before: usize) {
         Ok(r) => &mut r.origin,
         Err(e) => &mut e.origin,
     };
+    // Document 0 is the whole file (it could not be read): not a piece's to renumber.
     if let Origin::File { document, .. } = origin {
-        *document += documents_before;
+        if *document > 0 {
+            *document += documents_before;
+        }
     }
 }
 
