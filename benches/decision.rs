@@ -81,6 +81,91 @@ fn request(token: &str) -> HttpRequest {
     }
 }
 
+/// What Envoy's ext_authz filter sends for a browser-like GET (as captured from Envoy 1.3x):
+/// addresses, time, id, protocol and ten headers.
+fn envoy_check_request(token: &str) -> Vec<u8> {
+    use envoy_types::pb::envoy::config::core::v3::{
+        address, socket_address, Address, SocketAddress,
+    };
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+        HttpRequest as Http, Peer, Request,
+    };
+    use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+    use prost::Message;
+    let peer = |ip: &str, port| Peer {
+        address: Some(Address {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: ip.into(),
+                port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
+                ..Default::default()
+            })),
+        }),
+        ..Default::default()
+    };
+    let headers = [
+        (":authority", "api.example.com"),
+        (":path", "/fhir/Patient?_count=10"),
+        (":method", "GET"),
+        (":scheme", "https"),
+        ("user-agent", "Mozilla/5.0 (X11; Linux x86_64) bench"),
+        ("accept", "application/fhir+json"),
+        ("accept-encoding", "gzip, deflate"),
+        ("x-forwarded-proto", "https"),
+        ("x-request-id", "5d8c5a3e-8b1e-4f0e-9a55-2b8d6e0f4c11"),
+        ("authorization", &format!("Bearer {token}")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(peer("10.0.0.6", 41234)),
+            destination: Some(peer("10.0.0.9", 8080)),
+            request: Some(Request {
+                time: Some(Default::default()),
+                http: Some(Http {
+                    id: "12345678901234567890".into(),
+                    method: "GET".into(),
+                    headers,
+                    path: "/fhir/Patient?_count=10".into(),
+                    host: "api.example.com".into(),
+                    scheme: "https".into(),
+                    protocol: "HTTP/1.1".into(),
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        }),
+    }
+    .encode_to_vec()
+}
+
+fn grpc_edge(c: &mut Criterion) {
+    use portcullis::server::grpc::{to_check_response, to_http_request, wire};
+    use prost::Message;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let bytes = envoy_check_request(&token("alice", "app"));
+    c.bench_function(
+        "grpc edge: Envoy's CheckRequest decoded to a request",
+        |b| b.iter(|| to_http_request(wire::CheckRequest::decode(bytes.as_slice()).unwrap())),
+    );
+    let a = authorizer(&format!(
+        "{}---\nresourceType: AccessPolicy\nid: issuer\nengine: matcho\nmatcho: {{jwt: {{iss: {ISS}}}}}\n",
+        introspector()
+    ));
+    let decision = rt.block_on(a.check(&to_http_request(
+        wire::CheckRequest::decode(bytes.as_slice()).unwrap(),
+    )));
+    assert!(decision.allowed());
+    c.bench_function(
+        "grpc edge: an allow's CheckResponse built and encoded",
+        |b| b.iter(|| to_check_response(&decision).encode_to_vec()),
+    );
+}
+
 fn decide(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -210,5 +295,5 @@ fn decision_log(c: &mut Criterion) {
     let _ = std::fs::remove_file(&path);
 }
 
-criterion_group!(benches, decide, snapshot, users, decision_log);
+criterion_group!(benches, grpc_edge, decide, snapshot, users, decision_log);
 criterion_main!(benches);

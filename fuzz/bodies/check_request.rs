@@ -1,11 +1,14 @@
-//! Fuzz body `check_request`: bytes decoded as Envoy's `CheckRequest` (protobuf), converted
-//! as the gRPC edge converts it (`server::grpc::to_http_request`), its request context
+//! Fuzz body `check_request`: bytes decoded as Envoy's `CheckRequest` (protobuf) as the gRPC
+//! edge decodes it (`server::grpc::wire`, only the fields read), converted as the gRPC edge
+//! converts it (`server::grpc::to_http_request`), its request context
 //! built, then a whole decision made on it against a small fixed snapshot and answered as
 //! the gRPC edge answers (`server::grpc::to_check_response`).
 //!
 //! Input: the protobuf bytes (not a `CheckRequest`: nothing to do). The seeds carry tokens
 //! signed with the fixed secret below, so mutations reach the users and policies.
-//! Properties: no panic, in the conversion or the decision (a panic in the decision is
+//! Properties: what envoy-types' full `CheckRequest` decodes, the edge decodes too, to the
+//! same method, path, scheme, host, remote address, headers and context extensions; no
+//! panic, in the conversion or the decision (a panic in the decision is
 //! caught and denied by the authorizer, so its `internal_error` is checked for too); the
 //! context never holds a credential of the request; the answer is well formed (an allow is
 //! an OK response whose headers Envoy can set, a denial carries 401/403/503, a JSON body
@@ -18,13 +21,14 @@ mod common;
 use std::sync::{Arc, OnceLock};
 
 use envoy_types::ext_authz::v3::pb::{CheckRequest, HttpResponse};
+use envoy_types::pb::envoy::config::core::v3::address;
 use envoy_types::pb::google::rpc;
 use portcullis::decision::{context, Authorizer, DecisionLog, HttpRequest, Outcome};
 use portcullis::metrics::Metrics;
 use portcullis::outbound::IdpClient;
 use portcullis::policy::Context;
 use portcullis::resources::is_credential_header;
-use portcullis::server::grpc::{to_check_response, to_http_request};
+use portcullis::server::grpc::{to_check_response, to_http_request, wire};
 use portcullis::snapshot::{Snapshot, SnapshotStore};
 use portcullis::token::{TokenSettings, TokenVerifier};
 use portcullis::users::UserResolver;
@@ -131,11 +135,63 @@ fn header_value_ok(value: &str) -> bool {
     http::HeaderValue::from_str(value).is_ok()
 }
 
+/// What envoy-types reads, in the edge's terms: header names lower-cased, pairs sorted.
+fn as_envoy_types_reads(check: CheckRequest) -> HttpRequest {
+    let attributes = check.attributes.unwrap_or_default();
+    let http = attributes.request.and_then(|r| r.http).unwrap_or_default();
+    let mut headers: Vec<(String, String)> = http
+        .headers
+        .into_iter()
+        .chain(http.header_map.into_iter().flat_map(|m| {
+            m.headers.into_iter().map(|h| {
+                let value = if h.raw_value.is_empty() {
+                    h.value
+                } else {
+                    String::from_utf8_lossy(&h.raw_value).into_owned()
+                };
+                (h.key, value)
+            })
+        }))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect();
+    headers.sort();
+    let mut context_extensions: Vec<_> = attributes.context_extensions.into_iter().collect();
+    context_extensions.sort();
+    HttpRequest {
+        method: http.method,
+        scheme: http.scheme,
+        host: http.host,
+        path: http.path,
+        headers,
+        remote_addr: attributes
+            .source
+            .and_then(|p| p.address)
+            .and_then(|a| match a.address {
+                Some(address::Address::SocketAddress(s)) => Some(s.address),
+                _ => None,
+            }),
+        context_extensions,
+    }
+}
+
 pub fn run(data: &[u8]) {
-    let Ok(check) = CheckRequest::decode(data) else {
+    let full = CheckRequest::decode(data).ok();
+    let Ok(check) = wire::CheckRequest::decode(data) else {
+        assert!(full.is_none(), "envoy-types decodes what the edge refuses");
         return;
     };
     let request = to_http_request(check);
+    if let Some(full) = full {
+        let mut ours = request.clone();
+        ours.headers.sort();
+        ours.context_extensions.sort();
+        let theirs = as_envoy_types_reads(full);
+        if theirs.host.is_empty() {
+            // The edge falls back to the `:authority` or `host` header.
+            ours.host.clear();
+        }
+        assert_eq!(ours, theirs, "the edge reads otherwise than envoy-types");
+    }
     for (name, _) in &request.headers {
         assert_eq!(
             *name,

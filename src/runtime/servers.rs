@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use axum::serve::ListenerExt;
-use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use futures::TryStreamExt;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
@@ -65,13 +64,9 @@ impl Health {
     async fn set(&self, status: ServingStatus) {
         self.reporter.set_service_status("", status).await;
         if status == ServingStatus::Serving {
-            self.reporter
-                .set_serving::<AuthorizationServer<ExtAuthz>>()
-                .await;
+            self.reporter.set_serving::<ExtAuthz>().await;
         } else {
-            self.reporter
-                .set_not_serving::<AuthorizationServer<ExtAuthz>>()
-                .await;
+            self.reporter.set_not_serving::<ExtAuthz>().await;
         }
     }
 }
@@ -96,7 +91,7 @@ pub async fn run(
 
     let grpc = tonic::transport::Server::builder()
         .add_service(health.service.clone())
-        .add_service(AuthorizationServer::new(ExtAuthz::new(authorizer.clone())))
+        .add_service(ExtAuthz::new(authorizer.clone()))
         // A listener handed to tonic gets none of its socket settings: without TCP_NODELAY
         // a small answer can wait for the client's delayed ACK (~40 ms on Linux).
         .serve_with_incoming_shutdown(

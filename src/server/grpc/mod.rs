@@ -1,38 +1,46 @@
 //! Envoy's `envoy.service.auth.v3.Authorization/Check`, translated to and from plain data.
 
+pub mod wire;
+
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::ext_authz::v3::pb::{
-    Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction,
-    HeaderValue, HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
+    CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue, HeaderValueOption,
+    HttpResponse, HttpStatus, OkHttpResponse,
 };
-use envoy_types::pb::envoy::config::core::v3::address;
 use envoy_types::pb::google::protobuf::value::Kind;
 use envoy_types::pb::google::protobuf::{Struct, Value};
 use envoy_types::pb::google::rpc;
+use tonic::codegen::{http, Body, BoxFuture, Context, Poll, Service, StdError};
+use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
+use tonic_prost::ProstCodec;
 
 use tracing::Instrument;
 
 use super::trace;
 use crate::decision::{Authorizer, Decision, HttpRequest, Outcome};
 
+/// The `envoy.service.auth.v3.Authorization` service. envoy-types generates one too; this
+/// one decodes the request as [`wire::CheckRequest`], which reads only what a decision
+/// needs.
+#[derive(Clone)]
 pub struct ExtAuthz {
     authorizer: Arc<Authorizer>,
 }
+
+const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
 
 impl ExtAuthz {
     pub fn new(authorizer: Arc<Authorizer>) -> Self {
         ExtAuthz { authorizer }
     }
-}
 
-#[tonic::async_trait]
-impl Authorization for ExtAuthz {
     async fn check(
-        &self,
-        request: Request<CheckRequest>,
+        self,
+        request: Request<wire::CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
         let budget = request
             .metadata()
@@ -50,6 +58,45 @@ impl Authorization for ExtAuthz {
             .await;
         trace::record(&span, &decision);
         Ok(Response::new(to_check_response(&decision)))
+    }
+}
+
+impl NamedService for ExtAuthz {
+    const NAME: &'static str = "envoy.service.auth.v3.Authorization";
+}
+
+impl UnaryService<wire::CheckRequest> for ExtAuthz {
+    type Response = CheckResponse;
+    type Future = BoxFuture<Response<CheckResponse>, Status>;
+
+    fn call(&mut self, request: Request<wire::CheckRequest>) -> Self::Future {
+        Box::pin(self.clone().check(request))
+    }
+}
+
+impl<B> Service<http::Request<B>> for ExtAuthz
+where
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.uri().path() != CHECK_PATH {
+            let status = Status::unimplemented(format!("no method {}", request.uri().path()));
+            return Box::pin(std::future::ready(Ok(status.into_http())));
+        }
+        let service = self.clone();
+        Box::pin(async move {
+            let mut grpc = Grpc::new(ProstCodec::<CheckResponse, wire::CheckRequest>::default());
+            Ok(grpc.unary(service, request).await)
+        })
     }
 }
 
@@ -73,12 +120,10 @@ fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 
 /// Envoy sends headers either as the `headers` map or, with `encode_raw_headers`, as
 /// `header_map` with raw bytes; both are read.
-pub fn to_http_request(check: CheckRequest) -> HttpRequest {
+pub fn to_http_request(check: wire::CheckRequest) -> HttpRequest {
     let attributes = check.attributes.unwrap_or_default();
     let http = attributes.request.and_then(|r| r.http).unwrap_or_default();
-    let mut headers: Vec<(String, String)> = http
-        .headers
-        .into_iter()
+    let mut headers: Vec<(String, String)> = wire::map_entries(http.headers)
         .map(|(k, v)| (lowercase(k), v))
         .collect();
     if let Some(map) = http.header_map {
@@ -94,9 +139,9 @@ pub fn to_http_request(check: CheckRequest) -> HttpRequest {
     let remote_addr = attributes
         .source
         .and_then(|peer| peer.address)
-        .and_then(|a| a.address)
-        .and_then(|a| match a {
-            address::Address::SocketAddress(s) => Some(s.address),
+        .and_then(|a| a.kind)
+        .and_then(|kind| match kind {
+            wire::Kind::SocketAddress(s) => Some(s.address),
             _ => None,
         });
     let host = if http.host.is_empty() {
@@ -115,7 +160,7 @@ pub fn to_http_request(check: CheckRequest) -> HttpRequest {
         path: http.path,
         headers,
         remote_addr,
-        context_extensions: attributes.context_extensions.into_iter().collect(),
+        context_extensions: wire::map_entries(attributes.context_extensions).collect(),
     }
 }
 
