@@ -253,6 +253,25 @@ fn metadata(decision: &Decision) -> Struct {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn another_method_of_the_service_is_unimplemented() {
+        use tower::ServiceExt;
+        let service = ExtAuthz::new(Arc::new(Authorizer {
+            snapshots: Default::default(),
+            tokens: Default::default(),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+            log: crate::decision::DecisionLog::new(0),
+            users: Default::default(),
+            deadline: crate::decision::DEFAULT_DEADLINE,
+        }));
+        let request = http::Request::post("/envoy.service.auth.v3.Authorization/Other")
+            .header("content-type", "application/grpc")
+            .body(tonic::body::Body::empty())
+            .unwrap();
+        let response = service.oneshot(request).await.unwrap();
+        assert_eq!(response.headers()["grpc-status"], "12");
+    }
+
     #[test]
     fn reads_grpc_timeouts() {
         assert_eq!(parse_grpc_timeout("200m"), Some(Duration::from_millis(200)));
