@@ -33,6 +33,14 @@ fn introspector() -> String {
     )
 }
 
+/// The token's introspector and one matcho policy on its issuer.
+fn issuer_policy() -> String {
+    format!(
+        "{}---\nresourceType: AccessPolicy\nid: issuer\nengine: matcho\nmatcho: {{jwt: {{iss: {ISS}}}}}\n",
+        introspector()
+    )
+}
+
 fn authorizer(text: &str) -> Authorizer {
     authorizer_logging(text, 0)
 }
@@ -81,8 +89,8 @@ fn request(token: &str) -> HttpRequest {
     }
 }
 
-/// What Envoy's ext_authz filter sends for a browser-like GET (as captured from Envoy 1.3x):
-/// addresses, time, id, protocol and ten headers.
+/// A `CheckRequest` shaped like the one Envoy's ext_authz filter sends for a browser's GET:
+/// both addresses, time, id, protocol and ten headers.
 fn envoy_check_request(token: &str) -> Vec<u8> {
     use envoy_types::pb::envoy::config::core::v3::{
         address, socket_address, Address, SocketAddress,
@@ -152,10 +160,7 @@ fn grpc_edge(c: &mut Criterion) {
         "grpc edge: Envoy's CheckRequest decoded to a request",
         |b| b.iter(|| to_http_request(wire::CheckRequest::decode(bytes.as_slice()).unwrap())),
     );
-    let a = authorizer(&format!(
-        "{}---\nresourceType: AccessPolicy\nid: issuer\nengine: matcho\nmatcho: {{jwt: {{iss: {ISS}}}}}\n",
-        introspector()
-    ));
+    let a = authorizer(&issuer_policy());
     let decision = rt.block_on(a.check(&to_http_request(
         wire::CheckRequest::decode(bytes.as_slice()).unwrap(),
     )));
@@ -171,10 +176,7 @@ fn decide(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let a = authorizer(&format!(
-        "{}---\nresourceType: AccessPolicy\nid: issuer\nengine: matcho\nmatcho: {{jwt: {{iss: {ISS}}}}}\n",
-        introspector()
-    ));
+    let a = authorizer(&issuer_policy());
     let req = request(&token("alice", "app"));
     assert!(rt.block_on(a.check(&req)).allowed());
     c.bench_function("decision: repeated RS256 token, one matcho policy", |b| {
@@ -269,10 +271,7 @@ fn decision_log(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let policy = format!(
-        "{}---\nresourceType: AccessPolicy\nid: issuer\nengine: matcho\nmatcho: {{jwt: {{iss: {ISS}}}}}\n",
-        introspector()
-    );
+    let policy = issuer_policy();
     let req = request(&token("alice", "app"));
     let path = std::env::temp_dir().join(format!("portcullis-bench-log-{}", std::process::id()));
     for (sample, name) in [(0, "denials only"), (1, "every allow")] {

@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use axum::serve::ListenerExt;
 use futures::TryStreamExt;
 use tokio::net::TcpListener;
+use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
@@ -63,11 +64,9 @@ impl Health {
     /// Kubernetes gRPC probes and Envoy health checks without a service name read `""`.
     async fn set(&self, status: ServingStatus) {
         self.reporter.set_service_status("", status).await;
-        if status == ServingStatus::Serving {
-            self.reporter.set_serving::<ExtAuthz>().await;
-        } else {
-            self.reporter.set_not_serving::<ExtAuthz>().await;
-        }
+        self.reporter
+            .set_service_status(ExtAuthz::NAME, status)
+            .await;
     }
 }
 
