@@ -149,7 +149,8 @@ fn envoy_check_request(token: &str) -> Vec<u8> {
 }
 
 fn grpc_edge(c: &mut Criterion) {
-    use portcullis::server::grpc::{to_check_response, to_http_request, wire};
+    use portcullis::server::grpc::answer::to_check_response;
+    use portcullis::server::grpc::{to_http_request, wire};
     use prost::Message;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

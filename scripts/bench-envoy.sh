@@ -4,13 +4,16 @@
 #   B  Envoy's gRPC ext_authz to portcullis (same key, a matcho policy on jwt.iss)
 #   C  Envoy with no auth
 #   D  A with jwt_authn's jwt_cache on (verified tokens cached, as portcullis caches them)
+#   E  B over the HTTP flavour of ext_authz (http_service, HTTP/1.1) instead of gRPC
 # then portcullis's gRPC Check alone against its own empty grpc.health.v1 call
 # (examples/grpc_load.rs --against-health).
 #
 #   ./scripts/bench-envoy.sh [ROUNDS] [SECONDS] [CONNECTIONS]     (defaults 3 5 32)
+#   MODES="B E" PORTCULLIS=/path/to/build ./scripts/bench-envoy.sh   # some modes, another build
 #
-# Prints req/s and p50/p99 per round, the medians, the ratios B/A and B/D, and
-# the p99 that each kind of auth adds over no auth. Loopback only.
+# Prints req/s and p50/p99 per round (and portcullis's CPU per request in B and E), the
+# medians, the ratios B/A, B/D and E/A, and the p99 that each kind of auth adds over no
+# auth. Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
@@ -21,9 +24,9 @@ CONNECTIONS=${3:-32}
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 cargo build --release --locked --bin portcullis --example grpc_load
 ENVOY=.tools/bin/envoy
-PORTCULLIS=target/release/portcullis
-[ -n "${CARGO_TARGET_DIR:-}" ] && PORTCULLIS="$CARGO_TARGET_DIR/release/portcullis"
-LOAD="$(dirname "$PORTCULLIS")/examples/grpc_load"
+MODES=${MODES:-A B C D E}
+LOAD=${CARGO_TARGET_DIR:-target}/release/examples/grpc_load
+PORTCULLIS=${PORTCULLIS:-${CARGO_TARGET_DIR:-target}/release/portcullis}
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -106,6 +109,20 @@ YAML
                       grpc_service: { envoy_grpc: { cluster_name: portcullis }, timeout: 1s }
 YAML
 );;
+    E) filters=$(cat <<YAML
+                  - name: envoy.filters.http.ext_authz
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+                      transport_api_version: V3
+                      failure_mode_allow: false
+                      allowed_headers: { patterns: [{ exact: authorization }] }
+                      http_service:
+                        server_uri: { uri: "http://127.0.0.1:$HTTP", cluster: portcullis-http, timeout: 1s }
+                        path_prefix: /ext-authz
+                        authorization_response:
+                          allowed_upstream_headers: { patterns: [{ prefix: x-portcullis- }] }
+YAML
+);;
     C) filters="";;
   esac
   cat <<YAML
@@ -139,11 +156,17 @@ $filters
       load_assignment:
         cluster_name: portcullis
         endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $GRPC } } } }] }]
+    - name: portcullis-http
+      type: STATIC
+      connect_timeout: 1s
+      load_assignment:
+        cluster_name: portcullis-http
+        endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $HTTP } } } }] }]
 YAML
 }
 
 declare -A PORT
-for mode in A B C D; do
+for mode in $MODES; do
   PORT[$mode]=$(free_port); admin=$(free_port)
   envoy_config $mode "${PORT[$mode]}" "$admin" > "$WORK/envoy-$mode.yaml"
   "$ENVOY" -c "$WORK/envoy-$mode.yaml" --concurrency 1 --use-dynamic-base-id --disable-hot-restart -l error \
@@ -161,7 +184,7 @@ done
 to_ms() { python3 -c 'import re,sys; v,u=re.match(r"([\d.]+)(\w+)",sys.argv[1]).groups(); print(float(v)*{"us":0.001,"ms":1,"s":1000}[u])' "$1"; }
 echo "round mode req/s p50_ms p99_ms" > "$WORK/results"
 for round in $(seq "$ROUNDS"); do
-  for mode in A B C D; do
+  for mode in $MODES; do
     cpu0=$(awk '{print $14+$15}' /proc/${PIDS[0]}/stat)   # portcullis utime+stime, in ticks
     out=$(wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency -H "Authorization: Bearer $TOKEN" \
       "http://127.0.0.1:${PORT[$mode]}/fhir/Patient")
@@ -170,7 +193,7 @@ for round in $(seq "$ROUNDS"); do
     p50=$(to_ms "$(echo "$out" | awk '$1=="50%" {print $2}')")
     p99=$(to_ms "$(echo "$out" | awk '$1=="99%" {print $2}')")
     cpu1=$(awk '{print $14+$15}' /proc/${PIDS[0]}/stat)
-    if [ $mode = B ]; then
+    if [ $mode = B ] || [ $mode = E ]; then
       python3 -c "import sys; t, r = float(sys.argv[1]) / float(sys.argv[2]), float(sys.argv[3]) * float(sys.argv[4]); print(f'  portcullis CPU: {t / r * 1e6:.1f} us per request')" \
         "$((cpu1 - cpu0))" "$(getconf CLK_TCK)" "$rps" "$SECONDS_PER_RUN"
     fi
@@ -180,13 +203,17 @@ done
 python3 - "$WORK/results" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1]).read().splitlines()[1:]]
-med = {m: [statistics.median(float(r[i]) for r in rows if r[1] == m) for i in (2, 3, 4)] for m in "ABCD"}
-names = {"A": "jwt_authn + rbac", "B": "ext_authz -> portcullis", "C": "no auth", "D": "jwt_authn (jwt_cache) + rbac"}
+modes = sorted({r[1] for r in rows})
+med = {m: [statistics.median(float(r[i]) for r in rows if r[1] == m) for i in (2, 3, 4)] for m in modes}
+names = {"A": "jwt_authn + rbac", "B": "ext_authz -> portcullis", "C": "no auth",
+         "D": "jwt_authn (jwt_cache) + rbac", "E": "ext_authz HTTP -> portcullis"}
 print("\nmedians over rounds")
-for m in "ABCD":
+for m in modes:
     print(f"  {m} {names[m]:<28} {med[m][0]:>9.0f} req/s   p50 {med[m][1]:.3f} ms   p99 {med[m][2]:.3f} ms")
-print(f"  B/A throughput {med['B'][0] / med['A'][0]:.2f}   B/D throughput {med['B'][0] / med['D'][0]:.2f}")
-print(f"  p99 added over no auth: A {med['A'][2] - med['C'][2]:+.3f} ms   B {med['B'][2] - med['C'][2]:+.3f} ms   D {med['D'][2] - med['C'][2]:+.3f} ms")
+ratios = [f"{x}/{y} throughput {med[x][0] / med[y][0]:.2f}" for x, y in (("B", "A"), ("B", "D"), ("E", "A")) if x in med and y in med]
+print("  " + "   ".join(ratios))
+if "C" in med:
+    print("  p99 added over no auth: " + "   ".join(f"{m} {med[m][2] - med['C'][2]:+.3f} ms" for m in modes if m != "C"))
 PY
 
 echo

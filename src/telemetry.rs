@@ -28,6 +28,36 @@ impl Drop for Telemetry {
 /// Must run inside a tokio runtime when `otlp_endpoint` is set: the exporter's gRPC
 /// channel lives on it.
 pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<Telemetry, String> {
+    let provider = match otlp_endpoint {
+        None => None,
+        Some(endpoint) => {
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .build()
+                .map_err(|e| format!("--otlp-endpoint {endpoint}: {e}"))?;
+            Some(
+                SdkTracerProvider::builder()
+                    .with_batch_exporter(exporter)
+                    .with_resource(
+                        opentelemetry_sdk::Resource::builder()
+                            .with_service_name("portcullis")
+                            .build(),
+                    )
+                    .build(),
+            )
+        }
+    };
+    // A second init (tests that run commands in-process) keeps the first.
+    let _ = subscriber(format, provider.as_ref()).try_init();
+    Ok(Telemetry { provider })
+}
+
+/// The logs, and the decision spans when there is a provider to export them.
+fn subscriber(
+    format: LogFormat,
+    provider: Option<&SdkTracerProvider>,
+) -> impl tracing::Subscriber + Send + Sync {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info"))
         .add_directive(
@@ -46,32 +76,42 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<Telemetry,
             .boxed(),
     }
     .with_filter(filter);
-    let (spans, provider) = match otlp_endpoint {
-        None => (None, None),
-        Some(endpoint) => {
-            let exporter = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(endpoint)
-                .build()
-                .map_err(|e| format!("--otlp-endpoint {endpoint}: {e}"))?;
-            let provider = SdkTracerProvider::builder()
-                .with_batch_exporter(exporter)
-                .with_resource(
-                    opentelemetry_sdk::Resource::builder()
-                        .with_service_name("portcullis")
-                        .build(),
-                )
-                .build();
-            let layer = tracing_opentelemetry::layer()
-                .with_tracer(provider.tracer("portcullis"))
-                .with_filter(Targets::new().with_target(DECISION_SPANS, LevelFilter::INFO));
-            (Some(layer), Some(provider))
-        }
-    };
-    // A second init (tests that run commands in-process) keeps the first.
-    let _ = tracing_subscriber::registry()
-        .with(logs)
-        .with(spans)
-        .try_init();
-    Ok(Telemetry { provider })
+    // Not an `Option` layer: a `None` layer is interested in everything, so every
+    // decision's span would be created (and recorded, entered, closed) for no one.
+    let spans = match provider {
+        Some(provider) => tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("portcullis"))
+            .boxed(),
+        None => LevelFilter::OFF.boxed(),
+    }
+    .with_filter(Targets::new().with_target(DECISION_SPANS, LevelFilter::INFO));
+    tracing_subscriber::registry().with(logs).with(spans)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::HttpRequest;
+    use crate::server::trace::decision_span;
+
+    fn span_enabled(provider: Option<&SdkTracerProvider>) -> bool {
+        let request = HttpRequest {
+            method: "GET".into(),
+            path: "/fhir/Patient".into(),
+            ..HttpRequest::default()
+        };
+        tracing::subscriber::with_default(subscriber(LogFormat::Text, provider), || {
+            !decision_span(&request).is_disabled()
+        })
+    }
+
+    #[test]
+    fn a_decision_has_a_span_only_when_spans_are_exported() {
+        assert!(!span_enabled(None), "no endpoint: no span is made");
+        let provider = SdkTracerProvider::builder().build();
+        assert!(
+            span_enabled(Some(&provider)),
+            "an endpoint: the span is made"
+        );
+    }
 }

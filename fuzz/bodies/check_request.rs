@@ -2,7 +2,7 @@
 //! edge decodes it (`server::grpc::wire`, only the fields read), converted as the gRPC edge
 //! converts it (`server::grpc::to_http_request`), its request context
 //! built, then a whole decision made on it against a small fixed snapshot and answered as
-//! the gRPC edge answers (`server::grpc::to_check_response`).
+//! the gRPC edge answers (`server::grpc::answer`), read back as Envoy reads it.
 //!
 //! Input: the protobuf bytes (not a `CheckRequest`: nothing to do). The seeds carry tokens
 //! signed with the fixed secret below, so mutations reach the users and policies.
@@ -20,7 +20,7 @@ mod common;
 
 use std::sync::{Arc, OnceLock};
 
-use envoy_types::ext_authz::v3::pb::{CheckRequest, HttpResponse};
+use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
 use envoy_types::pb::envoy::config::core::v3::address;
 use envoy_types::pb::google::rpc;
 use portcullis::decision::{context, Authorizer, DecisionLog, HttpRequest, Outcome};
@@ -28,7 +28,8 @@ use portcullis::metrics::Metrics;
 use portcullis::outbound::IdpClient;
 use portcullis::policy::Context;
 use portcullis::resources::is_credential_header;
-use portcullis::server::grpc::{to_check_response, to_http_request, wire};
+use portcullis::server::grpc::answer::to_check_response;
+use portcullis::server::grpc::{to_http_request, wire};
 use portcullis::snapshot::{Snapshot, SnapshotStore};
 use portcullis::token::{TokenSettings, TokenVerifier};
 use portcullis::users::UserResolver;
@@ -219,7 +220,9 @@ pub fn run(data: &[u8]) {
     let authorizer = authorizer();
     let decision = common::block_on(authorizer.check(&request));
     assert_ne!(decision.reason, "internal_error", "the decision panicked");
-    let response = to_check_response(&decision);
+    // As Envoy reads the answer.
+    let response = CheckResponse::decode(&to_check_response(&decision).encode_to_vec()[..])
+        .expect("envoy-types decodes the answer");
     let code = response.status.as_ref().expect("a status").code;
     match response.http_response.as_ref().expect("an HTTP response") {
         HttpResponse::OkResponse(ok) => {

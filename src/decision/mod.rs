@@ -96,28 +96,32 @@ impl Decision {
     }
 
     /// The headers to set on the upstream request, on allow: identity, then claims.
-    pub fn upstream_headers(&self) -> Vec<(&str, &str)> {
+    pub fn upstream_headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.identity()
+            .map(|(name, _, value)| (name, value))
+            .chain(self.forwarded.iter().map(|(h, v)| (&**h, v.as_str())))
+    }
+
+    /// The identity this decision found, those parts that are set: its header, its key
+    /// in Envoy's dynamic metadata, and its value.
+    pub fn identity(&self) -> impl Iterator<Item = (&'static str, &'static str, &str)> {
         [
-            (HEADER_USER, &self.user),
-            (HEADER_SUBJECT, &self.subject),
-            (HEADER_ISSUER, &self.issuer),
-            (HEADER_POLICY, &self.policy),
+            (HEADER_USER, "user", &self.user),
+            (HEADER_SUBJECT, "subject", &self.subject),
+            (HEADER_ISSUER, "issuer", &self.issuer),
+            (HEADER_POLICY, "policy", &self.policy),
         ]
         .into_iter()
-        .filter_map(|(name, value)| value.as_deref().map(|v| (name, v)))
-        .chain(self.forwarded.iter().map(|(h, v)| (&**h, v.as_str())))
-        .collect()
+        .filter_map(|(header, key, value)| Some((header, key, value.as_deref()?)))
     }
 
     /// Headers portcullis owns but does not set this time: the client's copies must go.
-    pub fn headers_to_remove(&self) -> Vec<&str> {
-        let set = self.upstream_headers();
+    pub fn headers_to_remove(&self) -> impl Iterator<Item = &str> {
         let claims = self.claim_headers.as_deref().unwrap_or_default();
         IDENTITY_HEADERS
             .into_iter()
             .chain(claims.iter().map(|h| &**h))
-            .filter(|h| !set.iter().any(|(name, _)| name == h))
-            .collect()
+            .filter(|h| !self.upstream_headers().any(|(name, _)| name == *h))
     }
 
     /// RFC 6750 challenge for a 401.

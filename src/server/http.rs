@@ -108,12 +108,7 @@ fn to_http_request(
     };
     let headers: Vec<(String, String)> = headers
         .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
+        .map(|(k, v)| (k.as_str().to_string(), super::header_text(v.as_bytes())))
         .collect();
     let header = |name: &str| {
         headers

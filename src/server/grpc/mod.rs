@@ -1,18 +1,12 @@
 //! Envoy's `envoy.service.auth.v3.Authorization/Check`, translated to and from plain data.
 
+pub mod answer;
 pub mod wire;
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use envoy_types::ext_authz::v3::pb::{
-    CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue, HeaderValueOption,
-    HttpResponse, HttpStatus, OkHttpResponse,
-};
-use envoy_types::pb::google::protobuf::value::Kind;
-use envoy_types::pb::google::protobuf::{Struct, Value};
-use envoy_types::pb::google::rpc;
 use tonic::codegen::{http, Body, BoxFuture, Context, Poll, Service, StdError};
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
@@ -20,8 +14,9 @@ use tonic_prost::ProstCodec;
 
 use tracing::Instrument;
 
+use self::answer::{to_check_response, CheckResponse};
 use super::trace;
-use crate::decision::{Authorizer, Decision, HttpRequest, Outcome};
+use crate::decision::{Authorizer, HttpRequest};
 
 /// The `envoy.service.auth.v3.Authorization` service. envoy-types generates one too; this
 /// one decodes the request as [`wire::CheckRequest`], which reads only what a decision
@@ -131,7 +126,7 @@ pub fn to_http_request(check: wire::CheckRequest) -> HttpRequest {
             let value = if h.raw_value.is_empty() {
                 h.value
             } else {
-                String::from_utf8_lossy(&h.raw_value).into_owned()
+                super::header_text(&h.raw_value)
             };
             (lowercase(h.key), value)
         }));
@@ -170,85 +165,6 @@ fn lowercase(mut name: String) -> String {
     name
 }
 
-pub fn to_check_response(decision: &Decision) -> CheckResponse {
-    let header = |key: &str, value: &str| HeaderValueOption {
-        header: Some(HeaderValue {
-            key: key.to_string(),
-            value: value.to_string(),
-            ..Default::default()
-        }),
-        // Replaces a client-sent copy of the same header.
-        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
-        ..Default::default()
-    };
-    if decision.allowed() {
-        return CheckResponse {
-            status: Some(rpc::Status {
-                code: rpc::Code::Ok as i32,
-                ..Default::default()
-            }),
-            dynamic_metadata: Some(metadata(decision)),
-            http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
-                headers: decision
-                    .upstream_headers()
-                    .into_iter()
-                    .map(|(k, v)| header(k, v))
-                    .collect(),
-                headers_to_remove: decision
-                    .headers_to_remove()
-                    .into_iter()
-                    .map(str::to_string)
-                    .collect(),
-                ..Default::default()
-            })),
-        };
-    }
-    let code = match decision.outcome {
-        Outcome::Unauthenticated => rpc::Code::Unauthenticated,
-        Outcome::Unavailable => rpc::Code::Unavailable,
-        _ => rpc::Code::PermissionDenied,
-    };
-    let mut headers = vec![header("content-type", "application/json")];
-    if let Some(challenge) = decision.www_authenticate() {
-        headers.push(header("www-authenticate", &challenge));
-    }
-    CheckResponse {
-        status: Some(rpc::Status {
-            code: code as i32,
-            message: decision.reason.to_string(),
-            ..Default::default()
-        }),
-        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
-            status: Some(HttpStatus {
-                code: decision.http_status() as i32,
-            }),
-            headers,
-            body: decision.body(),
-        })),
-        ..Default::default()
-    }
-}
-
-/// Envoy dynamic metadata (namespace `envoy.filters.http.ext_authz`) on allow, for access
-/// logs and rate limits: `user`, `subject`, `issuer`, `policy`, those that are set.
-fn metadata(decision: &Decision) -> Struct {
-    let fields = [
-        ("user", &decision.user),
-        ("subject", &decision.subject),
-        ("issuer", &decision.issuer),
-        ("policy", &decision.policy),
-    ]
-    .into_iter()
-    .filter_map(|(key, value)| {
-        let value = Value {
-            kind: Some(Kind::StringValue(value.clone()?)),
-        };
-        Some((key.to_string(), value))
-    })
-    .collect();
-    Struct { fields }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,45 +199,5 @@ mod tests {
         for bad in ["", "m", "123456789m", "12x", "-1m"] {
             assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn an_allow_carries_dynamic_metadata_and_forwarded_claims() {
-        let decision = Decision {
-            outcome: Outcome::Allow,
-            reason: "allowed",
-            message: "allowed".into(),
-            token_given: true,
-            policy: Some("p".into()),
-            user: None,
-            subject: Some("ann".into()),
-            issuer: Some("https://a".into()),
-            forwarded: vec![("x-tenant".into(), "acme".into())],
-            claim_headers: Some(vec!["x-tenant".into(), "x-org".into()].into()),
-        };
-        let response = to_check_response(&decision);
-        let metadata = response.dynamic_metadata.unwrap().fields;
-        let text = |k: &str| match &metadata[k].kind {
-            Some(Kind::StringValue(s)) => s.clone(),
-            other => panic!("{k}: {other:?}"),
-        };
-        assert_eq!(
-            (text("policy"), text("subject")),
-            ("p".into(), "ann".into())
-        );
-        assert!(!metadata.contains_key("user"));
-        let Some(HttpResponse::OkResponse(ok)) = response.http_response else {
-            panic!("not an OK response")
-        };
-        let headers: Vec<(String, String)> = ok
-            .headers
-            .iter()
-            .map(|h| {
-                let h = h.header.as_ref().unwrap();
-                (h.key.clone(), h.value.clone())
-            })
-            .collect();
-        assert!(headers.contains(&("x-tenant".into(), "acme".into())));
-        assert_eq!(ok.headers_to_remove, ["x-portcullis-user", "x-org"]);
     }
 }
