@@ -221,7 +221,7 @@ pub fn run(data: &[u8]) {
     let decision = common::block_on(authorizer.check(&request));
     assert_ne!(decision.reason, "internal_error", "the decision panicked");
     // As Envoy reads the answer.
-    let response = CheckResponse::decode(&to_check_response(&decision).encode_to_vec()[..])
+    let response = CheckResponse::decode(&to_check_response(decision.clone()).encode_to_vec()[..])
         .expect("envoy-types decodes the answer");
     let code = response.status.as_ref().expect("a status").code;
     match response.http_response.as_ref().expect("an HTTP response") {

@@ -97,22 +97,15 @@ impl Decision {
 
     /// The headers to set on the upstream request, on allow: identity, then claims.
     pub fn upstream_headers(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.identity()
-            .map(|(name, _, value)| (name, value))
-            .chain(self.forwarded.iter().map(|(h, v)| (&**h, v.as_str())))
-    }
-
-    /// The identity this decision found, those parts that are set: its header, its key
-    /// in Envoy's dynamic metadata, and its value.
-    pub fn identity(&self) -> impl Iterator<Item = (&'static str, &'static str, &str)> {
         [
-            (HEADER_USER, "user", &self.user),
-            (HEADER_SUBJECT, "subject", &self.subject),
-            (HEADER_ISSUER, "issuer", &self.issuer),
-            (HEADER_POLICY, "policy", &self.policy),
+            (HEADER_USER, &self.user),
+            (HEADER_SUBJECT, &self.subject),
+            (HEADER_ISSUER, &self.issuer),
+            (HEADER_POLICY, &self.policy),
         ]
         .into_iter()
-        .filter_map(|(header, key, value)| Some((header, key, value.as_deref()?)))
+        .filter_map(|(name, value)| value.as_deref().map(|v| (name, v)))
+        .chain(self.forwarded.iter().map(|(h, v)| (&**h, v.as_str())))
     }
 
     /// Headers portcullis owns but does not set this time: the client's copies must go.

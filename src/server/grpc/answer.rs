@@ -12,7 +12,9 @@
 use bytes::Bytes;
 use prost::Message;
 
-use crate::decision::{Decision, Outcome};
+use crate::decision::{
+    Decision, Outcome, HEADER_ISSUER, HEADER_POLICY, HEADER_SUBJECT, HEADER_USER, IDENTITY_HEADERS,
+};
 
 #[derive(Clone, PartialEq, Message)]
 pub struct CheckResponse {
@@ -133,16 +135,33 @@ fn text(s: &'static str) -> Bytes {
     Bytes::from_static(s.as_bytes())
 }
 
+/// One of portcullis's own header names is static; a `claimToHeaders` name is copied.
+fn header_name(name: &str) -> Bytes {
+    match IDENTITY_HEADERS.into_iter().find(|own| *own == name) {
+        Some(own) => text(own),
+        None => Bytes::copy_from_slice(name.as_bytes()),
+    }
+}
+
 /// On allow: the identity and forwarded claims as upstream headers, the client's copies of
 /// the headers not set removed, and the identity as dynamic metadata (`user`, `subject`,
 /// `issuer`, `policy`, those that are set) for access logs and rate limits. On denial:
-/// the HTTP status, a JSON body and, for a 401, the challenge.
-pub fn to_check_response(decision: &Decision) -> CheckResponse {
+/// the HTTP status, a JSON body and, for a 401, the challenge. Takes the decision whole,
+/// so that its text moves into the answer instead of being copied.
+pub fn to_check_response(decision: Decision) -> CheckResponse {
     if decision.allowed() {
+        let headers_to_remove = decision.headers_to_remove().map(header_name).collect();
         let mut headers = Vec::with_capacity(4 + decision.forwarded.len());
         let mut fields = Vec::with_capacity(4);
-        for (name, key, value) in decision.identity() {
-            let value = Bytes::copy_from_slice(value.as_bytes());
+        let identity = [
+            (HEADER_USER, "user", decision.user),
+            (HEADER_SUBJECT, "subject", decision.subject),
+            (HEADER_ISSUER, "issuer", decision.issuer),
+            (HEADER_POLICY, "policy", decision.policy),
+        ];
+        for (name, key, value) in identity {
+            let Some(value) = value else { continue };
+            let value = Bytes::from(value);
             headers.push(header(text(name), value.clone()));
             fields.push(Field {
                 key: text(key),
@@ -151,12 +170,12 @@ pub fn to_check_response(decision: &Decision) -> CheckResponse {
                 }),
             });
         }
-        headers.extend(decision.forwarded.iter().map(|(name, value)| {
-            header(
-                Bytes::copy_from_slice(name.as_bytes()),
-                Bytes::copy_from_slice(value.as_bytes()),
-            )
-        }));
+        headers.extend(
+            decision
+                .forwarded
+                .into_iter()
+                .map(|(name, value)| header(header_name(&name), Bytes::from(value))),
+        );
         return CheckResponse {
             status: Some(Status {
                 code: OK,
@@ -164,10 +183,7 @@ pub fn to_check_response(decision: &Decision) -> CheckResponse {
             }),
             http_response: Some(HttpResponse::Ok(OkHttpResponse {
                 headers,
-                headers_to_remove: decision
-                    .headers_to_remove()
-                    .map(|name| Bytes::copy_from_slice(name.as_bytes()))
-                    .collect(),
+                headers_to_remove,
             })),
             dynamic_metadata: Some(Struct { fields }),
         };
@@ -213,7 +229,7 @@ mod tests {
 
     /// What Envoy reads: the answer encoded here, decoded by envoy-types.
     fn as_envoy_reads(decision: &Decision) -> EnvoyResponse {
-        EnvoyResponse::decode(&to_check_response(decision).encode_to_vec()[..]).unwrap()
+        EnvoyResponse::decode(&to_check_response(decision.clone()).encode_to_vec()[..]).unwrap()
     }
 
     fn envoy_header(key: &str, value: &str) -> EnvoyOption {

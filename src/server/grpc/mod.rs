@@ -52,7 +52,7 @@ impl ExtAuthz {
             .instrument(span.clone())
             .await;
         trace::record(&span, &decision);
-        Ok(Response::new(to_check_response(&decision)))
+        Ok(Response::new(to_check_response(decision)))
     }
 }
 
