@@ -100,27 +100,24 @@ $([ "$1" = D ] && echo "                          jwt_cache_config: { jwt_cache_
                                   value: { string_match: { exact: https://bench.example.com } }
 YAML
 );;
-    B) filters=$(cat <<YAML
+    B|E) filters=$(cat <<YAML
                   - name: envoy.filters.http.ext_authz
                     typed_config:
                       "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
                       transport_api_version: V3
                       failure_mode_allow: false
+$(if [ "$1" = B ]; then cat <<SERVICE
                       grpc_service: { envoy_grpc: { cluster_name: portcullis }, timeout: 1s }
-YAML
-);;
-    E) filters=$(cat <<YAML
-                  - name: envoy.filters.http.ext_authz
-                    typed_config:
-                      "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
-                      transport_api_version: V3
-                      failure_mode_allow: false
+SERVICE
+else cat <<SERVICE
                       allowed_headers: { patterns: [{ exact: authorization }] }
                       http_service:
                         server_uri: { uri: "http://127.0.0.1:$HTTP", cluster: portcullis-http, timeout: 1s }
                         path_prefix: /ext-authz
                         authorization_response:
                           allowed_upstream_headers: { patterns: [{ prefix: x-portcullis- }] }
+SERVICE
+fi)
 YAML
 );;
     C) filters="";;

@@ -170,14 +170,39 @@ fn params(query: &str) -> Map<String, Value> {
     params
 }
 
+/// An authentication scheme of IANA's registry, or NTLM or AWS's, in any case. Only such a
+/// word is shown before `[redacted]`: what a client sends before the first space is not
+/// always a scheme, and may be the token itself (`<token> x`).
+fn is_auth_scheme(word: &str) -> bool {
+    const SCHEMES: [&str; 16] = [
+        "aws4-hmac-sha256",
+        "basic",
+        "bearer",
+        "concealed",
+        "digest",
+        "dpop",
+        "gnap",
+        "hoba",
+        "mutual",
+        "negotiate",
+        "ntlm",
+        "oauth",
+        "privatetoken",
+        "scram-sha-1",
+        "scram-sha-256",
+        "vapid",
+    ];
+    SCHEMES.iter().any(|s| s.eq_ignore_ascii_case(word))
+}
+
 /// Headers by lower-case name; repeated headers are joined with `,` as HTTP allows.
 fn headers(request: &HttpRequest) -> Map<String, Value> {
     let mut out = Map::with_capacity(request.headers.len());
     for (k, v) in &request.headers {
         let v = match k.as_str() {
             "authorization" | "proxy-authorization" => match v.split_once(' ') {
-                Some((scheme, _)) => [scheme, " ", REDACTED].concat(),
-                None => REDACTED.to_string(),
+                Some((scheme, _)) if is_auth_scheme(scheme) => [scheme, " ", REDACTED].concat(),
+                _ => REDACTED.to_string(),
             },
             other if is_credential_header(other) => REDACTED.to_string(),
             _ => v.clone(),
@@ -239,6 +264,24 @@ mod tests {
         assert_eq!(ctx["context-extensions"], json!({"route": "fhir"}));
         assert!(ctx.get("jwt").is_none() && ctx.get("user").is_none());
         assert!(!ctx.to_string().contains("secret-token"));
+    }
+
+    /// Only a known scheme is shown: a client may send its token where the scheme goes.
+    #[test]
+    fn an_authorization_without_a_known_scheme_is_redacted_whole() {
+        let shown = |value: &str| {
+            let req = HttpRequest {
+                headers: vec![("authorization".into(), value.into())],
+                ..HttpRequest::default()
+            };
+            build(&req, None, None)["headers"]["authorization"].clone()
+        };
+        assert_eq!(shown("eyJhbGciOi.eyJzdWIi.c2ln x"), REDACTED);
+        assert_eq!(shown("opaque-token-value Bearer"), REDACTED);
+        assert_eq!(shown("bearer eyJhbGciOi"), "bearer [redacted]");
+        assert_eq!(shown("DPoP eyJhbGciOi"), "DPoP [redacted]");
+        assert_eq!(shown("Negotiate YIIGhgYGKwYB"), "Negotiate [redacted]");
+        assert_eq!(shown("eyJhbGciOi"), REDACTED);
     }
 
     /// A policy reading `uri` costs no copy of the headers, the query or anything else.
