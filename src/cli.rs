@@ -177,8 +177,8 @@ pub struct ClusterArgs {
 }
 
 impl ClusterArgs {
-    pub fn settings(&self) -> crate::cluster::Settings {
-        crate::cluster::Settings {
+    pub fn settings(&self) -> crate::source::cluster::Settings {
+        crate::source::cluster::Settings {
             namespaces: self.namespaces.clone(),
             selector: self.selector.clone().filter(|s| !s.is_empty()),
         }

@@ -6,7 +6,6 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
-pub mod cluster;
 pub mod commands;
 pub mod decision;
 pub mod metrics;

@@ -750,7 +750,7 @@ async fn the_shipped_kube_mode_command_lines_become_ready() {
 /// One replica holds the status Lease; when it stops renewing, another takes it over.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_status_lease_passes_to_another_replica_when_its_holder_stops() {
-    use portcullis::cluster::lease::{self, LeaseSettings};
+    use portcullis::source::cluster::lease::{self, LeaseSettings};
     let fake = FakeApiServer::start().await;
     let settings = |identity: &str| LeaseSettings {
         duration: Duration::from_secs(1),

@@ -2,15 +2,16 @@
 //!
 //! ```text
 //! runtime, commands, telemetry   the wiring and the one-shot commands
-//! server, cli                    the edges (gRPC, HTTP, admin) and the flags
-//! cluster                        Kubernetes mode: watchers, index, status and User writer
-//! decision                       the pipeline: token → user → policies
+//! server, cli                    the edges (gRPC, HTTP, admin, webhook) and the flags
+//! source, decision               where configuration comes from (files, the cluster);
+//!                                the pipeline: token → user → policies. Neither uses
+//!                                the other.
 //! users                          who is calling: resolution and creation
 //! snapshot                       the compiled configuration (trust, policies, user index)
 //! token, policy                  token validation; the policy engines
-//! source                         where resources come from (files; parsing of any spec)
-//! resources, metrics, outbound,  wire shapes; counters that take plain values; the one
-//! proto                          HTTP client for identity providers; generated protobuf
+//! resources, metrics, outbound,  the four kinds and their documents; counters that take
+//! proto                          plain values; the one HTTP client for identity
+//!                                providers; generated protobuf
 //! ```
 //!
 //! A module may use only modules of lower layers. Test code (`tests.rs` files and
@@ -23,12 +24,10 @@ use std::path::Path;
 const LAYERS: &[&[&str]] = &[
     &["runtime", "commands", "telemetry"],
     &["server", "cli"],
-    &["cluster"],
-    &["decision"],
+    &["source", "decision"],
     &["users"],
     &["snapshot"],
     &["token", "policy"],
-    &["source"],
     &["resources", "metrics", "outbound", "proto"],
 ];
 

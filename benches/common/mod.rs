@@ -11,8 +11,8 @@ use serde_json::json;
 
 use portcullis::decision::{Authorizer, DecisionLog, HttpRequest};
 use portcullis::metrics::Metrics;
+use portcullis::resources::{parse_documents, Resource};
 use portcullis::snapshot::{compile, SnapshotStore};
-use portcullis::source::{parse_documents, Resource};
 use portcullis::token::TokenVerifier;
 
 pub const PRIVATE: &str = include_str!("../keys/rs256.key.pem");

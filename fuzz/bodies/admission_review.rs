@@ -20,8 +20,8 @@ use std::sync::{Arc, OnceLock};
 
 use axum::body::Body;
 use axum::Router;
+use portcullis::resources::{parse_documents, Origin};
 use portcullis::snapshot::{Compiler, SnapshotStore};
-use portcullis::source::{parse_documents, Origin};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 

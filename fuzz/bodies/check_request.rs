@@ -75,7 +75,7 @@ fn setup() -> &'static Setup {
     static SETUP: OnceLock<Setup> = OnceLock::new();
     SETUP.get_or_init(|| {
         let mut compiler = portcullis::snapshot::Compiler::default();
-        portcullis::source::for_each_document(
+        portcullis::resources::for_each_document(
             std::path::Path::new("check-request-fuzz.json"),
             &config(),
             |item| compiler.push(item),

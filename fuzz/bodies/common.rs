@@ -330,8 +330,8 @@ pub fn check_policy(policy: &portcullis::policy::Policy, ctx: &Value, names_secr
 }
 
 /// A spec as the JSON a manifest's `spec` holds.
-pub fn spec_value(spec: &portcullis::source::Spec) -> Value {
-    use portcullis::source::Spec;
+pub fn spec_value(spec: &portcullis::resources::Spec) -> Value {
+    use portcullis::resources::Spec;
     match spec {
         Spec::TokenIntrospector(s) => serde_json::to_value(s),
         Spec::AccessPolicy(s) => serde_json::to_value(s),
@@ -342,7 +342,7 @@ pub fn spec_value(spec: &portcullis::source::Spec) -> Value {
 }
 
 /// Resources as a YAML stream of Kubernetes manifests, one document each.
-pub fn to_manifests(resources: &[portcullis::source::Resource]) -> String {
+pub fn to_manifests(resources: &[portcullis::resources::Resource]) -> String {
     let mut out = String::new();
     for r in resources {
         let mut metadata = Map::new();
@@ -352,7 +352,7 @@ pub fn to_manifests(resources: &[portcullis::source::Resource]) -> String {
         }
         let manifest = json!({
             "apiVersion": "portcullis.dev/v1alpha1",
-            "kind": r.spec.kind(),
+            "kind": r.spec.kind().name(),
             "metadata": metadata,
             "spec": spec_value(&r.spec),
         });
@@ -368,8 +368,8 @@ pub fn to_manifests(resources: &[portcullis::source::Resource]) -> String {
 /// a configuration that compiles, written back out as manifests, loads and compiles again
 /// to the same resources; its policies evaluate on a request context.
 pub fn check_config(file: &str, text: &str) -> Option<portcullis::snapshot::Snapshot> {
+    use portcullis::resources::{for_each_document, parse_documents, parse_spec, Resource};
     use portcullis::snapshot::Compiler;
-    use portcullis::source::{for_each_document, parse_documents, parse_spec, Resource};
     use std::path::Path;
 
     let mut compiler = Compiler::default();
@@ -387,7 +387,7 @@ pub fn check_config(file: &str, text: &str) -> Option<portcullis::snapshot::Snap
     });
     for r in &resources {
         let value = spec_value(&r.spec);
-        let back = parse_spec(r.spec.kind(), value)
+        let back = parse_spec(r.spec.kind().name(), value)
             .unwrap_or_else(|e| panic!("{} does not read back: {e:?}", r.id()));
         assert_eq!(back, r.spec, "{} reads back as another spec", r.id());
     }

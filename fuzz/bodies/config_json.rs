@@ -30,7 +30,7 @@ pub fn run(data: &[u8]) {
     };
     if !outside_yaml(&text) {
         let (_, errors) =
-            portcullis::source::parse_documents(std::path::Path::new("fuzz.json"), &text);
+            portcullis::resources::parse_documents(std::path::Path::new("fuzz.json"), &text);
         for e in &errors {
             assert!(
                 !e.message.starts_with("invalid YAML"),

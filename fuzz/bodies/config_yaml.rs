@@ -24,7 +24,8 @@ pub fn run(data: &[u8]) {
 /// Nor where a line ends in a lone `\r`: the parser counts it as a line end, the loader's
 /// line numbers (in the whole file as in pieces) do not.
 fn check_pieces(file: &str, text: &str) {
-    use portcullis::source::{for_each_document, for_each_in_pieces};
+    use portcullis::resources::for_each_document;
+    use portcullis::source::files::for_each_in_pieces;
     if text.replace("\r\n", "").contains('\r') {
         return;
     }
@@ -32,7 +33,7 @@ fn check_pieces(file: &str, text: &str) {
     let (mut whole, mut pieces) = (Vec::new(), Vec::new());
     for_each_document(path, text, |item| whole.push(item));
     for_each_in_pieces(path, text.as_bytes(), 1, 2, |item| pieces.push(item));
-    let refused_text = |items: &[Result<_, portcullis::source::ConfigError>]| {
+    let refused_text = |items: &[Result<_, portcullis::resources::ConfigError>]| {
         items.iter().any(|i| {
             matches!(i, Err(e) if e.message.contains("nested deeper than")
                 || e.message.contains("not allowed in YAML"))

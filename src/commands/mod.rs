@@ -11,8 +11,9 @@ use std::sync::Arc;
 use crate::cli::{ConfigArgs, ExplainArgs, ExplainOutput};
 use crate::decision::{Authorizer, DecisionLog, HttpRequest};
 use crate::metrics::Metrics;
+use crate::resources::ConfigError;
 use crate::snapshot::{Compiler, Snapshot, SnapshotStore};
-use crate::source::{files, ConfigError};
+use crate::source::files;
 use crate::token::TokenVerifier;
 use crate::users::UserResolver;
 
@@ -47,7 +48,7 @@ pub fn validate(args: &ConfigArgs) -> ExitCode {
 /// The live configuration of the cluster, read once, as every replica compiles it.
 async fn load_from_cluster(args: &ExplainArgs) -> anyhow::Result<Snapshot> {
     let client = kube::Client::try_default().await?;
-    let snapshot = crate::cluster::load_once(client, args.cluster.settings()).await?;
+    let snapshot = crate::source::cluster::load_once(client, args.cluster.settings()).await?;
     Ok(Arc::unwrap_or_clone(snapshot))
 }
 

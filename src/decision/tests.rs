@@ -7,7 +7,7 @@ use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::{json, Value};
 
 use super::*;
-use crate::source::parse_documents;
+use crate::resources::parse_documents;
 
 const CONFIG: &str = "
 resourceType: TokenIntrospector

@@ -5,16 +5,24 @@
 //! the snapshot compiler.
 
 mod access_policy;
+mod document;
 mod identity_provider;
+mod kinds;
 mod reference;
+mod resource;
 mod status;
+mod text;
 mod token_introspector;
 mod user;
 
 pub use access_policy::{AccessPolicy, AccessPolicySpec, PolicyEngine};
+pub use document::{for_each_document, parse_documents, parse_spec, parse_text, Parsed};
 pub use identity_provider::{IdentityProvider, IdentityProviderSpec, UserinfoSource};
+pub use kinds::{Kind, API_VERSION, GROUP, KIND_NAMES, VERSION};
 pub use reference::{Link, Reference};
+pub use resource::{ConfigError, Origin, Resource, Spec};
 pub use status::{Condition, ResourceStatus};
+pub use text::{read_text, utf8, ReadError, MAX_FILE_BYTES};
 pub use token_introspector::{
     ClaimToHeader, IntrospectionEndpoint, IntrospectorType, JwtKey, JwtSettings, KeyAlgorithm,
     KeyFormat, KeyType, SecretKeyRef, SecretProblem, TokenIntrospector, TokenIntrospectorSpec,
@@ -72,8 +80,6 @@ pub fn object_name(qualified: &str) -> &str {
         .rsplit_once('/')
         .map_or(qualified, |(_, name)| name)
 }
-
-pub const API_VERSION: &str = "portcullis.dev/v1alpha1";
 
 /// Schema for a field that holds free JSON (matcho patterns, JSON Schemas, userinfo data):
 /// the API server must keep it as written instead of pruning it.

@@ -3,13 +3,13 @@
 
 use anyhow::{bail, Context};
 
-use super::config::FileSource;
 use crate::cli::ServeArgs;
+use crate::source::files::FileSource;
 
 /// Where configuration comes from.
 pub enum Source {
     Files(FileSource),
-    Cluster(crate::cluster::Settings),
+    Cluster(crate::source::cluster::Settings),
 }
 
 /// The configuration source the flags name.

@@ -2,14 +2,14 @@
 //!
 //! - [`flags`]: what the flags ask for, checked before anything starts;
 //! - [`build`]: the authorizer (token verifier, user resolver, decision log) from flags;
-//! - [`config`]: where configuration comes from (files today, the cluster next) and the
-//!   reload that swaps a snapshot in when it compiles, for any source;
+//! - [`reload`]: serves what the chosen source (`crate::source`) loaded, or keeps the last
+//!   good configuration;
 //! - [`servers`]: the gRPC, HTTP and admin listeners, and health;
 //! - [`shutdown`]: SIGTERM, drain, stop.
 
 mod build;
-mod config;
 mod flags;
+mod reload;
 mod servers;
 mod shutdown;
 
@@ -27,7 +27,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let snapshots = Arc::new(SnapshotStore::default());
     let health = servers::Health::new().await;
-    let reloader = |authorizer: &Arc<crate::decision::Authorizer>| config::Reloader {
+    let reloader = |authorizer: &Arc<crate::decision::Authorizer>| reload::Reloader {
         snapshots: snapshots.clone(),
         metrics: metrics.clone(),
         authorizer: authorizer.clone(),
@@ -37,16 +37,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (authorizer, _watch) = match source {
         flags::Source::Files(files) => {
             let authorizer = build::authorizer(&args, snapshots.clone(), metrics.clone(), None)?;
-            let watch = config::start(files, reloader(&authorizer))
-                .await
-                .context("watching the configuration")?;
+            let (first, watch, loaded) = files.start().context("watching the configuration")?;
+            let reloader = reloader(&authorizer);
+            reloader.apply(first).await;
+            reloader.follow(loaded);
             (authorizer, Some(watch))
         }
         flags::Source::Cluster(settings) => {
             let client = kube::Client::try_default()
                 .await
                 .context("connecting to the Kubernetes API (in-cluster or KUBECONFIG)")?;
-            let cluster = config::Cluster::start(
+            let cluster = crate::source::cluster::Cluster::start(
                 client,
                 settings,
                 args.lease_namespace.clone(),
@@ -58,7 +59,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 metrics.clone(),
                 Some(cluster.user_store()),
             )?;
-            cluster.serve(reloader(&authorizer));
+            reloader(&authorizer).follow(cluster.loaded);
             (authorizer, None)
         }
     };

@@ -1,6 +1,6 @@
 //! The edges: gRPC (ext_authz v3, health, admin), HTTP (health, metrics, ext_authz) and
 //! the explain page on the admin listener, and HTTPS (the admission webhook). They
-//! translate to and from [`crate::decision`] and [`crate::cluster::admission`] and hold no
+//! translate to and from [`crate::decision`] and [`crate::source::cluster::judge`] and hold no
 //! decision logic.
 
 pub mod admin;

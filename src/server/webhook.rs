@@ -1,6 +1,6 @@
 //! The validating admission webhook: `POST /validate` takes an `AdmissionReview`
 //! (`admission.k8s.io/v1`) for one of the four kinds and answers it with what
-//! [`crate::cluster::admission::review`] says, over HTTPS ([`super::tls`]).
+//! [`crate::source::cluster::judge::review`] says, over HTTPS ([`super::tls`]).
 //!
 //! AdmissionReview in and out only: the judgement is the cluster module's.
 
@@ -18,12 +18,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::tls::{self, ServingCert};
-use crate::cluster::admission::{review, Answer, Candidate};
-use crate::cluster::index::Kind;
+use crate::resources::{Kind, GROUP};
 use crate::snapshot::SnapshotStore;
+use crate::source::cluster::judge::{review, Answer, Candidate};
 
 const API_VERSION: &str = "admission.k8s.io/v1";
-const GROUP: &str = "portcullis.dev";
 /// An object and the one it replaces, each up to the API server's ~1.5 MB.
 const MAX_REVIEW_BYTES: usize = 8 * 1024 * 1024;
 

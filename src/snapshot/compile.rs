@@ -4,8 +4,8 @@ use std::sync::Arc;
 use super::policies::Links;
 use super::users::{KnownUser, UserIndex, MAX_USER_BYTES};
 use super::{qualified, CompiledPolicy, CompiledProvider, PolicySet, Snapshot};
+use crate::resources::{ConfigError, FieldError, Kind, Origin, Resource, Spec};
 use crate::resources::{PolicyEngine, TokenIntrospectorSpec, UserSpec};
-use crate::source::{ConfigError, FieldError, Origin, Resource, Spec};
 use crate::token::{Introspector, TrustStore};
 
 /// Compile a complete set of resources. Any error rejects the whole set, so that the
@@ -29,7 +29,7 @@ pub struct Compiler {
     errors: Vec<ConfigError>,
     /// Names are unique per kind: where each was first defined, but for the Users taken
     /// into `users`, which are in `user_origins`.
-    seen: HashMap<(&'static str, String), Origin>,
+    seen: HashMap<(Kind, String), Origin>,
     /// Where each User of `users` was defined, by its position there: 100,000 names are
     /// not held a second time (a third of the memory a reload needs beside the snapshots).
     user_origins: UserOrigins,
@@ -149,8 +149,10 @@ impl Compiler {
     }
 
     /// Where a resource of this kind and name was defined before, if it was.
-    fn first_definition(&self, kind: &'static str, key: &str) -> Option<Origin> {
-        let user = (kind == "User").then(|| self.users.position(key)).flatten();
+    fn first_definition(&self, kind: Kind, key: &str) -> Option<Origin> {
+        let user = (kind == Kind::User)
+            .then(|| self.users.position(key))
+            .flatten();
         match user {
             Some(position) => self.user_origins.get(position),
             None => self.seen.get(&(kind, key.to_owned())).cloned(),
@@ -303,7 +305,7 @@ impl Compiler {
             }
         }
         let key = r.key();
-        if let Some(first) = self.first_definition("User", &key) {
+        if let Some(first) = self.first_definition(Kind::User, &key) {
             let message = format!("defined twice: also at {first}");
             return skip(self, "", message);
         }
@@ -501,7 +503,7 @@ fn links(refs: &[crate::resources::Link]) -> Result<Links, FieldError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::{for_each_document, parse_documents};
+    use crate::resources::{for_each_document, parse_documents};
     use std::path::Path;
 
     fn compile_text(text: &str) -> Result<Snapshot, Vec<ConfigError>> {

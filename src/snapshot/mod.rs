@@ -19,8 +19,8 @@ pub use policies::{Client, CompiledPolicy, PolicySet};
 pub use store::SnapshotStore;
 pub use users::{KnownUser, UserIndex, MAX_USER_BYTES};
 
+use crate::resources::ConfigError;
 use crate::resources::IdentityProviderSpec;
-use crate::source::ConfigError;
 use crate::token::TrustStore;
 
 /// Each part sits behind its own `Arc`, so that a change to the Users alone (a User event

@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 use futures::future::BoxFuture;
 
 use super::KnownUser;
+use crate::resources::ReadError;
 use crate::resources::{self, API_VERSION};
-use crate::source::files::ReadError;
-use crate::source::{parse_documents, Spec};
+use crate::resources::{parse_documents, Spec};
 
 /// Label put on every User that portcullis created, so that operators can list them.
 pub const MANAGED_BY_LABEL: (&str, &str) = ("app.kubernetes.io/managed-by", "portcullis");
@@ -203,7 +203,7 @@ fn sync_dir(_: &Path) {}
 fn read_file(dir: &Path, name: &str) -> Result<Option<KnownUser>, StoreError> {
     check_name(name)?;
     let path = dir.join(format!("{name}.yaml"));
-    let text = match crate::source::files::read_text(&path) {
+    let text = match crate::resources::read_text(&path) {
         Ok(t) => t,
         Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(StoreError::Io(format!("reading {}: {e}", path.display()))),

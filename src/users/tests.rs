@@ -31,7 +31,7 @@ fn snapshot(extra: &str) -> Snapshot {
          resourceType: AccessPolicy\nid: by-issuer\nengine: matcho\nmatcho: {{jwt: {{iss: '{ISS}'}}}}\n---\n\
          {extra}"
     );
-    let (resources, errors) = crate::source::parse_documents(Path::new("t.yaml"), &text);
+    let (resources, errors) = crate::resources::parse_documents(Path::new("t.yaml"), &text);
     assert!(errors.is_empty(), "{errors:?}");
     crate::snapshot::compile(&resources).unwrap()
 }
@@ -386,7 +386,7 @@ async fn creates_the_user_of_the_tutorial_once() {
     let mut compiler = crate::snapshot::Compiler::default();
     crate::source::files::load_each(&[setup.dir.path().to_path_buf()], |r| compiler.push(r));
     let provider = idp(&idp_stub.url, "");
-    crate::source::for_each_document(Path::new("c.yaml"), &provider, |r| compiler.push(r));
+    crate::resources::for_each_document(Path::new("c.yaml"), &provider, |r| compiler.push(r));
     let reloaded = compiler.finish().unwrap();
     setup.resolver.snapshot_changed(&reloaded);
     assert_eq!(setup.resolver.overlay_len(), 0);

@@ -1,4 +1,5 @@
-//! The one check of one object, wherever an object of the four kinds is judged:
+//! The judgement of one object, wherever an object of the four kinds is judged. Plain
+//! data in and out, no kube types:
 //!
 //! - its `Ready` condition: [`ClusterIndex::compile`](super::index::ClusterIndex::compile)
 //!   runs [`check`] with the Secrets the index read, into the compiler of the whole build;
@@ -11,15 +12,103 @@
 //! Schemas compile, matcho is well formed, exactly one key source, issuer, system and
 //! identifier conflicts.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::index::{Kind, Object, ObjectKey, Ready};
-use super::objects;
-use crate::resources::{qualified, SecretKeyRef, SecretProblem};
-use crate::snapshot::{Compiler, Snapshot};
-use crate::source::{FieldError, Origin, Resource, Spec};
+use crate::resources::{parse_spec, qualified, Kind, ResourceStatus, SecretKeyRef, SecretProblem};
+use crate::resources::{FieldError, Origin, Resource, Spec};
+use crate::snapshot::{Compiler, RejectReason, Rejection, Snapshot};
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.kind.name(), self.namespace, self.name)
+    }
+}
+
+/// One object as the API server holds it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Object {
+    pub key: ObjectKey,
+    pub generation: i64,
+    /// A hash of `metadata.uid`: tells an object from one of the same name deleted before
+    /// it (whose status writes must not count for it).
+    pub uid: u64,
+    /// `creationTimestamp` in seconds: of two conflicting objects, the older serves.
+    pub created: i64,
+    /// The spec, or the field that kept it from parsing.
+    pub spec: Result<Spec, FieldError>,
+    /// The status it carries now, so that only what changed is written.
+    pub status: Option<ResourceStatus>,
+}
+
+/// The `data` of a Secret.
+pub type SecretData = BTreeMap<String, Vec<u8>>;
+
+/// What the `Ready` condition of an object says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ready {
+    pub status: bool,
+    /// `Accepted`, `Invalid`, `Conflict` or `SecretNotFound`.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Ready {
+    pub(crate) fn accepted() -> Self {
+        Ready {
+            status: true,
+            reason: "Accepted",
+            message: "serving".into(),
+        }
+    }
+
+    pub(crate) fn refused(reason: &'static str, errors: &[FieldError]) -> Self {
+        let message = errors
+            .iter()
+            .map(|e| match e.field.as_str() {
+                "" => e.message.clone(),
+                field => format!("field `{field}`: {}", e.message),
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        Ready {
+            status: false,
+            reason,
+            message,
+        }
+    }
+
+    pub(crate) fn from_rejection(r: &Rejection) -> Self {
+        let reason = match r.reason {
+            RejectReason::Invalid => "Invalid",
+            RejectReason::Conflict => "Conflict",
+        };
+        Self::refused(reason, &r.errors)
+    }
+}
+
+/// The index's word on one object, for its status.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verdict {
+    pub key: ObjectKey,
+    /// [`Object::uid`].
+    pub uid: u64,
+    pub generation: i64,
+    pub ready: Ready,
+    /// Whether an earlier good version of the object serves in its place.
+    pub previous_serves: bool,
+    /// The status the object carries now.
+    pub observed: Option<ResourceStatus>,
+}
 
 /// What stands in for a referenced Secret's value while an object is reviewed: the webhook
 /// reads no Secret (the Secret may also come after the object). It is a valid HS256
@@ -118,7 +207,7 @@ pub fn review(candidate: &Candidate, serving: Option<&Arc<Snapshot>>) -> Answer 
         generation: 0,
         uid: 0,
         created: 0,
-        spec: objects::spec(candidate.kind, candidate.spec.clone()),
+        spec: spec(candidate.kind, candidate.spec.clone()),
         status: None,
     };
     let mut warnings = Vec::new();
@@ -196,6 +285,14 @@ pub fn review(candidate: &Candidate, serving: Option<&Arc<Snapshot>>) -> Answer 
     Answer {
         refused: None,
         warnings,
+    }
+}
+
+/// The `spec` of an object of `kind`, or the field that kept it from parsing.
+pub fn spec(kind: Kind, spec: Option<serde_json::Value>) -> Result<Spec, FieldError> {
+    match spec {
+        Some(spec) => parse_spec(kind.name(), spec),
+        None => Err(FieldError::new("spec", "missing")),
     }
 }
 

@@ -1,8 +1,8 @@
 use serde_json::{json, Value};
 
 use super::*;
-use crate::cluster::index::ClusterIndex;
-use crate::source::parse_spec;
+use crate::resources::parse_spec;
+use crate::source::cluster::index::ClusterIndex;
 
 const NS: &str = "team-a";
 

@@ -11,9 +11,9 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 
-use super::document::{parse_text, Parsed};
-use super::files::{utf8, ReadError, MAX_FILE_BYTES};
-use super::{ConfigError, Origin, Resource};
+use crate::resources::{
+    parse_text, utf8, ConfigError, Origin, Parsed, ReadError, Resource, MAX_FILE_BYTES,
+};
 
 /// About this much text per piece (100 Users). Small pieces keep the parsed resources in
 /// flight few: with 128 KiB pieces the allocator scattered what the snapshot keeps among
@@ -340,7 +340,7 @@ fn after_directive(before: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::for_each_document;
+    use crate::resources::for_each_document;
 
     fn whole(text: &str) -> Vec<Result<Resource, ConfigError>> {
         let mut items = Vec::new();

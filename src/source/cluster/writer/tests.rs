@@ -6,8 +6,8 @@ use serde_json::{json, Value};
 use tower_test::mock;
 
 use super::*;
-use crate::cluster::index::Kind;
 use crate::resources::Condition;
+use crate::resources::Kind;
 
 type Handle = mock::Handle<Request<Body>, Response<Body>>;
 

@@ -10,10 +10,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{ConfigError, FieldError, Origin, Resource, Spec};
-use crate::resources::API_VERSION;
+use super::{Kind, API_VERSION, KIND_NAMES};
 
 const GROUP_PREFIX: &str = "portcullis.dev/";
-const KINDS: &str = "TokenIntrospector, AccessPolicy, IdentityProvider, User";
 
 /// Parse every document of one file. Documents that fail are reported; the others are kept,
 /// so that `validate` can list every error of a file at once.
@@ -38,7 +37,7 @@ pub fn for_each_document(
 
 /// What [`parse_text`] read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(super) struct Parsed {
+pub struct Parsed {
     /// YAML documents in the text, as numbered in the origins it emitted.
     pub documents: usize,
     /// An error ended the text early: the parser cannot find the next document.
@@ -50,7 +49,7 @@ pub(super) struct Parsed {
 
 /// Parses `text`, which starts on line `first_line` of the file at `path`, numbering its
 /// documents from 1.
-pub(super) fn parse_text(
+pub fn parse_text(
     path: &Arc<Path>,
     text: &str,
     first_line: usize,
@@ -254,7 +253,7 @@ fn parse_one(value: Value, origin: &Origin) -> Result<Option<Resource>, ConfigEr
             ));
         }
         let kind = string_field(&map, "kind")
-            .ok_or_else(|| err(None, Some("kind"), format!("missing; one of {KINDS}")))?;
+            .ok_or_else(|| err(None, Some("kind"), format!("missing; one of {KIND_NAMES}")))?;
         let metadata = map.get("metadata").and_then(Value::as_object);
         let name = metadata
             .and_then(|m| m.get("name"))
@@ -315,15 +314,15 @@ fn parse_one(value: Value, origin: &Origin) -> Result<Option<Resource>, ConfigEr
 /// The `spec` of one of the four kinds, or the field that keeps it from being one. Secret
 /// values never appear in the message.
 pub fn parse_spec(kind: &str, spec: Value) -> Result<Spec, FieldError> {
-    match kind {
-        "TokenIntrospector" => typed(spec).map(Spec::TokenIntrospector),
-        "AccessPolicy" => typed(spec).map(Spec::AccessPolicy),
-        "IdentityProvider" => typed(spec).map(Spec::IdentityProvider),
-        "User" => typed(spec).map(Spec::User),
-        other => {
+    match Kind::from_name(kind) {
+        Some(Kind::TokenIntrospector) => typed(spec).map(Spec::TokenIntrospector),
+        Some(Kind::AccessPolicy) => typed(spec).map(Spec::AccessPolicy),
+        Some(Kind::IdentityProvider) => typed(spec).map(Spec::IdentityProvider),
+        Some(Kind::User) => typed(spec).map(Spec::User),
+        None => {
             return Err(FieldError::new(
                 "kind",
-                format!("unsupported kind {other:?}; portcullis reads {KINDS}"),
+                format!("unsupported kind {kind:?}; portcullis reads {KIND_NAMES}"),
             ))
         }
     }

@@ -1,15 +1,12 @@
 //! Objects from the API, turned into the index's plain data. Read as untyped JSON, so
-//! that one object that fails to parse is marked Invalid and the watch goes on.
+//! that one object that fails to parse is marked Invalid and the watch goes on. The only
+//! kube types of the judgement's way in.
 
 use kube::api::{ApiResource, DynamicObject};
 use kube::core::GroupVersionKind;
 
-use super::index::{Kind, Object, ObjectKey};
-use crate::resources::ResourceStatus;
-use crate::source::{parse_spec, FieldError, Spec};
-
-pub const GROUP: &str = "portcullis.dev";
-pub const VERSION: &str = "v1alpha1";
+use super::judge::{spec, Object, ObjectKey};
+use crate::resources::{Kind, ResourceStatus, GROUP, VERSION};
 
 pub fn api_resource(kind: Kind) -> ApiResource {
     ApiResource::from_gvk_with_plural(
@@ -23,14 +20,6 @@ pub fn key(kind: Kind, o: &DynamicObject) -> ObjectKey {
         kind,
         namespace: o.metadata.namespace.clone().unwrap_or_default(),
         name: o.metadata.name.clone().unwrap_or_default(),
-    }
-}
-
-/// The `spec` of an object of `kind`, or the field that kept it from parsing.
-pub fn spec(kind: Kind, spec: Option<serde_json::Value>) -> Result<Spec, FieldError> {
-    match spec {
-        Some(spec) => parse_spec(kind.name(), spec),
-        None => Err(FieldError::new("spec", "missing")),
     }
 }
 

@@ -13,9 +13,10 @@ use kube::runtime::WatchStreamExt;
 use kube::Client;
 use tokio::sync::mpsc;
 
-use super::index::{Kind, Object, ObjectKey, SecretData};
+use super::judge::{Object, ObjectKey, SecretData};
 use super::objects::{api_resource, key, object};
 use crate::metrics::Metrics;
+use crate::resources::Kind;
 
 pub enum Change {
     /// Every object of a kind in one namespace (or all): a first list, or a relist after

@@ -1,10 +1,11 @@
-//! Kubernetes mode: the four kinds from the cluster, status and created Users written back.
+//! The cluster source: the four kinds from the API server, status and created Users
+//! written back.
 //!
 //! - [`watch`]: one watcher per kind (and namespace) and one per referenced Secret, feeding
-//!   [`Change`]s to one index task;
+//!   [`Change`]s to one index task; `objects` turns what the API sends into plain data;
 //! - [`index`]: the pure index that those changes fold into, compiling each object on its
 //!   own (last good version, conflicts, Secret references) into a snapshot and verdicts;
-//! - [`admission`]: the one check of one object, for its status and for the admission
+//! - [`judge`]: the judgement of one object, for its status and for the admission
 //!   webhook, which reviews an object against the serving snapshot before it is stored;
 //! - [`writer`]: the one task that writes to the API server (status, created Users);
 //! - [`lease`]: which replica writes status;
@@ -12,8 +13,8 @@
 //!
 //! Nothing here is on the request path: requests read the snapshot the index task swaps in.
 
-pub mod admission;
 pub mod index;
+pub mod judge;
 pub mod lease;
 mod objects;
 pub mod users;
@@ -27,9 +28,12 @@ use std::time::Duration;
 use kube::Client;
 use tokio::sync::mpsc;
 
+use super::Loaded;
 use crate::metrics::Metrics;
+use crate::resources::Kind;
 use crate::snapshot::{Snapshot, UserIndex};
-use index::{ClusterIndex, Dirty, Kind, ObjectKey, Ready, Verdict};
+use index::{ClusterIndex, Dirty};
+use judge::{ObjectKey, Ready, Verdict};
 use watch::Change;
 
 /// How long the index task lets a burst of events gather before one rebuild.
@@ -62,24 +66,70 @@ impl Settings {
     }
 }
 
-/// A snapshot built from the cluster, and how many objects it was built from.
-pub struct Built {
-    pub snapshot: Snapshot,
-    pub objects: usize,
-    pub refused: usize,
-    /// Only Users changed since the last build: worth no more than a debug line.
-    pub users_only: bool,
+/// Kube mode as `serve` runs it: the watchers and index task, the writer task, the status
+/// Lease.
+pub struct Cluster {
+    /// Each snapshot the index task builds.
+    pub loaded: mpsc::Receiver<Loaded>,
+    writer: mpsc::Sender<writer::Command>,
+    user_labels: Vec<(String, String)>,
+}
+
+impl Cluster {
+    pub fn start(
+        client: Client,
+        settings: Settings,
+        lease_namespace: Option<String>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let (writer_tx, commands) = mpsc::channel(1024);
+        let (leader_tx, leader) = tokio::sync::watch::channel(false);
+        let namespace = lease_namespace.unwrap_or_else(|| client.default_namespace().to_string());
+        let identity = format!(
+            "{}-{}",
+            std::env::var("POD_NAME")
+                .or_else(|_| std::env::var("HOSTNAME"))
+                .unwrap_or_else(|_| "portcullis".into()),
+            std::process::id()
+        );
+        tokio::spawn(lease::run(
+            client.clone(),
+            lease::LeaseSettings::new(namespace, identity),
+            leader_tx,
+        ));
+        tokio::spawn(writer::run(
+            client.clone(),
+            commands,
+            leader,
+            metrics.clone(),
+        ));
+        let user_labels = settings.labels_for_created();
+        let loaded = index(client, settings, Some(writer_tx.clone()), metrics);
+        Cluster {
+            loaded,
+            writer: writer_tx,
+            user_labels,
+        }
+    }
+
+    /// Where created Users go: `User` objects, written by the writer task.
+    pub fn user_store(&self) -> Arc<dyn crate::users::UserStore> {
+        Arc::new(users::ClusterUserStore::new(
+            self.writer.clone(),
+            self.user_labels.clone(),
+        ))
+    }
 }
 
 /// Starts the watchers and the index task. Snapshots arrive on the returned channel, the
 /// first once every watcher has listed its kind and the referenced Secrets are read; the
 /// verdicts go to `writer`.
-pub fn start(
+fn index(
     client: Client,
     settings: Settings,
     writer: Option<mpsc::Sender<writer::Command>>,
     metrics: Arc<Metrics>,
-) -> mpsc::Receiver<Built> {
+) -> mpsc::Receiver<Loaded> {
     let (changes_tx, changes) = mpsc::channel(1024);
     let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
         vec![None]
@@ -136,7 +186,7 @@ struct IndexTask {
     client: Client,
     changes_tx: mpsc::Sender<Change>,
     writer: Option<mpsc::Sender<writer::Command>>,
-    out: mpsc::Sender<Built>,
+    out: mpsc::Sender<Loaded>,
     /// Watchers that have not delivered their first list.
     waiting: HashSet<(Kind, Option<String>)>,
     index: ClusterIndex,
@@ -245,7 +295,7 @@ impl IndexTask {
         known.iter().all(|(ns, name)| index.knows_secret(ns, name))
     }
 
-    fn build(&mut self, dirty: Dirty) -> Built {
+    fn build(&mut self, dirty: Dirty) -> Loaded {
         let users_only = !dirty.config && self.config.is_some();
         let mut verdicts = Vec::new();
         if dirty.config || self.config.is_none() {
@@ -264,10 +314,11 @@ impl IndexTask {
             // Never waits: a full queue drops this round, and the next rebuild resends all.
             let _ = writer.try_send(writer::Command::Verdicts(verdicts));
         }
-        Built {
-            objects: self.index.len(),
-            snapshot,
-            refused,
+        Loaded {
+            compiled: Ok(snapshot),
+            resources: self.index.len(),
+            refused: Some(refused),
+            took: None,
             users_only,
         }
     }
@@ -338,12 +389,15 @@ impl IndexTask {
 
 /// Reads the cluster's configuration once (for `explain --kube`).
 pub async fn load_once(client: Client, settings: Settings) -> anyhow::Result<Arc<Snapshot>> {
-    let mut built = start(client, settings, None, Arc::new(Metrics::new()));
-    let first = tokio::time::timeout(Duration::from_secs(30), built.recv())
+    let mut loaded = index(client, settings, None, Arc::new(Metrics::new()));
+    let first = tokio::time::timeout(Duration::from_secs(30), loaded.recv())
         .await
         .map_err(|_| anyhow::anyhow!("the cluster's resources were not listed within 30 s"))?
         .ok_or_else(|| anyhow::anyhow!("the watchers stopped"))?;
-    Ok(Arc::new(first.snapshot))
+    let snapshot = first
+        .compiled
+        .map_err(|_| anyhow::anyhow!("the cluster's configuration did not compile"))?;
+    Ok(Arc::new(snapshot))
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use kube::Client;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::index::{ObjectKey, Ready, Verdict};
+use super::judge::{ObjectKey, Ready, Verdict};
 use super::objects::api_resource;
 use crate::metrics::Metrics;
 use crate::resources::{self, ResourceStatus};

@@ -1,14 +1,82 @@
 //! The file source: `--config` files and directories, read (large ones in pieces) and
-//! re-read on change.
+//! re-read on change, and the directory of created Users read after them.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+mod pieces;
 
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use super::pieces::{for_each_in_pieces, PIECE_BYTES};
-use super::{for_each_document, ConfigError, Origin, Resource};
+use crate::resources::{
+    for_each_document, read_text, ConfigError, Origin, Resource, MAX_FILE_BYTES,
+};
+pub use pieces::for_each_in_pieces;
+use pieces::PIECE_BYTES;
+
+use super::Loaded;
+use crate::snapshot::Compiler;
+
+/// How long a burst of file events must be quiet before a reload.
+const RELOAD_SETTLE: Duration = Duration::from_millis(200);
+
+/// File mode: the `--config` paths, then the directory of created Users.
+pub struct FileSource {
+    pub config: Vec<PathBuf>,
+    /// `--users-dir`, canonical: read after the rest, and leniently, even when it sits
+    /// inside a `--config` directory.
+    pub users_dir: Option<PathBuf>,
+}
+
+impl FileSource {
+    /// Everything the files hold now, with room for `users` Users. Blocking: file reads
+    /// and compilation.
+    pub fn load(&self, users: usize) -> Loaded {
+        let started = Instant::now();
+        let mut compiler = Compiler::with_user_capacity(users);
+        let except = self.users_dir.as_deref();
+        let mut count = load_each_except(&self.config, except, |r| compiler.push(r));
+        if let Some(dir) = &self.users_dir {
+            count += load_each(std::slice::from_ref(dir), |r| compiler.push_created_user(r));
+        }
+        Loaded {
+            compiled: compiler.finish(),
+            resources: count,
+            refused: None,
+            took: Some(started.elapsed()),
+            users_only: false,
+        }
+    }
+
+    /// The files as they are now; then, on the returned channel, as they are after each
+    /// burst of changes, read off the request threads. The watch lasts as long as the
+    /// returned watcher.
+    pub fn start(
+        self,
+    ) -> notify::Result<(Loaded, notify::RecommendedWatcher, mpsc::Receiver<Loaded>)> {
+        let first = self.load(0);
+        // As many Users as the last good load: a reload seldom changes that much.
+        let mut users = first.compiled.as_ref().map_or(0, |s| s.users.len());
+        // Not the users dir (unless it lies inside a --config directory): each created User
+        // would otherwise reload everything. Created Users are served from the resolver's
+        // overlay and read back at the next reload.
+        let (watcher, mut changes) = watch(&self.config, RELOAD_SETTLE)?;
+        let (tx, loaded) = mpsc::channel(1);
+        tokio::spawn(async move {
+            while changes.recv().await.is_some() {
+                let next = tokio::task::block_in_place(|| self.load(users));
+                if let Ok(snapshot) = &next.compiled {
+                    users = snapshot.users.len();
+                }
+                if tx.send(next).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok((first, watcher, loaded))
+    }
+}
 
 const EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
 
@@ -69,71 +137,6 @@ fn load_file(path: &Path, emit: &mut impl FnMut(Result<Resource, ConfigError>)) 
             })),
         },
     }
-}
-
-/// The largest configuration file read: parse time grows with size, and 16 MiB holds
-/// about 100,000 Users.
-pub const MAX_FILE_BYTES: u64 = 16 << 20;
-
-/// Why a file could not be read as configuration text.
-#[derive(Debug)]
-pub enum ReadError {
-    Io(std::io::Error),
-    TooLarge,
-    NotUtf8 { line: usize, column: usize },
-}
-
-impl ReadError {
-    /// The line the error is about, 0 when it is about the whole file.
-    pub fn line(&self) -> usize {
-        match self {
-            ReadError::NotUtf8 { line, .. } => *line,
-            _ => 0,
-        }
-    }
-}
-
-impl std::fmt::Display for ReadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ReadError::Io(e) => write!(f, "cannot read: {e}"),
-            ReadError::TooLarge => write!(
-                f,
-                "larger than the {} MiB limit of a configuration file; split it into several files",
-                MAX_FILE_BYTES >> 20
-            ),
-            ReadError::NotUtf8 { column, .. } => {
-                write!(f, "not UTF-8: invalid byte at column {column}")
-            }
-        }
-    }
-}
-
-/// Read one configuration file: at most [`MAX_FILE_BYTES`], and UTF-8, or an error that
-/// says which line is not.
-pub fn read_text(path: &Path) -> Result<String, ReadError> {
-    use std::io::Read;
-    let mut bytes = Vec::new();
-    // `take` rather than the size from metadata: the file may grow while it is read.
-    std::fs::File::open(path)
-        .and_then(|file| file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
-        .map_err(ReadError::Io)?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(ReadError::TooLarge);
-    }
-    utf8(bytes)
-}
-
-/// The text, or the line and column (from 1) of its first byte that is not UTF-8.
-pub(super) fn utf8(bytes: Vec<u8>) -> Result<String, ReadError> {
-    String::from_utf8(bytes).map_err(|e| {
-        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-        let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        ReadError::NotUtf8 {
-            line: 1 + valid.iter().filter(|&&b| b == b'\n').count(),
-            column: 1 + valid.len() - line_start,
-        }
-    })
 }
 
 fn file_error(path: &Path, message: String) -> ConfigError {

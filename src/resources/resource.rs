@@ -1,0 +1,114 @@
+//! One resource as a source read it, before compilation, and the error that points at it.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::{AccessPolicySpec, IdentityProviderSpec, Kind, TokenIntrospectorSpec, UserSpec};
+
+/// One resource as read from a source, before compilation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resource {
+    pub name: String,
+    pub namespace: Option<String>,
+    pub origin: Origin,
+    pub spec: Spec,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Spec {
+    TokenIntrospector(TokenIntrospectorSpec),
+    AccessPolicy(AccessPolicySpec),
+    IdentityProvider(IdentityProviderSpec),
+    User(UserSpec),
+}
+
+impl Spec {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Spec::TokenIntrospector(_) => Kind::TokenIntrospector,
+            Spec::AccessPolicy(_) => Kind::AccessPolicy,
+            Spec::IdentityProvider(_) => Kind::IdentityProvider,
+            Spec::User(_) => Kind::User,
+        }
+    }
+}
+
+impl Resource {
+    /// `Kind/name` (`Kind/namespace/name` from the cluster), as errors and logs name it.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.spec.kind(), self.key())
+    }
+
+    /// The name the snapshot knows it by: `namespace/name` from the cluster, where names
+    /// are unique only per namespace; the plain name from a file.
+    pub fn key(&self) -> String {
+        super::qualified(self.scope(), &self.name)
+    }
+
+    /// The namespace that names and references resolve in: a cluster object's own. In a
+    /// file, `metadata.namespace` is kept but names stay plain (one flat configuration).
+    pub fn scope(&self) -> Option<&str> {
+        match self.origin {
+            Origin::Cluster { .. } => self.namespace.as_deref(),
+            Origin::File { .. } => None,
+        }
+    }
+}
+
+/// Where a resource was read, so that every error can point at it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// `document` counts from 1; `line` is where that document starts.
+    File {
+        // Shared by every resource of the file.
+        path: Arc<Path>,
+        document: usize,
+        line: usize,
+    },
+    /// An object read from the Kubernetes API (its `Kind/namespace/name` is in the error).
+    Cluster { generation: i64 },
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::File {
+                path,
+                document,
+                line,
+            } => match (*document, *line) {
+                (0, 0) => write!(f, "{}", path.display()),
+                (0, line) => write!(f, "{}:{line}", path.display()),
+                _ => write!(f, "{}:{line} (document {document})", path.display()),
+            },
+            Origin::Cluster { generation } => write!(f, "cluster (generation {generation})"),
+        }
+    }
+}
+
+/// A configuration error: where, which resource, which field, what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub origin: Origin,
+    /// `Kind/name` when the document got that far.
+    pub resource: Option<String>,
+    /// Dotted path inside the resource's spec, e.g. `jwt.keys[0].alg`.
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.origin)?;
+        if let Some(r) = &self.resource {
+            write!(f, ": {r}")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, ": field `{field}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
