@@ -6,6 +6,7 @@
 pub mod context;
 mod log;
 mod request;
+mod steps;
 mod trace;
 
 use std::borrow::Cow;
@@ -19,13 +20,13 @@ use serde_json::{json, Map, Value};
 
 pub use log::DecisionLog;
 pub use request::{Credential, HttpRequest};
+use steps::Presented;
 pub use trace::{PolicyStep, TokenStep, Trace, UserStep};
 
 use crate::metrics::Metrics;
-use crate::policy::EvalContext;
-use crate::snapshot::{Client, Snapshot, SnapshotStore};
-use crate::token::{TokenError, TokenKind, TokenVerifier, ValidToken};
-use crate::users::{KnownUser, Resolution, UserResolver};
+use crate::snapshot::SnapshotStore;
+use crate::token::TokenVerifier;
+use crate::users::UserResolver;
 
 /// The request headers portcullis owns. Client-sent copies never reach the upstream.
 pub const HEADER_USER: &str = "x-portcullis-user";
@@ -168,14 +169,6 @@ pub struct Authorizer {
     pub deadline: Duration,
 }
 
-/// Where a decision's token comes from.
-enum Presented {
-    /// The request's `Authorization` header, validated for real.
-    Request,
-    /// JWT claims that stand validated (`portcullis test`).
-    Claims(Map<String, Value>),
-}
-
 /// Below the 1 s ext_authz timeout that deploy/ configures for Envoy.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(900);
 
@@ -238,174 +231,6 @@ impl Authorizer {
         let decision = self.decide(request, Some(&mut trace), presented).await;
         trace.decision = Some(trace::DecisionStep::from(&decision));
         (decision, trace)
-    }
-
-    async fn decide(
-        &self,
-        request: &HttpRequest,
-        mut trace: Option<&mut Trace>,
-        presented: Presented,
-    ) -> Decision {
-        // Read once: the header scan and the token syntax check are per-request work.
-        let credential = request.credential();
-        let given = !matches!(credential, Credential::None);
-        let mut decision = Decision::unavailable(given, "not_ready", "no configuration loaded yet");
-        let Some(snapshot) = self.snapshots.load() else {
-            return decision;
-        };
-        let mut refused = |decision, e: TokenError| {
-            if let Some(t) = trace.as_deref_mut() {
-                t.token = TokenStep::refused(&e);
-            }
-            self.refuse(decision, &e)
-        };
-        // The token, validated, and as presented (creating a User sends it to userinfo).
-        let (valid, raw) = match presented {
-            Presented::Claims(claims) => {
-                decision.token_given = true;
-                let iss = claims.get("iss").and_then(Value::as_str).unwrap_or("");
-                let Some(introspector) = snapshot.trust.for_issuer(iss).cloned() else {
-                    return refused(decision, TokenError::untrusted_issuer(iss));
-                };
-                let valid = ValidToken {
-                    kind: TokenKind::Jwt,
-                    introspector,
-                    expires_at: claims.get("exp").and_then(Value::as_u64),
-                    claims: Arc::new(Value::Object(claims)),
-                };
-                (Some(valid), "")
-            }
-            Presented::Request => match credential {
-                Credential::None => (None, ""),
-                Credential::Bearer(raw) => match self.tokens.validate(&snapshot.trust, raw).await {
-                    Ok(valid) => (Some(valid), raw),
-                    Err(e) => return refused(decision, e),
-                },
-                Credential::Unreadable(why) => {
-                    return refused(decision, TokenError::Malformed(why.into()))
-                }
-            },
-        };
-        if let (Some(t), Some(v)) = (trace.as_deref_mut(), &valid) {
-            t.token = TokenStep::valid(v);
-        }
-        if let Some(v) = &valid {
-            decision.subject = v.subject().map(str::to_string);
-            decision.issuer = v.issuer().map(str::to_string);
-            // These become upstream request headers: a control character would let a
-            // claim smuggle a header, and Envoy refuses such values anyway.
-            if ![&decision.subject, &decision.issuer]
-                .into_iter()
-                .flatten()
-                .all(|s| header_safe(s))
-            {
-                decision.outcome = Outcome::Unauthenticated;
-                decision.reason = "token_claims_unsafe";
-                decision.message = "`sub` or `iss` holds control characters".into();
-                return decision;
-            }
-        }
-        // After the claims checks: a refused token must not create a User.
-        let user = match &valid {
-            Some(v) => {
-                self.resolve_user(&snapshot, v, raw, trace.as_deref_mut())
-                    .await
-            }
-            None => None,
-        };
-        decision.user = user.as_ref().map(|u| u.object_name().to_owned());
-        if user.as_ref().is_some_and(|u| !u.is_active()) {
-            decision.outcome = Outcome::Forbidden;
-            decision.reason = "user_inactive";
-            decision.message = "the User is inactive".into();
-            return decision;
-        }
-
-        let context = context::RequestContext::new(request, valid.as_ref(), user.as_ref());
-        let eval = EvalContext::new(&context);
-        let client = valid.as_ref().and_then(|v| {
-            Some(Client {
-                issuer: v.trusted_issuer()?,
-                id: v.client_id()?,
-            })
-        });
-        let candidates = snapshot
-            .policies
-            .candidates(user.as_ref().map(|u| u.name()), client);
-        for candidate in candidates {
-            let allowed = match trace.as_deref_mut() {
-                None => candidate.policy.evaluate(&eval),
-                Some(t) => {
-                    let explanation = candidate.policy.explain(&eval);
-                    let allowed = explanation.allowed;
-                    t.policies.push(PolicyStep {
-                        policy: candidate.name.clone(),
-                        allowed,
-                        explanation,
-                    });
-                    allowed
-                }
-            };
-            if allowed && decision.policy.is_none() {
-                decision.policy = Some(candidate.name.clone());
-                if trace.is_none() {
-                    break;
-                }
-            }
-        }
-
-        if decision.policy.is_some() {
-            decision.outcome = Outcome::Allow;
-            decision.reason = "allowed";
-            decision.message = "allowed".into();
-            decision.claim_headers = snapshot.trust.claim_headers();
-            if let Some(v) = &valid {
-                decision.forwarded = v
-                    .introspector
-                    .claim_headers
-                    .iter()
-                    .filter_map(|c| Some((c.header.clone(), c.value(&v.claims)?)))
-                    .collect();
-            }
-        } else if valid.is_some() {
-            decision.outcome = Outcome::Forbidden;
-            decision.reason = "no_policy_allows";
-            decision.message = "no AccessPolicy allows this request".into();
-        } else {
-            decision.outcome = Outcome::Unauthenticated;
-            decision.reason = "no_credentials";
-            decision.message = "no AccessPolicy allows anonymous access to this request".into();
-        }
-        decision
-    }
-
-    fn refuse(&self, mut decision: Decision, e: &TokenError) -> Decision {
-        decision.outcome = if e.is_internal() {
-            Outcome::Unavailable
-        } else {
-            Outcome::Unauthenticated
-        };
-        decision.reason = e.reason();
-        decision.message = e.to_string().into();
-        decision
-    }
-
-    /// `explain` (a trace) never creates a User: it says which one it would create.
-    async fn resolve_user(
-        &self,
-        snapshot: &Snapshot,
-        token: &ValidToken,
-        raw: &str,
-        trace: Option<&mut Trace>,
-    ) -> Option<KnownUser> {
-        let resolution: Resolution = self
-            .users
-            .resolve(snapshot, token, raw, trace.is_some())
-            .await;
-        if let Some(t) = trace {
-            t.user = Some(UserStep::from_resolution(&resolution));
-        }
-        resolution.user().cloned()
     }
 }
 

@@ -3,7 +3,8 @@
 use serde::Serialize;
 
 use super::{Decision, Outcome};
-use crate::policy::Explanation;
+use crate::policy::{EvalContext, Explanation};
+use crate::snapshot::CompiledPolicy;
 use crate::token::{TokenError, TokenKind, ValidToken};
 use crate::users::{Found, Resolution};
 
@@ -132,6 +133,46 @@ impl From<&Decision> for DecisionStep {
             message: d.message.to_string(),
             policy: d.policy.clone(),
         }
+    }
+}
+
+/// Where a decision's steps say what they did: the `explain` trace, or nowhere.
+pub(super) struct TraceSink<'t>(Option<&'t mut Trace>);
+
+impl<'t> TraceSink<'t> {
+    pub(super) fn new(trace: Option<&'t mut Trace>) -> Self {
+        Self(trace)
+    }
+
+    pub(super) fn explaining(&self) -> bool {
+        self.0.is_some()
+    }
+
+    pub(super) fn token(&mut self, step: impl FnOnce() -> TokenStep) {
+        if let Some(t) = self.0.as_deref_mut() {
+            t.token = step();
+        }
+    }
+
+    pub(super) fn user(&mut self, step: impl FnOnce() -> UserStep) {
+        if let Some(t) = self.0.as_deref_mut() {
+            t.user = Some(step());
+        }
+    }
+
+    /// Whether the candidate allows; when explaining, also why, into the trace.
+    pub(super) fn evaluate(&mut self, candidate: &CompiledPolicy, eval: &EvalContext) -> bool {
+        let Some(t) = self.0.as_deref_mut() else {
+            return candidate.policy.evaluate(eval);
+        };
+        let explanation = candidate.policy.explain(eval);
+        let allowed = explanation.allowed;
+        t.policies.push(PolicyStep {
+            policy: candidate.name.clone(),
+            allowed,
+            explanation,
+        });
+        allowed
     }
 }
 

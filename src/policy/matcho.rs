@@ -73,10 +73,10 @@ impl Matcho {
         match &self.root {
             // The usual root, `{uri: ..., jwt: {...}}`: each key reads only its own part of
             // the context, which is then all the request path builds.
-            Node::Map { keys, ops } if ops.is_empty() => {
-                keys.iter().all(|(k, n)| n.matches(ctx.get(k), ctx))
-            }
-            root => root.matches(Some(ctx.value()), ctx),
+            Node::Map { keys, ops } if ops.is_empty() => keys
+                .iter()
+                .all(|(k, n)| n.eval(ctx.get(k), ctx, &(), &mut Quiet)),
+            root => root.eval(Some(ctx.value()), ctx, &(), &mut Quiet),
         }
     }
 
@@ -91,8 +91,13 @@ impl Matcho {
         errors: &mut Vec<Mismatch>,
         notes: &mut Vec<Mismatch>,
     ) -> bool {
-        let mut out = Findings { errors, notes };
-        self.root.explain(Some(ctx.value()), ctx, "", &mut out)
+        let mut found = Findings::default();
+        let ok = self
+            .root
+            .eval(Some(ctx.value()), ctx, &String::new(), &mut found);
+        errors.append(&mut found.errors);
+        notes.append(&mut found.notes);
+        ok
     }
 }
 
@@ -247,223 +252,285 @@ fn needs_object(keys: &[(String, Node)], ops: &[Node]) -> bool {
     !keys.is_empty() || ops.is_empty()
 }
 
-fn child_path(path: &str, key: &str) -> String {
-    super::join_field(path, key)
+/// A reference matches when both sides are equal; both absent is a match worth a note.
+fn eval_ref<S: Sink>(
+    raw: &str,
+    target: Option<&Value>,
+    v: Option<&Value>,
+    at: &S::Path,
+    sink: &mut S,
+) -> bool {
+    let ok = eq_opt(v, target);
+    if ok && absent(v) && absent(target) {
+        let note = || format!("both sides absent: null = null (reference {raw}); this matched");
+        sink.note(at, || Value::Null, v, note);
+    } else if !ok {
+        let expected = || {
+            let found = target.cloned().unwrap_or(Value::Null);
+            redact(raw.trim_start_matches('.'), found)
+        };
+        let note = || {
+            Some(if absent(target) {
+                format!("reference {raw} is absent (null)")
+            } else {
+                format!("value of reference {raw}")
+            })
+        };
+        sink.error(at, expected, v, note);
+    }
+    ok
 }
 
-/// Where an explanation writes what did not match, and the matches worth a note.
-struct Findings<'a> {
-    errors: &'a mut Vec<Mismatch>,
-    notes: &'a mut Vec<Mismatch>,
+fn regex_note(v: Option<&Value>) -> Option<String> {
+    match v {
+        Some(Value::String(_)) => None,
+        _ => Some("not a string: a regex only matches strings".to_owned()),
+    }
 }
 
-/// Findings to be thrown away, for sub-patterns whose own mismatches are not the story
-/// (`$not`, `$one-of` and `$contains` report on the whole value instead).
+fn not_blank_note(v: Option<&Value>) -> Option<String> {
+    match v {
+        Some(Value::String(s)) if !s.is_empty() => {
+            Some("whitespace only counts as blank".to_owned())
+        }
+        Some(Value::String(_)) | None | Some(Value::Null) => None,
+        Some(_) => Some("not a string".to_owned()),
+    }
+}
+
+/// Where evaluation reports what did not match. [`Quiet`] keeps nothing: with it
+/// [`Node::eval`] is the plain boolean walk of the request path, short-circuits included.
+trait Sink {
+    /// Where a value sits in the context: a dotted path when explaining, `()` otherwise,
+    /// so that the request path builds no strings.
+    type Path;
+    /// A thorough sink hears every failure, so evaluation does not stop at the first.
+    const THOROUGH: bool;
+    /// For sub-patterns whose own findings are not the story (`$not`, `$one-of`,
+    /// `$contains` report on the whole value instead).
+    type Scratch: Sink<Path = Self::Path>;
+
+    fn child(path: &Self::Path, key: &str) -> Self::Path;
+    fn index(path: &Self::Path, i: usize) -> Self::Path;
+    fn error(
+        &mut self,
+        path: &Self::Path,
+        expected: impl FnOnce() -> Value,
+        found: Option<&Value>,
+        note: impl FnOnce() -> Option<String>,
+    );
+    fn note(
+        &mut self,
+        path: &Self::Path,
+        expected: impl FnOnce() -> Value,
+        found: Option<&Value>,
+        note: impl FnOnce() -> String,
+    );
+    fn scratch(&self) -> Self::Scratch;
+    /// A scratch's notes say why a sub-pattern matched, which the whole may need to tell.
+    fn keep_notes(&mut self, scratch: Self::Scratch);
+}
+
+/// The request path's sink: zero-sized, every method a no-op.
+struct Quiet;
+
+impl Sink for Quiet {
+    type Path = ();
+    const THOROUGH: bool = false;
+    type Scratch = Quiet;
+
+    fn child(_: &(), _: &str) {}
+    fn index(_: &(), _: usize) {}
+    fn error(
+        &mut self,
+        _: &(),
+        _: impl FnOnce() -> Value,
+        _: Option<&Value>,
+        _: impl FnOnce() -> Option<String>,
+    ) {
+    }
+    fn note(
+        &mut self,
+        _: &(),
+        _: impl FnOnce() -> Value,
+        _: Option<&Value>,
+        _: impl FnOnce() -> String,
+    ) {
+    }
+    fn scratch(&self) -> Quiet {
+        Quiet
+    }
+    fn keep_notes(&mut self, _: Quiet) {}
+}
+
+/// What an explanation found: failed comparisons, and the matches worth a note.
 #[derive(Default)]
-struct DiscardedFindings {
+struct Findings {
     errors: Vec<Mismatch>,
     notes: Vec<Mismatch>,
 }
 
-impl DiscardedFindings {
-    fn sink(&mut self) -> Findings<'_> {
-        Findings {
-            errors: &mut self.errors,
-            notes: &mut self.notes,
-        }
+impl Sink for Findings {
+    type Path = String;
+    const THOROUGH: bool = true;
+    type Scratch = Findings;
+
+    fn child(path: &String, key: &str) -> String {
+        super::join_field(path, key)
+    }
+    fn index(path: &String, i: usize) -> String {
+        super::join_field(path, &i.to_string())
+    }
+    fn error(
+        &mut self,
+        path: &String,
+        expected: impl FnOnce() -> Value,
+        found: Option<&Value>,
+        note: impl FnOnce() -> Option<String>,
+    ) {
+        self.errors
+            .push(Mismatch::new(path, expected(), found, note()));
+    }
+    fn note(
+        &mut self,
+        path: &String,
+        expected: impl FnOnce() -> Value,
+        found: Option<&Value>,
+        note: impl FnOnce() -> String,
+    ) {
+        self.notes
+            .push(Mismatch::new(path, expected(), found, Some(note())));
+    }
+    fn scratch(&self) -> Findings {
+        Findings::default()
+    }
+    fn keep_notes(&mut self, mut scratch: Findings) {
+        self.notes.append(&mut scratch.notes);
+    }
+}
+
+/// `Iterator::all`, except that a thorough sink hears every item, not only up to the
+/// first failure.
+fn all<S: Sink, T>(items: impl IntoIterator<Item = T>, mut ok: impl FnMut(T) -> bool) -> bool {
+    if S::THOROUGH {
+        items.into_iter().fold(true, |all, item| ok(item) & all)
+    } else {
+        items.into_iter().all(ok)
+    }
+}
+
+/// `first && second()`, except that a thorough sink hears `second` even after `first` failed.
+fn both<S: Sink>(first: bool, second: impl FnOnce() -> bool) -> bool {
+    if S::THOROUGH {
+        second() & first
+    } else {
+        first && second()
     }
 }
 
 impl Node {
-    fn matches(&self, v: Option<&Value>, root: &EvalContext) -> bool {
-        match self {
-            Node::Eq(x) => eq_opt(v, Some(x)),
-            Node::Regex(re) => matches!(v, Some(Value::String(s)) if re.is_match(s)),
-            Node::Present => !absent(v),
-            Node::Nil => absent(v),
-            Node::NotBlank => not_blank(v),
-            Node::Ref { segs, .. } => eq_opt(v, resolve(root, segs)),
-            Node::Map { keys, ops } => {
-                let keys_ok = !needs_object(keys, ops)
-                    || match v {
-                        Some(Value::Object(o)) => {
-                            keys.iter().all(|(k, n)| n.matches(o.get(k), root))
-                        }
-                        _ => false,
-                    };
-                keys_ok && ops.iter().all(|n| n.matches(v, root))
-            }
-            Node::Array(items) => match v {
-                Some(Value::Array(a)) => {
-                    a.len() >= items.len()
-                        && items.iter().zip(a).all(|(n, e)| n.matches(Some(e), root))
-                }
-                _ => false,
-            },
-            Node::Enum(vals) => vals.iter().any(|x| eq_opt(v, Some(x))),
-            Node::OneOf(ps) => ps.iter().any(|n| n.matches(v, root)),
-            Node::Contains(n) => match v {
-                Some(Value::Array(a)) => a.iter().any(|e| n.matches(Some(e), root)),
-                _ => false,
-            },
-            Node::Every(n) => match v {
-                Some(Value::Array(a)) => a.iter().all(|e| n.matches(Some(e), root)),
-                _ => false,
-            },
-            Node::Not(n) => !n.matches(v, root),
-        }
-    }
-
-    /// Same result as [`Node::matches`], recording what failed (all of it, not just the first).
-    fn explain(
+    /// Whether `v` matches, telling `sink` what did not (all of it when the sink is thorough).
+    fn eval<S: Sink>(
         &self,
         v: Option<&Value>,
         root: &EvalContext,
-        path: &str,
-        out: &mut Findings,
+        at: &S::Path,
+        sink: &mut S,
     ) -> bool {
-        let fail = |out: &mut Findings, note: Option<String>| {
-            out.errors
-                .push(Mismatch::new(path, self.to_json(), v, note));
+        let fail = |sink: &mut S, note: fn(Option<&Value>) -> Option<String>| {
+            sink.error(at, || self.to_json(), v, || note(v));
             false
         };
         match self {
-            Node::Eq(_) | Node::Present | Node::Nil | Node::Enum(_) => {
-                self.matches(v, root) || fail(out, None)
+            Node::Eq(x) => eq_opt(v, Some(x)) || fail(sink, |_| None),
+            Node::Regex(re) => {
+                matches!(v, Some(Value::String(s)) if re.is_match(s)) || fail(sink, regex_note)
             }
-            Node::Regex(_) => {
-                let note = match v {
-                    Some(Value::String(_)) => None,
-                    _ => Some("not a string: a regex only matches strings".to_owned()),
-                };
-                self.matches(v, root) || fail(out, note)
-            }
-            Node::NotBlank => {
-                let note = match v {
-                    Some(Value::String(s)) if !s.is_empty() => {
-                        Some("whitespace only counts as blank".to_owned())
-                    }
-                    Some(Value::String(_)) | None | Some(Value::Null) => None,
-                    Some(_) => Some("not a string".to_owned()),
-                };
-                self.matches(v, root) || fail(out, note)
-            }
-            Node::Ref { raw, segs } => {
-                let target = resolve(root, segs);
-                let ok = eq_opt(v, target);
-                let ref_path = raw.trim_start_matches('.');
-                if ok && absent(v) && absent(target) {
-                    out.notes.push(Mismatch::new(
-                        path,
-                        Value::Null,
-                        v,
-                        Some(format!(
-                            "both sides absent: null = null (reference {raw}); this matched"
-                        )),
-                    ));
-                } else if !ok {
-                    let expected = redact(ref_path, target.cloned().unwrap_or(Value::Null));
-                    let note = if absent(target) {
-                        format!("reference {raw} is absent (null)")
-                    } else {
-                        format!("value of reference {raw}")
-                    };
-                    out.errors
-                        .push(Mismatch::new(path, expected, v, Some(note)));
-                }
-                ok
-            }
+            Node::Present => !absent(v) || fail(sink, |_| None),
+            Node::Nil => absent(v) || fail(sink, |_| None),
+            Node::NotBlank => not_blank(v) || fail(sink, not_blank_note),
+            Node::Ref { raw, segs } => eval_ref(raw, resolve(root, segs), v, at, sink),
             Node::Map { keys, ops } => {
-                let mut ok = true;
-                if needs_object(keys, ops) {
-                    match v {
-                        Some(Value::Object(o)) => {
-                            for (k, n) in keys {
-                                ok &= n.explain(o.get(k), root, &child_path(path, k), out);
-                            }
-                        }
-                        _ => return fail(out, Some("not an object".to_owned())),
-                    }
-                }
-                for n in ops {
-                    ok &= n.explain(v, root, path, out);
-                }
-                ok
+                let keys_ok = !needs_object(keys, ops)
+                    || match v {
+                        Some(Value::Object(o)) => all::<S, _>(keys.iter(), |(k, n)| {
+                            n.eval(o.get(k), root, &S::child(at, k), sink)
+                        }),
+                        _ => return fail(sink, |_| Some("not an object".to_owned())),
+                    };
+                both::<S>(keys_ok, || {
+                    all::<S, _>(ops.iter(), |n| n.eval(v, root, at, sink))
+                })
             }
             Node::Array(items) => match v {
                 Some(Value::Array(a)) if a.len() >= items.len() => {
-                    let mut ok = true;
-                    for (i, (n, e)) in items.iter().zip(a).enumerate() {
-                        ok &= n.explain(Some(e), root, &child_path(path, &i.to_string()), out);
-                    }
-                    ok
+                    all::<S, _>(items.iter().zip(a).enumerate(), |(i, (n, e))| {
+                        n.eval(Some(e), root, &S::index(at, i), sink)
+                    })
                 }
-                Some(Value::Array(a)) => fail(
-                    out,
-                    Some(format!(
-                        "array of {} element(s), pattern needs at least {}",
-                        a.len(),
-                        items.len()
-                    )),
-                ),
-                _ => fail(out, Some("not an array".to_owned())),
+                Some(Value::Array(a)) => {
+                    let note = || {
+                        let (found, needs) = (a.len(), items.len());
+                        Some(format!(
+                            "array of {found} element(s), pattern needs at least {needs}"
+                        ))
+                    };
+                    sink.error(at, || self.to_json(), v, note);
+                    false
+                }
+                _ => fail(sink, |_| Some("not an array".to_owned())),
             },
+            Node::Enum(vals) => vals.iter().any(|x| eq_opt(v, Some(x))) || fail(sink, |_| None),
             Node::OneOf(ps) => {
-                for n in ps {
-                    let mut s = DiscardedFindings::default();
-                    if n.explain(v, root, path, &mut s.sink()) {
-                        out.notes.append(&mut s.notes);
-                        return true;
-                    }
-                }
-                fail(out, Some("no alternative matched".to_owned()))
+                ps.iter().any(|n| n.eval_aside(v, root, at, sink))
+                    || fail(sink, |_| Some("no alternative matched".to_owned()))
             }
             Node::Contains(n) => match v {
                 Some(Value::Array(a)) => {
-                    for (i, e) in a.iter().enumerate() {
-                        let mut s = DiscardedFindings::default();
-                        if n.explain(
-                            Some(e),
-                            root,
-                            &child_path(path, &i.to_string()),
-                            &mut s.sink(),
-                        ) {
-                            out.notes.append(&mut s.notes);
-                            return true;
-                        }
-                    }
-                    fail(out, Some("no element matched".to_owned()))
+                    a.iter()
+                        .enumerate()
+                        .any(|(i, e)| n.eval_aside(Some(e), root, &S::index(at, i), sink))
+                        || fail(sink, |_| Some("no element matched".to_owned()))
                 }
-                _ => fail(out, Some("not an array".to_owned())),
+                _ => fail(sink, |_| Some("not an array".to_owned())),
             },
             Node::Every(n) => match v {
-                Some(Value::Array(a)) => {
-                    let mut ok = true;
-                    for (i, e) in a.iter().enumerate() {
-                        ok &= n.explain(Some(e), root, &child_path(path, &i.to_string()), out);
-                    }
-                    ok
-                }
-                _ => fail(out, Some("not an array".to_owned())),
+                Some(Value::Array(a)) => all::<S, _>(a.iter().enumerate(), |(i, e)| {
+                    n.eval(Some(e), root, &S::index(at, i), sink)
+                }),
+                _ => fail(sink, |_| Some("not an array".to_owned())),
             },
             Node::Not(n) => {
-                let mut s = DiscardedFindings::default();
-                if n.explain(v, root, path, &mut s.sink()) {
-                    // The inner notes say why it matched, which is why $not failed.
-                    out.notes.append(&mut s.notes);
-                    return fail(out, Some("the negated pattern matched".to_owned()));
+                if n.eval_aside(v, root, at, sink) {
+                    return fail(sink, |_| Some("the negated pattern matched".to_owned()));
                 }
                 if absent(v) {
-                    out.notes.push(Mismatch::new(
-                        path,
-                        self.to_json(),
+                    sink.note(
+                        at,
+                        || self.to_json(),
                         v,
-                        Some("field absent: $not passes".to_owned()),
-                    ));
+                        || "field absent: $not passes".to_owned(),
+                    );
                 }
                 true
             }
         }
+    }
+
+    /// [`Node::eval`] into a scratch sink; on a match its notes (why it matched) are kept.
+    fn eval_aside<S: Sink>(
+        &self,
+        v: Option<&Value>,
+        root: &EvalContext,
+        at: &S::Path,
+        sink: &mut S,
+    ) -> bool {
+        let mut scratch = sink.scratch();
+        let ok = self.eval(v, root, at, &mut scratch);
+        if ok {
+            sink.keep_notes(scratch);
+        }
+        ok
     }
 
     /// The pattern as written, for `expected` in explanations.

@@ -1,0 +1,281 @@
+//! The steps of one decision. Each fills in the [`Decision`] what it learned, tells the
+//! trace what it did, and either hands on what the next step needs or ends the decision
+//! with a [`Verdict`].
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::trace::TraceSink;
+use super::{context, header_safe, Authorizer, Credential, Decision, HttpRequest, Outcome};
+use super::{TokenStep, Trace, UserStep};
+use crate::policy::EvalContext;
+use crate::snapshot::{Client, Snapshot};
+use crate::token::{TokenError, TokenKind, ValidToken};
+use crate::users::KnownUser;
+
+/// Where a decision's token comes from.
+pub(super) enum Presented {
+    /// The request's `Authorization` header, validated for real.
+    Request,
+    /// JWT claims that stand validated (`portcullis test`).
+    Claims(Map<String, Value>),
+}
+
+/// How a decision ends; the rest of the [`Decision`] is what the steps before learned.
+pub(super) struct Verdict {
+    outcome: Outcome,
+    reason: &'static str,
+    message: Cow<'static, str>,
+}
+
+impl Verdict {
+    const fn new(outcome: Outcome, reason: &'static str, message: &'static str) -> Self {
+        Verdict {
+            outcome,
+            reason,
+            message: Cow::Borrowed(message),
+        }
+    }
+
+    const NOT_READY: Self = Self::new(
+        Outcome::Unavailable,
+        "not_ready",
+        "no configuration loaded yet",
+    );
+
+    /// 401, or 503 when the fault is ours (an identity provider down).
+    fn refused(e: &TokenError) -> Self {
+        Verdict {
+            outcome: if e.is_internal() {
+                Outcome::Unavailable
+            } else {
+                Outcome::Unauthenticated
+            },
+            reason: e.reason(),
+            message: e.to_string().into(),
+        }
+    }
+}
+
+/// A validated token, and the token as presented (creating a User sends it to userinfo).
+struct Token<'r> {
+    valid: ValidToken,
+    raw: &'r str,
+}
+
+impl Authorizer {
+    pub(super) async fn decide(
+        &self,
+        request: &HttpRequest,
+        trace: Option<&mut Trace>,
+        presented: Presented,
+    ) -> Decision {
+        // Read once: the header scan and the token syntax check are per-request work.
+        let credential = request.credential();
+        let given = !matches!(credential, Credential::None);
+        let mut decision = Decision::unavailable(given, "not_ready", "no configuration loaded yet");
+        let mut trace = TraceSink::new(trace);
+        let steps = self.steps(request, credential, presented, &mut decision, &mut trace);
+        let (Ok(verdict) | Err(verdict)) = steps.await;
+        decision.outcome = verdict.outcome;
+        decision.reason = verdict.reason;
+        decision.message = verdict.message;
+        decision
+    }
+
+    async fn steps(
+        &self,
+        request: &HttpRequest,
+        credential: Credential<'_>,
+        presented: Presented,
+        decision: &mut Decision,
+        trace: &mut TraceSink<'_>,
+    ) -> Result<Verdict, Verdict> {
+        let snapshot = self.snapshots.load().ok_or(Verdict::NOT_READY)?;
+        let token = self
+            .token_step(&snapshot, credential, presented, decision, trace)
+            .await?;
+        let valid = token.as_ref().map(|t| &t.valid);
+        identity_step(valid, decision)?;
+        // After the claims checks: a refused token must not create a User.
+        let user = self
+            .user_step(&snapshot, token.as_ref(), decision, trace)
+            .await?;
+        let policy = policy_step(&snapshot, request, valid, user.as_ref(), trace);
+        Ok(verdict_step(&snapshot, valid, policy, decision))
+    }
+
+    async fn token_step<'r>(
+        &self,
+        snapshot: &Snapshot,
+        credential: Credential<'r>,
+        presented: Presented,
+        decision: &mut Decision,
+        trace: &mut TraceSink<'_>,
+    ) -> Result<Option<Token<'r>>, Verdict> {
+        if let Presented::Claims(_) = presented {
+            decision.token_given = true;
+        }
+        match self.token(snapshot, credential, presented).await {
+            Ok(token) => {
+                if let Some(t) = &token {
+                    trace.token(|| TokenStep::valid(&t.valid));
+                }
+                Ok(token)
+            }
+            Err(e) => {
+                trace.token(|| TokenStep::refused(&e));
+                Err(Verdict::refused(&e))
+            }
+        }
+    }
+
+    async fn token<'r>(
+        &self,
+        snapshot: &Snapshot,
+        credential: Credential<'r>,
+        presented: Presented,
+    ) -> Result<Option<Token<'r>>, TokenError> {
+        let raw = match (presented, credential) {
+            (Presented::Claims(claims), _) => {
+                let valid = claims_token(snapshot, claims)?;
+                return Ok(Some(Token { valid, raw: "" }));
+            }
+            (Presented::Request, Credential::None) => return Ok(None),
+            (Presented::Request, Credential::Unreadable(why)) => {
+                return Err(TokenError::Malformed(why.into()))
+            }
+            (Presented::Request, Credential::Bearer(raw)) => raw,
+        };
+        let valid = self.tokens.validate(&snapshot.trust, raw).await?;
+        Ok(Some(Token { valid, raw }))
+    }
+
+    /// `explain` (a trace) never creates a User: it says which one it would create.
+    async fn user_step(
+        &self,
+        snapshot: &Snapshot,
+        token: Option<&Token<'_>>,
+        decision: &mut Decision,
+        trace: &mut TraceSink<'_>,
+    ) -> Result<Option<KnownUser>, Verdict> {
+        let Some(Token { valid, raw }) = token else {
+            return Ok(None);
+        };
+        let dry_run = trace.explaining();
+        let resolution = self.users.resolve(snapshot, valid, raw, dry_run).await;
+        trace.user(|| UserStep::from_resolution(&resolution));
+        let user = resolution.user().cloned();
+        decision.user = user.as_ref().map(|u| u.object_name().to_owned());
+        match user {
+            Some(u) if !u.is_active() => Err(Verdict::new(
+                Outcome::Forbidden,
+                "user_inactive",
+                "the User is inactive",
+            )),
+            user => Ok(user),
+        }
+    }
+}
+
+/// The TokenIntrospector whose `jwt.iss` is the claims' `iss` vouches for them.
+fn claims_token(snapshot: &Snapshot, claims: Map<String, Value>) -> Result<ValidToken, TokenError> {
+    let iss = claims.get("iss").and_then(Value::as_str).unwrap_or("");
+    let Some(introspector) = snapshot.trust.for_issuer(iss).cloned() else {
+        return Err(TokenError::untrusted_issuer(iss));
+    };
+    Ok(ValidToken {
+        kind: TokenKind::Jwt,
+        introspector,
+        expires_at: claims.get("exp").and_then(Value::as_u64),
+        claims: Arc::new(Value::Object(claims)),
+    })
+}
+
+/// `sub` and `iss` become upstream request headers: a control character would let a claim
+/// smuggle a header, and Envoy refuses such values anyway.
+fn identity_step(valid: Option<&ValidToken>, decision: &mut Decision) -> Result<(), Verdict> {
+    let Some(v) = valid else {
+        return Ok(());
+    };
+    decision.subject = v.subject().map(str::to_string);
+    decision.issuer = v.issuer().map(str::to_string);
+    let identity = [&decision.subject, &decision.issuer];
+    if identity.into_iter().flatten().all(|s| header_safe(s)) {
+        return Ok(());
+    }
+    Err(Verdict::new(
+        Outcome::Unauthenticated,
+        "token_claims_unsafe",
+        "`sub` or `iss` holds control characters",
+    ))
+}
+
+/// The first candidate that allows. Explaining evaluates them all, so that the operator
+/// sees every one; the request path stops at the first that allows.
+fn policy_step(
+    snapshot: &Snapshot,
+    request: &HttpRequest,
+    valid: Option<&ValidToken>,
+    user: Option<&KnownUser>,
+    trace: &mut TraceSink<'_>,
+) -> Option<String> {
+    let context = context::RequestContext::new(request, valid, user);
+    let eval = EvalContext::new(&context);
+    let client = valid.and_then(|v| {
+        Some(Client {
+            issuer: v.trusted_issuer()?,
+            id: v.client_id()?,
+        })
+    });
+    let mut allowing = None;
+    for candidate in snapshot.policies.candidates(user.map(|u| u.name()), client) {
+        let allowed = trace.evaluate(candidate, &eval);
+        if allowed && allowing.is_none() {
+            allowing = Some(candidate.name.clone());
+            if !trace.explaining() {
+                break;
+            }
+        }
+    }
+    allowing
+}
+
+/// On allow, the claims the token's introspector forwards go with the identity headers.
+fn verdict_step(
+    snapshot: &Snapshot,
+    valid: Option<&ValidToken>,
+    policy: Option<String>,
+    decision: &mut Decision,
+) -> Verdict {
+    if policy.is_none() {
+        return match valid {
+            Some(_) => Verdict::new(
+                Outcome::Forbidden,
+                "no_policy_allows",
+                "no AccessPolicy allows this request",
+            ),
+            None => Verdict::new(
+                Outcome::Unauthenticated,
+                "no_credentials",
+                "no AccessPolicy allows anonymous access to this request",
+            ),
+        };
+    }
+    decision.policy = policy;
+    decision.claim_headers = snapshot.trust.claim_headers();
+    if let Some(v) = valid {
+        decision.forwarded = forwarded_claims(v);
+    }
+    Verdict::new(Outcome::Allow, "allowed", "allowed")
+}
+
+fn forwarded_claims(token: &ValidToken) -> Vec<(Arc<str>, String)> {
+    let claims = &token.introspector.claim_headers;
+    claims
+        .iter()
+        .filter_map(|c| Some((c.header.clone(), c.value(&token.claims)?)))
+        .collect()
+}
