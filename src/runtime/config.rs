@@ -1,11 +1,12 @@
-//! Where configuration comes from, and the reload that serves it. The reload knows nothing
-//! of files: any source that compiles a snapshot hands it to a [`Reloader`].
+//! Where configuration comes from (the files, [`start`]; the cluster, [`Cluster`]), and
+//! the reload that serves it. The reload knows nothing of either source: any source that
+//! compiles a snapshot hands it to a [`Reloader`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::servers::Health;
+use super::health::Health;
 use crate::decision::Authorizer;
 use crate::metrics::Metrics;
 use crate::snapshot::{Compiler, Snapshot, SnapshotStore};

@@ -2,14 +2,18 @@
 //!
 //! - [`flags`]: what the flags ask for, checked before anything starts;
 //! - [`build`]: the authorizer (token verifier, user resolver, decision log) from flags;
-//! - [`config`]: where configuration comes from (files today, the cluster next) and the
-//!   reload that swaps a snapshot in when it compiles, for any source;
-//! - [`servers`]: the gRPC, HTTP and admin listeners, and health;
+//! - [`config`]: where configuration comes from (the `--config` files, or the cluster's
+//!   objects with `--kube`) and the reload that swaps a snapshot in when it compiles, for
+//!   either source;
+//! - [`health`]: what the server says of its health (gRPC health, `/readyz`), told by the
+//!   reload and the drain;
+//! - [`servers`]: the gRPC, HTTP and admin listeners, and the admission webhook;
 //! - [`shutdown`]: SIGTERM, drain, stop.
 
 mod build;
 mod config;
 mod flags;
+mod health;
 mod servers;
 mod shutdown;
 
@@ -26,7 +30,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let metrics = Arc::new(Metrics::new());
     let snapshots = Arc::new(SnapshotStore::default());
-    let health = servers::Health::new().await;
+    let health = health::Health::new().await;
     let reloader = |authorizer: &Arc<crate::decision::Authorizer>| config::Reloader {
         snapshots: snapshots.clone(),
         metrics: metrics.clone(),
