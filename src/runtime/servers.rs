@@ -15,10 +15,11 @@ use super::shutdown::Stop;
 use crate::cli::ServeArgs;
 use crate::decision::Authorizer;
 use crate::metrics::Metrics;
-use crate::server::admin::{self, AdminService};
+use crate::server::admin;
 use crate::server::coalesce::Coalescing;
 use crate::server::grpc::ExtAuthz;
 use crate::server::http::{router, HttpState};
+use crate::server::operator::AdminService;
 use crate::snapshot::SnapshotStore;
 
 /// Binds the listeners and serves until `stop`.

@@ -8,6 +8,7 @@ pub mod coalesce;
 pub mod explain_page;
 pub mod grpc;
 pub mod http;
+pub mod operator;
 pub mod tls;
 pub mod trace;
 pub mod webhook;
