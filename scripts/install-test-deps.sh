@@ -99,7 +99,7 @@ fi
 "$BIN/helm" version --short
 
 # --- Headless Chromium and its WebDriver (Debian `chromium`, `chromium-driver`) -------
-# The explain page's test (tests/explain_page.rs) drives a real browser through chromedriver.
+# The explain page's test (tests/serve/explain_page.rs) drives a real browser through chromedriver.
 chromium_ok() {
     /usr/bin/chromium --version >/dev/null 2>&1 && /usr/bin/chromedriver --version >/dev/null 2>&1
 }

@@ -1,5 +1,6 @@
-//! Logging and tracing, set up once. `RUST_LOG` filters the logs (default `info`); with an
-//! OTLP endpoint, one span per decision (target [`DECISION_SPANS`]) is exported to it.
+//! Logging and the decision spans, set up once. `RUST_LOG` filters the logs (default
+//! `info`); with an OTLP endpoint, one span per decision (target [`DECISION_SPANS`],
+//! made in `server::spans`) is exported to it.
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
@@ -10,7 +11,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::cli::LogFormat;
-use crate::server::trace::DECISION_SPANS;
+use crate::server::spans::DECISION_SPANS;
 
 /// Flushes the spans still queued when dropped (at the end of `main`).
 pub struct Telemetry {
@@ -92,7 +93,7 @@ fn subscriber(
 mod tests {
     use super::*;
     use crate::decision::HttpRequest;
-    use crate::server::trace::decision_span;
+    use crate::server::spans::decision_span;
 
     fn span_enabled(provider: Option<&SdkTracerProvider>) -> bool {
         let request = HttpRequest {

@@ -11,7 +11,7 @@ pub struct ResourceStatus {
     pub conditions: Vec<Condition>,
 }
 
-/// A Kubernetes-style condition (`type: Accepted`, `status: "True"`, reason, message).
+/// A Kubernetes-style condition (`type: Ready`, `status: "True"`, `reason: Accepted`, message).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {

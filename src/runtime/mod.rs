@@ -4,11 +4,14 @@
 //! - [`build`]: the authorizer (token verifier, user resolver, decision log) from flags;
 //! - [`reload`]: serves what the chosen source (`crate::source`) loaded, or keeps the last
 //!   good configuration;
-//! - [`servers`]: the gRPC, HTTP and admin listeners, and health;
+//! - [`health`]: what the server says of its health (gRPC health, `/readyz`), told by the
+//!   reload and the drain;
+//! - [`servers`]: the gRPC, HTTP and admin listeners, and the admission webhook;
 //! - [`shutdown`]: SIGTERM, drain, stop.
 
 mod build;
 mod flags;
+mod health;
 mod reload;
 mod servers;
 mod shutdown;
@@ -26,7 +29,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let metrics = Arc::new(Metrics::new());
     let snapshots = Arc::new(SnapshotStore::default());
-    let health = servers::Health::new().await;
+    let health = health::Health::new().await;
     let reloader = |authorizer: &Arc<crate::decision::Authorizer>| reload::Reloader {
         snapshots: snapshots.clone(),
         metrics: metrics.clone(),

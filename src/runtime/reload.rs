@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::servers::Health;
+use super::health::Health;
 use crate::decision::Authorizer;
 use crate::metrics::Metrics;
 use crate::snapshot::{Snapshot, SnapshotStore};

@@ -1,74 +1,26 @@
-//! The listeners: gRPC (ext_authz and health), HTTP (probes, metrics, HTTP ext_authz) and
-//! the optional admin listener (the operator API and the explain page); and the health
-//! they report.
+//! The listeners: gRPC (ext_authz and health), HTTP (probes, metrics, HTTP ext_authz),
+//! the optional admin listener (the operator API and the explain page) and the optional
+//! admission webhook (HTTPS).
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use axum::serve::ListenerExt;
 use futures::TryStreamExt;
 use tokio::net::TcpListener;
-use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
-use tonic_health::pb::health_server::HealthServer;
-use tonic_health::server::{HealthReporter, HealthService};
-use tonic_health::ServingStatus;
 
+use super::health::Health;
 use super::shutdown::Stop;
 use crate::cli::ServeArgs;
 use crate::decision::Authorizer;
 use crate::metrics::Metrics;
-use crate::server::admin::{self, AdminService};
+use crate::server::admin;
 use crate::server::coalesce::Coalescing;
 use crate::server::grpc::ExtAuthz;
 use crate::server::http::{router, HttpState};
+use crate::server::operator::AdminService;
 use crate::snapshot::SnapshotStore;
-
-/// gRPC health (and, through `draining`, `/readyz`): serving once a configuration is
-/// loaded, not serving again from the moment a drain starts.
-#[derive(Clone)]
-pub struct Health {
-    reporter: HealthReporter,
-    service: HealthServer<HealthService>,
-    draining: Arc<AtomicBool>,
-}
-
-impl Health {
-    /// Not serving, until [`Health::ready`].
-    pub async fn new() -> Self {
-        let reporter = HealthReporter::new();
-        let service = HealthServer::new(HealthService::from_health_reporter(reporter.clone()));
-        let health = Health {
-            reporter,
-            service,
-            draining: Arc::default(),
-        };
-        health.set(ServingStatus::NotServing).await;
-        health
-    }
-
-    /// A configuration serves: say so, unless draining.
-    pub async fn ready(&self) {
-        if !self.draining.load(Ordering::Relaxed) {
-            self.set(ServingStatus::Serving).await;
-        }
-    }
-
-    pub async fn drain(&self) {
-        self.draining.store(true, Ordering::Relaxed);
-        self.set(ServingStatus::NotServing).await;
-    }
-
-    /// The whole server (`""`) and the ext_authz service report the same status:
-    /// Kubernetes gRPC probes and Envoy health checks without a service name read `""`.
-    async fn set(&self, status: ServingStatus) {
-        self.reporter.set_service_status("", status).await;
-        self.reporter
-            .set_service_status(ExtAuthz::NAME, status)
-            .await;
-    }
-}
 
 /// Binds the listeners and serves until `stop`.
 pub async fn run(

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::servers::Health;
+use super::health::Health;
 
 /// Resolves when the servers should stop. Clone it for each server.
 #[derive(Clone)]

@@ -21,7 +21,7 @@ use axum::routing::get;
 use axum::Router;
 use serde::{Deserialize, Serialize};
 
-use super::admin::{AdminService, ExplainInput, Refusal};
+use super::operator::{AdminService, ExplainInput, Refusal};
 
 const PAGE: &str = include_str!("explain_page/index.html");
 const SCRIPT: &str = include_str!("explain_page/explain.js");

@@ -13,7 +13,7 @@ use axum::Router;
 
 use tracing::Instrument;
 
-use super::trace;
+use super::spans;
 use crate::decision::{Authorizer, Decision, HttpRequest, IDENTITY_HEADERS};
 use crate::metrics::Metrics;
 use crate::snapshot::SnapshotStore;
@@ -80,13 +80,13 @@ async fn ext_authz(State(state): State<HttpState>, request: Request<Body>) -> Re
         .get::<ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip().to_string());
     let request = to_http_request(request.method(), request.uri(), request.headers(), peer);
-    let span = trace::decision_span(&request);
+    let span = spans::decision_span(&request);
     let decision = state
         .authorizer
         .check(&request)
         .instrument(span.clone())
         .await;
-    trace::record(&span, &decision);
+    spans::record(&span, &decision);
     to_response(&decision)
 }
 

@@ -1,15 +1,17 @@
 //! The edges: gRPC (ext_authz v3, health, admin), HTTP (health, metrics, ext_authz) and
 //! the explain page on the admin listener, and HTTPS (the admission webhook). They
-//! translate to and from [`crate::decision`] and [`crate::source::cluster::judge`] and hold no
-//! decision logic.
+//! translate to and from [`crate::decision`] and [`crate::source::cluster::judge`] and
+//! hold no decision logic. Each decision the ext_authz edges ask for is one OTLP span
+//! ([`spans`]); both admin edges explain through [`operator`].
 
 pub mod admin;
 pub mod coalesce;
 pub mod explain_page;
 pub mod grpc;
 pub mod http;
+pub mod operator;
+pub mod spans;
 pub mod tls;
-pub mod trace;
 pub mod webhook;
 
 /// A header value's bytes as text, bytes that are not UTF-8 replaced by U+FFFD. Valid text

@@ -1,8 +1,12 @@
 //! Shared harness for portcullis's end-to-end tests.
 //!
-//! Use from a test file with `mod support;`. Every process this module starts is
-//! killed when its handle is dropped, and its captured output is printed when the
-//! drop happens during a panic, so a failing test shows what Envoy and portcullis said.
+//! Declared once per test binary: by each room's `main.rs` (`tests/<room>/main.rs`) as
+//! `#[path = "../support/mod.rs"] mod support;`, whose files then `use crate::support;`,
+//! and by a test standing alone (`tests/soak.rs`) as `mod support;`.
+//!
+//! Every process this module starts is killed when its handle is dropped, and its
+//! captured output is printed when the drop happens during a panic, so a failing test
+//! shows what Envoy and portcullis said.
 //!
 //! Every helper the tests share lives here, once: processes ([`portcullis`], [`envoy`],
 //! [`oidc_provider`], headless Chromium in [`browser`]), in-process servers

@@ -1,5 +1,5 @@
-//! An OTLP trace collector inside the test: the OpenTelemetry collector's gRPC trace
-//! service, keeping every span it is sent.
+//! An OTLP collector inside the test, for the decision spans: the OpenTelemetry
+//! collector's gRPC `TraceService` (OTLP's name for it), keeping every span it is sent.
 
 use std::sync::{Arc, Mutex};
 

@@ -15,7 +15,7 @@ use tonic_prost::ProstCodec;
 use tracing::Instrument;
 
 use self::answer::{to_check_response, CheckResponse};
-use super::trace;
+use super::spans;
 use crate::decision::{Authorizer, HttpRequest};
 
 /// The `envoy.service.auth.v3.Authorization` service. envoy-types generates one too; this
@@ -45,13 +45,13 @@ impl ExtAuthz {
             // Answer a little before Envoy gives up, so that the denial is ours.
             .map(|t| t - t / 10);
         let request = to_http_request(request.into_inner());
-        let span = trace::decision_span(&request);
+        let span = spans::decision_span(&request);
         let decision = self
             .authorizer
             .check_within(&request, budget)
             .instrument(span.clone())
             .await;
-        trace::record(&span, &decision);
+        spans::record(&span, &decision);
         Ok(Response::new(to_check_response(decision)))
     }
 }

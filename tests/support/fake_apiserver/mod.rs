@@ -15,7 +15,7 @@
 //! arrays inside objects are replaced whole by every kind of patch; `dryRun`, finalizers,
 //! validation and admission do not exist; bookmarks come every second.
 //!
-//! What kube-rs 5 does with it (see the tests in `tests/fake_apiserver.rs`): its watcher
+//! What kube-rs 5 does with it (see the tests in `tests/kube/fake_apiserver.rs`): its watcher
 //! lists with `limit=500` (pages are served), watches from the list's resourceVersion,
 //! and relists only on an `ERROR` event with code 410 inside a 200 watch response (an HTTP
 //! 410 would make it retry the same watch forever). Its client retries a `503` by itself

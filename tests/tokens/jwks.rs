@@ -1,7 +1,7 @@
 //! JWKS introspectors against a stub identity provider: rotation, outages, slowness,
 //! forged kids, discovery, key types, and the headers that must never choose a key.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! `validate` names file, line, resource and field; `explain` names the failing path;
 //! `serve` reloads on change and keeps the last good configuration through a broken edit.
 
-mod support;
+use crate::support;
 
 use support::ext_authz::http_status as status_of;
 use support::portcullis::{self as serve, Portcullis};

@@ -1,7 +1,7 @@
 //! `/metrics` after known traffic: every decision is counted once, under its outcome and
 //! reason, and timed once.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 

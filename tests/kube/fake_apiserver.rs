@@ -2,7 +2,7 @@
 //! client and watcher: if kube-rs works against it the way it works against a real API
 //! server, tests built on it say something about the cluster.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

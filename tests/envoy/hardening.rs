@@ -9,7 +9,7 @@
 //! Requests are written byte for byte (`support::raw`): an HTTP client would normalise the
 //! very paths under test before sending them.
 
-mod support;
+use crate::support;
 
 use support::envoy::{Envoy, SHIPPED_GRPC, SHIPPED_HTTP};
 use support::portcullis::Portcullis;

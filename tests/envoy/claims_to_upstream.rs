@@ -2,7 +2,7 @@
 //! sets request headers from the validated token, a client's copies never reach the
 //! upstream, and Envoy's access log shows the dynamic metadata portcullis sends on allow.
 
-mod support;
+use crate::support;
 
 use support::envoy::{Envoy, SHIPPED_GRPC};
 use support::portcullis::Portcullis;

@@ -3,7 +3,7 @@
 //! allow it, whichever the order, over the HTTP flavour of ext_authz and over gRPC
 //! (`header_map`, where Envoy sends repeated headers as they came).
 
-mod support;
+use crate::support;
 
 use support::ext_authz::{check_request, http_check, send};
 use support::portcullis::Portcullis;

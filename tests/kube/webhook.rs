@@ -3,7 +3,7 @@
 //! (`admission.k8s.io/v1`) as the API server sends them, with a certificate of the test's
 //! own CA; and that certificate replaced on disk, served without a restart.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

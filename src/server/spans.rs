@@ -1,6 +1,10 @@
-//! One span per decision, exported over OTLP when `--otlp-endpoint` is set (see
-//! `telemetry`). It continues the trace Envoy started (W3C `traceparent` in the checked
-//! request's headers), so the decision shows inside the request's own trace.
+//! One OpenTelemetry span per decision, exported over OTLP when `--otlp-endpoint` is set
+//! (see `telemetry`). Its parent is Envoy's span for the request (W3C `traceparent` in the
+//! checked request's headers), so the decision shows under the request's own span.
+//!
+//! Not the explain trace ([`crate::decision::Trace`]): that says why a decision was made,
+//! for `portcullis explain` and the admin listener; a span says only when, and what came
+//! of it.
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry_sdk::propagation::TraceContextPropagator;

@@ -3,7 +3,7 @@
 //!
 //! Needs Envoy: `scripts/install-test-deps.sh` (or `ENVOY_BIN`). Fails, never skips.
 
-mod support;
+use crate::support;
 
 use support::envoy::Envoy;
 use support::stub_idp::{StubIdp, TUTORIAL_CLIENT, TUTORIAL_SUB};

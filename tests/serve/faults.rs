@@ -5,10 +5,10 @@
 //! metric, and the endpoint's return is picked up without a restart.
 //!
 //! The Kubernetes faults (API server gone and back, an object that cannot deserialize, a
-//! Secret deleted while referenced) are in `tests/cluster.rs`, where the fake API server
-//! lives; a broken configuration file is in `tests/config_lifecycle.rs`.
+//! Secret deleted while referenced) are in `tests/kube/cluster.rs`, where the fake API server
+//! lives; a broken configuration file is in `tests/config/lifecycle.rs`.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

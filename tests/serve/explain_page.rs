@@ -5,7 +5,7 @@
 //! The browser test needs Debian's `chromium` and `chromium-driver`
 //! (`scripts/install-test-deps.sh`); it fails, never skips, without them.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::time::Instant;

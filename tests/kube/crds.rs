@@ -1,7 +1,7 @@
 //! The CRDs that deploy/ carries are exactly what `portcullis crds` prints, and they are
 //! structural schemas the API server accepts.
 
-mod support;
+use crate::support;
 
 fn crds_output() -> String {
     let out = support::portcullis::run(&["crds"]);

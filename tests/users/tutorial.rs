@@ -1,7 +1,7 @@
 //! The Aidbox tutorial "Keycloak: auto-create users" (docs/users.md),
 //! replayed against the real binary over ext_authz gRPC, with a stub Keycloak realm.
 
-mod support;
+use crate::support;
 
 use serde_json::json;
 use support::ext_authz::{check, check_once};

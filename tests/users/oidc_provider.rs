@@ -6,7 +6,7 @@
 //!
 //! Needs Envoy and node: `scripts/install-test-deps.sh`. Fails without them, never skips.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 //! says what it expected and got and shows the trace of why, bad test files are named, and
 //! the exit code and closing line tell the outcome.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 

@@ -4,7 +4,7 @@
 //! Needs Envoy: `scripts/install-test-deps.sh` (or `ENVOY_BIN=/path/to/envoy`).
 //! Without it these tests fail; they never skip.
 
-mod support;
+use crate::support;
 
 use reqwest::StatusCode;
 use support::envoy::{self, Envoy};

@@ -1,7 +1,7 @@
 //! The verified-token cache: a repeated JWT is not verified again, but never outlives its
 //! `exp`, its introspector's configuration, or (for JWKS keys) `cache_ttl`.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! speaks the API server's HTTP: list, watch with bookmarks, `410 Gone`, create with
 //! `409`, patches, the status subresource, and an outage switch.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //!
 //! Needs helm: `scripts/install-test-deps.sh` (or `HELM_BIN`). Without it this fails.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -141,7 +141,7 @@ async fn the_helm_chart_lints_renders_and_ships_valid_configuration() {
     );
     assert_serve_becomes_ready(&docs).await;
 
-    // The chart's crds/ directory is installed by `helm install` (checked against the binary in tests/crds.rs).
+    // The chart's crds/ directory is installed by `helm install` (checked against the binary in tests/kube/crds.rs).
     let with_crds = run(Command::new(helm_bin())
         .args(["template", "auth", "--include-crds"])
         .arg(&chart));

@@ -4,7 +4,7 @@
 //!
 //! Needs node and `scripts/install-oidc-provider.sh`; never skipped silently.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

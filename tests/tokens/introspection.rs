@@ -1,6 +1,6 @@
 //! Opaque tokens: RFC 7662 introspection against a stub endpoint, and its cache.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! The operator API of a running server: `portcullis.admin.v1.Admin/Explain` gives the
 //! same trace as `portcullis explain`, and only to callers with the operator token.
 
-mod support;
+use crate::support;
 
 use portcullis::proto::admin::admin_client::AdminClient;
 use portcullis::proto::admin::ExplainRequest;

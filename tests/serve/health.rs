@@ -2,7 +2,7 @@
 //! server, `""`, and for the ext_authz service) say NOT_SERVING until a configuration
 //! compiles and again while draining after SIGTERM, during which decisions go on.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

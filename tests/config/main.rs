@@ -1,0 +1,10 @@
+//! The configuration as its author meets it, against the real binary: `validate`,
+//! `explain` and `portcullis test` (policy tests), and `serve` reloading files on change.
+//!
+//! One test binary for the room; the harness is `tests/support/`, shared by every room.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod lifecycle;
+mod policy_tests;
