@@ -5,9 +5,9 @@
 //! server, cli                    the edges (gRPC, HTTP, admin) and the flags
 //! cluster                        Kubernetes mode: watchers, index, status and User writer
 //! decision                       the pipeline: token → user → policies
-//! users                          who is calling: resolution and creation
 //! snapshot                       the compiled configuration (trust, policies, user index)
-//! token, policy                  token validation; the policy engines
+//! token, policy, users           token validation; the policy engines; who is calling
+//!                                (a User, its index, find and create, the stores)
 //! source                         where resources come from (files; parsing of any spec)
 //! resources, metrics, outbound,  wire shapes; counters that take plain values; the one
 //! proto                          HTTP client for identity providers; generated protobuf
@@ -25,9 +25,8 @@ const LAYERS: &[&[&str]] = &[
     &["server", "cli"],
     &["cluster"],
     &["decision"],
-    &["users"],
     &["snapshot"],
-    &["token", "policy"],
+    &["token", "policy", "users"],
     &["source"],
     &["resources", "metrics", "outbound", "proto"],
 ];

@@ -11,8 +11,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use super::admission::{check, resource};
 use crate::resources::qualified;
 use crate::resources::{ResourceStatus, SecretKeyRef};
-use crate::snapshot::{admit_user, Compiler, RejectReason, Rejection, UserIndex};
+use crate::snapshot::{Compiler, RejectReason, Rejection};
 use crate::source::{FieldError, Origin, Resource, Spec};
+use crate::users::{admit, UserIndex};
 
 /// The four kinds, in the order they are admitted: an IdentityProvider before the
 /// TokenIntrospectors that name it.
@@ -406,7 +407,7 @@ impl ClusterIndex {
                 Ok(Resource {
                     spec: Spec::User(spec),
                     ..
-                }) => admit_user(users, &name, spec),
+                }) => admit(users, None, &name, spec).map_err(Rejection::from),
                 Ok(_) => return None,
                 Err(_) => Ok(()),
             };
@@ -424,7 +425,7 @@ impl ClusterIndex {
                 // serves is the one kept, not whichever it holds.
                 if let LastGood::Kept(previous) = &entry.last_good {
                     if let Spec::User(spec) = &previous.spec {
-                        if admit_user(users, &name, spec).is_err() {
+                        if admit(users, None, &name, spec).is_err() {
                             return None;
                         }
                     }

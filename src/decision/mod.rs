@@ -7,6 +7,7 @@ pub mod context;
 mod log;
 mod request;
 mod trace;
+pub(crate) mod user;
 
 use std::borrow::Cow;
 use std::panic::AssertUnwindSafe;
@@ -398,10 +399,8 @@ impl Authorizer {
         raw: &str,
         trace: Option<&mut Trace>,
     ) -> Option<KnownUser> {
-        let resolution: Resolution = self
-            .users
-            .resolve(snapshot, token, raw, trace.is_some())
-            .await;
+        let resolution: Resolution =
+            user::resolve(&self.users, snapshot, token, raw, trace.is_some()).await;
         if let Some(t) = trace {
             t.user = Some(UserStep::from_resolution(&resolution));
         }

@@ -90,7 +90,7 @@ impl Reloader {
     pub fn swap(&self, snapshot: Snapshot) {
         self.snapshots.store(snapshot);
         if let Some(serving) = self.snapshots.load() {
-            self.authorizer.users.snapshot_changed(&serving);
+            self.authorizer.users.index_changed(&serving.users);
         }
     }
 }
@@ -164,7 +164,7 @@ impl Cluster {
     }
 
     pub fn user_store(&self) -> Arc<dyn crate::users::UserStore> {
-        Arc::new(crate::cluster::users::ClusterUserStore::new(
+        Arc::new(crate::users::ClusterUserStore::new(
             self.writer.clone(),
             self.user_labels.clone(),
         ))
