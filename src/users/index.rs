@@ -422,4 +422,40 @@ mod tests {
         index.insert(KnownUser::new("ann", &spec(&[("ab", "c")])));
         assert!(index.by_identifier("a", "bc").is_none());
     }
+
+    #[test]
+    fn the_pair_updates_the_spare_it_no_longer_serves() {
+        let user = |name: &str| KnownUser::new(name, &spec(&[]));
+        let keys = |k: &[&str]| k.iter().map(|k| k.to_string()).collect::<BTreeSet<_>>();
+        let mut pair = UserIndexPair::<String>::default();
+        assert!(
+            pair.take_next(&keys(&["a"])).is_none(),
+            "nothing served yet"
+        );
+        let mut first = UserIndex::default();
+        first.insert(user("a"));
+        pair.serve_rebuilt(first);
+
+        // No spare yet: a copy of the served index, to take `changed` only.
+        let (mut next, catch_up) = pair.take_next(&keys(&["b"])).unwrap();
+        assert_eq!((next.len(), catch_up), (1, keys(&["b"])));
+        next.insert(user("b"));
+        pair.serve_updated(next, keys(&["b"]));
+        assert_eq!(pair.serving().unwrap().len(), 2);
+
+        // The index served before is the spare: behind by `b`, and then by `c`.
+        let (mut next, catch_up) = pair.take_next(&keys(&["c"])).unwrap();
+        assert_eq!((next.len(), catch_up), (1, keys(&["b", "c"])));
+        next.insert(user("b"));
+        next.insert(user("c"));
+        pair.serve_updated(next, keys(&["c"]));
+
+        // A spare still read somewhere is not changed: the served index is copied.
+        let reader = pair.spare.clone();
+        let (next, catch_up) = pair.take_next(&keys(&["d"])).unwrap();
+        assert_eq!((next.len(), catch_up), (3, keys(&["d"])));
+        drop(reader);
+        pair.drop_spare();
+        assert!(pair.spare.is_none() && pair.spare_behind.is_empty());
+    }
 }

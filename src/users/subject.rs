@@ -6,8 +6,8 @@ use serde_json::Value;
 
 use crate::resources::IdentityProviderSpec;
 
-/// The caller a validated token names.
-#[derive(Debug, Clone, Copy)]
+/// The caller a validated token names. (No `Debug`: the claims are personal data.)
+#[derive(Clone, Copy)]
 pub struct Subject<'a> {
     /// `box_user`, else `sub`: the User name step 1 looks for.
     pub name: Option<&'a str>,
