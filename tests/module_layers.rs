@@ -6,9 +6,9 @@
 //! source, decision               where configuration comes from (files, the cluster);
 //!                                the pipeline: token → user → policies. Neither uses
 //!                                the other.
-//! users                          who is calling: resolution and creation
 //! snapshot                       the compiled configuration (trust, policies, user index)
-//! token, policy                  token validation; the policy engines
+//! token, policy, users           token validation; the policy engines; who is calling
+//!                                (a User, its index, find and create, the stores)
 //! resources, metrics, outbound,  the four kinds and their documents; counters that take
 //! proto                          plain values; the one HTTP client for identity
 //!                                providers; generated protobuf
@@ -25,9 +25,8 @@ const LAYERS: &[&[&str]] = &[
     &["runtime", "commands", "telemetry"],
     &["server", "cli"],
     &["source", "decision"],
-    &["users"],
     &["snapshot"],
-    &["token", "policy"],
+    &["token", "policy", "users"],
     &["resources", "metrics", "outbound", "proto"],
 ];
 

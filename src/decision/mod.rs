@@ -8,6 +8,7 @@ mod log;
 mod request;
 mod steps;
 mod trace;
+pub(crate) mod user;
 
 use std::borrow::Cow;
 use std::panic::AssertUnwindSafe;

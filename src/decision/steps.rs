@@ -165,7 +165,7 @@ impl Authorizer {
             return Ok(None);
         };
         let dry_run = trace.explaining();
-        let resolution = self.users.resolve(snapshot, valid, raw, dry_run).await;
+        let resolution = super::user::resolve(&self.users, snapshot, valid, raw, dry_run).await;
         trace.user(|| UserStep::from_resolution(&resolution));
         let user = resolution.user().cloned();
         decision.user = user.as_ref().map(|u| u.object_name().to_owned());

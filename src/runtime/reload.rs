@@ -68,7 +68,7 @@ impl Reloader {
     fn swap(&self, snapshot: Snapshot) {
         self.snapshots.store(snapshot);
         if let Some(serving) = self.snapshots.load() {
-            self.authorizer.users.snapshot_changed(&serving);
+            self.authorizer.users.index_changed(&serving.users);
         }
     }
 

@@ -2,11 +2,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::policies::Links;
-use super::users::{KnownUser, UserIndex, MAX_USER_BYTES};
 use super::{qualified, CompiledPolicy, CompiledProvider, PolicySet, Snapshot};
 use crate::resources::{ConfigError, FieldError, Kind, Origin, Resource, Spec};
-use crate::resources::{PolicyEngine, TokenIntrospectorSpec, UserSpec};
+use crate::resources::{PolicyEngine, TokenIntrospectorSpec};
 use crate::token::{Introspector, TrustStore};
+use crate::users::{self, UserIndex};
 
 /// Compile a complete set of resources. Any error rejects the whole set, so that the
 /// caller keeps serving the last good snapshot; every error found is returned at once.
@@ -274,7 +274,7 @@ impl Compiler {
             }
             Spec::User(spec) => {
                 let serving = self.serving.as_deref().map(|s| &*s.users);
-                admit_user_joining(&mut self.users, serving, &key, spec)?
+                users::admit(&mut self.users, serving, &key, spec)?
             }
         }
         Ok(())
@@ -398,38 +398,18 @@ impl UserOrigins {
     }
 }
 
-/// Puts a User into `users`, replacing its earlier version (by `name`), unless it is too
-/// large or another User holds one of its identifiers.
-pub fn admit_user(users: &mut UserIndex, name: &str, spec: &UserSpec) -> Result<(), Rejection> {
-    admit_user_joining(users, None, name, spec)
-}
-
-/// [`admit_user`], also refusing identifiers that a User of `serving` holds.
-fn admit_user_joining(
-    users: &mut UserIndex,
-    serving: Option<&UserIndex>,
-    name: &str,
-    spec: &UserSpec,
-) -> Result<(), Rejection> {
-    let user = KnownUser::new(name, spec);
-    if user.size() > MAX_USER_BYTES {
-        let message = format!("larger than {MAX_USER_BYTES} bytes");
-        return Err(Rejection::invalid(vec![FieldError::new("", message)]));
+/// A User refused by [`users::admit`], as the status and `validate` report it.
+impl From<users::Refused> for Rejection {
+    fn from(refused: users::Refused) -> Self {
+        match refused {
+            users::Refused::TooLarge => {
+                Rejection::invalid(vec![FieldError::new("", refused.to_string())])
+            }
+            users::Refused::IdentifierHeld { .. } => {
+                Rejection::conflict("identifier", refused.to_string())
+            }
+        }
     }
-    let holder = [Some(&*users), serving]
-        .into_iter()
-        .flatten()
-        .flat_map(|index| {
-            user.identifiers()
-                .filter_map(|(system, value)| index.by_identifier(system, value))
-        })
-        .find(|holder| holder.name() != name);
-    if let Some(holder) = holder {
-        let message = format!("already held by User/{}", holder.name());
-        return Err(Rejection::conflict("identifier", message));
-    }
-    users.insert(user);
-    Ok(())
 }
 
 /// The IdentityProvider a TokenIntrospector names, as the snapshot knows it (in the
@@ -504,6 +484,7 @@ fn links(refs: &[crate::resources::Link]) -> Result<Links, FieldError> {
 mod tests {
     use super::*;
     use crate::resources::{for_each_document, parse_documents};
+    use crate::users::MAX_USER_BYTES;
     use std::path::Path;
 
     fn compile_text(text: &str) -> Result<Snapshot, Vec<ConfigError>> {

@@ -8,20 +8,19 @@
 mod compile;
 mod policies;
 mod store;
-mod users;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use crate::resources::{namespace_of, object_name, qualified};
-pub use compile::{admit_user, compile, Compiler, RejectReason, Rejection};
+pub use compile::{compile, Compiler, RejectReason, Rejection};
 pub use policies::{Client, CompiledPolicy, PolicySet};
 pub use store::SnapshotStore;
-pub use users::{KnownUser, UserIndex, MAX_USER_BYTES};
 
 use crate::resources::ConfigError;
 use crate::resources::IdentityProviderSpec;
 use crate::token::TrustStore;
+use crate::users::UserIndex;
 
 /// Each part sits behind its own `Arc`, so that a change to the Users alone (a User event
 /// from the cluster) makes a new snapshot without recompiling the rest.

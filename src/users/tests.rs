@@ -61,6 +61,45 @@ fn token(snapshot: &Snapshot, claims: Value) -> ValidToken {
     }
 }
 
+/// Steps 1 and 2 for a token, as the decision pipeline asks.
+fn find_existing(
+    snapshot: &Snapshot,
+    overlay: Option<&UserIndex>,
+    token: &ValidToken,
+    name_claims: NameClaims,
+) -> Option<(KnownUser, Found)> {
+    let subject = crate::decision::user::subject(snapshot, token);
+    find(&snapshot.users, overlay, &subject, name_claims)
+}
+
+/// What creation would do for a token.
+fn plan(snapshot: &Snapshot, token: &ValidToken) -> Result<Plan, String> {
+    super::plan(&crate::decision::user::subject(snapshot, token))
+}
+
+/// Resolution as the decision pipeline runs it: find, else create.
+trait Resolve {
+    async fn resolve(
+        &self,
+        snapshot: &Snapshot,
+        token: &ValidToken,
+        raw: &str,
+        dry_run: bool,
+    ) -> Resolution;
+}
+
+impl Resolve for UserResolver {
+    async fn resolve(
+        &self,
+        snapshot: &Snapshot,
+        token: &ValidToken,
+        raw: &str,
+        dry_run: bool,
+    ) -> Resolution {
+        crate::decision::user::resolve(self, snapshot, token, raw, dry_run).await
+    }
+}
+
 fn kc_token(snapshot: &Snapshot, sub: &str) -> ValidToken {
     token(
         snapshot,
@@ -388,7 +427,7 @@ async fn creates_the_user_of_the_tutorial_once() {
     let provider = idp(&idp_stub.url, "");
     crate::resources::for_each_document(Path::new("c.yaml"), &provider, |r| compiler.push(r));
     let reloaded = compiler.finish().unwrap();
-    setup.resolver.snapshot_changed(&reloaded);
+    setup.resolver.index_changed(&reloaded.users);
     assert_eq!(setup.resolver.overlay_len(), 0);
     assert!(reloaded.users.by_name(&name).is_some());
 }

@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use super::judge::{check, resource, Object, ObjectKey, Ready, SecretData, Verdict};
 use crate::resources::{qualified, Kind, SecretKeyRef};
 use crate::resources::{Origin, Resource, Spec};
-use crate::snapshot::{admit_user, Compiler, RejectReason, UserIndex};
+use crate::snapshot::{Compiler, RejectReason, Rejection};
+use crate::users::{admit, UserIndex};
 
 struct Entry {
     object: Object,
@@ -268,7 +269,7 @@ impl ClusterIndex {
                 Ok(Resource {
                     spec: Spec::User(spec),
                     ..
-                }) => admit_user(users, &name, spec),
+                }) => admit(users, None, &name, spec).map_err(Rejection::from),
                 Ok(_) => return None,
                 Err(_) => Ok(()),
             };
@@ -286,7 +287,7 @@ impl ClusterIndex {
                 // serves is the one kept, not whichever it holds.
                 if let LastGood::Kept(previous) = &entry.last_good {
                     if let Spec::User(spec) = &previous.spec {
-                        if admit_user(users, &name, spec).is_err() {
+                        if admit(users, None, &name, spec).is_err() {
                             return None;
                         }
                     }

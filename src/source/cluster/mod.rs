@@ -8,8 +8,9 @@
 //! - [`judge`]: the judgement of one object, for its status and for the admission
 //!   webhook, which reviews an object against the serving snapshot before it is stored;
 //! - [`writer`]: the one task that writes to the API server (status, created Users);
-//! - [`lease`]: which replica writes status;
-//! - [`users`]: the `UserStore` that creates `User` objects through the writer.
+//! - [`lease`]: which replica writes status.
+//!
+//! Created Users reach the writer from the cluster `UserStore` of [`crate::users`].
 //!
 //! Nothing here is on the request path: requests read the snapshot the index task swaps in.
 
@@ -17,7 +18,6 @@ pub mod index;
 pub mod judge;
 pub mod lease;
 mod objects;
-pub mod users;
 pub mod watch;
 pub mod writer;
 
@@ -31,7 +31,8 @@ use tokio::sync::mpsc;
 use super::Loaded;
 use crate::metrics::Metrics;
 use crate::resources::Kind;
-use crate::snapshot::{Snapshot, UserIndex};
+use crate::snapshot::Snapshot;
+use crate::users::UserIndexPair;
 use index::{ClusterIndex, Dirty};
 use judge::{ObjectKey, Ready, Verdict};
 use watch::Change;
@@ -114,7 +115,7 @@ impl Cluster {
 
     /// Where created Users go: `User` objects, written by the writer task.
     pub fn user_store(&self) -> Arc<dyn crate::users::UserStore> {
-        Arc::new(users::ClusterUserStore::new(
+        Arc::new(crate::users::ClusterUserStore::new(
             self.writer.clone(),
             self.user_labels.clone(),
         ))
@@ -162,11 +163,9 @@ fn index(
         secret_watchers: HashMap::new(),
         metrics,
         config: None,
-        users: None,
+        users: UserIndexPair::default(),
         users_changed: BTreeSet::new(),
         users_relisted: false,
-        spare: None,
-        spare_behind: BTreeSet::new(),
         refused: HashMap::new(),
         _watchers: watchers,
     };
@@ -194,13 +193,10 @@ struct IndexTask {
     metrics: Arc<Metrics>,
     /// The last build of everything but the Users, and of the Users.
     config: Option<Snapshot>,
-    users: Option<Arc<UserIndex>>,
+    users: UserIndexPair<ObjectKey>,
     /// Users changed since the last build, to update in place; or all, after a relist.
     users_changed: BTreeSet<ObjectKey>,
     users_relisted: bool,
-    /// The Users served before the current ones, and the Users changed since.
-    spare: Option<Arc<UserIndex>>,
-    spare_behind: BTreeSet<ObjectKey>,
     /// Objects refused at the last build, to log each refusal once.
     refused: HashMap<ObjectKey, Ready>,
     _watchers: Vec<AbortOnDrop>,
@@ -303,12 +299,12 @@ impl IndexTask {
             self.config = Some(compiler.into_snapshot());
             verdicts.extend(v);
         }
-        if dirty.users || self.users.is_none() {
+        if dirty.users || self.users.serving().is_none() {
             verdicts.extend(self.build_users());
         }
         let refused = self.log_refusals(&verdicts);
         let config = self.config.as_ref().expect("built above");
-        let users = self.users.clone().expect("built above");
+        let users = self.users.serving().cloned().expect("built above");
         let snapshot = config.with_users(users);
         if let Some(writer) = &self.writer {
             // Never waits: a full queue drops this round, and the next rebuild resends all.
@@ -323,43 +319,33 @@ impl IndexTask {
         }
     }
 
-    /// The Users, changed in place where it can be done; else compiled all over.
-    ///
-    /// In place, without copying 100,000 Users per event: two indexes take turns, as in a
-    /// left-right map. The one served before this build (the spare) is no longer read once
-    /// the requests that loaded it finish; it is brought up to date with the Users changed
-    /// since it was served, and served next.
+    /// The Users, changed in place where it can be done (see [`UserIndexPair`]); else
+    /// compiled all over.
     fn build_users(&mut self) -> Vec<Verdict> {
         let changed = std::mem::take(&mut self.users_changed);
-        let behind = std::mem::take(&mut self.spare_behind);
-        let spare = self.spare.take();
-        let in_place = match &self.users {
-            Some(current) if !self.users_relisted => {
-                let (mut next, catch_up) = match spare.and_then(|s| Arc::try_unwrap(s).ok()) {
-                    Some(spare) => (spare, behind.union(&changed).cloned().collect()),
-                    // Still read somewhere: a copy.
-                    None => (UserIndex::clone(current), changed.clone()),
-                };
-                self.index
-                    .update_users(&mut next, &catch_up)
-                    .map(|v| (next, v))
-            }
-            _ => None,
+        let relisted = std::mem::take(&mut self.users_relisted);
+        let next = if relisted {
+            // Freed before all Users are compiled again.
+            self.users.drop_spare();
+            None
+        } else {
+            self.users.take_next(&changed)
         };
-        self.users_relisted = false;
-        let (users, verdicts, in_place) = match in_place {
-            Some((users, verdicts)) => (users, verdicts, true),
+        let index = &mut self.index;
+        let updated = next.and_then(|(mut next, catch_up)| {
+            index.update_users(&mut next, &catch_up).map(|v| (next, v))
+        });
+        match updated {
+            Some((users, verdicts)) => {
+                self.users.serve_updated(users, changed);
+                verdicts
+            }
             None => {
                 let (compiler, verdicts) = self.index.compile(&[Kind::User]);
-                (compiler.into_users(), verdicts, false)
+                self.users.serve_rebuilt(compiler.into_users());
+                verdicts
             }
-        };
-        let previous = self.users.replace(Arc::new(users));
-        if in_place {
-            self.spare = previous;
-            self.spare_behind = changed;
         }
-        verdicts
     }
 
     /// Logs each refusal once. Returns how many objects are refused.

@@ -9,12 +9,13 @@ use std::time::Duration;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 use super::judge::{ObjectKey, Ready, Verdict};
 use super::objects::api_resource;
 use crate::metrics::Metrics;
 use crate::resources::{self, ResourceStatus};
+use crate::users::CreateUser;
 
 /// The field manager of every write.
 pub const MANAGER: &str = "portcullis";
@@ -26,10 +27,13 @@ pub enum Command {
     /// status are written.
     Verdicts(Vec<Verdict>),
     /// Create a User, or return the one that already has its name.
-    CreateUser {
-        user: Box<resources::User>,
-        reply: oneshot::Sender<Result<resources::User, String>>,
-    },
+    CreateUser(CreateUser),
+}
+
+impl From<CreateUser> for Command {
+    fn from(request: CreateUser) -> Self {
+        Command::CreateUser(request)
+    }
 }
 
 /// Runs until every sender is gone. Status is written only while `leader` says so (one
@@ -48,7 +52,7 @@ pub async fn run(
             biased;
             command = commands.recv() => match command {
                 None => return,
-                Some(Command::CreateUser { user, reply }) => {
+                Some(Command::CreateUser(CreateUser { user, reply })) => {
                     let _ = reply.send(create_user(&client, &user).await);
                 }
                 Some(Command::Verdicts(verdicts)) => status.offer(verdicts),

@@ -1,7 +1,5 @@
-//! Where created Users are kept: a trait, and the file store of `--users-dir`.
-//!
-//! A store only persists; the snapshot (files read back at start-up, or a kube watcher)
-//! and the resolver's overlay of created users make them visible.
+//! [`FileUserStore`]: created Users as files of `--users-dir`, one `User` object in
+//! Kubernetes form per file, read back as configuration at the next reload.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,49 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 
-use super::KnownUser;
-use crate::resources::ReadError;
-use crate::resources::{self, API_VERSION};
-use crate::resources::{parse_documents, Spec};
-
-/// Label put on every User that portcullis created, so that operators can list them.
-pub const MANAGED_BY_LABEL: (&str, &str) = ("app.kubernetes.io/managed-by", "portcullis");
-/// Label naming the IdentityProvider a created User came from.
-pub const PROVIDER_LABEL: &str = "portcullis.dev/identity-provider";
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    #[error("{0}")]
-    Io(String),
-    /// A stored object by that name is unreadable: never overwritten, never trusted.
-    #[error("stored User {name:?} is unreadable: {message}")]
-    Corrupt { name: String, message: String },
-    #[error("{0} is not a valid User name")]
-    InvalidName(String),
-}
-
-/// Persists created Users.
-///
-/// Futures are boxed and `'static`-friendly so that the store can sit behind
-/// `Arc<dyn UserStore>`: a Kubernetes store will hand each User to its one writer task
-/// over a channel and await the answer on a oneshot.
-pub trait UserStore: Send + Sync + 'static {
-    /// Create the User. When an object by that name already exists, that object is
-    /// returned unchanged: replicas creating the same user converge on one object. The
-    /// caller checks that the object returned is the one it meant.
-    /// `provider` is the IdentityProvider the User was created for, for a label.
-    fn create(
-        &self,
-        user: KnownUser,
-        provider: &str,
-    ) -> BoxFuture<'_, Result<KnownUser, StoreError>>;
-
-    /// The stored User by name, if any.
-    fn get<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<KnownUser>, StoreError>>;
-
-    /// Where Users go, for logs.
-    fn describe(&self) -> String;
-}
+use super::{manifest, StoreError, UserStore};
+use crate::resources::{parse_documents, ReadError, Spec, API_VERSION};
+use crate::users::KnownUser;
 
 /// `<dir>/<name>.yaml`, one User manifest in Kubernetes form per file.
 pub struct FileUserStore {
@@ -78,6 +36,20 @@ impl FileUserStore {
     pub fn path_of(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}.yaml"))
     }
+
+    /// The stored User by name, if any.
+    pub fn get<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<KnownUser>, StoreError>> {
+        let dir = self.dir.clone();
+        let name = name.to_string();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || read_file(&dir, &name))
+                .await
+                .map_err(|e| StoreError::Io(format!("reader task failed: {e}")))?
+        })
+    }
 }
 
 impl UserStore for FileUserStore {
@@ -99,43 +71,18 @@ impl UserStore for FileUserStore {
         })
     }
 
-    fn get<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<KnownUser>, StoreError>> {
-        let dir = self.dir.clone();
-        let name = name.to_string();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || read_file(&dir, &name))
-                .await
-                .map_err(|e| StoreError::Io(format!("reader task failed: {e}")))?
-        })
-    }
-
     fn describe(&self) -> String {
         format!("directory {}", self.dir.display())
     }
-}
 
-/// The Kubernetes form of a created User, as written to a file (and later to the API).
-/// Labels name the manager and the IdentityProvider, so that operators can list them.
-pub fn manifest(user: &KnownUser, provider: &str) -> resources::User {
-    let mut cr = resources::User::new(user.object_name(), user.spec());
-    if let Some(ns) = crate::snapshot::namespace_of(user.name()) {
-        cr.metadata.namespace = Some(ns.to_string());
+    fn files(&self) -> Option<&FileUserStore> {
+        Some(self)
     }
-    cr.metadata.labels = Some(
-        [
-            (MANAGED_BY_LABEL.0, MANAGED_BY_LABEL.1),
-            (PROVIDER_LABEL, crate::snapshot::object_name(provider)),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect(),
-    );
-    cr
 }
 
 fn check_name(name: &str) -> Result<(), StoreError> {
     // The name becomes a path: only RFC 1123 labels, so no `/`, `..` or hidden files.
-    if super::is_valid_name(name) {
+    if crate::users::is_valid_name(name) {
         Ok(())
     } else {
         Err(StoreError::InvalidName(name.to_string()))

@@ -1,37 +1,37 @@
-//! Created Users as `User` custom resources, written by the writer task. The User watcher
-//! brings them back into the index; until then the resolver's overlay serves them.
+//! [`ClusterUserStore`]: created Users as `User` objects. The store knows neither kube nor
+//! the cluster module: it hands each object to the cluster's writer task as a
+//! [`CreateUser`] request on a channel, and awaits the answer. The User watch brings the
+//! object back into the index; until then the resolver's overlay serves it.
 
 use futures::future::BoxFuture;
-
 use tokio::sync::{mpsc, oneshot};
 
-use super::writer::Command;
+use super::{manifest, StoreError, UserStore};
 use crate::resources;
-use crate::snapshot::qualified;
-use crate::users::{manifest, KnownUser, StoreError, UserStore};
+use crate::users::KnownUser;
 
-pub struct ClusterUserStore {
-    writer: mpsc::Sender<Command>,
+/// Create this User, or answer with the object that already holds its name.
+#[derive(Debug)]
+pub struct CreateUser {
+    pub user: Box<resources::User>,
+    /// The object as stored, or why it could not be.
+    pub reply: oneshot::Sender<Result<resources::User, String>>,
+}
+
+/// `C` is the writer task's command, made from a [`CreateUser`].
+pub struct ClusterUserStore<C> {
+    writer: mpsc::Sender<C>,
     /// Put on every created User, so that a `--selector` watch sees it.
     labels: Vec<(String, String)>,
 }
 
-impl ClusterUserStore {
-    pub fn new(writer: mpsc::Sender<Command>, labels: Vec<(String, String)>) -> Self {
+impl<C> ClusterUserStore<C> {
+    pub fn new(writer: mpsc::Sender<C>, labels: Vec<(String, String)>) -> Self {
         ClusterUserStore { writer, labels }
     }
 }
 
-/// A User object as the index knows it: `namespace/name`.
-pub fn known(user: &resources::User) -> KnownUser {
-    let name = qualified(
-        user.metadata.namespace.as_deref(),
-        user.metadata.name.as_deref().unwrap_or_default(),
-    );
-    KnownUser::new(&name, &user.spec)
-}
-
-impl UserStore for ClusterUserStore {
+impl<C: From<CreateUser> + Send + 'static> UserStore for ClusterUserStore<C> {
     fn create(
         &self,
         user: KnownUser,
@@ -48,27 +48,20 @@ impl UserStore for ClusterUserStore {
                 return Err(StoreError::InvalidName(user.name().to_string()));
             }
             let (reply, answer) = oneshot::channel();
-            let command = Command::CreateUser {
+            let request = CreateUser {
                 user: Box::new(manifest),
                 reply,
             };
             self.writer
-                .send(command)
+                .send(C::from(request))
                 .await
                 .map_err(|_| StoreError::Io("the writer task has stopped".into()))?;
             let created = answer
                 .await
                 .map_err(|_| StoreError::Io("the writer task dropped the request".into()))?
                 .map_err(StoreError::Io)?;
-            Ok(known(&created))
+            Ok(KnownUser::from_manifest(&created))
         })
-    }
-
-    /// The User watch keeps the index current, so a User that exists is found there; one
-    /// that is not (outside the selector, or not yet delivered) is adopted on `409` at
-    /// creation. Asking the API server here would only add a round trip to the request.
-    fn get<'a>(&'a self, _name: &'a str) -> BoxFuture<'a, Result<Option<KnownUser>, StoreError>> {
-        Box::pin(async { Ok(None) })
     }
 
     fn describe(&self) -> String {

@@ -1,4 +1,6 @@
-//! [`UserResolver`]: steps 1–4 of resolution, with creation of Users on first sight.
+//! Step 3 of resolution (docs/users.md, "Resolution"): the [`Plan`] of the User a subject
+//! would get, and the [`Creator`] that fetches its data (userinfo, or the token's claims)
+//! and stores it, one creation per subject at a time.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -6,164 +8,129 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use futures::future::{BoxFuture, FutureExt, Shared};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-use super::resolve::{find_existing, plan, DataSource, Found, NameClaims, Plan, Resolution};
 use super::store::UserStore;
 use super::userinfo::{UserinfoClient, UserinfoError};
-use super::{KnownUser, UserIndex};
+use super::{user_name, Found, KnownUser, ProviderRef, Resolution, Subject, UserIndex};
 use crate::metrics::Metrics;
-use crate::resources::UserSpec;
-use crate::snapshot::Snapshot;
-use crate::token::ValidToken;
+use crate::resources::{qualified, Identifier, UserSpec, UserinfoSource};
 
 /// Before the one retry of a userinfo call that failed in a way worth retrying.
 pub const USERINFO_RETRY_AFTER: Duration = Duration::from_millis(100);
 
-/// Finds the User behind a token, and creates it when `--create-users` is on.
-pub struct UserResolver {
-    /// Users created since the serving snapshot was built, consulted after it.
-    overlay: Arc<ArcSwap<UserIndex>>,
-    creation: Creation,
-    name_claims: NameClaims,
+/// Step 3, before anything is fetched: the User that would be created for this token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub name: String,
+    pub identifier: Identifier,
+    pub provider: String,
+    pub source: DataSource,
 }
 
-enum Creation {
-    Off,
-    /// `explain --create-users`: report what would be created, create nothing.
-    DryRun,
-    On(Arc<Creator>),
+/// Where a created User's `data` comes from.
+#[derive(Clone, PartialEq)]
+pub enum DataSource {
+    /// `userinfo-source: userinfo-endpoint`: `GET url` with `Authorization: <scheme> <token>`.
+    Userinfo { url: String, scheme: String },
+    /// `userinfo-source: id-token`: the validated token's own claims.
+    Claims(Map<String, Value>),
 }
 
-impl Default for UserResolver {
-    fn default() -> Self {
-        Self::off()
+impl std::fmt::Debug for DataSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DataSource::Userinfo { url, .. } => write!(f, "userinfo {url}"),
+            DataSource::Claims(_) => f.write_str("the token's claims"),
+        }
     }
 }
 
-impl UserResolver {
-    /// Resolution by name and identifier only.
-    pub fn off() -> Self {
-        UserResolver {
-            overlay: Default::default(),
-            creation: Creation::Off,
-            name_claims: NameClaims::default(),
+/// Claims about the token rather than the person: freezing them into a User would only
+/// record one token's lifetime.
+const TOKEN_ONLY_CLAIMS: [&str; 8] = [
+    "exp", "iat", "nbf", "jti", "nonce", "at_hash", "c_hash", "active",
+];
+
+/// Whether, and how, a User can be created for this subject. `Err` says why not.
+pub fn plan(subject: &Subject<'_>) -> Result<Plan, String> {
+    let sub = subject
+        .sub
+        .filter(|s| !s.is_empty())
+        .ok_or("the token has no `sub`")?;
+    let idp = match subject.provider {
+        ProviderRef::Defined(idp) => idp,
+        ProviderRef::Unnamed => {
+            return Err(format!(
+                "TokenIntrospector/{} has no identity_provider",
+                subject.introspector
+            ))
         }
-    }
-
-    /// Like [`UserResolver::off`], but a trace says which User would be created.
-    pub fn dry_run() -> Self {
-        UserResolver {
-            creation: Creation::DryRun,
-            ..Self::off()
+        ProviderRef::Undefined(name) => {
+            return Err(format!("IdentityProvider/{name} is not defined"))
         }
+    };
+    if !idp.active {
+        return Err(format!(
+            "IdentityProvider/{} is inactive: it creates no Users",
+            idp.name
+        ));
     }
-
-    /// Creates Users in `store`, with data from userinfo fetched by `userinfo`.
-    pub fn creating(
-        store: Arc<dyn UserStore>,
-        userinfo: UserinfoClient,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        Self::creating_with_retry(store, userinfo, metrics, USERINFO_RETRY_AFTER)
-    }
-
-    pub fn creating_with_retry(
-        store: Arc<dyn UserStore>,
-        userinfo: UserinfoClient,
-        metrics: Arc<Metrics>,
-        retry_after: Duration,
-    ) -> Self {
-        let overlay: Arc<ArcSwap<UserIndex>> = Default::default();
-        UserResolver {
-            creation: Creation::On(Arc::new(Creator {
-                store,
-                userinfo,
-                metrics,
-                overlay: overlay.clone(),
-                retry_after,
-                inflight: Mutex::new(HashMap::new()),
-                failed: moka::sync::Cache::builder()
-                    .max_capacity(FAILED_CREATIONS)
-                    .time_to_live(CREATION_BACKOFF)
-                    .build(),
-            })),
-            overlay,
-            name_claims: NameClaims::default(),
-        }
-    }
-
-    /// Whether Users without identifiers may be claimed by name (see [`NameClaims`]).
-    pub fn with_name_claims(mut self, name_claims: NameClaims) -> Self {
-        self.name_claims = name_claims;
-        self
-    }
-
-    /// Resolve the user of a validated token. `raw` is the token as presented, for the
-    /// userinfo call. With `dry_run` (explain) nothing is fetched or created.
-    pub async fn resolve(
-        &self,
-        snapshot: &Snapshot,
-        token: &ValidToken,
-        raw: &str,
-        dry_run: bool,
-    ) -> Resolution {
-        let overlay = self.overlay.load();
-        if let Some((user, found)) =
-            find_existing(snapshot, Some(&overlay), token, self.name_claims)
-        {
-            return Resolution::Found(user, found);
-        }
-        drop(overlay);
-        let creator = match &self.creation {
-            Creation::Off => {
-                return Resolution::None(
-                    "no User by name (box_user or sub) or by identifier; user creation is off"
-                        .into(),
-                )
-            }
-            Creation::DryRun => None,
-            Creation::On(creator) => Some(creator),
-        };
-        let plan = match plan(snapshot, token) {
-            Ok(plan) => plan,
-            Err(why) => {
-                return Resolution::None(
+    let system = idp
+        .spec
+        .system
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            format!(
+                "IdentityProvider/{} has no `system` to identify Users by",
+                idp.name
+            )
+        })?;
+    let source = match idp.spec.userinfo_source {
+        Some(UserinfoSource::IdToken) => DataSource::Claims(
+            subject
+                .claims
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(k, _)| !TOKEN_ONLY_CLAIMS.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        Some(UserinfoSource::UserinfoEndpoint) | None => DataSource::Userinfo {
+            url: idp
+                .spec
+                .userinfo_endpoint
+                .clone()
+                .filter(|u| !u.is_empty())
+                .ok_or_else(|| {
                     format!(
-                        "no User by name (box_user or sub) or by identifier; none created: {why}"
+                        "IdentityProvider/{} has no `userinfo_endpoint` (or set `userinfo-source: id-token`)",
+                        idp.name
                     )
-                    .into(),
-                )
-            }
-        };
-        match creator {
-            // Boxed: the creation's future (a userinfo call, a write) is large, and a
-            // request that finds its User should not carry, and move, room for it.
-            Some(creator) if !dry_run => Box::pin(creator.resolve(plan, raw)).await,
-            _ => Resolution::WouldCreate(plan),
-        }
-    }
-
-    /// A new snapshot is serving: created Users it now holds leave the overlay, so that a
-    /// User file deleted later is gone after the next reload.
-    pub fn snapshot_changed(&self, snapshot: &Snapshot) {
-        self.overlay.rcu(|current| {
-            let mut next = UserIndex::default();
-            for user in current.users() {
-                if snapshot.users.by_name(user.name()).is_none() {
-                    next.insert(user.clone());
-                }
-            }
-            next
-        });
-    }
-
-    /// Users created and not yet in a snapshot.
-    pub fn overlay_len(&self) -> usize {
-        self.overlay.load().len()
-    }
+                })?,
+            scheme: idp
+                .spec
+                .userinfo_header
+                .clone()
+                .filter(|h| !h.trim().is_empty())
+                .unwrap_or_else(|| "Bearer".to_string()),
+        },
+    };
+    Ok(Plan {
+        // Created in the namespace of the TokenIntrospector that accepted the token.
+        name: qualified(subject.namespace, &user_name(system, sub)),
+        identifier: Identifier {
+            system: system.to_string(),
+            value: sub.to_string(),
+        },
+        provider: idp.name.to_string(),
+        source,
+    })
 }
 
+/// `(system, sub)`.
 type Key = (String, String);
 type Flight = Shared<BoxFuture<'static, Result<KnownUser, CreateError>>>;
 
@@ -173,7 +140,9 @@ enum CreateError {
     Store(String),
 }
 
-struct Creator {
+/// Creates Users: one creation per `(system, sub)` at a time, a back-off after a failure,
+/// and each User created put in the overlay that [`super::UserResolver`] finds it in.
+pub(super) struct Creator {
     store: Arc<dyn UserStore>,
     userinfo: UserinfoClient,
     metrics: Arc<Metrics>,
@@ -191,7 +160,30 @@ const CREATION_BACKOFF: Duration = Duration::from_secs(5);
 const FAILED_CREATIONS: u64 = 65_536;
 
 impl Creator {
-    async fn resolve(self: &Arc<Self>, plan: Plan, raw: &str) -> Resolution {
+    pub(super) fn new(
+        store: Arc<dyn UserStore>,
+        userinfo: UserinfoClient,
+        metrics: Arc<Metrics>,
+        overlay: Arc<ArcSwap<UserIndex>>,
+        retry_after: Duration,
+    ) -> Self {
+        Creator {
+            store,
+            userinfo,
+            metrics,
+            overlay,
+            retry_after,
+            inflight: Mutex::new(HashMap::new()),
+            failed: moka::sync::Cache::builder()
+                .max_capacity(FAILED_CREATIONS)
+                .time_to_live(CREATION_BACKOFF)
+                .build(),
+        }
+    }
+
+    /// Creates the User of `plan`, or joins the creation under way for its subject. `raw` is
+    /// the token as presented, for the userinfo call.
+    pub(super) async fn resolve(self: &Arc<Self>, plan: Plan, raw: &str) -> Resolution {
         let key = (
             plan.identifier.system.clone(),
             plan.identifier.value.clone(),
@@ -267,18 +259,20 @@ impl Creator {
                 "User not created; the request goes on without a user");
             error
         };
-        // Stored already (by another replica, or before a restart whose snapshot lacks
-        // it): no userinfo call.
-        match self.store.get(&plan.name).await {
-            Ok(Some(existing)) => {
-                let user = self
-                    .accept(existing, &plan)
-                    .map_err(|e| fail("create_error", e))?;
-                self.metrics.user_event("found_in_store");
-                return Ok(user);
+        // A file stored already (by another replica, or before a restart whose snapshot
+        // lacks it): no userinfo call.
+        if let Some(files) = self.store.files() {
+            match files.get(&plan.name).await {
+                Ok(Some(existing)) => {
+                    let user = self
+                        .accept(existing, &plan)
+                        .map_err(|e| fail("create_error", e))?;
+                    self.metrics.user_event("found_in_store");
+                    return Ok(user);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(fail("create_error", CreateError::Store(e.to_string()))),
             }
-            Ok(None) => {}
-            Err(e) => return Err(fail("create_error", CreateError::Store(e.to_string()))),
         }
         let data = match &plan.source {
             DataSource::Claims(claims) => claims.clone(),

@@ -1,175 +1,20 @@
 //! Users by name and by identifier, kept compact: a snapshot may hold 100,000 of them.
+//!
+//! - [`UserIndex`]: the index itself, which a snapshot serves behind an `Arc`;
+//! - [`admit`]: the one way a User is checked and put into an index (by the compiler, and
+//!   by the cluster's in-place updates);
+//! - [`UserIndexPair`]: two indexes taking turns, so that a User event from the cluster
+//!   changes Users in place instead of copying them all.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
 use hashbrown::HashTable;
-use serde_json::{json, Map, Value};
-use smallvec::SmallVec;
 
-use crate::resources::{Identifier, UserSpec};
-
-/// A User that portcullis knows (configured, from the cluster, or created), as the index
-/// keeps it and policies see it (`user` in the request context). The resource itself, as
-/// written in a file or the API, is [`crate::resources::User`].
-///
-/// All its text sits in one shared allocation, so a clone is a reference count and a User
-/// costs about 200 bytes, where its spec as JSON maps costs about 900.
-#[derive(Clone, PartialEq)]
-pub struct KnownUser {
-    /// The name, `data` as JSON, the email, then each identifier's system and value.
-    text: Arc<str>,
-    /// Where each piece of `text` ends, in that order.
-    ends: SmallVec<[u32; 5]>,
-    has_data: bool,
-    has_email: bool,
-    inactive: Option<bool>,
-}
-
-const NAME: usize = 0;
-const DATA: usize = 1;
-const EMAIL: usize = 2;
-const FIRST_IDENTIFIER: usize = 3;
-
-impl KnownUser {
-    /// Callers bound the size: configuration refuses a User over [`MAX_USER_BYTES`] (after
-    /// reading it whole), and userinfo answers are limited to 64 KiB.
-    pub fn new(name: &str, spec: &UserSpec) -> Self {
-        let data = spec.data.as_ref().map(Value::to_string);
-        let mut text = String::with_capacity(
-            name.len()
-                + data.as_ref().map_or(0, String::len)
-                + spec.email.as_ref().map_or(0, String::len)
-                + spec
-                    .identifier
-                    .iter()
-                    .map(|i| i.system.len() + i.value.len())
-                    .sum::<usize>(),
-        );
-        let mut ends = SmallVec::new();
-        let mut push = |s: &str| {
-            text.push_str(s);
-            ends.push(u32::try_from(text.len()).expect("a User is bounded well under 4 GiB"));
-        };
-        push(name);
-        push(data.as_deref().unwrap_or(""));
-        push(spec.email.as_deref().unwrap_or(""));
-        for id in &spec.identifier {
-            push(&id.system);
-            push(&id.value);
-        }
-        Self {
-            text: text.into(),
-            ends,
-            has_data: data.is_some(),
-            has_email: spec.email.is_some(),
-            inactive: spec.inactive,
-        }
-    }
-
-    fn piece(&self, i: usize) -> &str {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        &self.text[start..self.ends[i] as usize]
-    }
-
-    /// Bytes of text: name, data, email and identifiers.
-    pub fn size(&self) -> usize {
-        self.text.len()
-    }
-
-    /// The name the index knows it by: `namespace/name` from the cluster.
-    pub fn name(&self) -> &str {
-        self.piece(NAME)
-    }
-
-    /// `metadata.name`: what `x-portcullis-user` and `user.id` show.
-    pub fn object_name(&self) -> &str {
-        super::object_name(self.name())
-    }
-
-    pub fn email(&self) -> Option<&str> {
-        self.has_email.then(|| self.piece(EMAIL))
-    }
-
-    /// `(system, value)` of each identifier, in order.
-    pub fn identifiers(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
-        (0..self.identifier_count()).map(|i| self.identifier(i))
-    }
-
-    fn identifier_count(&self) -> usize {
-        (self.ends.len() - FIRST_IDENTIFIER) / 2
-    }
-
-    fn identifier(&self, i: usize) -> (&str, &str) {
-        let at = FIRST_IDENTIFIER + 2 * i;
-        (self.piece(at), self.piece(at + 1))
-    }
-
-    pub fn has_identifier(&self, system: &str, value: &str) -> bool {
-        self.identifiers().any(|id| id == (system, value))
-    }
-
-    pub fn is_active(&self) -> bool {
-        !self.inactive.unwrap_or(false)
-    }
-
-    /// `data`, parsed: `{}` when the User has none.
-    pub fn data(&self) -> Value {
-        if !self.has_data {
-            return Value::Object(Map::new());
-        }
-        // Serialized by `new` from a Value: it parses.
-        serde_json::from_str(self.piece(DATA)).unwrap_or_else(|_| Value::Object(Map::new()))
-    }
-
-    /// `{id, data, identifier, email?}`: the shape of `user` in the request context.
-    pub fn to_context(&self) -> Value {
-        let mut v = Map::with_capacity(4);
-        v.insert("id".into(), json!(self.object_name()));
-        v.insert("data".into(), self.data());
-        v.insert(
-            "identifier".into(),
-            Value::Array(
-                self.identifiers()
-                    .map(|(system, value)| json!({"system": system, "value": value}))
-                    .collect(),
-            ),
-        );
-        if let Some(email) = self.email() {
-            v.insert("email".into(), json!(email));
-        }
-        Value::Object(v)
-    }
-
-    /// The User as a resource spec again, e.g. to write it out.
-    pub fn spec(&self) -> UserSpec {
-        UserSpec {
-            data: self.has_data.then(|| self.data()),
-            identifier: self
-                .identifiers()
-                .map(|(system, value)| Identifier {
-                    system: system.into(),
-                    value: value.into(),
-                })
-                .collect(),
-            email: self.email().map(str::to_owned),
-            inactive: self.inactive,
-        }
-    }
-}
-
-/// The largest User configuration accepts: Kubernetes stores objects up to about 1.5 MiB.
-pub const MAX_USER_BYTES: usize = 1 << 20;
-
-impl fmt::Debug for KnownUser {
-    // Only the name: `data` and identifiers are personal data, and Debug output ends up in logs.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("User")
-            .field("name", &self.name())
-            .finish_non_exhaustive()
-    }
-}
+use super::{KnownUser, MAX_USER_BYTES};
+use crate::resources::UserSpec;
 
 /// Users by name and by identifier `(system, value)`.
 ///
@@ -358,9 +203,118 @@ impl UserIndex {
     }
 }
 
+/// Why [`admit`] refused a User.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// Larger than [`MAX_USER_BYTES`].
+    #[error("larger than {MAX_USER_BYTES} bytes")]
+    TooLarge,
+    /// Another User holds one of its identifiers (the first one keeps it).
+    #[error("already held by User/{holder}")]
+    IdentifierHeld { holder: String },
+}
+
+/// Puts a User into `users`, replacing its earlier version (by `name`), unless it is too
+/// large or another User holds one of its identifiers, in `users` or in `also` (the Users
+/// served while a configuration is compiled anew).
+pub fn admit(
+    users: &mut UserIndex,
+    also: Option<&UserIndex>,
+    name: &str,
+    spec: &UserSpec,
+) -> Result<(), Refused> {
+    let user = KnownUser::new(name, spec);
+    if user.size() > MAX_USER_BYTES {
+        return Err(Refused::TooLarge);
+    }
+    let holder = [Some(&*users), also]
+        .into_iter()
+        .flatten()
+        .flat_map(|index| {
+            user.identifiers()
+                .filter_map(|(system, value)| index.by_identifier(system, value))
+        })
+        .find(|holder| holder.name() != name);
+    if let Some(holder) = holder {
+        return Err(Refused::IdentifierHeld {
+            holder: holder.name().to_string(),
+        });
+    }
+    users.insert(user);
+    Ok(())
+}
+
+/// The Users served, changed in place where it can be done, without copying 100,000 Users
+/// per event: two indexes take turns, as in a left-right map. The one served before (the
+/// spare) is no longer read once the requests that loaded it finish; it is brought up to
+/// date with the Users changed since it was served, and served next.
+///
+/// `K` names a changed User (the cluster's object key).
+#[derive(Debug)]
+pub struct UserIndexPair<K> {
+    serving: Option<Arc<UserIndex>>,
+    spare: Option<Arc<UserIndex>>,
+    /// The Users changed since the spare was served.
+    spare_behind: BTreeSet<K>,
+}
+
+impl<K> Default for UserIndexPair<K> {
+    fn default() -> Self {
+        UserIndexPair {
+            serving: None,
+            spare: None,
+            spare_behind: BTreeSet::new(),
+        }
+    }
+}
+
+impl<K: Ord + Clone> UserIndexPair<K> {
+    /// The Users served now; `None` before the first [`UserIndexPair::serve_rebuilt`].
+    pub fn serving(&self) -> Option<&Arc<UserIndex>> {
+        self.serving.as_ref()
+    }
+
+    /// The index to change in place into the next one, and the Users it must take again:
+    /// the spare when no request reads it any more, with the changes it missed and
+    /// `changed`; else a copy of the served one, with `changed`. `None` before the first
+    /// build. The spare is given up either way: serve the result with
+    /// [`UserIndexPair::serve_updated`], or build all over.
+    pub fn take_next(&mut self, changed: &BTreeSet<K>) -> Option<(UserIndex, BTreeSet<K>)> {
+        let behind = std::mem::take(&mut self.spare_behind);
+        let spare = self.spare.take();
+        let current = self.serving.as_ref()?;
+        Some(match spare.and_then(|s| Arc::try_unwrap(s).ok()) {
+            Some(spare) => (spare, behind.union(changed).cloned().collect()),
+            // Still read somewhere: a copy.
+            None => (UserIndex::clone(current), changed.clone()),
+        })
+    }
+
+    /// Serves `next`, made from [`UserIndexPair::take_next`] by applying the changes; the
+    /// index served until now becomes the spare, behind by `changed`.
+    pub fn serve_updated(&mut self, next: UserIndex, changed: BTreeSet<K>) {
+        self.spare = self.serving.replace(Arc::new(next));
+        self.spare_behind = changed;
+    }
+
+    /// Gives up the spare, when the next Users will be built all over.
+    pub fn drop_spare(&mut self) {
+        self.spare = None;
+        self.spare_behind.clear();
+    }
+
+    /// Serves Users built all over; no spare until the next update in place.
+    pub fn serve_rebuilt(&mut self, users: UserIndex) {
+        self.serving = Some(Arc::new(users));
+        self.drop_spare();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resources::Identifier;
+    use serde_json::json;
 
     fn spec(ids: &[(&str, &str)]) -> UserSpec {
         UserSpec {
@@ -467,5 +421,41 @@ mod tests {
         let mut index = UserIndex::default();
         index.insert(KnownUser::new("ann", &spec(&[("ab", "c")])));
         assert!(index.by_identifier("a", "bc").is_none());
+    }
+
+    #[test]
+    fn the_pair_updates_the_spare_it_no_longer_serves() {
+        let user = |name: &str| KnownUser::new(name, &spec(&[]));
+        let keys = |k: &[&str]| k.iter().map(|k| k.to_string()).collect::<BTreeSet<_>>();
+        let mut pair = UserIndexPair::<String>::default();
+        assert!(
+            pair.take_next(&keys(&["a"])).is_none(),
+            "nothing served yet"
+        );
+        let mut first = UserIndex::default();
+        first.insert(user("a"));
+        pair.serve_rebuilt(first);
+
+        // No spare yet: a copy of the served index, to take `changed` only.
+        let (mut next, catch_up) = pair.take_next(&keys(&["b"])).unwrap();
+        assert_eq!((next.len(), catch_up), (1, keys(&["b"])));
+        next.insert(user("b"));
+        pair.serve_updated(next, keys(&["b"]));
+        assert_eq!(pair.serving().unwrap().len(), 2);
+
+        // The index served before is the spare: behind by `b`, and then by `c`.
+        let (mut next, catch_up) = pair.take_next(&keys(&["c"])).unwrap();
+        assert_eq!((next.len(), catch_up), (1, keys(&["b", "c"])));
+        next.insert(user("b"));
+        next.insert(user("c"));
+        pair.serve_updated(next, keys(&["c"]));
+
+        // A spare still read somewhere is not changed: the served index is copied.
+        let reader = pair.spare.clone();
+        let (next, catch_up) = pair.take_next(&keys(&["d"])).unwrap();
+        assert_eq!((next.len(), catch_up), (3, keys(&["d"])));
+        drop(reader);
+        pair.drop_spare();
+        assert!(pair.spare.is_none() && pair.spare_behind.is_empty());
     }
 }
