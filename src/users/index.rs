@@ -51,6 +51,21 @@ impl fmt::Debug for UserIndex {
     }
 }
 
+/// Takes the identifiers of `user`, which sits at `pos`, out of the identifier table.
+fn unlink_identifiers(
+    by_identifier: &mut HashTable<(u32, u32)>,
+    hasher: &KeyHasher,
+    user: &KnownUser,
+    pos: u32,
+) {
+    for (i, id) in user.identifiers().enumerate() {
+        let own = |&(p, k): &(u32, u32)| p == pos && k as usize == i;
+        if let Ok(entry) = by_identifier.find_entry(hasher.identifier(id), own) {
+            entry.remove();
+        }
+    }
+}
+
 fn position(i: usize) -> u32 {
     u32::try_from(i).expect("fewer than 4 billion Users")
 }
@@ -80,12 +95,7 @@ impl UserIndex {
             .copied();
         let pos = match found {
             Some(pos) => {
-                for (i, id) in users[pos as usize].identifiers().enumerate() {
-                    let own = |&(p, k): &(u32, u32)| p == pos && k as usize == i;
-                    if let Ok(entry) = by_identifier.find_entry(hasher.identifier(id), own) {
-                        entry.remove();
-                    }
-                }
+                unlink_identifiers(by_identifier, hasher, &users[pos as usize], pos);
                 users[pos as usize] = user;
                 pos
             }
@@ -130,12 +140,7 @@ impl UserIndex {
             .ok()?;
         let pos = *entry.get();
         entry.remove();
-        for (i, id) in users[pos as usize].identifiers().enumerate() {
-            let own = |&(p, k): &(u32, u32)| p == pos && k as usize == i;
-            if let Ok(entry) = by_identifier.find_entry(hasher.identifier(id), own) {
-                entry.remove();
-            }
-        }
+        unlink_identifiers(by_identifier, hasher, &users[pos as usize], pos);
         let last = position(users.len() - 1);
         let removed = users.swap_remove(pos as usize);
         if last != pos {
