@@ -252,12 +252,15 @@ fn collect_folder_edges(dir: &Path, edges: &mut FolderEdges) {
                     continue;
                 }
                 let line = text.lines().nth(line_no).unwrap_or("").trim();
-                edges
+                let line = format!("src/{}:{}: {line}", rel.display(), line_no + 1);
+                let lines = edges
                     .entry(folder.join("/"))
                     .or_default()
                     .entry((from.clone(), to.clone()))
-                    .or_default()
-                    .push(format!("src/{}:{}: {line}", rel.display(), line_no + 1));
+                    .or_default();
+                if !lines.contains(&line) {
+                    lines.push(line); // once, however many names of a group it brings
+                }
             }
         }
     }
@@ -437,7 +440,12 @@ fn show_circle(folder: &str, circle: &[String]) -> String {
     };
     circle
         .iter()
-        .map(|n| format!("{dir}{n}.rs"))
+        .map(
+            |n| match src().join(folder).join(format!("{n}.rs")).is_file() {
+                true => format!("{dir}{n}.rs"),
+                false => format!("{dir}{n}/"),
+            },
+        )
         .collect::<Vec<_>>()
         .join(" ⇄ ")
 }
