@@ -1,6 +1,6 @@
 //! What the server says of its own health: gRPC health (`grpc.health.v1`) and, through
-//! `draining`, `/readyz`. Told by the configuration's reload ([`super::config`]) and by
-//! the drain ([`super::shutdown`]); reported by the listeners ([`super::servers`]).
+//! `draining`, `/readyz`. Told by the configuration's reload (whichever file serves it) and
+//! by the drain ([`super::shutdown`]); reported by the listeners ([`super::servers`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
