@@ -134,15 +134,6 @@ fn top_level_modules_depend_one_way() {
     assert!(edges.contains_key(&("decision".into(), "policy".into())));
 }
 
-/// Circles inside a folder that are known and being broken elsewhere: `(folder under src/,
-/// the files of the circle)`. TEMPORARY: empty this once those branches are merged. The
-/// test fails on any other circle, on a circle that grows past its entry, and on an entry
-/// whose circle is gone (so that the list only ever shrinks).
-const KNOWN_CIRCLES: &[(&str, &[&str])] = &[
-    ("source", &["files", "pieces"]),
-    ("cluster", &["admission", "index", "objects"]),
-];
-
 /// The files of one folder of `src/` (a file `x.rs` and its folder `x/` are one node, named
 /// `x`; the folder's own `mod.rs` is their parent, not one of them) import each other one
 /// way only. An edge is a path, in a `use` or in code, that names a sibling: `super::x`,
@@ -155,45 +146,18 @@ fn no_circle_inside_a_folder() {
     let mut edges = FolderEdges::new();
     collect_folder_edges(src(), &mut edges);
 
-    let mut found = Vec::new();
+    let mut problems = Vec::new();
     for (folder, graph) in &edges {
         for circle in circles(graph) {
-            found.push((folder.clone(), circle));
-        }
-    }
-    let mut problems = Vec::new();
-    for (folder, circle) in &found {
-        let known = KNOWN_CIRCLES.iter().any(|(f, files)| {
-            *f == folder.as_str() && circle.iter().all(|n| files.contains(&n.as_str()))
-        });
-        let graph = &edges[folder];
-        let lines: Vec<&String> = graph
-            .iter()
-            .filter(|((from, to), _)| circle.contains(from) && circle.contains(to))
-            .flat_map(|(_, lines)| lines)
-            .collect();
-        let shown = show_circle(folder, circle);
-        if known {
-            eprintln!("known circle (KNOWN_CIRCLES, temporary): {shown}");
-        } else {
+            let lines: Vec<&str> = graph
+                .iter()
+                .filter(|((from, to), _)| circle.contains(from) && circle.contains(to))
+                .flat_map(|(_, lines)| lines.iter().map(String::as_str))
+                .collect();
             problems.push(format!(
-                "files of one folder import each other in a circle: {shown}\n  {}",
-                lines
-                    .iter()
-                    .map(|l| l.as_str())
-                    .collect::<Vec<_>>()
-                    .join("\n  ")
-            ));
-        }
-    }
-    for (folder, files) in KNOWN_CIRCLES {
-        let still_there = found.iter().any(|(f, circle)| {
-            f.as_str() == *folder && circle.iter().any(|n| files.contains(&n.as_str()))
-        });
-        if !still_there {
-            problems.push(format!(
-                "KNOWN_CIRCLES lists src/{folder}/ {files:?}, a circle that is gone: remove it \
-                 from tests/module_layers.rs"
+                "files of one folder import each other in a circle: {}\n  {}",
+                show_circle(folder, &circle),
+                lines.join("\n  ")
             ));
         }
     }
