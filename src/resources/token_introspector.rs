@@ -137,8 +137,8 @@ pub enum SecretProblem<E> {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimToHeader {
-    /// A lower-case header name; never `authorization`, `host`, `cookie`, a pseudo-header
-    /// or `x-portcullis-*`.
+    /// A lower-case `x-` header name of the application's own: never `x-forwarded-*`,
+    /// `x-envoy-*`, `x-request-id`, `x-b3-*` or `x-portcullis-*`.
     pub header: String,
     /// The claim, as a dotted path (`realm_access.roles`).
     pub claim: String,

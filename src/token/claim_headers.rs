@@ -74,6 +74,15 @@ pub fn compile(entries: &[ClaimToHeader], errors: &mut Vec<FieldError>) -> Vec<C
     out
 }
 
+/// `x-` headers that are not the application's: set by Envoy, tracing or portcullis.
+const RESERVED: [&str; 5] = [
+    "x-forwarded-",
+    "x-envoy-",
+    "x-request-id",
+    "x-b3-",
+    "x-portcullis-",
+];
+
 fn check_header(name: &str) -> Result<(), String> {
     // RFC 9110 token characters, lower case (HTTP/2 and gRPC metadata require it).
     let token = !name.is_empty()
@@ -88,9 +97,16 @@ fn check_header(name: &str) -> Result<(), String> {
             "{name:?} is not for claims: it carries credentials or routing"
         ));
     }
-    if name.starts_with("x-portcullis-") {
+    // Only a header of the application's own: not one that Envoy, tracing or portcullis
+    // sets, which a team could otherwise overwrite for every route it is allowed on.
+    if !name.starts_with("x-") {
         return Err(format!(
-            "{name:?}: x-portcullis-* headers are portcullis's own"
+            "{name:?}: claims go only into `x-` headers of the application's own"
+        ));
+    }
+    if let Some(prefix) = RESERVED.iter().find(|p| name.starts_with(*p)) {
+        return Err(format!(
+            "{name:?}: {prefix}* headers belong to Envoy, tracing or portcullis"
         ));
     }
     Ok(())
@@ -158,6 +174,12 @@ mod tests {
                 entry("x-ok", "u"),
                 entry("x-empty", "a..b"),
                 entry("bad header", "t"),
+                entry("content-type", "t"),
+                entry("traceparent", "t"),
+                entry("x-forwarded-for", "t"),
+                entry("x-envoy-original-path", "t"),
+                entry("x-request-id", "t"),
+                entry("x-b3-traceid", "t"),
             ],
             &mut errors,
         );
@@ -175,6 +197,12 @@ mod tests {
                 "claimToHeaders[7].header",
                 "claimToHeaders[8].claim",
                 "claimToHeaders[9].header",
+                "claimToHeaders[10].header",
+                "claimToHeaders[11].header",
+                "claimToHeaders[12].header",
+                "claimToHeaders[13].header",
+                "claimToHeaders[14].header",
+                "claimToHeaders[15].header",
             ]
         );
     }
