@@ -15,13 +15,33 @@ use serde_json::{json, Value};
 use support::ext_authz::{check, Checked};
 use support::fake_apiserver::{FakeApiServer, RecordedRequest};
 use support::portcullis::Portcullis;
-use support::tokens::Jwt;
+use support::stub_idp::StubIdp;
+use support::tokens::{now, Jwt};
 use support::{eventually, repo_path};
 
 const API: &str = "portcullis.dev/v1alpha1";
 const NS: &str = "team-a";
 const ISSUER: &str = "https://auth.example.com";
 const SECRET: &str = "first-secret-of-32-bytes-or-more!!";
+
+/// The labels of a Secret that portcullis may read.
+fn consumer() -> Value {
+    json!({"portcullis.dev/secret-consumer": "true"})
+}
+
+/// A request for Secrets either selects the labelled ones, or asks for metadata alone (to
+/// tell a missing Secret from an unlabelled one in the log): no other Secret's data is
+/// ever read.
+fn assert_only_labelled_secrets_read(r: &RecordedRequest) {
+    let labelled =
+        r.query("labelSelector").as_deref() == Some("portcullis.dev/secret-consumer=true");
+    let metadata_only = r
+        .accept
+        .as_deref()
+        .is_some_and(|a| a.contains("as=PartialObjectMetadataList"))
+        && r.query("watch").is_none();
+    assert!(labelled || metadata_only, "{r:?}");
+}
 
 fn kubeconfig(fake: &FakeApiServer, dir: &Path) -> PathBuf {
     fake.kubeconfig(dir)
@@ -316,7 +336,7 @@ async fn a_secret_rotation_changes_the_accepted_key() {
     let dir = tempfile::tempdir().unwrap();
     let secret = |value: &str| {
         json!({"apiVersion": "v1", "kind": "Secret",
-               "metadata": {"name": "hs", "namespace": NS},
+               "metadata": {"name": "hs", "namespace": NS, "labels": consumer()},
                "data": {"key": base64(value)}})
     };
     fake.apply(secret(SECRET));
@@ -339,7 +359,7 @@ async fn a_secret_rotation_changes_the_accepted_key() {
     .await;
     assert_eq!(decide(&p, "GET", &token("a", SECRET)).await.status, 401);
 
-    // Only the referenced Secret is read, and only by name.
+    // Secrets are read by one watch of every namespace, of the labelled ones only.
     let secret_reads: Vec<RecordedRequest> = fake
         .requests()
         .into_iter()
@@ -347,16 +367,8 @@ async fn a_secret_rotation_changes_the_accepted_key() {
         .collect();
     assert!(!secret_reads.is_empty());
     for r in &secret_reads {
-        assert_eq!(
-            r.path(),
-            format!("/api/v1/namespaces/{NS}/secrets"),
-            "{r:?}"
-        );
-        assert_eq!(
-            r.query("fieldSelector").as_deref(),
-            Some("metadata.name=hs"),
-            "{r:?}"
-        );
+        assert_eq!(r.path(), "/api/v1/secrets", "{r:?}");
+        assert_only_labelled_secrets_read(r);
     }
 
     // A missing Secret is reported; the version that had one keeps serving.
@@ -376,6 +388,133 @@ async fn a_secret_rotation_changes_the_accepted_key() {
     ready_condition(&fake, "tokenintrospectors", "auth", "True").await;
     until_status(&p, "GET", &token("a", restored), 200, "the restored key").await;
     assert_eq!(decide(&p, "GET", &token("a", rotated)).await.status, 401);
+}
+
+/// A Secret without the consumer label is never read, let alone sent: an introspector
+/// that names it reads `SecretNotFound` with the same message as one that names a missing
+/// Secret, and only the log tells them apart. Labelled, it serves; unlabelled again, it is
+/// `SecretNotFound` while the version read meanwhile serves on.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unlabelled_secret_is_unused_and_never_sent() {
+    let fake = FakeApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let idp = StubIdp::start(json!({"keys": []})).await;
+    let value = "Basic dW5yZWxhdGVkOm5vdC1mb3ItcG9ydGN1bGxpcw==";
+    let secret = |labels: Value| {
+        json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": "unrelated", "namespace": NS, "labels": labels},
+               "data": {"authorization": base64(value)}})
+    };
+    let opaque = |name: &str, secret: &str| {
+        object(
+            "TokenIntrospector",
+            name,
+            json!({"type": "opaque", "introspection_endpoint": {
+                "url": idp.introspection_url(),
+                "authorizationRef": {"name": secret, "key": "authorization"}}}),
+        )
+    };
+    fake.apply(secret(json!({"team": "a"})));
+    fake.apply(opaque("aimed", "unrelated"));
+    fake.apply(opaque("dangling", "missing"));
+    fake.apply(object(
+        "AccessPolicy",
+        "introspected",
+        json!({"engine": "matcho", "matcho": {"token": {"sub": "alice"}}}),
+    ));
+    let p = serve(&fake, dir.path(), "replica-1", &[]).await;
+
+    let unlabelled = ready_condition(&fake, "tokenintrospectors", "aimed", "False").await;
+    let missing = ready_condition(&fake, "tokenintrospectors", "dangling", "False").await;
+    assert_eq!(unlabelled["reason"], "SecretNotFound");
+    assert_eq!(missing["reason"], "SecretNotFound");
+    let message = |c: &Value, name: &str| c["message"].as_str().unwrap().replace(name, "NAME");
+    assert_eq!(
+        message(&unlabelled, "unrelated"),
+        message(&missing, "missing")
+    );
+    let opaque_token = "an-opaque-token";
+    idp.answer(
+        opaque_token,
+        json!({"active": true, "sub": "alice", "iss": ISSUER, "exp": now() + 600}),
+    );
+    assert_ne!(decide(&p, "GET", opaque_token).await.status, 200);
+
+    // The log says which it was, once per reference, and never what the Secret holds.
+    let told = |p: &Portcullis, what: &str, secret: &str| {
+        p.log()
+            .lines()
+            .filter(|l| l.contains(what) && l.contains(&format!("{NS}/{secret}")))
+            .count()
+    };
+    eventually("the log tells missing from unlabelled", || async {
+        (told(&p, "lacks the consumer label", "unrelated") == 1
+            && told(&p, "does not exist", "missing") == 1)
+            .then_some(())
+    })
+    .await;
+    // Another rebuild logs neither again.
+    fake.apply(object(
+        "AccessPolicy",
+        "nobody",
+        json!({"engine": "matcho", "matcho": {"token": {"sub": "nobody"}}}),
+    ));
+    ready_condition(&fake, "accesspolicies", "nobody", "True").await;
+    assert_eq!(told(&p, "lacks the consumer label", "unrelated"), 1, "once");
+    assert_eq!(told(&p, "does not exist", "missing"), 1, "once");
+    assert_eq!(told(&p, "lacks the consumer label", "missing"), 0);
+    assert_eq!(told(&p, "does not exist", "unrelated"), 0);
+    for line in p.log().lines() {
+        assert!(
+            !line.contains(value) && !line.contains(&base64(value)),
+            "{line}"
+        );
+    }
+    assert!(
+        idp.state.lock().unwrap().authorizations.is_empty(),
+        "nothing sent"
+    );
+    for r in fake
+        .requests()
+        .iter()
+        .filter(|r| r.path().contains("/secrets"))
+    {
+        assert_only_labelled_secrets_read(r);
+    }
+
+    // Labelled, it is read and sent.
+    fake.apply(secret(consumer()));
+    ready_condition(&fake, "tokenintrospectors", "aimed", "True").await;
+    until_status(&p, "GET", opaque_token, 200, "the labelled Secret serves").await;
+    assert!(idp
+        .state
+        .lock()
+        .unwrap()
+        .authorizations
+        .iter()
+        .all(|a| a.as_deref() == Some(value)));
+
+    // The label removed: SecretNotFound again, as if missing; what was read serves on.
+    fake.apply(secret(json!({"team": "a"})));
+    let again = ready_condition(&fake, "tokenintrospectors", "aimed", "False").await;
+    assert_eq!(again["reason"], "SecretNotFound");
+    assert_eq!(
+        again["message"],
+        format!(
+            "{}; the previous version keeps serving",
+            unlabelled["message"].as_str().unwrap()
+        )
+    );
+    let other_token = "another-opaque-token";
+    idp.answer(
+        other_token,
+        json!({"active": true, "sub": "alice", "iss": ISSUER, "exp": now() + 600}),
+    );
+    assert_eq!(decide(&p, "GET", other_token).await.status, 200);
+    eventually("the log tells the label went", || async {
+        (told(&p, "lacks the consumer label", "unrelated") == 2).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -538,7 +677,8 @@ async fn the_shipped_rbac_rules_are_exactly_what_the_binary_asks_for() {
         o
     };
     fake.apply(json!({"apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "hs", "namespace": NS}, "data": {"key": base64(SECRET)}}));
+        "metadata": {"name": "hs", "namespace": NS, "labels": consumer()},
+        "data": {"key": base64(SECRET)}}));
     with_provider(
         &fake,
         json!({"iss": ISSUER, "secretRef": {"name": "hs", "key": "key"}}),

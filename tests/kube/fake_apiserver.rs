@@ -237,7 +237,7 @@ async fn kube_creates_gets_lists_and_is_refused_a_duplicate_over_plain_http() {
     let secrets: Api<Secret> = Api::default_namespaced(fake.client());
     let secret: Secret = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret",
-        "metadata": { "name": "s" },
+        "metadata": { "name": "s", "labels": { "portcullis.dev/secret-consumer": "true" } },
         "stringData": { "password": "hunter2" },
     }))
     .unwrap();
@@ -625,4 +625,73 @@ async fn bookmarks_arrive_when_asked_and_watches_end_at_their_timeout() {
         }
         other => panic!("expected 410 Expired, got {other:?}"),
     }
+}
+
+/// As on a real server, a watch with a label selector sees an object that gains the label
+/// as `ADDED` and one that loses it as `DELETED`; a list asked for as
+/// `PartialObjectMetadataList` (kube's `list_metadata`) holds metadata alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn selectors_follow_label_changes_and_metadata_lists_hold_no_data() {
+    let fake = FakeApiServer::start().await;
+    let secrets: Api<Secret> = Api::default_namespaced(fake.client());
+    let secret = |labels: Value| {
+        json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": "s", "namespace": "default", "labels": labels},
+               "stringData": {"password": "hunter2"}})
+    };
+    fake.apply(secret(json!({})));
+    let rv = fake.resource_version();
+    let params = WatchParams::default().labels("portcullis.dev/secret-consumer=true");
+    let mut events = secrets.watch(&params, &rv).await.unwrap().boxed();
+    fake.apply(secret(json!({"portcullis.dev/secret-consumer": "true"})));
+    fake.apply(secret(json!({"other": "x"})));
+    let added = next_event(&mut events).await;
+    assert!(
+        matches!(&added, WatchEvent::Added(s) if s.metadata.name.as_deref() == Some("s")),
+        "{added:?}"
+    );
+    let deleted = next_event(&mut events).await;
+    let WatchEvent::Deleted(gone) = &deleted else {
+        panic!("{deleted:?}")
+    };
+    assert_eq!(
+        gone.metadata.resource_version,
+        Some(fake.resource_version()),
+        "at the change's resourceVersion"
+    );
+
+    let by_name = ListParams::default().fields("metadata.name=s");
+    let list = secrets.list_metadata(&by_name).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+    let none = ListParams::default().fields("metadata.name=other");
+    assert!(secrets.list_metadata(&none).await.unwrap().items.is_empty());
+    let raw = reqwest::Client::new()
+        .get(format!(
+            "{}/api/v1/namespaces/default/secrets?fieldSelector=metadata.name%3Ds",
+            fake.url()
+        ))
+        .header(
+            "accept",
+            "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+        )
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        raw.contains("PartialObjectMetadataList") && !raw.contains("\"data\""),
+        "{raw}"
+    );
+}
+
+async fn next_event<T>(
+    events: &mut (impl futures::Stream<Item = kube::Result<WatchEvent<T>>> + Unpin),
+) -> WatchEvent<T> {
+    tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .expect("a watch event")
+        .expect("an open watch")
+        .expect("an event")
 }

@@ -284,15 +284,26 @@ fn every_rendering_of_the_chart_parses_into_kubernetes_types() {
         if set.contains(&"kube.namespaces={a,b}") {
             let bindings: Vec<&str> = docs
                 .iter()
-                .filter(|d| d["kind"] == "RoleBinding" && d["roleRef"]["kind"] == "ClusterRole")
+                .filter(|d| d["kind"] == "RoleBinding" && d["roleRef"]["kind"] == "Role")
+                .filter(|d| d["roleRef"]["name"] == "auth")
                 .filter_map(|d| d["metadata"]["namespace"].as_str())
                 .collect();
             assert_eq!(
                 bindings,
                 ["a", "b"],
-                "the ClusterRole is bound in the watched namespaces only"
+                "a Role is bound in each watched namespace"
             );
-            assert!(!kinds.contains(&"ClusterRoleBinding"));
+            let roles: Vec<&str> = docs
+                .iter()
+                .filter(|d| d["kind"] == "Role" && d["metadata"]["name"] == "auth")
+                .filter_map(|d| d["metadata"]["namespace"].as_str())
+                .collect();
+            assert_eq!(
+                roles,
+                ["a", "b"],
+                "the Roles live in the watched namespaces"
+            );
+            assert!(!kinds.contains(&"ClusterRoleBinding") && !kinds.contains(&"ClusterRole"));
             let args = container_args(&docs);
             assert!(
                 args.contains(&"--namespace=a".to_string())

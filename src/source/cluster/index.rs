@@ -33,7 +33,9 @@ enum LastGood {
 #[derive(Default)]
 pub struct ClusterIndex {
     objects: BTreeMap<ObjectKey, Entry>,
-    /// `(namespace, name)` → the Secret's data; `None` once known not to exist.
+    /// `(namespace, name)` of every Secret with the consumer label in the watched
+    /// namespaces → its data, kept only while an object references it (`None`: labelled,
+    /// not referenced). A Secret without the label is never here.
     secrets: HashMap<(String, String), Option<SecretData>>,
     /// Users refused for a clash at the last compile of all Users: while there are any, a
     /// change to one User may change another's standing.
@@ -134,44 +136,104 @@ impl ClusterIndex {
         dirty
     }
 
-    /// A Secret's data, or `None` when it does not exist.
+    /// A labelled Secret added or changed (`Some`), or gone (`None`): deleted, or its
+    /// consumer label removed. Its data is kept only while an object references it.
     pub fn set_secret(&mut self, namespace: &str, name: &str, data: Option<SecretData>) -> Dirty {
         let key = (namespace.to_string(), name.to_string());
-        if self.secrets.get(&key) == Some(&data) {
-            return Dirty::default();
-        }
-        self.secrets.insert(key, data);
+        let referenced = self.secret_refs().contains(&key);
+        let before = self.secrets.get(&key).cloned();
+        match data {
+            Some(data) => self.secrets.insert(key.clone(), referenced.then_some(data)),
+            None => self.secrets.remove(&key),
+        };
         Dirty {
-            config: true,
+            config: referenced && self.secrets.get(&key) != before.as_ref(),
             users: false,
         }
     }
 
-    /// Forgets the Secrets no object references any more.
-    pub fn retain_secrets(&mut self, referenced: &BTreeSet<(String, String)>) {
-        self.secrets.retain(|key, _| referenced.contains(key));
+    /// Every labelled Secret of one namespace (or of all): a first list, or a relist. What
+    /// the list lacks is gone.
+    pub fn relist_secrets(
+        &mut self,
+        namespace: Option<&str>,
+        listed: Vec<(String, String, SecretData)>,
+    ) -> Dirty {
+        let in_scope = |(ns, _): &(String, String)| namespace.is_none_or(|n| n == ns);
+        let refs = self.secret_refs();
+        let held = |secrets: &HashMap<(String, String), Option<SecretData>>| {
+            let mut held: Vec<_> = secrets
+                .iter()
+                .filter(|(k, v)| in_scope(k) && v.is_some())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            held.sort_by(|a, b| a.0.cmp(&b.0));
+            held
+        };
+        let before = held(&self.secrets);
+        self.secrets.retain(|k, _| !in_scope(k));
+        for (ns, name, data) in listed {
+            let key = (ns, name);
+            let data = refs.contains(&key).then_some(data);
+            self.secrets.insert(key, data);
+        }
+        Dirty {
+            config: held(&self.secrets) != before,
+            users: false,
+        }
     }
 
-    /// Whether the Secret has been read (found or not).
-    pub fn knows_secret(&self, namespace: &str, name: &str) -> bool {
-        self.secrets
-            .contains_key(&(namespace.to_string(), name.to_string()))
+    /// Forgets the data of the Secrets no object references any more (their names stay,
+    /// as labelled). Returns the namespaces where an object now references a labelled
+    /// Secret whose data was not kept: those must be listed again.
+    pub fn retain_secrets(&mut self) -> BTreeSet<String> {
+        let refs = self.secret_refs();
+        let mut reread = BTreeSet::new();
+        for (key, data) in &mut self.secrets {
+            match (refs.contains(key), data.is_some()) {
+                (false, true) => *data = None,
+                (true, false) => {
+                    reread.insert(key.0.clone());
+                }
+                _ => {}
+            }
+        }
+        reread
     }
 
     /// `(namespace, name)` of every Secret that a TokenIntrospector references now.
     pub fn secret_refs(&self) -> BTreeSet<(String, String)> {
+        self.refs_by_object()
+            .map(|(key, name)| (key.namespace.clone(), name))
+            .collect()
+    }
+
+    /// Each object and the name of a Secret it references that is not among the labelled
+    /// Secrets: missing, or there without the consumer label (the index cannot tell).
+    pub fn unlabelled_secret_refs(&self) -> BTreeSet<(ObjectKey, String)> {
+        self.refs_by_object()
+            .filter(|(key, name)| {
+                !self
+                    .secrets
+                    .contains_key(&(key.namespace.clone(), name.clone()))
+            })
+            .map(|(key, name)| (key.clone(), name))
+            .collect()
+    }
+
+    /// Each TokenIntrospector and the name of every Secret it references.
+    fn refs_by_object(&self) -> impl Iterator<Item = (&ObjectKey, String)> {
         self.objects
             .values()
             .filter_map(|e| match &e.object.spec {
-                Ok(Spec::TokenIntrospector(spec)) => Some((&e.object.key.namespace, spec)),
+                Ok(Spec::TokenIntrospector(spec)) => Some((&e.object.key, spec)),
                 _ => None,
             })
-            .flat_map(|(ns, spec)| {
+            .flat_map(|(key, spec)| {
                 spec.secret_refs()
                     .into_iter()
-                    .map(|(_, r)| (ns.clone(), r.name.clone()))
+                    .map(move |(_, r)| (key, r.name.clone()))
             })
-            .collect()
     }
 
     pub fn contains(&self, key: &ObjectKey) -> bool {

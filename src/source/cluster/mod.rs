@@ -1,7 +1,8 @@
 //! The cluster source: the four kinds from the API server, status and created Users
 //! written back.
 //!
-//! - [`watch`]: one watcher per kind (and namespace) and one per referenced Secret, feeding
+//! - [`watch`]: one watcher per kind (and namespace) and one for the Secrets labelled
+//!   `portcullis.dev/secret-consumer=true` per namespace (or one for all), feeding
 //!   [`Change`]s to one index task; `objects` turns what the API sends into plain data;
 //! - [`index`]: the pure index that those changes fold into, compiling each object on its
 //!   own (last good version, conflicts, Secret references) into a snapshot and verdicts;
@@ -123,8 +124,8 @@ impl Cluster {
 }
 
 /// Starts the watchers and the index task. Snapshots arrive on the returned channel, the
-/// first once every watcher has listed its kind and the referenced Secrets are read; the
-/// verdicts go to `writer`.
+/// first once every watcher has listed its kind or the labelled Secrets; the verdicts go
+/// to `writer`.
 fn index(
     client: Client,
     settings: Settings,
@@ -152,6 +153,18 @@ fn index(
             )));
         }
     }
+    let mut secret_watchers = HashMap::new();
+    for scope in &scopes {
+        secret_watchers.insert(
+            scope.clone(),
+            AbortOnDrop(watch::secrets(
+                client.clone(),
+                scope.clone(),
+                changes_tx.clone(),
+                metrics.clone(),
+            )),
+        );
+    }
     let (out, built) = mpsc::channel(4);
     let task = IndexTask {
         client,
@@ -160,7 +173,10 @@ fn index(
         out,
         waiting,
         index: ClusterIndex::default(),
-        secret_watchers: HashMap::new(),
+        every_namespace: settings.namespaces.is_empty(),
+        secrets_waiting: scopes.iter().cloned().collect(),
+        secret_watchers,
+        told_unlabelled: HashSet::new(),
         metrics,
         config: None,
         users: UserIndexPair::default(),
@@ -189,7 +205,14 @@ struct IndexTask {
     /// Watchers that have not delivered their first list.
     waiting: HashSet<(Kind, Option<String>)>,
     index: ClusterIndex,
-    secret_watchers: HashMap<(String, String), AbortOnDrop>,
+    /// Whether one watcher per kind sees every namespace (else one per watched namespace).
+    every_namespace: bool,
+    /// Secret watchers (by namespace, or `None` for all) that have not delivered a list:
+    /// their first, or the one asked for to read a Secret newly referenced.
+    secrets_waiting: HashSet<Option<String>>,
+    secret_watchers: HashMap<Option<String>, AbortOnDrop>,
+    /// References to a Secret that is not labelled (or not there) already logged as such.
+    told_unlabelled: HashSet<(ObjectKey, String)>,
     metrics: Arc<Metrics>,
     /// The last build of everything but the Users, and of the Users.
     config: Option<Snapshot>,
@@ -212,13 +235,22 @@ impl IndexTask {
                 dirty.merge(self.fold(change));
             }
             let first = self.config.is_none();
-            // Only an introspector or Secret change can change which Secrets are wanted.
-            let secrets_read = !(first || dirty.config) || self.sync_secret_watchers();
-            if !self.waiting.is_empty() || (first && !secrets_read) || (!first && !dirty.any()) {
+            // Only a configuration change can change which Secrets are referenced.
+            if dirty.config {
+                self.reread_secrets();
+            }
+            if !self.waiting.is_empty()
+                || !self.secrets_waiting.is_empty()
+                || (!first && !dirty.any())
+            {
                 continue;
             }
+            let config_built = first || dirty.config;
             let built = tokio::task::block_in_place(|| self.build(dirty));
             dirty = Dirty::default();
+            if config_built {
+                self.tell_unlabelled();
+            }
             if self.out.send(built).await.is_err() {
                 return;
             }
@@ -262,33 +294,44 @@ impl IndexTask {
                 name,
                 data,
             } => self.index.set_secret(&namespace, &name, data),
+            Change::SecretsRelisted { namespace, secrets } => {
+                self.secrets_waiting.remove(&namespace);
+                self.index.relist_secrets(namespace.as_deref(), secrets)
+            }
         }
     }
 
-    /// Watches exactly the Secrets referenced now. Returns whether each has been read.
-    fn sync_secret_watchers(&mut self) -> bool {
-        let wanted: BTreeSet<(String, String)> = self.index.secret_refs();
-        self.secret_watchers.retain(|key, _| wanted.contains(key));
-        let index = &mut self.index;
-        let known: Vec<(String, String)> = wanted.iter().cloned().collect();
-        for (namespace, name) in &known {
-            if !self
-                .secret_watchers
-                .contains_key(&(namespace.clone(), name.clone()))
-            {
-                let handle = watch::secret(
-                    self.client.clone(),
-                    namespace.clone(),
-                    name.clone(),
-                    self.changes_tx.clone(),
-                    self.metrics.clone(),
-                );
-                self.secret_watchers
-                    .insert((namespace.clone(), name.clone()), AbortOnDrop(handle));
+    /// Drops the data of Secrets no longer referenced; where an object now references a
+    /// labelled Secret whose data was dropped (or came before the reference), lists that
+    /// namespace's labelled Secrets again, and holds the next build until it is read.
+    fn reread_secrets(&mut self) {
+        for namespace in self.index.retain_secrets() {
+            let scope = (!self.every_namespace).then_some(namespace);
+            if !self.secrets_waiting.insert(scope.clone()) {
+                continue;
+            }
+            let watcher = watch::secrets(
+                self.client.clone(),
+                scope.clone(),
+                self.changes_tx.clone(),
+                self.metrics.clone(),
+            );
+            // The watcher it replaces is aborted: the new one lists afresh.
+            self.secret_watchers.insert(scope, AbortOnDrop(watcher));
+        }
+    }
+
+    /// Logs once, for each reference to a Secret that is not labelled, whether that
+    /// Secret is missing or only unlabelled: status says `SecretNotFound` either way.
+    fn tell_unlabelled(&mut self) {
+        let unlabelled = self.index.unlabelled_secret_refs();
+        self.told_unlabelled.retain(|r| unlabelled.contains(r));
+        for (object, name) in unlabelled {
+            if self.told_unlabelled.insert((object.clone(), name.clone())) {
+                let namespace = object.namespace.clone();
+                watch::tell_unlabelled(self.client.clone(), object, namespace, name);
             }
         }
-        index.retain_secrets(&wanted);
-        known.iter().all(|(ns, name)| index.knows_secret(ns, name))
     }
 
     fn build(&mut self, dirty: Dirty) -> Loaded {

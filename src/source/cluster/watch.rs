@@ -1,12 +1,13 @@
-//! Watchers: one per kind and namespace, and one per referenced Secret, each turning
-//! kube-rs's watch events into [`Change`]s for the index task.
+//! Watchers: one per kind and namespace, and one for the labelled Secrets per namespace
+//! (or one for all), each turning kube-rs's watch events into [`Change`]s for the index
+//! task.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DynamicObject};
+use kube::api::{Api, DynamicObject, ListParams};
 use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
@@ -28,10 +29,16 @@ pub enum Change {
     },
     Applied(Box<Object>),
     Deleted(ObjectKey),
+    /// A labelled Secret added or changed (`Some`), or gone: deleted or unlabelled.
     Secret {
         namespace: String,
         name: String,
         data: Option<SecretData>,
+    },
+    /// Every labelled Secret of one namespace (or all): a first list, or a relist.
+    SecretsRelisted {
+        namespace: Option<String>,
+        secrets: Vec<(String, String, SecretData)>,
     },
 }
 
@@ -114,49 +121,109 @@ pub fn kind(
     })
 }
 
-/// Watches the one Secret `namespace/name`: only referenced Secrets are read.
-pub fn secret(
+/// The label a Secret must carry to be read: its owner's consent that portcullis use it.
+pub const SECRET_CONSUMER_LABEL: &str = "portcullis.dev/secret-consumer";
+
+/// Watches the Secrets of one namespace (or of all) that carry
+/// `portcullis.dev/secret-consumer=true`. No other Secret is ever read: one without the
+/// label reaches neither portcullis's memory nor any URL, whoever references it.
+pub fn secrets(
     client: Client,
-    namespace: String,
-    name: String,
+    namespace: Option<String>,
     changes: mpsc::Sender<Change>,
     metrics: Arc<Metrics>,
 ) -> tokio::task::JoinHandle<()> {
-    let api: Api<Secret> = Api::namespaced(client, &namespace);
-    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let api: Api<Secret> = match &namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    };
+    let config = watcher::Config::default().labels(&format!("{SECRET_CONSUMER_LABEL}=true"));
     tokio::spawn(async move {
         let mut events = watcher::watcher(api, config).backoff(backoff()).boxed();
-        let mut listed = None;
+        let mut listed = Vec::new();
         while let Some(event) = events.next().await {
-            let data = match event {
+            let change = match event {
                 Ok(Event::Init) => {
-                    listed = None;
+                    listed.clear();
                     continue;
                 }
                 Ok(Event::InitApply(s)) => {
-                    listed = Some(data(s));
+                    let (namespace, name) = secret_key(&s);
+                    listed.push((namespace, name, data(s)));
                     continue;
                 }
-                Ok(Event::InitDone) => listed.take(),
-                Ok(Event::Apply(s)) => Some(data(s)),
-                Ok(Event::Delete(_)) => None,
+                Ok(Event::InitDone) => Change::SecretsRelisted {
+                    namespace: namespace.clone(),
+                    secrets: std::mem::take(&mut listed),
+                },
+                Ok(Event::Apply(s)) => {
+                    let (namespace, name) = secret_key(&s);
+                    Change::Secret {
+                        namespace,
+                        name,
+                        data: Some(data(s)),
+                    }
+                }
+                // Deleted, or no longer labelled: the watch's selector lets it go.
+                Ok(Event::Delete(s)) => {
+                    let (namespace, name) = secret_key(&s);
+                    Change::Secret {
+                        namespace,
+                        name,
+                        data: None,
+                    }
+                }
                 Err(e) => {
                     metrics.watch_error("Secret");
-                    tracing::warn!(secret = %format!("{namespace}/{name}"), error = %e,
-                        "watch failed; retrying");
+                    tracing::warn!(namespace = namespace.as_deref().unwrap_or("*"), error = %e,
+                        "Secret watch failed; retrying");
                     continue;
                 }
-            };
-            let change = Change::Secret {
-                namespace: namespace.clone(),
-                name: name.clone(),
-                data,
             };
             if changes.send(change).await.is_err() {
                 return;
             }
         }
     })
+}
+
+fn secret_key(secret: &Secret) -> (String, String) {
+    (
+        secret.metadata.namespace.clone().unwrap_or_default(),
+        secret.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+/// Logs whether the Secret `namespace/name` that `object` references, which is not among
+/// the labelled ones, is missing or there without the label. Status says `SecretNotFound`
+/// either way; only this log tells them apart. It asks for the Secret's metadata alone
+/// (a list with a name field selector: the `list` verb, no `get`), so its data is never
+/// read.
+pub fn tell_unlabelled(client: Client, object: ObjectKey, namespace: String, name: String) {
+    tokio::spawn(async move {
+        let api: Api<Secret> = Api::namespaced(client, &namespace);
+        let params = ListParams::default().fields(&format!("metadata.name={name}"));
+        let secret = format!("{namespace}/{name}");
+        match api.list_metadata(&params).await {
+            Ok(list) if list.items.is_empty() => tracing::warn!(
+                resource = %object,
+                secret = %secret,
+                "the referenced Secret does not exist"
+            ),
+            Ok(_) => tracing::warn!(
+                resource = %object,
+                secret = %secret,
+                label = %format!("{SECRET_CONSUMER_LABEL}=true"),
+                "the referenced Secret lacks the consumer label, so it is not read"
+            ),
+            Err(e) => tracing::warn!(
+                resource = %object,
+                secret = %secret,
+                error = %e,
+                "the referenced Secret is not labelled or does not exist; could not tell which"
+            ),
+        }
+    });
 }
 
 fn data(secret: Secret) -> SecretData {

@@ -6,7 +6,9 @@
 //! `secrets` and `coordination.k8s.io/v1` `leases`: get, list, watch, create, replace,
 //! delete, merge/strategic-merge patch and server-side apply, with the real server's
 //! resourceVersion, generation and status-subresource rules ([`store`]) and its watch
-//! protocol ([`watch`]). The handle also acts as an admin ([`FakeApiServer::apply`]),
+//! protocol ([`watch`]). Lists and watches take label and field selectors (an object that
+//! a change moves into or out of a watch's selectors comes as `ADDED` or `DELETED`), and
+//! a list asked for as `PartialObjectMetadataList` answers metadata only. The handle also acts as an admin ([`FakeApiServer::apply`]),
 //! breaks the server ([`FakeApiServer::set_outage`], [`FakeApiServer::compact`]) and
 //! shows what clients sent ([`FakeApiServer::requests`]).
 //!
@@ -42,6 +44,8 @@ pub struct RecordedRequest {
     pub method: String,
     pub path_and_query: String,
     pub content_type: Option<String>,
+    /// The `Accept` header: `...;as=PartialObjectMetadataList;...` asks for metadata only.
+    pub accept: Option<String>,
     /// The body as JSON, or as a JSON string when it is not JSON (YAML); `None` when empty.
     pub body: Option<Value>,
 }
@@ -290,6 +294,11 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let accept = parts
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let path_and_query = parts
         .uri
         .path_and_query()
@@ -301,6 +310,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
             method: parts.method.to_string(),
             path_and_query,
             content_type: content_type.clone(),
+            accept: accept.clone(),
             body: (!text.is_empty())
                 .then(|| serde_json::from_str(&text).unwrap_or_else(|_| json!(text))),
         });
@@ -337,7 +347,12 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     let watch = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
     let result = match (parts.method, route.ns.as_deref(), route.name.as_deref()) {
         (Method::GET, ns, None) if watch => return watch::respond(shared, rt, ns, &query),
-        (Method::GET, ns, None) => list(&shared.lock(), rt, ns, &query),
+        (Method::GET, ns, None) => {
+            list(&shared.lock(), rt, ns, &query).map(|list| match accept.as_deref() {
+                Some(a) if a.contains("as=PartialObjectMetadataList") => metadata_only(list),
+                _ => list,
+            })
+        }
         (Method::DELETE, ns, None) => Ok(delete_collection(&shared, rt, ns, &query)),
         (Method::POST, Some(ns), None) => {
             match json_body().and_then(|b| shared.change(|s| s.create(rt, ns, b))) {
@@ -475,6 +490,29 @@ fn list(
         "metadata": metadata,
         "items": items,
     }))
+}
+
+/// A list as `Accept: application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1`
+/// asks for it: each item's metadata alone (a Secret's data never leaves the server).
+fn metadata_only(list: Value) -> Value {
+    let items: Vec<Value> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|item| {
+            json!({
+                "apiVersion": "meta.k8s.io/v1",
+                "kind": "PartialObjectMetadata",
+                "metadata": item["metadata"],
+            })
+        })
+        .collect();
+    json!({
+        "apiVersion": "meta.k8s.io/v1",
+        "kind": "PartialObjectMetadataList",
+        "metadata": list["metadata"],
+        "items": items,
+    })
 }
 
 fn delete_collection(

@@ -134,6 +134,9 @@ pub struct Change {
     pub event: &'static str,
     pub plural: &'static str,
     pub object: Value,
+    /// The object before this change, to tell a watch whose selector it now enters or
+    /// leaves (`ADDED`, `DELETED`) as the real server does.
+    pub previous: Option<Value>,
 }
 
 /// Which part of an object a write addresses.
@@ -332,7 +335,7 @@ impl Store {
         self.intents.retain(|(k, _, _), _| *k != key);
         self.rv += 1;
         obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
-        self.record(rt, "DELETED", obj.clone());
+        self.record(rt, "DELETED", obj.clone(), None);
         Ok(obj)
     }
 
@@ -419,16 +422,23 @@ impl Store {
         obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
         let event = if old.is_some() { "MODIFIED" } else { "ADDED" };
         self.objects.insert(key, obj.clone());
-        self.record(rt, event, obj.clone());
+        self.record(rt, event, obj.clone(), old);
         obj
     }
 
-    fn record(&mut self, rt: &ResourceType, event: &'static str, object: Value) {
+    fn record(
+        &mut self,
+        rt: &ResourceType,
+        event: &'static str,
+        object: Value,
+        previous: Option<Value>,
+    ) {
         self.history.push(Change {
             rv: self.rv,
             event,
             plural: rt.plural,
             object,
+            previous,
         });
     }
 

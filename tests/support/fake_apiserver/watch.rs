@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
-use super::store::{fields_match, labels_match, ApiError, ResourceType};
+use super::store::{fields_match, labels_match, ApiError, Change, ResourceType};
 use super::{error, Shared};
 
 /// How often a watch that asked for bookmarks gets one (a real server: about a minute).
@@ -118,6 +118,27 @@ fn expired(rv: u64, oldest: u64) -> String {
     event("ERROR", &status)
 }
 
+/// What a watch with `filter` sees of a change, as the real server's watch cache has it:
+/// an object that enters the selectors is `ADDED`, one that leaves them is `DELETED`
+/// (its last matching content at the change's resourceVersion).
+fn seen(filter: &Filter, c: &Change) -> Option<String> {
+    let now = filter.matches(c.plural, &c.object);
+    let before = c
+        .previous
+        .as_ref()
+        .is_some_and(|p| filter.matches(c.plural, p));
+    match (c.event, before, now) {
+        ("MODIFIED", false, true) => Some(event("ADDED", &c.object)),
+        ("MODIFIED", true, false) => {
+            let mut gone = c.previous.clone().expect("matched before");
+            gone["metadata"]["resourceVersion"] = c.object["metadata"]["resourceVersion"].clone();
+            Some(event("DELETED", &gone))
+        }
+        (_, _, true) => Some(event(c.event, &c.object)),
+        _ => None,
+    }
+}
+
 /// Feeds one watch until its timeout, an outage, the server's end, or the client leaving.
 async fn stream(shared: Arc<Shared>, filter: Filter, options: Options, tx: mpsc::Sender<String>) {
     // Subscribed before the first look, so no change slips between look and wait.
@@ -161,8 +182,7 @@ async fn stream(shared: Arc<Shared>, filter: Filter, options: Options, tx: mpsc:
                 lines.extend(
                     store.history[from..]
                         .iter()
-                        .filter(|c| filter.matches(c.plural, &c.object))
-                        .map(|c| event(c.event, &c.object)),
+                        .filter_map(|c| seen(&filter, c)),
                 );
                 last = store.rv;
             }

@@ -463,3 +463,148 @@ fn an_index_two_changes_behind_catches_up_to_the_last_good_version() {
     );
     assert!(spare.by_identifier("https://kc", "1").is_none());
 }
+
+fn secret_ref_introspector(namespace: &str, name: &str, secret: &str) -> Object {
+    object(
+        Kind::TokenIntrospector,
+        namespace,
+        name,
+        1,
+        json!({"type": "jwt", "jwt": {"iss": format!("https://{namespace}-{name}"),
+               "secretRef": {"name": secret, "key": "secret"}}}),
+    )
+}
+
+fn secret_data(value: &str) -> SecretData {
+    [("secret".to_string(), value.as_bytes().to_vec())].into()
+}
+
+fn labelled(namespace: &str, name: &str, value: &str) -> (String, String, SecretData) {
+    (namespace.into(), name.into(), secret_data(value))
+}
+
+#[test]
+fn a_secret_not_among_the_labelled_reads_as_not_found_and_is_named_for_the_log() {
+    let mut index = ClusterIndex::default();
+    index.apply(secret_ref_introspector("a", "ti", "hs"));
+    index.relist_secrets(Some("a"), vec![labelled("a", "other", "x")]);
+    let (_, verdicts) = index.compile(&Kind::CONFIG);
+    let missing = verdict(&verdicts, "ti").ready.clone();
+    assert_eq!(missing.reason, "SecretNotFound");
+    assert!(
+        missing.message.contains("Secret a/hs not found"),
+        "{missing:?}"
+    );
+    let ti = ObjectKey {
+        kind: Kind::TokenIntrospector,
+        namespace: "a".into(),
+        name: "ti".into(),
+    };
+    assert_eq!(
+        index
+            .unlabelled_secret_refs()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        [(ti.clone(), "hs".to_string())]
+    );
+
+    // Labelled: read, and it serves.
+    assert!(index.set_secret("a", "hs", Some(secret_data("k"))).config);
+    let (_, verdicts) = index.compile(&Kind::CONFIG);
+    assert!(verdict(&verdicts, "ti").ready.status);
+    assert!(index.unlabelled_secret_refs().is_empty());
+
+    // Unlabelled again (the watch deletes it): the same status as a missing one, and the
+    // version read while it was labelled serves on.
+    assert!(index.set_secret("a", "hs", None).config);
+    let (compiler, verdicts) = index.compile(&Kind::CONFIG);
+    let v = verdict(&verdicts, "ti");
+    assert_eq!(v.ready, missing, "unlabelled reads as missing");
+    assert!(v.previous_serves);
+    assert!(compiler
+        .into_snapshot()
+        .trust
+        .for_issuer("https://a-ti")
+        .is_some());
+    assert_eq!(index.unlabelled_secret_refs().len(), 1);
+}
+
+#[test]
+fn only_referenced_secrets_keep_their_data() {
+    let mut index = ClusterIndex::default();
+    let key = |name: &str| ("a".to_string(), name.to_string());
+    // Listed before anything references them: names only, and nothing to rebuild.
+    assert!(!index
+        .relist_secrets(
+            Some("a"),
+            vec![labelled("a", "hs", "k"), labelled("a", "spare", "s")]
+        )
+        .any());
+    assert_eq!(index.secrets[&key("hs")], None);
+    assert!(
+        !index.set_secret("a", "spare", Some(secret_data("t"))).any(),
+        "an unreferenced Secret changes nothing"
+    );
+
+    // A new reference to a labelled Secret whose data was not kept: its namespace is read
+    // again, which fills it in.
+    index.apply(secret_ref_introspector("a", "ti", "hs"));
+    assert_eq!(
+        index.retain_secrets().into_iter().collect::<Vec<_>>(),
+        ["a"]
+    );
+    assert!(
+        index
+            .relist_secrets(
+                Some("a"),
+                vec![labelled("a", "hs", "k"), labelled("a", "spare", "s")]
+            )
+            .config
+    );
+    assert!(index.retain_secrets().is_empty());
+    assert_eq!(index.secrets[&key("hs")], Some(secret_data("k")));
+    assert_eq!(index.secrets[&key("spare")], None);
+    let (_, verdicts) = index.compile(&Kind::CONFIG);
+    assert!(verdict(&verdicts, "ti").ready.status);
+
+    // No longer referenced: the data goes, the name stays.
+    index.delete(&ObjectKey {
+        kind: Kind::TokenIntrospector,
+        namespace: "a".into(),
+        name: "ti".into(),
+    });
+    assert!(index.retain_secrets().is_empty());
+    assert_eq!(index.secrets[&key("hs")], None);
+}
+
+#[test]
+fn a_relist_of_secrets_replaces_its_namespace_only() {
+    let mut index = ClusterIndex::default();
+    index.apply(secret_ref_introspector("a", "ti", "hs"));
+    index.apply(secret_ref_introspector("b", "ti", "hs"));
+    index.relist_secrets(Some("a"), vec![labelled("a", "hs", "1")]);
+    index.relist_secrets(Some("b"), vec![labelled("b", "hs", "2")]);
+    assert!(index.unlabelled_secret_refs().is_empty());
+    assert!(
+        !index
+            .relist_secrets(Some("a"), vec![labelled("a", "hs", "1")])
+            .any(),
+        "the same list, nothing to rebuild"
+    );
+    // The Secret of `a` went while the watch was down.
+    assert!(index.relist_secrets(Some("a"), vec![]).config);
+    let gone: Vec<_> = index
+        .unlabelled_secret_refs()
+        .into_iter()
+        .map(|(key, name)| format!("{}/{name}", key.namespace))
+        .collect();
+    assert_eq!(gone, ["a/hs"]);
+    // One list of every namespace replaces all.
+    index.relist_secrets(None, vec![labelled("a", "hs", "3")]);
+    let gone: Vec<_> = index
+        .unlabelled_secret_refs()
+        .into_iter()
+        .map(|(key, _)| key.namespace)
+        .collect();
+    assert_eq!(gone, ["b"]);
+}
