@@ -91,6 +91,13 @@ pub struct ServeArgs {
     /// The private key of the webhook's certificate (PEM); read again when the file changes.
     #[arg(long, env = "PORTCULLIS_TLS_KEY_FILE", requires = "webhook_addr")]
     pub tls_key_file: Option<PathBuf>,
+    /// Over the HTTP flavour of ext_authz, take `remote-addr` from the last
+    /// `X-Forwarded-For` entry and `scheme` from `X-Forwarded-Proto`. Set it only when Envoy
+    /// is the edge with `use_remote_address: true` (the shipped configurations), which
+    /// appends the real peer and overwrites the scheme; without it a client's copies are
+    /// ignored: `remote-addr` is absent and `scheme` is `http`.
+    #[arg(long, env = "PORTCULLIS_HTTP_TRUST_FORWARDED")]
+    pub http_trust_forwarded: bool,
     /// Create a User on first sight of a valid token (Aidbox's BOX_SECURITY_INTROSPECTION_CREATE_USER).
     #[arg(long, env = "PORTCULLIS_CREATE_USERS")]
     pub create_users: bool,

@@ -59,7 +59,13 @@ async fn hardening(shipped: &str) {
     let config = tempfile::tempdir().unwrap();
     std::fs::write(config.path().join("policies.yaml"), POLICIES).unwrap();
     let upstream = EchoServer::start();
-    let portcullis = Portcullis::builder().config(config.path()).start().await;
+    let mut portcullis = Portcullis::builder().config(config.path());
+    if shipped == SHIPPED_HTTP {
+        // As the shipped HTTP configuration says: its Envoy is the edge
+        // (`use_remote_address: true`), so its X-Forwarded-For / -Proto are Envoy's own.
+        portcullis = portcullis.arg("--http-trust-forwarded");
+    }
+    let portcullis = portcullis.start().await;
     let port = if shipped == SHIPPED_GRPC {
         portcullis.grpc_addr().port()
     } else {

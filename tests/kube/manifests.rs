@@ -417,6 +417,7 @@ fn every_serve_flag_is_reachable_from_the_chart_values() {
             "maxTokenBytes=9000",
             "claimUsersByName=false",
             "drainMs=1000",
+            "httpTrustForwarded=true",
             "admin.enabled=true",
             "admin.tokenSecret=ops",
             "otlpEndpoint=http://collector:4317",
