@@ -91,6 +91,13 @@ pub struct ServeArgs {
     /// The private key of the webhook's certificate (PEM); read again when the file changes.
     #[arg(long, env = "PORTCULLIS_TLS_KEY_FILE", requires = "webhook_addr")]
     pub tls_key_file: Option<PathBuf>,
+    /// Over the HTTP flavour of ext_authz, take `remote-addr` from the last
+    /// `X-Forwarded-For` entry and `scheme` from `X-Forwarded-Proto`. Set it only when Envoy
+    /// is the edge with `use_remote_address: true` (the shipped configurations), which
+    /// appends the real peer and overwrites the scheme; without it a client's copies are
+    /// ignored: `remote-addr` is absent and `scheme` is `http`.
+    #[arg(long, env = "PORTCULLIS_HTTP_TRUST_FORWARDED")]
+    pub http_trust_forwarded: bool,
     /// Create a User on first sight of a valid token (Aidbox's BOX_SECURITY_INTROSPECTION_CREATE_USER).
     #[arg(long, env = "PORTCULLIS_CREATE_USERS")]
     pub create_users: bool,
@@ -103,6 +110,23 @@ pub struct ServeArgs {
     /// claims; `false` finds Users only through their identifiers.
     #[arg(long, env = "PORTCULLIS_CLAIM_USERS_BY_NAME", default_value_t = true, action = clap::ArgAction::Set)]
     pub claim_users_by_name: bool,
+    /// With --create-users: Users created per second per IdentityProvider, once
+    /// --user-create-burst is spent. Past it the request goes on without a User
+    /// (metric `user_events{event="create_rate_limited"}`).
+    #[arg(long, env = "PORTCULLIS_USER_CREATE_RATE", default_value_t = crate::users::DEFAULT_CREATE_RATE, value_parser = positive_rate)]
+    pub user_create_rate: f64,
+    /// With --create-users: Users an IdentityProvider may create at once after a quiet spell.
+    #[arg(long, env = "PORTCULLIS_USER_CREATE_BURST", default_value_t = crate::users::DEFAULT_CREATE_BURST, value_parser = clap::value_parser!(u32).range(1..))]
+    pub user_create_burst: u32,
+    /// With --create-users: no User is created in a namespace that holds this many (file
+    /// mode has no namespaces: the cap applies to all Users). Metric
+    /// `user_events{event="create_capped_namespace"}`.
+    #[arg(long, env = "PORTCULLIS_MAX_USERS_PER_NAMESPACE", default_value_t = crate::users::DEFAULT_MAX_USERS_PER_NAMESPACE)]
+    pub max_users_per_namespace: usize,
+    /// With --create-users: no User is created once this many exist in all. Metric
+    /// `user_events{event="create_capped_total"}`.
+    #[arg(long, env = "PORTCULLIS_MAX_USERS", default_value_t = crate::users::DEFAULT_MAX_USERS)]
+    pub max_users: usize,
     /// Tokens longer than this are refused unread.
     #[arg(long, env = "PORTCULLIS_MAX_TOKEN_BYTES", default_value_t = crate::token::DEFAULT_MAX_TOKEN_BYTES)]
     pub max_token_bytes: usize,
@@ -223,6 +247,18 @@ pub struct ExplainArgs {
     pub claim_users_by_name: bool,
 }
 
+impl ServeArgs {
+    /// `--user-create-rate`, `--user-create-burst`, `--max-users-per-namespace`, `--max-users`.
+    pub fn creation_limits(&self) -> crate::users::CreationLimits {
+        crate::users::CreationLimits {
+            rate: self.user_create_rate,
+            burst: self.user_create_burst,
+            max_per_namespace: self.max_users_per_namespace,
+            max_total: self.max_users,
+        }
+    }
+}
+
 /// How `--claim-users-by-name` reads to the user resolver.
 pub fn name_claims(claim_users_by_name: bool) -> crate::users::NameClaims {
     if claim_users_by_name {
@@ -242,6 +278,15 @@ pub enum ExplainOutput {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!(
+            "{s:?} is not a positive number of Users per second"
+        )),
+    }
 }
 
 fn parse_header(s: &str) -> Result<(String, String), String> {

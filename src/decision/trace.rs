@@ -59,7 +59,7 @@ impl TokenStep {
 #[derive(Debug, Serialize)]
 pub struct UserStep {
     /// `found-by-name`, `found-by-identifier`, `created`, `would-create`,
-    /// `userinfo-failed`, `create-failed` or `none`.
+    /// `userinfo-failed`, `create-failed`, `create-limited` or `none`.
     pub result: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
@@ -96,6 +96,9 @@ impl UserStep {
             }
             Resolution::CreateFailed { name, error } => {
                 ("create-failed", Some(name.clone()), error.clone())
+            }
+            Resolution::Limited { name, why, .. } => {
+                ("create-limited", Some(name.clone()), why.clone())
             }
             Resolution::None(why) => ("none", None, why.to_string()),
         };

@@ -52,5 +52,5 @@ pub(crate) async fn resolve(
     if let Some((user, found)) = users.find(&snapshot.users, &subject) {
         return Resolution::Found(user, found);
     }
-    users.create(&subject, raw, dry_run).await
+    users.create(&snapshot.users, &subject, raw, dry_run).await
 }

@@ -36,8 +36,14 @@ pub fn authorizer(
     };
     let users = match store {
         Some(store) => {
-            tracing::info!(store = %store.describe(), "creating Users on first sight");
-            UserResolver::creating(store, UserinfoClient::new(idp.clone()), metrics.clone())
+            let limits = args.creation_limits();
+            tracing::info!(store = %store.describe(), ?limits, "creating Users on first sight");
+            UserResolver::creating_with_limits(
+                store,
+                UserinfoClient::new(idp.clone()),
+                metrics.clone(),
+                limits,
+            )
         }
         None => UserResolver::off(),
     }

@@ -62,6 +62,7 @@ pub async fn run(
             snapshots,
             metrics,
             draining: health.draining.clone(),
+            trust_forwarded: args.http_trust_forwarded,
         })
         .into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )

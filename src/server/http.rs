@@ -32,6 +32,19 @@ pub struct HttpState {
     pub metrics: Arc<Metrics>,
     /// Set on SIGTERM: `/readyz` fails so that traffic moves away before the server stops.
     pub draining: Arc<AtomicBool>,
+    /// `--http-trust-forwarded`: whether `X-Forwarded-For` / `X-Forwarded-Proto` are
+    /// Envoy's (the edge, `use_remote_address: true`) rather than the client's.
+    pub trust_forwarded: bool,
+}
+
+/// Whose `X-Forwarded-For` / `X-Forwarded-Proto` the HTTP flavour receives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Forwarded {
+    /// Envoy's own (`--http-trust-forwarded`): the edge appended the peer and set the scheme.
+    Trusted,
+    /// Perhaps the client's, passed on: ignored. `remote-addr` is absent (the connection's
+    /// peer is Envoy, not the client) and `scheme` is `http`.
+    Ignored,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -79,7 +92,18 @@ async fn ext_authz(State(state): State<HttpState>, request: Request<Body>) -> Re
         .extensions()
         .get::<ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip().to_string());
-    let request = to_http_request(request.method(), request.uri(), request.headers(), peer);
+    let forwarded = if state.trust_forwarded {
+        Forwarded::Trusted
+    } else {
+        Forwarded::Ignored
+    };
+    let request = to_http_request(
+        request.method(),
+        request.uri(),
+        request.headers(),
+        peer,
+        forwarded,
+    );
     let span = spans::decision_span(&request);
     let decision = state
         .authorizer
@@ -95,6 +119,7 @@ fn to_http_request(
     uri: &Uri,
     headers: &HeaderMap,
     peer: Option<String>,
+    forwarded: Forwarded,
 ) -> HttpRequest {
     let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let path = path_and_query
@@ -116,15 +141,21 @@ fn to_http_request(
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
     };
-    // The rightmost x-forwarded-for entry is the one the nearest proxy (Envoy) appended;
-    // entries to its left are whatever the client chose to send.
-    let remote_addr = header("x-forwarded-for")
-        .and_then(|v| v.rsplit(',').next().map(|s| s.trim().to_string()))
-        .filter(|s| !s.is_empty())
-        .or(peer);
+    let (remote_addr, scheme) = match forwarded {
+        // The rightmost x-forwarded-for entry is the one the nearest proxy (Envoy)
+        // appended; entries to its left are whatever the client chose to send.
+        Forwarded::Trusted => (
+            header("x-forwarded-for")
+                .and_then(|v| v.rsplit(',').next().map(|s| s.trim().to_string()))
+                .filter(|s| !s.is_empty())
+                .or(peer),
+            header("x-forwarded-proto"),
+        ),
+        Forwarded::Ignored => (None, None),
+    };
     HttpRequest {
         method: method.as_str().to_string(),
-        scheme: header("x-forwarded-proto").unwrap_or_else(|| "http".into()),
+        scheme: scheme.unwrap_or_else(|| "http".into()),
         host: header("host").unwrap_or_default(),
         path,
         headers,
@@ -208,27 +239,49 @@ mod tests {
         assert!(response.headers().get(HEADERS_TO_REMOVE).is_none());
     }
 
-    #[test]
-    fn the_remote_address_is_the_one_envoy_appended() {
+    fn forwarded(xff: &'static str, proto: &'static str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(
-            "x-forwarded-for",
-            HeaderValue::from_static("6.6.6.6, 10.0.0.7"),
-        );
-        let r = to_http_request(
+        h.insert("x-forwarded-for", HeaderValue::from_static(xff));
+        h.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+        h
+    }
+
+    fn translate(headers: &HeaderMap, forwarded: Forwarded) -> HttpRequest {
+        to_http_request(
             &Method::GET,
             &"/ext-authz/x".parse().unwrap(),
-            &h,
+            headers,
             Some("127.0.0.1".into()),
-        );
+            forwarded,
+        )
+    }
+
+    #[test]
+    fn trusted_the_remote_address_is_the_one_envoy_appended() {
+        let r = translate(&forwarded("6.6.6.6, 10.0.0.7", "https"), Forwarded::Trusted);
         assert_eq!(r.remote_addr.as_deref(), Some("10.0.0.7"));
-        let r = to_http_request(
-            &Method::GET,
-            &"/ext-authz/x".parse().unwrap(),
-            &HeaderMap::new(),
-            Some("127.0.0.1".into()),
-        );
+        assert_eq!(r.scheme, "https");
+        let r = translate(&HeaderMap::new(), Forwarded::Trusted);
         assert_eq!(r.remote_addr.as_deref(), Some("127.0.0.1"));
+        assert_eq!(r.scheme, "http");
+    }
+
+    /// Without `--http-trust-forwarded`, a client's copies never reach the context: the
+    /// address is absent (the peer is Envoy, not the client) and the scheme is `http`.
+    #[test]
+    fn untrusted_forwarded_headers_are_ignored() {
+        for headers in [forwarded("10.9.9.9", "https"), HeaderMap::new()] {
+            let r = translate(&headers, Forwarded::Ignored);
+            assert_eq!(r.remote_addr, None);
+            assert_eq!(r.scheme, "http");
+            // Still a header like any other, for a policy that means to test it.
+            assert_eq!(
+                r.headers
+                    .iter()
+                    .any(|(k, v)| k == "x-forwarded-for" && v == "10.9.9.9"),
+                !headers.is_empty()
+            );
+        }
     }
 
     #[test]
@@ -239,13 +292,32 @@ mod tests {
             &"/ext-authz/fhir/Patient?_count=1".parse().unwrap(),
             &h,
             None,
+            Forwarded::Ignored,
         );
         assert_eq!(r.path, "/fhir/Patient?_count=1");
-        let r = to_http_request(&Method::GET, &"/ext-authz".parse().unwrap(), &h, None);
+        let r = to_http_request(
+            &Method::GET,
+            &"/ext-authz".parse().unwrap(),
+            &h,
+            None,
+            Forwarded::Ignored,
+        );
         assert_eq!(r.path, "/");
-        let r = to_http_request(&Method::GET, &"/ext-authz?x=1".parse().unwrap(), &h, None);
+        let r = to_http_request(
+            &Method::GET,
+            &"/ext-authz?x=1".parse().unwrap(),
+            &h,
+            None,
+            Forwarded::Ignored,
+        );
         assert_eq!(r.path, "/?x=1");
-        let r = to_http_request(&Method::GET, &"/ext-authz/?x=1".parse().unwrap(), &h, None);
+        let r = to_http_request(
+            &Method::GET,
+            &"/ext-authz/?x=1".parse().unwrap(),
+            &h,
+            None,
+            Forwarded::Ignored,
+        );
         assert_eq!(r.path, "/?x=1");
     }
 
@@ -265,6 +337,7 @@ mod tests {
             snapshots: Arc::new(SnapshotStore::default()),
             metrics: Arc::new(Metrics::new()),
             draining: Default::default(),
+            trust_forwarded: false,
         };
         for uri in [
             "/ext-authz/",

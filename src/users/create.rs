@@ -10,11 +10,12 @@ use arc_swap::ArcSwap;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use serde_json::{Map, Value};
 
+use super::limits::{CreationLimits, Limit, RateLimiters};
 use super::store::UserStore;
 use super::userinfo::{UserinfoClient, UserinfoError};
 use super::{user_name, Found, KnownUser, ProviderRef, Resolution, Subject, UserIndex};
 use crate::metrics::Metrics;
-use crate::resources::{qualified, Identifier, UserSpec, UserinfoSource};
+use crate::resources::{namespace_of, qualified, Identifier, UserSpec, UserinfoSource};
 
 /// Before the one retry of a userinfo call that failed in a way worth retrying.
 pub const USERINFO_RETRY_AFTER: Duration = Duration::from_millis(100);
@@ -141,18 +142,23 @@ enum CreateError {
 }
 
 /// Creates Users: one creation per `(system, sub)` at a time, a back-off after a failure,
-/// and each User created put in the overlay that [`super::UserResolver`] finds it in.
+/// within the [`CreationLimits`], and each User created put in the overlay that
+/// [`super::UserResolver`] finds it in.
 pub(super) struct Creator {
     store: Arc<dyn UserStore>,
     userinfo: UserinfoClient,
     metrics: Arc<Metrics>,
     overlay: Arc<ArcSwap<UserIndex>>,
     retry_after: Duration,
-    /// One creation per `(system, sub)` at a time; concurrent requests join it.
-    inflight: Mutex<HashMap<Key, Flight>>,
+    /// One creation per `(system, sub)` at a time, with the namespace of its User;
+    /// concurrent requests join it.
+    inflight: Mutex<HashMap<Key, (Box<str>, Flight)>>,
     /// Creations that just failed: requests for that subject go on without a user until
     /// the back-off ends, instead of calling a failing identity provider each time.
     failed: moka::sync::Cache<Key, CreateError>,
+    limits: CreationLimits,
+    /// `--user-create-rate`, per IdentityProvider.
+    rates: RateLimiters,
 }
 
 /// How long a failed creation is not retried.
@@ -166,8 +172,11 @@ impl Creator {
         metrics: Arc<Metrics>,
         overlay: Arc<ArcSwap<UserIndex>>,
         retry_after: Duration,
+        limits: CreationLimits,
     ) -> Self {
         Creator {
+            rates: RateLimiters::new(&limits),
+            limits,
             store,
             userinfo,
             metrics,
@@ -182,8 +191,14 @@ impl Creator {
     }
 
     /// Creates the User of `plan`, or joins the creation under way for its subject. `raw` is
-    /// the token as presented, for the userinfo call.
-    pub(super) async fn resolve(self: &Arc<Self>, plan: Plan, raw: &str) -> Resolution {
+    /// the token as presented, for the userinfo call; `serving` holds the snapshot's Users,
+    /// which count towards the caps with those created since and those being created.
+    pub(super) async fn resolve(
+        self: &Arc<Self>,
+        plan: Plan,
+        raw: &str,
+        serving: &UserIndex,
+    ) -> Resolution {
         let key = (
             plan.identifier.system.clone(),
             plan.identifier.value.clone(),
@@ -199,11 +214,12 @@ impl Creator {
         let flight = {
             let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
             match inflight.get(&key) {
-                Some(flight) => flight.clone(),
+                Some((_, flight)) => flight.clone(),
                 None => {
                     // A flight that just ended put its User in the overlay before leaving
                     // this map: look again, or this request would start a second one.
-                    if let Some(user) = self.overlay.load().by_identifier(&key.0, &key.1) {
+                    let overlay = self.overlay.load();
+                    if let Some(user) = overlay.by_identifier(&key.0, &key.1) {
                         return Resolution::Found(
                             user.clone(),
                             Found::ByIdentifier {
@@ -212,6 +228,16 @@ impl Creator {
                             },
                         );
                     }
+                    let namespace = namespace_of(&plan.name).unwrap_or_default();
+                    if let Some(limit) = self.limit(&plan, namespace, serving, &overlay, &inflight)
+                    {
+                        self.metrics.user_event(limit.event());
+                        let why = limit.describe(&self.limits, &plan.provider, namespace);
+                        tracing::debug!(user = %name, provider = %plan.provider, reason = %why,
+                            "User not created; the request goes on without a user");
+                        return Resolution::Limited { name, limit, why };
+                    }
+                    let namespace: Box<str> = namespace.into();
                     // Spawned: a caller that goes away (Envoy gave up) does not cancel
                     // the creation that the others are waiting for.
                     let creator = self.clone();
@@ -236,7 +262,7 @@ impl Creator {
                     }
                     .boxed()
                     .shared();
-                    inflight.insert(key, flight.clone());
+                    inflight.insert(key, (namespace, flight.clone()));
                     flight
                 }
             }
@@ -246,6 +272,35 @@ impl Creator {
             Err(CreateError::Userinfo(error)) => Resolution::UserinfoFailed { name, error },
             Err(CreateError::Store(error)) => Resolution::CreateFailed { name, error },
         }
+    }
+
+    /// The limit that keeps `plan`'s User from being created now, if any: the caps count
+    /// the snapshot's Users, those created since and those being created; the rate is
+    /// taken last, so that a capped request spends none of it.
+    fn limit(
+        &self,
+        plan: &Plan,
+        namespace: &str,
+        serving: &UserIndex,
+        overlay: &UserIndex,
+        inflight: &HashMap<Key, (Box<str>, Flight)>,
+    ) -> Option<Limit> {
+        if serving.len() + overlay.len() + inflight.len() >= self.limits.max_total {
+            return Some(Limit::Total);
+        }
+        let pending = inflight
+            .values()
+            .filter(|(ns, _)| &**ns == namespace)
+            .count();
+        if serving.count_in(namespace) + overlay.count_in(namespace) + pending
+            >= self.limits.max_per_namespace
+        {
+            return Some(Limit::Namespace);
+        }
+        if !self.rates.try_take(&plan.provider) {
+            return Some(Limit::Rate);
+        }
+        None
     }
 
     async fn create(&self, plan: Plan, token: &str) -> Result<KnownUser, CreateError> {

@@ -6,7 +6,7 @@
 //! - [`UserIndexPair`]: two indexes taking turns, so that a User event from the cluster
 //!   changes Users in place instead of copying them all.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use hashbrown::HashTable;
 
 use super::{KnownUser, MAX_USER_BYTES};
-use crate::resources::UserSpec;
+use crate::resources::{namespace_of, UserSpec};
 
 /// Users by name and by identifier `(system, value)`.
 ///
@@ -27,6 +27,9 @@ pub struct UserIndex {
     /// `(position, identifier number)`.
     by_identifier: HashTable<(u32, u32)>,
     hasher: KeyHasher,
+    /// Users per namespace (the part of a name before `/`; `""` for names without one),
+    /// for the caps on creation.
+    per_namespace: HashMap<Box<str>, u32>,
 }
 
 /// How the tables hash their keys: one definition for lookups, inserts and rehashes.
@@ -77,6 +80,7 @@ impl UserIndex {
             by_name: HashTable::with_capacity(users),
             by_identifier: HashTable::with_capacity(users),
             hasher: KeyHasher::default(),
+            per_namespace: HashMap::new(),
         }
     }
 
@@ -88,6 +92,7 @@ impl UserIndex {
             by_name,
             by_identifier,
             hasher,
+            per_namespace,
         } = self;
         let name_hash = hasher.name(user.name());
         let found = by_name
@@ -100,6 +105,13 @@ impl UserIndex {
                 pos
             }
             None => {
+                let namespace = namespace_of(user.name()).unwrap_or_default();
+                match per_namespace.get_mut(namespace) {
+                    Some(n) => *n += 1,
+                    None => {
+                        per_namespace.insert(namespace.into(), 1);
+                    }
+                }
                 let pos = position(users.len());
                 users.push(user);
                 by_name.insert_unique(name_hash, pos, |&p| hasher.name(users[p as usize].name()));
@@ -134,6 +146,7 @@ impl UserIndex {
             by_name,
             by_identifier,
             hasher,
+            per_namespace,
         } = self;
         let entry = by_name
             .find_entry(hasher.name(name), |&p| users[p as usize].name() == name)
@@ -143,6 +156,13 @@ impl UserIndex {
         unlink_identifiers(by_identifier, hasher, &users[pos as usize], pos);
         let last = position(users.len() - 1);
         let removed = users.swap_remove(pos as usize);
+        let namespace = namespace_of(removed.name()).unwrap_or_default();
+        if let Some(n) = per_namespace.get_mut(namespace) {
+            *n -= 1;
+            if *n == 0 {
+                per_namespace.remove(namespace);
+            }
+        }
         if last != pos {
             let moved = &users[pos as usize];
             if let Some(p) = by_name.find_mut(hasher.name(moved.name()), |&p| p == last) {
@@ -165,6 +185,7 @@ impl UserIndex {
             by_name,
             by_identifier,
             hasher,
+            per_namespace: _,
         } = self;
         users.shrink_to_fit();
         by_name.shrink_to_fit(|&p| hasher.name(users[p as usize].name()));
@@ -205,6 +226,12 @@ impl UserIndex {
 
     pub fn is_empty(&self) -> bool {
         self.users.is_empty()
+    }
+
+    /// How many Users are in `namespace` (`""`: those whose name has no namespace, as in
+    /// file mode).
+    pub fn count_in(&self, namespace: &str) -> usize {
+        self.per_namespace.get(namespace).map_or(0, |&n| n as usize)
     }
 }
 
@@ -334,6 +361,26 @@ mod tests {
             email: Some("ann@example.com".into()),
             inactive: Some(false),
         }
+    }
+
+    #[test]
+    fn users_are_counted_per_namespace_through_inserts_replacements_and_removals() {
+        let mut index = UserIndex::default();
+        for name in ["a/x", "a/y", "b/x", "plain"] {
+            index.insert(KnownUser::new(name, &spec(&[])));
+        }
+        // Replacing a User by name does not count it twice.
+        index.insert(KnownUser::new("a/x", &spec(&[("s", "1")])));
+        assert_eq!(
+            (index.count_in("a"), index.count_in("b"), index.count_in("")),
+            (2, 1, 1)
+        );
+        index.remove("a/y");
+        index.remove("b/x");
+        index.remove("b/x");
+        assert_eq!((index.count_in("a"), index.count_in("b")), (1, 0));
+        assert!(!index.per_namespace.contains_key("b"));
+        assert_eq!(index.clone().count_in("a"), 1);
     }
 
     #[test]

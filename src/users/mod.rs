@@ -17,6 +17,7 @@
 mod create;
 mod find;
 mod index;
+mod limits;
 mod naming;
 mod store;
 mod subject;
@@ -37,6 +38,10 @@ use crate::metrics::Metrics;
 pub use create::{plan, DataSource, Plan, USERINFO_RETRY_AFTER};
 pub use find::{find, Found, NameClaims};
 pub use index::{admit, Refused, UserIndex, UserIndexPair};
+pub use limits::{
+    CreationLimits, Limit, DEFAULT_CREATE_BURST, DEFAULT_CREATE_RATE, DEFAULT_MAX_USERS,
+    DEFAULT_MAX_USERS_PER_NAMESPACE,
+};
 pub use naming::{is_valid_name, user_name, MAX_NAME_LEN};
 pub use store::{
     manifest, ClusterUserStore, CreateUser, FileUserStore, StoreError, UserStore, MANAGED_BY_LABEL,
@@ -65,6 +70,13 @@ pub enum Resolution {
     CreateFailed {
         name: String,
         error: String,
+    },
+    /// A limit on creation (rate, namespace cap, total cap) was reached: no `user` this
+    /// time, as when the provider is down.
+    Limited {
+        name: String,
+        limit: Limit,
+        why: String,
     },
     /// No User, and none to create: why.
     None(Cow<'static, str>),
@@ -127,14 +139,47 @@ impl UserResolver {
         Self::creating_with_retry(store, userinfo, metrics, USERINFO_RETRY_AFTER)
     }
 
+    /// Like [`UserResolver::creating`], within these limits rather than the defaults.
+    pub fn creating_with_limits(
+        store: Arc<dyn UserStore>,
+        userinfo: UserinfoClient,
+        metrics: Arc<Metrics>,
+        limits: CreationLimits,
+    ) -> Self {
+        Self::creating_with(store, userinfo, metrics, USERINFO_RETRY_AFTER, limits)
+    }
+
     pub fn creating_with_retry(
         store: Arc<dyn UserStore>,
         userinfo: UserinfoClient,
         metrics: Arc<Metrics>,
         retry_after: Duration,
     ) -> Self {
+        Self::creating_with(
+            store,
+            userinfo,
+            metrics,
+            retry_after,
+            CreationLimits::default(),
+        )
+    }
+
+    fn creating_with(
+        store: Arc<dyn UserStore>,
+        userinfo: UserinfoClient,
+        metrics: Arc<Metrics>,
+        retry_after: Duration,
+        limits: CreationLimits,
+    ) -> Self {
         let overlay: Arc<ArcSwap<UserIndex>> = Default::default();
-        let creator = Creator::new(store, userinfo, metrics, overlay.clone(), retry_after);
+        let creator = Creator::new(
+            store,
+            userinfo,
+            metrics,
+            overlay.clone(),
+            retry_after,
+            limits,
+        );
         UserResolver {
             creation: Creation::On(Arc::new(creator)),
             overlay,
@@ -160,9 +205,16 @@ impl UserResolver {
     }
 
     /// Step 3, once [`UserResolver::find`] found nothing: the User created for `subject`.
-    /// `raw` is the token as presented, for the userinfo call. With `dry_run` (explain)
+    /// `raw` is the token as presented, for the userinfo call; `serving` holds the
+    /// snapshot's Users, counted against the caps on creation. With `dry_run` (explain)
     /// nothing is fetched or created.
-    pub async fn create(&self, subject: &Subject<'_>, raw: &str, dry_run: bool) -> Resolution {
+    pub async fn create(
+        &self,
+        serving: &UserIndex,
+        subject: &Subject<'_>,
+        raw: &str,
+        dry_run: bool,
+    ) -> Resolution {
         let creator = match &self.creation {
             Creation::Off => {
                 return Resolution::None(
@@ -187,7 +239,7 @@ impl UserResolver {
         match creator {
             // Boxed: the creation's future (a userinfo call, a write) is large, and a
             // request that finds its User should not carry, and move, room for it.
-            Some(creator) if !dry_run => Box::pin(creator.resolve(plan, raw)).await,
+            Some(creator) if !dry_run => Box::pin(creator.resolve(plan, raw, serving)).await,
             _ => Resolution::WouldCreate(plan),
         }
     }

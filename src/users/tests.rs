@@ -816,3 +816,190 @@ async fn replicas_sharing_a_users_dir_never_overwrite_each_other() {
         assert_eq!(on_disk, ra);
     }
 }
+
+// ---- limits on creation -------------------------------------------------------------
+
+/// A store that keeps nothing: every User it is handed is created.
+struct MemoryStore(AtomicUsize);
+
+impl UserStore for MemoryStore {
+    fn create(
+        &self,
+        user: KnownUser,
+        _provider: &str,
+    ) -> futures::future::BoxFuture<'_, Result<KnownUser, StoreError>> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move { Ok(user) })
+    }
+
+    fn describe(&self) -> String {
+        "memory".into()
+    }
+}
+
+const ID_TOKEN_IDP: &str =
+    "resourceType: IdentityProvider\nid: keycloak\nsystem: keycloak\nuserinfo-source: id-token\n---\n";
+
+fn limited(limits: CreationLimits) -> (UserResolver, Arc<MemoryStore>, Arc<Metrics>) {
+    let store = Arc::new(MemoryStore(AtomicUsize::new(0)));
+    let metrics = Arc::new(Metrics::new());
+    let resolver = UserResolver::creating_with_limits(
+        store.clone(),
+        UserinfoClient::new(crate::outbound::IdpClient::new(Duration::from_secs(2))),
+        metrics.clone(),
+        limits,
+    );
+    (resolver, store, metrics)
+}
+
+/// Resolves `count` new subjects (`{prefix}-{i}`) through the pipeline's user step, and
+/// says how many got a User; each of the others must have been refused by a limit.
+async fn new_subjects(resolver: &UserResolver, s: &Snapshot, prefix: &str, count: usize) -> usize {
+    let mut created = 0;
+    for i in 0..count {
+        let t = kc_token(s, &format!("{prefix}-{i}"));
+        match resolver.resolve(s, &t, "raw", false).await {
+            Resolution::Created(_) => created += 1,
+            Resolution::Limited { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    created
+}
+
+/// 10,000 new subjects in a burst from one issuer: Users are created at the configured rate
+/// (on tokio's paused clock, not wall time), the caps hold, and decisions keep flowing,
+/// without a User, never waiting for one.
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_new_subjects_creates_users_at_the_configured_rate() {
+    let s = snapshot(ID_TOKEN_IDP);
+    let (resolver, store, metrics) = limited(CreationLimits {
+        rate: 10.0,
+        burst: 100,
+        max_per_namespace: 250,
+        max_total: 100_000,
+    });
+    let start = tokio::time::Instant::now();
+
+    // The burst: 100 Users, and 9,900 requests that go on without one.
+    assert_eq!(new_subjects(&resolver, &s, "burst", 10_000).await, 100);
+    assert_eq!(counter(&metrics, "create_rate_limited"), 9_900);
+    // No request waited: the clock, paused, never had to move.
+    assert_eq!(tokio::time::Instant::now(), start);
+
+    // Then 10 a second.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(new_subjects(&resolver, &s, "one-second", 1_000).await, 10);
+    tokio::time::advance(Duration::from_millis(2_500)).await;
+    assert_eq!(new_subjects(&resolver, &s, "later", 1_000).await, 25);
+    assert_eq!(resolver.overlay_len(), 135);
+
+    // A quiet spell refills the burst, but the namespace cap (here 250) holds.
+    tokio::time::advance(Duration::from_secs(3_600)).await;
+    assert_eq!(new_subjects(&resolver, &s, "capped", 1_000).await, 100);
+    tokio::time::advance(Duration::from_secs(3_600)).await;
+    assert_eq!(new_subjects(&resolver, &s, "capped-more", 1_000).await, 15);
+    assert_eq!(resolver.overlay_len(), 250);
+    assert_eq!(store.0.load(Ordering::SeqCst), 250);
+    assert_eq!(counter(&metrics, "created"), 250);
+    assert_eq!(counter(&metrics, "create_capped_namespace"), 985);
+
+    // Decisions keep flowing: allowed by the issuer's policy, without a User.
+    let snapshots = Arc::new(SnapshotStore::default());
+    snapshots.store(s);
+    let authorizer = Authorizer {
+        snapshots,
+        tokens: TokenVerifier::default(),
+        metrics: metrics.clone(),
+        log: DecisionLog::new(0),
+        deadline: crate::decision::DEFAULT_DEADLINE,
+        users: resolver,
+    };
+    for i in 0..20 {
+        let jwt =
+            hs256(json!({"iss": ISS, "sub": format!("flowing-{i}"), "exp": 4_000_000_000u64}));
+        let decision = authorizer.check(&request(&jwt)).await;
+        assert!(decision.allowed(), "{decision:?}");
+        assert_eq!(decision.policy.as_deref(), Some("by-issuer"));
+        assert!(decision.user.is_none());
+    }
+    assert_eq!(counter(&metrics, "create_capped_namespace"), 1_005);
+}
+
+/// Users the snapshot holds count towards `--max-users` with those created since; past
+/// it, no User, and the trace says why.
+#[tokio::test]
+async fn the_total_cap_counts_the_snapshot_and_the_created_users() {
+    let s = snapshot(&format!(
+        "{ID_TOKEN_IDP}resourceType: User\nid: one\n---\nresourceType: User\nid: two\n---\n\
+         resourceType: User\nid: three\n"
+    ));
+    assert_eq!(s.users.len(), 3);
+    let (resolver, store, metrics) = limited(CreationLimits {
+        max_total: 5,
+        ..Default::default()
+    });
+    assert_eq!(new_subjects(&resolver, &s, "total", 10).await, 2);
+    assert_eq!(store.0.load(Ordering::SeqCst), 2);
+    assert_eq!(counter(&metrics, "create_capped_total"), 8);
+    assert_eq!(counter(&metrics, "create_rate_limited"), 0);
+
+    let r = resolver
+        .resolve(&s, &kc_token(&s, "one-more"), "raw", false)
+        .await;
+    assert!(
+        matches!(
+            r,
+            Resolution::Limited {
+                limit: Limit::Total,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    assert!(r.user().is_none());
+    let step = crate::decision::UserStep::from_resolution(&r);
+    assert_eq!(step.result, "create-limited");
+    assert_eq!(step.user.as_deref(), Some("keycloak-one-more"));
+    assert!(step.detail.unwrap().contains("--max-users"));
+
+    // A User already created is still found: the caps only stop new ones.
+    let r = resolver
+        .resolve(&s, &kc_token(&s, "total-0"), "raw", false)
+        .await;
+    assert!(matches!(r, Resolution::Found(..)), "{r:?}");
+}
+
+/// In kube mode each namespace has its own cap: one at its cap does not stop another.
+#[tokio::test]
+async fn the_namespace_cap_counts_each_namespace_apart() {
+    let s = snapshot(ID_TOKEN_IDP);
+    let (resolver, _, metrics) = limited(CreationLimits {
+        max_per_namespace: 2,
+        ..Default::default()
+    });
+    let mut serving = UserIndex::default();
+    serving.insert(KnownUser::new("a/existing", &Default::default()));
+    let mut created = Vec::new();
+    for namespace in ["a", "b"] {
+        for i in 0..5 {
+            let t = kc_token(&s, &format!("{namespace}-{i}"));
+            let mut subject = crate::decision::user::subject(&s, &t);
+            subject.namespace = Some(namespace);
+            match resolver.create(&serving, &subject, "raw", false).await {
+                Resolution::Created(user) => created.push(user.name().to_owned()),
+                Resolution::Limited {
+                    limit: Limit::Namespace,
+                    why,
+                    ..
+                } => assert!(why.contains(&format!("namespace {namespace}")), "{why}"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert_eq!(
+        created,
+        ["a/keycloak-a-0", "b/keycloak-b-0", "b/keycloak-b-1"]
+    );
+    assert_eq!(counter(&metrics, "create_capped_namespace"), 7);
+}

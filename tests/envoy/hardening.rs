@@ -59,7 +59,13 @@ async fn hardening(shipped: &str) {
     let config = tempfile::tempdir().unwrap();
     std::fs::write(config.path().join("policies.yaml"), POLICIES).unwrap();
     let upstream = EchoServer::start();
-    let portcullis = Portcullis::builder().config(config.path()).start().await;
+    let mut portcullis = Portcullis::builder().config(config.path());
+    if shipped == SHIPPED_HTTP {
+        // As the shipped HTTP configuration says: its Envoy is the edge
+        // (`use_remote_address: true`), so its X-Forwarded-For / -Proto are Envoy's own.
+        portcullis = portcullis.arg("--http-trust-forwarded");
+    }
+    let portcullis = portcullis.start().await;
     let port = if shipped == SHIPPED_GRPC {
         portcullis.grpc_addr().port()
     } else {
@@ -172,4 +178,24 @@ async fn hardening(shipped: &str) {
     steps.finish();
     drop(envoy);
     drop(portcullis);
+}
+
+/// The case: an Envoy that is not the edge (no `use_remote_address`, Envoy's
+/// default) passes a client's `X-Forwarded-For` / `-Proto` on. Without
+/// `--http-trust-forwarded` they decide nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_envoy_that_passes_forwarded_headers_on_is_not_trusted_by_default() {
+    let config = tempfile::tempdir().unwrap();
+    std::fs::write(config.path().join("policies.yaml"), POLICIES).unwrap();
+    let upstream = EchoServer::start();
+    let portcullis = Portcullis::builder().config(config.path()).start().await;
+    let envoy = Envoy::http_ext_authz(portcullis.http_addr().port(), upstream.port()).await;
+    let get = |target: &'static str, headers: &'static [(&'static str, &'static str)]| {
+        raw::get(envoy.addr(), target, headers)
+    };
+    let r = get("/internal", &[("x-forwarded-for", "10.9.9.9")]).await;
+    assert_eq!(r.status, 401, "{r:#?}");
+    let r = get("/secure", &[("x-forwarded-proto", "https")]).await;
+    assert_eq!(r.status, 401, "{r:#?}");
+    assert!(upstream.requests().is_empty(), "{:?}", upstream.requests());
 }

@@ -12,4 +12,5 @@ mod authorization_headers;
 mod decision_metrics;
 mod explain_page;
 mod faults;
+mod forwarded;
 mod health;
