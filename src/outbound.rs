@@ -291,21 +291,21 @@ impl IdpClient {
 }
 
 /// The server's certificate chain leads to no root that this client trusts: somewhere in
-/// `e`'s sources is rustls's `UnknownIssuer` (an `io::Error` hides its inner error from
-/// `source()`, so each one is opened).
+/// `e`'s sources is rustls's `UnknownIssuer`. An `io::Error` hides the error it wraps
+/// from `source()` (and may wrap another `io::Error`), so each one is opened.
 fn untrusted_certificate(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut next = Some(e);
     while let Some(e) = next {
-        let inner = e
+        if let Some(rustls::Error::InvalidCertificate(c)) = e.downcast_ref::<rustls::Error>() {
+            return matches!(c, rustls::CertificateError::UnknownIssuer);
+        }
+        next = match e
             .downcast_ref::<std::io::Error>()
             .and_then(|io| io.get_ref())
-            .map(|inner| inner as &(dyn std::error::Error + 'static));
-        for e in std::iter::once(e).chain(inner) {
-            if let Some(rustls::Error::InvalidCertificate(c)) = e.downcast_ref::<rustls::Error>() {
-                return matches!(c, rustls::CertificateError::UnknownIssuer);
-            }
-        }
-        next = e.source();
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
     }
     false
 }
