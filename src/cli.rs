@@ -157,6 +157,8 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub outbound_allow_hosts: Vec<String>,
+    #[command(flatten)]
+    pub trust: TrustArgs,
     /// Log one allow decision in N (denials are always logged); 0, the default, logs no
     /// allows (`portcullis_decisions_total` still counts every one).
     #[arg(
@@ -177,6 +179,34 @@ pub struct TestArgs {
     /// As for `serve`: whether a User without identifiers is found by name.
     #[arg(long, env = "PORTCULLIS_CLAIM_USERS_BY_NAME", default_value_t = true, action = clap::ArgAction::Set)]
     pub claim_users_by_name: bool,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+}
+
+/// What outbound HTTPS (JWKS, discovery, introspection, userinfo) trusts.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TrustArgs {
+    /// A PEM bundle of certificate authorities that identity providers' HTTPS is also
+    /// trusted from (a cluster's private CA), besides the system's roots. Repeatable, or
+    /// comma-separated; a file that cannot be read or holds no certificate stops start-up
+    #[arg(
+        long = "ca-file",
+        value_name = "PEM",
+        env = "PORTCULLIS_CA_FILE",
+        value_delimiter = ','
+    )]
+    pub ca_files: Vec<PathBuf>,
+}
+
+impl TrustArgs {
+    /// The client for every call to an identity provider, each bounded by `timeout`.
+    pub fn idp_client(
+        &self,
+        timeout: std::time::Duration,
+    ) -> anyhow::Result<crate::outbound::IdpClient> {
+        let roots = crate::outbound::ExtraRoots::from_files(&self.ca_files)?;
+        crate::outbound::IdpClient::trusting(timeout, &roots)
+    }
 }
 
 /// Where `--kube` reads the four kinds.
@@ -245,6 +275,8 @@ pub struct ExplainArgs {
     /// claims; `false` finds Users only through their identifiers.
     #[arg(long, env = "PORTCULLIS_CLAIM_USERS_BY_NAME", default_value_t = true, action = clap::ArgAction::Set)]
     pub claim_users_by_name: bool,
+    #[command(flatten)]
+    pub trust: TrustArgs,
 }
 
 impl ServeArgs {

@@ -6,7 +6,12 @@
 //! sends portcullis's user agent, reads at most a given number of bytes, and fails with an
 //! error that never quotes a token, a secret or a header. It calls only `http` and `https`
 //! URLs, and with `--outbound-allow-host` only those hosts.
+//!
+//! HTTPS trusts the system's roots, the bundled web roots, and every `--ca-file`
+//! ([`ExtraRoots`]): a certificate chain that none of them anchors fails with an error
+//! saying so and how to fix it.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +35,8 @@ pub enum CallError {
     Timeout(u128),
     #[error("could not connect")]
     Connect,
+    #[error("certificate not trusted: add the CA with --ca-file")]
+    UntrustedCertificate,
     #[error("redirected (redirects are not followed)")]
     Redirect,
     #[error("answered HTTP {0}")]
@@ -64,20 +71,87 @@ impl CallError {
     }
 }
 
+/// Certificate authorities that HTTPS calls trust besides the system's and the bundled
+/// roots: the certificates of every `--ca-file` PEM bundle (a cluster's private CA).
+#[derive(Clone, Default)]
+pub struct ExtraRoots {
+    certs: Vec<reqwest::Certificate>,
+}
+
+impl ExtraRoots {
+    /// Every certificate of these PEM files. A file that cannot be read, holds no
+    /// certificate, or holds one that cannot be parsed is an error naming the file.
+    pub fn from_files(paths: &[PathBuf]) -> anyhow::Result<Self> {
+        let mut certs = Vec::new();
+        for path in paths {
+            certs.extend(read_ca_file(path)?);
+        }
+        Ok(ExtraRoots { certs })
+    }
+
+    pub fn len(&self) -> usize {
+        self.certs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.certs.is_empty()
+    }
+}
+
+fn read_ca_file(path: &Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+
+    let named = |what: &str| anyhow::anyhow!("--ca-file {}: {what}", path.display());
+    let pem = std::fs::read(path).map_err(|e| named(&format!("cannot be read: {e}")))?;
+    let mut certs = Vec::new();
+    // A trust anchor is checked here, so that a broken one names its file rather than
+    // failing the client's build.
+    let mut check = rustls::RootCertStore::empty();
+    for der in CertificateDer::pem_slice_iter(&pem) {
+        let der = der.map_err(|e| named(&format!("is not PEM: {e}")))?;
+        check
+            .add(der.clone())
+            .map_err(|e| named(&format!("holds a certificate that cannot be used: {e}")))?;
+        certs.push(
+            reqwest::Certificate::from_der(&der)
+                .map_err(|e| named(&format!("holds a certificate that cannot be used: {e}")))?,
+        );
+    }
+    if certs.is_empty() {
+        return Err(named("holds no PEM certificate"));
+    }
+    Ok(certs)
+}
+
 impl IdpClient {
-    /// `timeout` bounds each whole call.
+    /// `timeout` bounds each whole call. Trusts the system's and the bundled roots.
     pub fn new(timeout: Duration) -> Self {
-        let client = reqwest::Client::builder()
+        Self::trusting(timeout, &ExtraRoots::default())
+            .expect("the HTTP client for identity providers builds")
+    }
+
+    /// As [`IdpClient::new`], also trusting `roots`. Fails only when the system's
+    /// certificate store holds certificates, none of them usable.
+    pub fn trusting(timeout: Duration, roots: &ExtraRoots) -> anyhow::Result<Self> {
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(timeout)
             .redirect(Policy::none())
-            .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("the HTTP client for identity providers builds (rustls, no system config)");
-        IdpClient {
+            .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")));
+        for cert in &roots.certs {
+            builder = builder.add_root_certificate(cert.clone());
+        }
+        let client = builder.build().map_err(|e| {
+            anyhow::anyhow!(
+                "building the HTTP client for identity providers: {}",
+                error_chain(&e)
+            )
+        })?;
+        Ok(IdpClient {
             client,
             timeout,
             allowed_hosts: Arc::new([]),
-        }
+        })
     }
 
     /// Calls only these hosts (`*.example.com` allows the subdomains of `example.com`);
@@ -204,6 +278,8 @@ impl IdpClient {
     fn describe(&self, e: reqwest::Error) -> CallError {
         if e.is_timeout() {
             CallError::Timeout(self.timeout.as_millis())
+        } else if e.is_connect() && untrusted_certificate(&e) {
+            CallError::UntrustedCertificate
         } else if e.is_connect() {
             CallError::Connect
         } else if e.is_body() || e.is_decode() {
@@ -212,6 +288,38 @@ impl IdpClient {
             CallError::Failed
         }
     }
+}
+
+/// The server's certificate chain leads to no root that this client trusts: somewhere in
+/// `e`'s sources is rustls's `UnknownIssuer`. An `io::Error` hides the error it wraps
+/// from `source()` (and may wrap another `io::Error`), so each one is opened.
+fn untrusted_certificate(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(rustls::Error::InvalidCertificate(c)) = e.downcast_ref::<rustls::Error>() {
+            return matches!(c, rustls::CertificateError::UnknownIssuer);
+        }
+        next = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    false
+}
+
+/// `e` and its sources, for an error that quotes no URL (a client's build).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(e) = next {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        next = e.source();
+    }
+    text
 }
 
 #[cfg(test)]
@@ -303,6 +411,49 @@ mod tests {
             .get_json(&format!("{base}/ok"), Some("bad\nvalue"), 1024)
             .await;
         assert_eq!(e, Err(CallError::BadAuthorization));
+    }
+
+    #[test]
+    fn a_ca_file_must_be_readable_and_hold_certificates() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = {
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            let key = rcgen::KeyPair::generate().unwrap();
+            params.self_signed(&key).unwrap().pem()
+        };
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let one = write("one.pem", &ca);
+        let two = write("two.pem", &format!("a comment\n{ca}{ca}"));
+        let roots = ExtraRoots::from_files(&[one.clone(), two]).unwrap();
+        assert_eq!(roots.len(), 3);
+        assert!(IdpClient::trusting(Duration::from_secs(1), &roots).is_ok());
+
+        let missing = dir.path().join("missing.pem");
+        let empty = write("empty.pem", "no certificate here\n");
+        let broken = write(
+            "broken.pem",
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        );
+        for (path, says) in [
+            (missing, "cannot be read"),
+            (empty, "holds no PEM certificate"),
+            (broken, "holds a certificate that cannot be used"),
+        ] {
+            let e = ExtraRoots::from_files(&[one.clone(), path.clone()])
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(
+                e.starts_with(&format!("--ca-file {}: ", path.display())),
+                "{e}"
+            );
+            assert!(e.contains(says), "{e}");
+        }
     }
 
     #[tokio::test]

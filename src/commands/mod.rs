@@ -8,13 +8,13 @@ pub use policy_tests::test;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use crate::cli::{ConfigArgs, ExplainArgs, ExplainOutput};
+use crate::cli::{ConfigArgs, ExplainArgs, ExplainOutput, TrustArgs};
 use crate::decision::{Authorizer, DecisionLog, HttpRequest};
 use crate::metrics::Metrics;
 use crate::resources::ConfigError;
 use crate::snapshot::{Compiler, Snapshot, SnapshotStore};
 use crate::source::files;
-use crate::token::TokenVerifier;
+use crate::token::{TokenSettings, TokenVerifier};
 use crate::users::UserResolver;
 
 /// Every error is reported, those of parsing and of compiling alike, so that one run lists
@@ -64,18 +64,26 @@ fn load_or_report(args: &ConfigArgs) -> Option<Snapshot> {
     }
 }
 
-/// An authorizer over one fixed snapshot, that never creates a User.
-fn offline_authorizer(snapshot: Snapshot, users: UserResolver) -> Authorizer {
+/// An authorizer over one fixed snapshot, that never creates a User; its calls to
+/// identity providers trust what `trust` adds. Fails on a `--ca-file` that cannot be used.
+fn offline_authorizer(
+    snapshot: Snapshot,
+    users: UserResolver,
+    trust: &TrustArgs,
+) -> anyhow::Result<Authorizer> {
+    let settings = TokenSettings::default();
+    let metrics = Arc::new(Metrics::new());
+    let http = trust.idp_client(settings.fetch_timeout)?;
     let snapshots = Arc::new(SnapshotStore::default());
     snapshots.store(snapshot);
-    Authorizer {
+    Ok(Authorizer {
         snapshots,
-        tokens: TokenVerifier::default(),
-        metrics: Arc::new(Metrics::new()),
+        tokens: TokenVerifier::with_client(settings, http, metrics.clone()),
+        metrics,
         log: DecisionLog::new(0),
         deadline: crate::decision::DEFAULT_DEADLINE,
         users,
-    }
+    })
 }
 
 /// A request given on the command line or in a test file. A `bearer` token replaces any
@@ -130,10 +138,17 @@ pub async fn explain(args: ExplainArgs) -> ExitCode {
     } else {
         UserResolver::off()
     };
-    let authorizer = offline_authorizer(
+    let authorizer = match offline_authorizer(
         snapshot,
         users.with_name_claims(crate::cli::name_claims(args.claim_users_by_name)),
-    );
+        &args.trust,
+    ) {
+        Ok(authorizer) => authorizer,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let request = offline_request(
         &args.method,
         "http",

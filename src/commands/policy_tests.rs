@@ -77,7 +77,13 @@ pub async fn test(args: &TestArgs) -> ExitCode {
     };
     // `explain` is how cases are decided: it never creates a User nor calls userinfo.
     let users = UserResolver::off().with_name_claims(name_claims(args.claim_users_by_name));
-    let authorizer = offline_authorizer(snapshot, users);
+    let authorizer = match offline_authorizer(snapshot, users, &args.trust) {
+        Ok(authorizer) => authorizer,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut tally = Tally::default();
     for file in &args.files {
         run_file(&authorizer, file, &mut tally).await;

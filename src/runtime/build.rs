@@ -8,7 +8,6 @@ use anyhow::Context;
 use crate::cli::ServeArgs;
 use crate::decision::{Authorizer, DecisionLog};
 use crate::metrics::Metrics;
-use crate::outbound::IdpClient;
 use crate::snapshot::SnapshotStore;
 use crate::token::{TokenSettings, TokenVerifier};
 use crate::users::{FileUserStore, UserResolver, UserStore, UserinfoClient};
@@ -22,8 +21,13 @@ pub fn authorizer(
 ) -> anyhow::Result<Arc<Authorizer>> {
     // One client for every call to an identity provider: JWKS, discovery, introspection,
     // userinfo.
-    let idp = IdpClient::new(Duration::from_millis(args.idp_timeout_ms))
+    let idp = args
+        .trust
+        .idp_client(Duration::from_millis(args.idp_timeout_ms))?
         .allowing_hosts(&args.outbound_allow_hosts);
+    if !args.trust.ca_files.is_empty() {
+        tracing::info!(ca_files = ?args.trust.ca_files, "identity providers' HTTPS also trusts these CA files");
+    }
     let store: Option<Arc<dyn UserStore>> = match (&args.users_dir, cluster_users) {
         _ if !args.create_users => None,
         (_, Some(store)) => Some(store),

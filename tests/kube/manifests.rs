@@ -437,6 +437,7 @@ fn every_serve_flag_is_reachable_from_the_chart_values() {
             "admin.tokenSecret=ops",
             "otlpEndpoint=http://collector:4317",
             "outboundAllowHosts={keycloak.auth.svc}",
+            "caBundle.configMap.name=kube-root-ca.crt",
         ][..],
         &[
             "mode=files",
@@ -453,6 +454,85 @@ fn every_serve_flag_is_reachable_from_the_chart_values() {
     }
     let missing: Vec<&String> = flags.difference(&reached).collect();
     assert!(missing.is_empty(), "no value reaches {missing:?}");
+}
+
+/// `caBundle` mounts one key of a ConfigMap or a Secret read-only and passes it as
+/// `--ca-file`; naming neither mounts nothing, naming both is refused.
+#[test]
+fn the_ca_bundle_is_mounted_from_a_config_map_or_a_secret() {
+    use k8s_openapi::api::apps::v1::Deployment;
+
+    const ARG: &str = "--ca-file=/etc/portcullis/ca/ca.crt";
+    let volume = |docs: &[serde_yaml::Value]| {
+        let pod = &deployment(docs)["spec"]["template"]["spec"];
+        let mounts = pod["containers"][0]["volumeMounts"].as_sequence().unwrap();
+        let mount = mounts.iter().find(|m| m["name"] == "ca-bundle").cloned();
+        let volumes = pod["volumes"].as_sequence().unwrap();
+        let volume = volumes.iter().find(|v| v["name"] == "ca-bundle").cloned();
+        (mount, volume)
+    };
+
+    let docs = render_chart(&[]);
+    assert!(!container_args(&docs)
+        .iter()
+        .any(|a| a.starts_with("--ca-file")));
+    assert_eq!(volume(&docs), (None, None), "no caBundle, nothing mounted");
+
+    for (set, source) in [
+        (
+            &["caBundle.configMap.name=kube-root-ca.crt"][..],
+            serde_json::json!({"configMap": {"name": "kube-root-ca.crt",
+                "items": [{"key": "ca.crt", "path": "ca.crt"}]}}),
+        ),
+        (
+            &[
+                "mode=files",
+                "caBundle.secret.name=idp-ca",
+                "caBundle.secret.key=bundle.pem",
+            ],
+            serde_json::json!({"secret": {"secretName": "idp-ca",
+                "items": [{"key": "bundle.pem", "path": "ca.crt"}]}}),
+        ),
+    ] {
+        let docs = render_chart(set);
+        serde_yaml::from_value::<Deployment>(deployment(&docs).clone())
+            .unwrap_or_else(|e| panic!("{set:?}: the Deployment does not parse: {e}"));
+        let args = container_args(&docs);
+        assert_eq!(
+            args.iter().filter(|a| *a == ARG).count(),
+            1,
+            "{set:?}: {args:?}"
+        );
+        let (mount, volume) = volume(&docs);
+        let mount = serde_json::to_value(mount.expect("a ca-bundle mount")).unwrap();
+        assert_eq!(
+            mount,
+            serde_json::json!({"name": "ca-bundle", "mountPath": "/etc/portcullis/ca",
+                "readOnly": true}),
+            "{set:?}"
+        );
+        let mut volume = serde_json::to_value(volume.expect("a ca-bundle volume")).unwrap();
+        volume.as_object_mut().unwrap().remove("name");
+        assert_eq!(volume, source, "{set:?}");
+    }
+
+    let out = Command::new(helm_bin())
+        .args(["template", "auth"])
+        .arg(support::repo_path("charts/portcullis"))
+        .args([
+            "--set",
+            "caBundle.configMap.name=a",
+            "--set",
+            "caBundle.secret.name=b",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not both"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// An object as both renderings must agree on it: without labels, annotations, the

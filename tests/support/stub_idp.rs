@@ -8,7 +8,8 @@
 //!   tokens shaped like the Keycloak tutorial's example JWT, signed with the realm key;
 //! - `/protocol/openid-connect/userinfo`: Keycloak's userinfo for tokens the realm signed.
 //!
-//! [`StubIdp::start`] serves at the root with a key set of the test's choosing;
+//! [`StubIdp::start`] serves at the root with a key set of the test's choosing
+//! ([`StubIdp::start_https`] the same over HTTPS, with a certificate of the test's CA);
 //! [`StubIdp::keycloak`] is a Keycloak realm (issuer `<url>/realms/myrealm`) publishing
 //! its signing key, as the auto-create-users tutorial uses it.
 
@@ -130,7 +131,7 @@ struct Shared {
 }
 
 pub struct StubIdp {
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (`https://` from [`StubIdp::start_https`]).
     pub url: String,
     /// The URL below which it serves, and the `iss` of the tokens it issues.
     pub issuer: String,
@@ -142,19 +143,40 @@ pub struct StubIdp {
 impl StubIdp {
     /// Serves at the root (issuer = URL) with this key set.
     pub async fn start(jwks: Value) -> StubIdp {
-        Self::start_at("", jwks).await
+        Self::start_at("", jwks, None).await
+    }
+
+    /// As [`StubIdp::start`], over HTTPS with `cert` (for 127.0.0.1).
+    pub async fn start_https(jwks: Value, cert: &super::tls::ServingCert) -> StubIdp {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).expect("key PEM");
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![CertificateDer::from(cert.der.clone())], key)
+        .expect("server certificate");
+        Self::start_at("", jwks, Some(Arc::new(config))).await
     }
 
     /// A Keycloak realm at [`REALM_PATH`] publishing [`realm_jwks`].
     pub async fn keycloak() -> StubIdp {
-        Self::start_at(REALM_PATH, realm_jwks()).await
+        Self::start_at(REALM_PATH, realm_jwks(), None).await
     }
 
-    async fn start_at(prefix: &str, jwks: Value) -> StubIdp {
+    async fn start_at(
+        prefix: &str,
+        jwks: Value,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> StubIdp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the stub identity provider");
-        let url = format!("http://{}", listener.local_addr().expect("local_addr"));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}", listener.local_addr().expect("local_addr"));
         let shared = Shared {
             issuer: format!("{url}{prefix}"),
             state: Arc::new(Mutex::new(StubState {
@@ -185,9 +207,14 @@ impl StubIdp {
             .fallback(other_route)
             .with_state(shared.clone());
         let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .await
-                .expect("stub identity provider")
+            match tls {
+                None => axum::serve(listener, app)
+                    .await
+                    .expect("stub identity provider"),
+                Some(tls) => {
+                    portcullis::server::tls::serve(listener, tls, app, std::future::pending()).await
+                }
+            }
         });
         StubIdp {
             url,
@@ -306,7 +333,11 @@ impl StubIdp {
     /// Stops serving, and returns once connections are refused.
     pub async fn shut_down(&self) {
         self.server.abort();
-        let addr = self.url.trim_start_matches("http://").to_string();
+        let addr = self
+            .url
+            .split_once("://")
+            .map_or("", |(_, a)| a)
+            .to_string();
         super::eventually("the stub identity provider to refuse connections", || {
             let addr = addr.clone();
             async move {

@@ -10,3 +10,4 @@ mod cache;
 mod introspection;
 mod jwks;
 mod oidc_provider;
+mod private_ca;

@@ -11,3 +11,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "portcullis.webhook" -}}
 {{- if and (eq .Values.mode "kube") .Values.webhook.enabled }}true{{ end }}
 {{- end }}
+
+{{/* Non-empty when a CA bundle is mounted for --ca-file: caBundle names a ConfigMap or a
+Secret (not both). */}}
+{{- define "portcullis.caBundle" -}}
+{{- with .Values.caBundle }}
+{{- if and .configMap.name .secret.name }}
+{{- fail "caBundle: name a ConfigMap or a Secret, not both" }}
+{{- end }}
+{{- if or .configMap.name .secret.name }}true{{ end }}
+{{- end }}
+{{- end }}
