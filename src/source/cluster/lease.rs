@@ -21,11 +21,14 @@ pub struct LeaseSettings {
     pub renew_every: Duration,
 }
 
+/// The Lease's name unless `--lease-name` says otherwise.
+pub const DEFAULT_NAME: &str = "portcullis-status-writer";
+
 impl LeaseSettings {
     pub fn new(namespace: String, identity: String) -> Self {
         LeaseSettings {
             namespace,
-            name: "portcullis-status-writer".into(),
+            name: DEFAULT_NAME.into(),
             identity,
             duration: Duration::from_secs(15),
             renew_every: Duration::from_secs(5),

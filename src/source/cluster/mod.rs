@@ -82,6 +82,7 @@ impl Cluster {
         client: Client,
         settings: Settings,
         lease_namespace: Option<String>,
+        lease_name: String,
         metrics: Arc<Metrics>,
     ) -> Self {
         let (writer_tx, commands) = mpsc::channel(1024);
@@ -96,7 +97,10 @@ impl Cluster {
         );
         tokio::spawn(lease::run(
             client.clone(),
-            lease::LeaseSettings::new(namespace, identity),
+            lease::LeaseSettings {
+                name: lease_name,
+                ..lease::LeaseSettings::new(namespace, identity)
+            },
             leader_tx,
         ));
         tokio::spawn(writer::run(
