@@ -110,8 +110,9 @@ LINT_VENV="$TOOLS/lint-venv"
 lint_ok() {
     [ -x "$BIN/checkov" ] && [ -x "$BIN/kubernetes-validate" ] || return 1
     [ "$("$BIN/checkov" --version 2>/dev/null)" = "$CHECKOV_VERSION" ] || return 1
+    # Not `grep -q`: it stops reading early, and under pipefail pip's broken pipe fails it.
     "$LINT_VENV/bin/python" -m pip show kubernetes-validate 2>/dev/null \
-        | grep -qx "Version: $KUBERNETES_VALIDATE_VERSION"
+        | grep -x "Version: $KUBERNETES_VALIDATE_VERSION" >/dev/null
 }
 if lint_ok; then
     log "checkov ${CHECKOV_VERSION} and kubernetes-validate already installed"
