@@ -164,6 +164,7 @@ impl<'t> TraceSink<'t> {
     }
 
     /// Whether the candidate allows; when explaining, also why, into the trace.
+    #[inline]
     pub(super) fn evaluate(&mut self, candidate: &CompiledPolicy, eval: &EvalContext) -> bool {
         let Some(t) = self.0.as_deref_mut() else {
             return candidate.policy.evaluate(eval);

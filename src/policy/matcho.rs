@@ -410,7 +410,8 @@ impl Sink for Findings {
 }
 
 /// `Iterator::all`, except that a thorough sink hears every item, not only up to the
-/// first failure.
+/// first failure. Always inlined: on the request path it must be the plain `all` it was.
+#[inline(always)]
 fn all<S: Sink, T>(items: impl IntoIterator<Item = T>, mut ok: impl FnMut(T) -> bool) -> bool {
     if S::THOROUGH {
         items.into_iter().fold(true, |all, item| ok(item) & all)
@@ -420,6 +421,7 @@ fn all<S: Sink, T>(items: impl IntoIterator<Item = T>, mut ok: impl FnMut(T) -> 
 }
 
 /// `first && second()`, except that a thorough sink hears `second` even after `first` failed.
+#[inline(always)]
 fn both<S: Sink>(first: bool, second: impl FnOnce() -> bool) -> bool {
     if S::THOROUGH {
         second() & first

@@ -52,7 +52,8 @@ impl Pattern {
         })
     }
 
-    #[inline]
+    // Always: the generic matcho evaluator is otherwise left calling it out of line.
+    #[inline(always)]
     pub(crate) fn is_match(&self, s: &str) -> bool {
         match &self.matcher {
             Matcher::Contains(lit) => s.contains(&**lit),
