@@ -158,13 +158,27 @@ pub async fn explain(args: ExplainArgs) -> ExitCode {
     );
     let (decision, trace) = authorizer.explain(&request).await;
     match args.output {
+        // The tree ends with the decision: said once.
         ExplainOutput::Tree => print!("{}", trace.to_tree()),
-        ExplainOutput::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&trace).expect("trace serialises")
-        ),
+        // The JSON is for programs; people reading the terminal get the verdict on stderr.
+        ExplainOutput::Json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&trace).expect("trace serialises")
+            );
+            eprintln!("{}", verdict(&decision));
+        }
     }
-    eprintln!(
+    if decision.allowed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
+}
+
+/// `ALLOW 200 (allowed) by AccessPolicy/p`, as the JSON output's summary on stderr.
+fn verdict(decision: &crate::decision::Decision) -> String {
+    format!(
         "{} {} ({}){}",
         if decision.allowed() { "ALLOW" } else { "DENY" },
         decision.http_status(),
@@ -174,12 +188,7 @@ pub async fn explain(args: ExplainArgs) -> ExitCode {
             .as_deref()
             .map(|p| format!(" by AccessPolicy/{p}"))
             .unwrap_or_default()
-    );
-    if decision.allowed() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(2)
-    }
+    )
 }
 
 pub fn crds() -> ExitCode {
