@@ -42,14 +42,20 @@ pub struct Compiler {
     serving: Option<Arc<Snapshot>>,
     /// See [`Compiler::offline`]: the Secret manifests read so far, by (namespace, name),
     /// or `None` where Secrets are refused (`serve` in file mode).
-    secrets: Option<HashMap<(Option<String>, String), (Origin, SecretData)>>,
+    secrets: Option<Secrets>,
     /// TokenIntrospectors with Secret references, compiled in `finish` once every Secret
     /// manifest is known.
     with_secret_refs: Vec<Resource>,
     /// Each linked policy's links, `(field, User key or (issuer, client))`, checked in
     /// `finish` against the Users and issuers the configuration defines.
-    link_checks: Vec<(ConfigError, Vec<(String, Result<String, String>)>)>,
+    link_checks: Vec<(ConfigError, Vec<LinkTarget>)>,
 }
+
+/// Secret manifests by (namespace, name), with where each was read.
+type Secrets = HashMap<(Option<String>, String), (Origin, SecretData)>;
+
+/// A link's field, and the User key (`Ok`) or client issuer (`Err`) it names.
+type LinkTarget = (String, Result<String, String>);
 
 /// Why [`Compiler::admit`] left a resource out.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -572,10 +578,10 @@ fn upper_case_methods(
 ) {
     use serde_json::Value;
     match value {
-        Value::String(s) if method && !s.starts_with('#') => {
-            if s.chars().any(|c| c.is_ascii_uppercase()) {
-                out.push(path);
-            }
+        Value::String(s)
+            if method && !s.starts_with('#') && s.chars().any(|c| c.is_ascii_uppercase()) =>
+        {
+            out.push(path)
         }
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
@@ -599,7 +605,7 @@ fn upper_case_methods(
 /// The value a Secret reference of a resource in `namespace` names, from the Secret
 /// manifests read; the message never holds a value.
 fn read_secret(
-    secrets: &HashMap<(Option<String>, String), (Origin, SecretData)>,
+    secrets: &Secrets,
     namespace: &Option<String>,
     r: &SecretKeyRef,
 ) -> Result<String, String> {

@@ -81,7 +81,8 @@ impl Introspector {
         for (field, _) in spec.secret_refs() {
             errors.push(FieldError::new(
                 field,
-                "Secret references are read only with --kube; in files, give the value inline",
+                "Secret references are read only with --kube; in files, give the value inline \
+                 (validate, explain and test resolve them from Secret manifests beside the resource)",
             ));
         }
         let jwt = spec.jwt.clone().unwrap_or_default();
