@@ -16,11 +16,16 @@ pub struct Cli {
     pub command: Command,
     #[arg(long, global = true, env = "PORTCULLIS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// Export one span per decision over OTLP/gRPC to this collector
-    /// (`http://otel-collector:4317`); the span continues the caller's W3C `traceparent`.
-    /// Off unless set. `OTEL_BSP_*` variables tune the batching
-    #[arg(long, global = true, env = "PORTCULLIS_OTLP_ENDPOINT")]
-    pub otlp_endpoint: Option<String>,
+}
+
+impl Cli {
+    /// `serve --otlp-endpoint`: the one command that exports spans.
+    pub fn otlp_endpoint(&self) -> Option<&str> {
+        match &self.command {
+            Command::Serve(args) => args.otlp_endpoint.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -175,6 +180,11 @@ pub struct ServeArgs {
         default_value_t = 0
     )]
     pub decision_log_allow_sample: u64,
+    /// Export one span per decision over OTLP/gRPC to this collector
+    /// (`http://otel-collector:4317`); the span continues the caller's W3C `traceparent`.
+    /// Off unless set. `OTEL_BSP_*` variables tune the batching
+    #[arg(long, env = "PORTCULLIS_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]

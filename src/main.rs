@@ -19,7 +19,7 @@ fn main() -> ExitCode {
         .expect("starting the tokio runtime");
     let _entered = rt.enter();
     // Dropped before the runtime: queued spans are flushed while it still runs.
-    let _telemetry = match telemetry::init(cli.log_format, cli.otlp_endpoint.as_deref()) {
+    let _telemetry = match telemetry::init(cli.log_format, cli.otlp_endpoint()) {
         Ok(telemetry) => telemetry,
         Err(e) => {
             eprintln!("portcullis: {e}");

@@ -73,6 +73,10 @@ fn subscriber(
             .with_writer(std::io::stderr)
             .boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(colour(
+                std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                std::env::var_os("NO_COLOR"),
+            ))
             .with_writer(std::io::stderr)
             .boxed(),
     }
@@ -89,11 +93,25 @@ fn subscriber(
     tracing_subscriber::registry().with(logs).with(spans)
 }
 
+/// Colour codes only for a terminal: a log file or a pipe gets plain text. `NO_COLOR`
+/// (any non-empty value) turns them off on a terminal too.
+fn colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::decision::HttpRequest;
     use crate::server::spans::decision_span;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some("".into())));
+        assert!(!colour(true, Some("1".into())));
+        assert!(!colour(false, None));
+    }
 
     fn span_enabled(provider: Option<&SdkTracerProvider>) -> bool {
         let request = HttpRequest {

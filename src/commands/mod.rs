@@ -17,20 +17,33 @@ use crate::source::files;
 use crate::token::{TokenSettings, TokenVerifier};
 use crate::users::UserResolver;
 
-/// Every error is reported, those of parsing and of compiling alike, so that one run lists
-/// all it can find.
-fn load(args: &ConfigArgs) -> Result<(Snapshot, usize), Vec<ConfigError>> {
-    let mut compiler = Compiler::default();
+/// The configuration and how many resources it holds, or every error, those of parsing
+/// and of compiling alike, so that one run lists all it can find; and the warnings, which
+/// a refused configuration has too.
+type Load = (
+    Result<(Snapshot, usize), Vec<ConfigError>>,
+    Vec<ConfigError>,
+);
+
+fn load(args: &ConfigArgs) -> Load {
+    let mut compiler = Compiler::offline();
     let count = files::load_each(&args.config, |item| compiler.push(item));
-    compiler.finish().map(|s| (s, count))
+    if count == 0 {
+        compiler.warn(files::empty_configuration(&args.config));
+    }
+    let (compiled, warnings) = compiler.finish_with_warnings();
+    (compiled.map(|s| (s, count)), warnings)
 }
 
+/// Exit codes: 0, the configuration is good (warnings may be printed); 1, it has errors;
+/// 2, the command line is wrong.
 pub fn validate(args: &ConfigArgs) -> ExitCode {
-    match load(args) {
+    let (compiled, warnings) = load(args);
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    match compiled {
         Ok((snapshot, count)) => {
-            for w in &snapshot.warnings {
-                eprintln!("warning: {w}");
-            }
             println!("ok: {count} resources ({})", snapshot.summary());
             ExitCode::SUCCESS
         }
@@ -38,7 +51,7 @@ pub fn validate(args: &ConfigArgs) -> ExitCode {
             for e in &errors {
                 eprintln!("{e}");
             }
-            eprintln!("{} error(s)", errors.len());
+            eprintln!("{} error(s), {} warning(s)", errors.len(), warnings.len());
             ExitCode::FAILURE
         }
     }
@@ -53,7 +66,11 @@ async fn load_from_cluster(args: &ExplainArgs) -> anyhow::Result<Snapshot> {
 }
 
 fn load_or_report(args: &ConfigArgs) -> Option<Snapshot> {
-    match load(args) {
+    let (compiled, warnings) = load(args);
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    match compiled {
         Ok((snapshot, _)) => Some(snapshot),
         Err(errors) => {
             for e in &errors {
@@ -158,13 +175,27 @@ pub async fn explain(args: ExplainArgs) -> ExitCode {
     );
     let (decision, trace) = authorizer.explain(&request).await;
     match args.output {
+        // The tree ends with the decision: said once.
         ExplainOutput::Tree => print!("{}", trace.to_tree()),
-        ExplainOutput::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&trace).expect("trace serialises")
-        ),
+        // The JSON is for programs; people reading the terminal get the verdict on stderr.
+        ExplainOutput::Json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&trace).expect("trace serialises")
+            );
+            eprintln!("{}", verdict(&decision));
+        }
     }
-    eprintln!(
+    if decision.allowed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
+}
+
+/// `ALLOW 200 (allowed) by AccessPolicy/p`, as the JSON output's summary on stderr.
+fn verdict(decision: &crate::decision::Decision) -> String {
+    format!(
         "{} {} ({}){}",
         if decision.allowed() { "ALLOW" } else { "DENY" },
         decision.http_status(),
@@ -174,12 +205,7 @@ pub async fn explain(args: ExplainArgs) -> ExitCode {
             .as_deref()
             .map(|p| format!(" by AccessPolicy/{p}"))
             .unwrap_or_default()
-    );
-    if decision.allowed() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(2)
-    }
+    )
 }
 
 pub fn crds() -> ExitCode {

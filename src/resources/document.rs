@@ -240,10 +240,28 @@ fn parse_one(value: Value, origin: &Origin) -> Result<Option<Resource>, ConfigEr
 
     let (kind, name, namespace, spec) = if let Some(api_version) = map.get("apiVersion") {
         let api_version = api_version.as_str().unwrap_or_default();
+        let kind = map.get("kind").and_then(Value::as_str).unwrap_or_default();
+        if api_version == "v1" && kind == "Secret" {
+            return parse_secret(&map, origin).map(Some);
+        }
         if !api_version.starts_with(GROUP_PREFIX) {
-            // Other manifests may share a directory with ours (kustomize trees): not ours.
-            tracing::debug!(%origin, api_version, "skipping a document of another API group");
-            return Ok(None);
+            // Never a silent skip: a manifest of another group in a --config path is a
+            // mistake (a kustomize tree given whole, a typo in the group).
+            let name = map
+                .get("metadata")
+                .and_then(|m| m.get("name"))
+                .and_then(Value::as_str)
+                .map(|n| format!("/{n}"))
+                .unwrap_or_default();
+            return Err(err(
+                None,
+                Some("apiVersion"),
+                format!(
+                    "{api_version:?} {kind}{name} is not read by portcullis: --config takes \
+                     {API_VERSION} manifests ({KIND_NAMES}), Aidbox-style resources and core \
+                     v1 Secrets; keep other manifests out of --config paths"
+                ),
+            ));
         }
         if api_version != API_VERSION {
             return Err(err(
@@ -309,6 +327,62 @@ fn parse_one(value: Value, origin: &Origin) -> Result<Option<Resource>, ConfigEr
         origin: origin.clone(),
         spec,
     }))
+}
+
+/// A core `v1` Secret: `data` (base64) and `stringData` (plain, over `data`, as the API
+/// server merges them). No value ever appears in an error.
+fn parse_secret(map: &Map<String, Value>, origin: &Origin) -> Result<Resource, ConfigError> {
+    use base64::Engine as _;
+    let metadata = map.get("metadata").and_then(Value::as_object);
+    let name = metadata
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty());
+    let err = |field: &str, message: &str| ConfigError {
+        origin: origin.clone(),
+        resource: name.map(|n| format!("Secret/{n}")),
+        field: Some(field.to_string()),
+        message: message.to_string(),
+    };
+    let name = name.ok_or_else(|| err("metadata.name", "missing"))?;
+    let namespace = metadata
+        .and_then(|m| m.get("namespace"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let mut values = std::collections::BTreeMap::new();
+    for (field, base64) in [("data", true), ("stringData", false)] {
+        let Some(entries) = map.get(field).filter(|v| !v.is_null()) else {
+            continue;
+        };
+        let entries = entries
+            .as_object()
+            .ok_or_else(|| err(field, "a map of keys to values"))?;
+        for (key, value) in entries {
+            let path = format!("{field}.{key}");
+            let text = value
+                .as_str()
+                .ok_or_else(|| err(&path, "a string value expected"))?;
+            let bytes = if base64 {
+                base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .map_err(|_| {
+                        err(
+                            &path,
+                            "not base64 (`data` holds base64; plain text goes in `stringData`)",
+                        )
+                    })?
+            } else {
+                text.as_bytes().to_vec()
+            };
+            values.insert(key.clone(), bytes);
+        }
+    }
+    Ok(Resource {
+        name: name.to_string(),
+        namespace,
+        origin: origin.clone(),
+        spec: Spec::Secret(super::SecretData { values }),
+    })
 }
 
 /// The `spec` of one of the four kinds, or the field that keeps it from being one. Secret
@@ -556,14 +630,49 @@ mod tests {
     }
 
     #[test]
-    fn skips_other_groups_but_not_other_versions_of_ours() {
+    fn refuses_other_groups_and_other_versions_of_ours_naming_the_line() {
         let (rs, errs) = parse(
             "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n---\n\
-             apiVersion: portcullis.dev/v1\nkind: User\nmetadata: {name: u}\nspec: {}\n",
+             apiVersion: portcullis.dev/v1\nkind: User\nmetadata: {name: u}\nspec: {}\n---\n\
+             apiVersion: portcullis.io/v1alpha1\nkind: User\nmetadata: {name: v}\nspec: {}\n",
         );
         assert!(rs.is_empty());
+        assert_eq!(errs.len(), 3);
+        assert!(errs
+            .iter()
+            .all(|e| e.field.as_deref() == Some("apiVersion")));
+        assert!(
+            errs[0]
+                .to_string()
+                .starts_with("t.yaml:1 (document 1): field `apiVersion`: \"v1\" ConfigMap/c is not read by portcullis"),
+            "{}",
+            errs[0]
+        );
+        assert!(
+            errs[2].to_string().starts_with("t.yaml:10 (document 3)"),
+            "{}",
+            errs[2]
+        );
+    }
+
+    #[test]
+    fn reads_core_secrets_without_showing_their_values() {
+        let (rs, errs) = parse(
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: ns}\n\
+             data: {a: aGVsbG8=, b: eA==}\nstringData: {b: plain}\n---\n\
+             apiVersion: v1\nkind: Secret\nmetadata: {name: bad}\ndata: {k: 'not base64!!'}\n",
+        );
+        assert_eq!(rs.len(), 1);
+        let Spec::Secret(data) = &rs[0].spec else {
+            panic!("{rs:?}")
+        };
+        assert_eq!(rs[0].namespace.as_deref(), Some("ns"));
+        assert_eq!(data.values["a"], b"hello");
+        assert_eq!(data.values["b"], b"plain");
+        assert!(!format!("{rs:?}").contains("hello"));
         assert_eq!(errs.len(), 1);
-        assert_eq!(errs[0].field.as_deref(), Some("apiVersion"));
+        assert_eq!(errs[0].field.as_deref(), Some("data.k"));
+        assert!(!errs[0].to_string().contains("not base64!!"), "{}", errs[0]);
     }
 
     #[test]

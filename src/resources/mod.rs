@@ -20,7 +20,7 @@ pub use document::{for_each_document, parse_documents, parse_spec, parse_text, P
 pub use identity_provider::{IdentityProvider, IdentityProviderSpec, UserinfoSource};
 pub use kinds::{Kind, API_VERSION, GROUP, KIND_NAMES, VERSION};
 pub use reference::{Link, Reference};
-pub use resource::{ConfigError, Origin, Resource, Spec};
+pub use resource::{ConfigError, Origin, Resource, SecretData, Spec};
 pub use status::{Condition, ResourceStatus};
 pub use text::{read_text, utf8, ReadError, MAX_FILE_BYTES};
 pub use token_introspector::{

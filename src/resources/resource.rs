@@ -21,23 +21,49 @@ pub enum Spec {
     AccessPolicy(AccessPolicySpec),
     IdentityProvider(IdentityProviderSpec),
     User(UserSpec),
+    /// A core `v1` Secret from a file: not a resource of portcullis, only what the
+    /// Secret references of the Kubernetes form resolve to offline (`validate`, `explain`,
+    /// `test`).
+    Secret(SecretData),
 }
 
 impl Spec {
-    pub fn kind(&self) -> Kind {
+    /// One of the four kinds; `None` for a Secret.
+    pub fn kind(&self) -> Option<Kind> {
         match self {
-            Spec::TokenIntrospector(_) => Kind::TokenIntrospector,
-            Spec::AccessPolicy(_) => Kind::AccessPolicy,
-            Spec::IdentityProvider(_) => Kind::IdentityProvider,
-            Spec::User(_) => Kind::User,
+            Spec::TokenIntrospector(_) => Some(Kind::TokenIntrospector),
+            Spec::AccessPolicy(_) => Some(Kind::AccessPolicy),
+            Spec::IdentityProvider(_) => Some(Kind::IdentityProvider),
+            Spec::User(_) => Some(Kind::User),
+            Spec::Secret(_) => None,
         }
+    }
+
+    /// `TokenIntrospector`, ..., `Secret`: as messages name it.
+    pub fn kind_name(&self) -> &'static str {
+        self.kind().map_or("Secret", Kind::name)
+    }
+}
+
+/// A Secret's keys and values (`data` decoded from base64, then `stringData` over it, as
+/// the API server merges them). Debug output shows only the keys.
+#[derive(Clone, Default, PartialEq)]
+pub struct SecretData {
+    pub values: std::collections::BTreeMap<String, Vec<u8>>,
+}
+
+impl fmt::Debug for SecretData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.values.keys().map(|k| (k, super::REDACTED)))
+            .finish()
     }
 }
 
 impl Resource {
     /// `Kind/name` (`Kind/namespace/name` from the cluster), as errors and logs name it.
     pub fn id(&self) -> String {
-        format!("{}/{}", self.spec.kind(), self.key())
+        format!("{}/{}", self.spec.kind_name(), self.key())
     }
 
     /// The name the snapshot knows it by: `namespace/name` from the cluster, where names

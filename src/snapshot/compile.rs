@@ -3,8 +3,9 @@ use std::sync::Arc;
 
 use super::policies::Links;
 use super::{qualified, CompiledPolicy, CompiledProvider, PolicySet, Snapshot};
-use crate::resources::{ConfigError, FieldError, Kind, Origin, Resource, Spec};
+use crate::resources::{ConfigError, FieldError, Kind, Origin, Resource, SecretData, Spec};
 use crate::resources::{PolicyEngine, TokenIntrospectorSpec};
+use crate::resources::{SecretKeyRef, SecretProblem};
 use crate::token::{Introspector, TrustStore};
 use crate::users::{self, UserIndex};
 
@@ -39,7 +40,22 @@ pub struct Compiler {
     provider_refs: Vec<(String, ConfigError)>,
     /// See [`Compiler::joining`].
     serving: Option<Arc<Snapshot>>,
+    /// See [`Compiler::offline`]: the Secret manifests read so far, by (namespace, name),
+    /// or `None` where Secrets are refused (`serve` in file mode).
+    secrets: Option<Secrets>,
+    /// TokenIntrospectors with Secret references, compiled in `finish` once every Secret
+    /// manifest is known.
+    with_secret_refs: Vec<Resource>,
+    /// Each linked policy's links, `(field, User key or (issuer, client))`, checked in
+    /// `finish` against the Users and issuers the configuration defines.
+    link_checks: Vec<(ConfigError, Vec<LinkTarget>)>,
 }
+
+/// Secret manifests by (namespace, name), with where each was read.
+type Secrets = HashMap<(Option<String>, String), (Origin, SecretData)>;
+
+/// A link's field, and the User key (`Ok`) or client issuer (`Err`) it names.
+type LinkTarget = (String, Result<String, String>);
 
 /// Why [`Compiler::admit`] left a resource out.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,6 +113,17 @@ impl Compiler {
         }
     }
 
+    /// For `validate`, `explain` and `test`: core `v1` Secret manifests among the files
+    /// stand in for the cluster's Secrets, so that the Kubernetes form with Secret
+    /// references is checked offline. A reference that none of them holds is an error
+    /// naming the field. (`serve` in file mode refuses Secrets and references alike.)
+    pub fn offline() -> Self {
+        Compiler {
+            secrets: Some(HashMap::new()),
+            ..Compiler::default()
+        }
+    }
+
     /// Whether an IdentityProvider of this name is admitted, or serves (see
     /// [`Compiler::joining`]).
     pub fn knows_provider(&self, name: &str) -> bool {
@@ -126,8 +153,16 @@ impl Compiler {
 
     /// File mode: the resource, or every error in it, to be reported by [`Compiler::finish`].
     pub fn add(&mut self, r: &Resource) {
+        let Some(kind) = r.spec.kind() else {
+            return self.add_secret(r);
+        };
+        if let Spec::TokenIntrospector(spec) = &r.spec {
+            if self.secrets.is_some() && !spec.secret_refs().is_empty() {
+                return self.with_secret_refs.push(r.clone());
+            }
+        }
         let key = r.key();
-        if let Some(first) = self.first_definition(r.spec.kind(), &key) {
+        if let Some(first) = self.first_definition(kind, &key) {
             let message = format!("defined twice: also at {first}");
             return self.report(r, FieldError::new("", message));
         }
@@ -140,10 +175,109 @@ impl Compiler {
             }
         }
         let admitted = self.admit_unchecked(r);
+        if admitted.is_ok() {
+            self.remember_links(r);
+        }
         self.remember(r, key, admitted.is_ok());
         if let Err(rejection) = admitted {
             for e in rejection.errors {
                 self.report(r, e);
+            }
+        }
+    }
+
+    /// A policy's links, to warn in `finish` of those that name nothing defined: a User
+    /// may yet be created (`--create-users`), so it is a warning, not an error.
+    fn remember_links(&mut self, r: &Resource) {
+        let Spec::AccessPolicy(spec) = &r.spec else {
+            return;
+        };
+        let targets: Vec<_> = (spec.link.iter().flatten().enumerate())
+            .filter_map(|(i, link)| match (link.target(), &link.issuer) {
+                (Ok(("User", name)), None) => {
+                    Some((format!("link[{i}]"), Ok(qualified(r.scope(), name))))
+                }
+                (Ok(("Client", _)), Some(issuer)) => {
+                    Some((format!("link[{i}].issuer"), Err(issuer.clone())))
+                }
+                _ => None,
+            })
+            .collect();
+        if !targets.is_empty() {
+            let at = error(r, FieldError::new("", ""));
+            self.link_checks.push((at, targets));
+        }
+    }
+
+    /// Links to Users that are not defined, or to clients of issuers no
+    /// TokenIntrospector trusts: the policy can never apply through them.
+    fn warn_of_dangling_links(&mut self) {
+        for (at, targets) in std::mem::take(&mut self.link_checks) {
+            for (field, target) in targets {
+                let message = match target {
+                    Ok(user) if self.users.position(&user).is_none() => format!(
+                        "User/{user} is not defined: the policy applies to no one through this \
+                         link until that User exists (created with --create-users?)"
+                    ),
+                    Err(issuer) if self.trust.for_issuer(&issuer).is_none() => format!(
+                        "no TokenIntrospector trusts issuer {issuer:?}: no token can name this \
+                         client"
+                    ),
+                    _ => continue,
+                };
+                self.warnings.push(ConfigError {
+                    field: Some(field),
+                    message,
+                    ..at.clone()
+                });
+            }
+        }
+    }
+
+    /// A warning of the caller's own (an empty configuration), reported with the others.
+    pub fn warn(&mut self, warning: ConfigError) {
+        self.warnings.push(warning);
+    }
+
+    /// A Secret manifest: kept for [`Compiler::offline`], refused otherwise.
+    fn add_secret(&mut self, r: &Resource) {
+        let Spec::Secret(data) = &r.spec else { return };
+        let Some(secrets) = &mut self.secrets else {
+            let message = "serve reads no Secrets from files: give the values inline, or \
+                           serve --kube; validate, explain and test read Secret manifests \
+                           so that Secret references can be checked offline";
+            return self.report(r, FieldError::new("kind", message));
+        };
+        let key = (r.namespace.clone(), r.name.clone());
+        if let Some((first, _)) = secrets.get(&key) {
+            let message = format!("defined twice: also at {first}");
+            return self.report(r, FieldError::new("", message));
+        }
+        secrets.insert(key, (r.origin.clone(), data.clone()));
+    }
+
+    /// The TokenIntrospectors held back by [`Compiler::add`], their references filled from
+    /// the Secret manifests, compiled as any other.
+    fn add_with_secret_refs(&mut self) {
+        for mut r in std::mem::take(&mut self.with_secret_refs) {
+            let Spec::TokenIntrospector(spec) = &mut r.spec else {
+                continue;
+            };
+            let secrets = self.secrets.take().unwrap_or_default();
+            let namespace = r.namespace.clone();
+            let resolved = spec.resolve_secrets(|k| read_secret(&secrets, &namespace, k));
+            self.secrets = Some(secrets);
+            match resolved {
+                Ok(()) => self.add(&r),
+                Err((field, problem)) => {
+                    let message = match problem {
+                        SecretProblem::Both => {
+                            "the value is also given inline: keep one of the two".to_string()
+                        }
+                        SecretProblem::Read(message) => message,
+                    };
+                    self.report(&r, FieldError::new(field, message));
+                }
             }
         }
     }
@@ -165,7 +299,9 @@ impl Compiler {
             self.user_origins.push(&r.origin);
             debug_assert_eq!(self.user_origins.places.len(), self.users.len());
         } else {
-            self.seen.insert((r.spec.kind(), key), r.origin.clone());
+            if let Some(kind) = r.spec.kind() {
+                self.seen.insert((kind, key), r.origin.clone());
+            }
         }
     }
 
@@ -174,7 +310,11 @@ impl Compiler {
     /// and the older of two conflicting resources first: the first one in wins.
     pub fn admit(&mut self, r: &Resource) -> Result<(), Rejection> {
         let key = r.key();
-        if self.first_definition(r.spec.kind(), &key).is_some() {
+        let Some(kind) = r.spec.kind() else {
+            let message = "a Secret is not a resource of portcullis";
+            return Err(Rejection::invalid(vec![FieldError::new("kind", message)]));
+        };
+        if self.first_definition(kind, &key).is_some() {
             let message = format!("{} is defined twice", r.id());
             return Err(Rejection::conflict("metadata.name", message));
         }
@@ -269,12 +409,28 @@ impl Compiler {
                         ),
                     ));
                 }
+                let mut upper = Vec::new();
+                upper_case_methods(&spec.body(), String::new(), false, &mut upper);
+                for field in upper {
+                    self.warnings.push(error(
+                        r,
+                        FieldError::new(
+                            field,
+                            "request methods are lower case (`get`, `post`): this upper-case \
+                             value never matches",
+                        ),
+                    ));
+                }
                 self.policies
                     .push((CompiledPolicy { name: key, policy }, links))
             }
             Spec::User(spec) => {
                 let serving = self.serving.as_deref().map(|s| &*s.users);
                 users::admit(&mut self.users, serving, &key, spec)?
+            }
+            Spec::Secret(_) => {
+                let message = "a Secret is not a resource of portcullis";
+                return Err(Rejection::invalid(vec![FieldError::new("kind", message)]));
             }
         }
         Ok(())
@@ -295,7 +451,10 @@ impl Compiler {
                 .push(error(&r, FieldError::new(field, message)));
         };
         if !matches!(r.spec, Spec::User(_)) {
-            let message = format!("holds a {}: only Users are read from here", r.spec.kind());
+            let message = format!(
+                "holds a {}: only Users are read from here",
+                r.spec.kind_name()
+            );
             return skip(self, "", message);
         }
         if let Origin::File { path, .. } = &r.origin {
@@ -321,6 +480,16 @@ impl Compiler {
 
     /// File mode: the snapshot, or every error found.
     pub fn finish(self) -> Result<Snapshot, Vec<ConfigError>> {
+        self.finish_with_warnings().0
+    }
+
+    /// [`Compiler::finish`], and the warnings, which a refused configuration has too.
+    pub fn finish_with_warnings(
+        mut self,
+    ) -> (Result<Snapshot, Vec<ConfigError>>, Vec<ConfigError>) {
+        self.add_with_secret_refs();
+        self.warn_of_dangling_links();
+        let warnings = self.warnings.clone();
         let mut errors = self.errors.clone();
         for (idp, e) in &self.provider_refs {
             if !self.identity_providers.contains_key(idp) {
@@ -328,9 +497,9 @@ impl Compiler {
             }
         }
         if !errors.is_empty() {
-            return Err(errors);
+            return (Err(errors), warnings);
         }
-        Ok(self.into_snapshot())
+        (Ok(self.into_snapshot()), warnings)
     }
 
     /// What [`Compiler::admit`] took in.
@@ -396,6 +565,65 @@ impl UserOrigins {
             },
         })
     }
+}
+
+/// The fields, below a `request-method` key, of string values with an upper-case letter:
+/// policies see the method in lower case, as Aidbox does. Regular expressions (`#...`) are
+/// passed over: `(?i)` may be meant.
+fn upper_case_methods(
+    value: &serde_json::Value,
+    path: String,
+    method: bool,
+    out: &mut Vec<String>,
+) {
+    use serde_json::Value;
+    match value {
+        Value::String(s)
+            if method && !s.starts_with('#') && s.chars().any(|c| c.is_ascii_uppercase()) =>
+        {
+            out.push(path)
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                upper_case_methods(item, format!("{path}[{i}]"), method, out);
+            }
+        }
+        Value::Object(map) => {
+            for (k, v) in map {
+                let at = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                upper_case_methods(v, at, method || k == "request-method", out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The value a Secret reference of a resource in `namespace` names, from the Secret
+/// manifests read; the message never holds a value.
+fn read_secret(
+    secrets: &Secrets,
+    namespace: &Option<String>,
+    r: &SecretKeyRef,
+) -> Result<String, String> {
+    let shown = qualified(namespace.as_deref(), &r.name);
+    let (_, data) = secrets
+        .get(&(namespace.clone(), r.name.clone()))
+        .ok_or_else(|| {
+            format!(
+                "unresolved: no Secret manifest {shown} among the --config files (a reference \
+                 resolves in the resource's own namespace); give the Secret beside it"
+            )
+        })?;
+    let value = data
+        .values
+        .get(&r.key)
+        .ok_or_else(|| format!("unresolved: Secret {shown} has no key {:?}", r.key))?;
+    String::from_utf8(value.clone())
+        .map_err(|_| format!("Secret {shown}, key {:?}: not UTF-8 text", r.key))
 }
 
 /// A User refused by [`users::admit`], as the status and `validate` report it.
@@ -506,6 +734,88 @@ mod tests {
         assert!(s.users.by_name("u").is_some());
     }
 
+    fn offline(text: &str) -> (Result<Snapshot, Vec<ConfigError>>, Vec<String>) {
+        let mut compiler = Compiler::offline();
+        for_each_document(Path::new("c.yaml"), text, |item| compiler.push(item));
+        let (compiled, warnings) = compiler.finish_with_warnings();
+        (compiled, warnings.iter().map(ToString::to_string).collect())
+    }
+
+    const SECRET_REF: &str = "apiVersion: portcullis.dev/v1alpha1\nkind: TokenIntrospector\n\
+        metadata: {name: t, namespace: ns}\n\
+        spec: {type: jwt, jwt: {iss: https://a, secretRef: {name: hmac, key: k}}}\n";
+
+    #[test]
+    fn secret_references_resolve_from_secret_manifests_offline() {
+        let secret = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: hmac, namespace: ns}\n\
+                      stringData: {k: sup3r-s3cret}\n";
+        let (compiled, _) = offline(&format!("{SECRET_REF}{secret}"));
+        let s = compiled.unwrap();
+        assert!(s.trust.for_issuer("https://a").is_some());
+
+        // In another namespace, or without the key: unresolved, and nothing else.
+        let elsewhere = secret.replace("namespace: ns", "namespace: other");
+        let errs = offline(&format!("{SECRET_REF}{elsewhere}")).0.unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].to_string().starts_with(
+                "c.yaml:1 (document 1): TokenIntrospector/t: field `jwt.secretRef`: \
+                 unresolved: no Secret manifest ns/hmac"
+            ),
+            "{}",
+            errs[0]
+        );
+        let no_key = secret.replace("{k:", "{other:");
+        let errs = offline(&format!("{SECRET_REF}{no_key}")).0.unwrap_err();
+        assert!(errs[0].message.contains("has no key \"k\""), "{errs:?}");
+        assert!(!format!("{errs:?}").contains("sup3r"), "{errs:?}");
+    }
+
+    #[test]
+    fn serve_refuses_secret_references_and_secrets_without_follow_on_errors() {
+        let secret = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: hmac, namespace: ns}\n\
+                      stringData: {k: v}\n";
+        let mut compiler = Compiler::default();
+        for_each_document(
+            Path::new("c.yaml"),
+            &format!("{SECRET_REF}{secret}"),
+            |item| compiler.push(item),
+        );
+        let errs = compiler.finish().unwrap_err();
+        let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(errs.len(), 2, "{text:#?}");
+        assert!(text[0].contains("field `jwt.secretRef`: Secret references are read only"));
+        assert!(text[1].contains("Secret/hmac: field `kind`: serve reads no Secrets"));
+    }
+
+    #[test]
+    fn warns_of_dangling_links_and_upper_case_methods_beside_errors() {
+        let (compiled, warnings) = offline(
+            "resourceType: AccessPolicy\nid: p\nengine: matcho\n\
+             matcho: {request-method: GET, uri: '#^/a'}\nlink: [{reference: User/ghost}, \
+             {reference: Client/c, issuer: https://nobody}]\n---\n\
+             resourceType: AccessPolicy\nid: q\nengine: matcho\n\
+             matcho: {request-method: {$one-of: [get, Post]}}\n---\n\
+             resourceType: TokenIntrospector\nid: broken\ntype: nope\n",
+        );
+        assert_eq!(compiled.unwrap_err().len(), 1);
+        assert_eq!(warnings.len(), 4, "{warnings:#?}");
+        let has = |needle: &str| warnings.iter().any(|w| w.contains(needle));
+        assert!(
+            has("AccessPolicy/p: field `matcho.request-method`: request methods are lower case"),
+            "{warnings:#?}"
+        );
+        assert!(
+            has("AccessPolicy/q: field `matcho.request-method.$one-of[1]`"),
+            "{warnings:#?}"
+        );
+        assert!(
+            has("AccessPolicy/p: field `link[0]`: User/ghost is not defined"),
+            "{warnings:#?}"
+        );
+        assert!(has("AccessPolicy/p: field `link[1].issuer`: no TokenIntrospector trusts issuer \"https://nobody\""), "{warnings:#?}");
+    }
+
     #[test]
     fn reports_every_error_with_resource_and_field() {
         let errs = compile_text(
@@ -609,7 +919,8 @@ mod tests {
              resourceType: AccessPolicy\nid: linked\nengine: matcho\nmatcho: {}\nlink: [{reference: User/u}]\n---\n\
              resourceType: AccessPolicy\nid: narrow\nengine: complex\n\
              and: [{engine: matcho, matcho: {}}, {engine: matcho, matcho: {uri: /x}}]\n---\n\
-             resourceType: AccessPolicy\nid: narrow-schema\nengine: json-schema\nschema: {required: [jwt]}\n",
+             resourceType: AccessPolicy\nid: narrow-schema\nengine: json-schema\nschema: {required: [jwt]}\n---\n\
+             resourceType: User\nid: u\n",
         )
         .unwrap();
         let warned: Vec<(&str, Option<&str>)> = s

@@ -81,7 +81,8 @@ impl Introspector {
         for (field, _) in spec.secret_refs() {
             errors.push(FieldError::new(
                 field,
-                "Secret references are read only with --kube; in files, give the value inline",
+                "Secret references are read only with --kube; in files, give the value inline \
+                 (validate, explain and test resolve them from Secret manifests beside the resource)",
             ));
         }
         let jwt = spec.jwt.clone().unwrap_or_default();
@@ -179,7 +180,11 @@ fn compile_jwt(
     }
     let discovery = spec.openid_discovery.unwrap_or(false);
     let chosen: Vec<&str> = [
-        ("jwt.secret", jwt.secret.is_some()),
+        // A reference left here is its own error (above), not a missing key.
+        (
+            "jwt.secret",
+            jwt.secret.is_some() || jwt.secret_ref.is_some(),
+        ),
         ("jwt.keys", jwt.keys.is_some()),
         ("jwks_uri", spec.jwks_uri.is_some()),
         ("openidDiscovery", discovery),
@@ -225,6 +230,8 @@ fn compile_jwt(
             .enumerate()
             .filter_map(|(i, k)| match compile_key(k) {
                 Ok(key) => Some(key),
+                // A `kRef` left unresolved is its own error (above), not a missing `k`.
+                Err(("k", _)) if k.k_ref.is_some() => None,
                 Err((field, message)) => {
                     errors.push(FieldError::new(format!("jwt.keys[{i}].{field}"), message));
                     None
@@ -249,7 +256,11 @@ fn compile_opaque(
     jwt: &crate::resources::JwtSettings,
     errors: &mut Vec<FieldError>,
 ) -> Option<Trust> {
-    if jwt.secret.is_some() || jwt.keys.is_some() || spec.jwks_uri.is_some() {
+    if jwt.secret.is_some()
+        || jwt.secret_ref.is_some()
+        || jwt.keys.is_some()
+        || spec.jwks_uri.is_some()
+    {
         errors.push(FieldError::new(
             "type",
             "opaque introspectors take introspection_endpoint, not JWT keys",

@@ -662,8 +662,9 @@ async fn explain_decides_against_the_live_cluster() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("ALLOW"), "{stderr}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("team-a/read"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("decision: ALLOW"), "{stdout}");
+    assert!(stdout.contains("team-a/read"), "{stdout}");
 }
 
 /// The RBAC rules that ship are exactly what the binary uses, per mode: every request of a

@@ -54,14 +54,14 @@ async fn an_https_idp_of_a_private_ca_needs_its_ca_file() {
     };
     let out = explain(&[]).await;
     assert_eq!(out.code, 2, "{out:#?}");
-    assert!(out.stderr.contains("DENY 503"), "{out:#?}");
+    assert!(out.stdout.contains("decision: DENY 503"), "{out:#?}");
     assert!(out.stdout.contains(UNTRUSTED), "{out:#?}");
     assert!(!out.stdout.contains(&token) && !out.stderr.contains(&token));
     assert_eq!(idp.jwks_fetches(), 0, "no request got past the handshake");
 
     let out = explain(&["--ca-file", &ca_file]).await;
     assert_eq!(out.code, 0, "{out:#?}");
-    assert!(out.stderr.contains("ALLOW 200"), "{out:#?}");
+    assert!(out.stdout.contains("decision: ALLOW 200"), "{out:#?}");
     assert_eq!(idp.jwks_fetches(), 1);
 
     // serve: the same, through ext_authz and the log.

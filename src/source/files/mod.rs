@@ -37,6 +37,9 @@ impl FileSource {
         let mut compiler = Compiler::with_user_capacity(users);
         let except = self.users_dir.as_deref();
         let mut count = load_each_except(&self.config, except, |r| compiler.push(r));
+        if count == 0 {
+            compiler.warn(empty_configuration(&self.config));
+        }
         if let Some(dir) = &self.users_dir {
             count += load_each(std::slice::from_ref(dir), |r| compiler.push_created_user(r));
         }
@@ -137,6 +140,16 @@ fn load_file(path: &Path, emit: &mut impl FnMut(Result<Resource, ConfigError>)) 
             })),
         },
     }
+}
+
+/// The warning for `--config` paths that hold no resource: every request would be denied.
+pub fn empty_configuration(paths: &[PathBuf]) -> ConfigError {
+    let shown: Vec<_> = paths.iter().map(|p| p.display().to_string()).collect();
+    file_error(
+        Path::new(&shown.join(", ")),
+        "no resources: every request would be denied (no TokenIntrospector, no AccessPolicy)"
+            .into(),
+    )
 }
 
 fn file_error(path: &Path, message: String) -> ConfigError {

@@ -166,7 +166,10 @@ fn read_file(dir: &Path, name: &str) -> Result<Option<KnownUser>, StoreError> {
     match resources.as_slice() {
         [r] if r.name == name => match &r.spec {
             Spec::User(spec) => Ok(Some(KnownUser::new(&r.name, spec))),
-            _ => Err(corrupt(format!("holds a {}, not a User", r.spec.kind()))),
+            _ => Err(corrupt(format!(
+                "holds a {}, not a User",
+                r.spec.kind_name()
+            ))),
         },
         _ => Err(corrupt(format!(
             "expected one {API_VERSION} User named {name:?}"
