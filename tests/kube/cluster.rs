@@ -1031,9 +1031,11 @@ async fn one_object_whose_status_write_always_fails_delays_no_other() {
     // An edit of another object is written while the failing one keeps failing.
     fake.apply(policy("z-last", "post"));
     ready_condition(&fake, "accesspolicies", "z-last", "True").await;
-    assert!(fake.get(API, "accesspolicies", NS, "stuck").unwrap()["status"]
-        .get("conditions")
-        .is_none());
+    assert!(
+        fake.get(API, "accesspolicies", NS, "stuck").unwrap()["status"]
+            .get("conditions")
+            .is_none()
+    );
     assert_eq!(decide(&p, "GET", &token("alice", SECRET)).await.status, 200);
 }
 
@@ -1059,15 +1061,15 @@ async fn a_stalled_api_server_stops_no_decision_and_the_lease_comes_back() {
     fake.set_stalled(true);
     fake.apply(policy("write", "post"));
     // The Lease lasts 15 s and is renewed every 5 s: given up within 10 s.
-    support::eventually_within(
-        Duration::from_secs(40),
-        "the lease given up",
-        || async {
-            assert_eq!(decide(&p, "GET", &alice).await.status, 200, "decisions go on");
-            assert_eq!(p.readyz().await, 200);
-            (lease_says(&p) == [true, false]).then_some(())
-        },
-    )
+    support::eventually_within(Duration::from_secs(40), "the lease given up", || async {
+        assert_eq!(
+            decide(&p, "GET", &alice).await.status,
+            200,
+            "decisions go on"
+        );
+        assert_eq!(p.readyz().await, 200);
+        (lease_says(&p) == [true, false]).then_some(())
+    })
     .await;
 
     fake.set_stalled(false);
