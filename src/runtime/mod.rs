@@ -47,7 +47,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             (authorizer, Some(watch))
         }
         flags::Source::Cluster(settings) => {
-            let client = kube::Client::try_default()
+            let client = crate::source::cluster::client()
                 .await
                 .context("connecting to the Kubernetes API (in-cluster or KUBECONFIG)")?;
             let cluster = crate::source::cluster::Cluster::start(

@@ -1086,3 +1086,81 @@ async fn the_shipped_aidbox_tutorial_resources_are_ready_as_written() {
         }
     }
 }
+
+/// One object whose status write always fails (`500`) is retried with backoff, and
+/// every other object's status is written, a later edit's too.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_object_whose_status_write_always_fails_delays_no_other() {
+    let fake = FakeApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    base(&fake);
+    fake.fail_status_writes("accesspolicies", NS, "stuck");
+    let others = ["a-first", "m-middle", "z-last"];
+    for name in others.iter().chain(&["stuck"]) {
+        fake.apply(policy(name, "get"));
+    }
+    let p = serve(&fake, dir.path(), "replica-1", &[]).await;
+    for name in others.iter().chain(&["read"]) {
+        ready_condition(&fake, "accesspolicies", name, "True").await;
+    }
+    ready_condition(&fake, "tokenintrospectors", "auth", "True").await;
+    support::eventually("the failing object tried again", || async {
+        let errors = p
+            .metrics()
+            .await
+            .find("portcullis_status_writes_total", &[("result", "error")]);
+        errors.filter(|&n| n >= 2.0)
+    })
+    .await;
+    // An edit of another object is written while the failing one keeps failing.
+    fake.apply(policy("z-last", "post"));
+    ready_condition(&fake, "accesspolicies", "z-last", "True").await;
+    assert!(
+        fake.get(API, "accesspolicies", NS, "stuck").unwrap()["status"]
+            .get("conditions")
+            .is_none()
+    );
+    assert_eq!(decide(&p, "GET", &token("alice", SECRET)).await.status, 200);
+}
+
+/// A hung API server (it takes requests and answers none) stops no decision; the replica
+/// gives the status Lease up, and takes it back and writes status once it answers again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_api_server_stops_no_decision_and_the_lease_comes_back() {
+    let fake = FakeApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    base(&fake);
+    let p = serve(&fake, dir.path(), "replica-1", &[]).await;
+    let alice = token("alice", SECRET);
+    ready_condition(&fake, "accesspolicies", "read", "True").await;
+    let lease_says = |p: &Portcullis| {
+        p.log()
+            .lines()
+            .filter(|l| l.contains("status writer lease"))
+            .map(|l| l.contains("true"))
+            .collect::<Vec<bool>>()
+    };
+    assert_eq!(lease_says(&p), [true]);
+
+    fake.set_stalled(true);
+    fake.apply(policy("write", "post"));
+    // The Lease lasts 15 s and is renewed every 5 s: given up within 10 s.
+    support::eventually_within(Duration::from_secs(40), "the lease given up", || async {
+        assert_eq!(
+            decide(&p, "GET", &alice).await.status,
+            200,
+            "decisions go on"
+        );
+        assert_eq!(p.readyz().await, 200);
+        (lease_says(&p) == [true, false]).then_some(())
+    })
+    .await;
+
+    fake.set_stalled(false);
+    support::eventually_within(Duration::from_secs(40), "the lease taken back", || async {
+        (lease_says(&p) == [true, false, true]).then_some(())
+    })
+    .await;
+    ready_condition(&fake, "accesspolicies", "write", "True").await;
+    until_status(&p, "POST", &alice, 200, "the watch resumes").await;
+}

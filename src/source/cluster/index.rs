@@ -40,6 +40,9 @@ pub struct ClusterIndex {
     /// Users refused for a clash at the last compile of all Users: while there are any, a
     /// change to one User may change another's standing.
     clashing_users: usize,
+    /// Objects deleted (or missing from a relist) since [`ClusterIndex::take_removed`],
+    /// so that the status writer forgets them.
+    removed: Vec<ObjectKey>,
 }
 
 /// Which parts of the snapshot an event touched.
@@ -110,9 +113,17 @@ impl ClusterIndex {
 
     pub fn delete(&mut self, key: &ObjectKey) -> Dirty {
         match self.objects.remove(key) {
-            Some(_) => Dirty::of(key.kind),
+            Some(_) => {
+                self.removed.push(key.clone());
+                Dirty::of(key.kind)
+            }
             None => Dirty::default(),
         }
+    }
+
+    /// The objects removed since the last call.
+    pub fn take_removed(&mut self) -> Vec<ObjectKey> {
+        std::mem::take(&mut self.removed)
     }
 
     /// A complete list of one kind (in one namespace, or in all): what it lacks was deleted,
@@ -120,10 +131,15 @@ impl ClusterIndex {
     pub fn relist(&mut self, kind: Kind, namespace: Option<&str>, objects: Vec<Object>) -> Dirty {
         let listed: BTreeSet<ObjectKey> = objects.iter().map(|o| o.key.clone()).collect();
         let before = self.objects.len();
+        let removed = &mut self.removed;
         self.objects.retain(|key, _| {
-            key.kind != kind
+            let keep = key.kind != kind
                 || namespace.is_some_and(|ns| key.namespace != ns)
-                || listed.contains(key)
+                || listed.contains(key);
+            if !keep {
+                removed.push(key.clone());
+            }
+            keep
         });
         let mut dirty = if self.objects.len() != before {
             Dirty::of(kind)
@@ -256,6 +272,7 @@ impl ClusterIndex {
             objects,
             secrets,
             clashing_users,
+            ..
         } = self;
         let mut compiler = Compiler::default();
         let mut verdicts = Vec::new();

@@ -41,6 +41,29 @@ use watch::Change;
 /// How long the index task lets a burst of events gather before one rebuild.
 const SETTLE: Duration = Duration::from_millis(10);
 
+/// The longest any one call of the writer or the Lease waits for the API server (kube's
+/// client's own retries of a `503` included): past it the call counts as failed. A
+/// constant rather than a flag: a healthy API server answers these in milliseconds.
+pub const API_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connecting to the API server (kube's default is 30 s).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest the client waits for the next bytes of any answer. A watch is a long read:
+/// kube's watcher asks the server to end it after 290 s (`watcher::Config::timeout`) and
+/// gives up itself 5 s later, so this is above both; it bounds the lists and the opening
+/// of watches, which kube's watcher does not.
+const READ_TIMEOUT: Duration = Duration::from_secs(330);
+
+/// The kube client of `serve --kube`: in-cluster or `KUBECONFIG`, as
+/// `kube::Client::try_default`, with connect and read timeouts.
+pub async fn client() -> Result<Client, kube::Error> {
+    let mut config = kube::Config::infer()
+        .await
+        .map_err(kube::Error::InferConfig)?;
+    config.connect_timeout = Some(CONNECT_TIMEOUT);
+    config.read_timeout = Some(READ_TIMEOUT);
+    Client::try_from(config)
+}
+
 /// What to watch.
 #[derive(Clone, Debug, Default)]
 pub struct Settings {
@@ -187,6 +210,7 @@ fn index(
         users_changed: BTreeSet::new(),
         users_relisted: false,
         refused: HashMap::new(),
+        gone: Vec::new(),
         _watchers: watchers,
     };
     tokio::spawn(task.run(changes));
@@ -226,6 +250,8 @@ struct IndexTask {
     users_relisted: bool,
     /// Objects refused at the last build, to log each refusal once.
     refused: HashMap<ObjectKey, Ready>,
+    /// Objects deleted that the writer has not yet been told of.
+    gone: Vec<ObjectKey>,
     _watchers: Vec<AbortOnDrop>,
 }
 
@@ -353,9 +379,22 @@ impl IndexTask {
         let config = self.config.as_ref().expect("built above");
         let users = self.users.serving().cloned().expect("built above");
         let snapshot = config.with_users(users);
+        self.gone.extend(self.index.take_removed());
         if let Some(writer) = &self.writer {
-            // Never waits: a full queue drops this round, and the next rebuild resends all.
-            let _ = writer.try_send(writer::Command::Verdicts(verdicts));
+            // Never waits: a full queue (1024 commands) drops this round's verdicts, and the
+            // next rebuild resends them; the deletions are kept for the next round.
+            let command = writer::Command::Verdicts {
+                verdicts,
+                gone: std::mem::take(&mut self.gone),
+            };
+            if let Err(mpsc::error::TrySendError::Full(writer::Command::Verdicts {
+                gone, ..
+            })) = writer.try_send(command)
+            {
+                self.gone = gone;
+            }
+        } else {
+            self.gone.clear();
         }
         Loaded {
             compiled: Ok(snapshot),

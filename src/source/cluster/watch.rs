@@ -204,7 +204,13 @@ pub fn tell_unlabelled(client: Client, object: ObjectKey, namespace: String, nam
         let api: Api<Secret> = Api::namespaced(client, &namespace);
         let params = ListParams::default().fields(&format!("metadata.name={name}"));
         let secret = format!("{namespace}/{name}");
-        match api.list_metadata(&params).await {
+        let asked = tokio::time::timeout(super::API_TIMEOUT, api.list_metadata(&params)).await;
+        let asked = asked.unwrap_or_else(|_| {
+            Err(kube::Error::Service(
+                format!("no answer within {:?}", super::API_TIMEOUT).into(),
+            ))
+        });
+        match asked {
             Ok(list) if list.items.is_empty() => tracing::warn!(
                 resource = %object,
                 secret = %secret,

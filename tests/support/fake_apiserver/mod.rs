@@ -9,7 +9,8 @@
 //! protocol ([`watch`]). Lists and watches take label and field selectors (an object that
 //! a change moves into or out of a watch's selectors comes as `ADDED` or `DELETED`), and
 //! a list asked for as `PartialObjectMetadataList` answers metadata only. The handle also acts as an admin ([`FakeApiServer::apply`]),
-//! breaks the server ([`FakeApiServer::set_outage`], [`FakeApiServer::compact`]) and
+//! breaks the server ([`FakeApiServer::set_outage`], [`FakeApiServer::set_stalled`],
+//! [`FakeApiServer::fail_status_writes`], [`FakeApiServer::compact`]) and
 //! shows what clients sent ([`FakeApiServer::requests`]).
 //!
 //! Known differences from a real server: server-side apply merges the intent (removing what
@@ -223,6 +224,22 @@ impl FakeApiServer {
         });
     }
 
+    /// While on, the server takes every request (and connection) and answers none, and
+    /// open watches send nothing, as a hung API server; when turned off, the held requests
+    /// are served and the watches go on.
+    pub fn set_stalled(&self, on: bool) {
+        self.shared.change(|s| s.stalled = on);
+    }
+
+    /// Every status write (`PATCH` or `PUT` of `/status`) of this object gets
+    /// `500 InternalError`, which kube's client does not retry; other objects are served.
+    pub fn fail_status_writes(&self, plural: &str, ns: &str, name: &str) {
+        self.shared.change(|s| {
+            s.failing_status
+                .insert((plural.to_string(), ns.to_string(), name.to_string()))
+        });
+    }
+
     /// Forgets the change history: a watch resuming from a resourceVersion older than the
     /// current one gets an `ERROR` event `410 Expired`, which makes kube's watcher relist.
     pub fn compact(&self) {
@@ -316,6 +333,14 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         });
         (store.outage || store.closed).then_some(store.outage_500)
     };
+    // Hung: hold the request until the stall ends (or the server does).
+    let mut tick = shared.tick.subscribe();
+    let _ = tick
+        .wait_for(|_| {
+            let store = shared.lock();
+            !store.stalled || store.closed
+        })
+        .await;
     if let Some(broken) = outage {
         let e = match broken {
             true => ApiError::new(500, "InternalError", "the fake API server is broken"),
@@ -365,6 +390,20 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
             .get(rt, ns, name)
             .cloned()
             .ok_or_else(|| ApiError::not_found(rt, name)),
+        (Method::PATCH | Method::PUT, Some(ns), Some(name))
+            if part == Part::Status
+                && shared.lock().failing_status.contains(&(
+                    rt.plural.to_string(),
+                    ns.to_string(),
+                    name.to_string(),
+                )) =>
+        {
+            Err(ApiError::new(
+                500,
+                "InternalError",
+                "the fake API server fails this object's status writes",
+            ))
+        }
         (Method::PUT, Some(ns), Some(name)) => {
             json_body().and_then(|b| shared.change(|s| s.replace(rt, ns, name, part, b)))
         }

@@ -159,6 +159,10 @@ pub struct Store {
     pub outage: bool,
     /// During an outage, answer `500` (which kube's client does not retry) instead of `503`.
     pub outage_500: bool,
+    /// Requests are taken and not answered, open watches send nothing, until it is off.
+    pub stalled: bool,
+    /// `(plural, namespace, name)` of objects whose status writes get `500`.
+    pub failing_status: std::collections::HashSet<(String, String, String)>,
     pub closed: bool,
     pub requests: Vec<RecordedRequest>,
     serial: u64,

@@ -173,7 +173,9 @@ async fn stream(shared: Arc<Shared>, filter: Filter, options: Options, tx: mpsc:
             if store.outage || store.closed {
                 return;
             }
-            if last < store.oldest {
+            if store.stalled {
+                // Nothing until the server answers again.
+            } else if last < store.oldest {
                 // Events after `last` are forgotten: the client must relist.
                 lines.push(expired(last, store.oldest));
                 end = true;
@@ -206,7 +208,9 @@ async fn stream(shared: Arc<Shared>, filter: Filter, options: Options, tx: mpsc:
             () = timeout => return,
             () = tx.closed() => return,
             () = sleep_until(next_bookmark), if options.bookmarks => {
-                lines.push(bookmark(filter.rt, last, false));
+                if !shared.lock().stalled {
+                    lines.push(bookmark(filter.rt, last, false));
+                }
                 next_bookmark = Instant::now() + BOOKMARK_INTERVAL;
             }
         }

@@ -318,6 +318,17 @@ fn a_relist_applies_deletions_missed_while_the_watch_was_down() {
     );
     assert!(dirty.config);
     assert_eq!(policy_names(&mut index), ["a/kept", "b/elsewhere"]);
+
+    // The status writer is told of each removal once, a deletion's like a relist's.
+    index.delete(&policy("b", "elsewhere", 1, json!({})).key);
+    index.delete(&policy("b", "never-there", 1, json!({})).key);
+    let removed: Vec<String> = index
+        .take_removed()
+        .iter()
+        .map(|k| format!("{}/{}", k.namespace, k.name))
+        .collect();
+    assert_eq!(removed, ["a/gone", "b/elsewhere"]);
+    assert!(index.take_removed().is_empty());
 }
 
 #[test]

@@ -81,7 +81,7 @@ async fn a_verdict_is_one_merge_patch_of_the_status_subresource() {
         respond(send, 200, policy_object(seen.3["status"].clone()));
         seen
     });
-    assert_eq!(queue.write_next(&client).await.unwrap(), Some("ok"));
+    assert_eq!(queue.write_next(&client).await, Some("ok"));
     let (method, uri, content_type, body) = server.await.unwrap();
     assert_eq!(method, "PATCH");
     assert_eq!(
@@ -205,5 +205,179 @@ async fn a_user_that_exists_is_adopted_after_409() {
     assert_eq!(
         seen[1].1,
         "/apis/portcullis.dev/v1alpha1/namespaces/team-a/users/keycloak-abc"
+    );
+}
+
+fn policy_verdict(name: &str, generation: i64) -> Verdict {
+    let mut v = verdict(true, None);
+    v.key.name = name.into();
+    v.generation = generation;
+    v
+}
+
+fn key(name: &str) -> ObjectKey {
+    policy_verdict(name, 1).key
+}
+
+/// Answers every request: `500` to the status writes of `failing`, else the patched object.
+/// Returns the paths asked for.
+fn api_failing(mut api: Handle, failing: &'static str) -> tokio::task::JoinHandle<Vec<String>> {
+    tokio::spawn(async move {
+        let mut paths = Vec::new();
+        while let Some((request, send)) = api.next_request().await {
+            let (_, uri, _, body) = body_of(request).await;
+            if uri.contains(&format!("/{failing}/status")) {
+                respond(
+                    send,
+                    500,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                           "reason": "InternalError", "code": 500, "message": "broken"}),
+                );
+            } else {
+                respond(send, 200, policy_object(body["status"].clone()));
+            }
+            paths.push(uri);
+        }
+        paths
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_object_whose_write_fails_backs_off_alone_and_is_forgotten_when_it_goes() {
+    let (client, api) = mock_client();
+    let server = api_failing(api, "bad");
+    let mut queue = StatusQueue::default();
+    queue.offer(vec![
+        policy_verdict("a", 1),
+        policy_verdict("bad", 1),
+        policy_verdict("c", 1),
+    ]);
+    let mut results = Vec::new();
+    while queue.next_due() == Some(Instant::now()) {
+        results.push(queue.write_next(&client).await.unwrap());
+    }
+    assert_eq!(
+        results,
+        ["ok", "error", "ok"],
+        "the others after the failure"
+    );
+    assert_eq!(queue.pending.keys().collect::<Vec<_>>(), [&key("bad")]);
+    let first = queue.next_due().unwrap() - Instant::now();
+    assert!(
+        (FIRST_RETRY / 2..=FIRST_RETRY).contains(&first),
+        "{first:?}"
+    );
+
+    // A new verdict for another object is written at once; the failing one still waits.
+    queue.offer(vec![policy_verdict("a", 2), policy_verdict("bad", 2)]);
+    assert_eq!(queue.write_next(&client).await, Some("ok"));
+    assert_eq!(queue.write_next(&client).await, None, "bad waits its turn");
+
+    // Its turn comes: it fails again and waits twice as long.
+    tokio::time::advance(first).await;
+    assert_eq!(queue.write_next(&client).await, Some("error"));
+    let second = queue.next_due().unwrap() - Instant::now();
+    assert!(
+        (FIRST_RETRY..=FIRST_RETRY * 2).contains(&second),
+        "{second:?}"
+    );
+    assert_eq!(queue.failing[&key("bad")].failures, 2);
+    // Still the latest verdict that waits.
+    assert_eq!(queue.pending[&key("bad")].generation, 2);
+
+    // Deleted: nothing of it is kept, nor of `a` once it goes too.
+    queue.forget(&[key("bad")]);
+    assert!(queue.pending.is_empty() && queue.due.is_empty());
+    assert!(queue.failing.is_empty() && queue.retries.is_empty());
+    assert_eq!(queue.next_due(), None);
+    assert_eq!(queue.written.len(), 2, "a and c");
+    queue.forget(&[key("a"), key("c")]);
+    assert!(queue.written.is_empty());
+
+    drop(client);
+    let paths = server.await.unwrap();
+    assert_eq!(paths.iter().filter(|p| p.contains("/bad/")).count(), 2);
+}
+
+#[test]
+fn the_backoff_doubles_to_a_bound_with_jitter() {
+    let k = key("bad");
+    for failures in 1..40 {
+        let full = (FIRST_RETRY * 2u32.pow(failures.min(20) - 1)).min(LONGEST_RETRY);
+        let wait = backoff(&k, failures);
+        assert!(wait <= full && wait >= full / 2, "{failures}: {wait:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_status_write_the_api_server_never_answers_times_out() {
+    let (client, mut api) = mock_client();
+    let server = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some(request) = api.next_request().await {
+            held.push(request);
+        }
+        held.len()
+    });
+    let mut queue = StatusQueue::default();
+    queue.offer(vec![policy_verdict("hung", 1)]);
+    let started = Instant::now();
+    assert_eq!(queue.write_next(&client).await, Some("timeout"));
+    assert_eq!(Instant::now() - started, API_TIMEOUT);
+    assert_eq!(queue.failing[&key("hung")].failures, 1);
+    drop(client);
+    assert_eq!(server.await.unwrap(), 1);
+}
+
+/// The task: a failing object delays no other, and a User is created between writes.
+#[tokio::test(start_paused = true)]
+async fn the_writer_writes_every_other_object_while_one_keeps_failing() {
+    let (client, api) = mock_client();
+    let server = api_failing(api, "bad");
+    let (commands_tx, commands) = mpsc::channel(16);
+    let (leader_tx, leader) = watch::channel(true);
+    let metrics = Arc::new(Metrics::new());
+    let writer = tokio::spawn(run(client, commands, leader, metrics.clone()));
+    let names = ["a", "bad", "c", "d"];
+    commands_tx
+        .send(Command::Verdicts {
+            verdicts: names.iter().map(|n| policy_verdict(n, 1)).collect(),
+            gone: vec![],
+        })
+        .await
+        .unwrap();
+    // A minute of backoffs for `bad`, and a new round for the others meanwhile.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    commands_tx
+        .send(Command::Verdicts {
+            verdicts: ["a", "c", "d"]
+                .iter()
+                .map(|n| policy_verdict(n, 2))
+                .collect(),
+            gone: vec![],
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    drop(commands_tx);
+    writer.await.unwrap();
+    drop(leader_tx);
+    let paths = server.await.unwrap();
+    for name in ["a", "c", "d"] {
+        let writes = paths
+            .iter()
+            .filter(|p| p.contains(&format!("/{name}/status")))
+            .count();
+        assert_eq!(writes, 2, "{name}: one per generation");
+    }
+    let bad = paths.iter().filter(|p| p.contains("/bad/status")).count();
+    // Tries at about 0, 1, 3, 7, 15, 31 s (less jitter): a handful, not hundreds.
+    assert!((4..=12).contains(&bad), "{bad} tries of the failing object");
+    let text = metrics.encode();
+    assert!(
+        text.contains(&format!(
+            "portcullis_status_writes_total{{result=\"error\"}} {bad}"
+        )),
+        "{text}"
     );
 }
