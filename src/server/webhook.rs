@@ -7,15 +7,18 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use anyhow::Context;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use tokio::sync::Semaphore;
 
 use super::tls::{self, ServingCert};
 use crate::resources::{Kind, GROUP};
@@ -23,8 +26,24 @@ use crate::snapshot::SnapshotStore;
 use crate::source::cluster::judge::{review, Answer, Candidate};
 
 const API_VERSION: &str = "admission.k8s.io/v1";
-/// An object and the one it replaces, each up to the API server's ~1.5 MB.
-const MAX_REVIEW_BYTES: usize = 8 * 1024 * 1024;
+/// An object and the one it replaces (an update), each up to the 3 MiB the API server
+/// accepts in a request, and the envelope around them.
+pub const MAX_REVIEW_BYTES: usize = 7 * 1024 * 1024;
+/// A review whose declared `Content-Length` is at most this is small: it is judged in a
+/// lane of its own, so that heavy reviews never make it wait for a permit.
+pub const SMALL_REVIEW_BYTES: usize = 256 * 1024;
+/// Heavy reviews (over [`SMALL_REVIEW_BYTES`], or of unknown length) read and judged at
+/// once. With [`SMALL_PERMITS`], this bounds the webhook's memory: at most this many
+/// bodies of up to [`MAX_REVIEW_BYTES`] and their parsed objects are held (see
+/// BENCHMARKS.md for what one costs).
+pub const HEAVY_PERMITS: usize = 2;
+/// Small reviews read and judged at once.
+pub const SMALL_PERMITS: usize = 4;
+/// Each review is answered within this, waiting for a permit included; past it, it is
+/// refused (as the API server would refuse it on its own timeout, per `failurePolicy`).
+/// The judgement itself cannot be interrupted: it keeps its permit until it ends, so
+/// reviews past their deadline never add up to more work than the permits allow.
+pub const REVIEW_DEADLINE: Duration = Duration::from_secs(1);
 
 /// Binds `addr`, reads the certificate and key, and serves the webhook until `stop`.
 pub async fn serve(
@@ -54,8 +73,26 @@ pub async fn serve(
 pub fn router(snapshots: Arc<SnapshotStore>) -> Router {
     Router::new()
         .route("/validate", post(validate))
-        .layer(DefaultBodyLimit::max(MAX_REVIEW_BYTES))
-        .with_state(snapshots)
+        .with_state(Lanes {
+            snapshots,
+            heavy: Arc::new(Semaphore::new(HEAVY_PERMITS)),
+            small: Arc::new(Semaphore::new(SMALL_PERMITS)),
+        })
+}
+
+/// What the handler shares: the configuration judged against and the two lanes' permits.
+#[derive(Clone)]
+struct Lanes {
+    snapshots: Arc<SnapshotStore>,
+    heavy: Arc<Semaphore>,
+    small: Arc<Semaphore>,
+}
+
+/// Why a review was not judged.
+enum NotJudged {
+    TooLarge,
+    Unreadable(String),
+    Late,
 }
 
 /// The parts of an `AdmissionReview` that are read.
@@ -100,10 +137,91 @@ struct AdmissionResponse {
     warnings: Vec<String>,
 }
 
-async fn validate(State(snapshots): State<Arc<SnapshotStore>>, body: Bytes) -> Json<Value> {
-    let response = match serde_json::from_slice::<AdmissionReview>(&body) {
+/// Reads and judges one review off the async runtime, in its lane, within
+/// [`REVIEW_DEADLINE`].
+async fn validate(State(lanes): State<Lanes>, request: Request) -> Response {
+    let length = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if length.is_some_and(|l| l > MAX_REVIEW_BYTES) {
+        return too_large();
+    }
+    let (lane, limit) = match length {
+        Some(l) if l <= SMALL_REVIEW_BYTES => (&lanes.small, SMALL_REVIEW_BYTES),
+        _ => (&lanes.heavy, MAX_REVIEW_BYTES),
+    };
+    // The uid, once the review is parsed: a late answer still names its request.
+    let uid = Arc::new(OnceLock::new());
+    let judged = async {
+        let permit = lane
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| NotJudged::Late)?;
+        let body = axum::body::to_bytes(request.into_body(), limit)
+            .await
+            .map_err(|e| {
+                match e
+                    .into_inner()
+                    .downcast::<http_body_util::LengthLimitError>()
+                {
+                    Ok(_) => NotJudged::TooLarge,
+                    Err(e) => NotJudged::Unreadable(e.to_string()),
+                }
+            })?;
+        let (snapshots, uid) = (lanes.snapshots.clone(), uid.clone());
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            judge(&body, &snapshots, &uid)
+        })
+        .await
+        .map_err(|e| NotJudged::Unreadable(format!("the review's judgement failed: {e}")))
+    };
+    let response = match tokio::time::timeout(REVIEW_DEADLINE, judged).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(NotJudged::TooLarge)) => return too_large(),
+        Ok(Err(NotJudged::Unreadable(message))) => unreadable(String::new(), message),
+        Ok(Err(NotJudged::Late)) | Err(_) => late(uid.get().cloned().unwrap_or_default()),
+    };
+    Json(json!({
+        "apiVersion": API_VERSION,
+        "kind": "AdmissionReview",
+        "response": response,
+    }))
+    .into_response()
+}
+
+fn too_large() -> Response {
+    tracing::warn!(
+        limit = MAX_REVIEW_BYTES,
+        "admission review refused: body too large"
+    );
+    let message = format!("an AdmissionReview is at most {MAX_REVIEW_BYTES} bytes");
+    (StatusCode::PAYLOAD_TOO_LARGE, message).into_response()
+}
+
+/// Refused: not judged within [`REVIEW_DEADLINE`].
+fn late(uid: String) -> AdmissionResponse {
+    let message = format!(
+        "portcullis could not judge this review within {} ms (too many at once): try again",
+        REVIEW_DEADLINE.as_millis()
+    );
+    tracing::warn!(%uid, "admission review refused: past its deadline");
+    AdmissionResponse {
+        uid,
+        allowed: false,
+        status: Some(json!({"code": 503, "reason": "ServiceUnavailable", "message": message})),
+        warnings: Vec::new(),
+    }
+}
+
+/// Parses and judges `body` (on a blocking thread), setting `uid` once it is known.
+fn judge(body: &[u8], snapshots: &SnapshotStore, uid: &OnceLock<String>) -> AdmissionResponse {
+    match serde_json::from_slice::<AdmissionReview>(body) {
         Ok(r) if r.api_version == API_VERSION && r.kind == "AdmissionReview" => {
-            answer(r.request, &snapshots)
+            let _ = uid.set(r.request.uid.clone());
+            answer(r.request, snapshots)
         }
         Ok(r) => unreadable(
             r.request.uid,
@@ -115,18 +233,13 @@ async fn validate(State(snapshots): State<Arc<SnapshotStore>>, body: Bytes) -> J
         ),
         Err(e) => {
             // The API server pairs answers with requests by uid: find it if it is there.
-            let uid = serde_json::from_slice::<Value>(&body)
+            let uid = serde_json::from_slice::<Value>(body)
                 .ok()
                 .and_then(|v| v["request"]["uid"].as_str().map(str::to_string))
                 .unwrap_or_default();
             unreadable(uid, format!("cannot read the AdmissionReview: {e}"))
         }
-    };
-    Json(json!({
-        "apiVersion": API_VERSION,
-        "kind": "AdmissionReview",
-        "response": response,
-    }))
+    }
 }
 
 /// Refused: the request could not be read.

@@ -644,3 +644,121 @@ fn the_shipped_webhook_configuration_matches_the_server() {
         "{certificate}"
     );
 }
+
+/// An AccessPolicy of about 2.5 MiB: tens of thousands of regexes to compile and cost.
+fn heavy_policy(name: &str) -> Value {
+    let headers: serde_json::Map<String, Value> = (0..60_000)
+        .map(|i| (format!("x-h{i}"), json!(format!("#^v{i}[a-z]+$"))))
+        .collect();
+    object(
+        "AccessPolicy",
+        name,
+        json!({"engine": "matcho", "matcho": {"headers": headers}}),
+    )
+}
+
+/// Four heavy reviews at once while small ones keep arriving: each small one is answered,
+/// correctly, and soon (the heavy ones have a lane of their own and run off the async
+/// runtime). The bound asserted is generous; the figures printed are the measure
+/// (`cargo test --test kube webhook_flood -- --nocapture`, BENCHMARKS.md).
+#[tokio::test(flavor = "multi_thread")]
+async fn webhook_flood_of_heavy_reviews_never_delays_a_small_one() {
+    let fake = FakeApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    cluster(&fake);
+    let ca = TestCa::new("webhook test CA");
+    ca.serving("portcullis-webhook").write(dir.path());
+    let p = serve(&fake, dir.path()).await;
+    let client = https_client(&ca.pem());
+
+    let heavy: Vec<_> = (0..4)
+        .map(|i| {
+            let body = review(
+                &format!("uid-heavy-{i}"),
+                "CREATE",
+                Some(&heavy_policy(&format!("heavy-{i}"))),
+                None,
+            );
+            let (p, client) = (&p, client.clone());
+            async move {
+                let started = std::time::Instant::now();
+                // Not `post`: a review refused while it waited for a permit was never
+                // read, and its answer cannot name its uid.
+                let answer: Value = client
+                    .post(p.webhook_url("/validate"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("POST /validate")
+                    .json()
+                    .await
+                    .expect("a JSON answer");
+                let response = answer["response"].clone();
+                let uid = &response["uid"];
+                assert!(uid == "" || *uid == body["request"]["uid"], "{answer}");
+                (response, started.elapsed())
+            }
+        })
+        .collect();
+    let small = async {
+        // Let the heavy ones start first.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let good = object(
+            "AccessPolicy",
+            "small",
+            json!({"engine": "matcho",
+            "matcho": {"request-method": "get"}}),
+        );
+        let bad = object(
+            "AccessPolicy",
+            "small-bad",
+            json!({"engine": "matcho",
+            "matcho": {"uri": "#(unclosed"}}),
+        );
+        let mut latencies = Vec::new();
+        for i in 0..40 {
+            let started = std::time::Instant::now();
+            let (object, ok) = if i % 2 == 0 {
+                (&good, true)
+            } else {
+                (&bad, false)
+            };
+            let uid = format!("uid-small-{i}");
+            let response = post(&p, &client, &review(&uid, "CREATE", Some(object), None)).await;
+            latencies.push(started.elapsed());
+            assert_eq!(response["allowed"], ok, "small review {i}: {response}");
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        latencies
+    };
+    let (heavy, mut small) = tokio::join!(futures::future::join_all(heavy), small);
+    for (i, (response, took)) in heavy.iter().enumerate() {
+        // Judged (allowed or refused with a reason), or refused past its deadline: never
+        // an answer without a verdict.
+        assert!(
+            response["allowed"].is_boolean(),
+            "heavy review {i}: {response}"
+        );
+        if response["allowed"] == false {
+            let code = &response["status"]["code"];
+            assert!(code == 503 || code == 403, "heavy review {i}: {response}");
+        }
+        eprintln!(
+            "heavy review {i}: {} in {took:?}",
+            match response["status"]["code"].as_u64() {
+                None => "allowed".to_string(),
+                Some(code) => format!("refused {code}"),
+            }
+        );
+    }
+    small.sort();
+    let (median, max) = (small[small.len() / 2], small[small.len() - 1]);
+    eprintln!(
+        "small reviews under 4 heavy ones: {} answered, median {median:?}, max {max:?}",
+        small.len()
+    );
+    assert!(
+        max < std::time::Duration::from_secs(5),
+        "a small review took {max:?}"
+    );
+}
