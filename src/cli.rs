@@ -143,6 +143,17 @@ pub struct ServeArgs {
     /// Tokens longer than this are refused unread.
     #[arg(long, env = "PORTCULLIS_MAX_TOKEN_BYTES", default_value_t = crate::token::DEFAULT_MAX_TOKEN_BYTES)]
     pub max_token_bytes: usize,
+    /// Introspection calls in flight at once, all introspectors together (a flood of
+    /// distinct garbage opaque tokens costs at most this many outbound calls at a time).
+    /// Past it the request is answered 503 `introspection_unavailable` at once (metric
+    /// `token_events{event="introspection_shed"}`).
+    #[arg(long, env = "PORTCULLIS_MAX_CONCURRENT_INTROSPECTIONS", default_value_t = crate::token::DEFAULT_MAX_CONCURRENT_INTROSPECTIONS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_introspections: u32,
+    /// Checks in flight at once on one gRPC connection (also the HTTP/2
+    /// `MAX_CONCURRENT_STREAMS` announced). Past it a check is refused at once with
+    /// `RESOURCE_EXHAUSTED` (Envoy denies it, or retries per its own policy), never queued.
+    #[arg(long, env = "PORTCULLIS_GRPC_MAX_CONCURRENT_PER_CONNECTION", default_value_t = crate::server::DEFAULT_GRPC_MAX_CONCURRENT_PER_CONNECTION, value_parser = clap::value_parser!(u32).range(1..))]
+    pub grpc_max_concurrent_per_connection: u32,
     /// Bound on each call to an identity provider (JWKS, introspection, userinfo), in
     /// milliseconds. Keep it below Envoy's ext_authz timeout, so a slow provider is a
     /// clear 503 from portcullis rather than Envoy giving up.

@@ -229,7 +229,21 @@ impl Authorizer {
         presented: Presented,
     ) -> (Decision, Trace) {
         let mut trace = Trace::default();
-        let decision = self.decide(request, Some(&mut trace), presented).await;
+        // Within the decision deadline, as a check: an explain never holds a worker or a
+        // connection to an identity provider longer than a check would.
+        let decision = match tokio::time::timeout(
+            self.deadline,
+            self.decide(request, Some(&mut trace), presented),
+        )
+        .await
+        {
+            Ok(decision) => decision,
+            Err(_) => Decision::unavailable(
+                request.has_credential(),
+                "deadline_exceeded",
+                "could not decide in time (an identity provider may be slow)",
+            ),
+        };
         trace.decision = Some(trace::DecisionStep::from(&decision));
         (decision, trace)
     }

@@ -463,3 +463,78 @@ async fn the_request_context_is_built_as_read_and_the_same_whole() {
     assert_eq!(whole["headers"]["x-tenant"], "acme");
     assert_eq!(whole["headers"]["authorization"], "Bearer [redacted]");
 }
+
+/// An introspection endpoint that accepts connections and never answers.
+async fn silent_endpoint() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_explain_is_bounded_by_the_decision_deadline() {
+    let addr = silent_endpoint().await;
+    let mut a = authorizer(&format!(
+        "resourceType: TokenIntrospector\nid: slow\ntype: opaque\n\
+         introspection_endpoint: {{url: 'http://{addr}/introspect'}}\n---\n\
+         resourceType: AccessPolicy\nid: everyone\nengine: allow\n"
+    ));
+    a.deadline = std::time::Duration::from_millis(150);
+    let started = std::time::Instant::now();
+    let (d, _) = a.explain(&request("GET", "/", Some("opaque-token"))).await;
+    assert_eq!((d.http_status(), d.reason), (503, "deadline_exceeded"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn introspection_calls_past_the_limit_are_shed_not_queued() {
+    let addr = silent_endpoint().await;
+    let mut a = authorizer(&format!(
+        "resourceType: TokenIntrospector\nid: slow\ntype: opaque\n\
+         introspection_endpoint: {{url: 'http://{addr}/introspect'}}\n---\n\
+         resourceType: AccessPolicy\nid: everyone\nengine: allow\n"
+    ));
+    let metrics = Arc::new(Metrics::new());
+    a.tokens = TokenVerifier::with_settings(
+        crate::token::TokenSettings {
+            max_concurrent_introspections: 2,
+            ..Default::default()
+        },
+        metrics.clone(),
+    );
+    a.deadline = std::time::Duration::from_millis(500);
+    let a = Arc::new(a);
+    // Two distinct garbage tokens hold the two permits (their calls never answer) ...
+    let held: Vec<_> = (0..2)
+        .map(|i| {
+            let a = a.clone();
+            tokio::spawn(async move {
+                a.check(&request("GET", "/", Some(&format!("garbage-{i}"))))
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // ... and a third is answered at once, 503, without a call.
+    let started = std::time::Instant::now();
+    let d = a.check(&request("GET", "/", Some("garbage-2"))).await;
+    assert_eq!(
+        (d.http_status(), d.reason),
+        (503, "introspection_unavailable")
+    );
+    assert!(started.elapsed() < std::time::Duration::from_millis(400));
+    assert!(
+        metrics.encode().contains(r#"event="introspection_shed""#),
+        "{}",
+        metrics.encode()
+    );
+    for h in held {
+        assert_eq!(h.await.unwrap().reason, "deadline_exceeded");
+    }
+}

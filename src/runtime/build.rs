@@ -55,6 +55,7 @@ pub fn authorizer(
     let tokens = TokenVerifier::with_client(
         TokenSettings {
             max_token_bytes: args.max_token_bytes,
+            max_concurrent_introspections: args.max_concurrent_introspections as usize,
             jwks_max_stale: Duration::from_secs(args.jwks_max_stale_secs),
             ..TokenSettings::default()
         },

@@ -40,7 +40,15 @@ pub async fn run(
     tracing::info!(grpc = %args.grpc_addr, http = %args.http_addr, "serving");
     let (webhook_snapshots, webhook_stop) = (snapshots.clone(), stop.clone());
 
+    let per_connection = args.grpc_max_concurrent_per_connection;
     let grpc = tonic::transport::Server::builder()
+        // Checks past the limit are refused at once (RESOURCE_EXHAUSTED), never queued.
+        .concurrency_limit_per_connection(per_connection as usize)
+        .load_shed(true)
+        .max_concurrent_streams(per_connection)
+        // A peer gone silent is found and its connection closed.
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
         .add_service(health.service.clone())
         .add_service(ExtAuthz::new(authorizer.clone()))
         // A listener handed to tonic gets none of its socket settings: without TCP_NODELAY

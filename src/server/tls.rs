@@ -175,6 +175,9 @@ fn read_pair(cert_file: &Path, key_file: &Path) -> anyhow::Result<CertifiedKey> 
     })
 }
 
+/// A request's headers, on an HTTP/1 connection of the webhook.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves `app` over TLS on `listener` until `stop`; each connection speaks HTTP/1.1 or
 /// HTTP/2, as the client's ALPN asks.
 pub async fn serve(
@@ -214,10 +217,13 @@ pub async fn serve(
                 }
             };
             let service = TowerToHyperService::new(app);
-            if let Err(e) = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), service)
-                .await
-            {
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            // HTTP/1: the request's headers arrive within this, or the connection closes.
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
+            if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
                 tracing::debug!(%peer, error = %e, "webhook: connection ended");
             }
         });

@@ -32,6 +32,15 @@ impl ClaimHeader {
                 .join(","),
             other => scalar(other)?,
         };
+        if value.len() > MAX_VALUE_BYTES {
+            tracing::info!(
+                header = %self.header,
+                bytes = value.len(),
+                limit = MAX_VALUE_BYTES,
+                "claim not forwarded: its value is too long"
+            );
+            return None;
+        }
         // A header value cannot hold a line break: a claim must not smuggle a header.
         (!value.chars().any(|c| c.is_control() && c != '\t')).then_some(value)
     }
@@ -46,11 +55,36 @@ fn scalar(v: &Value) -> Option<String> {
     }
 }
 
+/// Entries of one introspector's `claimToHeaders`.
+pub const MAX_ENTRIES: usize = 32;
+/// A header name's length.
+pub const MAX_HEADER_BYTES: usize = 128;
+/// A claim path's length (`realm_access.roles`).
+pub const MAX_CLAIM_BYTES: usize = 256;
+/// A forwarded value's length (an array's items joined); a longer claim is not forwarded
+/// (and logged), as an absent one. With [`MAX_ENTRIES`], at most 256 KiB of headers.
+pub const MAX_VALUE_BYTES: usize = 8 * 1024;
+
 /// The entries of `claimToHeaders`, or an error naming each bad field.
 pub fn compile(entries: &[ClaimToHeader], errors: &mut Vec<FieldError>) -> Vec<ClaimHeader> {
+    if entries.len() > MAX_ENTRIES {
+        let why = format!("{} entries: at most {MAX_ENTRIES}", entries.len());
+        errors.push(FieldError::new("claimToHeaders".to_string(), why));
+        return Vec::new();
+    }
     let mut out: Vec<ClaimHeader> = Vec::with_capacity(entries.len());
     for (i, entry) in entries.iter().enumerate() {
         let field = |name: &str| format!("claimToHeaders[{i}].{name}");
+        if entry.header.len() > MAX_HEADER_BYTES {
+            let why = format!("{} bytes: at most {MAX_HEADER_BYTES}", entry.header.len());
+            errors.push(FieldError::new(field("header"), why));
+            continue;
+        }
+        if entry.claim.len() > MAX_CLAIM_BYTES {
+            let why = format!("{} bytes: at most {MAX_CLAIM_BYTES}", entry.claim.len());
+            errors.push(FieldError::new(field("claim"), why));
+            continue;
+        }
         if let Err(why) = check_header(&entry.header) {
             errors.push(FieldError::new(field("header"), why));
             continue;
@@ -205,5 +239,40 @@ mod tests {
                 "claimToHeaders[15].header",
             ]
         );
+    }
+
+    #[test]
+    fn claim_to_headers_is_bounded_in_entries_names_and_values() {
+        let mut errors = Vec::new();
+        let many: Vec<_> = (0..=MAX_ENTRIES)
+            .map(|i| entry(&format!("x-c{i}"), "sub"))
+            .collect();
+        assert!(compile(&many, &mut errors).is_empty());
+        assert_eq!(errors[0].field, "claimToHeaders", "{errors:?}");
+
+        let mut errors = Vec::new();
+        let long_header = format!("x-{}", "a".repeat(MAX_HEADER_BYTES));
+        let long_claim = "a.".repeat(MAX_CLAIM_BYTES) + "b";
+        compile(
+            &[entry(&long_header, "sub"), entry("x-ok", &long_claim)],
+            &mut errors,
+        );
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["claimToHeaders[0].header", "claimToHeaders[1].claim"]
+        );
+
+        let mut errors = Vec::new();
+        let compiled = compile(&[entry("x-big", "big")], &mut errors);
+        let fits = json!({"big": "v".repeat(MAX_VALUE_BYTES)});
+        let over = json!({"big": "v".repeat(MAX_VALUE_BYTES + 1)});
+        let list = json!({"big": vec!["v".repeat(MAX_VALUE_BYTES / 2); 3]});
+        assert_eq!(
+            compiled[0].value(&fits).map(|v| v.len()),
+            Some(MAX_VALUE_BYTES)
+        );
+        assert_eq!(compiled[0].value(&over), None, "not forwarded");
+        assert_eq!(compiled[0].value(&list), None, "items joined count");
     }
 }

@@ -271,7 +271,13 @@ pub struct TokenSettings {
     pub fetch_retry_backoff: Duration,
     pub jwks_max_stale: Duration,
     pub verified_cache_bytes: u64,
+    /// Introspection calls in flight at once, all introspectors together.
+    pub max_concurrent_introspections: usize,
 }
+
+/// `--max-concurrent-introspections`: well above what a healthy endpoint answering in
+/// tens of milliseconds needs at thousands of new tokens a second.
+pub const DEFAULT_MAX_CONCURRENT_INTROSPECTIONS: u32 = 64;
 
 impl Default for TokenSettings {
     fn default() -> Self {
@@ -282,6 +288,7 @@ impl Default for TokenSettings {
             fetch_retry_backoff: DEFAULT_FETCH_RETRY_BACKOFF,
             jwks_max_stale: DEFAULT_JWKS_MAX_STALE,
             verified_cache_bytes: DEFAULT_VERIFIED_CACHE_BYTES,
+            max_concurrent_introspections: DEFAULT_MAX_CONCURRENT_INTROSPECTIONS as usize,
         }
     }
 }
@@ -302,6 +309,8 @@ pub struct TokenVerifier {
     /// Tokens refused recently, so that a flood of garbage or revoked tokens costs a
     /// lookup, not an RSA check or an introspection call per request.
     refused: moka::sync::Cache<(cache::TokenHash, u64), TokenError>,
+    /// Introspection calls in flight ([`TokenSettings::max_concurrent_introspections`]).
+    introspections: tokio::sync::Semaphore,
 }
 
 impl Default for TokenVerifier {
@@ -346,6 +355,7 @@ impl TokenVerifier {
                 .max_capacity(REFUSED_CACHE_ENTRIES)
                 .time_to_live(REFUSED_CACHE_TTL)
                 .build(),
+            introspections: tokio::sync::Semaphore::new(settings.max_concurrent_introspections),
             settings,
             metrics,
             http,
@@ -474,6 +484,15 @@ impl TokenVerifier {
         if trust.opaque().is_empty() {
             return Err(TokenError::NoOpaqueIntrospector);
         }
+        // Not queued: a flood of distinct tokens is shed, not turned into a backlog of
+        // calls. Not final either, so not remembered as a refusal.
+        let Ok(_permit) = self.introspections.try_acquire() else {
+            self.metrics.token_event("introspection_shed");
+            return Err(TokenError::Unavailable(format!(
+                "{} introspection calls are in flight already",
+                self.settings.max_concurrent_introspections
+            )));
+        };
         let mut failure = None;
         let mut refusal = None;
         for introspector in trust.opaque() {

@@ -449,6 +449,8 @@ fn every_serve_flag_is_reachable_from_the_chart_values() {
             "userCreateBurst=20",
             "maxUsersPerNamespace=500",
             "maxUsers=5000",
+            "maxConcurrentIntrospections=32",
+            "grpcMaxConcurrentPerConnection=256",
             "admin.enabled=true",
             "admin.tokenSecret=ops",
             "otlpEndpoint=http://collector:4317",
