@@ -88,37 +88,26 @@ pub fn kind(
     if let Some(selector) = &selector {
         config = config.labels(selector);
     }
-    tokio::spawn(async move {
-        let mut events = watcher::watcher(api, config).backoff(backoff()).boxed();
-        let mut listed = Vec::new();
-        while let Some(event) = events.next().await {
-            let change = match event {
-                Ok(Event::Init) => {
-                    listed.clear();
-                    continue;
-                }
-                Ok(Event::InitApply(o)) => {
-                    listed.push(object(kind, o));
-                    continue;
-                }
-                Ok(Event::InitDone) => Change::Relisted {
-                    kind,
-                    namespace: namespace.clone(),
-                    objects: std::mem::take(&mut listed),
-                },
-                Ok(Event::Apply(o)) => Change::Applied(Box::new(object(kind, o))),
-                Ok(Event::Delete(o)) => Change::Deleted(key(kind, &o)),
-                Err(e) => {
-                    metrics.watch_error(kind.name());
-                    tracing::warn!(kind = kind.name(), error = %e, "watch failed; retrying");
-                    continue;
-                }
-            };
-            if changes.send(change).await.is_err() {
-                return;
-            }
-        }
-    })
+    let events = watcher::watcher(api, config).backoff(backoff()).boxed();
+    let listed_namespace = namespace.clone();
+    tokio::spawn(forward(
+        events,
+        changes,
+        Fold {
+            item: move |o| object(kind, o),
+            relisted: move |objects| Change::Relisted {
+                kind,
+                namespace: listed_namespace.clone(),
+                objects,
+            },
+            applied: move |o| Change::Applied(Box::new(object(kind, o))),
+            deleted: move |o: DynamicObject| Change::Deleted(key(kind, &o)),
+            failed: move |e: &watcher::Error| {
+                metrics.watch_error(kind.name());
+                tracing::warn!(kind = kind.name(), error = %e, "watch failed; retrying");
+            },
+        },
+    ))
 }
 
 /// The label a Secret must carry to be read: its owner's consent that portcullis use it.
@@ -138,53 +127,92 @@ pub fn secrets(
         None => Api::all(client),
     };
     let config = watcher::Config::default().labels(&format!("{SECRET_CONSUMER_LABEL}=true"));
-    tokio::spawn(async move {
-        let mut events = watcher::watcher(api, config).backoff(backoff()).boxed();
-        let mut listed = Vec::new();
-        while let Some(event) = events.next().await {
-            let change = match event {
-                Ok(Event::Init) => {
-                    listed.clear();
-                    continue;
+    let events = watcher::watcher(api, config).backoff(backoff()).boxed();
+    let listed_namespace = namespace.clone();
+    tokio::spawn(forward(
+        events,
+        changes,
+        Fold {
+            item: |s: Secret| {
+                let (namespace, name) = secret_key(&s);
+                (namespace, name, data(s))
+            },
+            relisted: move |secrets| Change::SecretsRelisted {
+                namespace: listed_namespace.clone(),
+                secrets,
+            },
+            applied: |s: Secret| {
+                let (namespace, name) = secret_key(&s);
+                Change::Secret {
+                    namespace,
+                    name,
+                    data: Some(data(s)),
                 }
-                Ok(Event::InitApply(s)) => {
-                    let (namespace, name) = secret_key(&s);
-                    listed.push((namespace, name, data(s)));
-                    continue;
+            },
+            // Deleted, or no longer labelled: the watch's selector lets it go.
+            deleted: |s: Secret| {
+                let (namespace, name) = secret_key(&s);
+                Change::Secret {
+                    namespace,
+                    name,
+                    data: None,
                 }
-                Ok(Event::InitDone) => Change::SecretsRelisted {
-                    namespace: namespace.clone(),
-                    secrets: std::mem::take(&mut listed),
-                },
-                Ok(Event::Apply(s)) => {
-                    let (namespace, name) = secret_key(&s);
-                    Change::Secret {
-                        namespace,
-                        name,
-                        data: Some(data(s)),
-                    }
-                }
-                // Deleted, or no longer labelled: the watch's selector lets it go.
-                Ok(Event::Delete(s)) => {
-                    let (namespace, name) = secret_key(&s);
-                    Change::Secret {
-                        namespace,
-                        name,
-                        data: None,
-                    }
-                }
-                Err(e) => {
-                    metrics.watch_error("Secret");
-                    tracing::warn!(namespace = namespace.as_deref().unwrap_or("*"), error = %e,
-                        "Secret watch failed; retrying");
-                    continue;
-                }
-            };
-            if changes.send(change).await.is_err() {
-                return;
+            },
+            failed: move |e: &watcher::Error| {
+                metrics.watch_error("Secret");
+                tracing::warn!(namespace = namespace.as_deref().unwrap_or("*"), error = %e,
+                    "Secret watch failed; retrying");
+            },
+        },
+    ))
+}
+
+/// How one watcher's events become [`Change`]s.
+struct Fold<I, R, A, D, F> {
+    /// An object of the first list (or of a relist), as the list's change holds it.
+    item: I,
+    relisted: R,
+    applied: A,
+    deleted: D,
+    failed: F,
+}
+
+/// Sends one change for a whole list (kube-rs hands it over object by object), then one
+/// per event, until the index task stops listening.
+async fn forward<K, T, I, R, A, D, F>(
+    mut events: impl futures::Stream<Item = Result<Event<K>, watcher::Error>> + Unpin,
+    changes: mpsc::Sender<Change>,
+    mut fold: Fold<I, R, A, D, F>,
+) where
+    I: FnMut(K) -> T,
+    R: FnMut(Vec<T>) -> Change,
+    A: FnMut(K) -> Change,
+    D: FnMut(K) -> Change,
+    F: FnMut(&watcher::Error),
+{
+    let mut listed = Vec::new();
+    while let Some(event) = events.next().await {
+        let change = match event {
+            Ok(Event::Init) => {
+                listed.clear();
+                continue;
             }
+            Ok(Event::InitApply(o)) => {
+                listed.push((fold.item)(o));
+                continue;
+            }
+            Ok(Event::InitDone) => (fold.relisted)(std::mem::take(&mut listed)),
+            Ok(Event::Apply(o)) => (fold.applied)(o),
+            Ok(Event::Delete(o)) => (fold.deleted)(o),
+            Err(e) => {
+                (fold.failed)(&e);
+                continue;
+            }
+        };
+        if changes.send(change).await.is_err() {
+            return;
         }
-    })
+    }
 }
 
 fn secret_key(secret: &Secret) -> (String, String) {
