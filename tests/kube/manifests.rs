@@ -1235,7 +1235,10 @@ fn file_mode_installs_trust_no_issuer_until_the_user_supplies_one() {
         ]);
     let out = run(&mut cmd);
     let notes = out.split_once("\nNOTES:\n").expect("NOTES").1;
-    assert!(notes.contains("Resources: from the `resources` value"), "{notes}");
+    assert!(
+        notes.contains("Resources: from the `resources` value"),
+        "{notes}"
+    );
     assert!(!notes.contains("holds no TokenIntrospector"), "{notes}");
 }
 
