@@ -36,6 +36,9 @@ impl DecisionLog {
             outcome = if d.allowed() { "allow" } else { "deny" },
             status = d.http_status(),
             reason = d.reason,
+            // The whole story of a denial (which host, which limit): for the operator only,
+            // the client's body carries the reason code (`Decision::body`).
+            detail = (!d.allowed()).then_some(&*d.message),
             policy = d.policy.as_deref(),
             user = d.user.as_deref(),
             subject = d.subject.as_deref(),

@@ -36,6 +36,9 @@ pub const HEADER_ISSUER: &str = "x-portcullis-issuer";
 pub const HEADER_POLICY: &str = "x-portcullis-policy";
 pub const IDENTITY_HEADERS: [&str; 4] = [HEADER_USER, HEADER_SUBJECT, HEADER_ISSUER, HEADER_POLICY];
 
+/// What a client is told when portcullis cannot decide; the reason code says which case.
+pub const UNAVAILABLE_MESSAGE: &str = "the request could not be authorized now; try again later";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Allow,
@@ -140,7 +143,13 @@ impl Decision {
         })
     }
 
-    /// The JSON body of a denial.
+    /// The JSON body of a denial, for the client: the stable `reason` and a message.
+    ///
+    /// 401 and 403 keep their message: it speaks of the client's own token (expired, bad
+    /// signature, its `iss` not trusted) and holds no configuration. A 503's message can
+    /// name internal things (a provider's host, the `--outbound-allow-host` list, a
+    /// timeout): the client gets [`UNAVAILABLE_MESSAGE`] instead, and the detail goes to
+    /// the decision log and to `explain`.
     pub fn body(&self) -> String {
         let error = match self.outcome {
             Outcome::Allow => "none",
@@ -149,7 +158,11 @@ impl Decision {
             Outcome::Forbidden => "forbidden",
             Outcome::Unavailable => "temporarily_unavailable",
         };
-        json!({ "error": error, "reason": self.reason, "message": self.message }).to_string()
+        let message = match self.outcome {
+            Outcome::Unavailable => UNAVAILABLE_MESSAGE,
+            _ => &self.message,
+        };
+        json!({ "error": error, "reason": self.reason, "message": message }).to_string()
     }
 }
 

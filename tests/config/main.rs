@@ -6,6 +6,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod examples;
 mod lifecycle;
 mod policy_tests;
 mod traps;

@@ -1120,3 +1120,201 @@ fn the_rendered_chart_passes_kubernetes_validate_and_checkov() {
         );
     }
 }
+
+/// `helm install --dry-run=client auth charts/portcullis --set ...`: the NOTES.txt text.
+fn render_notes(set: &[&str]) -> String {
+    let mut cmd = Command::new(helm_bin());
+    cmd.args(["install", "--dry-run=client", "auth", "--namespace", "auth"])
+        .arg(support::repo_path("charts/portcullis"));
+    for s in set {
+        cmd.args(["--set", s]);
+    }
+    let out = run(&mut cmd);
+    out.split_once("\nNOTES:\n")
+        .unwrap_or_else(|| panic!("no NOTES in:\n{out}"))
+        .1
+        .to_string()
+}
+
+/// `portcullis test` of the README's tutorial token (issuer https://auth.example.com, signed
+/// with `very-secret`) against a configuration directory: the status it gets.
+fn tutorial_token_status(config: &std::path::Path) -> u16 {
+    let token = support::tokens::Jwt::new("https://auth.example.com", "some-user-id")
+        .exp_in(600)
+        .sign_hs256("very-secret");
+    let cases = tempfile::tempdir().unwrap();
+    let mut statuses = Vec::new();
+    for status in [200u16, 401, 403] {
+        let file = cases.path().join(format!("{status}.yaml"));
+        std::fs::write(
+            &file,
+            format!(
+                "tests:\n  - name: tutorial token\n    request: {{method: GET, path: /fhir/Patient}}\n    \
+                 token: {token}\n    expect: {{status: {status}}}\n"
+            ),
+        )
+        .unwrap();
+        let out = serve::run(&[
+            "test",
+            "--config",
+            config.to_str().unwrap(),
+            file.to_str().unwrap(),
+        ]);
+        if out.code == 0 {
+            statuses.push(status);
+        }
+    }
+    assert_eq!(statuses.len(), 1, "one expectation holds: {statuses:?}");
+    statuses[0]
+}
+
+/// Nothing installed into a cluster in file mode carries a usable secret: the chart's
+/// default resources and `deploy/kubernetes/portcullis.yaml` trust no issuer (validate warns,
+/// the tutorial's token is refused, NOTES says so); once the user supplies resources, their
+/// token is allowed and the warning is gone.
+#[test]
+fn file_mode_installs_trust_no_issuer_until_the_user_supplies_one() {
+    let manifest =
+        std::fs::read_to_string(support::repo_path("deploy/kubernetes/portcullis.yaml")).unwrap();
+    for (what, docs) in [
+        ("chart", render_chart(&["mode=files"])),
+        ("deploy/kubernetes/portcullis.yaml", documents(&manifest)),
+    ] {
+        let config = validate_config_maps(&docs);
+        let out = serve::run(&["validate", "--config", config.path().to_str().unwrap()]);
+        assert!(
+            out.stderr
+                .contains("no resources: every request would be denied"),
+            "{what}: {out:#?}"
+        );
+        for d in docs.iter().filter(|d| d["kind"] == "ConfigMap") {
+            let text = serde_yaml::to_string(&d["data"]).unwrap();
+            assert!(
+                !text.contains("very-secret"),
+                "{what} ships the tutorial secret"
+            );
+        }
+        assert_eq!(tutorial_token_status(config.path()), 401, "{what}");
+    }
+    let notes = render_notes(&["mode=files"]);
+    assert!(
+        notes.contains("holds no TokenIntrospector: no issuer is trusted"),
+        "{notes}"
+    );
+
+    // The user's own resources (here the loopback quickstart's, for the test only).
+    let quickstart = support::repo_path("examples/quickstart/token-introspector.yaml");
+    let policy = support::repo_path("examples/quickstart/access-policy.yaml");
+    let own = [
+        "mode=files".to_string(),
+        format!("resources.introspector\\.yaml={}", quickstart.display()),
+        format!("resources.policy\\.yaml={}", policy.display()),
+    ];
+    let mut cmd = Command::new(helm_bin());
+    cmd.args(["template", "auth", "--namespace", "auth"])
+        .arg(support::repo_path("charts/portcullis"))
+        .args([
+            "--set",
+            &own[0],
+            "--set-file",
+            &own[1],
+            "--set-file",
+            &own[2],
+        ]);
+    let docs = documents(&run(&mut cmd));
+    let config = validate_config_maps(&docs);
+    assert_eq!(tutorial_token_status(config.path()), 200);
+    let mut cmd = Command::new(helm_bin());
+    cmd.args(["install", "--dry-run=client", "auth", "--namespace", "auth"])
+        .arg(support::repo_path("charts/portcullis"))
+        .args([
+            "--set",
+            &own[0],
+            "--set-file",
+            &own[1],
+            "--set-file",
+            &own[2],
+        ]);
+    let out = run(&mut cmd);
+    let notes = out.split_once("\nNOTES:\n").expect("NOTES").1;
+    assert!(
+        notes.contains("Resources: from the `resources` value"),
+        "{notes}"
+    );
+    assert!(!notes.contains("holds no TokenIntrospector"), "{notes}");
+}
+
+/// File mode with createUsers writes Users under usersDir: the chart mounts a writable
+/// volume there (the root filesystem is read-only), and `serve` with the container's own
+/// arguments starts on it.
+#[tokio::test]
+async fn file_mode_created_users_have_a_writable_volume() {
+    let docs = render_chart(&[
+        "mode=files",
+        "createUsers=true",
+        "usersDir=/var/lib/portcullis/users",
+    ]);
+    let pod = &deployment(&docs)["spec"]["template"]["spec"];
+    let mount = pod["containers"][0]["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == "/var/lib/portcullis/users")
+        .expect("a volume at usersDir");
+    assert_ne!(mount["readOnly"], true, "{mount:?}");
+    let volume = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("the mounted volume");
+    assert!(volume["emptyDir"].is_mapping(), "{volume:?}");
+
+    let users = tempfile::tempdir().unwrap();
+    let config = validate_config_maps(&docs);
+    let mount = config_mount_path(&docs);
+    let args: Vec<String> = container_args(&docs)
+        .iter()
+        .map(|a| {
+            a.replace(&mount, config.path().to_str().unwrap())
+                .replace("/var/lib/portcullis/users", users.path().to_str().unwrap())
+        })
+        .collect();
+    let p = Portcullis::builder().command_line(&args).start().await;
+    assert!(p.log().contains("configuration loaded"), "{}", p.log());
+}
+
+/// The Envoy filter NOTES.txt prints is the one `deploy/examples/envoy/envoy-grpc.yaml`
+/// ships (which tests/envoy runs through real Envoy, for decisions): `status_on_error`
+/// included, so an authorizer error is the documented 503. The Istio provider says 503 too.
+#[test]
+fn the_notes_snippets_are_the_shipped_configuration() {
+    let notes = render_notes(&[]);
+    let start = notes
+        .find("  - name: envoy.filters.http.ext_authz")
+        .expect("the Envoy snippet");
+    let snippet = &notes[start..];
+    let snippet = &snippet[..snippet.find("\n\n").unwrap()];
+    let printed: serde_yaml::Value = serde_yaml::from_str(snippet).unwrap();
+    let shipped: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(support::repo_path(support::envoy::SHIPPED_GRPC)).unwrap(),
+    )
+    .unwrap();
+    let filters = &shipped["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"]["http_filters"];
+    let shipped_filter = filters
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "envoy.filters.http.ext_authz")
+        .unwrap();
+    assert_eq!(&printed[0], shipped_filter);
+    assert_eq!(
+        printed[0]["typed_config"]["status_on_error"]["code"],
+        "ServiceUnavailable"
+    );
+    let istio = &notes[notes.find("envoyExtAuthzGrpc:").expect("the Istio snippet")..];
+    let istio = &istio[..istio.find("\n\n").unwrap()];
+    assert!(istio.contains("failOpen: false"), "{istio}");
+    assert!(istio.contains("statusOnError: \"503\""), "{istio}");
+}

@@ -14,3 +14,4 @@ mod explain_page;
 mod faults;
 mod forwarded;
 mod health;
+mod quickstart;

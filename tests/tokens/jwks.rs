@@ -828,10 +828,33 @@ async fn serve_calls_identity_providers_only_on_the_allowed_hosts() {
         .start()
         .await;
     let mut client = elsewhere.ext_authz_client().await;
-    assert_eq!(
-        check(&mut client, "GET", "/", Some(&token)).await.status,
-        503
-    );
+    let grpc = check(&mut client, "GET", "/", Some(&token)).await;
+    assert_eq!(grpc.status, 503);
+    // The client learns the reason code, never the configuration behind it (both flavours);
+    // the detail is the operator's, in the log.
+    let http = support::ext_authz::http_check(
+        &elsewhere,
+        "/",
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await;
+    for (flavour, body) in [("gRPC", &grpc.body), ("HTTP", &http.body)] {
+        let body: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            body["error"], "temporarily_unavailable",
+            "{flavour}: {body}"
+        );
+        assert_eq!(
+            body["reason"], "introspection_unavailable",
+            "{flavour}: {body}"
+        );
+        for internal in ["127.0.0.1", "outbound-allow-host", "host"] {
+            assert!(
+                !body["message"].as_str().unwrap().contains(internal),
+                "{flavour}: the body tells the client {internal:?}: {body}"
+            );
+        }
+    }
     assert_eq!(idp.jwks_fetches(), 0, "no request left portcullis");
     support::eventually("the refusal in the log", || async {
         elsewhere
