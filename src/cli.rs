@@ -5,6 +5,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// `--grpc-max-concurrent-per-connection`: Envoy multiplexes the checks of one worker
+/// thread on one connection; each check is bounded by the decision deadline.
+pub const DEFAULT_GRPC_MAX_CONCURRENT_PER_CONNECTION: u32 = 1024;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "portcullis",
@@ -152,7 +156,7 @@ pub struct ServeArgs {
     /// Checks in flight at once on one gRPC connection (also the HTTP/2
     /// `MAX_CONCURRENT_STREAMS` announced). Past it a check is refused at once with
     /// `RESOURCE_EXHAUSTED` (Envoy denies it, or retries per its own policy), never queued.
-    #[arg(long, env = "PORTCULLIS_GRPC_MAX_CONCURRENT_PER_CONNECTION", default_value_t = crate::server::DEFAULT_GRPC_MAX_CONCURRENT_PER_CONNECTION, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "PORTCULLIS_GRPC_MAX_CONCURRENT_PER_CONNECTION", default_value_t = DEFAULT_GRPC_MAX_CONCURRENT_PER_CONNECTION, value_parser = clap::value_parser!(u32).range(1..))]
     pub grpc_max_concurrent_per_connection: u32,
     /// Bound on each call to an identity provider (JWKS, introspection, userinfo), in
     /// milliseconds. Keep it below Envoy's ext_authz timeout, so a slow provider is a

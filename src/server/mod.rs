@@ -14,10 +14,6 @@ pub mod spans;
 pub mod tls;
 pub mod webhook;
 
-/// `--grpc-max-concurrent-per-connection`: Envoy multiplexes the checks of one worker
-/// thread on one connection; each check is bounded by the decision deadline.
-pub const DEFAULT_GRPC_MAX_CONCURRENT_PER_CONNECTION: u32 = 1024;
-
 /// A header value's bytes as text, bytes that are not UTF-8 replaced by U+FFFD. Valid text
 /// (nearly always) is checked by `from_utf8`, several times faster than the lossy scan.
 fn header_text(bytes: &[u8]) -> String {
