@@ -13,7 +13,7 @@ use super::{TokenStep, Trace, UserStep};
 use crate::policy::EvalContext;
 use crate::snapshot::{Client, Snapshot};
 use crate::token::{TokenError, TokenKind, ValidToken};
-use crate::users::KnownUser;
+use crate::users::{KnownUser, Resolution};
 
 /// Where a decision's token comes from.
 pub(super) enum Presented {
@@ -65,7 +65,20 @@ struct Token<'r> {
     raw: &'r str,
 }
 
+/// Ends the decision with a step's `Verdict`, as `?` would in a function of its own.
+macro_rules! step {
+    ($label:lifetime, $result:expr) => {
+        match $result {
+            Ok(value) => value,
+            Err(verdict) => break $label verdict,
+        }
+    };
+}
+
 impl Authorizer {
+    /// The steps in order. The awaits stand here, in one `async fn`, not in the steps: each
+    /// level of `async fn` between `decide` and a call would copy that call's (large)
+    /// future once more on every request.
     pub(super) async fn decide(
         &self,
         request: &HttpRequest,
@@ -77,106 +90,103 @@ impl Authorizer {
         let given = !matches!(credential, Credential::None);
         let mut decision = Decision::unavailable(given, "not_ready", "no configuration loaded yet");
         let mut trace = TraceSink::new(trace);
-        let steps = self.steps(request, credential, presented, &mut decision, &mut trace);
-        let (Ok(verdict) | Err(verdict)) = steps.await;
+        let verdict = 'decided: {
+            let snapshot = step!('decided, self.snapshots.load().ok_or(Verdict::NOT_READY));
+            if let Presented::Claims(_) = presented {
+                decision.token_given = true;
+            }
+            let token = match presented_token(&snapshot, credential, presented) {
+                Ok(Presentation::Bearer(raw)) => {
+                    match self.tokens.validate(&snapshot.trust, raw).await {
+                        Ok(valid) => Ok(Some(Token { valid, raw })),
+                        Err(e) => Err(e),
+                    }
+                }
+                Ok(Presentation::Validated(token)) => Ok(token),
+                Err(e) => Err(e),
+            };
+            let token = step!('decided, token_step(token, &mut trace));
+            let valid = token.as_ref().map(|t| &t.valid);
+            step!('decided, identity_step(valid, &mut decision));
+            // After the claims checks: a refused token must not create a User.
+            let user = match &token {
+                Some(Token { valid, raw }) => {
+                    let dry_run = trace.explaining();
+                    let resolution =
+                        super::user::resolve(&self.users, &snapshot, valid, raw, dry_run).await;
+                    step!('decided, user_step(&resolution, &mut decision, &mut trace))
+                }
+                None => None,
+            };
+            let policy = policy_step(&snapshot, request, valid, user.as_ref(), &mut trace);
+            verdict_step(&snapshot, valid, policy, &mut decision)
+        };
         decision.outcome = verdict.outcome;
         decision.reason = verdict.reason;
         decision.message = verdict.message;
         decision
     }
+}
 
-    async fn steps(
-        &self,
-        request: &HttpRequest,
-        credential: Credential<'_>,
-        presented: Presented,
-        decision: &mut Decision,
-        trace: &mut TraceSink<'_>,
-    ) -> Result<Verdict, Verdict> {
-        let snapshot = self.snapshots.load().ok_or(Verdict::NOT_READY)?;
-        let token = self
-            .token_step(&snapshot, credential, presented, decision, trace)
-            .await?;
-        let valid = token.as_ref().map(|t| &t.valid);
-        identity_step(valid, decision)?;
-        // After the claims checks: a refused token must not create a User.
-        let user = self
-            .user_step(&snapshot, token.as_ref(), decision, trace)
-            .await?;
-        let policy = policy_step(&snapshot, request, valid, user.as_ref(), trace);
-        Ok(verdict_step(&snapshot, valid, policy, decision))
-    }
+/// What the request presents: a bearer token still to validate, or a token already
+/// validated (claims that stand validated), or none.
+enum Presentation<'r> {
+    Bearer(&'r str),
+    Validated(Option<Token<'r>>),
+}
 
-    async fn token_step<'r>(
-        &self,
-        snapshot: &Snapshot,
-        credential: Credential<'r>,
-        presented: Presented,
-        decision: &mut Decision,
-        trace: &mut TraceSink<'_>,
-    ) -> Result<Option<Token<'r>>, Verdict> {
-        if let Presented::Claims(_) = presented {
-            decision.token_given = true;
+fn presented_token<'r>(
+    snapshot: &Snapshot,
+    credential: Credential<'r>,
+    presented: Presented,
+) -> Result<Presentation<'r>, TokenError> {
+    match (presented, credential) {
+        (Presented::Claims(claims), _) => {
+            let valid = claims_token(snapshot, claims)?;
+            Ok(Presentation::Validated(Some(Token { valid, raw: "" })))
         }
-        match self.token(snapshot, credential, presented).await {
-            Ok(token) => {
-                if let Some(t) = &token {
-                    trace.token(|| TokenStep::valid(&t.valid));
-                }
-                Ok(token)
+        (Presented::Request, Credential::None) => Ok(Presentation::Validated(None)),
+        (Presented::Request, Credential::Unreadable(why)) => Err(TokenError::Malformed(why.into())),
+        (Presented::Request, Credential::Bearer(raw)) => Ok(Presentation::Bearer(raw)),
+    }
+}
+
+/// The token, as the trace tells it; a refused one ends the decision.
+fn token_step<'r>(
+    token: Result<Option<Token<'r>>, TokenError>,
+    trace: &mut TraceSink<'_>,
+) -> Result<Option<Token<'r>>, Verdict> {
+    match token {
+        Ok(token) => {
+            if let Some(t) = &token {
+                trace.token(|| TokenStep::valid(&t.valid));
             }
-            Err(e) => {
-                trace.token(|| TokenStep::refused(&e));
-                Err(Verdict::refused(&e))
-            }
+            Ok(token)
+        }
+        Err(e) => {
+            trace.token(|| TokenStep::refused(&e));
+            Err(Verdict::refused(&e))
         }
     }
+}
 
-    async fn token<'r>(
-        &self,
-        snapshot: &Snapshot,
-        credential: Credential<'r>,
-        presented: Presented,
-    ) -> Result<Option<Token<'r>>, TokenError> {
-        let raw = match (presented, credential) {
-            (Presented::Claims(claims), _) => {
-                let valid = claims_token(snapshot, claims)?;
-                return Ok(Some(Token { valid, raw: "" }));
-            }
-            (Presented::Request, Credential::None) => return Ok(None),
-            (Presented::Request, Credential::Unreadable(why)) => {
-                return Err(TokenError::Malformed(why.into()))
-            }
-            (Presented::Request, Credential::Bearer(raw)) => raw,
-        };
-        let valid = self.tokens.validate(&snapshot.trust, raw).await?;
-        Ok(Some(Token { valid, raw }))
-    }
-
-    /// `explain` (a trace) never creates a User: it says which one it would create.
-    async fn user_step(
-        &self,
-        snapshot: &Snapshot,
-        token: Option<&Token<'_>>,
-        decision: &mut Decision,
-        trace: &mut TraceSink<'_>,
-    ) -> Result<Option<KnownUser>, Verdict> {
-        let Some(Token { valid, raw }) = token else {
-            return Ok(None);
-        };
-        let dry_run = trace.explaining();
-        let resolution = super::user::resolve(&self.users, snapshot, valid, raw, dry_run).await;
-        trace.user(|| UserStep::from_resolution(&resolution));
-        let user = resolution.user().cloned();
-        decision.user = user.as_ref().map(|u| u.object_name().to_owned());
-        match user {
-            Some(u) if !u.is_active() => Err(Verdict::new(
-                Outcome::Forbidden,
-                "user_inactive",
-                "the User is inactive",
-            )),
-            user => Ok(user),
-        }
+/// The User resolved, if any; an inactive one ends the decision. `explain` (a trace) never
+/// creates a User: it says which one it would create.
+fn user_step(
+    resolution: &Resolution,
+    decision: &mut Decision,
+    trace: &mut TraceSink<'_>,
+) -> Result<Option<KnownUser>, Verdict> {
+    trace.user(|| UserStep::from_resolution(resolution));
+    let user = resolution.user().cloned();
+    decision.user = user.as_ref().map(|u| u.object_name().to_owned());
+    match user {
+        Some(u) if !u.is_active() => Err(Verdict::new(
+            Outcome::Forbidden,
+            "user_inactive",
+            "the User is inactive",
+        )),
+        user => Ok(user),
     }
 }
 
