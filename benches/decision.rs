@@ -124,7 +124,7 @@ fn users(c: &mut Criterion) {
     c.bench_function("users: by identifier among 100,000", |b| {
         b.iter(|| {
             index
-                .by_identifier("keycloak", std::hint::black_box("sub-77777"))
+                .by_identifier(None, "keycloak", std::hint::black_box("sub-77777"))
                 .unwrap()
         })
     });

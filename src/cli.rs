@@ -57,6 +57,49 @@ pub struct ConfigArgs {
         required = true
     )]
     pub config: Vec<PathBuf>,
+    #[command(flatten)]
+    pub tenancy: TenancyArgs,
+}
+
+/// Which namespace's resources apply to every request (docs/tenancy.md).
+#[derive(Args, Debug, Clone, Default)]
+pub struct TenancyArgs {
+    /// The root namespace: its resources apply to every request, another namespace's only
+    /// to requests of that namespace. With --kube the default is the namespace portcullis
+    /// runs in (POD_NAMESPACE, or the service account's). From files, by default every
+    /// resource is root; given this, a Kubernetes-form resource's metadata.namespace
+    /// scopes it as in a cluster
+    #[arg(long, env = "PORTCULLIS_ROOT_NAMESPACE", value_parser = namespace_name)]
+    pub root_namespace: Option<String>,
+}
+
+impl TenancyArgs {
+    /// The root namespace for --kube: the flag, else the pod's own namespace. Outside a pod
+    /// without the flag there is none to assume.
+    pub fn kube_root(&self) -> anyhow::Result<String> {
+        if let Some(ns) = &self.root_namespace {
+            return Ok(ns.clone());
+        }
+        let from_pod = std::env::var("POD_NAMESPACE").ok().or_else(|| {
+            std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace").ok()
+        });
+        match from_pod.map(|ns| ns.trim().to_string()) {
+            Some(ns) if namespace_name(&ns).is_ok() => Ok(ns),
+            _ => anyhow::bail!(
+                "--root-namespace is needed outside a pod: name the namespace whose resources \
+                 apply to every request (docs/tenancy.md)"
+            ),
+        }
+    }
+}
+
+/// A Kubernetes namespace name (an RFC 1123 label).
+fn namespace_name(s: &str) -> Result<String, String> {
+    if crate::resources::is_namespace_name(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?} is not a namespace name (lower-case letters, digits and `-`, at most 63)"))
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -66,6 +109,8 @@ pub struct ServeArgs {
     pub config: Vec<PathBuf>,
     #[command(flatten)]
     pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub tenancy: TenancyArgs,
     /// With --kube: the namespace of the Lease that picks the one replica writing status
     /// (default: the client's namespace, which in a pod is the pod's own).
     #[arg(long, env = "PORTCULLIS_LEASE_NAMESPACE")]
@@ -268,6 +313,7 @@ impl ClusterArgs {
         crate::source::cluster::Settings {
             namespaces: self.namespaces.clone(),
             selector: self.selector.clone().filter(|s| !s.is_empty()),
+            root_namespace: None,
         }
     }
 }
@@ -285,6 +331,12 @@ pub struct ExplainArgs {
     pub config: Vec<PathBuf>,
     #[command(flatten)]
     pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub tenancy: TenancyArgs,
+    /// Decide as for a request of this namespace: the root's resources and this
+    /// namespace's apply (default: none, only the root's).
+    #[arg(long, value_parser = namespace_name)]
+    pub request_namespace: Option<String>,
     /// The bearer token to present (omit for an anonymous request).
     #[arg(long, env = "PORTCULLIS_TOKEN")]
     pub token: Option<String>,

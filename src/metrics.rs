@@ -49,6 +49,7 @@ pub struct Metrics {
     warnings: Gauge,
     user_files_skipped: Gauge,
     resources_refused: Gauge,
+    resources_compiled: Counter,
     tokens: Family<EventLabels, Counter>,
     users: Family<EventLabels, Counter>,
     status_writes: Family<ResultLabels, Counter>,
@@ -118,6 +119,12 @@ impl Metrics {
             "Kubernetes objects refused at the last build (status Ready=False); an earlier good version of each may serve",
             resources_refused.clone(),
         );
+        let resources_compiled = Counter::default();
+        registry.register(
+            "config_resources_compiled",
+            "Resources (of the kinds but User) compiled by configuration rebuilds: a team's change compiles only its namespace's",
+            resources_compiled.clone(),
+        );
         let tokens = Family::<EventLabels, Counter>::default();
         registry.register(
             "token_events",
@@ -166,6 +173,7 @@ impl Metrics {
             warnings,
             user_files_skipped,
             resources_refused,
+            resources_compiled,
             tokens,
             users,
             status_writes,
@@ -207,6 +215,11 @@ impl Metrics {
 
     pub fn resources_refused(&self, objects: usize) {
         self.resources_refused.set(objects as i64);
+    }
+
+    /// One configuration rebuild compiled this many resources.
+    pub fn resources_compiled(&self, resources: usize) {
+        self.resources_compiled.inc_by(resources as u64);
     }
 
     /// `token_event("verified_cache_hit")`, without the label lookup.

@@ -85,6 +85,7 @@ pub fn request(token: &str) -> HttpRequest {
         ],
         remote_addr: Some("10.0.0.6".into()),
         context_extensions: vec![],
+        namespace: None,
     }
 }
 

@@ -284,6 +284,7 @@ pub fn request_context() -> Value {
         ],
         remote_addr: Some("10.0.0.1".into()),
         context_extensions: vec![("tenant".into(), "acme".into())],
+        namespace: None,
     };
     let mut ctx = context::build(&request, None, None);
     if let Value::Object(map) = &mut ctx {
@@ -429,7 +430,7 @@ pub fn check_config(file: &str, text: &str) -> Option<portcullis::snapshot::Snap
     }
 
     let ctx = request_context();
-    for p in snapshot.policies.iter() {
+    for p in snapshot.root.policies.iter() {
         check_policy(&p.policy, &ctx, true);
     }
     Some(snapshot)

@@ -235,7 +235,7 @@ pub fn run(data: &[u8]) {
         setup.http.clone(),
         setup.metrics.clone(),
     );
-    let trust = &setup.snapshot.trust;
+    let trust = &setup.snapshot.root.trust;
     let first = common::block_on(verifier.validate(trust, &token));
     let second = common::block_on(verifier.validate(trust, &token));
     match (&first, &second) {

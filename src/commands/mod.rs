@@ -26,7 +26,8 @@ type Load = (
 );
 
 fn load(args: &ConfigArgs) -> Load {
-    let mut compiler = Compiler::offline();
+    let root = args.tenancy.root_namespace.as_deref().map(Into::into);
+    let mut compiler = Compiler::offline().scoped(root);
     let count = files::load_each(&args.config, |item| compiler.push(item));
     if count == 0 {
         compiler.warn(files::empty_configuration(&args.config));
@@ -60,8 +61,10 @@ pub fn validate(args: &ConfigArgs) -> ExitCode {
 /// The configuration, or `None` once its errors are printed.
 /// The live configuration of the cluster, read once, as every replica compiles it.
 async fn load_from_cluster(args: &ExplainArgs) -> anyhow::Result<Snapshot> {
+    let mut settings = args.cluster.settings();
+    settings.root_namespace = Some(args.tenancy.kube_root()?);
     let client = kube::Client::try_default().await?;
-    let snapshot = crate::source::cluster::load_once(client, args.cluster.settings()).await?;
+    let snapshot = crate::source::cluster::load_once(client, settings).await?;
     Ok(Arc::unwrap_or_clone(snapshot))
 }
 
@@ -129,6 +132,7 @@ fn offline_request(
         headers,
         remote_addr: None,
         context_extensions: Vec::new(),
+        namespace: None,
     }
 }
 
@@ -144,6 +148,7 @@ pub async fn explain(args: ExplainArgs) -> ExitCode {
     } else {
         let config = ConfigArgs {
             config: args.config.clone(),
+            tenancy: args.tenancy.clone(),
         };
         let Some(snapshot) = load_or_report(&config) else {
             return ExitCode::FAILURE;
@@ -166,13 +171,14 @@ pub async fn explain(args: ExplainArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let request = offline_request(
+    let mut request = offline_request(
         &args.method,
         "http",
         &args.path,
         args.headers.clone(),
         args.token.as_deref(),
     );
+    request.namespace = args.request_namespace.clone();
     let (decision, trace) = authorizer.explain(&request).await;
     match args.output {
         // The tree ends with the decision: said once.

@@ -44,6 +44,9 @@ struct CaseRequest {
     /// With the query string.
     path: String,
     headers: BTreeMap<String, String>,
+    /// The request's namespace (docs/tenancy.md): the root's resources and this
+    /// namespace's apply. Absent: only the root's.
+    namespace: Option<String>,
 }
 
 impl Default for CaseRequest {
@@ -53,6 +56,7 @@ impl Default for CaseRequest {
             scheme: "https".into(),
             path: "/".into(),
             headers: BTreeMap::new(),
+            namespace: None,
         }
     }
 }
@@ -141,6 +145,11 @@ fn read(file: &Path) -> Result<Vec<Case>, String> {
         if case.expect.policy.is_some() && case.expect.status != 200 {
             return Err(at("expect.policy names the policy that allows: status 200"));
         }
+        if let Some(ns) = &case.request.namespace {
+            if !crate::resources::is_namespace_name(ns) {
+                return Err(at("request.namespace is a namespace name (lower-case letters, digits and `-`)"));
+            }
+        }
     }
     Ok(parsed.tests)
 }
@@ -158,13 +167,14 @@ async fn decide(authorizer: &Authorizer, case: Case) -> Result<(), String> {
         .token
         .as_deref()
         .or(case.jwt.as_ref().map(|_| "claims"));
-    let request = offline_request(
+    let mut request = offline_request(
         &case.request.method,
         &case.request.scheme,
         &case.request.path,
         headers,
         bearer,
     );
+    request.namespace = case.request.namespace;
     let (decision, trace) = match case.jwt {
         Some(claims) => authorizer.explain_claims(&request, claims).await,
         None => authorizer.explain(&request).await,

@@ -16,7 +16,7 @@ pub use crate::resources::REDACTED;
 
 /// The top-level keys of the context, in the order the whole context lists them. The token
 /// sits at `jwt` or `token` (opaque), whichever it is.
-pub const KEYS: [&str; 12] = [
+pub const KEYS: [&str; 13] = [
     "request-method",
     "scheme",
     "uri",
@@ -25,6 +25,7 @@ pub const KEYS: [&str; 12] = [
     "headers",
     "remote-addr",
     "context-extensions",
+    "namespace",
     "jwt",
     "token",
     "client",
@@ -88,6 +89,7 @@ impl<'a> RequestContext<'a> {
                     .map(|(k, v)| (k.clone(), Value::String(v.clone())))
                     .collect(),
             ),
+            "namespace" => Value::String(request.namespace.clone()?),
             "client" => json!({ "id": self.token?.client_id()? }),
             "user" => self.user?.to_context(),
             _ => return None,
@@ -244,6 +246,7 @@ mod tests {
             ],
             remote_addr: Some("10.0.0.6".into()),
             context_extensions: vec![("route".into(), "fhir".into())],
+            namespace: Some("team-a".into()),
         };
         let ctx = build(&req, None, None);
         assert_eq!(ctx["request-method"], "get");
@@ -262,6 +265,7 @@ mod tests {
         }
         assert_eq!(ctx["remote-addr"], "10.0.0.6");
         assert_eq!(ctx["context-extensions"], json!({"route": "fhir"}));
+        assert_eq!(ctx["namespace"], "team-a");
         assert!(ctx.get("jwt").is_none() && ctx.get("user").is_none());
         assert!(!ctx.to_string().contains("secret-token"));
     }

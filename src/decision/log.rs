@@ -43,6 +43,7 @@ impl DecisionLog {
             user = d.user.as_deref(),
             subject = d.subject.as_deref(),
             issuer = d.issuer.as_deref(),
+            namespace = request.namespace.as_deref(),
             method = %request.method,
             path = %path,
             latency_us = latency.as_micros() as u64,

@@ -20,7 +20,7 @@ use futures::FutureExt;
 use serde_json::{json, Map, Value};
 
 pub use log::DecisionLog;
-pub use request::{Credential, HttpRequest};
+pub use request::{request_namespace, Credential, HttpRequest, NAMESPACE_EXTENSION};
 use steps::Presented;
 pub use trace::{PolicyStep, TokenStep, Trace, UserStep};
 

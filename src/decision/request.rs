@@ -1,5 +1,7 @@
 //! The request being authorised, as plain data: what the gRPC and HTTP edges translate to.
 
+use crate::resources::is_namespace_name;
+
 /// What a request presents to authenticate with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Credential<'a> {
@@ -45,7 +47,48 @@ pub struct HttpRequest {
     pub remote_addr: Option<String>,
     /// Envoy's per-route `context_extensions`.
     pub context_extensions: Vec<(String, String)>,
+    /// The namespace whose resources apply beside the root's ([`request_namespace`]);
+    /// `None`: only the root's.
+    pub namespace: Option<String>,
 }
+
+/// The route's `context_extensions` key that names the namespace of a request.
+pub const NAMESPACE_EXTENSION: &str = "portcullis.dev/namespace";
+
+/// A request's namespace, from what the client cannot forge, first found wins: the
+/// route's `context_extensions["portcullis.dev/namespace"]`, then the namespace of the
+/// destination's SPIFFE identity (`spiffe://<trust domain>/ns/<N>/sa/<account>`, what
+/// Istio sends under mTLS). A value that is not a namespace name counts as none: a typo
+/// in a route narrows it to the root's resources, never widens it.
+pub fn request_namespace<'a>(
+    context_extensions: &'a [(String, String)],
+    destination_principal: Option<&'a str>,
+) -> Option<&'a str> {
+    let from_route = context_extensions
+        .iter()
+        .find(|(k, _)| k == NAMESPACE_EXTENSION)
+        .map(|(_, v)| v.as_str());
+    match from_route {
+        Some(ns) => is_namespace_name(ns).then_some(ns),
+        None => destination_principal.and_then(spiffe_namespace),
+    }
+}
+
+/// `N` of `spiffe://<trust domain>/ns/<N>/sa/<service account>`.
+fn spiffe_namespace(principal: &str) -> Option<&str> {
+    let path = principal.strip_prefix("spiffe://")?;
+    let (trust_domain, path) = path.split_once('/')?;
+    let mut parts = path.split('/');
+    match (parts.next(), parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("ns"), Some(ns), Some("sa"), Some(sa), None)
+            if !trust_domain.is_empty() && !sa.is_empty() && is_namespace_name(ns) =>
+        {
+            Some(ns)
+        }
+        _ => None,
+    }
+}
+
 
 impl HttpRequest {
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -134,6 +177,32 @@ mod tests {
             &["Bearer ="],
         ] {
             assert!(credential(values).starts_with("Unreadable"), "{values:?}");
+        }
+    }
+
+    #[test]
+    fn the_namespace_comes_from_the_route_then_the_destination_identity() {
+        let route = |ns: &str| vec![(NAMESPACE_EXTENSION.to_string(), ns.to_string())];
+        let spiffe = Some("spiffe://cluster.local/ns/team-a/sa/web");
+        assert_eq!(request_namespace(&route("team-b"), spiffe), Some("team-b"));
+        assert_eq!(request_namespace(&[], spiffe), Some("team-a"));
+        assert_eq!(request_namespace(&[], None), None);
+        // A malformed route value narrows to the root; it does not fall through to another.
+        assert_eq!(request_namespace(&route("Team_B"), spiffe), None);
+        assert_eq!(request_namespace(&route(""), spiffe), None);
+        let other = vec![("other".to_string(), "team-b".to_string())];
+        assert_eq!(request_namespace(&other, spiffe), Some("team-a"));
+        for principal in [
+            "spiffe://cluster.local/ns/team-a",
+            "spiffe://cluster.local/ns/team-a/sa/web/extra",
+            "spiffe:///ns/team-a/sa/web",
+            "spiffe://cluster.local/ns//sa/web",
+            "spiffe://cluster.local/ns/team-a/sa/",
+            "https://cluster.local/ns/team-a/sa/web",
+            "spiffe://cluster.local/ns/TEAM/sa/web",
+            "cluster.local/ns/team-a/sa/web",
+        ] {
+            assert_eq!(request_namespace(&[], Some(principal)), None, "{principal}");
         }
     }
 

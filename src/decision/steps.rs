@@ -11,7 +11,7 @@ use super::trace::TraceSink;
 use super::{context, header_safe, Authorizer, Credential, Decision, HttpRequest, Outcome};
 use super::{TokenStep, Trace, UserStep};
 use crate::policy::EvalContext;
-use crate::snapshot::{Client, Snapshot};
+use crate::snapshot::{Client, View};
 use crate::token::{TokenError, TokenKind, ValidToken};
 use crate::users::{KnownUser, Resolution};
 
@@ -92,12 +92,14 @@ impl Authorizer {
         let mut trace = TraceSink::new(trace);
         let verdict = 'decided: {
             let snapshot = step!('decided, self.snapshots.load().ok_or(Verdict::NOT_READY));
+            // What the request's namespace may use: the root's resources and its own.
+            let view = snapshot.view(request.namespace.as_deref());
             if let Presented::Claims(_) = presented {
                 decision.token_given = true;
             }
-            let token = match presented_token(&snapshot, credential, presented) {
+            let token = match presented_token(view, credential, presented) {
                 Ok(Presentation::Bearer(raw)) => {
-                    match self.tokens.validate(&snapshot.trust, raw).await {
+                    match self.tokens.validate(view.trust(), raw).await {
                         Ok(valid) => Ok(Some(Token { valid, raw })),
                         Err(e) => Err(e),
                     }
@@ -118,8 +120,8 @@ impl Authorizer {
                 }
                 None => None,
             };
-            let policy = policy_step(&snapshot, request, valid, user.as_ref(), &mut trace);
-            verdict_step(&snapshot, valid, policy, &mut decision)
+            let policy = policy_step(view, request, valid, user.as_ref(), &mut trace);
+            verdict_step(view, valid, policy, &mut decision)
         };
         decision.outcome = verdict.outcome;
         decision.reason = verdict.reason;
@@ -136,13 +138,13 @@ enum Presentation<'r> {
 }
 
 fn presented_token<'r>(
-    snapshot: &Snapshot,
+    view: View<'_>,
     credential: Credential<'r>,
     presented: Presented,
 ) -> Result<Presentation<'r>, TokenError> {
     match (presented, credential) {
         (Presented::Claims(claims), _) => {
-            let valid = claims_token(snapshot, claims)?;
+            let valid = claims_token(view, claims)?;
             Ok(Presentation::Validated(Some(Token { valid, raw: "" })))
         }
         (Presented::Request, Credential::None) => Ok(Presentation::Validated(None)),
@@ -179,7 +181,8 @@ fn user_step(
 ) -> Result<Option<KnownUser>, Verdict> {
     trace.user(|| UserStep::from_resolution(resolution));
     let user = resolution.user().cloned();
-    decision.user = user.as_ref().map(|u| u.object_name().to_owned());
+    // `namespace/name` from the cluster, where two namespaces may hold one name.
+    decision.user = user.as_ref().map(|u| u.name().to_owned());
     match user {
         Some(u) if !u.is_active() => Err(Verdict::new(
             Outcome::Forbidden,
@@ -191,9 +194,9 @@ fn user_step(
 }
 
 /// The TokenIntrospector whose `jwt.iss` is the claims' `iss` vouches for them.
-fn claims_token(snapshot: &Snapshot, claims: Map<String, Value>) -> Result<ValidToken, TokenError> {
+fn claims_token(view: View<'_>, claims: Map<String, Value>) -> Result<ValidToken, TokenError> {
     let iss = claims.get("iss").and_then(Value::as_str).unwrap_or("");
-    let Some(introspector) = snapshot.trust.for_issuer(iss).cloned() else {
+    let Some(introspector) = view.trust().for_issuer(iss).cloned() else {
         return Err(TokenError::untrusted_issuer(iss));
     };
     Ok(ValidToken {
@@ -226,7 +229,7 @@ fn identity_step(valid: Option<&ValidToken>, decision: &mut Decision) -> Result<
 /// The first candidate that allows. Explaining evaluates them all, so that the operator
 /// sees every one; the request path stops at the first that allows.
 fn policy_step(
-    snapshot: &Snapshot,
+    view: View<'_>,
     request: &HttpRequest,
     valid: Option<&ValidToken>,
     user: Option<&KnownUser>,
@@ -241,7 +244,7 @@ fn policy_step(
         })
     });
     let mut allowing = None;
-    for candidate in snapshot.policies.candidates(user.map(|u| u.name()), client) {
+    for candidate in view.candidates(user.map(|u| u.name()), client) {
         let allowed = trace.evaluate(candidate, &eval);
         if allowed && allowing.is_none() {
             allowing = Some(candidate.name.clone());
@@ -255,7 +258,7 @@ fn policy_step(
 
 /// On allow, the claims the token's introspector forwards go with the identity headers.
 fn verdict_step(
-    snapshot: &Snapshot,
+    view: View<'_>,
     valid: Option<&ValidToken>,
     policy: Option<String>,
     decision: &mut Decision,
@@ -275,7 +278,7 @@ fn verdict_step(
         };
     }
     decision.policy = policy;
-    decision.claim_headers = snapshot.trust.claim_headers();
+    decision.claim_headers = view.claim_headers();
     if let Some(v) = valid {
         decision.forwarded = forwarded_claims(v);
     }

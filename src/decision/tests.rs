@@ -429,7 +429,8 @@ async fn the_request_context_is_built_as_read_and_the_same_whole() {
     let mut req = request("GET", "/fhir/Patient?_count=1&tag=a&tag=b", Some(&raw));
     req.headers.push(("x-tenant".into(), "acme".into()));
     req.remote_addr = Some("10.0.0.6".into());
-    let valid = a.tokens.validate(&snapshot.trust, &raw).await.unwrap();
+    req.namespace = Some("team-a".into());
+    let valid = a.tokens.validate(&snapshot.root.trust, &raw).await.unwrap();
     let user = snapshot.users.by_name("alice").cloned().unwrap();
 
     let lazy = context::RequestContext::new(&req, Some(&valid), Some(&user));

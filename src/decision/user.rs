@@ -15,7 +15,7 @@ pub(crate) fn subject<'a>(snapshot: &'a Snapshot, token: &'a ValidToken) -> Subj
     // every decision.
     let provider = match token.introspector.identity_provider.as_deref() {
         None => ProviderRef::Unnamed,
-        Some(name) => match snapshot.identity_providers.get(name) {
+        Some(name) => match snapshot.identity_provider(name) {
             Some(p) => ProviderRef::Defined(Provider {
                 name: &p.name,
                 spec: &p.spec,

@@ -69,6 +69,14 @@ pub fn qualified(namespace: Option<&str>, name: &str) -> String {
     }
 }
 
+/// A Kubernetes namespace name: an RFC 1123 label.
+pub fn is_namespace_name(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
 /// The namespace part of a [`qualified`] name (Kubernetes names never hold a `/`).
 pub fn namespace_of(qualified: &str) -> Option<&str> {
     qualified.rsplit_once('/').map(|(ns, _)| ns)

@@ -72,13 +72,11 @@ impl Resource {
         super::qualified(self.scope(), &self.name)
     }
 
-    /// The namespace that names and references resolve in: a cluster object's own. In a
-    /// file, `metadata.namespace` is kept but names stay plain (one flat configuration).
+    /// The namespace that names and references resolve in: the object's own. Files form
+    /// one flat configuration (no namespace) unless `--root-namespace` is given (see
+    /// [`crate::snapshot::Compiler::scoped`]).
     pub fn scope(&self) -> Option<&str> {
-        match self.origin {
-            Origin::Cluster { .. } => self.namespace.as_deref(),
-            Origin::File { .. } => None,
-        }
+        self.namespace.as_deref()
     }
 }
 

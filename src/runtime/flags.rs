@@ -21,7 +21,9 @@ pub fn check(args: &ServeArgs) -> anyhow::Result<Source> {
         if args.users_dir.is_some() {
             bail!("--users-dir is for file mode: with --kube, created Users are User objects");
         }
-        return Ok(Source::Cluster(args.cluster.settings()));
+        let mut settings = args.cluster.settings();
+        settings.root_namespace = Some(args.tenancy.kube_root()?);
+        return Ok(Source::Cluster(settings));
     }
     if args.config.is_empty() {
         bail!("no configuration: pass --config PATH (a file or directory), or --kube");
@@ -43,5 +45,6 @@ pub fn check(args: &ServeArgs) -> anyhow::Result<Source> {
     Ok(Source::Files(FileSource {
         config: args.config.clone(),
         users_dir,
+        root_namespace: args.tenancy.root_namespace.as_deref().map(Into::into),
     }))
 }

@@ -52,6 +52,7 @@ impl Admin for AdminService {
                 path: r.path,
                 headers: r.headers.into_iter().collect(),
                 token: r.token,
+                namespace: r.namespace,
             },
         )
         .await;

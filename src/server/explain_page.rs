@@ -6,7 +6,7 @@
 //!   nothing from elsewhere; the Content-Security-Policy allows only this origin.
 //! - `POST /explain`: the operator token as `Authorization: Bearer ...` (401 without one,
 //!   403 with another), a JSON body `{token, method, path, headers: {name: value}, host,
-//!   scheme}` (every field optional), and the answer `{decision: {allowed, status, reason,
+//!   scheme, namespace}` (every field optional), and the answer `{decision: {allowed, status, reason,
 //!   message, policy}, trace, tree}`: the trace as `portcullis explain --output json`
 //!   prints it and the tree as `portcullis explain` does. The token is never shown back.
 
@@ -119,6 +119,8 @@ struct ExplainBody {
     headers: BTreeMap<String, String>,
     host: String,
     scheme: String,
+    /// The request's namespace (empty: none).
+    namespace: String,
 }
 
 #[derive(Serialize)]
@@ -175,7 +177,7 @@ async fn explain(State(admin): State<AdminService>, headers: HeaderMap, body: By
                 let at = e.path().to_string();
                 let message = format!(
                     "the body is not a request to explain: a {:?} error at `{at}` (expected \
-                     {{token, method, path, headers: {{name: value}}, host, scheme}}, all strings)",
+                     {{token, method, path, headers: {{name: value}}, host, scheme, namespace}}, all strings)",
                     e.inner().classify()
                 );
                 return error(StatusCode::BAD_REQUEST, "bad_request", &message);
@@ -189,6 +191,7 @@ async fn explain(State(admin): State<AdminService>, headers: HeaderMap, body: By
             path: body.path,
             headers: body.headers.into_iter().collect(),
             token: body.token,
+            namespace: body.namespace,
         })
         .await;
     let answer = ExplainAnswer {

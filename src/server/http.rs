@@ -161,6 +161,9 @@ fn to_http_request(
         headers,
         remote_addr,
         context_extensions: Vec::new(),
+        // Envoy's HTTP flavour sends no route context nor peer identity: only the root's
+        // resources apply (docs/tenancy.md points tenants to the gRPC flavour).
+        namespace: None,
     }
 }
 

@@ -41,6 +41,8 @@ pub struct ExplainInput {
     pub headers: Vec<(String, String)>,
     /// A bearer token; when set it replaces any `authorization` header.
     pub token: String,
+    /// Decide as for a request of this namespace (empty: none, only the root's resources).
+    pub namespace: String,
 }
 
 /// What an explanation says, ready for either edge. Neither the token explained nor the
@@ -111,6 +113,7 @@ impl AdminService {
             headers,
             remote_addr: None,
             context_extensions: Vec::new(),
+            namespace: Some(input.namespace.trim().to_owned()).filter(|ns| !ns.is_empty()),
         };
         let (decision, trace) = self.authorizer.explain(&request).await;
         let mut trace_json = serde_json::to_value(&trace).unwrap_or_else(

@@ -2,7 +2,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::policies::Links;
-use super::{qualified, CompiledPolicy, CompiledProvider, PolicySet, Snapshot};
+use super::{qualified, team_of, CompiledPolicy, CompiledProvider, PolicySet, Scope, Snapshot};
 use crate::resources::{ConfigError, FieldError, Kind, Origin, Resource, SecretData, Spec};
 use crate::resources::{PolicyEngine, TokenIntrospectorSpec};
 use crate::resources::{SecretKeyRef, SecretProblem};
@@ -13,7 +13,7 @@ use crate::users::{self, UserIndex};
 /// caller keeps serving the last good snapshot; every error found is returned at once.
 pub fn compile(resources: &[Resource]) -> Result<Snapshot, Vec<ConfigError>> {
     let mut compiler = Compiler::default();
-    resources.iter().for_each(|r| compiler.add(r));
+    resources.iter().for_each(|r| compiler.push(Ok(r.clone())));
     compiler.finish()
 }
 
@@ -21,12 +21,21 @@ pub fn compile(resources: &[Resource]) -> Result<Snapshot, Vec<ConfigError>> {
 /// so that 100,000 parsed Users never sit in memory beside their compiled form.
 #[derive(Default)]
 pub struct Compiler {
-    trust: TrustStore,
-    identity_providers: HashMap<String, Arc<CompiledProvider>>,
+    /// See [`Compiler::scoped`]; `None`: everything is root.
+    root_namespace: Option<Arc<str>>,
+    /// The scopes being compiled: the root (`None`) and each team's namespace.
+    scopes: HashMap<Option<String>, ScopeBuilder>,
+    /// See [`Compiler::rebuilding`]: the snapshot whose other scopes stay as they are.
+    kept: Option<Arc<Snapshot>>,
+    /// TokenIntrospectors and IdentityProviders of teams, held back by [`Compiler::add`]
+    /// until the root's are in, so that the root wins a conflict whatever the file order.
+    deferred: Vec<Resource>,
+    finishing: bool,
+    /// How many resources were compiled (admitted or refused), for the rebuild counter.
+    compiled: usize,
     users: UserIndex,
     warnings: Vec<ConfigError>,
     skipped: Vec<ConfigError>,
-    policies: Vec<(CompiledPolicy, Links)>,
     errors: Vec<ConfigError>,
     /// Names are unique per kind: where each was first defined, but for the Users taken
     /// into `users`, which are in `user_origins`.
@@ -34,8 +43,6 @@ pub struct Compiler {
     /// Where each User of `users` was defined, by its position there: 100,000 names are
     /// not held a second time (a third of the memory a reload needs beside the snapshots).
     user_origins: UserOrigins,
-    /// IdentityProvider system → its name.
-    systems: HashMap<String, String>,
     /// `identity_provider` references, checked once every IdentityProvider is known.
     provider_refs: Vec<(String, ConfigError)>,
     /// See [`Compiler::joining`].
@@ -48,7 +55,28 @@ pub struct Compiler {
     with_secret_refs: Vec<Resource>,
     /// Each linked policy's links, `(field, User key or (issuer, client))`, checked in
     /// `finish` against the Users and issuers the configuration defines.
-    link_checks: Vec<(ConfigError, Vec<LinkTarget>)>,
+    link_checks: Vec<(ConfigError, Option<String>, Vec<LinkTarget>)>,
+}
+
+/// One scope's part of a compilation.
+#[derive(Default)]
+struct ScopeBuilder {
+    trust: TrustStore,
+    identity_providers: HashMap<String, Arc<CompiledProvider>>,
+    /// IdentityProvider system → its name.
+    systems: HashMap<String, String>,
+    policies: Vec<(CompiledPolicy, Links)>,
+}
+
+impl ScopeBuilder {
+    fn build(self, root: Option<&Scope>) -> Scope {
+        Scope::new(
+            self.trust,
+            PolicySet::build(self.policies),
+            self.identity_providers,
+            root,
+        )
+    }
 }
 
 /// Secret manifests by (namespace, name), with where each was read.
@@ -108,9 +136,71 @@ impl Compiler {
     /// not a conflict.
     pub fn joining(serving: Arc<Snapshot>) -> Self {
         Compiler {
+            root_namespace: serving.root_namespace.clone(),
             serving: Some(serving),
             ..Compiler::default()
         }
+    }
+
+    /// Resources outside `root` apply only to requests of their own namespace (design.md,
+    /// "Tenancy"); without it, every resource is root.
+    pub fn scoped(mut self, root: Option<Arc<str>>) -> Self {
+        self.root_namespace = root;
+        self
+    }
+
+    /// Compiles only the scopes of `teams` (namespaces other than the root) anew; every
+    /// other scope, the root's included, is taken from `previous` as it is. Admit only
+    /// resources of those namespaces.
+    pub fn rebuilding(previous: Arc<Snapshot>, teams: &[String]) -> Self {
+        let mut compiler = Compiler {
+            root_namespace: previous.root_namespace.clone(),
+            kept: Some(previous),
+            ..Compiler::default()
+        };
+        for team in teams {
+            compiler
+                .scopes
+                .insert(Some(team.clone()), ScopeBuilder::default());
+        }
+        compiler
+    }
+
+    /// How many resources were compiled so far (admitted or refused).
+    pub fn compiled(&self) -> usize {
+        self.compiled
+    }
+
+    /// The scope `r` belongs to: `None` is the root.
+    fn team_of(&self, r: &Resource) -> Option<String> {
+        team_of(self.root_namespace.as_deref(), r.scope()).map(str::to_owned)
+    }
+
+    /// The root's scope as compiled so far, or as kept.
+    fn root_scope(&self) -> RootScope<'_> {
+        match (self.scopes.get(&None), &self.kept) {
+            (Some(b), _) => RootScope::Building(b),
+            (None, Some(kept)) => RootScope::Kept(&kept.root),
+            (None, None) => RootScope::Empty,
+        }
+    }
+
+    fn builder(&mut self, team: Option<String>) -> &mut ScopeBuilder {
+        self.scopes.entry(team).or_default()
+    }
+
+    /// Whether an introspector of the root or of `team`'s scope trusts `issuer`.
+    fn trusts(&self, team: &Option<String>, issuer: &str) -> bool {
+        let root = match self.root_scope() {
+            RootScope::Building(b) => b.trust.for_issuer(issuer).is_some(),
+            RootScope::Kept(s) => s.trust.for_issuer(issuer).is_some(),
+            RootScope::Empty => false,
+        };
+        root || (team.is_some()
+            && self
+                .scopes
+                .get(team)
+                .is_some_and(|b| b.trust.for_issuer(issuer).is_some()))
     }
 
     /// For `validate`, `explain` and `test`: core `v1` Secret manifests among the files
@@ -127,11 +217,14 @@ impl Compiler {
     /// Whether an IdentityProvider of this name is admitted, or serves (see
     /// [`Compiler::joining`]).
     pub fn knows_provider(&self, name: &str) -> bool {
-        self.identity_providers.contains_key(name)
-            || self
-                .serving
-                .as_ref()
-                .is_some_and(|s| s.identity_providers.contains_key(name))
+        let team = team_of(self.root_namespace.as_deref(), super::namespace_of(name));
+        let known = match self.scopes.get(&team.map(str::to_owned)) {
+            Some(b) => b.identity_providers.contains_key(name),
+            // A scope not compiled anew stays as kept.
+            None => (self.kept.as_ref()).is_some_and(|s| s.identity_provider(name).is_some()),
+        };
+        known
+            || (self.serving.as_ref()).is_some_and(|s| s.identity_provider(name).is_some())
     }
 
     /// What compiled but is likely a mistake, so far.
@@ -142,8 +235,34 @@ impl Compiler {
     /// A resource, or the error its source found instead of one.
     pub fn push(&mut self, item: Result<Resource, ConfigError>) {
         match item {
-            Ok(r) => self.add(&r),
+            Ok(mut r) => {
+                self.localize(&mut r);
+                self.add(&r)
+            }
             Err(e) => self.errors.push(e),
+        }
+    }
+
+    /// A file's resources form one flat configuration, names plain, unless a root
+    /// namespace is given: then `metadata.namespace` scopes them as in a cluster.
+    /// A Secret reference resolves in the namespace as written: a Secret, and an
+    /// introspector with references, keep theirs until resolved
+    /// ([`Compiler::add_with_secret_refs`]).
+    fn localize(&self, r: &mut Resource) {
+        let resolves_later = self.secrets.is_some()
+            && match &r.spec {
+                Spec::Secret(_) => true,
+                Spec::TokenIntrospector(spec) => !spec.secret_refs().is_empty(),
+                _ => false,
+            };
+        if !resolves_later {
+            self.flatten(r);
+        }
+    }
+
+    fn flatten(&self, r: &mut Resource) {
+        if self.root_namespace.is_none() && matches!(r.origin, Origin::File { .. }) {
+            r.namespace = None;
         }
     }
 
@@ -157,9 +276,13 @@ impl Compiler {
             return self.add_secret(r);
         };
         if let Spec::TokenIntrospector(spec) = &r.spec {
-            if self.secrets.is_some() && !spec.secret_refs().is_empty() {
+            if self.secrets.is_some() && !spec.secret_refs().is_empty() && !self.finishing {
                 return self.with_secret_refs.push(r.clone());
             }
+        }
+        let contested = matches!(kind, Kind::TokenIntrospector | Kind::IdentityProvider);
+        if contested && !self.finishing && self.team_of(r).is_some() {
+            return self.deferred.push(r.clone());
         }
         let key = r.key();
         if let Some(first) = self.first_definition(kind, &key) {
@@ -205,21 +328,22 @@ impl Compiler {
             .collect();
         if !targets.is_empty() {
             let at = error(r, FieldError::new("", ""));
-            self.link_checks.push((at, targets));
+            let team = self.team_of(r);
+            self.link_checks.push((at, team, targets));
         }
     }
 
     /// Links to Users that are not defined, or to clients of issuers no
     /// TokenIntrospector trusts: the policy can never apply through them.
     fn warn_of_dangling_links(&mut self) {
-        for (at, targets) in std::mem::take(&mut self.link_checks) {
+        for (at, team, targets) in std::mem::take(&mut self.link_checks) {
             for (field, target) in targets {
                 let message = match target {
                     Ok(user) if self.users.position(&user).is_none() => format!(
                         "User/{user} is not defined: the policy applies to no one through this \
                          link until that User exists (created with --create-users?)"
                     ),
-                    Err(issuer) if self.trust.for_issuer(&issuer).is_none() => format!(
+                    Err(issuer) if !self.trusts(&team, &issuer) => format!(
                         "no TokenIntrospector trusts issuer {issuer:?}: no token can name this \
                          client"
                     ),
@@ -258,8 +382,13 @@ impl Compiler {
 
     /// The TokenIntrospectors held back by [`Compiler::add`], their references filled from
     /// the Secret manifests, compiled as any other.
-    fn add_with_secret_refs(&mut self) {
-        for mut r in std::mem::take(&mut self.with_secret_refs) {
+    /// The root's first (`teams` false), so that the root wins a conflict.
+    fn add_with_secret_refs(&mut self, teams: bool) {
+        let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.with_secret_refs)
+            .into_iter()
+            .partition(|r| self.team_of(r).is_some() == teams);
+        self.with_secret_refs = later;
+        for mut r in now {
             let Spec::TokenIntrospector(spec) = &mut r.spec else {
                 continue;
             };
@@ -267,6 +396,7 @@ impl Compiler {
             let namespace = r.namespace.clone();
             let resolved = spec.resolve_secrets(|k| read_secret(&secrets, &namespace, k));
             self.secrets = Some(secrets);
+            self.flatten(&mut r);
             match resolved {
                 Ok(()) => self.add(&r),
                 Err((field, problem)) => {
@@ -334,28 +464,76 @@ impl Compiler {
         Ok(())
     }
 
+    /// Who else holds `introspector`'s issuer where the two would collide: the root (for
+    /// a team's introspector: the root always wins), or the introspector's own scope, as
+    /// compiled so far or as it serves (the admission webhook).
+    fn issuer_conflict(&self, team: &Option<String>, introspector: &Introspector) -> Option<String> {
+        let root = match (team, self.root_scope()) {
+            (None, _) => None,
+            (Some(_), RootScope::Building(b)) => b.trust.conflict(introspector),
+            (Some(_), RootScope::Kept(s)) => s.trust.conflict(introspector),
+            (Some(_), RootScope::Empty) => None,
+        };
+        let root = root.map(|c| format!("{c}, of the root namespace, which every namespace shares"));
+        let serving = self.serving.as_deref().and_then(|s| {
+            let root = team.as_ref().and_then(|_| s.root.trust.conflict(introspector));
+            let own = s.scope(introspector_namespace(introspector));
+            root.or_else(|| own.and_then(|scope| scope.trust.conflict(introspector)))
+        });
+        root.or(serving)
+    }
+
+    /// The IdentityProvider (other than `key`) that holds `system` where the two would
+    /// collide: in the root, for a team's provider, or in the provider's own scope.
+    fn system_holder(&self, team: &Option<String>, system: &str, key: &str) -> Option<String> {
+        let holds = |p: &&Arc<CompiledProvider>| p.spec.system.as_deref() == Some(system) && p.name != key;
+        let in_root = match (team, self.root_scope()) {
+            (None, _) | (Some(_), RootScope::Empty) => None,
+            (Some(_), RootScope::Building(b)) => b.systems.get(system).cloned(),
+            (Some(_), RootScope::Kept(s)) => {
+                s.identity_providers.values().find(holds).map(|p| p.name.clone())
+            }
+        };
+        let own = (self.scopes.get(team)).and_then(|b| b.systems.get(system).cloned());
+        let serving = self.serving.as_deref().and_then(|s| {
+            let mut scopes = vec![s.scope(super::namespace_of(key))];
+            if team.is_some() {
+                scopes.push(Some(&s.root));
+            }
+            scopes
+                .into_iter()
+                .flatten()
+                .find_map(|scope| scope.identity_providers.values().find(holds))
+                .map(|p| p.name.clone())
+        });
+        in_root.or(own).or(serving)
+    }
+
     /// Takes the resource in when nothing is wrong with it; otherwise changes nothing.
     fn admit_unchecked(&mut self, r: &Resource) -> Result<(), Rejection> {
         let key = r.key();
+        let team = self.team_of(r);
+        if self.kept.is_some() && !self.scopes.contains_key(&team) {
+            let message = "compiled in a scope that this rebuild keeps as it is";
+            return Err(Rejection::invalid(vec![FieldError::new("metadata.namespace", message)]));
+        }
+        if r.spec.kind().is_some() {
+            self.compiled += 1;
+        }
         match &r.spec {
             Spec::IdentityProvider(spec) => {
-                // Users are keyed by (system, sub): two providers sharing a system would
-                // merge their subjects into one another's Users.
+                // Users are keyed by (namespace, system, sub): two providers of one
+                // namespace sharing a system would merge their subjects into one another's
+                // Users. The root's system is its own: a team's provider may not take it.
                 if let Some(system) = spec.system.as_deref() {
-                    let serving = self.serving.as_deref().and_then(|s| {
-                        s.identity_providers
-                            .values()
-                            .find(|p| p.spec.system.as_deref() == Some(system) && p.name != key)
-                    });
-                    let other = self.systems.get(system).or(serving.map(|p| &p.name));
-                    if let Some(other) = other {
+                    if let Some(other) = self.system_holder(&team, system, &key) {
                         let message =
                             format!("{system:?} is already the system of IdentityProvider/{other}");
                         return Err(Rejection::conflict("system", message));
                     }
-                    self.systems.insert(system.to_owned(), key.clone());
+                    (self.builder(team.clone()).systems).insert(system.to_owned(), key.clone());
                 }
-                self.identity_providers.insert(
+                self.builder(team).identity_providers.insert(
                     key.clone(),
                     Arc::new(CompiledProvider {
                         name: key,
@@ -369,14 +547,10 @@ impl Compiler {
                 if let Ok(Some(idp)) = provider_ref(r, spec) {
                     introspector.identity_provider = Some(idp);
                 }
-                if let Some(conflict) = self
-                    .serving
-                    .as_deref()
-                    .and_then(|s| s.trust.conflict(&introspector))
-                {
+                if let Some(conflict) = self.issuer_conflict(&team, &introspector) {
                     return Err(Rejection::conflict("jwt.iss", conflict));
                 }
-                self.trust
+                (self.builder(team).trust)
                     .insert(introspector)
                     .map_err(|e| Rejection::conflict("jwt.iss", e))?;
             }
@@ -421,8 +595,7 @@ impl Compiler {
                         ),
                     ));
                 }
-                self.policies
-                    .push((CompiledPolicy { name: key, policy }, links))
+                (self.builder(team).policies).push((CompiledPolicy { name: key, policy }, links))
             }
             Spec::User(spec) => {
                 let serving = self.serving.as_deref().map(|s| &*s.users);
@@ -442,10 +615,11 @@ impl Compiler {
     /// configuration (nor, at start-up, to never become ready). Push these after every
     /// other resource, so that a User the configuration defines always wins.
     pub fn push_created_user(&mut self, item: Result<Resource, ConfigError>) {
-        let r = match item {
+        let mut r = match item {
             Ok(r) => r,
             Err(e) => return self.skipped.push(e),
         };
+        self.localize(&mut r);
         let skip = |this: &mut Self, field: &str, message: String| {
             this.skipped
                 .push(error(&r, FieldError::new(field, message)));
@@ -487,12 +661,17 @@ impl Compiler {
     pub fn finish_with_warnings(
         mut self,
     ) -> (Result<Snapshot, Vec<ConfigError>>, Vec<ConfigError>) {
-        self.add_with_secret_refs();
+        self.finishing = true;
+        self.add_with_secret_refs(false);
+        for r in std::mem::take(&mut self.deferred) {
+            self.add(&r);
+        }
+        self.add_with_secret_refs(true);
         self.warn_of_dangling_links();
         let warnings = self.warnings.clone();
         let mut errors = self.errors.clone();
         for (idp, e) in &self.provider_refs {
-            if !self.identity_providers.contains_key(idp) {
+            if !self.knows_provider(idp) {
                 errors.push(e.clone());
             }
         }
@@ -505,12 +684,41 @@ impl Compiler {
     /// What [`Compiler::admit`] took in.
     pub fn into_snapshot(mut self) -> Snapshot {
         self.users.shrink_to_fit();
+        let root = match (self.scopes.remove(&None), &self.kept) {
+            (Some(b), _) => Arc::new(b.build(None)),
+            (None, Some(kept)) => kept.root.clone(),
+            (None, None) => Arc::new(ScopeBuilder::default().build(None)),
+        };
+        let mut namespaces: HashMap<String, Arc<Scope>> = match &self.kept {
+            Some(kept) => (kept.namespaces.iter())
+                .filter(|(ns, _)| !self.scopes.contains_key(&Some(ns.to_string())))
+                .map(|(ns, s)| (ns.clone(), s.clone()))
+                .collect(),
+            None => HashMap::new(),
+        };
+        let rebuilt: std::collections::HashSet<String> =
+            self.scopes.keys().flatten().cloned().collect();
+        for (team, b) in self.scopes {
+            let scope = b.build(Some(&root));
+            if let (Some(team), false) = (team, scope.is_empty()) {
+                namespaces.insert(team, Arc::new(scope));
+            }
+        }
+        let mut warnings = self.warnings;
+        if let Some(kept) = &self.kept {
+            // The kept scopes' warnings stand; those of the scopes compiled anew are new.
+            let kept_scope = |w: &&ConfigError| {
+                let namespace = w.resource.as_deref().and_then(|r| r.split('/').nth(1));
+                namespace.is_none_or(|ns| !rebuilt.contains(ns))
+            };
+            warnings.extend(kept.warnings.iter().filter(kept_scope).cloned());
+        }
         Snapshot {
-            trust: Arc::new(self.trust),
-            policies: Arc::new(PolicySet::build(self.policies)),
-            identity_providers: Arc::new(self.identity_providers),
+            root,
+            namespaces: Arc::new(namespaces),
+            root_namespace: self.root_namespace,
             users: Arc::new(self.users),
-            warnings: self.warnings,
+            warnings,
             skipped: self.skipped,
         }
     }
@@ -520,6 +728,18 @@ impl Compiler {
         self.users.shrink_to_fit();
         self.users
     }
+}
+
+/// The root's scope, while a compiler builds it or keeps it.
+enum RootScope<'a> {
+    Building(&'a ScopeBuilder),
+    Kept(&'a Scope),
+    Empty,
+}
+
+/// The namespace of an introspector, from its qualified name.
+fn introspector_namespace(introspector: &Introspector) -> Option<&str> {
+    super::namespace_of(&introspector.name)
 }
 
 /// Where Users were defined, in 12 bytes each rather than an [`Origin`]'s 32.
@@ -729,8 +949,8 @@ mod tests {
              resourceType: User\nid: u\ndata: {sub: u}\n",
         )
         .unwrap();
-        assert!(s.trust.for_issuer("https://a").is_some());
-        assert_eq!(s.policies.len(), 1);
+        assert!(s.root.trust.for_issuer("https://a").is_some());
+        assert_eq!(s.root.policies.len(), 1);
         assert!(s.users.by_name("u").is_some());
     }
 
@@ -751,7 +971,7 @@ mod tests {
                       stringData: {k: sup3r-s3cret}\n";
         let (compiled, _) = offline(&format!("{SECRET_REF}{secret}"));
         let s = compiled.unwrap();
-        assert!(s.trust.for_issuer("https://a").is_some());
+        assert!(s.root.trust.for_issuer("https://a").is_some());
 
         // In another namespace, or without the key: unresolved, and nothing else.
         let elsewhere = secret.replace("namespace: ns", "namespace: other");
@@ -850,7 +1070,7 @@ mod tests {
              resourceType: IdentityProvider\nid: kc\nsystem: keycloak\n",
         )
         .unwrap();
-        assert!(s.identity_providers.contains_key("kc"));
+        assert!(s.root.identity_providers.contains_key("kc"));
     }
 
     /// What `serve` and `validate` do: parse errors and compile errors come out of one pass,

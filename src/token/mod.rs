@@ -135,6 +135,58 @@ impl TrustStore {
     }
 }
 
+/// What one request may trust: the root's introspectors and those of the request's
+/// namespace (its team), never another's. The root's come first, for JWT issuers and opaque
+/// tokens alike; a team cannot hold an issuer the root trusts (the compiler refuses it).
+#[derive(Clone, Copy, Debug)]
+pub struct TrustView<'a> {
+    root: &'a TrustStore,
+    team: Option<&'a TrustStore>,
+}
+
+impl<'a> From<&'a TrustStore> for TrustView<'a> {
+    fn from(root: &'a TrustStore) -> Self {
+        TrustView { root, team: None }
+    }
+}
+
+impl<'a> From<&'a Arc<TrustStore>> for TrustView<'a> {
+    fn from(root: &'a Arc<TrustStore>) -> Self {
+        TrustView { root, team: None }
+    }
+}
+
+impl<'a> TrustView<'a> {
+    pub fn new(root: &'a TrustStore, team: Option<&'a TrustStore>) -> Self {
+        TrustView { root, team }
+    }
+
+    pub fn for_issuer(&self, iss: &str) -> Option<&'a Arc<Introspector>> {
+        self.root
+            .for_issuer(iss)
+            .or_else(|| self.team?.for_issuer(iss))
+    }
+
+    /// The opaque introspectors in the order a token is offered to them: the root's by
+    /// name, then the team's by name.
+    pub fn opaque(&self) -> impl Iterator<Item = &'a Arc<Introspector>> {
+        let team = self.team.map(TrustStore::opaque).unwrap_or_default();
+        self.root.opaque().iter().chain(team)
+    }
+
+    pub fn by_fingerprint(&self, fingerprint: &Fingerprint) -> Option<&'a Arc<Introspector>> {
+        self.root
+            .by_fingerprint(fingerprint)
+            .or_else(|| self.team?.by_fingerprint(fingerprint))
+    }
+
+    /// Changes whenever an introspector of the view does; differs between two teams'
+    /// views (a refusal under one is not a refusal under the other).
+    fn generation(&self) -> u64 {
+        self.root.generation ^ self.team.map_or(0, |t| t.generation.rotate_left(17) ^ 1)
+    }
+}
+
 /// The issuer by which JWTs find `introspector`; `None` for an opaque one.
 fn issuer_of(introspector: &Introspector) -> Option<String> {
     match introspector.trust {
@@ -366,11 +418,12 @@ impl TokenVerifier {
     /// Validate a bearer token. A token validated before, under an unchanged introspector
     /// and still within its cache time, costs a hash and a lookup; concurrent first
     /// requests for one token share one verification (and one introspection call).
-    pub async fn validate(
+    pub async fn validate<'t>(
         &self,
-        trust: &TrustStore,
+        trust: impl Into<TrustView<'t>>,
         token: &str,
     ) -> Result<ValidToken, TokenError> {
+        let trust = trust.into();
         if token.len() > self.settings.max_token_bytes {
             return Err(TokenError::TooLarge(self.settings.max_token_bytes));
         }
@@ -382,9 +435,11 @@ impl TokenVerifier {
                     return Ok(valid);
                 }
             }
+            // Stale, or verified by an introspector this view does not hold (changed since,
+            // or another team's that trusts the same issuer): checked again under this one.
             self.verified.invalidate(&key).await;
         }
-        if let Some(refusal) = self.refused.get(&(key, trust.generation)) {
+        if let Some(refusal) = self.refused.get(&(key, trust.generation())) {
             self.metrics.token_event("refused_cache_hit");
             return Err(refusal);
         }
@@ -394,7 +449,7 @@ impl TokenVerifier {
         let result = Box::pin(self.verify_shared(trust, token, key)).await;
         if let Err(e) = &result {
             if e.is_final() {
-                self.refused.insert((key, trust.generation), e.clone());
+                self.refused.insert((key, trust.generation()), e.clone());
             }
         }
         result
@@ -402,7 +457,7 @@ impl TokenVerifier {
 
     async fn verify_shared(
         &self,
-        trust: &TrustStore,
+        trust: TrustView<'_>,
         token: &str,
         key: cache::TokenHash,
     ) -> Result<ValidToken, TokenError> {
@@ -427,7 +482,7 @@ impl TokenVerifier {
 
     /// A verified token as the current trust store vouches for it: `None` when the
     /// introspector that verified it has changed or gone since.
-    fn under(trust: &TrustStore, v: &Verified) -> Option<ValidToken> {
+    fn under(trust: TrustView<'_>, v: &Verified) -> Option<ValidToken> {
         let introspector = trust.by_fingerprint(&v.introspector)?;
         Some(ValidToken {
             kind: v.kind,
@@ -438,7 +493,7 @@ impl TokenVerifier {
     }
 
     /// The full check, no cache of verified tokens involved.
-    async fn verify(&self, trust: &TrustStore, token: &str) -> Result<Verified, TokenError> {
+    async fn verify(&self, trust: TrustView<'_>, token: &str) -> Result<Verified, TokenError> {
         let Some(parsed) = jwt::Parsed::parse(token) else {
             return self.introspect(trust, token).await;
         };
@@ -477,11 +532,15 @@ impl TokenVerifier {
         })
     }
 
-    /// Offer an opaque token to each opaque introspector in name order; the first that
-    /// says `active: true` wins. None active: `Inactive`, unless an endpoint failed, in
+    /// Offer an opaque token to each opaque introspector of the view in turn (the root's,
+    /// then the team's, each by name); the first that says `active: true` wins. None active: `Inactive`, unless an endpoint failed, in
     /// which case we cannot say and answer `Unavailable` (never an allow).
-    async fn introspect(&self, trust: &TrustStore, token: &str) -> Result<Verified, TokenError> {
-        if trust.opaque().is_empty() {
+    async fn introspect(
+        &self,
+        trust: TrustView<'_>,
+        token: &str,
+    ) -> Result<Verified, TokenError> {
+        if trust.opaque().next().is_none() {
             return Err(TokenError::NoOpaqueIntrospector);
         }
         // Not queued: a flood of distinct tokens is shed, not turned into a backlog of

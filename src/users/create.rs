@@ -132,7 +132,8 @@ pub fn plan(subject: &Subject<'_>) -> Result<Plan, String> {
 }
 
 /// `(system, sub)`.
-type Key = (String, String);
+/// `(system, value, namespace)`: one identifier names one User per namespace.
+type Key = (String, String, Option<String>);
 type Flight = Shared<BoxFuture<'static, Result<KnownUser, CreateError>>>;
 
 #[derive(Debug, Clone)]
@@ -202,6 +203,7 @@ impl Creator {
         let key = (
             plan.identifier.system.clone(),
             plan.identifier.value.clone(),
+            namespace_of(&plan.name).map(str::to_owned),
         );
         let name = plan.name.clone();
         if let Some(error) = self.failed.get(&key) {
@@ -219,7 +221,8 @@ impl Creator {
                     // A flight that just ended put its User in the overlay before leaving
                     // this map: look again, or this request would start a second one.
                     let overlay = self.overlay.load();
-                    if let Some(user) = overlay.by_identifier(&key.0, &key.1) {
+                    let found = overlay.by_identifier(key.2.as_deref(), &key.0, &key.1);
+                    if let Some(user) = found {
                         return Resolution::Found(
                             user.clone(),
                             Found::ByIdentifier {

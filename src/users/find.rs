@@ -28,7 +28,8 @@ pub enum NameClaims {
     IdentifiedOnly,
 }
 
-/// Steps 1 and 2: an existing User, by name then by identifier. Each step looks in
+/// Steps 1 and 2: an existing User of the accepting introspector's namespace, by name then
+/// by identifier; another namespace's User is never found. Each step looks in
 /// `serving` (the snapshot's index) first, then in `overlay` (Users created since the
 /// snapshot was built).
 pub fn find(
@@ -64,7 +65,7 @@ pub fn find(
     let (system, sub) = own?;
     indexes
         .into_iter()
-        .find_map(|index| index.by_identifier(system, sub))
+        .find_map(|index| index.by_identifier(subject.namespace, system, sub))
         .map(|u| {
             (
                 u.clone(),

@@ -41,8 +41,9 @@ impl KeyHasher {
         self.0.hash_one(name)
     }
 
-    fn identifier(&self, id: (&str, &str)) -> u64 {
-        self.0.hash_one(id)
+    /// An identifier is a User's within its namespace only: two namespaces may hold one.
+    fn identifier(&self, namespace: Option<&str>, id: (&str, &str)) -> u64 {
+        self.0.hash_one((namespace, id))
     }
 }
 
@@ -61,9 +62,10 @@ fn unlink_identifiers(
     user: &KnownUser,
     pos: u32,
 ) {
+    let namespace = namespace_of(user.name());
     for (i, id) in user.identifiers().enumerate() {
         let own = |&(p, k): &(u32, u32)| p == pos && k as usize == i;
-        if let Ok(entry) = by_identifier.find_entry(hasher.identifier(id), own) {
+        if let Ok(entry) = by_identifier.find_entry(hasher.identifier(namespace, id), own) {
             entry.remove();
         }
     }
@@ -119,11 +121,13 @@ impl UserIndex {
             }
         };
         let mut clash = None;
+        let namespace = namespace_of(users[pos as usize].name());
         for (i, id) in users[pos as usize].identifiers().enumerate() {
-            let hash = hasher.identifier(id);
+            let hash = hasher.identifier(namespace, id);
             let holder = by_identifier
                 .find(hash, |&(p, k)| {
-                    users[p as usize].identifier(k as usize) == id
+                    let u = &users[p as usize];
+                    u.identifier(k as usize) == id && namespace_of(u.name()) == namespace
                 })
                 .map(|&(p, _)| p);
             match holder {
@@ -131,7 +135,8 @@ impl UserIndex {
                 Some(_) => {} // the same identifier twice in one User
                 None => {
                     by_identifier.insert_unique(hash, (pos, position(i)), |&(p, k)| {
-                        hasher.identifier(users[p as usize].identifier(k as usize))
+                        let u = &users[p as usize];
+                        hasher.identifier(namespace_of(u.name()), u.identifier(k as usize))
                     });
                 }
             }
@@ -168,9 +173,11 @@ impl UserIndex {
             if let Some(p) = by_name.find_mut(hasher.name(moved.name()), |&p| p == last) {
                 *p = pos;
             }
+            let moved_namespace = namespace_of(moved.name());
             for (i, id) in moved.identifiers().enumerate() {
                 let was = |&(p, k): &(u32, u32)| p == last && k as usize == i;
-                if let Some(entry) = by_identifier.find_mut(hasher.identifier(id), was) {
+                let hash = hasher.identifier(moved_namespace, id);
+                if let Some(entry) = by_identifier.find_mut(hash, was) {
                     entry.0 = pos;
                 }
             }
@@ -190,7 +197,10 @@ impl UserIndex {
         users.shrink_to_fit();
         by_name.shrink_to_fit(|&p| hasher.name(users[p as usize].name()));
         by_identifier
-            .shrink_to_fit(|&(p, k)| hasher.identifier(users[p as usize].identifier(k as usize)));
+            .shrink_to_fit(|&(p, k)| {
+                let u = &users[p as usize];
+                hasher.identifier(namespace_of(u.name()), u.identifier(k as usize))
+            });
     }
 
     /// Where the User of this name sits among [`UserIndex::users`]: Users inserted one
@@ -211,14 +221,22 @@ impl UserIndex {
         self.position(name).map(|p| &self.users[p])
     }
 
-    pub fn by_identifier(&self, system: &str, value: &str) -> Option<&KnownUser> {
+    /// The User of `namespace` (`None`: file mode's flat configuration) holding the
+    /// identifier `(system, value)`. Another namespace's User is never found.
+    pub fn by_identifier(
+        &self,
+        namespace: Option<&str>,
+        system: &str,
+        value: &str,
+    ) -> Option<&KnownUser> {
         if self.users.is_empty() {
             return None;
         }
-        let hash = self.hasher.identifier((system, value));
+        let hash = self.hasher.identifier(namespace, (system, value));
         self.by_identifier
             .find(hash, |&(p, k)| {
-                self.users[p as usize].identifier(k as usize) == (system, value)
+                let u = &self.users[p as usize];
+                u.identifier(k as usize) == (system, value) && namespace_of(u.name()) == namespace
             })
             .map(|&(p, _)| &self.users[p as usize])
     }
@@ -267,12 +285,13 @@ pub fn admit(
     if user.size() > MAX_USER_BYTES {
         return Err(Refused::TooLarge);
     }
+    let namespace = namespace_of(name);
     let holder = [Some(&*users), also]
         .into_iter()
         .flatten()
         .flat_map(|index| {
             user.identifiers()
-                .filter_map(|(system, value)| index.by_identifier(system, value))
+                .filter_map(|(system, value)| index.by_identifier(namespace, system, value))
         })
         .find(|holder| holder.name() != name);
     if let Some(holder) = holder {
@@ -401,10 +420,10 @@ mod tests {
         }
         assert_eq!(index.remove("a").unwrap().name(), "a");
         assert!(index.remove("a").is_none());
-        assert!(index.by_name("a").is_none() && index.by_identifier("s", "1").is_none());
+        assert!(index.by_name("a").is_none() && index.by_identifier(None, "s", "1").is_none());
         for (name, id) in [("b", "2"), ("c", "3")] {
             assert_eq!(index.by_name(name).unwrap().name(), name);
-            assert_eq!(index.by_identifier("s", id).unwrap().name(), name);
+            assert_eq!(index.by_identifier(None, "s", id).unwrap().name(), name);
         }
         // The freed identifier can be taken again.
         assert!(index
@@ -450,9 +469,9 @@ mod tests {
             None
         );
         assert_eq!(index.by_name("ann").unwrap().name(), "ann");
-        assert_eq!(index.by_identifier("kc", "2").unwrap().name(), "bob");
-        assert!(index.by_identifier("kc", "3").is_none());
-        assert!(index.by_identifier("other", "1").is_none());
+        assert_eq!(index.by_identifier(None, "kc", "2").unwrap().name(), "bob");
+        assert!(index.by_identifier(None, "kc", "3").is_none());
+        assert!(index.by_identifier(None, "other", "1").is_none());
 
         // Replacing ann moves her identifier; the old one no longer finds her.
         assert_eq!(
@@ -460,8 +479,8 @@ mod tests {
             None
         );
         assert_eq!(index.len(), 2);
-        assert!(index.by_identifier("kc", "1").is_none());
-        assert_eq!(index.by_identifier("kc", "9").unwrap().name(), "ann");
+        assert!(index.by_identifier(None, "kc", "1").is_none());
+        assert_eq!(index.by_identifier(None, "kc", "9").unwrap().name(), "ann");
     }
 
     #[test]
@@ -472,7 +491,7 @@ mod tests {
             index.insert(KnownUser::new("eve", &spec(&[("kc", "1"), ("kc", "1")]))),
             Some("ann".to_owned())
         );
-        assert_eq!(index.by_identifier("kc", "1").unwrap().name(), "ann");
+        assert_eq!(index.by_identifier(None, "kc", "1").unwrap().name(), "ann");
         assert_eq!(index.by_name("eve").unwrap().name(), "eve");
     }
 
@@ -480,7 +499,7 @@ mod tests {
     fn system_and_value_do_not_run_together() {
         let mut index = UserIndex::default();
         index.insert(KnownUser::new("ann", &spec(&[("ab", "c")])));
-        assert!(index.by_identifier("a", "bc").is_none());
+        assert!(index.by_identifier(None, "a", "bc").is_none());
     }
 
     #[test]

@@ -49,9 +49,9 @@ fn token(snapshot: &Snapshot, claims: Value) -> ValidToken {
     let (kind, introspector) = match claims.get("iss").and_then(Value::as_str) {
         Some(iss) => (
             TokenKind::Jwt,
-            snapshot.trust.for_issuer(iss).unwrap().clone(),
+            snapshot.root.trust.for_issuer(iss).unwrap().clone(),
         ),
-        None => (TokenKind::Opaque, snapshot.trust.opaque()[0].clone()),
+        None => (TokenKind::Opaque, snapshot.root.trust.opaque()[0].clone()),
     };
     ValidToken {
         kind,

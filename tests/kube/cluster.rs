@@ -49,10 +49,12 @@ fn kubeconfig(fake: &FakeApiServer, dir: &Path) -> PathBuf {
 
 /// `serve --kube` against the fake; `name` names the replica in the status Lease.
 async fn serve(fake: &FakeApiServer, dir: &Path, name: &str, extra: &[&str]) -> Portcullis {
+    // The pod's namespace, as the Deployment's downward API sets it: the root.
     let mut builder = Portcullis::builder()
         .arg("--kube")
         .env("KUBECONFIG", kubeconfig(fake, dir))
-        .env("POD_NAME", name);
+        .env("POD_NAME", name)
+        .env("POD_NAMESPACE", NS);
     for arg in extra {
         builder = builder.arg(*arg);
     }
@@ -650,6 +652,8 @@ async fn explain_decides_against_the_live_cluster() {
         .args([
             "explain",
             "--kube",
+            "--root-namespace",
+            NS,
             "--method",
             "GET",
             "--path",
@@ -939,7 +943,8 @@ async fn the_shipped_kube_mode_command_lines_become_ready() {
         assert!(args.contains(&"--kube".to_string()), "{args:?}");
         let mut builder = Portcullis::builder()
             .command_line(&args)
-            .env("KUBECONFIG", kubeconfig(&fake, dir.path()));
+            .env("KUBECONFIG", kubeconfig(&fake, dir.path()))
+            .env("POD_NAMESPACE", NS);
         // The webhook's certificate is the test's own, on a free port.
         let webhook = args
             .iter()

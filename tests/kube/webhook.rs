@@ -55,6 +55,7 @@ async fn serve(fake: &FakeApiServer, dir: &Path) -> Portcullis {
     Portcullis::builder()
         .arg("--kube")
         .env("KUBECONFIG", fake.kubeconfig(dir))
+        .env("POD_NAMESPACE", NS)
         .webhook(dir.join("tls.crt"), dir.join("tls.key"))
         .start()
         .await

@@ -201,6 +201,7 @@
       method: byId("method").value.trim().toUpperCase() || "GET",
       path: byId("path").value.trim() || "/",
       headers: headers,
+      namespace: byId("namespace").value.trim(),
     };
     busy(true);
     try {

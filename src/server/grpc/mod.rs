@@ -16,7 +16,7 @@ use tracing::Instrument;
 
 use self::answer::{to_check_response, CheckResponse};
 use super::spans;
-use crate::decision::{Authorizer, HttpRequest};
+use crate::decision::{request_namespace, Authorizer, HttpRequest};
 
 /// The `envoy.service.auth.v3.Authorization` service. envoy-types generates one too; this
 /// one decodes the request as [`wire::CheckRequest`], which reads only what a decision
@@ -148,6 +148,9 @@ pub fn to_http_request(check: wire::CheckRequest) -> HttpRequest {
     } else {
         http.host
     };
+    let context_extensions: Vec<_> = wire::map_entries(attributes.context_extensions).collect();
+    let principal = attributes.destination.map(|d| d.principal);
+    let namespace = request_namespace(&context_extensions, principal.as_deref()).map(str::to_owned);
     HttpRequest {
         method: http.method,
         scheme: http.scheme,
@@ -155,7 +158,8 @@ pub fn to_http_request(check: wire::CheckRequest) -> HttpRequest {
         path: http.path,
         headers,
         remote_addr,
-        context_extensions: wire::map_entries(attributes.context_extensions).collect(),
+        context_extensions,
+        namespace,
     }
 }
 

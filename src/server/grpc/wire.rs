@@ -3,7 +3,7 @@
 //!
 //! Same field numbers as the proto, so the bytes Envoy sends decode here as they decode into
 //! envoy-types' `CheckRequest`, with two differences that cost a `Check` less:
-//! - Fields nothing reads (the destination, the request's time and id, TLS session,
+//! - Fields nothing reads (the destination's address, the request's time and id, TLS session,
 //!   metadata contexts, ...) are skipped unread: no allocation, no UTF-8 check.
 //! - A map (`headers`, `context_extensions`) arrives as its entries in a `Vec`, not a
 //!   `HashMap` hashing every key; [`map_entries`] then keeps the last value of a repeated
@@ -23,6 +23,8 @@ pub struct CheckRequest {
 pub struct AttributeContext {
     #[prost(message, optional, tag = "1")]
     pub source: Option<Peer>,
+    #[prost(message, optional, tag = "2")]
+    pub destination: Option<Destination>,
     #[prost(message, optional, tag = "4")]
     pub request: Option<Request>,
     /// `map<string, string> context_extensions = 10`.
@@ -34,6 +36,14 @@ pub struct AttributeContext {
 pub struct Peer {
     #[prost(message, optional, tag = "1")]
     pub address: Option<Address>,
+}
+
+/// The destination `Peer`: only its `principal` (the workload's SPIFFE identity under
+/// mTLS), which names the request's namespace when the route does not.
+#[derive(Clone, PartialEq, Message)]
+pub struct Destination {
+    #[prost(string, tag = "4")]
+    pub principal: String,
 }
 
 /// `envoy.config.core.v3.Address`: a oneof, so a pipe after a socket address replaces it.
@@ -172,7 +182,10 @@ mod tests {
         envoy::CheckRequest {
             attributes: Some(envoy::AttributeContext {
                 source: Some(peer(socket("10.0.0.6"))),
-                destination: Some(peer(socket("10.0.0.9"))),
+                destination: Some(Peer {
+                    principal: "spiffe://cluster.local/ns/team-a/sa/api".into(),
+                    ..peer(socket("10.0.0.9"))
+                }),
                 request: Some(EnvoyRequest {
                     time: Some(Default::default()),
                     http: Some(Http {
@@ -255,6 +268,8 @@ mod tests {
                 ("x-text", "t"),
             ])
         );
+        // No route namespace: the destination's SPIFFE identity names it (not the source's).
+        assert_eq!(request.namespace.as_deref(), Some("team-a"));
         assert_eq!(
             sorted(request.context_extensions),
             pairs(&[("route", "fhir"), ("tenant", "acme")])

@@ -9,9 +9,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::judge::{check, resource, Object, ObjectKey, Ready, SecretData, Verdict};
+use std::sync::Arc;
+
 use crate::resources::{qualified, Kind, SecretKeyRef};
 use crate::resources::{Origin, Resource, Spec};
-use crate::snapshot::{Compiler, RejectReason, Rejection};
+use crate::snapshot::{team_of, Compiler, RejectReason, Rejection, Snapshot};
 use crate::users::{admit, UserIndex};
 
 struct Entry {
@@ -32,6 +34,8 @@ enum LastGood {
 
 #[derive(Default)]
 pub struct ClusterIndex {
+    /// The namespace whose objects apply to every request; `None`: every object does.
+    root: Option<Arc<str>>,
     objects: BTreeMap<ObjectKey, Entry>,
     /// `(namespace, name)` of every Secret with the consumer label in the watched
     /// namespaces → its data, kept only while an object references it (`None`: labelled,
@@ -46,31 +50,83 @@ pub struct ClusterIndex {
 }
 
 /// Which parts of the snapshot an event touched.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Dirty {
+    /// The configuration (every kind but User, and the Secrets it reads).
     pub config: bool,
     pub users: bool,
+    /// The namespaces whose configuration changed, when `config` and not `everywhere`.
+    pub namespaces: BTreeSet<String>,
+    /// A change whose namespaces are not known (a relist across all namespaces).
+    pub everywhere: bool,
 }
 
 impl Dirty {
-    fn of(kind: Kind) -> Self {
+    fn of(kind: Kind, namespace: &str) -> Self {
+        let config = kind != Kind::User;
         Dirty {
-            config: kind != Kind::User,
+            config,
             users: kind == Kind::User,
+            namespaces: config.then(|| namespace.to_string()).into_iter().collect(),
+            everywhere: false,
         }
     }
 
-    pub fn any(self) -> bool {
+    /// The configuration of one namespace, or of every one (`None`).
+    pub fn config_of(namespace: Option<&str>) -> Self {
+        Dirty {
+            config: true,
+            namespaces: namespace.map(str::to_string).into_iter().collect(),
+            everywhere: namespace.is_none(),
+            ..Dirty::default()
+        }
+    }
+
+    pub fn any(&self) -> bool {
         self.config || self.users
     }
 
     pub fn merge(&mut self, other: Dirty) {
         self.config |= other.config;
         self.users |= other.users;
+        self.everywhere |= other.everywhere;
+        self.namespaces.extend(other.namespaces);
     }
 }
 
+/// What a configuration rebuild compiles anew.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rebuild {
+    /// Every scope: the first build, a change in the root namespace, or one whose
+    /// namespaces are not known.
+    All,
+    /// Only these teams' namespaces; every other scope is kept as it is.
+    Teams(Vec<String>),
+}
+
 impl ClusterIndex {
+    /// An index whose objects outside `root` apply only to their own namespace.
+    pub fn with_root(root: Option<&str>) -> Self {
+        ClusterIndex {
+            root: root.map(Into::into),
+            ..ClusterIndex::default()
+        }
+    }
+
+    /// What a change compiles anew: a root namespace change touches every scope.
+    pub fn rebuild_for(&self, dirty: &Dirty) -> Rebuild {
+        let root = self.root.as_deref();
+        let touches_root = dirty
+            .namespaces
+            .iter()
+            .any(|ns| team_of(root, Some(ns)).is_none());
+        if dirty.everywhere || touches_root {
+            Rebuild::All
+        } else {
+            Rebuild::Teams(dirty.namespaces.iter().cloned().collect())
+        }
+    }
+
     /// An object added or changed. A change to its status alone touches nothing.
     pub fn apply(&mut self, object: Object) -> Dirty {
         match self.objects.get_mut(&object.key) {
@@ -94,13 +150,13 @@ impl ClusterIndex {
                 }
                 entry.object = object;
                 if touched {
-                    Dirty::of(kind)
+                    Dirty::of(kind, &entry.object.key.namespace)
                 } else {
                     Dirty::default()
                 }
             }
             None => {
-                let dirty = Dirty::of(object.key.kind);
+                let dirty = Dirty::of(object.key.kind, &object.key.namespace);
                 let entry = Entry {
                     object,
                     last_good: LastGood::None,
@@ -115,7 +171,7 @@ impl ClusterIndex {
         match self.objects.remove(key) {
             Some(_) => {
                 self.removed.push(key.clone());
-                Dirty::of(key.kind)
+                Dirty::of(key.kind, &key.namespace)
             }
             None => Dirty::default(),
         }
@@ -141,10 +197,10 @@ impl ClusterIndex {
             }
             keep
         });
-        let mut dirty = if self.objects.len() != before {
-            Dirty::of(kind)
-        } else {
-            Dirty::default()
+        let mut dirty = match (self.objects.len() != before, kind, namespace) {
+            (false, ..) => Dirty::default(),
+            (true, Kind::User, ns) => Dirty::of(kind, ns.unwrap_or_default()),
+            (true, _, ns) => Dirty::config_of(ns),
         };
         for o in objects {
             dirty.merge(self.apply(o));
@@ -162,9 +218,9 @@ impl ClusterIndex {
             Some(data) => self.secrets.insert(key.clone(), referenced.then_some(data)),
             None => self.secrets.remove(&key),
         };
-        Dirty {
-            config: referenced && self.secrets.get(&key) != before.as_ref(),
-            users: false,
+        match referenced && self.secrets.get(&key) != before.as_ref() {
+            true => Dirty::config_of(Some(namespace)),
+            false => Dirty::default(),
         }
     }
 
@@ -193,9 +249,9 @@ impl ClusterIndex {
             let data = refs.contains(&key).then_some(data);
             self.secrets.insert(key, data);
         }
-        Dirty {
-            config: held(&self.secrets) != before,
-            users: false,
+        match held(&self.secrets) != before {
+            true => Dirty::config_of(namespace),
+            false => Dirty::default(),
         }
     }
 
@@ -265,24 +321,52 @@ impl ClusterIndex {
         self.objects.is_empty()
     }
 
-    /// Admits every object of `kinds` into a new compiler, older objects first, each in its
-    /// current version or else its last good one; and says of each what happened.
+    /// Admits every object of `kinds` into a new compiler, the root namespace's first
+    /// (the root wins a conflict), then older objects first, each in its current version
+    /// or else its last good one; and says of each what happened.
     pub fn compile(&mut self, kinds: &[Kind]) -> (Compiler, Vec<Verdict>) {
+        let compiler = Compiler::default().scoped(self.root.clone());
+        self.compile_into(compiler, kinds, None)
+    }
+
+    /// [`ClusterIndex::compile`] of the objects of `teams` only, every other scope taken
+    /// from `previous` as it is.
+    pub fn compile_teams(
+        &mut self,
+        previous: Arc<Snapshot>,
+        teams: &[String],
+    ) -> (Compiler, Vec<Verdict>) {
+        let compiler = Compiler::rebuilding(previous, teams);
+        self.compile_into(compiler, &Kind::CONFIG, Some(teams))
+    }
+
+    fn compile_into(
+        &mut self,
+        mut compiler: Compiler,
+        kinds: &[Kind],
+        teams: Option<&[String]>,
+    ) -> (Compiler, Vec<Verdict>) {
         let Self {
+            root,
             objects,
             secrets,
             clashing_users,
             ..
         } = self;
-        let mut compiler = Compiler::default();
+        let root = root.as_deref();
         let mut verdicts = Vec::new();
         for &kind in kinds {
             let mut entries: Vec<&mut Entry> = objects
                 .values_mut()
                 .filter(|e| e.object.key.kind == kind)
+                .filter(|e| teams.is_none_or(|t| t.contains(&e.object.key.namespace)))
                 .collect();
+            let order = |e: &Entry| {
+                let team = team_of(root, Some(&e.object.key.namespace)).is_some();
+                (team, e.object.created)
+            };
             entries.sort_by(|a, b| {
-                (a.object.created, &a.object.key).cmp(&(b.object.created, &b.object.key))
+                (order(a), &a.object.key).cmp(&(order(b), &b.object.key))
             });
             for entry in entries {
                 let read = read_secret(secrets, &entry.object.key.namespace);

@@ -34,7 +34,7 @@ use crate::metrics::Metrics;
 use crate::resources::Kind;
 use crate::snapshot::Snapshot;
 use crate::users::UserIndexPair;
-use index::{ClusterIndex, Dirty};
+use index::{ClusterIndex, Dirty, Rebuild};
 use judge::{ObjectKey, Ready, Verdict};
 use watch::Change;
 
@@ -71,6 +71,9 @@ pub struct Settings {
     pub namespaces: Vec<String>,
     /// A label selector on the four kinds.
     pub selector: Option<String>,
+    /// The namespace whose resources apply to every request (design.md, "Tenancy").
+    /// `None` (tests only): every resource is root.
+    pub root_namespace: Option<String>,
 }
 
 impl Settings {
@@ -199,7 +202,7 @@ fn index(
         writer,
         out,
         waiting,
-        index: ClusterIndex::default(),
+        index: ClusterIndex::with_root(settings.root_namespace.as_deref()),
         every_namespace: settings.namespaces.is_empty(),
         secrets_waiting: scopes.iter().cloned().collect(),
         secret_watchers,
@@ -294,14 +297,19 @@ impl IndexTask {
                 namespace,
                 objects,
             } => {
-                self.waiting.remove(&(kind, namespace.clone()));
+                let first_list = self.waiting.remove(&(kind, namespace.clone()));
                 self.users_relisted |= kind == Kind::User;
                 let mut dirty = self.index.relist(kind, namespace.as_deref(), objects);
                 // The first list of a kind with no objects still makes a build.
-                dirty.merge(Dirty {
-                    config: kind != Kind::User,
-                    users: kind == Kind::User,
-                });
+                if first_list {
+                    dirty.merge(match kind {
+                        Kind::User => Dirty {
+                            users: true,
+                            ..Dirty::default()
+                        },
+                        _ => Dirty::config_of(namespace.as_deref()),
+                    });
+                }
                 dirty
             }
             Change::Applied(object) => {
@@ -368,7 +376,18 @@ impl IndexTask {
         let users_only = !dirty.config && self.config.is_some();
         let mut verdicts = Vec::new();
         if dirty.config || self.config.is_none() {
-            let (compiler, v) = self.index.compile(&Kind::CONFIG);
+            // A team's change compiles that team's scope; the root's, every scope.
+            let rebuild = match &self.config {
+                None => Rebuild::All,
+                Some(_) => self.index.rebuild_for(&dirty),
+            };
+            let (compiler, v) = match (rebuild, self.config.take()) {
+                (Rebuild::Teams(teams), Some(previous)) => {
+                    self.index.compile_teams(Arc::new(previous), &teams)
+                }
+                _ => self.index.compile(&Kind::CONFIG),
+            };
+            self.metrics.resources_compiled(compiler.compiled());
             self.config = Some(compiler.into_snapshot());
             verdicts.extend(v);
         }
@@ -481,6 +500,7 @@ mod tests {
         let settings = |selector: &str| Settings {
             namespaces: vec![],
             selector: Some(selector.into()),
+            root_namespace: None,
         };
         assert_eq!(
             settings("tier=auth, team==a,env!=dev,stage in (x),ready").labels_for_created(),

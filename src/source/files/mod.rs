@@ -27,6 +27,8 @@ pub struct FileSource {
     /// `--users-dir`, canonical: read after the rest, and leniently, even when it sits
     /// inside a `--config` directory.
     pub users_dir: Option<PathBuf>,
+    /// `--root-namespace`: scopes Kubernetes-form resources by namespace (else all root).
+    pub root_namespace: Option<std::sync::Arc<str>>,
 }
 
 impl FileSource {
@@ -34,7 +36,7 @@ impl FileSource {
     /// and compilation.
     pub fn load(&self, users: usize) -> Loaded {
         let started = Instant::now();
-        let mut compiler = Compiler::with_user_capacity(users);
+        let mut compiler = Compiler::with_user_capacity(users).scoped(self.root_namespace.clone());
         let except = self.users_dir.as_deref();
         let mut count = load_each_except(&self.config, except, |r| compiler.push(r));
         if count == 0 {

@@ -51,7 +51,7 @@ fn verdict<'v>(verdicts: &'v [Verdict], name: &str) -> &'v Verdict {
 fn policy_names(index: &mut ClusterIndex) -> Vec<String> {
     let (compiler, _) = index.compile(&Kind::CONFIG);
     let snapshot = compiler.into_snapshot();
-    snapshot.policies.iter().map(|p| p.name.clone()).collect()
+    snapshot.root.policies.iter().map(|p| p.name.clone()).collect()
 }
 
 #[test]
@@ -65,7 +65,7 @@ fn names_are_qualified_by_namespace_and_every_object_gets_a_verdict() {
         .iter()
         .all(|v| v.ready.status && v.ready.reason == "Accepted"));
     let snapshot = compiler.into_snapshot();
-    let names: Vec<_> = snapshot.policies.iter().map(|p| p.name.as_str()).collect();
+    let names: Vec<_> = snapshot.root.policies.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["a/read", "b/read"]);
 }
 
@@ -130,7 +130,7 @@ fn an_invalid_edit_keeps_the_previous_version_serving_and_a_deletion_applies() {
     let v = verdict(&verdicts, "p");
     assert_eq!((v.ready.reason, v.generation), ("Invalid", 2));
     assert!(v.previous_serves, "the last good version must keep serving");
-    assert_eq!(compiler.into_snapshot().policies.len(), 1);
+    assert_eq!(compiler.into_snapshot().root.policies.len(), 1);
 
     let dirty = index.delete(&v.key.clone());
     assert!(dirty.config && !dirty.users);
@@ -151,7 +151,7 @@ fn the_older_of_two_introspectors_with_one_issuer_serves() {
         "{}",
         newer.ready.message
     );
-    assert_eq!(compiler.into_snapshot().trust.len(), 1);
+    assert_eq!(compiler.into_snapshot().root.trust.len(), 1);
 
     // The winner goes: the other serves at the next build.
     index.delete(&verdict(&verdicts, "older").key.clone());
@@ -222,7 +222,7 @@ fn references_resolve_in_the_referencing_objects_namespace() {
         in_b.ready.message
     );
     let snapshot = compiler.into_snapshot();
-    let introspector = snapshot.trust.for_issuer("https://one").unwrap();
+    let introspector = snapshot.root.trust.for_issuer("https://one").unwrap();
     assert_eq!(introspector.identity_provider.as_deref(), Some("a/kc"));
 }
 
@@ -251,7 +251,7 @@ fn secret_references_follow_the_secret() {
     assert!(verdict(&verdicts, "ti").ready.status);
     let key = |c: Compiler| {
         c.into_snapshot()
-            .trust
+            .root.trust
             .for_issuer("https://i")
             .unwrap()
             .fingerprint
@@ -348,8 +348,8 @@ fn users_compile_apart_from_the_rest() {
     assert_eq!(
         dirty,
         Dirty {
-            config: false,
-            users: true
+            users: true,
+            ..Dirty::default()
         }
     );
     index.apply(user("impostor", "1", 2));
@@ -358,7 +358,7 @@ fn users_compile_apart_from_the_rest() {
     assert_eq!(verdict(&verdicts, "impostor").ready.reason, "Conflict");
     let users = compiler.into_users();
     assert_eq!(users.len(), 1);
-    let alice = users.by_identifier("https://kc", "1").unwrap();
+    let alice = users.by_identifier(Some("a"), "https://kc", "1").unwrap();
     assert_eq!((alice.name(), alice.object_name()), ("a/alice", "alice"));
 }
 
@@ -401,15 +401,15 @@ fn user_changes_apply_in_place_until_a_clash_needs_a_full_compile() {
     let verdicts = index.update_users(&mut users, &changed).unwrap();
     assert!(verdicts[0].ready.status);
     assert_eq!(
-        users.by_identifier("https://kc", "2").unwrap().name(),
+        users.by_identifier(Some("a"), "https://kc", "2").unwrap().name(),
         "a/bob"
     );
 
     index.apply(user("bob", "3", 3));
     index.update_users(&mut users, &changed).unwrap();
-    assert!(users.by_identifier("https://kc", "2").is_none());
+    assert!(users.by_identifier(Some("a"), "https://kc", "2").is_none());
     assert_eq!(
-        users.by_identifier("https://kc", "3").unwrap().name(),
+        users.by_identifier(Some("a"), "https://kc", "3").unwrap().name(),
         "a/bob"
     );
 
@@ -472,7 +472,7 @@ fn an_index_two_changes_behind_catches_up_to_the_last_good_version() {
         spare.by_name("a/bob").unwrap().identifiers().next(),
         Some(("https://kc", "2"))
     );
-    assert!(spare.by_identifier("https://kc", "1").is_none());
+    assert!(spare.by_identifier(Some("a"), "https://kc", "1").is_none());
 }
 
 fn secret_ref_introspector(namespace: &str, name: &str, secret: &str) -> Object {
@@ -534,7 +534,7 @@ fn a_secret_not_among_the_labelled_reads_as_not_found_and_is_named_for_the_log()
     assert!(v.previous_serves);
     assert!(compiler
         .into_snapshot()
-        .trust
+        .root.trust
         .for_issuer("https://a-ti")
         .is_some());
     assert_eq!(index.unlabelled_secret_refs().len(), 1);
