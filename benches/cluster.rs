@@ -236,6 +236,7 @@ async fn main() {
         .arg("--http-addr")
         .arg(format!("127.0.0.1:{http_port}"))
         .env("KUBECONFIG", &kubeconfig)
+        .env("POD_NAMESPACE", NS)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()

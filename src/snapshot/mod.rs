@@ -202,3 +202,6 @@ impl Snapshot {
         )
     }
 }
+
+#[cfg(test)]
+mod scope_tests;

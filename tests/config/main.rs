@@ -9,4 +9,5 @@ mod support;
 mod examples;
 mod lifecycle;
 mod policy_tests;
+mod tenancy;
 mod traps;

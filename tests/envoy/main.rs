@@ -13,4 +13,5 @@ mod claims_to_upstream;
 mod e2e;
 mod hardening;
 mod oidc_provider;
+mod tenancy;
 mod users;

@@ -288,7 +288,8 @@ async fn users_and_identity_providers_from_the_cluster_resolve_the_user() {
         json!({"identifier": [{"system": "https://kc", "value": "sub-1"}]}),
     ));
     let allowed = until_status(&p, "GET", &alice, 200, "the User is found").await;
-    assert_eq!(allowed.header("x-portcullis-user"), Some("alice"));
+    // Named `namespace/name`: two namespaces may each hold an `alice`.
+    assert_eq!(allowed.header("x-portcullis-user"), Some("team-a/alice"));
     ready_condition(&fake, "users", "alice", "True").await;
 
     // Deleted, the User no longer resolves; applied again, it does.
@@ -555,7 +556,8 @@ async fn two_replicas_creating_one_subject_at_once_end_with_one_user() {
     let objects = fake.list("users");
     assert_eq!(objects.len(), 1, "{objects:#?}");
     let user = &objects[0];
-    assert_eq!(user["metadata"]["name"], name.as_str());
+    let object_name = name.strip_prefix("team-a/").expect("named namespace/name");
+    assert_eq!(user["metadata"]["name"], object_name);
     assert_eq!(user["metadata"]["namespace"], NS);
     assert_eq!(
         user["metadata"]["labels"]["app.kubernetes.io/managed-by"],
@@ -571,7 +573,7 @@ async fn two_replicas_creating_one_subject_at_once_end_with_one_user() {
     );
 
     // Once the watch brings it back, each replica finds it in its index.
-    ready_condition(&fake, "users", &name, "True").await;
+    ready_condition(&fake, "users", object_name, "True").await;
     for p in [&a, &b] {
         let again = decide(p, "GET", &newcomer).await;
         assert_eq!(again.header("x-portcullis-user"), Some(name.as_str()));
@@ -748,10 +750,12 @@ async fn rbac_is_exactly_what_a_run_asks_for(what: &str, manifest: &str) {
     let p = serve(&fake, dir.path(), "replica-1", &extra).await;
     if create_users {
         let adopted = decide(&p, "GET", &token("sub-taken", SECRET)).await;
-        assert_eq!(adopted.header("x-portcullis-user"), Some(taken.as_str()));
+        let qualified = format!("{NS}/{taken}");
+        assert_eq!(adopted.header("x-portcullis-user"), Some(qualified.as_str()));
         // A created User carries the selector's labels, so that the watch brings it back.
         let created = decide(&p, "GET", &token("sub-new", SECRET)).await;
-        let name = created.header("x-portcullis-user").unwrap().to_string();
+        let user = created.header("x-portcullis-user").unwrap();
+        let name = user.strip_prefix("team-a/").unwrap().to_string();
         let object = fake.get(API, "users", NS, &name).unwrap();
         assert_eq!(object["metadata"]["labels"]["tier"], "auth");
         ready_condition(&fake, "users", &name, "True").await;

@@ -11,4 +11,5 @@ mod cluster;
 mod crds;
 mod fake_apiserver;
 mod manifests;
+mod tenancy;
 mod webhook;

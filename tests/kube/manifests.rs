@@ -437,6 +437,7 @@ fn every_serve_flag_is_reachable_from_the_chart_values() {
             "kube.namespaces={a}",
             "kube.selector=team=x",
             "kube.leaseNamespace=leases",
+            "kube.rootNamespace=platform",
             "createUsers=true",
             "decisionTimeoutMs=300",
             "idpTimeoutMs=200",

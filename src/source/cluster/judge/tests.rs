@@ -476,3 +476,51 @@ fn a_missing_spec_is_refused() {
     );
     assert_eq!(refused(&answer).message, "field `spec`: missing");
 }
+
+/// The admission webhook judges conflicts where they collide: a team may not take the
+/// root's issuer or system, and may share another team's.
+#[test]
+fn a_team_may_not_take_the_roots_issuer_but_may_share_another_teams() {
+    let mut index = ClusterIndex::with_root(Some("platform"));
+    for (i, (namespace, name, iss)) in [
+        ("platform", "corp", "https://corp"),
+        ("team-b", "auth", "https://shared"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        index.apply(Object {
+            key: ObjectKey {
+                kind: Kind::TokenIntrospector,
+                namespace: namespace.into(),
+                name: name.into(),
+            },
+            generation: 1,
+            uid: 0,
+            created: i as i64,
+            spec: parse_spec("TokenIntrospector", jwt(iss)),
+            status: None,
+        });
+    }
+    let (compiler, verdicts) = index.compile(&Kind::ALL);
+    assert!(verdicts.iter().all(|v| v.ready.status), "{verdicts:#?}");
+    let serving = Arc::new(compiler.into_snapshot());
+    let squat = review(
+        &candidate(Kind::TokenIntrospector, "squat", jwt("https://corp")),
+        Some(&serving),
+    );
+    let ready = refused(&squat);
+    assert_eq!(ready.reason, "Conflict");
+    assert!(ready.message.contains("platform/corp"), "{ready:?}");
+    let shared = review(
+        &candidate(Kind::TokenIntrospector, "auth", jwt("https://shared")),
+        Some(&serving),
+    );
+    assert_eq!(shared, Answer::default());
+    // The root may take what a team holds: the team's object is the one refused.
+    let root = Candidate {
+        namespace: "platform".into(),
+        ..candidate(Kind::TokenIntrospector, "shared", jwt("https://shared"))
+    };
+    assert_eq!(review(&root, Some(&serving)), Answer::default());
+}
