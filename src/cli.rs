@@ -98,7 +98,9 @@ fn namespace_name(s: &str) -> Result<String, String> {
     if crate::resources::is_namespace_name(s) {
         Ok(s.to_string())
     } else {
-        Err(format!("{s:?} is not a namespace name (lower-case letters, digits and `-`, at most 63)"))
+        Err(format!(
+            "{s:?} is not a namespace name (lower-case letters, digits and `-`, at most 63)"
+        ))
     }
 }
 

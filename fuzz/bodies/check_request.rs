@@ -159,8 +159,9 @@ fn as_envoy_types_reads(check: CheckRequest) -> HttpRequest {
     let mut context_extensions: Vec<_> = attributes.context_extensions.into_iter().collect();
     context_extensions.sort();
     let principal = attributes.destination.map(|d| d.principal);
-    let namespace = portcullis::decision::request_namespace(&context_extensions, principal.as_deref())
-        .map(str::to_owned);
+    let namespace =
+        portcullis::decision::request_namespace(&context_extensions, principal.as_deref())
+            .map(str::to_owned);
     HttpRequest {
         method: http.method,
         scheme: http.scheme,

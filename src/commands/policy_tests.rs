@@ -147,7 +147,9 @@ fn read(file: &Path) -> Result<Vec<Case>, String> {
         }
         if let Some(ns) = &case.request.namespace {
             if !crate::resources::is_namespace_name(ns) {
-                return Err(at("request.namespace is a namespace name (lower-case letters, digits and `-`)"));
+                return Err(at(
+                    "request.namespace is a namespace name (lower-case letters, digits and `-`)",
+                ));
             }
         }
     }

@@ -79,7 +79,13 @@ fn spiffe_namespace(principal: &str) -> Option<&str> {
     let path = principal.strip_prefix("spiffe://")?;
     let (trust_domain, path) = path.split_once('/')?;
     let mut parts = path.split('/');
-    match (parts.next(), parts.next(), parts.next(), parts.next(), parts.next()) {
+    match (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) {
         (Some("ns"), Some(ns), Some("sa"), Some(sa), None)
             if !trust_domain.is_empty() && !sa.is_empty() && is_namespace_name(ns) =>
         {
@@ -88,7 +94,6 @@ fn spiffe_namespace(principal: &str) -> Option<&str> {
         _ => None,
     }
 }
-
 
 impl HttpRequest {
     pub fn header(&self, name: &str) -> Option<&str> {

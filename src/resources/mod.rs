@@ -72,7 +72,8 @@ pub fn qualified(namespace: Option<&str>, name: &str) -> String {
 /// A Kubernetes namespace name: an RFC 1123 label.
 pub fn is_namespace_name(s: &str) -> bool {
     (1..=63).contains(&s.len())
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }

@@ -170,19 +170,20 @@ async fn explain(State(admin): State<AdminService>, headers: HeaderMap, body: By
     }
     // The error names where the body is wrong, never what it holds: a value in it may be
     // the token.
-    let body: ExplainBody =
-        match serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body)) {
-            Ok(body) => body,
-            Err(e) => {
-                let at = e.path().to_string();
-                let message = format!(
+    let body: ExplainBody = match serde_path_to_error::deserialize(
+        &mut serde_json::Deserializer::from_slice(&body),
+    ) {
+        Ok(body) => body,
+        Err(e) => {
+            let at = e.path().to_string();
+            let message = format!(
                     "the body is not a request to explain: a {:?} error at `{at}` (expected \
                      {{token, method, path, headers: {{name: value}}, host, scheme, namespace}}, all strings)",
                     e.inner().classify()
                 );
-                return error(StatusCode::BAD_REQUEST, "bad_request", &message);
-            }
-        };
+            return error(StatusCode::BAD_REQUEST, "bad_request", &message);
+        }
+    };
     let explained = admin
         .explain(ExplainInput {
             method: body.method,

@@ -223,8 +223,7 @@ impl Compiler {
             // A scope not compiled anew stays as kept.
             None => (self.kept.as_ref()).is_some_and(|s| s.identity_provider(name).is_some()),
         };
-        known
-            || (self.serving.as_ref()).is_some_and(|s| s.identity_provider(name).is_some())
+        known || (self.serving.as_ref()).is_some_and(|s| s.identity_provider(name).is_some())
     }
 
     /// What compiled but is likely a mistake, so far.
@@ -467,16 +466,23 @@ impl Compiler {
     /// Who else holds `introspector`'s issuer where the two would collide: the root (for
     /// a team's introspector: the root always wins), or the introspector's own scope, as
     /// compiled so far or as it serves (the admission webhook).
-    fn issuer_conflict(&self, team: &Option<String>, introspector: &Introspector) -> Option<String> {
+    fn issuer_conflict(
+        &self,
+        team: &Option<String>,
+        introspector: &Introspector,
+    ) -> Option<String> {
         let root = match (team, self.root_scope()) {
             (None, _) => None,
             (Some(_), RootScope::Building(b)) => b.trust.conflict(introspector),
             (Some(_), RootScope::Kept(s)) => s.trust.conflict(introspector),
             (Some(_), RootScope::Empty) => None,
         };
-        let root = root.map(|c| format!("{c}, of the root namespace, which every namespace shares"));
+        let root =
+            root.map(|c| format!("{c}, of the root namespace, which every namespace shares"));
         let serving = self.serving.as_deref().and_then(|s| {
-            let root = team.as_ref().and_then(|_| s.root.trust.conflict(introspector));
+            let root = team
+                .as_ref()
+                .and_then(|_| s.root.trust.conflict(introspector));
             let own = s.scope(introspector_namespace(introspector));
             root.or_else(|| own.and_then(|scope| scope.trust.conflict(introspector)))
         });
@@ -486,13 +492,16 @@ impl Compiler {
     /// The IdentityProvider (other than `key`) that holds `system` where the two would
     /// collide: in the root, for a team's provider, or in the provider's own scope.
     fn system_holder(&self, team: &Option<String>, system: &str, key: &str) -> Option<String> {
-        let holds = |p: &&Arc<CompiledProvider>| p.spec.system.as_deref() == Some(system) && p.name != key;
+        let holds =
+            |p: &&Arc<CompiledProvider>| p.spec.system.as_deref() == Some(system) && p.name != key;
         let in_root = match (team, self.root_scope()) {
             (None, _) | (Some(_), RootScope::Empty) => None,
             (Some(_), RootScope::Building(b)) => b.systems.get(system).cloned(),
-            (Some(_), RootScope::Kept(s)) => {
-                s.identity_providers.values().find(holds).map(|p| p.name.clone())
-            }
+            (Some(_), RootScope::Kept(s)) => s
+                .identity_providers
+                .values()
+                .find(holds)
+                .map(|p| p.name.clone()),
         };
         let own = (self.scopes.get(team)).and_then(|b| b.systems.get(system).cloned());
         let serving = self.serving.as_deref().and_then(|s| {
@@ -515,7 +524,10 @@ impl Compiler {
         let team = self.team_of(r);
         if self.kept.is_some() && !self.scopes.contains_key(&team) {
             let message = "compiled in a scope that this rebuild keeps as it is";
-            return Err(Rejection::invalid(vec![FieldError::new("metadata.namespace", message)]));
+            return Err(Rejection::invalid(vec![FieldError::new(
+                "metadata.namespace",
+                message,
+            )]));
         }
         if r.spec.kind().is_some() {
             self.compiled += 1;

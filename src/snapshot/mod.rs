@@ -104,7 +104,11 @@ impl<'a> View<'a> {
 
     /// The candidate policies, in evaluation order: the root's by name, then the team's
     /// by name.
-    pub fn candidates(&self, user: Option<&str>, client: Option<Client<'_>>) -> Vec<&'a CompiledPolicy> {
+    pub fn candidates(
+        &self,
+        user: Option<&str>,
+        client: Option<Client<'_>>,
+    ) -> Vec<&'a CompiledPolicy> {
         let mut candidates = self.root.policies.candidates(user, client);
         if let Some(team) = self.team {
             candidates.extend(team.policies.candidates(user, client));

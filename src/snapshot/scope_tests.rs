@@ -71,8 +71,14 @@ fn a_teams_policy_applies_to_its_own_namespace_only_and_the_roots_to_all() {
     ))
     .unwrap();
     // The root's first, then the namespace's, each by name.
-    assert_eq!(candidates(&s, Some("team-a")), ["platform/health", "team-a/open"]);
-    assert_eq!(candidates(&s, Some("team-b")), ["platform/health", "team-b/read"]);
+    assert_eq!(
+        candidates(&s, Some("team-a")),
+        ["platform/health", "team-a/open"]
+    );
+    assert_eq!(
+        candidates(&s, Some("team-b")),
+        ["platform/health", "team-b/read"]
+    );
     assert_eq!(candidates(&s, None), ["platform/health"]);
     assert_eq!(candidates(&s, Some("team-c")), ["platform/health"]);
     // A request of the root namespace is a request with the root's resources alone.
@@ -98,7 +104,10 @@ fn tokens_are_trusted_within_the_scope_only() {
     };
     // An opaque token goes to the root's introspectors, then the namespace's; never to
     // another namespace's.
-    assert_eq!(names(b), ["platform/corp-introspect", "team-b/b-introspect"]);
+    assert_eq!(
+        names(b),
+        ["platform/corp-introspect", "team-b/b-introspect"]
+    );
     assert_eq!(names(a), ["platform/corp-introspect"]);
     assert_eq!(names(s.view(None).trust()), ["platform/corp-introspect"]);
 }
@@ -147,7 +156,10 @@ fn two_teams_may_trust_one_issuer_each_with_its_own_settings() {
         a.for_issuer("https://shared").unwrap(),
         b.for_issuer("https://shared").unwrap(),
     );
-    assert_eq!((a.name.as_str(), b.name.as_str()), ("team-a/auth", "team-b/auth"));
+    assert_eq!(
+        (a.name.as_str(), b.name.as_str()),
+        ("team-a/auth", "team-b/auth")
+    );
     assert_ne!(a.fingerprint, b.fingerprint);
     assert!(s.identity_provider("team-b/kc").is_some());
     // Within one namespace, one issuer is still one introspector's.
@@ -157,7 +169,10 @@ fn two_teams_may_trust_one_issuer_each_with_its_own_settings() {
         jwt("team-a", "two", "https://shared", "y"),
     ))
     .unwrap_err();
-    assert!(errors.len() == 1 && errors[0].contains("team-a/two"), "{errors:?}");
+    assert!(
+        errors.len() == 1 && errors[0].contains("team-a/two"),
+        "{errors:?}"
+    );
 }
 
 #[test]
@@ -194,7 +209,11 @@ fn only_the_scopes_claim_headers_are_stripped() {
 #[test]
 fn without_a_root_namespace_a_files_namespaces_are_one_flat_configuration() {
     let mut compiler = Compiler::default();
-    let text = format!("{}{}", allow_all("team-a", "open"), allow_all("team-b", "other"));
+    let text = format!(
+        "{}{}",
+        allow_all("team-a", "open"),
+        allow_all("team-b", "other")
+    );
     for_each_document(Path::new("t.yaml"), &text, |item| compiler.push(item));
     let s = compiler.finish().unwrap();
     assert_eq!(candidates(&s, None), ["open", "other"]);
@@ -223,8 +242,14 @@ fn a_rebuild_of_one_team_keeps_every_other_scope_as_it_is() {
     assert_eq!(compiler.compiled(), 1);
     let next = compiler.into_snapshot();
     assert!(Arc::ptr_eq(&next.root, &s.root));
-    assert!(Arc::ptr_eq(&next.namespaces["team-b"], &s.namespaces["team-b"]));
-    assert_eq!(candidates(&next, Some("team-a")), ["platform/health", "team-a/read"]);
+    assert!(Arc::ptr_eq(
+        &next.namespaces["team-b"],
+        &s.namespaces["team-b"]
+    ));
+    assert_eq!(
+        candidates(&next, Some("team-a")),
+        ["platform/health", "team-a/read"]
+    );
     // A resource of a scope the rebuild keeps is refused, not slipped in.
     let mut compiler = Compiler::rebuilding(s, &["team-a".to_string()]);
     let text = allow_all("team-b", "sneaky");

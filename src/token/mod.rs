@@ -535,11 +535,7 @@ impl TokenVerifier {
     /// Offer an opaque token to each opaque introspector of the view in turn (the root's,
     /// then the team's, each by name); the first that says `active: true` wins. None active: `Inactive`, unless an endpoint failed, in
     /// which case we cannot say and answer `Unavailable` (never an allow).
-    async fn introspect(
-        &self,
-        trust: TrustView<'_>,
-        token: &str,
-    ) -> Result<Verified, TokenError> {
+    async fn introspect(&self, trust: TrustView<'_>, token: &str) -> Result<Verified, TokenError> {
         if trust.opaque().next().is_none() {
             return Err(TokenError::NoOpaqueIntrospector);
         }

@@ -196,11 +196,10 @@ impl UserIndex {
         } = self;
         users.shrink_to_fit();
         by_name.shrink_to_fit(|&p| hasher.name(users[p as usize].name()));
-        by_identifier
-            .shrink_to_fit(|&(p, k)| {
-                let u = &users[p as usize];
-                hasher.identifier(namespace_of(u.name()), u.identifier(k as usize))
-            });
+        by_identifier.shrink_to_fit(|&(p, k)| {
+            let u = &users[p as usize];
+            hasher.identifier(namespace_of(u.name()), u.identifier(k as usize))
+        });
     }
 
     /// Where the User of this name sits among [`UserIndex::users`]: Users inserted one

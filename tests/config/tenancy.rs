@@ -75,7 +75,10 @@ fn validate_refuses_a_team_squatting_the_roots_issuer_only_when_scoped() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("in the root and 1 namespaces"), "{stdout}");
-    let out = portcullis(&["validate", "--root-namespace", "Not_A_Namespace"], good.path());
+    let out = portcullis(
+        &["validate", "--root-namespace", "Not_A_Namespace"],
+        good.path(),
+    );
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -98,7 +101,10 @@ fn explain_and_test_decide_for_a_requests_namespace() {
         let out = explain(other);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(2), "{other:?}: {stdout}");
-        assert!(!stdout.contains("team-a/open"), "never a candidate: {stdout}");
+        assert!(
+            !stdout.contains("team-a/open"),
+            "never a candidate: {stdout}"
+        );
     }
 
     let tests = dir.path().join("tests.yaml");

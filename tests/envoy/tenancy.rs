@@ -80,10 +80,15 @@ async fn each_routes_namespace_chooses_whose_resources_decide() {
     assert!(seen.header_values("x-team").is_empty(), "{seen:#?}");
 
     // Team A's issuer is trusted on team A's routes only.
-    let a_token = Jwt::new(TEAM_A, "ann").claim("team", "a").sign_hs256(TEAM_A_SECRET);
+    let a_token = Jwt::new(TEAM_A, "ann")
+        .claim("team", "a")
+        .sign_hs256(TEAM_A_SECRET);
     let answer = get("/team-a/z", &a_token).await.unwrap();
     assert_eq!(answer.status(), 200);
-    assert_eq!(upstream.requests_to("/team-a/z")[0].header_values("x-team"), ["a"]);
+    assert_eq!(
+        upstream.requests_to("/team-a/z")[0].header_values("x-team"),
+        ["a"]
+    );
     assert_eq!(get("/team-b/z", &a_token).await.unwrap().status(), 401);
     drop(envoy);
 
@@ -91,17 +96,24 @@ async fn each_routes_namespace_chooses_whose_resources_decide() {
     // CheckRequest as a sidecar sends it, with no route namespace.
     let mut client = portcullis.ext_authz_client().await;
     let by_identity = |principal: &str| {
-        let mut request =
-            check_request("GET", "/x", &[("authorization", &bearer(&anyone))], false);
+        let mut request = check_request("GET", "/x", &[("authorization", &bearer(&anyone))], false);
         request.attributes.as_mut().unwrap().destination = Some(Peer {
             principal: principal.into(),
             ..Default::default()
         });
         request
     };
-    let answer = send(&mut client, by_identity("spiffe://cluster.local/ns/team-a/sa/web")).await;
+    let answer = send(
+        &mut client,
+        by_identity("spiffe://cluster.local/ns/team-a/sa/web"),
+    )
+    .await;
     assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(answer.header("x-portcullis-policy"), Some("team-a/open"));
-    let answer = send(&mut client, by_identity("spiffe://cluster.local/ns/team-b/sa/web")).await;
+    let answer = send(
+        &mut client,
+        by_identity("spiffe://cluster.local/ns/team-b/sa/web"),
+    )
+    .await;
     assert_eq!(answer.status, 403, "{answer:?}");
 }

@@ -751,7 +751,10 @@ async fn rbac_is_exactly_what_a_run_asks_for(what: &str, manifest: &str) {
     if create_users {
         let adopted = decide(&p, "GET", &token("sub-taken", SECRET)).await;
         let qualified = format!("{NS}/{taken}");
-        assert_eq!(adopted.header("x-portcullis-user"), Some(qualified.as_str()));
+        assert_eq!(
+            adopted.header("x-portcullis-user"),
+            Some(qualified.as_str())
+        );
         // A created User carries the selector's labels, so that the watch brings it back.
         let created = decide(&p, "GET", &token("sub-new", SECRET)).await;
         let user = created.header("x-portcullis-user").unwrap();

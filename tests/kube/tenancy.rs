@@ -9,12 +9,12 @@ use std::path::Path;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::Peer;
 use serde_json::{json, Value};
 
+use support::eventually;
 use support::ext_authz::{check_request, send, Checked};
 use support::fake_apiserver::FakeApiServer;
 use support::portcullis::Portcullis;
 use support::stub_idp::StubIdp;
 use support::tokens::{now, Jwt};
-use support::eventually;
 
 const API: &str = "portcullis.dev/v1alpha1";
 const ROOT: &str = "platform";
@@ -103,8 +103,18 @@ async fn a_teams_resources_reach_its_own_requests_only() {
     fake.apply(jwt(ROOT, "corp", CORP, CORP_SECRET));
     fake.apply(matcho(ROOT, "health", json!({"uri": "/healthz"})));
     // Team A opens everything of its own, and tries to squat the platform's issuer.
-    fake.apply(object("AccessPolicy", "team-a", "open", json!({"engine": "allow"})));
-    fake.apply(jwt("team-a", "squat", CORP, "guessed-secret-of-32-bytes-or-more"));
+    fake.apply(object(
+        "AccessPolicy",
+        "team-a",
+        "open",
+        json!({"engine": "allow"}),
+    ));
+    fake.apply(jwt(
+        "team-a",
+        "squat",
+        CORP,
+        "guessed-secret-of-32-bytes-or-more",
+    ));
     // Both teams trust one issuer, each with its own secret.
     fake.apply(jwt("team-a", "shared", SHARED, A_SECRET));
     fake.apply(jwt("team-b", "shared", SHARED, B_SECRET));
@@ -120,26 +130,47 @@ async fn a_teams_resources_reach_its_own_requests_only() {
     };
     fake.apply(opaque("team-a", rogue.introspection_url()));
     fake.apply(opaque("team-b", honest.introspection_url()));
-    fake.apply(matcho("team-b", "introspected", json!({"token": {"sub": "carol"}})));
+    fake.apply(matcho(
+        "team-b",
+        "introspected",
+        json!({"token": {"sub": "carol"}}),
+    ));
 
     let p = serve(&fake, dir.path()).await;
     let corp = token(CORP, "anyone", CORP_SECRET);
 
     // Team A's allow-all opens team A's routes, not team B's, nor a request of no
     // namespace; the platform's health check is open on every route.
-    assert_eq!(decide(&p, Some("team-a"), None, "/x", &corp).await.status, 200);
-    assert_eq!(decide(&p, Some("team-b"), None, "/x", &corp).await.status, 403);
+    assert_eq!(
+        decide(&p, Some("team-a"), None, "/x", &corp).await.status,
+        200
+    );
+    assert_eq!(
+        decide(&p, Some("team-b"), None, "/x", &corp).await.status,
+        403
+    );
     assert_eq!(decide(&p, None, None, "/x", &corp).await.status, 403);
     let health = decide(&p, Some("team-b"), None, "/healthz", &corp).await;
     assert_eq!(health.status, 200);
-    assert_eq!(health.header("x-portcullis-policy"), Some("platform/health"));
+    assert_eq!(
+        health.header("x-portcullis-policy"),
+        Some("platform/health")
+    );
     // Without a route namespace, the destination's SPIFFE identity names it.
     let spiffe = "spiffe://cluster.local/ns/team-a/sa/web";
     let by_identity = decide(&p, None, Some(spiffe), "/x", &corp).await;
     assert_eq!(by_identity.status, 200);
-    assert_eq!(by_identity.header("x-portcullis-policy"), Some("team-a/open"));
+    assert_eq!(
+        by_identity.header("x-portcullis-policy"),
+        Some("team-a/open")
+    );
     // The route's namespace comes first.
-    assert_eq!(decide(&p, Some("team-b"), Some(spiffe), "/x", &corp).await.status, 403);
+    assert_eq!(
+        decide(&p, Some("team-b"), Some(spiffe), "/x", &corp)
+            .await
+            .status,
+        403
+    );
 
     // The platform's issuer is the platform's: team A's copy is refused, naming the winner.
     let squat = eventually("the squatter is refused", || async {
@@ -154,26 +185,53 @@ async fn a_teams_resources_reach_its_own_requests_only() {
         "{squat}"
     );
     let guessed = token(CORP, "mallory", "guessed-secret-of-32-bytes-or-more");
-    assert_eq!(decide(&p, Some("team-a"), None, "/x", &guessed).await.status, 401);
+    assert_eq!(
+        decide(&p, Some("team-a"), None, "/x", &guessed)
+            .await
+            .status,
+        401
+    );
 
     // One issuer, two teams, two secrets: each team's token is good in its own namespace.
     let bob_a = token(SHARED, "bob", A_SECRET);
     let bob_b = token(SHARED, "bob", B_SECRET);
-    assert_eq!(decide(&p, Some("team-b"), None, "/x", &bob_b).await.status, 200);
-    assert_eq!(decide(&p, Some("team-b"), None, "/x", &bob_a).await.status, 401);
-    assert_eq!(decide(&p, Some("team-a"), None, "/x", &bob_a).await.status, 200);
+    assert_eq!(
+        decide(&p, Some("team-b"), None, "/x", &bob_b).await.status,
+        200
+    );
+    assert_eq!(
+        decide(&p, Some("team-b"), None, "/x", &bob_a).await.status,
+        401
+    );
+    assert_eq!(
+        decide(&p, Some("team-a"), None, "/x", &bob_a).await.status,
+        200
+    );
     assert_eq!(decide(&p, None, None, "/x", &bob_b).await.status, 401);
 
     // Team B's opaque tokens never reach team A's introspector.
     let carol = "carol-opaque-token";
-    honest.answer(carol, json!({"active": true, "sub": "carol", "exp": now() + 600}));
-    rogue.answer(carol, json!({"active": true, "sub": "carol", "exp": now() + 600}));
+    honest.answer(
+        carol,
+        json!({"active": true, "sub": "carol", "exp": now() + 600}),
+    );
+    rogue.answer(
+        carol,
+        json!({"active": true, "sub": "carol", "exp": now() + 600}),
+    );
     let answer = decide(&p, Some("team-b"), None, "/x", carol).await;
     assert_eq!(answer.status, 200, "{answer:?}");
-    assert_eq!(answer.header("x-portcullis-policy"), Some("team-b/introspected"));
+    assert_eq!(
+        answer.header("x-portcullis-policy"),
+        Some("team-b/introspected")
+    );
     assert_eq!(decide(&p, None, None, "/x", carol).await.status, 401);
     assert_eq!(honest.introspections(), 1);
-    assert_eq!(rogue.introspections(), 0, "team A's endpoint saw team B's token");
+    assert_eq!(
+        rogue.introspections(),
+        0,
+        "team A's endpoint saw team B's token"
+    );
 
     // A team's edit compiles that team's objects alone; the root's, every scope.
     let before = compiled(&p.metrics().await);
@@ -193,7 +251,11 @@ async fn a_teams_resources_reach_its_own_requests_only() {
     })
     .await;
     // corp, health; team A's open, squat, shared, opaque; team B's four.
-    assert_eq!(compiled(&p.metrics().await) - before, 10, "every object of every scope");
+    assert_eq!(
+        compiled(&p.metrics().await) - before,
+        10,
+        "every object of every scope"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -238,5 +300,10 @@ async fn a_teams_user_is_never_resolved_for_another_team() {
     assert_eq!(other.header("x-portcullis-user"), None);
     // By name too: `sub` naming team A's User from team B's issuer finds nothing.
     let by_name = token(SHARED, "alice", B_SECRET);
-    assert_eq!(decide(&p, Some("team-b"), None, "/x", &by_name).await.status, 403);
+    assert_eq!(
+        decide(&p, Some("team-b"), None, "/x", &by_name)
+            .await
+            .status,
+        403
+    );
 }

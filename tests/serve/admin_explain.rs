@@ -100,3 +100,62 @@ fn the_admin_api_cannot_be_enabled_without_a_token() {
         "--admin-token-file",
     );
 }
+
+/// `namespace` in the explain request decides as for a request of that namespace: the
+/// root's resources and its own (docs/tenancy.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_decides_for_the_requests_namespace() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("c.yaml"),
+        "apiVersion: portcullis.dev/v1alpha1\nkind: TokenIntrospector\n\
+         metadata: {name: t, namespace: platform}\n\
+         spec: {type: jwt, jwt: {iss: https://auth.example.com, secret: very-secret}}\n---\n\
+         apiVersion: portcullis.dev/v1alpha1\nkind: AccessPolicy\n\
+         metadata: {name: open, namespace: team-a}\nspec: {engine: allow}\n",
+    )
+    .unwrap();
+    let token_file = dir.path().join("operator-token");
+    std::fs::write(&token_file, OPERATOR_TOKEN).unwrap();
+    let admin = support::free_addr();
+    let _portcullis = Portcullis::builder()
+        .config(dir.path().join("c.yaml"))
+        .arg("--root-namespace")
+        .arg("platform")
+        .arg("--admin-addr")
+        .arg(admin.to_string())
+        .arg("--admin-token-file")
+        .arg(&token_file)
+        .start()
+        .await;
+    let client = support::eventually("the admin API to listen", || async {
+        AdminClient::connect(format!("http://{admin}")).await.ok()
+    })
+    .await;
+    let token = Jwt::new("https://auth.example.com", "ann").sign_hs256("very-secret");
+    let decide = |namespace: &str| {
+        let request = ExplainRequest {
+            namespace: namespace.into(),
+            ..explain(&token)
+        };
+        let mut client = client.clone();
+        async move {
+            client
+                .explain(with_operator_token(request, OPERATOR_TOKEN))
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let team_a = decide("team-a").await;
+    assert!(team_a.allowed, "{team_a:?}");
+    assert_eq!(team_a.policy, "team-a/open");
+    for other in ["team-b", ""] {
+        let answer = decide(other).await;
+        assert_eq!(
+            (answer.allowed, answer.status),
+            (false, 403),
+            "{other}: {answer:?}"
+        );
+    }
+}

@@ -365,9 +365,7 @@ impl ClusterIndex {
                 let team = team_of(root, Some(&e.object.key.namespace)).is_some();
                 (team, e.object.created)
             };
-            entries.sort_by(|a, b| {
-                (order(a), &a.object.key).cmp(&(order(b), &b.object.key))
-            });
+            entries.sort_by(|a, b| (order(a), &a.object.key).cmp(&(order(b), &b.object.key)));
             for entry in entries {
                 let read = read_secret(secrets, &entry.object.key.namespace);
                 let ready = match check(&entry.object, read, &mut compiler) {

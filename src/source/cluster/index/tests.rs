@@ -51,7 +51,12 @@ fn verdict<'v>(verdicts: &'v [Verdict], name: &str) -> &'v Verdict {
 fn policy_names(index: &mut ClusterIndex) -> Vec<String> {
     let (compiler, _) = index.compile(&Kind::CONFIG);
     let snapshot = compiler.into_snapshot();
-    snapshot.root.policies.iter().map(|p| p.name.clone()).collect()
+    snapshot
+        .root
+        .policies
+        .iter()
+        .map(|p| p.name.clone())
+        .collect()
 }
 
 #[test]
@@ -65,7 +70,12 @@ fn names_are_qualified_by_namespace_and_every_object_gets_a_verdict() {
         .iter()
         .all(|v| v.ready.status && v.ready.reason == "Accepted"));
     let snapshot = compiler.into_snapshot();
-    let names: Vec<_> = snapshot.root.policies.iter().map(|p| p.name.as_str()).collect();
+    let names: Vec<_> = snapshot
+        .root
+        .policies
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
     assert_eq!(names, ["a/read", "b/read"]);
 }
 
@@ -251,7 +261,8 @@ fn secret_references_follow_the_secret() {
     assert!(verdict(&verdicts, "ti").ready.status);
     let key = |c: Compiler| {
         c.into_snapshot()
-            .root.trust
+            .root
+            .trust
             .for_issuer("https://i")
             .unwrap()
             .fingerprint
@@ -401,7 +412,10 @@ fn user_changes_apply_in_place_until_a_clash_needs_a_full_compile() {
     let verdicts = index.update_users(&mut users, &changed).unwrap();
     assert!(verdicts[0].ready.status);
     assert_eq!(
-        users.by_identifier(Some("a"), "https://kc", "2").unwrap().name(),
+        users
+            .by_identifier(Some("a"), "https://kc", "2")
+            .unwrap()
+            .name(),
         "a/bob"
     );
 
@@ -409,7 +423,10 @@ fn user_changes_apply_in_place_until_a_clash_needs_a_full_compile() {
     index.update_users(&mut users, &changed).unwrap();
     assert!(users.by_identifier(Some("a"), "https://kc", "2").is_none());
     assert_eq!(
-        users.by_identifier(Some("a"), "https://kc", "3").unwrap().name(),
+        users
+            .by_identifier(Some("a"), "https://kc", "3")
+            .unwrap()
+            .name(),
         "a/bob"
     );
 
@@ -534,7 +551,8 @@ fn a_secret_not_among_the_labelled_reads_as_not_found_and_is_named_for_the_log()
     assert!(v.previous_serves);
     assert!(compiler
         .into_snapshot()
-        .root.trust
+        .root
+        .trust
         .for_issuer("https://a-ti")
         .is_some());
     assert_eq!(index.unlabelled_secret_refs().len(), 1);
