@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use futures::future::BoxFuture;
 
 use super::{manifest, StoreError, UserStore};
-use crate::resources::{parse_documents, ReadError, Spec, API_VERSION};
-use crate::users::KnownUser;
+use crate::resources::{namespace_of, object_name, parse_documents, ReadError, Spec, API_VERSION};
+use crate::users::{is_valid_name, KnownUser};
 
 /// `<dir>/<name>.yaml`, one User manifest in Kubernetes form per file.
 pub struct FileUserStore {
@@ -34,7 +34,13 @@ impl FileUserStore {
     }
 
     pub fn path_of(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("{name}.yaml"))
+        match namespace_of(name) {
+            Some(ns) => self
+                .dir
+                .join(ns)
+                .join(format!("{}.yaml", object_name(name))),
+            None => self.dir.join(format!("{name}.yaml")),
+        }
     }
 
     /// The stored User by name, if any.
@@ -45,9 +51,12 @@ impl FileUserStore {
         let dir = self.dir.clone();
         let name = name.to_string();
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || read_file(&dir, &name))
-                .await
-                .map_err(|e| StoreError::Io(format!("reader task failed: {e}")))?
+            tokio::task::spawn_blocking(move || {
+                let (dir, object) = place(&dir, &name)?;
+                read_file(&dir, object)
+            })
+            .await
+            .map_err(|e| StoreError::Io(format!("reader task failed: {e}")))?
         })
     }
 }
@@ -80,18 +89,25 @@ impl UserStore for FileUserStore {
     }
 }
 
-fn check_name(name: &str) -> Result<(), StoreError> {
+/// The directory and file stem of a User's file: `<dir>/<name>`, or, for a User of a
+/// namespace (files scoped by `--root-namespace`), `<dir>/<namespace>/<name>`.
+fn place<'n>(dir: &Path, name: &'n str) -> Result<(PathBuf, &'n str), StoreError> {
+    let (namespace, object) = (namespace_of(name), object_name(name));
     // The name becomes a path: only RFC 1123 labels, so no `/`, `..` or hidden files.
-    if crate::users::is_valid_name(name) {
-        Ok(())
-    } else {
-        Err(StoreError::InvalidName(name.to_string()))
+    let valid = is_valid_name(object) && namespace.is_none_or(is_valid_name);
+    if !valid {
+        return Err(StoreError::InvalidName(name.to_string()));
     }
+    Ok((
+        namespace.map_or_else(|| dir.to_path_buf(), |ns| dir.join(ns)),
+        object,
+    ))
 }
 
 fn create_file(dir: &Path, user: KnownUser, provider: &str) -> Result<KnownUser, StoreError> {
-    check_name(user.name())?;
-    if let Some(existing) = read_file(dir, user.name())? {
+    let (dir, object) = place(dir, user.name())?;
+    let dir = dir.as_path();
+    if let Some(existing) = read_file(dir, object)? {
         return Ok(existing);
     }
     let text = serde_yaml::to_string(&manifest(&user, provider))
@@ -99,13 +115,16 @@ fn create_file(dir: &Path, user: KnownUser, provider: &str) -> Result<KnownUser,
     let io = |what: &str, e: std::io::Error| StoreError::Io(format!("{what}: {e}"));
     // Hidden, and not *.yaml: the config loader skips it if it sees it half-written.
     static SEQ: AtomicU64 = AtomicU64::new(0);
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        return Err(io(&format!("creating {}", dir.display()), e));
+    }
     let tmp = dir.join(format!(
         ".{}.yaml.{}-{}.tmp",
-        user.name(),
+        object,
         std::process::id(),
         SEQ.fetch_add(1, Ordering::Relaxed)
     ));
-    let final_path = dir.join(format!("{}.yaml", user.name()));
+    let final_path = dir.join(format!("{object}.yaml"));
     let write = || -> std::io::Result<()> {
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new()
@@ -130,7 +149,7 @@ fn create_file(dir: &Path, user: KnownUser, provider: &str) -> Result<KnownUser,
             sync_dir(dir);
             Ok(user)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_file(dir, user.name())?
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_file(dir, object)?
             .ok_or_else(|| StoreError::Io(format!("{} vanished", final_path.display()))),
         Err(e) => Err(io(&format!("writing {}", final_path.display()), e)),
     }
@@ -147,8 +166,8 @@ fn sync_dir(dir: &Path) {
 #[cfg(not(unix))]
 fn sync_dir(_: &Path) {}
 
+/// The User of file `<dir>/<name>.yaml`, `name` a plain name ([`place`]).
 fn read_file(dir: &Path, name: &str) -> Result<Option<KnownUser>, StoreError> {
-    check_name(name)?;
     let path = dir.join(format!("{name}.yaml"));
     let text = match crate::resources::read_text(&path) {
         Ok(t) => t,
@@ -165,7 +184,10 @@ fn read_file(dir: &Path, name: &str) -> Result<Option<KnownUser>, StoreError> {
     }
     match resources.as_slice() {
         [r] if r.name == name => match &r.spec {
-            Spec::User(spec) => Ok(Some(KnownUser::new(&r.name, spec))),
+            Spec::User(spec) => {
+                let name = crate::resources::qualified(r.namespace.as_deref(), &r.name);
+                Ok(Some(KnownUser::new(&name, spec)))
+            }
             _ => Err(corrupt(format!(
                 "holds a {}, not a User",
                 r.spec.kind_name()
@@ -241,6 +263,32 @@ mod tests {
         assert_eq!(store.get("keycloak-nobody").await.unwrap(), None);
     }
 
+    /// With `--root-namespace`, a User of a team's introspector is `namespace/name`: its
+    /// file sits in a directory of that namespace, and reads back as that User.
+    #[tokio::test]
+    async fn a_namespaced_user_lives_in_its_namespaces_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileUserStore::new(dir.path().join("users")).unwrap();
+        let u = user("team-a/keycloak-abc", "abc");
+        assert_eq!(store.create(u.clone(), "keycloak").await.unwrap(), u);
+        let path = store.dir().join("team-a").join("keycloak-abc.yaml");
+        assert_eq!(store.path_of("team-a/keycloak-abc"), path);
+        let doc: serde_json::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(doc["metadata"]["namespace"], "team-a");
+        assert_eq!(
+            store.get("team-a/keycloak-abc").await.unwrap(),
+            Some(u.clone())
+        );
+        let mut compiler = crate::snapshot::Compiler::default().scoped(Some("platform".into()));
+        crate::source::files::load_each(&[store.dir().to_path_buf()], |r| {
+            compiler.push_created_user(r)
+        });
+        let snapshot = compiler.finish().unwrap();
+        assert!(snapshot.skipped.is_empty(), "{:?}", snapshot.skipped);
+        assert_eq!(*snapshot.users.by_name("team-a/keycloak-abc").unwrap(), u);
+    }
+
     #[tokio::test]
     async fn converges_on_an_existing_object_without_replacing_it() {
         let dir = tempfile::tempdir().unwrap();
@@ -282,7 +330,16 @@ mod tests {
     async fn refuses_unsafe_names_and_unreadable_files() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileUserStore::new(dir.path()).unwrap();
-        for name in ["../escape", ".hidden", "a/b", "Upper", ""] {
+        for name in [
+            "../escape",
+            ".hidden",
+            "a/b/c",
+            "../b",
+            "A/b",
+            "a/",
+            "Upper",
+            "",
+        ] {
             let err = store.create(user(name, "x"), "keycloak").await.unwrap_err();
             assert!(matches!(err, StoreError::InvalidName(_)), "{name}: {err}");
         }
