@@ -307,3 +307,88 @@ async fn a_teams_user_is_never_resolved_for_another_team() {
         403
     );
 }
+
+/// `deploy/examples/istio/team-namespace.yaml` as written (its portcullis objects and its
+/// Secret), decided as Istio's sidecars ask: the namespace from the destination's SPIFFE
+/// identity. Its partner's opaque tokens are introspected with the labelled Secret, for
+/// team-a's workloads only; the root's corporate issuer works under team-a's policies.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_shipped_istio_team_namespace_decides_as_it_says() {
+    use serde::Deserialize;
+    let fake = FakeApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let partner = StubIdp::start(json!({"keys": []})).await;
+    let text = std::fs::read_to_string(support::repo_path(
+        "deploy/examples/istio/team-namespace.yaml",
+    ))
+    .unwrap();
+    let mut applied = 0;
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let mut object = Value::deserialize(doc).unwrap();
+        let ours = object["apiVersion"] == API || object["kind"] == "Secret";
+        if !ours {
+            continue; // the Namespace and Istio's own kinds
+        }
+        if let Some(url) = object.pointer_mut("/spec/introspection_endpoint/url") {
+            *url = json!(partner.introspection_url());
+        }
+        fake.apply(object);
+        applied += 1;
+    }
+    assert_eq!(applied, 4, "the Secret, the introspector and two policies");
+    const CORP_ISSUER: &str = "https://keycloak.example.com/realms/corp";
+    fake.apply(jwt(ROOT, "corp", CORP_ISSUER, CORP_SECRET));
+    let p = serve(&fake, dir.path()).await;
+
+    let orders = Some("spiffe://cluster.local/ns/team-a/sa/orders");
+    let elsewhere = Some("spiffe://cluster.local/ns/team-b/sa/billing");
+    let partner_token = "partner-opaque-token";
+    partner.answer(
+        partner_token,
+        json!({"active": true, "sub": "partner", "scope": "orders:read", "exp": now() + 600}),
+    );
+    let answer = eventually("the partner's token reads orders", || async {
+        let answer = decide(&p, None, orders, "/orders/42", partner_token).await;
+        (answer.status == 200).then_some(answer)
+    })
+    .await;
+    assert_eq!(
+        answer.header("x-portcullis-policy"),
+        Some("team-a/partner-reads-orders")
+    );
+    let sent = partner.state.lock().unwrap().authorizations.clone();
+    assert_eq!(
+        sent.last().cloned().flatten().as_deref(),
+        Some("Basic b3JkZXJzOmNoYW5nZS1tZQ=="),
+        "the labelled Secret's credential"
+    );
+    let introspections = partner.introspections();
+    assert_eq!(
+        decide(&p, None, elsewhere, "/orders/42", partner_token)
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        partner.introspections(),
+        introspections,
+        "team-b's request stays home"
+    );
+
+    let staff = Jwt::new(CORP_ISSUER, "sam")
+        .claim("realm_access", json!({"roles": ["orders-admin"]}))
+        .exp_in(600)
+        .sign_hs256(CORP_SECRET);
+    let answer = decide(&p, None, orders, "/orders/42", &staff).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(
+        answer.header("x-portcullis-policy"),
+        Some("team-a/staff-manage-orders")
+    );
+    assert_eq!(
+        decide(&p, None, elsewhere, "/orders/42", &staff)
+            .await
+            .status,
+        403
+    );
+}
