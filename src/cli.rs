@@ -61,9 +61,14 @@ pub struct ConfigArgs {
     pub tenancy: TenancyArgs,
 }
 
-/// Which namespace's resources apply to every request (docs/tenancy.md).
+/// Which namespace's resources apply to every request (docs/tenancy.md), and what each
+/// namespace's configuration may cost.
 #[derive(Args, Debug, Clone, Default)]
 pub struct TenancyArgs {
+    /// Bytes of compiled regex programs that the AccessPolicies of one namespace may take
+    /// (the root has a budget of its own); a policy past it is refused, naming its pattern
+    #[arg(long, env = "PORTCULLIS_MAX_REGEX_BYTES", default_value_t = crate::policy::DEFAULT_MAX_REGEX_BYTES, value_parser = positive_bytes)]
+    pub max_regex_bytes: usize,
     /// The root namespace: its resources apply to every request, another namespace's only
     /// to requests of that namespace. With --kube the default is the namespace portcullis
     /// runs in (POD_NAMESPACE, or the service account's). From files, by default every
@@ -90,6 +95,14 @@ impl TenancyArgs {
                  apply to every request (docs/tenancy.md)"
             ),
         }
+    }
+}
+
+/// A byte count of at least 1.
+fn positive_bytes(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{s:?} is not a positive number of bytes")),
     }
 }
 
@@ -316,6 +329,7 @@ impl ClusterArgs {
             namespaces: self.namespaces.clone(),
             selector: self.selector.clone().filter(|s| !s.is_empty()),
             root_namespace: None,
+            max_regex_bytes: crate::policy::DEFAULT_MAX_REGEX_BYTES,
         }
     }
 }

@@ -27,7 +27,9 @@ type Load = (
 
 fn load(args: &ConfigArgs) -> Load {
     let root = args.tenancy.root_namespace.as_deref().map(Into::into);
-    let mut compiler = Compiler::offline().scoped(root);
+    let mut compiler = Compiler::offline()
+        .scoped(root)
+        .max_regex_bytes(args.tenancy.max_regex_bytes);
     let count = files::load_each(&args.config, |item| compiler.push(item));
     if count == 0 {
         compiler.warn(files::empty_configuration(&args.config));
@@ -63,6 +65,7 @@ pub fn validate(args: &ConfigArgs) -> ExitCode {
 async fn load_from_cluster(args: &ExplainArgs) -> anyhow::Result<Snapshot> {
     let mut settings = args.cluster.settings();
     settings.root_namespace = Some(args.tenancy.kube_root()?);
+    settings.max_regex_bytes = args.tenancy.max_regex_bytes;
     let client = kube::Client::try_default().await?;
     let snapshot = crate::source::cluster::load_once(client, settings).await?;
     Ok(Arc::unwrap_or_clone(snapshot))

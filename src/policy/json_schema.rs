@@ -14,7 +14,10 @@ use serde_json::{Map, Value};
 use jsonschema::error::ValidationErrorKind;
 use jsonschema::{PatternOptions, Validator};
 
+use super::budget::{Refusal, RegexBudget};
 use super::pattern::REGEX_SIZE_LIMIT;
+
+mod cost;
 use super::{is_empty_value, join_field, redact_telling, EvalContext, Mismatch, PolicyError};
 
 /// Keywords that describe but never constrain.
@@ -64,6 +67,45 @@ const MAP_KEYWORDS: [&str; 5] = [
     "dependencies",
 ];
 
+/// Every `pattern` and `patternProperties` name, paid for from `budget` before the validator
+/// compiles its own copy (which costs what ours does). Only a budget refusal is reported
+/// here; the validator words a bad pattern itself.
+fn pay_for_patterns(
+    schema: &Value,
+    path: &str,
+    budget: &mut RegexBudget,
+    errors: &mut Vec<PolicyError>,
+) {
+    fn pay(source: &str, at: String, budget: &mut RegexBudget, errors: &mut Vec<PolicyError>) {
+        if let Err(Refusal::OverBudget(message)) = budget.regex(source) {
+            errors.push(PolicyError::new(at, message));
+        }
+    }
+    match schema {
+        Value::Object(map) => {
+            for (k, v) in map {
+                let here = join_field(path, k);
+                match (k.as_str(), v) {
+                    ("pattern", Value::String(source)) => pay(source, here.clone(), budget, errors),
+                    ("patternProperties", Value::Object(patterns)) => {
+                        for name in patterns.keys() {
+                            pay(name, join_field(&here, name), budget, errors);
+                        }
+                    }
+                    _ => {}
+                }
+                pay_for_patterns(v, &here, budget, errors);
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                pay_for_patterns(item, &format!("{path}[{i}]"), budget, errors);
+            }
+        }
+        _ => {}
+    }
+}
+
 pub(crate) struct JsonSchema {
     validator: Validator,
     /// `true`, or an object of annotations only: it validates every instance.
@@ -85,6 +127,7 @@ impl JsonSchema {
     pub(crate) fn compile(
         schema: &Value,
         path: &str,
+        budget: &mut RegexBudget,
         errors: &mut Vec<PolicyError>,
     ) -> Option<Self> {
         if !schema.is_object() && !schema.is_boolean() {
@@ -94,6 +137,14 @@ impl JsonSchema {
         let before = errors.len();
         let mut schema = schema.clone();
         rewrite_constant(&mut schema, path, errors);
+        if errors.len() > before {
+            return None;
+        }
+        if let Err(message) = cost::check(&schema) {
+            errors.push(PolicyError::new(path, message));
+            return None;
+        }
+        pay_for_patterns(&schema, path, budget, errors);
         if errors.len() > before {
             return None;
         }

@@ -15,6 +15,7 @@
 
 use serde_json::{json, Map, Value};
 
+use super::budget::{Refusal, RegexBudget};
 use super::pattern::Pattern;
 use super::{json_eq, redact, EvalContext, Mismatch, PolicyError};
 
@@ -62,10 +63,11 @@ impl Matcho {
     pub(crate) fn compile(
         pattern: &Value,
         path: &str,
+        budget: &mut RegexBudget,
         errors: &mut Vec<PolicyError>,
     ) -> Option<Self> {
         let before = errors.len();
-        let root = compile_node(pattern, path, errors);
+        let root = compile_node(pattern, path, budget, errors);
         (errors.len() == before).then_some(Self { root })
     }
 
@@ -101,34 +103,49 @@ impl Matcho {
     }
 }
 
-fn compile_node(p: &Value, path: &str, errors: &mut Vec<PolicyError>) -> Node {
+fn compile_node(
+    p: &Value,
+    path: &str,
+    budget: &mut RegexBudget,
+    errors: &mut Vec<PolicyError>,
+) -> Node {
     match p {
-        Value::String(s) => compile_string(s, path, errors),
+        Value::String(s) => compile_string(s, path, budget, errors),
         Value::Array(items) => Node::Array(
             items
                 .iter()
                 .enumerate()
-                .map(|(i, item)| compile_node(item, &format!("{path}[{i}]"), errors))
+                .map(|(i, item)| compile_node(item, &format!("{path}[{i}]"), budget, errors))
                 .collect(),
         ),
-        Value::Object(map) => compile_map(map, path, errors),
+        Value::Object(map) => compile_map(map, path, budget, errors),
         scalar => Node::Eq(scalar.clone()),
     }
 }
 
-fn compile_string(s: &str, path: &str, errors: &mut Vec<PolicyError>) -> Node {
+fn compile_string(
+    s: &str,
+    path: &str,
+    budget: &mut RegexBudget,
+    errors: &mut Vec<PolicyError>,
+) -> Node {
     match s {
         "present?" => Node::Present,
         "nil?" => Node::Nil,
         "not-blank?" => Node::NotBlank,
         _ => {
             if let Some(src) = s.strip_prefix('#') {
-                match Pattern::new(src) {
+                match Pattern::new(src, budget) {
                     Ok(re) => Node::Regex(re),
-                    Err(e) => {
+                    Err(Refusal::Invalid(e)) => {
                         errors.push(PolicyError::new(path, format!("invalid regex: {e}")));
                         Node::Nil
                     }
+                    Err(Refusal::OverBudget(e)) => {
+                        errors.push(PolicyError::new(path, e));
+                        Node::Nil
+                    }
+                    Err(Refusal::Exhausted) => Node::Nil,
                 }
             } else if let Some(rest) = s.strip_prefix('.') {
                 let segs: Vec<Seg> = rest
@@ -155,7 +172,12 @@ fn compile_string(s: &str, path: &str, errors: &mut Vec<PolicyError>) -> Node {
     }
 }
 
-fn compile_map(map: &Map<String, Value>, path: &str, errors: &mut Vec<PolicyError>) -> Node {
+fn compile_map(
+    map: &Map<String, Value>,
+    path: &str,
+    budget: &mut RegexBudget,
+    errors: &mut Vec<PolicyError>,
+) -> Node {
     if map.contains_key("$one-of") && map.len() > 1 {
         let others: Vec<&str> = map
             .keys()
@@ -175,7 +197,7 @@ fn compile_map(map: &Map<String, Value>, path: &str, errors: &mut Vec<PolicyErro
     for (k, v) in map {
         let here = format!("{path}.{k}");
         if !k.starts_with('$') {
-            keys.push((k.clone(), compile_node(v, &here, errors)));
+            keys.push((k.clone(), compile_node(v, &here, budget, errors)));
             continue;
         }
         let op = match k.as_str() {
@@ -190,7 +212,7 @@ fn compile_map(map: &Map<String, Value>, path: &str, errors: &mut Vec<PolicyErro
                 Some(ps) if !ps.is_empty() => Node::OneOf(
                     ps.iter()
                         .enumerate()
-                        .map(|(i, p)| compile_node(p, &format!("{here}[{i}]"), errors))
+                        .map(|(i, p)| compile_node(p, &format!("{here}[{i}]"), budget, errors))
                         .collect(),
                 ),
                 _ => {
@@ -201,9 +223,9 @@ fn compile_map(map: &Map<String, Value>, path: &str, errors: &mut Vec<PolicyErro
                     continue;
                 }
             },
-            "$contains" => Node::Contains(Box::new(compile_node(v, &here, errors))),
-            "$every" => Node::Every(Box::new(compile_node(v, &here, errors))),
-            "$not" => Node::Not(Box::new(compile_node(v, &here, errors))),
+            "$contains" => Node::Contains(Box::new(compile_node(v, &here, budget, errors))),
+            "$every" => Node::Every(Box::new(compile_node(v, &here, budget, errors))),
+            "$not" => Node::Not(Box::new(compile_node(v, &here, budget, errors))),
             _ => {
                 errors.push(PolicyError::new(
                     here,

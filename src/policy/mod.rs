@@ -21,9 +21,12 @@ use serde_json::{Map, Value};
 
 use crate::resources::{is_credential_header, REDACTED};
 
+mod budget;
 mod json_schema;
 mod matcho;
 mod pattern;
+
+pub use budget::{RegexBudget, DEFAULT_MAX_REGEX_BYTES};
 
 #[cfg(test)]
 mod tests;
@@ -181,10 +184,23 @@ impl<'a> EvalContext<'a> {
 /// "json-schema" | "complex") and its body key (`matcho`, `schema`, `and`/`or`). Other keys
 /// (`link`, `description`, `id`, `resourceType`) are ignored here.
 pub fn compile(body: &Value) -> Result<Policy, Vec<PolicyError>> {
+    compile_within(body, &mut RegexBudget::unlimited())
+}
+
+/// [`compile`], its regexes paid for from `budget` (its scope's); a refused policy pays
+/// nothing.
+pub fn compile_within(body: &Value, budget: &mut RegexBudget) -> Result<Policy, Vec<PolicyError>> {
     let mut errors = Vec::new();
-    match compile_at(body, "", &mut errors) {
-        Some(policy) if errors.is_empty() => Ok(policy),
-        _ => Err(errors),
+    budget.begin();
+    match compile_at(body, "", budget, &mut errors) {
+        Some(policy) if errors.is_empty() => {
+            budget.commit();
+            Ok(policy)
+        }
+        _ => {
+            budget.rollback();
+            Err(errors)
+        }
     }
 }
 
@@ -260,7 +276,12 @@ fn explain_children(
     !stop_on
 }
 
-fn compile_at(body: &Value, prefix: &str, errors: &mut Vec<PolicyError>) -> Option<Policy> {
+fn compile_at(
+    body: &Value,
+    prefix: &str,
+    budget: &mut RegexBudget,
+    errors: &mut Vec<PolicyError>,
+) -> Option<Policy> {
     let Some(obj) = body.as_object() else {
         let at = if prefix.is_empty() { "(body)" } else { prefix };
         errors.push(PolicyError::new(at, "a policy must be a JSON object"));
@@ -295,17 +316,18 @@ fn compile_at(body: &Value, prefix: &str, errors: &mut Vec<PolicyError>) -> Opti
         "allow" => Kind::Allow,
         "matcho" => {
             let pattern = body_key(obj, "matcho", engine, prefix, errors)?;
-            Kind::Matcho(Matcho::compile(pattern, &field("matcho"), errors)?)
+            Kind::Matcho(Matcho::compile(pattern, &field("matcho"), budget, errors)?)
         }
         "json-schema" => {
             let schema = body_key(obj, "schema", engine, prefix, errors)?;
             Kind::JsonSchema(Box::new(JsonSchema::compile(
                 schema,
                 &field("schema"),
+                budget,
                 errors,
             )?))
         }
-        "complex" => compile_complex(obj, prefix, errors)?,
+        "complex" => compile_complex(obj, prefix, budget, errors)?,
         other => {
             errors.push(PolicyError::new(
                 field("engine"),
@@ -337,6 +359,7 @@ fn body_key<'v>(
 fn compile_complex(
     obj: &Map<String, Value>,
     prefix: &str,
+    budget: &mut RegexBudget,
     errors: &mut Vec<PolicyError>,
 ) -> Option<Kind> {
     let (key, list) = match (obj.get("and"), obj.get("or")) {
@@ -371,7 +394,7 @@ fn compile_complex(
     let children: Vec<Policy> = items
         .iter()
         .enumerate()
-        .filter_map(|(i, item)| compile_at(item, &format!("{path}[{i}]"), errors))
+        .filter_map(|(i, item)| compile_at(item, &format!("{path}[{i}]"), budget, errors))
         .collect();
     if errors.len() > before || children.len() != items.len() {
         return None;

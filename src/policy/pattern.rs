@@ -9,7 +9,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 
-use regex::{Regex, RegexBuilder};
+use super::budget::{Refusal, RegexBudget};
+
+use regex_automata::meta::{BuildError, Regex};
 use regex_syntax::hir::{Hir, HirKind, Look};
 
 /// Compiled-regex limits: a hostile pattern is rejected when configuration loads instead of
@@ -33,7 +35,8 @@ enum Matcher {
 }
 
 impl Pattern {
-    pub(crate) fn new(source: &str) -> Result<Self, regex::Error> {
+    /// A regex (not a literal) is paid for from `budget`.
+    pub(crate) fn new(source: &str, budget: &mut RegexBudget) -> Result<Self, Refusal> {
         // A short literal is far inside the regex size limits; anything else, including a
         // source that does not parse, goes to the regex crate for its verdict and messages.
         // Compiling a regex takes tens of microseconds: skipping it is most of the load time
@@ -44,7 +47,7 @@ impl Pattern {
             .filter(|m| m.literal_len() <= MAX_LITERAL_BYTES);
         let matcher = match literal {
             Some(literal) => literal,
-            None => Matcher::Regex(shared(source)?),
+            None => Matcher::Regex(budget.regex(source)?),
         };
         Ok(Self {
             source: source.into(),
@@ -86,19 +89,28 @@ impl Matcher {
     }
 }
 
-/// One compiled regex per source, for every policy (and every snapshot) that uses it.
-fn shared(source: &str) -> Result<Arc<Regex>, regex::Error> {
+/// One compiled regex per source, for every policy (and every snapshot) that uses it,
+/// compiled under `size_limit` (at most [`REGEX_SIZE_LIMIT`]). The lock is not held while
+/// compiling: the webhook and a reload compile side by side.
+pub(crate) fn shared(source: &str, size_limit: usize) -> Result<Arc<Regex>, BuildError> {
     static SHARED: LazyLock<Mutex<HashMap<String, Weak<Regex>>>> = LazyLock::new(Default::default);
-    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(re) = shared.get(source).and_then(Weak::upgrade) {
+    let cached = |shared: &HashMap<String, Weak<Regex>>| shared.get(source).and_then(Weak::upgrade);
+    if let Some(re) = cached(&SHARED.lock().unwrap_or_else(|e| e.into_inner())) {
         return Ok(re);
     }
-    let re = Arc::new(
-        RegexBuilder::new(source)
-            .size_limit(REGEX_SIZE_LIMIT)
-            .dfa_size_limit(REGEX_SIZE_LIMIT)
-            .build()?,
-    );
+    // As the regex crate configures it (`RegexBuilder`), with our limits.
+    let config = Regex::config()
+        .nfa_size_limit(Some(size_limit))
+        .onepass_size_limit(Some(size_limit))
+        .dfa_size_limit(Some(size_limit))
+        .hybrid_cache_capacity(REGEX_SIZE_LIMIT);
+    let built = Arc::new(Regex::builder().configure(config).build(source)?);
+    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    // Compiled meanwhile by another: one copy serves both.
+    if let Some(re) = cached(&shared) {
+        return Ok(re);
+    }
+    let re = built;
     // Forget patterns no snapshot uses any more, now and then.
     if shared.len() >= 1024 && shared.len().is_power_of_two() {
         shared.retain(|_, re| re.strong_count() > 0);
@@ -187,7 +199,9 @@ mod tests {
     use super::*;
 
     fn matcher(src: &str) -> Matcher {
-        Pattern::new(src).unwrap().matcher
+        Pattern::new(src, &mut RegexBudget::unlimited())
+            .unwrap()
+            .matcher
     }
 
     impl PartialEq for Matcher {
@@ -283,8 +297,8 @@ mod tests {
             "éé",
         ];
         for src in patterns {
-            let pattern = Pattern::new(src).unwrap();
-            let regex = Regex::new(src).unwrap();
+            let pattern = Pattern::new(src, &mut RegexBudget::unlimited()).unwrap();
+            let regex = regex::Regex::new(src).unwrap();
             for h in haystacks {
                 assert_eq!(
                     pattern.is_match(h),
@@ -298,10 +312,16 @@ mod tests {
 
     #[test]
     fn invalid_and_oversized_patterns_are_refused() {
-        assert!(Pattern::new("(").is_err());
-        assert!(Pattern::new("a{1000}{1000}").is_err());
+        assert!(Pattern::new("(", &mut RegexBudget::unlimited()).is_err());
+        assert!(Pattern::new("a{1000}{1000}", &mut RegexBudget::unlimited()).is_err());
         // A literal too long for the literal matchers still meets the regex size limit.
-        assert!(Pattern::new(&"x".repeat(2 * MAX_LITERAL_BYTES)).is_ok());
-        assert!(Pattern::new(&"x".repeat(REGEX_SIZE_LIMIT)).is_err());
+        assert!(Pattern::new(
+            &"x".repeat(2 * MAX_LITERAL_BYTES),
+            &mut RegexBudget::unlimited()
+        )
+        .is_ok());
+        assert!(
+            Pattern::new(&"x".repeat(REGEX_SIZE_LIMIT), &mut RegexBudget::unlimited()).is_err()
+        );
     }
 }

@@ -23,6 +23,7 @@ pub fn check(args: &ServeArgs) -> anyhow::Result<Source> {
         }
         let mut settings = args.cluster.settings();
         settings.root_namespace = Some(args.tenancy.kube_root()?);
+        settings.max_regex_bytes = args.tenancy.max_regex_bytes;
         return Ok(Source::Cluster(settings));
     }
     if args.config.is_empty() {
@@ -46,5 +47,6 @@ pub fn check(args: &ServeArgs) -> anyhow::Result<Source> {
         config: args.config.clone(),
         users_dir,
         root_namespace: args.tenancy.root_namespace.as_deref().map(Into::into),
+        max_regex_bytes: args.tenancy.max_regex_bytes,
     }))
 }

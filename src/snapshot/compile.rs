@@ -3,6 +3,7 @@ use std::sync::Arc;
 
 use super::policies::Links;
 use super::{qualified, team_of, CompiledPolicy, CompiledProvider, PolicySet, Scope, Snapshot};
+use crate::policy::{RegexBudget, DEFAULT_MAX_REGEX_BYTES};
 use crate::resources::{ConfigError, FieldError, Kind, Origin, Resource, SecretData, Spec};
 use crate::resources::{PolicyEngine, TokenIntrospectorSpec};
 use crate::resources::{SecretKeyRef, SecretProblem};
@@ -33,6 +34,8 @@ pub struct Compiler {
     finishing: bool,
     /// How many resources were compiled (admitted or refused), for the rebuild counter.
     compiled: usize,
+    /// See [`Compiler::max_regex_bytes`]; `None`: the default.
+    max_regex_bytes: Option<usize>,
     users: UserIndex,
     warnings: Vec<ConfigError>,
     skipped: Vec<ConfigError>,
@@ -66,14 +69,23 @@ struct ScopeBuilder {
     /// IdentityProvider system → its name.
     systems: HashMap<String, String>,
     policies: Vec<(CompiledPolicy, Links)>,
+    regex: RegexBudget,
 }
 
 impl ScopeBuilder {
+    fn new(regex: RegexBudget) -> Self {
+        ScopeBuilder {
+            regex,
+            ..ScopeBuilder::default()
+        }
+    }
+
     fn build(self, root: Option<&Scope>) -> Scope {
         Scope::new(
             self.trust,
             PolicySet::build(self.policies),
             self.identity_providers,
+            self.regex,
             root,
         )
     }
@@ -153,15 +165,16 @@ impl Compiler {
     /// other scope, the root's included, is taken from `previous` as it is. Admit only
     /// resources of those namespaces.
     pub fn rebuilding(previous: Arc<Snapshot>, teams: &[String]) -> Self {
+        let limit = previous.root.regex.limit();
         let mut compiler = Compiler {
             root_namespace: previous.root_namespace.clone(),
             kept: Some(previous),
+            max_regex_bytes: Some(limit),
             ..Compiler::default()
         };
         for team in teams {
-            compiler
-                .scopes
-                .insert(Some(team.clone()), ScopeBuilder::default());
+            let scope = ScopeBuilder::new(RegexBudget::new(limit));
+            compiler.scopes.insert(Some(team.clone()), scope);
         }
         compiler
     }
@@ -186,7 +199,28 @@ impl Compiler {
     }
 
     fn builder(&mut self, team: Option<String>) -> &mut ScopeBuilder {
-        self.scopes.entry(team).or_default()
+        // The webhook judges against what the scope serving has left.
+        let serving = self
+            .serving
+            .as_deref()
+            .map(|s| match s.scope(team.as_deref()) {
+                Some(scope) => scope.regex.clone(),
+                None => RegexBudget::new(s.root.regex.limit()),
+            });
+        let regex = serving.unwrap_or_else(|| self.regex_budget());
+        self.scopes
+            .entry(team)
+            .or_insert_with(|| ScopeBuilder::new(regex))
+    }
+
+    /// `--max-regex-bytes`: what each scope's regexes may take.
+    pub fn max_regex_bytes(mut self, bytes: usize) -> Self {
+        self.max_regex_bytes = Some(bytes);
+        self
+    }
+
+    fn regex_budget(&self) -> RegexBudget {
+        RegexBudget::new(self.max_regex_bytes.unwrap_or(DEFAULT_MAX_REGEX_BYTES))
     }
 
     /// Whether an introspector of the root or of `team`'s scope trusts `issuer`.
@@ -572,7 +606,8 @@ impl Compiler {
                     Err(e) => return Err(Rejection::invalid(vec![e])),
                 }
                 .in_namespace(r.scope());
-                let policy = crate::policy::compile(&spec.body()).map_err(|es| {
+                let budget = &mut self.builder(team.clone()).regex;
+                let policy = crate::policy::compile_within(&spec.body(), budget).map_err(|es| {
                     Rejection::invalid(
                         es.into_iter()
                             .map(|e| FieldError::new(e.path, e.message))
@@ -699,7 +734,7 @@ impl Compiler {
         let root = match (self.scopes.remove(&None), &self.kept) {
             (Some(b), _) => Arc::new(b.build(None)),
             (None, Some(kept)) => kept.root.clone(),
-            (None, None) => Arc::new(ScopeBuilder::default().build(None)),
+            (None, None) => Arc::new(ScopeBuilder::new(self.regex_budget()).build(None)),
         };
         let mut namespaces: HashMap<String, Arc<Scope>> = match &self.kept {
             Some(kept) => (kept.namespaces.iter())

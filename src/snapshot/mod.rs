@@ -17,6 +17,7 @@ pub use compile::{compile, Compiler, RejectReason, Rejection};
 pub use policies::{Client, CompiledPolicy, PolicySet};
 pub use store::SnapshotStore;
 
+use crate::policy::RegexBudget;
 use crate::resources::ConfigError;
 use crate::resources::IdentityProviderSpec;
 use crate::token::{TrustStore, TrustView};
@@ -53,6 +54,9 @@ pub struct Scope {
     /// The headers stripped from a request of this scope's namespace: those the root's
     /// introspectors and this scope's forward claims into.
     strip: Option<Arc<[Arc<str>]>>,
+    /// What its policies' regexes cost, against `--max-regex-bytes`: the admission webhook
+    /// judges a new policy against what the scope has left.
+    pub regex: RegexBudget,
 }
 
 impl Scope {
@@ -61,6 +65,7 @@ impl Scope {
         trust: TrustStore,
         policies: PolicySet,
         identity_providers: HashMap<String, Arc<CompiledProvider>>,
+        regex: RegexBudget,
         root: Option<&Scope>,
     ) -> Self {
         let own = trust.claim_headers();
@@ -78,6 +83,7 @@ impl Scope {
             policies,
             identity_providers,
             strip,
+            regex,
         }
     }
 

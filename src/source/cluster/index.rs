@@ -36,6 +36,8 @@ enum LastGood {
 pub struct ClusterIndex {
     /// The namespace whose objects apply to every request; `None`: every object does.
     root: Option<Arc<str>>,
+    /// `--max-regex-bytes`; `None`: the default.
+    max_regex_bytes: Option<usize>,
     objects: BTreeMap<ObjectKey, Entry>,
     /// `(namespace, name)` of every Secret with the consumer label in the watched
     /// namespaces → its data, kept only while an object references it (`None`: labelled,
@@ -111,6 +113,11 @@ impl ClusterIndex {
             root: root.map(Into::into),
             ..ClusterIndex::default()
         }
+    }
+
+    pub fn max_regex_bytes(mut self, bytes: usize) -> Self {
+        self.max_regex_bytes = Some(bytes);
+        self
     }
 
     /// What a change compiles anew: a root namespace change touches every scope.
@@ -325,7 +332,10 @@ impl ClusterIndex {
     /// (the root wins a conflict), then older objects first, each in its current version
     /// or else its last good one; and says of each what happened.
     pub fn compile(&mut self, kinds: &[Kind]) -> (Compiler, Vec<Verdict>) {
-        let compiler = Compiler::default().scoped(self.root.clone());
+        let mut compiler = Compiler::default().scoped(self.root.clone());
+        if let Some(bytes) = self.max_regex_bytes {
+            compiler = compiler.max_regex_bytes(bytes);
+        }
         self.compile_into(compiler, kinds, None)
     }
 

@@ -74,6 +74,8 @@ pub struct Settings {
     /// The namespace whose resources apply to every request (design.md, "Tenancy").
     /// `None` (tests only): every resource is root.
     pub root_namespace: Option<String>,
+    /// `--max-regex-bytes`, per namespace.
+    pub max_regex_bytes: usize,
 }
 
 impl Settings {
@@ -202,7 +204,8 @@ fn index(
         writer,
         out,
         waiting,
-        index: ClusterIndex::with_root(settings.root_namespace.as_deref()),
+        index: ClusterIndex::with_root(settings.root_namespace.as_deref())
+            .max_regex_bytes(settings.max_regex_bytes),
         every_namespace: settings.namespaces.is_empty(),
         secrets_waiting: scopes.iter().cloned().collect(),
         secret_watchers,
@@ -500,7 +503,7 @@ mod tests {
         let settings = |selector: &str| Settings {
             namespaces: vec![],
             selector: Some(selector.into()),
-            root_namespace: None,
+            ..Settings::default()
         };
         assert_eq!(
             settings("tier=auth, team==a,env!=dev,stage in (x),ready").labels_for_created(),

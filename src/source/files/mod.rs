@@ -29,6 +29,8 @@ pub struct FileSource {
     pub users_dir: Option<PathBuf>,
     /// `--root-namespace`: scopes Kubernetes-form resources by namespace (else all root).
     pub root_namespace: Option<std::sync::Arc<str>>,
+    /// `--max-regex-bytes`, per namespace.
+    pub max_regex_bytes: usize,
 }
 
 impl FileSource {
@@ -36,7 +38,9 @@ impl FileSource {
     /// and compilation.
     pub fn load(&self, users: usize) -> Loaded {
         let started = Instant::now();
-        let mut compiler = Compiler::with_user_capacity(users).scoped(self.root_namespace.clone());
+        let mut compiler = Compiler::with_user_capacity(users)
+            .scoped(self.root_namespace.clone())
+            .max_regex_bytes(self.max_regex_bytes);
         let except = self.users_dir.as_deref();
         let mut count = load_each_except(&self.config, except, |r| compiler.push(r));
         if count == 0 {
