@@ -421,8 +421,14 @@ impl Compiler {
                         ),
                     ));
                 }
-                self.policies
-                    .push((CompiledPolicy { name: key, policy }, links))
+                self.policies.push((
+                    CompiledPolicy {
+                        name: key,
+                        policy,
+                        dry_run: spec.dry_run,
+                    },
+                    links,
+                ))
             }
             Spec::User(spec) => {
                 let serving = self.serving.as_deref().map(|s| &*s.users);
