@@ -99,6 +99,7 @@ fn offline_authorizer(
         metrics,
         log: DecisionLog::new(0),
         deadline: crate::decision::DEFAULT_DEADLINE,
+        shadow: false,
         users,
     })
 }
