@@ -255,6 +255,17 @@ pub struct ServeArgs {
         default_value_t = 0
     )]
     pub decision_log_allow_sample: u64,
+    /// Answer allow to every request, for a first rollout: each decision is still made,
+    /// and a denial is counted under its real outcome and reason
+    /// (`portcullis_decisions_total`, and `portcullis_shadow_allowed_total`) and logged
+    /// with `shadow=true`, then answered allow without identity headers.
+    #[arg(long, env = "PORTCULLIS_SHADOW")]
+    pub shadow: bool,
+    /// Count each AccessPolicy evaluated on the request path:
+    /// `portcullis_policy_evaluations_total{policy, result, dry_run}`, one series per policy
+    /// and result. Off by default.
+    #[arg(long, env = "PORTCULLIS_POLICY_METRICS")]
+    pub policy_metrics: bool,
     /// Export one span per decision over OTLP/gRPC to this collector
     /// (`http://otel-collector:4317`); the span continues the caller's W3C `traceparent`.
     /// Off unless set. `OTEL_BSP_*` variables tune the batching

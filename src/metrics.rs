@@ -18,6 +18,21 @@ struct DecisionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+/// `--policy-metrics`: one series per policy, result and dry-run.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabels {
+    /// The policy's name in the snapshot: `namespace/name` from the cluster, the plain name
+    /// from a file.
+    policy: String,
+    result: &'static str,
+    dry_run: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
 }
@@ -54,6 +69,29 @@ pub struct Metrics {
     users: Family<EventLabels, Counter>,
     status_writes: Family<ResultLabels, Counter>,
     watch_errors: Family<KindLabels, Counter>,
+    shadow_mode: Gauge,
+    shadow_allowed: Family<ReasonLabels, Counter>,
+    /// Registered by [`Metrics::with_policy_metrics`] only (`--policy-metrics`).
+    policy_evaluations: Option<Family<PolicyLabels, Counter>>,
+}
+
+/// Counts the policies evaluated on the request path ([`Metrics::policy_evaluations`]).
+#[derive(Clone, Copy)]
+pub struct PolicyEvaluations<'m>(&'m Family<PolicyLabels, Counter>);
+
+impl PolicyEvaluations<'_> {
+    /// One evaluation of `policy` (its qualified name): `result` is `allow`, `deny` or
+    /// `error`; `dry_run`, whether the policy is dry-run (its `result` is then what it
+    /// would have done).
+    pub fn count(&self, policy: &str, result: &'static str, dry_run: bool) {
+        self.0
+            .get_or_create(&PolicyLabels {
+                policy: policy.to_owned(),
+                result,
+                dry_run: if dry_run { "true" } else { "false" },
+            })
+            .inc();
+    }
 }
 
 impl Default for Metrics {
@@ -149,6 +187,18 @@ impl Metrics {
             "Failed Kubernetes list or watch calls by kind (each is retried; the last view keeps serving)",
             watch_errors.clone(),
         );
+        let shadow_mode = Gauge::default();
+        registry.register(
+            "shadow_mode",
+            "1 when serve runs with --shadow: every request is answered allow, denials are only counted and logged",
+            shadow_mode.clone(),
+        );
+        let shadow_allowed = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "shadow_allowed",
+            "Denials answered allow by --shadow, by the denial's reason (also counted in decisions with their real outcome)",
+            shadow_allowed.clone(),
+        );
         let allowed = decisions
             .get_or_create(&DecisionLabels {
                 outcome: "allow",
@@ -178,7 +228,43 @@ impl Metrics {
             users,
             status_writes,
             watch_errors,
+            shadow_mode,
+            shadow_allowed,
+            policy_evaluations: None,
         }
+    }
+
+    /// `--policy-metrics`: also `portcullis_policy_evaluations_total{policy, result,
+    /// dry_run}`, one series per policy evaluated and result. Off by default: a series per
+    /// policy, and one label lookup per policy evaluated.
+    pub fn with_policy_metrics(mut self) -> Self {
+        let family = Family::<PolicyLabels, Counter>::default();
+        self.registry.register(
+            "policy_evaluations",
+            "AccessPolicies evaluated on the request path (--policy-metrics), by policy, result (allow, deny) and dry_run",
+            family.clone(),
+        );
+        self.policy_evaluations = Some(family);
+        self
+    }
+
+    /// Where the request path counts each policy it evaluates; `None` unless
+    /// [`Metrics::with_policy_metrics`].
+    #[inline]
+    pub fn policy_evaluations(&self) -> Option<PolicyEvaluations<'_>> {
+        self.policy_evaluations.as_ref().map(PolicyEvaluations)
+    }
+
+    /// Whether `serve --shadow` is on.
+    pub fn shadow_mode(&self, on: bool) {
+        self.shadow_mode.set(on as i64);
+    }
+
+    /// A denial, of this reason, answered allow by `serve --shadow`.
+    pub fn shadow_allowed(&self, reason: &'static str) {
+        self.shadow_allowed
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     /// One decision: allowed or not, its reason word, how long it took.

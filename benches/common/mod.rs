@@ -53,6 +53,7 @@ pub fn authorizer_logging(text: &str, allow_sample: u64) -> Authorizer {
         metrics: Arc::new(Metrics::new()),
         log: DecisionLog::new(allow_sample),
         deadline: portcullis::decision::DEFAULT_DEADLINE,
+        shadow: false,
         users: Default::default(),
     }
 }

@@ -104,6 +104,7 @@ fn authorizer() -> Authorizer {
         log: DecisionLog::new(0),
         users: UserResolver::off(),
         deadline: portcullis::decision::DEFAULT_DEADLINE,
+        shadow: false,
     }
 }
 

@@ -105,6 +105,7 @@ fn offline_authorizer(
         metrics,
         log: DecisionLog::new(0),
         deadline: crate::decision::DEFAULT_DEADLINE,
+        shadow: false,
         users,
     })
 }

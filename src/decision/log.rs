@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use super::{Decision, HttpRequest};
 
-/// Denials are always logged; allows one in `allow_sample` (1 = every one, 0 = none).
+/// Denials are always logged, and with each one line per dry-run policy that would have
+/// allowed it; allows one in `allow_sample` (1 = every one, 0 = none).
 /// Turn the whole log down with `RUST_LOG=portcullis::decision=warn`.
 pub struct DecisionLog {
     allow_sample: u64,
@@ -20,7 +21,9 @@ impl DecisionLog {
         }
     }
 
-    pub fn record(&self, d: &Decision, request: &HttpRequest, latency: Duration) {
+    /// `shadow`: `serve --shadow` answers this denial allow; the line says so, and
+    /// carries the real outcome and reason.
+    pub fn record(&self, d: &Decision, request: &HttpRequest, latency: Duration, shadow: bool) {
         if d.allowed() {
             if self.allow_sample == 0 {
                 return;
@@ -47,7 +50,29 @@ impl DecisionLog {
             method = %request.method,
             path = %path,
             latency_us = latency.as_micros() as u64,
+            shadow = shadow.then_some(true),
             "decision"
+        );
+        if !d.allowed() {
+            dry_run_would_allow(d, &request.method, path, shadow);
+        }
+    }
+}
+
+/// One line per dry-run policy that would have allowed a denied request.
+fn dry_run_would_allow(d: &Decision, method: &str, path: &str, shadow: bool) {
+    for policy in &d.dry_run_allows {
+        tracing::info!(
+            target: "portcullis::decision",
+            policy = %policy,
+            status = d.http_status(),
+            reason = d.reason,
+            user = d.user.as_deref(),
+            subject = d.subject.as_deref(),
+            method = %method,
+            path = %path,
+            shadow = shadow.then_some(true),
+            "dry_run_would_allow"
         );
     }
 }

@@ -6,6 +6,7 @@
 pub mod context;
 mod log;
 mod request;
+mod shadow;
 mod steps;
 mod trace;
 pub(crate) mod user;
@@ -22,7 +23,7 @@ use serde_json::{json, Map, Value};
 pub use log::DecisionLog;
 pub use request::{request_namespace, Credential, HttpRequest, NAMESPACE_EXTENSION};
 use steps::Presented;
-pub use trace::{PolicyStep, TokenStep, Trace, UserStep};
+pub use trace::{DryRunStep, PolicyStep, TokenStep, Trace, UserStep};
 
 use crate::metrics::Metrics;
 use crate::snapshot::SnapshotStore;
@@ -54,6 +55,7 @@ pub enum Outcome {
 pub struct Decision {
     pub outcome: Outcome,
     /// A short stable word for metrics and logs (`allowed`, `no_policy_allows`, `token_expired`, ...).
+    /// When [`Decision::shadow`], the denial's.
     pub reason: &'static str,
     /// For the caller: safe to show, never a token, secret or key. Mostly a fixed text:
     /// no allocation on the request path.
@@ -69,6 +71,12 @@ pub struct Decision {
     /// On allow: every header some TokenIntrospector forwards claims into. Those not in
     /// `forwarded` are removed: a client's copy must not pass for portcullis's.
     pub claim_headers: Option<Arc<[Arc<str>]>>,
+    /// Dry-run policies that would have allowed, among the candidates evaluated (on the
+    /// request path, those before the policy that allowed, if one did).
+    pub dry_run_allows: Vec<String>,
+    /// `serve --shadow` answered allow to this denial: `reason` and `message` are the
+    /// denial's, and no identity is set.
+    pub shadow: bool,
 }
 
 impl Decision {
@@ -84,6 +92,8 @@ impl Decision {
             issuer: None,
             forwarded: Vec::new(),
             claim_headers: None,
+            dry_run_allows: Vec::new(),
+            shadow: false,
         }
     }
 
@@ -181,6 +191,8 @@ pub struct Authorizer {
     /// The longest a decision may take: past it, deny with 503 rather than let Envoy's own
     /// timeout fire (which `failure_mode_allow` would turn into an allow).
     pub deadline: Duration,
+    /// `serve --shadow`: every denial is counted and logged as it is, then answered allow.
+    pub shadow: bool,
 }
 
 /// Below the 1 s ext_authz timeout that deploy/ configures for Envoy.
@@ -193,7 +205,9 @@ impl Authorizer {
 
     /// [`Authorizer::check`], answering within `budget` (the caller's own deadline, such
     /// as Envoy's `grpc-timeout`) when that is shorter than [`Authorizer::deadline`].
-    /// A panic or a missed deadline is a 503 denial, never an allow.
+    /// A panic or a missed deadline is a 503 denial, never an allow (but under
+    /// [`Authorizer::shadow`], where every denial is answered allow once counted and
+    /// logged).
     pub async fn check_within(&self, request: &HttpRequest, budget: Option<Duration>) -> Decision {
         let started = Instant::now();
         let deadline = budget.map_or(self.deadline, |b| b.min(self.deadline));
@@ -214,7 +228,11 @@ impl Authorizer {
         let elapsed = started.elapsed();
         self.metrics
             .observe_decision(decision.allowed(), decision.reason, elapsed);
-        self.log.record(&decision, request, elapsed);
+        let shadow = self.shadow && !decision.allowed();
+        self.log.record(&decision, request, elapsed, shadow);
+        if shadow {
+            return self.shadow_allow(decision, request.namespace.as_deref());
+        }
         decision
     }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use super::shadow::Evaluations;
 use super::trace::TraceSink;
 use super::{context, header_safe, Authorizer, Credential, Decision, HttpRequest, Outcome};
 use super::{TokenStep, Trace, UserStep};
@@ -120,7 +121,14 @@ impl Authorizer {
                 }
                 None => None,
             };
-            let policy = policy_step(view, request, valid, user.as_ref(), &mut trace);
+            // Counted on the request path only, not when explaining.
+            let counts = self
+                .metrics
+                .policy_evaluations()
+                .filter(|_| !trace.explaining());
+            let mut seen = Evaluations::new(counts);
+            let policy = policy_step(view, request, valid, user.as_ref(), &mut trace, &mut seen);
+            decision.dry_run_allows = seen.dry_run_allows();
             verdict_step(view, valid, policy, &mut decision)
         };
         decision.outcome = verdict.outcome;
@@ -226,14 +234,16 @@ fn identity_step(valid: Option<&ValidToken>, decision: &mut Decision) -> Result<
     ))
 }
 
-/// The first candidate that allows. Explaining evaluates them all, so that the operator
-/// sees every one; the request path stops at the first that allows.
+/// The first candidate that allows (a dry-run one never does). Explaining evaluates them
+/// all, so that the operator sees every one; the request path stops at the first that
+/// allows.
 fn policy_step(
     view: View<'_>,
     request: &HttpRequest,
     valid: Option<&ValidToken>,
     user: Option<&KnownUser>,
     trace: &mut TraceSink<'_>,
+    seen: &mut Evaluations<'_>,
 ) -> Option<String> {
     let context = context::RequestContext::new(request, valid, user);
     let eval = EvalContext::new(&context);
@@ -245,7 +255,7 @@ fn policy_step(
     });
     let mut allowing = None;
     for candidate in view.candidates(user.map(|u| u.name()), client) {
-        let allowed = trace.evaluate(candidate, &eval);
+        let allowed = seen.evaluate(candidate, &eval, trace);
         if allowed && allowing.is_none() {
             allowing = Some(candidate.name.clone());
             if !trace.explaining() {

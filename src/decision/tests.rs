@@ -49,7 +49,7 @@ id: mallory
 inactive: true
 ";
 
-fn authorizer(config: &str) -> Authorizer {
+pub(super) fn authorizer(config: &str) -> Authorizer {
     let (resources, errors) = parse_documents(Path::new("test.yaml"), config);
     assert!(errors.is_empty(), "{errors:?}");
     let snapshots = Arc::new(SnapshotStore::default());
@@ -60,15 +60,16 @@ fn authorizer(config: &str) -> Authorizer {
         metrics: Arc::new(Metrics::new()),
         log: DecisionLog::new(1),
         deadline: crate::decision::DEFAULT_DEADLINE,
+        shadow: false,
         users: Default::default(),
     }
 }
 
-fn token(claims: Value) -> String {
+pub(super) fn token(claims: Value) -> String {
     token_of("https://auth.example.com", "very-secret", claims)
 }
 
-fn token_of(iss: &str, secret: &str, mut claims: Value) -> String {
+pub(super) fn token_of(iss: &str, secret: &str, mut claims: Value) -> String {
     claims["iss"] = json!(iss);
     if claims.get("exp").is_none() {
         claims["exp"] = json!(now() + 600);
@@ -81,7 +82,7 @@ fn token_of(iss: &str, secret: &str, mut claims: Value) -> String {
     .unwrap()
 }
 
-fn request(method: &str, path: &str, token: Option<&str>) -> HttpRequest {
+pub(super) fn request(method: &str, path: &str, token: Option<&str>) -> HttpRequest {
     let mut headers = vec![("host".to_string(), "api.example.com".to_string())];
     if let Some(t) = token {
         headers.push(("authorization".into(), format!("Bearer {t}")));
@@ -103,7 +104,12 @@ fn now() -> u64 {
         .as_secs()
 }
 
-async fn check(a: &Authorizer, method: &str, path: &str, token: Option<&str>) -> Decision {
+pub(super) async fn check(
+    a: &Authorizer,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> Decision {
     a.check(&request(method, path, token)).await
 }
 
@@ -251,6 +257,7 @@ async fn without_configuration_every_request_is_unavailable() {
         metrics: Arc::new(Metrics::new()),
         log: DecisionLog::new(1),
         deadline: crate::decision::DEFAULT_DEADLINE,
+        shadow: false,
         users: Default::default(),
     };
     let d = check(&a, "GET", "/fhir/metadata", None).await;

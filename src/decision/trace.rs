@@ -113,8 +113,19 @@ impl UserStep {
 #[derive(Debug, Serialize)]
 pub struct PolicyStep {
     pub policy: String,
+    /// Whether it allows the request: never for a dry-run policy.
     pub allowed: bool,
+    /// Only for a dry-run policy (`portcullis.dev/dry-run: "true"`): what it would do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<DryRunStep>,
+    /// The engine's own word: for a dry-run policy, what it would have done.
     pub explanation: Explanation,
+}
+
+/// What a dry-run policy would have done, were it enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct DryRunStep {
+    pub would_allow: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -163,7 +174,8 @@ impl<'t> TraceSink<'t> {
         }
     }
 
-    /// Whether the candidate allows; when explaining, also why, into the trace.
+    /// Whether the candidate's engine allows (a dry-run policy's too: the caller knows that
+    /// it never allows); when explaining, also why, into the trace.
     #[inline]
     pub(super) fn evaluate(&mut self, candidate: &CompiledPolicy, eval: &EvalContext) -> bool {
         let Some(t) = self.0.as_deref_mut() else {
@@ -173,7 +185,10 @@ impl<'t> TraceSink<'t> {
         let allowed = explanation.allowed;
         t.policies.push(PolicyStep {
             policy: candidate.name.clone(),
-            allowed,
+            allowed: allowed && !candidate.dry_run,
+            dry_run: candidate.dry_run.then_some(DryRunStep {
+                would_allow: allowed,
+            }),
             explanation,
         });
         allowed
@@ -215,7 +230,7 @@ impl Trace {
             out.push_str("policies (in evaluation order):\n");
         }
         for p in &self.policies {
-            explanation(&mut out, 1, &p.policy, &p.explanation);
+            explanation(&mut out, 1, &p.policy, &p.explanation, p.dry_run);
         }
         if let Some(d) = &self.decision {
             let word = if d.allowed { "ALLOW" } else { "DENY" };
@@ -233,10 +248,27 @@ impl Trace {
     }
 }
 
-fn explanation(out: &mut String, depth: usize, name: &str, e: &Explanation) {
+/// A dry-run policy denies, and says what it would have done: `p: denies (allow) (dry-run:
+/// would allow)`.
+fn explanation(
+    out: &mut String,
+    depth: usize,
+    name: &str,
+    e: &Explanation,
+    dry_run: Option<DryRunStep>,
+) {
     let pad = "  ".repeat(depth);
-    let verdict = if e.allowed { "allows" } else { "denies" };
-    out.push_str(&format!("{pad}{name}: {verdict} ({})\n", e.engine));
+    let verdict = if e.allowed && dry_run.is_none() {
+        "allows"
+    } else {
+        "denies"
+    };
+    out.push_str(&format!("{pad}{name}: {verdict} ({})", e.engine));
+    if let Some(d) = dry_run {
+        let would = if d.would_allow { "allow" } else { "deny" };
+        out.push_str(&format!(" (dry-run: would {would})"));
+    }
+    out.push('\n');
     for m in &e.errors {
         let at = if m.path.is_empty() {
             "(the request)"
@@ -260,7 +292,7 @@ fn explanation(out: &mut String, depth: usize, name: &str, e: &Explanation) {
         ));
     }
     for (i, child) in e.children.iter().enumerate() {
-        explanation(out, depth + 1, &format!("[{i}]"), child);
+        explanation(out, depth + 1, &format!("[{i}]"), child, None);
     }
 }
 
@@ -288,6 +320,7 @@ mod tests {
                 PolicyStep {
                     policy: "admins".into(),
                     allowed: false,
+                    dry_run: None,
                     explanation: policy(
                         json!({"engine": "matcho", "matcho": {"jwt": {"role": "admin"}}}),
                     ),
@@ -295,6 +328,7 @@ mod tests {
                 PolicyStep {
                     policy: "odd".into(),
                     allowed: true,
+                    dry_run: None,
                     explanation: policy(json!({"engine": "complex", "or": [
                         {"engine": "matcho", "matcho": {"request-method": "get"}},
                         {"engine": "matcho", "matcho": {"jwt": {"team": {"$not": "red"}}}}

@@ -238,6 +238,16 @@ fn parse_one(value: Value, origin: &Origin) -> Result<Option<Resource>, ConfigEr
         return Err(err(None, None, "a document must be a mapping".into()));
     };
 
+    // `metadata.annotations` of the Kubernetes form: an AccessPolicy's dry-run. No copy for
+    // the other kinds.
+    let annotations = map
+        .get("apiVersion")
+        .and(map.get("kind"))
+        .filter(|kind| kind.as_str() == Some(Kind::AccessPolicy.name()))
+        .and(map.get("metadata"))
+        .and_then(|m| m.get("annotations"))
+        .and_then(Value::as_object)
+        .cloned();
     let (kind, name, namespace, spec) = if let Some(api_version) = map.get("apiVersion") {
         let api_version = api_version.as_str().unwrap_or_default();
         let kind = map.get("kind").and_then(Value::as_str).unwrap_or_default();
@@ -315,11 +325,17 @@ fn parse_one(value: Value, origin: &Origin) -> Result<Option<Resource>, ConfigEr
     };
 
     let resource = Some(format!("{kind}/{name}"));
-    let spec = parse_spec(&kind, spec).map_err(|e| {
-        let resource = (e.field != "kind").then_some(resource.clone()).flatten();
-        let field = (!e.field.is_empty()).then_some(e.field.as_str());
-        err(resource, field, e.message)
-    })?;
+    let spec = parse_spec(&kind, spec)
+        .and_then(|mut spec| {
+            let annotations = annotations.as_ref();
+            super::read_annotations(&mut spec, |key| annotations?.get(key).map(Value::as_str))?;
+            Ok(spec)
+        })
+        .map_err(|e| {
+            let resource = (e.field != "kind").then_some(resource.clone()).flatten();
+            let field = (!e.field.is_empty()).then_some(e.field.as_str());
+            err(resource, field, e.message)
+        })?;
 
     Ok(Some(Resource {
         name,
@@ -620,6 +636,57 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("RS999"), "{text}");
+    }
+
+    #[test]
+    fn an_access_policys_dry_run_annotation_is_read_and_checked() {
+        let (rs, errs) = parse(
+            "apiVersion: portcullis.dev/v1alpha1\nkind: AccessPolicy\n\
+             metadata: {name: dry, annotations: {portcullis.dev/dry-run: 'true'}}\n\
+             spec: {engine: allow}\n---\n\
+             apiVersion: portcullis.dev/v1alpha1\nkind: AccessPolicy\n\
+             metadata: {name: istio, annotations: {istio.io/dry-run: 'true', other: x}}\n\
+             spec: {engine: allow}\n---\n\
+             apiVersion: portcullis.dev/v1alpha1\nkind: AccessPolicy\n\
+             metadata: {name: enforced, annotations: {portcullis.dev/dry-run: 'false'}}\n\
+             spec: {engine: allow}\n---\n\
+             resourceType: AccessPolicy\nid: aidbox\nengine: allow\n---\n\
+             apiVersion: portcullis.dev/v1alpha1\nkind: AccessPolicy\n\
+             metadata: {name: bad, annotations: {portcullis.dev/dry-run: 'on'}}\n\
+             spec: {engine: allow}\n---\n\
+             apiVersion: portcullis.dev/v1alpha1\nkind: AccessPolicy\n\
+             metadata: {name: unquoted, annotations: {istio.io/dry-run: true}}\n\
+             spec: {engine: allow}\n",
+        );
+        let dry_run: Vec<(&str, bool)> = rs
+            .iter()
+            .map(|r| match &r.spec {
+                Spec::AccessPolicy(p) => (r.name.as_str(), p.dry_run),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            dry_run,
+            [
+                ("dry", true),
+                ("istio", true),
+                ("enforced", false),
+                ("aidbox", false)
+            ]
+        );
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert_eq!(
+            errs[0].to_string(),
+            "t.yaml:20 (document 5): AccessPolicy/bad: field \
+             `metadata.annotations[\"portcullis.dev/dry-run\"]`: \"on\" is neither \"true\" nor \"false\""
+        );
+        assert_eq!(
+            errs[1].field.as_deref(),
+            Some(r#"metadata.annotations["istio.io/dry-run"]"#)
+        );
+        // Not a field of the spec: refused there, as any unknown field.
+        let (_, errs) = parse("resourceType: AccessPolicy\nid: p\nengine: allow\ndry_run: true\n");
+        assert!(errs[0].message.contains("dry_run"), "{errs:?}");
     }
 
     #[test]

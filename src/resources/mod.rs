@@ -15,7 +15,8 @@ mod text;
 mod token_introspector;
 mod user;
 
-pub use access_policy::{AccessPolicy, AccessPolicySpec, PolicyEngine};
+pub use access_policy::{read_annotations, AccessPolicy, AccessPolicySpec, PolicyEngine};
+pub use access_policy::{DRY_RUN_ANNOTATION, ISTIO_DRY_RUN_ANNOTATION};
 pub use document::{for_each_document, parse_documents, parse_spec, parse_text, Parsed};
 pub use identity_provider::{IdentityProvider, IdentityProviderSpec, UserinfoSource};
 pub use kinds::{Kind, API_VERSION, GROUP, KIND_NAMES, VERSION};

@@ -62,6 +62,13 @@ pub fn authorizer(
         idp,
         metrics.clone(),
     );
+    metrics.shadow_mode(args.shadow);
+    if args.shadow {
+        tracing::warn!(
+            "shadow mode: every request is allowed; denials are only counted \
+             (portcullis_shadow_allowed_total) and logged (shadow=true)"
+        );
+    }
     Ok(Arc::new(Authorizer {
         snapshots,
         tokens,
@@ -69,5 +76,6 @@ pub fn authorizer(
         log: DecisionLog::new(args.decision_log_allow_sample),
         deadline: Duration::from_millis(args.decision_timeout_ms),
         users,
+        shadow: args.shadow,
     }))
 }

@@ -27,7 +27,11 @@ use crate::snapshot::SnapshotStore;
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let source = flags::check(&args)?;
 
-    let metrics = Arc::new(Metrics::new());
+    let metrics = match args.policy_metrics {
+        true => Metrics::new().with_policy_metrics(),
+        false => Metrics::new(),
+    };
+    let metrics = Arc::new(metrics);
     let snapshots = Arc::new(SnapshotStore::default());
     let health = health::Health::new().await;
     let reloader = |authorizer: &Arc<crate::decision::Authorizer>| reload::Reloader {

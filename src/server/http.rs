@@ -236,6 +236,8 @@ mod tests {
             issuer: None,
             forwarded: Vec::new(),
             claim_headers: None,
+            dry_run_allows: Vec::new(),
+            shadow: false,
         };
         let response = to_response(&decision);
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
@@ -336,6 +338,7 @@ mod tests {
                 log: crate::decision::DecisionLog::new(0),
                 users: Default::default(),
                 deadline: crate::decision::DEFAULT_DEADLINE,
+                shadow: false,
             }),
             snapshots: Arc::new(SnapshotStore::default()),
             metrics: Arc::new(Metrics::new()),

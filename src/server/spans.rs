@@ -30,6 +30,7 @@ pub fn decision_span(request: &HttpRequest) -> Span {
         portcullis.outcome = Empty,
         portcullis.reason = Empty,
         portcullis.policy = Empty,
+        portcullis.shadow = Empty,
         http.response.status_code = Empty,
     );
     if !span.is_disabled() && request.headers.iter().any(|(k, _)| k == "traceparent") {
@@ -52,6 +53,9 @@ pub fn record(span: &Span, decision: &Decision) {
     span.record("portcullis.reason", decision.reason);
     if let Some(policy) = &decision.policy {
         span.record("portcullis.policy", policy.as_str());
+    }
+    if decision.shadow {
+        span.record("portcullis.shadow", true);
     }
     span.record("http.response.status_code", decision.http_status());
 }

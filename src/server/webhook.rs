@@ -284,12 +284,19 @@ fn answer(request: AdmissionRequest, snapshots: &SnapshotStore) -> AdmissionResp
         namespace => namespace.to_string(),
     };
     let spec = |o: &Option<Value>| o.as_ref().and_then(|o| o.get("spec")).cloned();
+    let annotations = |o: &Option<Value>| {
+        o.as_ref()
+            .and_then(|o| o.get("metadata")?.get("annotations"))
+            .cloned()
+    };
     let candidate = Candidate {
         kind,
         namespace,
         name,
         spec: spec(&request.object),
         old_spec: spec(&request.old_object),
+        annotations: annotations(&request.object),
+        old_annotations: annotations(&request.old_object),
     };
     let Answer { refused, warnings } = review(&candidate, snapshots.load().as_ref());
     let Some(ready) = refused else {

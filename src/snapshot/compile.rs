@@ -642,7 +642,14 @@ impl Compiler {
                         ),
                     ));
                 }
-                (self.builder(team).policies).push((CompiledPolicy { name: key, policy }, links))
+                (self.builder(team).policies).push((
+                    CompiledPolicy {
+                        name: key,
+                        policy,
+                        dry_run: spec.dry_run,
+                    },
+                    links,
+                ))
             }
             Spec::User(spec) => {
                 let serving = self.serving.as_deref().map(|s| &*s.users);

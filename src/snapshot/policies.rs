@@ -7,6 +7,8 @@ use crate::policy::Policy;
 pub struct CompiledPolicy {
     pub name: String,
     pub policy: Policy,
+    /// `portcullis.dev/dry-run: "true"`: evaluated, counted and logged, but never allows.
+    pub dry_run: bool,
 }
 
 /// AccessPolicies with the index that finds a request's candidates without a scan.
@@ -129,6 +131,7 @@ mod tests {
         CompiledPolicy {
             name: name.into(),
             policy: crate::policy::compile(&json!({"engine": "allow"})).unwrap(),
+            dry_run: false,
         }
     }
 

@@ -718,6 +718,7 @@ async fn decisions_carry_the_created_user_and_explain_creates_nothing() {
         metrics: setup.metrics.clone(),
         log: DecisionLog::new(0),
         deadline: crate::decision::DEFAULT_DEADLINE,
+        shadow: false,
         users: setup.resolver,
     };
     let jwt = hs256(json!({"iss": ISS, "sub": SUB, "exp": 4_000_000_000u64}));
@@ -913,6 +914,7 @@ async fn a_burst_of_new_subjects_creates_users_at_the_configured_rate() {
         metrics: metrics.clone(),
         log: DecisionLog::new(0),
         deadline: crate::decision::DEFAULT_DEADLINE,
+        shadow: false,
         users: resolver,
     };
     for i in 0..20 {

@@ -203,3 +203,41 @@ fn logs_to_a_file_or_pipe_carry_no_colour_codes() {
     );
     assert!(!out.stderr.contains('\u{1b}'), "{:?}", out.stderr);
 }
+
+/// The dry-run annotation is `"true"` or `"false"`: anything else fails `validate`, naming
+/// file, line, policy and the annotation; good values pass.
+#[test]
+fn a_dry_run_annotation_other_than_true_or_false_is_an_error_naming_it() {
+    let policy = |name: &str, annotation: &str| {
+        format!(
+            "apiVersion: portcullis.dev/v1alpha1\nkind: AccessPolicy\n\
+             metadata:\n  name: {name}\n  annotations:\n    {annotation}\n\
+             spec: {{engine: allow}}\n"
+        )
+    };
+    let (path, code, stdout, stderr) = validate(
+        "dry-run.yaml",
+        &[
+            policy("good", "portcullis.dev/dry-run: \"true\""),
+            policy("istio", "istio.io/dry-run: \"false\""),
+            policy("bad", "portcullis.dev/dry-run: \"yes\""),
+        ]
+        .join("---\n"),
+    );
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{path}:17 (document 3): AccessPolicy/bad: field \
+             `metadata.annotations[\"portcullis.dev/dry-run\"]`: \"yes\" is neither \"true\" \
+             nor \"false\""
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("AccessPolicy/good") && !stderr.contains("AccessPolicy/istio"));
+
+    let (_, code, stdout, stderr) = validate(
+        "dry-run.yaml",
+        &policy("good", "portcullis.dev/dry-run: \"true\""),
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+}

@@ -268,6 +268,62 @@ async fn apply_edit_and_delete_change_the_decision_and_status_says_why() {
     .await;
 }
 
+/// A dry-run policy from the cluster: evaluated, counted under its `namespace/name`, never
+/// allowing. Its annotation changes no `generation`, yet flipping it takes effect, and a
+/// bad value marks the object Invalid while the version before serves.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dry_run_annotation_takes_effect_though_the_generation_stays() {
+    let fake = FakeApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    base(&fake);
+    let annotated = |value: Option<&str>| {
+        let mut o = policy("write", "post");
+        if let Some(value) = value {
+            o["metadata"]["annotations"] = json!({"portcullis.dev/dry-run": value});
+        }
+        o
+    };
+    fake.apply(annotated(Some("true")));
+    let p = serve(&fake, dir.path(), "replica-1", &["--policy-metrics"]).await;
+    let alice = token("alice", SECRET);
+    ready_condition(&fake, "accesspolicies", "write", "True").await;
+    assert_eq!(decide(&p, "POST", &alice).await.status, 403);
+    let m = p.metrics().await;
+    let evaluated = &[
+        ("policy", "team-a/write"),
+        ("result", "allow"),
+        ("dry_run", "true"),
+    ];
+    assert_eq!(
+        m.counter("portcullis_policy_evaluations_total", evaluated),
+        1
+    );
+    let generation =
+        fake.get(API, "accesspolicies", NS, "write").unwrap()["metadata"]["generation"].clone();
+
+    // Enforced: the same spec and generation, the annotation gone.
+    fake.apply(annotated(None));
+    until_status(&p, "POST", &alice, 200, "the policy enforced").await;
+    let o = fake.get(API, "accesspolicies", NS, "write").unwrap();
+    assert_eq!(o["metadata"]["generation"], generation);
+
+    // Dry-run again, then a value that is neither: Invalid, naming the annotation; the
+    // version before (dry-run) keeps serving.
+    fake.apply(annotated(Some("true")));
+    until_status(&p, "POST", &alice, 403, "the policy dry-run again").await;
+    fake.apply(annotated(Some("maybe")));
+    let invalid = ready_condition(&fake, "accesspolicies", "write", "False").await;
+    assert_eq!(invalid["reason"], "Invalid");
+    assert!(
+        invalid["message"]
+            .as_str()
+            .unwrap()
+            .contains(r#"field `metadata.annotations["portcullis.dev/dry-run"]`"#),
+        "{invalid}"
+    );
+    assert_eq!(decide(&p, "POST", &alice).await.status, 403);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn users_and_identity_providers_from_the_cluster_resolve_the_user() {
     let fake = FakeApiServer::start().await;

@@ -446,6 +446,8 @@ fn every_serve_flag_is_reachable_from_the_chart_values() {
             "claimUsersByName=false",
             "drainMs=1000",
             "httpTrustForwarded=true",
+            "shadow=true",
+            "policyMetrics=true",
             "userCreateRate=2",
             "userCreateBurst=20",
             "maxUsersPerNamespace=500",

@@ -145,8 +145,11 @@ fn exported(text: &str) -> BTreeMap<String, Vec<String>> {
 #[test]
 fn the_metrics_table_and_the_dashboard_name_only_exported_metrics() {
     // A labelled family is exposed only once it has a series: give each one.
-    let metrics = portcullis::metrics::Metrics::new();
+    let metrics = portcullis::metrics::Metrics::new().with_policy_metrics();
     metrics.observe_decision(true, "allowed", std::time::Duration::from_micros(5));
+    metrics.shadow_allowed("no_policy_allows");
+    let policies = metrics.policy_evaluations().expect("--policy-metrics");
+    policies.count("team-a/p", "allow", false);
     metrics.config_loaded(true, 1, 0);
     metrics.token_event("verified_cache_hit");
     metrics.user_event("created");

@@ -15,3 +15,4 @@ mod faults;
 mod forwarded;
 mod health;
 mod quickstart;
+mod shadow;

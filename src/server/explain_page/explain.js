@@ -113,16 +113,22 @@
     return li;
   }
 
-  function explanationItem(name, e, kind) {
-    const li = el("li", kind + " " + (e.allowed ? "allow" : "deny"));
+  // `dryRun`: a dry-run policy's `{would_allow}`; it denies, and says what it would do.
+  function explanationItem(name, e, kind, dryRun) {
+    const allows = e.allowed && !dryRun;
+    const li = el("li", kind + " " + (allows ? "allow" : "deny"));
     li.dataset.name = name;
     li.append(
       el("span", "name", name),
       ": ",
-      el("span", "verdict", e.allowed ? "allows" : "denies"),
+      el("span", "verdict", allows ? "allows" : "denies"),
       " ",
       el("span", "engine", "(" + e.engine + ")")
     );
+    if (dryRun) {
+      li.dataset.dryRun = dryRun.would_allow ? "would-allow" : "would-deny";
+      li.append(" ", el("span", "why", "(dry-run: would " + (dryRun.would_allow ? "allow" : "deny") + ")"));
+    }
     const items = [];
     for (const m of e.errors || []) items.push(mismatchItem(m, "mismatch"));
     for (const m of e.notes || []) items.push(mismatchItem(m, "note"));
@@ -136,7 +142,7 @@
     li.append(el("span", "label", "Policies"), " (in evaluation order; the first that allows wins)");
     const ul = sublist(li);
     if (policies.length === 0) ul.append(el("li", "none", "no AccessPolicy was evaluated"));
-    for (const p of policies) ul.append(explanationItem("AccessPolicy/" + p.policy, p.explanation, "policy"));
+    for (const p of policies) ul.append(explanationItem("AccessPolicy/" + p.policy, p.explanation, "policy", p.dry_run));
     return li;
   }
 

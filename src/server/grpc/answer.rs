@@ -256,6 +256,8 @@ mod tests {
             issuer: None,
             forwarded: vec![],
             claim_headers: None,
+            dry_run_allows: Vec::new(),
+            shadow: false,
         }
     }
 

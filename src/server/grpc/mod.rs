@@ -183,6 +183,7 @@ mod tests {
             log: crate::decision::DecisionLog::new(0),
             users: Default::default(),
             deadline: crate::decision::DEFAULT_DEADLINE,
+            shadow: false,
         }));
         let request = http::Request::post("/envoy.service.auth.v3.Authorization/Other")
             .header("content-type", "application/grpc")

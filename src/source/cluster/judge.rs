@@ -18,6 +18,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::resources::{parse_spec, qualified, Kind, ResourceStatus, SecretKeyRef, SecretProblem};
+use crate::resources::{read_annotations, DRY_RUN_ANNOTATION, ISTIO_DRY_RUN_ANNOTATION};
 use crate::resources::{FieldError, Origin, Resource, Spec};
 use crate::snapshot::{Compiler, RejectReason, Rejection, Snapshot};
 
@@ -175,6 +176,10 @@ pub struct Candidate {
     pub spec: Option<Value>,
     /// On an update, the `spec` it replaces.
     pub old_spec: Option<Value>,
+    /// The object's `metadata.annotations`, as sent: an AccessPolicy's dry-run.
+    pub annotations: Option<Value>,
+    /// On an update, the annotations it replaces.
+    pub old_annotations: Option<Value>,
 }
 
 /// The webhook's word on one object.
@@ -207,7 +212,11 @@ pub fn review(candidate: &Candidate, serving: Option<&Arc<Snapshot>>) -> Answer 
         generation: 0,
         uid: 0,
         created: 0,
-        spec: spec(candidate.kind, candidate.spec.clone()),
+        spec: spec(candidate.kind, candidate.spec.clone()).and_then(|mut spec| {
+            let annotations = candidate.annotations.as_ref();
+            read_annotations(&mut spec, |key| annotations?.get(key).map(Value::as_str))?;
+            Ok(spec)
+        }),
         status: None,
     };
     let mut warnings = Vec::new();
@@ -248,7 +257,10 @@ pub fn review(candidate: &Candidate, serving: Option<&Arc<Snapshot>>) -> Answer 
     let admitted = match check(&object, placeholder, &mut compiler) {
         Ok(admitted) => admitted,
         Err(ready) => {
-            let unchanged = candidate.old_spec.is_some() && candidate.old_spec == candidate.spec;
+            let unchanged = candidate.old_spec.is_some()
+                && candidate.old_spec == candidate.spec
+                && dry_run_annotations(&candidate.old_annotations)
+                    == dry_run_annotations(&candidate.annotations);
             if unchanged {
                 warnings.push(format!(
                     "{key} does not serve: {} (allowed: the spec is unchanged)",
@@ -286,6 +298,12 @@ pub fn review(candidate: &Candidate, serving: Option<&Arc<Snapshot>>) -> Answer 
         refused: None,
         warnings,
     }
+}
+
+/// The annotations that are part of an object's spec (an AccessPolicy's dry-run), as sent.
+fn dry_run_annotations(annotations: &Option<Value>) -> [Option<&Value>; 2] {
+    [DRY_RUN_ANNOTATION, ISTIO_DRY_RUN_ANNOTATION]
+        .map(|key| annotations.as_ref().and_then(|a| a.get(key)))
 }
 
 /// The `spec` of an object of `kind`, or the field that kept it from parsing.

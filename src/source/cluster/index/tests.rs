@@ -388,6 +388,39 @@ fn a_status_change_alone_rebuilds_nothing() {
     assert!(!index.apply(with_status).any());
 }
 
+/// An annotation change leaves `metadata.generation` as it was: the dry-run flag read from
+/// it is part of the spec compared, so flipping it rebuilds, and the next snapshot has it.
+#[test]
+fn flipping_a_policys_dry_run_annotation_rebuilds() {
+    let mut index = ClusterIndex::default();
+    let p = policy("a", "p", 1, json!({"request-method": "get"}));
+    index.apply(p.clone());
+    let dry_run_of = |index: &mut ClusterIndex| {
+        let (compiler, _) = index.compile(&Kind::CONFIG);
+        let snapshot = compiler.into_snapshot();
+        let dry_run = snapshot
+            .root
+            .policies
+            .iter()
+            .map(|p| p.dry_run)
+            .collect::<Vec<_>>();
+        dry_run
+    };
+    assert_eq!(dry_run_of(&mut index), [false]);
+    let mut dry = p.clone();
+    if let Ok(Spec::AccessPolicy(spec)) = &mut dry.spec {
+        spec.dry_run = true;
+    }
+    assert!(
+        index.apply(dry.clone()).config,
+        "same generation, yet a change"
+    );
+    assert_eq!(dry_run_of(&mut index), [true]);
+    assert!(!index.apply(dry).any(), "the same again: no change");
+    assert!(index.apply(p).config);
+    assert_eq!(dry_run_of(&mut index), [false]);
+}
+
 #[test]
 fn user_changes_apply_in_place_until_a_clash_needs_a_full_compile() {
     let mut index = ClusterIndex::default();

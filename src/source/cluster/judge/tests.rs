@@ -13,6 +13,8 @@ fn candidate(kind: Kind, name: &str, spec: Value) -> Candidate {
         name: name.into(),
         spec: Some(spec),
         old_spec: None,
+        annotations: None,
+        old_annotations: None,
     }
 }
 
@@ -463,6 +465,47 @@ fn an_update_that_leaves_a_refused_spec_as_it_was_is_allowed_with_a_warning() {
         refused(&review(&changed, Some(&serving))).reason,
         "Conflict"
     );
+}
+
+#[test]
+fn a_policys_dry_run_annotation_is_reviewed_with_its_spec() {
+    let serving = cluster();
+    let spec = json!({"engine": "allow"});
+    let annotated = |value: &str| Some(json!({"portcullis.dev/dry-run": value, "other": "x"}));
+    let dry = Candidate {
+        annotations: annotated("true"),
+        ..candidate(Kind::AccessPolicy, "p", spec.clone())
+    };
+    assert_eq!(review(&dry, Some(&serving)).refused, None);
+    let bad = Candidate {
+        annotations: annotated("yes"),
+        ..dry.clone()
+    };
+    let ready = refused(&review(&bad, Some(&serving))).clone();
+    assert_eq!(ready.reason, "Invalid");
+    assert!(
+        ready
+            .message
+            .starts_with(r#"field `metadata.annotations["portcullis.dev/dry-run"]`: "yes""#),
+        "{ready:?}"
+    );
+    // The spec as it was, the annotation made bad: a change, refused.
+    let edited = Candidate {
+        old_spec: Some(spec.clone()),
+        old_annotations: annotated("true"),
+        ..bad.clone()
+    };
+    assert_eq!(refused(&review(&edited, Some(&serving))).reason, "Invalid");
+    // Bad before and after, another annotation changed: allowed with a warning.
+    let relabelled = Candidate {
+        old_spec: Some(spec),
+        old_annotations: annotated("yes"),
+        annotations: Some(json!({"portcullis.dev/dry-run": "yes", "other": "y"})),
+        ..bad
+    };
+    let answer = review(&relabelled, Some(&serving));
+    assert_eq!(answer.refused, None);
+    assert!(answer.warnings[0].contains("does not serve"), "{answer:?}");
 }
 
 #[test]
