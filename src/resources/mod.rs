@@ -5,6 +5,7 @@
 //! the snapshot compiler.
 
 mod access_policy;
+pub mod checks;
 mod document;
 mod identity_provider;
 mod kinds;

@@ -1,6 +1,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::checks::{self, MAX_KIND_BYTES, MAX_REFERENCE_BYTES};
+
 /// An Aidbox reference: `{reference: "IdentityProvider/keycloak"}` or
 /// `{resourceType: IdentityProvider, id: keycloak}`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -59,14 +61,20 @@ fn target<'a>(
     id: &'a Option<String>,
 ) -> Result<(&'a str, &'a str), String> {
     match (reference, resource_type, id) {
+        (Some(r), None, None) if r.len() > MAX_REFERENCE_BYTES => {
+            Err(format!("longer than {MAX_REFERENCE_BYTES} bytes"))
+        }
         (Some(r), None, None) => match r.split_once('/') {
             Some((kind, name)) if !kind.is_empty() && !name.is_empty() && !name.contains('/') => {
                 Ok((kind, name))
             }
-            _ => Err(format!("reference {r:?} is not of the form Kind/name")),
+            _ => Err(checks::PROVIDER_REF_FORM.message.into()),
         },
+        (None, Some(kind), Some(_)) if kind.len() > MAX_KIND_BYTES => {
+            Err(format!("`resourceType` longer than {MAX_KIND_BYTES} bytes"))
+        }
         (None, Some(kind), Some(name)) => Ok((kind, name)),
-        (None, None, None) => Err("empty reference".into()),
-        _ => Err("use either `reference: Kind/name` or `resourceType` with `id`, not both".into()),
+        (None, None, None) => Err(checks::PROVIDER_REF_EMPTY.message.into()),
+        _ => Err(checks::PROVIDER_REF_SHAPE.message.into()),
     }
 }
