@@ -8,14 +8,19 @@ use super::checks::{self, MAX_KIND_BYTES, MAX_REFERENCE_BYTES};
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Reference {
+    /// `Kind/name`, as `IdentityProvider/keycloak`; or give `resourceType` and `id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_REFERENCE_BYTES))]
     pub reference: Option<String>,
+    /// The kind, with `id`, instead of `reference`.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         rename = "resourceType"
     )]
+    #[schemars(length(max = MAX_KIND_BYTES))]
     pub resource_type: Option<String>,
+    /// The name, with `resourceType`, instead of `reference`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
 }
@@ -25,14 +30,19 @@ pub struct Reference {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Link {
+    /// `User/<name>` or `Client/<id>`; or give `resourceType` and `id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_REFERENCE_BYTES))]
     pub reference: Option<String>,
+    /// `User` or `Client`, with `id`, instead of `reference`.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         rename = "resourceType"
     )]
+    #[schemars(length(max = MAX_KIND_BYTES))]
     pub resource_type: Option<String>,
+    /// The User's name or the client's id, with `resourceType`, instead of `reference`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     /// For a Client link: the `jwt.iss` of the TokenIntrospector whose tokens may name
