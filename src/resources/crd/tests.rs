@@ -984,3 +984,17 @@ fn cel_rules_accept_the_shipped_examples() {
         );
     }
 }
+
+/// docs/kubernetes.md lists every rule, so that the page says what `kubectl apply`
+/// refuses.
+#[test]
+fn the_docs_list_every_rule() {
+    let docs = std::fs::read_to_string(repo().join("docs/kubernetes.md")).unwrap();
+    for rule in RULES {
+        assert!(
+            docs.contains(&format!("`{}`", rule.id)),
+            "docs/kubernetes.md lacks rule `{}`",
+            rule.id
+        );
+    }
+}
