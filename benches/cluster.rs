@@ -287,7 +287,7 @@ async fn main() {
                     .await
                     .1
                     .as_deref()
-                    == Some(name.as_str())
+                    == Some(format!("{NS}/{name}").as_str())
             })
             .await,
         );
@@ -314,7 +314,7 @@ async fn main() {
                 .await
                 .1
                 .as_deref()
-                == Some(last.as_str())
+                == Some(format!("{NS}/{last}").as_str())
         })
         .await;
         let spent = serve.cpu() - before;

@@ -5,13 +5,17 @@
 //! A pattern is paid for once per scope, by the first policy that writes it; identical
 //! patterns share one compiled program across scopes and snapshots ([`super::pattern`]).
 //! A policy that is refused pays nothing: its charges are taken back.
+//!
+//! Here too is the cache of compiled programs that every scope and snapshot shares.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 
-use regex_automata::meta::Regex;
+use regex_automata::meta::{BuildError, Regex};
 
-use super::pattern::{shared, REGEX_SIZE_LIMIT};
+/// Compiled-regex limits: a hostile pattern is rejected when configuration loads instead of
+/// costing memory on every replica. Matching itself is linear in the regex crate.
+pub(crate) const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 /// `--max-regex-bytes`: compiled programs per namespace.
 pub const DEFAULT_MAX_REGEX_BYTES: usize = 16 << 20;
@@ -133,8 +137,38 @@ impl RegexBudget {
     }
 }
 
+/// One compiled regex per source, for every policy (and every snapshot) that uses it,
+/// compiled under `size_limit` (at most [`REGEX_SIZE_LIMIT`]). The lock is not held while
+/// compiling: the webhook and a reload compile side by side.
+pub(crate) fn shared(source: &str, size_limit: usize) -> Result<Arc<Regex>, BuildError> {
+    static SHARED: LazyLock<Mutex<HashMap<String, Weak<Regex>>>> = LazyLock::new(Default::default);
+    let cached = |shared: &HashMap<String, Weak<Regex>>| shared.get(source).and_then(Weak::upgrade);
+    if let Some(re) = cached(&SHARED.lock().unwrap_or_else(|e| e.into_inner())) {
+        return Ok(re);
+    }
+    // As the regex crate configures it (`RegexBuilder`), with our limits.
+    let config = Regex::config()
+        .nfa_size_limit(Some(size_limit))
+        .onepass_size_limit(Some(size_limit))
+        .dfa_size_limit(Some(size_limit))
+        .hybrid_cache_capacity(REGEX_SIZE_LIMIT);
+    let built = Arc::new(Regex::builder().configure(config).build(source)?);
+    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    // Compiled meanwhile by another: one copy serves both.
+    if let Some(re) = cached(&shared) {
+        return Ok(re);
+    }
+    let re = built;
+    // Forget patterns no snapshot uses any more, now and then.
+    if shared.len() >= 1024 && shared.len().is_power_of_two() {
+        shared.retain(|_, re| re.strong_count() > 0);
+    }
+    shared.insert(source.to_owned(), Arc::downgrade(&re));
+    Ok(re)
+}
+
 /// A build error as the regex crate would word it.
-fn describe(e: &regex_automata::meta::BuildError) -> String {
+fn describe(e: &BuildError) -> String {
     match (e.syntax_error(), e.size_limit()) {
         (Some(syntax), _) => syntax.to_string(),
         (None, Some(limit)) => format!("compiled regex exceeds size limit of {limit} bytes"),

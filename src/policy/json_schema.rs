@@ -14,8 +14,7 @@ use serde_json::{Map, Value};
 use jsonschema::error::ValidationErrorKind;
 use jsonschema::{PatternOptions, Validator};
 
-use super::budget::{Refusal, RegexBudget};
-use super::pattern::REGEX_SIZE_LIMIT;
+use super::budget::{Refusal, RegexBudget, REGEX_SIZE_LIMIT};
 
 mod cost;
 use super::{is_empty_value, join_field, redact_telling, EvalContext, Mismatch, PolicyError};

@@ -19,6 +19,7 @@ use std::sync::OnceLock;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::resources::checks;
 use crate::resources::{is_credential_header, REDACTED};
 
 mod budget;
@@ -348,10 +349,10 @@ fn body_key<'v>(
 ) -> Option<&'v Value> {
     let v = obj.get(key);
     if v.is_none() {
-        errors.push(PolicyError::new(
-            join_field(prefix, key),
-            format!("missing; engine \"{engine}\" needs \"{key}\""),
-        ));
+        let message = checks::body_required(key)
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("missing; engine \"{engine}\" needs \"{key}\""));
+        errors.push(PolicyError::new(join_field(prefix, key), message));
     }
     v
 }
@@ -366,14 +367,14 @@ fn compile_complex(
         (Some(_), Some(_)) => {
             errors.push(PolicyError::new(
                 join_field(prefix, "and"),
-                "both \"and\" and \"or\" given; engine \"complex\" takes exactly one",
+                checks::AND_OR_BOTH.message,
             ));
             return None;
         }
         (None, None) => {
             errors.push(PolicyError::new(
                 join_field(prefix, "and"),
-                "missing; engine \"complex\" needs exactly one of \"and\", \"or\"",
+                checks::COMPLEX_BODY.message,
             ));
             return None;
         }
@@ -387,7 +388,7 @@ fn compile_complex(
     };
     if items.is_empty() {
         // An empty `and` would allow everything and an empty `or` nothing: both are mistakes.
-        errors.push(PolicyError::new(path, "must not be empty"));
+        errors.push(PolicyError::new(path, checks::AND_NOT_EMPTY.message));
         return None;
     }
     let before = errors.len();

@@ -6,17 +6,14 @@
 //! mean exactly what the regex means, and are matched with `str` methods in a few bytes.
 //! Every other pattern gets a full regex, shared by every policy that writes the same source.
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::sync::Arc;
 
+#[cfg(test)]
+use super::budget::REGEX_SIZE_LIMIT;
 use super::budget::{Refusal, RegexBudget};
 
-use regex_automata::meta::{BuildError, Regex};
+use regex_automata::meta::Regex;
 use regex_syntax::hir::{Hir, HirKind, Look};
-
-/// Compiled-regex limits: a hostile pattern is rejected when configuration loads instead of
-/// costing memory on every replica. Matching itself is linear in the regex crate.
-pub(crate) const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 #[derive(Debug)]
 pub(crate) struct Pattern {
@@ -87,36 +84,6 @@ impl Matcher {
             Matcher::Regex(_) => 0,
         }
     }
-}
-
-/// One compiled regex per source, for every policy (and every snapshot) that uses it,
-/// compiled under `size_limit` (at most [`REGEX_SIZE_LIMIT`]). The lock is not held while
-/// compiling: the webhook and a reload compile side by side.
-pub(crate) fn shared(source: &str, size_limit: usize) -> Result<Arc<Regex>, BuildError> {
-    static SHARED: LazyLock<Mutex<HashMap<String, Weak<Regex>>>> = LazyLock::new(Default::default);
-    let cached = |shared: &HashMap<String, Weak<Regex>>| shared.get(source).and_then(Weak::upgrade);
-    if let Some(re) = cached(&SHARED.lock().unwrap_or_else(|e| e.into_inner())) {
-        return Ok(re);
-    }
-    // As the regex crate configures it (`RegexBuilder`), with our limits.
-    let config = Regex::config()
-        .nfa_size_limit(Some(size_limit))
-        .onepass_size_limit(Some(size_limit))
-        .dfa_size_limit(Some(size_limit))
-        .hybrid_cache_capacity(REGEX_SIZE_LIMIT);
-    let built = Arc::new(Regex::builder().configure(config).build(source)?);
-    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
-    // Compiled meanwhile by another: one copy serves both.
-    if let Some(re) = cached(&shared) {
-        return Ok(re);
-    }
-    let re = built;
-    // Forget patterns no snapshot uses any more, now and then.
-    if shared.len() >= 1024 && shared.len().is_power_of_two() {
-        shared.retain(|_, re| re.strong_count() > 0);
-    }
-    shared.insert(source.to_owned(), Arc::downgrade(&re));
-    Ok(re)
 }
 
 /// The literal matcher equal to `hir`, if it is one: `lit`, `^lit`, `lit$`, `^lit$` or

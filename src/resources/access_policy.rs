@@ -2,6 +2,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::checks::MAX_LINKS;
 use super::{FieldError, Link, ResourceStatus, Spec};
 
 /// The annotation that makes an AccessPolicy dry-run: `"true"` or `"false"`.
@@ -16,13 +17,23 @@ pub const ISTIO_DRY_RUN_ANNOTATION: &str = "istio.io/dry-run";
     version = "v1alpha1",
     kind = "AccessPolicy",
     plural = "accesspolicies",
-    shortname = "ap",
+    // Not `ap`: Istio's AuthorizationPolicy has that short name, in the very clusters
+    // portcullis serves.
+    shortname = "acp",
+    category = "portcullis",
     namespaced,
     status = "ResourceStatus",
-    printcolumn = r#"{"name":"Engine","type":"string","jsonPath":".spec.engine"}"#
+    doc = "When a request is allowed: a policy of engine allow, matcho, json-schema or \
+           complex, for every request or for the Users and clients it links. Aidbox's \
+           AccessPolicy.",
+    printcolumn = r#"{"name":"Engine","type":"string","jsonPath":".spec.engine","description":"allow, matcho, json-schema or complex."}"#,
+    printcolumn = r#"{"name":"Description","type":"string","priority":1,"jsonPath":".spec.description","description":"The policy's own description."}"#
 )]
 #[serde(deny_unknown_fields)]
 pub struct AccessPolicySpec {
+    /// How the policy decides: `allow` (always), `matcho` (the pattern in `matcho`),
+    /// `json-schema` (the schema in `schema`), `complex` (the sub-policies in `and` or `or`).
+    /// Required.
     pub engine: PolicyEngine,
     /// The pattern, for `engine: matcho`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -41,9 +52,11 @@ pub struct AccessPolicySpec {
     #[schemars(schema_with = "super::any_json_list")]
     pub or: Option<Vec<serde_json::Value>>,
     /// `User/<name>`, or `Client/<id>` with the `issuer` whose tokens may name it: the
-    /// policy applies only to those. Never empty.
+    /// policy applies only to those. Absent: every request. Never empty; at most 1024.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_LINKS))]
     pub link: Option<Vec<Link>>,
+    /// Free text, not evaluated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// Evaluated, counted and logged, but never allows: `metadata.annotations`
@@ -56,6 +69,7 @@ pub struct AccessPolicySpec {
     pub dry_run: bool,
 }
 
+/// The engine that evaluates a policy.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum PolicyEngine {

@@ -5,6 +5,8 @@
 //! the snapshot compiler.
 
 mod access_policy;
+pub mod checks;
+mod crd;
 mod document;
 mod identity_provider;
 mod kinds;
@@ -17,6 +19,7 @@ mod user;
 
 pub use access_policy::{read_annotations, AccessPolicy, AccessPolicySpec, PolicyEngine};
 pub use access_policy::{DRY_RUN_ANNOTATION, ISTIO_DRY_RUN_ANNOTATION};
+pub use crd::crds;
 pub use document::{for_each_document, parse_documents, parse_spec, parse_text, Parsed};
 pub use identity_provider::{IdentityProvider, IdentityProviderSpec, UserinfoSource};
 pub use kinds::{Kind, API_VERSION, GROUP, KIND_NAMES, VERSION};
@@ -103,41 +106,4 @@ pub(crate) fn any_json_list(_: &mut schemars::SchemaGenerator) -> schemars::Sche
         "type": "array",
         "items": { "type": "object", "x-kubernetes-preserve-unknown-fields": true }
     })
-}
-
-type Crd =
-    k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-
-/// Every kind, for the `crds` command.
-pub fn crds() -> Vec<Crd> {
-    use kube::CustomResourceExt;
-    [
-        TokenIntrospector::crd(),
-        AccessPolicy::crd(),
-        IdentityProvider::crd(),
-        User::crd(),
-    ]
-    .into_iter()
-    .map(structural)
-    .collect()
-}
-
-/// The API server rejects `additionalProperties: false` beside `properties` in a structural
-/// schema; it prunes unknown fields instead. `deny_unknown_fields` stays for file input.
-fn structural(crd: Crd) -> Crd {
-    fn strip(v: &mut serde_json::Value) {
-        match v {
-            serde_json::Value::Object(map) => {
-                if map.get("additionalProperties") == Some(&serde_json::Value::Bool(false)) {
-                    map.remove("additionalProperties");
-                }
-                map.values_mut().for_each(strip);
-            }
-            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
-            _ => {}
-        }
-    }
-    let mut value = serde_json::to_value(&crd).expect("CRD serialises");
-    strip(&mut value);
-    serde_json::from_value(value).expect("CRD deserialises")
 }

@@ -2,6 +2,10 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::checks::{
+    MAX_AUDIENCES, MAX_CACHE_TTL_SECONDS, MAX_CLAIM_PATH_BYTES, MAX_CLAIM_TO_HEADERS,
+    MAX_HEADER_NAME_BYTES, MAX_JWT_KEYS, MAX_LEEWAY_SECONDS, MIN_CACHE_TTL_SECONDS,
+};
 use super::{Reference, ResourceStatus};
 
 /// Which tokens to trust. Aidbox's `TokenIntrospector`, fields unchanged.
@@ -12,28 +16,41 @@ use super::{Reference, ResourceStatus};
     kind = "TokenIntrospector",
     plural = "tokenintrospectors",
     shortname = "ti",
+    category = "portcullis",
     namespaced,
     status = "ResourceStatus",
-    printcolumn = r#"{"name":"Type","type":"string","jsonPath":".spec.type"}"#,
-    printcolumn = r#"{"name":"Issuer","type":"string","jsonPath":".spec.jwt.iss"}"#
+    doc = "Which bearer tokens portcullis trusts: JWTs by shared secret, static keys or JWKS, \
+           opaque tokens by RFC 7662 introspection. Aidbox's TokenIntrospector.",
+    printcolumn = r#"{"name":"Type","type":"string","jsonPath":".spec.type","description":"jwt or opaque."}"#,
+    printcolumn = r#"{"name":"Issuer","type":"string","jsonPath":".spec.jwt.iss","description":"The jwt.iss whose tokens it checks."}"#
 )]
 #[serde(deny_unknown_fields)]
 pub struct TokenIntrospectorSpec {
+    /// `jwt`: tokens are JWTs checked by signature; `opaque`: tokens are checked by RFC 7662
+    /// introspection. Required.
     #[serde(rename = "type")]
     pub type_: IntrospectorType,
+    /// The issuer and the keys of JWTs (`type: jwt`); for `type: opaque`, only `iss`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt: Option<JwtSettings>,
-    /// JWKS endpoint. Aidbox keeps it at the top level, not under `jwt`.
+    /// JWKS endpoint, an http(s) URL: one of the key sources of `type: jwt`. Aidbox keeps
+    /// it at the top level, not under `jwt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks_uri: Option<String>,
+    /// The RFC 7662 endpoint that checks tokens of `type: opaque` (required there, refused
+    /// for `type: jwt`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub introspection_endpoint: Option<IntrospectionEndpoint>,
+    /// The IdentityProvider, in this namespace, that finds and creates the Users of this
+    /// introspector's tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity_provider: Option<Reference>,
     /// Seconds that JWKS keys or an introspection answer are kept (1..86400, default 300).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = MIN_CACHE_TTL_SECONDS, max = MAX_CACHE_TTL_SECONDS))]
     pub cache_ttl: Option<u32>,
-    /// portcullis extension: take `jwks_uri` from `<jwt.iss>/.well-known/openid-configuration`.
+    /// portcullis extension: take `jwks_uri` from `<jwt.iss>/.well-known/openid-configuration`
+    /// (a key source of its own, when `true`).
     #[serde(
         default,
         rename = "openidDiscovery",
@@ -41,12 +58,13 @@ pub struct TokenIntrospectorSpec {
     )]
     pub openid_discovery: Option<bool>,
     /// portcullis extension: on allow, set these request headers for the upstream from the
-    /// validated token's claims (a dotted path reaches nested claims).
+    /// validated token's claims (a dotted path reaches nested claims). At most 32 entries.
     #[serde(
         default,
         rename = "claimToHeaders",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(length(max = MAX_CLAIM_TO_HEADERS))]
     pub claim_to_headers: Option<Vec<ClaimToHeader>>,
 }
 
@@ -138,12 +156,15 @@ pub enum SecretProblem<E> {
 #[serde(deny_unknown_fields)]
 pub struct ClaimToHeader {
     /// A lower-case `x-` header name of the application's own: never `x-forwarded-*`,
-    /// `x-envoy-*`, `x-request-id`, `x-b3-*` or `x-portcullis-*`.
+    /// `x-envoy-*`, `x-request-id`, `x-b3-*` or `x-portcullis-*`; each header once.
+    #[schemars(length(max = MAX_HEADER_NAME_BYTES))]
     pub header: String,
     /// The claim, as a dotted path (`realm_access.roles`).
+    #[schemars(length(max = MAX_CLAIM_PATH_BYTES))]
     pub claim: String,
 }
 
+/// How tokens are checked.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum IntrospectorType {
@@ -151,51 +172,65 @@ pub enum IntrospectorType {
     Opaque,
 }
 
+/// The issuer and the key source of JWTs.
 #[derive(Serialize, Deserialize, Clone, Default, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwtSettings {
     /// The issuer: a JWT is handled by the introspector whose `iss` equals its `iss` claim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
-    /// HS256 shared secret.
+    /// HS256 shared secret, not empty: one of the key sources of `type: jwt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
-    /// Kubernetes mode: `secret`, read from a key of a Secret in the object's namespace.
+    /// Kubernetes mode: `secret`, read from a key of a Secret in the object's namespace
+    /// (labelled `portcullis.dev/secret-consumer: "true"`). Not beside `secret`.
     #[serde(default, rename = "secretRef", skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretKeyRef>,
-    /// Static keys, tried in order among those whose `alg` equals the token's.
+    /// Static keys, tried in order among those whose `alg` equals the token's: one of the
+    /// key sources of `type: jwt`. Not empty, at most 16.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_JWT_KEYS))]
     pub keys: Option<Vec<JwtKey>>,
-    /// portcullis extension: when set, the `aud` claim must contain one of these.
+    /// portcullis extension: when set, the `aud` claim must contain one of these. Not
+    /// empty, at most 32.
     #[serde(
         default,
         rename = "allowedAudiences",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(length(max = MAX_AUDIENCES))]
     pub allowed_audiences: Option<Vec<String>>,
-    /// portcullis extension: clock skew allowed on `exp`, `nbf` and `iat` (default 30 s).
+    /// portcullis extension: clock skew, in seconds, allowed on `exp`, `nbf` and `iat`
+    /// (0..300, default 30).
     #[serde(
         default,
         rename = "leewaySeconds",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(range(max = MAX_LEEWAY_SECONDS))]
     pub leeway_seconds: Option<u32>,
 }
 
+/// One static key of `jwt.keys`.
 #[derive(Serialize, Deserialize, Clone, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwtKey {
+    /// The key type: `RSA`, `EC`, `OKP`, or `OCT` (also `oct`) for a symmetric secret.
     pub kty: KeyType,
+    /// The one algorithm this key verifies; it must fit `kty`.
     pub alg: KeyAlgorithm,
+    /// `PEM` (default) for a public key in `pub`; `plain` for the symmetric secret `k` of
+    /// an `OCT` key.
     #[serde(default = "KeyFormat::default_pem")]
     pub format: KeyFormat,
     /// A PEM public key (`format: PEM`).
     #[serde(default, rename = "pub", skip_serializing_if = "Option::is_none")]
     pub pub_: Option<String>,
-    /// A symmetric secret (`format: plain`).
+    /// A symmetric secret, not empty (`OCT`, `format: plain`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub k: Option<String>,
-    /// Kubernetes mode: `k`, read from a key of a Secret in the object's namespace.
+    /// Kubernetes mode: `k`, read from a key of a Secret in the object's namespace. Not
+    /// beside `k`.
     #[serde(default, rename = "kRef", skip_serializing_if = "Option::is_none")]
     pub k_ref: Option<SecretKeyRef>,
     /// Optional: when set, only tokens whose header `kid` equals it use this key.
@@ -203,7 +238,9 @@ pub struct JwtKey {
     pub kid: Option<String>,
 }
 
+/// A key's type. `oct` is read as `OCT`.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[schemars(extend("enum" = ["RSA", "EC", "OCT", "oct", "OKP"]))]
 pub enum KeyType {
     #[serde(rename = "RSA")]
     Rsa,
@@ -215,6 +252,7 @@ pub enum KeyType {
     Okp,
 }
 
+/// A JWS algorithm (`none` is never one).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 pub enum KeyAlgorithm {
     HS256,
@@ -231,7 +269,9 @@ pub enum KeyAlgorithm {
     EdDSA,
 }
 
+/// How a key is written. `pem` is read as `PEM`.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[schemars(extend("enum" = ["PEM", "pem", "plain"]))]
 pub enum KeyFormat {
     #[serde(rename = "PEM", alias = "pem")]
     Pem,
@@ -245,16 +285,17 @@ impl KeyFormat {
     }
 }
 
+/// Where opaque tokens are checked.
 #[derive(Serialize, Deserialize, Clone, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IntrospectionEndpoint {
-    /// RFC 7662 endpoint.
+    /// RFC 7662 endpoint, an http(s) URL.
     pub url: String,
-    /// The literal `Authorization` header value sent to it.
+    /// The literal `Authorization` header value sent to it (`Basic ...`). Never logged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization: Option<String>,
     /// Kubernetes mode: `authorization`, read from a key of a Secret in the object's
-    /// namespace.
+    /// namespace. Not beside `authorization`.
     #[serde(
         default,
         rename = "authorizationRef",
@@ -269,7 +310,9 @@ pub struct IntrospectionEndpoint {
 )]
 #[serde(deny_unknown_fields)]
 pub struct SecretKeyRef {
+    /// The Secret's name, in the referencing object's namespace.
     pub name: String,
+    /// The key of the Secret's `data` that holds the value.
     pub key: String,
 }
 

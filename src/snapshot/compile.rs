@@ -4,6 +4,7 @@ use std::sync::Arc;
 use super::policies::Links;
 use super::{qualified, team_of, CompiledPolicy, CompiledProvider, PolicySet, Scope, Snapshot};
 use crate::policy::{RegexBudget, DEFAULT_MAX_REGEX_BYTES};
+use crate::resources::checks;
 use crate::resources::{ConfigError, FieldError, Kind, Origin, Resource, SecretData, Spec};
 use crate::resources::{PolicyEngine, TokenIntrospectorSpec};
 use crate::resources::{SecretKeyRef, SecretProblem};
@@ -434,9 +435,7 @@ impl Compiler {
                 Ok(()) => self.add(&r),
                 Err((field, problem)) => {
                     let message = match problem {
-                        SecretProblem::Both => {
-                            "the value is also given inline: keep one of the two".to_string()
-                        }
+                        SecretProblem::Both => checks::BOTH_INLINE_AND_REFERENCE.to_string(),
                         SecretProblem::Read(message) => message,
                     };
                     self.report(&r, FieldError::new(field, message));
@@ -940,10 +939,11 @@ fn error(r: &Resource, e: FieldError) -> ConfigError {
 fn links(refs: &[crate::resources::Link]) -> Result<Links, FieldError> {
     if refs.is_empty() {
         // Read as "no link" this would apply the policy to everyone: say what was meant.
-        return Err(FieldError::new(
-            "link",
-            "empty: name at least one User or Client, or remove `link` to apply the policy to every request",
-        ));
+        return Err(FieldError::new("link", checks::LINK_NOT_EMPTY.message));
+    }
+    if refs.len() > checks::MAX_LINKS {
+        let why = format!("{} links: at most {}", refs.len(), checks::MAX_LINKS);
+        return Err(FieldError::new("link", why));
     }
     let mut links = Links::default();
     for (i, r) in refs.iter().enumerate() {
@@ -952,31 +952,25 @@ fn links(refs: &[crate::resources::Link]) -> Result<Links, FieldError> {
             r.target().map_err(|e| FieldError::new(field(), e))?,
             &r.issuer,
         ) {
-            (("User", _), Some(_)) => return Err(FieldError::new(
-                format!("link[{i}].issuer"),
-                "only a Client link takes `issuer`: a User is found through its own identifiers",
-            )),
+            (("User", _), Some(_)) => {
+                return Err(FieldError::new(
+                    format!("link[{i}].issuer"),
+                    checks::LINK_USER_NO_ISSUER.message,
+                ))
+            }
             (("User", name), None) => links.users.push(name.to_string()),
             (("Client", id), Some(issuer)) if !issuer.is_empty() => {
                 links.clients.push((issuer.clone(), id.to_string()))
             }
-            (("Client", id), _) => {
+            (("Client", _), _) => {
                 // Any trusted issuer can mint a token naming any client id: the link must
                 // say whose tokens name this client.
                 return Err(FieldError::new(
                     format!("link[{i}].issuer"),
-                    format!(
-                        "required on a Client link: the jwt.iss whose tokens may name client {id:?}, \
-                         as in {{reference: Client/{id}, issuer: https://auth.example.com}}"
-                    ),
+                    checks::LINK_CLIENT_ISSUER.message,
                 ));
             }
-            ((kind, _), _) => {
-                return Err(FieldError::new(
-                    field(),
-                    format!("links point at a User or a Client, not a {kind}"),
-                ))
-            }
+            (_, _) => return Err(FieldError::new(field(), checks::LINK_KIND.message)),
         }
     }
     Ok(links)

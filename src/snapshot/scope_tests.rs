@@ -256,3 +256,56 @@ fn a_rebuild_of_one_team_keeps_every_other_scope_as_it_is() {
     for_each_document(Path::new("t.yaml"), &text, |item| compiler.push(item));
     assert!(compiler.finish().is_err());
 }
+
+#[test]
+fn a_team_at_its_regex_budget_never_makes_another_teams_policy_invalid() {
+    // Each pattern distinct and costly (a Unicode class, about 56 KB): a few fill 256 KiB.
+    let regexes = |namespace: &str, n: usize| -> String {
+        (0..n)
+            .map(|i| {
+                doc(
+                    "AccessPolicy",
+                    namespace,
+                    &format!("p{i:02}"),
+                    &format!("{{engine: matcho, matcho: {{uri: \"#^/{i}/\\\\w$\"}}}}"),
+                )
+            })
+            .collect()
+    };
+    let mut compiler = Compiler::default()
+        .scoped(Some(ROOT.into()))
+        .max_regex_bytes(256 * 1024);
+    let text = format!("{}{}", regexes("team-a", 40), regexes("team-b", 1));
+    for_each_document(Path::new("t.yaml"), &text, |item| compiler.push(item));
+    let errors: Vec<String> = match compiler.finish() {
+        Ok(_) => panic!("team A's forty patterns fit 256 KiB"),
+        Err(es) => es.iter().map(ToString::to_string).collect(),
+    };
+    assert!(!errors.is_empty());
+    for e in &errors {
+        assert!(
+            e.contains("AccessPolicy/team-a/") && e.contains("field `matcho.uri`"),
+            "{e}"
+        );
+        assert!(e.contains("--max-regex-bytes"), "{e}");
+    }
+    // The first policies fit; only those past the budget are refused.
+    assert!(errors.len() < 40, "{errors:#?}");
+
+    // Admitted one by one, as the cluster does: team A's first forty use up its budget,
+    // and team B's policy, after them, is admitted all the same.
+    let mut compiler = Compiler::default()
+        .scoped(Some(ROOT.into()))
+        .max_regex_bytes(256 * 1024);
+    let (resources, errors) = crate::resources::parse_documents(Path::new("t.yaml"), &text);
+    assert!(errors.is_empty(), "{errors:?}");
+    let refused: Vec<String> = resources
+        .iter()
+        .filter(|r| compiler.admit(r).is_err())
+        .map(|r| r.key())
+        .collect();
+    assert!(!refused.is_empty() && refused.iter().all(|k| k.starts_with("team-a/")));
+    let s = compiler.into_snapshot();
+    assert_eq!(candidates(&s, Some("team-b")), ["team-b/p00"]);
+    assert!(s.namespaces["team-a"].regex.used() <= 256 * 1024);
+}

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::resources::{is_credential_header, ClaimToHeader, FieldError};
+use crate::resources::checks::{self, CREDENTIAL_OR_ROUTING_HEADERS, RESERVED_HEADER_PREFIXES};
+use crate::resources::{ClaimToHeader, FieldError};
 
 /// One `claimToHeaders` entry, compiled.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,11 +57,11 @@ fn scalar(v: &Value) -> Option<String> {
 }
 
 /// Entries of one introspector's `claimToHeaders`.
-pub const MAX_ENTRIES: usize = 32;
+pub const MAX_ENTRIES: usize = checks::MAX_CLAIM_TO_HEADERS;
 /// A header name's length.
-pub const MAX_HEADER_BYTES: usize = 128;
+pub const MAX_HEADER_BYTES: usize = checks::MAX_HEADER_NAME_BYTES;
 /// A claim path's length (`realm_access.roles`).
-pub const MAX_CLAIM_BYTES: usize = 256;
+pub const MAX_CLAIM_BYTES: usize = checks::MAX_CLAIM_PATH_BYTES;
 /// A forwarded value's length (an array's items joined); a longer claim is not forwarded
 /// (and logged), as an absent one. With [`MAX_ENTRIES`], at most 256 KiB of headers.
 pub const MAX_VALUE_BYTES: usize = 8 * 1024;
@@ -90,14 +91,13 @@ pub fn compile(entries: &[ClaimToHeader], errors: &mut Vec<FieldError>) -> Vec<C
             continue;
         }
         if out.iter().any(|c| *c.header == *entry.header) {
-            let why = format!("{:?} is set by an earlier entry", entry.header);
+            let why = checks::CLAIM_HEADER_ONCE.message;
             errors.push(FieldError::new(field("header"), why));
             continue;
         }
         let path: Vec<String> = entry.claim.split('.').map(str::to_owned).collect();
         if path.iter().any(String::is_empty) {
-            let why = "a claim name, or a dotted path to a nested claim (`realm_access.roles`)";
-            errors.push(FieldError::new(field("claim"), why));
+            errors.push(FieldError::new(field("claim"), checks::CLAIM_PATH.message));
             continue;
         }
         out.push(ClaimHeader {
@@ -108,40 +108,25 @@ pub fn compile(entries: &[ClaimToHeader], errors: &mut Vec<FieldError>) -> Vec<C
     out
 }
 
-/// `x-` headers that are not the application's: set by Envoy, tracing or portcullis.
-const RESERVED: [&str; 5] = [
-    "x-forwarded-",
-    "x-envoy-",
-    "x-request-id",
-    "x-b3-",
-    "x-portcullis-",
-];
-
-fn check_header(name: &str) -> Result<(), String> {
+fn check_header(name: &str) -> Result<(), &'static str> {
     // RFC 9110 token characters, lower case (HTTP/2 and gRPC metadata require it).
     let token = !name.is_empty()
         && name.bytes().all(|b| {
             b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b)
         });
     if !token {
-        return Err(format!("{name:?} is not a lower-case HTTP header name"));
+        return Err(checks::CLAIM_HEADER_TOKEN.message);
     }
-    if is_credential_header(name) || name == "host" {
-        return Err(format!(
-            "{name:?} is not for claims: it carries credentials or routing"
-        ));
+    if CREDENTIAL_OR_ROUTING_HEADERS.contains(&name) {
+        return Err(checks::CLAIM_HEADER_CREDENTIALS.message);
     }
     // Only a header of the application's own: not one that Envoy, tracing or portcullis
     // sets, which a team could otherwise overwrite for every route it is allowed on.
     if !name.starts_with("x-") {
-        return Err(format!(
-            "{name:?}: claims go only into `x-` headers of the application's own"
-        ));
+        return Err(checks::CLAIM_HEADER_X.message);
     }
-    if let Some(prefix) = RESERVED.iter().find(|p| name.starts_with(*p)) {
-        return Err(format!(
-            "{name:?}: {prefix}* headers belong to Envoy, tracing or portcullis"
-        ));
+    if RESERVED_HEADER_PREFIXES.iter().any(|p| name.starts_with(p)) {
+        return Err(checks::CLAIM_HEADER_RESERVED.message);
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use sha2::{Digest, Sha256};
 
 use super::claim_headers::{self, ClaimHeader};
+use crate::resources::checks::{self, MAX_CACHE_TTL_SECONDS, MIN_CACHE_TTL_SECONDS};
 use crate::resources::FieldError;
 use crate::resources::{
     IntrospectorType, JwtKey, KeyAlgorithm, KeyFormat, KeyType, TokenIntrospectorSpec,
@@ -13,7 +14,7 @@ use crate::resources::{
 
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(300);
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
-pub const MAX_LEEWAY_SECONDS: u32 = 300;
+pub use crate::resources::checks::MAX_LEEWAY_SECONDS;
 
 /// SHA-256 of an introspector's name and whole spec: caches that outlive a snapshot are
 /// keyed by it, so any change to the resource (a new secret, a new `jwks_uri`, other
@@ -88,11 +89,15 @@ impl Introspector {
         let jwt = spec.jwt.clone().unwrap_or_default();
         let cache_ttl = match spec.cache_ttl {
             None => DEFAULT_CACHE_TTL,
-            Some(s) if (1..=86_400).contains(&s) => Duration::from_secs(s.into()),
+            Some(s) if (MIN_CACHE_TTL_SECONDS..=MAX_CACHE_TTL_SECONDS).contains(&s) => {
+                Duration::from_secs(s.into())
+            }
             Some(s) => {
                 errors.push(FieldError::new(
                     "cache_ttl",
-                    format!("{s} is outside 1..86400 seconds"),
+                    format!(
+                        "{s} is outside {MIN_CACHE_TTL_SECONDS}..{MAX_CACHE_TTL_SECONDS} seconds"
+                    ),
                 ));
                 DEFAULT_CACHE_TTL
             }
@@ -101,10 +106,10 @@ impl Introspector {
             None => None,
             Some(r) => match r.target() {
                 Ok(("IdentityProvider", name)) => Some(name.to_string()),
-                Ok((kind, _)) => {
+                Ok(_) => {
                     errors.push(FieldError::new(
                         "identity_provider",
-                        format!("must reference an IdentityProvider, not a {kind}"),
+                        checks::PROVIDER_REF_KIND.message,
                     ));
                     None
                 }
@@ -118,7 +123,13 @@ impl Introspector {
             if auds.is_empty() {
                 errors.push(FieldError::new(
                     "jwt.allowedAudiences",
-                    "empty list would refuse every token; omit it to accept any audience",
+                    checks::AUDIENCES_NOT_EMPTY.message,
+                ));
+            }
+            if auds.len() > checks::MAX_AUDIENCES {
+                errors.push(FieldError::new(
+                    "jwt.allowedAudiences",
+                    format!("{} entries: at most {}", auds.len(), checks::MAX_AUDIENCES),
                 ));
             }
         }
@@ -166,16 +177,13 @@ fn compile_jwt(
     errors: &mut Vec<FieldError>,
 ) -> Option<Trust> {
     match jwt.iss.as_deref() {
-        None | Some("") => errors.push(FieldError::new(
-            "jwt.iss",
-            "required for type: jwt (a JWT is matched to its introspector by issuer)",
-        )),
+        None | Some("") => errors.push(FieldError::new("jwt.iss", checks::ISSUER_REQUIRED.message)),
         Some(_) => {}
     }
     if spec.introspection_endpoint.is_some() {
         errors.push(FieldError::new(
             "introspection_endpoint",
-            "only for type: opaque",
+            checks::ENDPOINT_ONLY_OPAQUE.message,
         ));
     }
     let discovery = spec.openid_discovery.unwrap_or(false);
@@ -193,22 +201,20 @@ fn compile_jwt(
     .filter_map(|(name, set)| set.then_some(name))
     .collect();
     if chosen.len() != 1 {
-        let message = if chosen.is_empty() {
-            "set exactly one of jwt.secret, jwt.keys, jwks_uri (or openidDiscovery: true)"
-                .to_string()
-        } else {
-            format!("set exactly one of these, not {}", chosen.join(" and "))
-        };
+        // The field names the first source given: the message lists them all.
         errors.push(FieldError::new(
             chosen.first().copied().unwrap_or("jwt"),
-            message,
+            checks::KEY_SOURCE.message,
         ));
         return None;
     }
     if let Some(secret) = &jwt.secret {
         // jsonwebtoken refuses an empty secret, the only one it refuses.
         let Ok(key) = DecodingKey::from_secret(secret.as_bytes()) else {
-            errors.push(FieldError::new("jwt.secret", "empty"));
+            errors.push(FieldError::new(
+                "jwt.secret",
+                checks::SECRET_NOT_EMPTY.message,
+            ));
             return None;
         };
         return Some(Trust::StaticKeys(vec![VerifyKey {
@@ -219,10 +225,12 @@ fn compile_jwt(
     }
     if let Some(keys) = &jwt.keys {
         if keys.is_empty() {
-            errors.push(FieldError::new(
-                "jwt.keys",
-                "empty list: no token could verify",
-            ));
+            errors.push(FieldError::new("jwt.keys", checks::KEYS_NOT_EMPTY.message));
+            return None;
+        }
+        if keys.len() > checks::MAX_JWT_KEYS {
+            let why = format!("{} keys: at most {}", keys.len(), checks::MAX_JWT_KEYS);
+            errors.push(FieldError::new("jwt.keys", why));
             return None;
         }
         let compiled: Vec<VerifyKey> = keys
@@ -261,15 +269,12 @@ fn compile_opaque(
         || jwt.keys.is_some()
         || spec.jwks_uri.is_some()
     {
-        errors.push(FieldError::new(
-            "type",
-            "opaque introspectors take introspection_endpoint, not JWT keys",
-        ));
+        errors.push(FieldError::new("type", checks::OPAQUE_NO_KEYS.message));
     }
     let Some(endpoint) = &spec.introspection_endpoint else {
         errors.push(FieldError::new(
             "introspection_endpoint.url",
-            "required for type: opaque",
+            checks::OPAQUE_ENDPOINT.message,
         ));
         return None;
     };
@@ -300,10 +305,10 @@ fn fingerprint(name: &str, spec: &TokenIntrospectorSpec) -> Fingerprint {
     h.finalize().into()
 }
 
-fn check_url(url: &str) -> Result<(), String> {
+fn check_url(url: &str) -> Result<(), &'static str> {
     match url.split_once("://") {
         Some(("http" | "https", rest)) if !rest.is_empty() => Ok(()),
-        _ => Err(format!("{url:?} is not an http(s) URL")),
+        _ => Err(checks::NOT_A_URL),
     }
 }
 
@@ -327,7 +332,7 @@ fn compile_key(k: &JwtKey) -> Result<VerifyKey, (&'static str, String)> {
             | (KeyType::Okp, KeyAlgorithm::EdDSA)
     );
     if !fits {
-        return Err(("alg", format!("{:?} does not fit a {:?} key", k.alg, k.kty)));
+        return Err(("alg", checks::KEY_ALG_FITS.message.into()));
     }
     let key = match (k.kty, k.format) {
         (KeyType::Oct, KeyFormat::Plain) => {
@@ -337,24 +342,16 @@ fn compile_key(k: &JwtKey) -> Result<VerifyKey, (&'static str, String)> {
                 .map(|k| DecodingKey::from_secret(k.as_bytes()))
             {
                 Some(Ok(key)) => key,
-                _ => return Err(("k", "required for an OCT key with format: plain".into())),
+                _ => return Err(("k", checks::KEY_K_REQUIRED.message.into())),
             }
         }
         (KeyType::Oct, KeyFormat::Pem) => {
-            return Err((
-                "format",
-                "an OCT key is a plain secret in `k`: use format: plain".into(),
-            ))
+            return Err(("format", checks::KEY_OCT_PLAIN.message.into()))
         }
-        (_, KeyFormat::Plain) => {
-            return Err((
-                "format",
-                "public keys are given as PEM in `pub`: use format: PEM".into(),
-            ))
-        }
+        (_, KeyFormat::Plain) => return Err(("format", checks::KEY_PUBLIC_PEM.message.into())),
         (kty, KeyFormat::Pem) => {
             let Some(pem) = k.pub_.as_deref() else {
-                return Err(("pub", "required: the PEM public key".into()));
+                return Err(("pub", checks::KEY_PUB_REQUIRED.message.into()));
             };
             let parsed = match kty {
                 KeyType::Rsa => DecodingKey::from_rsa_pem(pem.as_bytes()),

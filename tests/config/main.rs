@@ -7,6 +7,7 @@
 mod support;
 
 mod examples;
+mod hostile;
 mod lifecycle;
 mod policy_tests;
 mod tenancy;

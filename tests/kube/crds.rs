@@ -1,5 +1,7 @@
-//! The CRDs that deploy/ carries are exactly what `portcullis crds` prints, and they are
-//! structural schemas the API server accepts.
+//! The CRDs that deploy/ and the chart carry are exactly what `portcullis crds` prints, and
+//! they are structural schemas the API server accepts. (What the schemas say — descriptions,
+//! formats, bounds, columns, CEL rules — is tested beside the types, in
+//! `src/resources/crd/tests.rs`.)
 
 use crate::support;
 
@@ -11,12 +13,14 @@ fn crds_output() -> String {
 
 #[test]
 fn deploy_crds_match_the_binary() {
-    let committed =
-        std::fs::read_to_string(support::repo_path("deploy/crds.yaml")).expect("deploy/crds.yaml");
-    assert!(
-        committed == crds_output(),
-        "deploy/crds.yaml is stale: run `cargo run -- crds > deploy/crds.yaml`"
-    );
+    let output = crds_output();
+    for path in ["deploy/crds.yaml", "charts/portcullis/crds/crds.yaml"] {
+        let committed = std::fs::read_to_string(support::repo_path(path)).expect(path);
+        assert!(
+            committed == output,
+            "{path} is stale: run `cargo run -- crds > {path}`"
+        );
+    }
 }
 
 #[test]
@@ -40,10 +44,16 @@ fn crds_are_namespaced_with_status_and_the_fixed_names() {
     );
     for d in &docs {
         assert_eq!(d["spec"]["scope"].as_str(), Some("Namespaced"));
+        assert_eq!(
+            d["spec"]["names"]["categories"][0].as_str(),
+            Some("portcullis")
+        );
         let version = &d["spec"]["versions"][0];
         assert_eq!(version["name"].as_str(), Some("v1alpha1"));
         assert!(version["subresources"]["status"].is_mapping());
     }
+    assert!(text.contains("x-kubernetes-validations:"));
+    assert!(!text.contains("format: uint"));
     // Structural schemas may not combine `properties` with `additionalProperties: false`.
     assert!(!text.contains("additionalProperties: false"));
     // Free-form bodies (matcho patterns, schemas, user data) must survive pruning.

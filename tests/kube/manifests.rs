@@ -454,6 +454,7 @@ fn every_serve_flag_is_reachable_from_the_chart_values() {
             "maxUsers=5000",
             "maxConcurrentIntrospections=32",
             "grpcMaxConcurrentPerConnection=256",
+            "maxRegexBytes=8388608",
             "admin.enabled=true",
             "admin.tokenSecret=ops",
             "otlpEndpoint=http://collector:4317",

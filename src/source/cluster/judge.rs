@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::resources::checks;
 use crate::resources::{parse_spec, qualified, Kind, ResourceStatus, SecretKeyRef, SecretProblem};
 use crate::resources::{read_annotations, DRY_RUN_ANNOTATION, ISTIO_DRY_RUN_ANNOTATION};
 use crate::resources::{FieldError, Origin, Resource, Spec};
@@ -144,10 +145,7 @@ pub(crate) fn resource(
             .map_err(|(field, problem)| match problem {
                 SecretProblem::Both => Ready::refused(
                     "Invalid",
-                    &[FieldError::new(
-                        field,
-                        "the value is also given inline: keep one of the two",
-                    )],
+                    &[FieldError::new(field, checks::BOTH_INLINE_AND_REFERENCE)],
                 ),
                 SecretProblem::Read(ready) => Ready {
                     message: format!("field `{field}`: {}", ready.message),
