@@ -140,7 +140,7 @@ impl RegexBudget {
 /// One compiled regex per source, for every policy (and every snapshot) that uses it,
 /// compiled under `size_limit` (at most [`REGEX_SIZE_LIMIT`]). The lock is not held while
 /// compiling: the webhook and a reload compile side by side.
-pub(crate) fn shared(source: &str, size_limit: usize) -> Result<Arc<Regex>, BuildError> {
+pub(crate) fn shared(source: &str, size_limit: usize) -> Result<Arc<Regex>, Box<BuildError>> {
     static SHARED: LazyLock<Mutex<HashMap<String, Weak<Regex>>>> = LazyLock::new(Default::default);
     let cached = |shared: &HashMap<String, Weak<Regex>>| shared.get(source).and_then(Weak::upgrade);
     if let Some(re) = cached(&SHARED.lock().unwrap_or_else(|e| e.into_inner())) {
@@ -152,7 +152,7 @@ pub(crate) fn shared(source: &str, size_limit: usize) -> Result<Arc<Regex>, Buil
         .onepass_size_limit(Some(size_limit))
         .dfa_size_limit(Some(size_limit))
         .hybrid_cache_capacity(REGEX_SIZE_LIMIT);
-    let built = Arc::new(Regex::builder().configure(config).build(source)?);
+    let built = Arc::new(Regex::builder().configure(config).build(source).map_err(Box::new)?);
     let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
     // Compiled meanwhile by another: one copy serves both.
     if let Some(re) = cached(&shared) {
