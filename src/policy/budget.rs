@@ -152,7 +152,12 @@ pub(crate) fn shared(source: &str, size_limit: usize) -> Result<Arc<Regex>, Box<
         .onepass_size_limit(Some(size_limit))
         .dfa_size_limit(Some(size_limit))
         .hybrid_cache_capacity(REGEX_SIZE_LIMIT);
-    let built = Arc::new(Regex::builder().configure(config).build(source).map_err(Box::new)?);
+    let built = Arc::new(
+        Regex::builder()
+            .configure(config)
+            .build(source)
+            .map_err(Box::new)?,
+    );
     let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
     // Compiled meanwhile by another: one copy serves both.
     if let Some(re) = cached(&shared) {

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use axum::serve::ListenerExt;
 use futures::TryStreamExt;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
@@ -59,22 +58,18 @@ pub async fn run(
                 .map_ok(Coalescing),
             stop.clone().wait(),
         );
-    let http = axum::serve(
-        http_listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-            }
-        }),
+    let http = crate::server::listen::serve(
+        http_listener,
         router(HttpState {
             authorizer: authorizer.clone(),
             snapshots,
             metrics,
             draining: health.draining.clone(),
             trust_forwarded: args.http_trust_forwarded,
-        })
-        .into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(stop.clone().wait());
+        }),
+        "http",
+        stop.clone().wait(),
+    );
 
     let admin = async {
         let (Some(addr), Some(token_file)) = (args.admin_addr, &args.admin_token_file) else {
@@ -91,17 +86,14 @@ pub async fn run(
         tracing::info!(admin = %addr, "operator API and explain page enabled");
         // One port, two protocols: the gRPC service over HTTP/2 and the explain page
         // over HTTP/1.1 (or 2), routed by path.
-        axum::serve(
-            listener.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-                }
-            }),
+        crate::server::listen::serve(
+            listener,
             admin::router(AdminService::new(authorizer, &token)),
+            "admin",
+            stop.wait(),
         )
-        .with_graceful_shutdown(stop.wait())
-        .await
-        .with_context(|| format!("serving --admin-addr {addr}"))
+        .await;
+        Ok(())
     };
 
     // The admission webhook (--kube): HTTPS, its certificate re-read when it changes.
@@ -116,7 +108,10 @@ pub async fn run(
 
     tokio::try_join!(
         async { grpc.await.context("gRPC server") },
-        async { http.await.context("HTTP server") },
+        async {
+            http.await;
+            Ok(())
+        },
         admin,
         webhook,
     )?;

@@ -9,6 +9,7 @@ pub mod coalesce;
 pub mod explain_page;
 pub mod grpc;
 pub mod http;
+pub mod listen;
 pub mod operator;
 pub mod spans;
 pub mod tls;

@@ -94,3 +94,34 @@ async fn sigterm_drains_first_not_ready_not_serving_but_still_answering() {
     assert!(status.success(), "exited with {status}");
     assert!(p.log().contains("draining"), "{}", p.log());
 }
+
+/// A client that trickles its request headers is cut off after the header read timeout
+/// (10 s) on the HTTP listener, while other requests are served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_on_the_http_listener_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("c.yaml"),
+        "resourceType: AccessPolicy\nid: p\nengine: allow\n",
+    )
+    .unwrap();
+    let p = Portcullis::builder().config(dir.path()).start().await;
+    let mut slow = tokio::net::TcpStream::connect(p.http_addr()).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(p.readyz().await, 200, "others are served meanwhile");
+    let mut buf = [0u8; 1024];
+    // Closed by the server (EOF, or a reset), within the timeout and a generous margin.
+    let read = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match slow.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {} // a 408 may come first
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the connection stayed open");
+    assert!(started.elapsed() >= Duration::from_secs(9), "{:?}", started.elapsed());
+}
