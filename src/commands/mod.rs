@@ -38,10 +38,40 @@ fn load(args: &ConfigArgs) -> Load {
     (compiled.map(|s| (s, count)), warnings)
 }
 
+/// Each error or warning about a field of a file's document, pointed at that field's line
+/// rather than the document's first (as far as the YAML's block structure lets it be
+/// found). Only `validate` pays for reading the files again.
+fn at_field_lines(found: Vec<ConfigError>) -> Vec<ConfigError> {
+    let mut texts: std::collections::HashMap<std::path::PathBuf, Option<String>> =
+        std::collections::HashMap::new();
+    found
+        .into_iter()
+        .map(|mut e| {
+            let (crate::resources::Origin::File { path, line, .. }, Some(field)) =
+                (&mut e.origin, &e.field)
+            else {
+                return e;
+            };
+            let text = texts
+                .entry(path.to_path_buf())
+                .or_insert_with(|| crate::resources::read_text(path).ok());
+            if let Some(at) = text
+                .as_deref()
+                .and_then(|t| crate::resources::field_line(t, (*line).max(1), field))
+            {
+                *line = at;
+            }
+            e
+        })
+        .collect()
+}
+
 /// Exit codes: 0, the configuration is good (warnings may be printed); 1, it has errors;
 /// 2, the command line is wrong.
 pub fn validate(args: &ConfigArgs) -> ExitCode {
     let (compiled, warnings) = load(args);
+    let warnings = at_field_lines(warnings);
+    let compiled = compiled.map_err(at_field_lines);
     for w in &warnings {
         eprintln!("warning: {w}");
     }

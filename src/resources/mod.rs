@@ -26,7 +26,7 @@ pub use kinds::{Kind, API_VERSION, GROUP, KIND_NAMES, VERSION};
 pub use reference::{Link, Reference};
 pub use resource::{ConfigError, Origin, Resource, SecretData, Spec};
 pub use status::{Condition, ResourceStatus};
-pub use text::{read_text, utf8, ReadError, MAX_FILE_BYTES};
+pub use text::{field_line, read_text, utf8, ReadError, MAX_FILE_BYTES};
 pub use token_introspector::{
     ClaimToHeader, IntrospectionEndpoint, IntrospectorType, JwtKey, JwtSettings, KeyAlgorithm,
     KeyFormat, KeyType, SecretKeyRef, SecretProblem, TokenIntrospector, TokenIntrospectorSpec,

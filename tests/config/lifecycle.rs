@@ -42,13 +42,14 @@ fn validate_names_file_line_resource_and_field_of_every_error() {
     let path = file.display().to_string();
     assert!(
         stderr.contains(&format!(
-            "{path}:5 (document 2): TokenIntrospector/broken-keys: field `jwt.keys[0].pub`"
+            // The field's line (the key list's item), not the document's first.
+            "{path}:11 (document 2): TokenIntrospector/broken-keys: field `jwt.keys[0].pub`"
         )),
         "{stderr}"
     );
     assert!(
         stderr.contains(&format!(
-            "{path}:13 (document 3): AccessPolicy/broken-matcho: field `matcho.uri"
+            "{path}:18 (document 3): AccessPolicy/broken-matcho: field `matcho.uri"
         )),
         "{stderr}"
     );

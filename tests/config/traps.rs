@@ -59,7 +59,7 @@ fn an_unresolved_secret_reference_is_one_error_and_no_follow_on() {
     assert_eq!(code, 1, "{stdout}{stderr}");
     assert!(
         stderr.contains(&format!(
-            "{path}:1 (document 1): TokenIntrospector/hs: field `jwt.secretRef`: unresolved: \
+            "{path}:8 (document 1): TokenIntrospector/hs: field `jwt.secretRef`: unresolved: \
              no Secret manifest team-a/hmac among the --config files"
         )),
         "{stderr}"
@@ -90,7 +90,7 @@ fn a_dangling_link_is_a_warning_and_a_dangling_identity_provider_an_error() {
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(
         stderr.contains(&format!(
-            "warning: {path}:1 (document 1): AccessPolicy/p: field `link[0]`: User/ghost is not defined"
+            "warning: {path}:4 (document 1): AccessPolicy/p: field `link[0]`: User/ghost is not defined"
         )),
         "{stderr}"
     );
@@ -102,7 +102,7 @@ fn a_dangling_link_is_a_warning_and_a_dangling_identity_provider_an_error() {
     assert_eq!(code, 1, "{stdout}{stderr}");
     assert!(
         stderr.contains(&format!(
-            "{path}:1 (document 1): TokenIntrospector/t: field `identity_provider`: IdentityProvider/nope is not defined"
+            "{path}:5 (document 1): TokenIntrospector/t: field `identity_provider`: IdentityProvider/nope is not defined"
         )),
         "{stderr}"
     );
@@ -117,7 +117,7 @@ fn an_upper_case_request_method_is_a_warning() {
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(
         stderr.contains(&format!(
-            "warning: {path}:1 (document 1): AccessPolicy/reads: field `matcho.request-method`: \
+            "warning: {path}:4 (document 1): AccessPolicy/reads: field `matcho.request-method`: \
              request methods are lower case"
         )),
         "{stderr}"
