@@ -9,16 +9,20 @@
 //! - [`judge`]: the judgement of one object, for its status and for the admission
 //!   webhook, which reviews an object against the serving snapshot before it is stored;
 //! - [`writer`]: the one task that writes to the API server (status, created Users);
-//! - [`lease`]: which replica writes status.
+//! - [`lease`]: which replica writes status;
+//! - [`users`]: `--users on-demand`, where no User watch runs: Users read one at a time
+//!   when a request needs them, and counted by a periodic metadata-only list.
 //!
 //! Created Users reach the writer from the cluster `UserStore` of [`crate::users`].
 //!
-//! Nothing here is on the request path: requests read the snapshot the index task swaps in.
+//! Nothing here is on the request path (requests read the snapshot the index task swaps
+//! in) but the reads of [`users::ClusterUsers`], with `--users on-demand`, on a cache miss.
 
 pub mod index;
 pub mod judge;
 pub mod lease;
 mod objects;
+pub mod users;
 pub mod watch;
 pub mod writer;
 
@@ -56,12 +60,34 @@ const READ_TIMEOUT: Duration = Duration::from_secs(330);
 /// The kube client of `serve --kube`: in-cluster or `KUBECONFIG`, as
 /// `kube::Client::try_default`, with connect and read timeouts.
 pub async fn client() -> Result<Client, kube::Error> {
+    Client::try_from(config().await?)
+}
+
+/// The configuration of [`client`].
+pub async fn config() -> Result<kube::Config, kube::Error> {
     let mut config = kube::Config::infer()
         .await
         .map_err(kube::Error::InferConfig)?;
     config.connect_timeout = Some(CONNECT_TIMEOUT);
     config.read_timeout = Some(READ_TIMEOUT);
+    Ok(config)
+}
+
+/// The client that reads Users on demand: without kube's own retries of a `503` (which
+/// take minutes), since a request waits for a read only until its deadline.
+pub fn lookup_client(mut config: kube::Config) -> Result<Client, kube::Error> {
+    config.default_retry = false;
     Client::try_from(config)
+}
+
+/// Where the Users come from (`--users`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UsersMode {
+    /// Every User in memory, through a watch.
+    #[default]
+    Watch,
+    /// Each User read when a request needs it; counted every `count_every`.
+    OnDemand { count_every: Duration },
 }
 
 /// What to watch.
@@ -74,6 +100,7 @@ pub struct Settings {
     /// The namespace whose resources apply to every request (design.md, "Tenancy").
     /// `None` (tests only): every resource is root.
     pub root_namespace: Option<String>,
+    pub users: UsersMode,
 }
 
 impl Settings {
@@ -101,6 +128,15 @@ pub struct Cluster {
     pub loaded: mpsc::Receiver<Loaded>,
     writer: mpsc::Sender<writer::Command>,
     user_labels: Vec<(String, String)>,
+    on_demand: Option<OnDemandParts>,
+}
+
+/// `--users on-demand`: the counts the periodic list keeps, the selector a read goes
+/// through, and where the verdicts on the Users read go.
+struct OnDemandParts {
+    counts: Arc<crate::users::UserCounts>,
+    selector: Option<String>,
+    reporter: users::Reporter,
 }
 
 impl Cluster {
@@ -132,16 +168,58 @@ impl Cluster {
         tokio::spawn(writer::run(
             client.clone(),
             commands,
-            leader,
+            leader.clone(),
             metrics.clone(),
         ));
         let user_labels = settings.labels_for_created();
+        let on_demand = match settings.users {
+            UsersMode::Watch => None,
+            UsersMode::OnDemand { count_every } => {
+                let counts = Arc::new(crate::users::UserCounts::default());
+                let reporter = users::Reporter::new(Some(writer_tx.clone()));
+                let reader = users::ClusterUsers::new(
+                    client.clone(),
+                    settings.selector.clone(),
+                    reporter.clone(),
+                );
+                tokio::spawn(users::count(
+                    Arc::new(reader),
+                    scopes(&settings),
+                    counts.clone(),
+                    writer_tx.clone(),
+                    leader,
+                    count_every,
+                    metrics.clone(),
+                ));
+                Some(OnDemandParts {
+                    counts,
+                    selector: settings.selector.clone(),
+                    reporter,
+                })
+            }
+        };
         let loaded = index(client, settings, Some(writer_tx.clone()), metrics);
         Cluster {
             loaded,
             writer: writer_tx,
             user_labels,
+            on_demand,
         }
+    }
+
+    /// `--users on-demand`: the reads of Users through `client` (see [`lookup_client`]),
+    /// and the counts of the periodic list; `None` in watch mode.
+    pub fn user_lookup(
+        &self,
+        client: Client,
+    ) -> Option<(
+        Arc<dyn crate::users::UserLookup>,
+        Arc<crate::users::UserCounts>,
+    )> {
+        let parts = self.on_demand.as_ref()?;
+        let lookup =
+            users::ClusterUsers::new(client, parts.selector.clone(), parts.reporter.clone());
+        Some((Arc::new(lookup), parts.counts.clone()))
     }
 
     /// Where created Users go: `User` objects, written by the writer task.
@@ -163,14 +241,14 @@ fn index(
     metrics: Arc<Metrics>,
 ) -> mpsc::Receiver<Loaded> {
     let (changes_tx, changes) = mpsc::channel(1024);
-    let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
-        vec![None]
-    } else {
-        settings.namespaces.iter().cloned().map(Some).collect()
-    };
+    let scopes = scopes(&settings);
     let mut watchers = Vec::new();
     let mut waiting = HashSet::new();
-    for kind in Kind::ALL {
+    // `--users on-demand`: no User watch; the snapshot's Users stay empty.
+    let kinds = Kind::ALL
+        .into_iter()
+        .filter(|&kind| kind != Kind::User || settings.users == UsersMode::Watch);
+    for kind in kinds {
         for scope in &scopes {
             waiting.insert((kind, scope.clone()));
             watchers.push(AbortOnDrop(watch::kind(
@@ -218,6 +296,15 @@ fn index(
     };
     tokio::spawn(task.run(changes));
     built
+}
+
+/// One watch per namespace listed, or one for all.
+fn scopes(settings: &Settings) -> Vec<Option<String>> {
+    if settings.namespaces.is_empty() {
+        vec![None]
+    } else {
+        settings.namespaces.iter().cloned().map(Some).collect()
+    }
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -498,9 +585,8 @@ mod tests {
     #[test]
     fn created_users_carry_the_equality_terms_of_the_selector() {
         let settings = |selector: &str| Settings {
-            namespaces: vec![],
             selector: Some(selector.into()),
-            root_namespace: None,
+            ..Settings::default()
         };
         assert_eq!(
             settings("tier=auth, team==a,env!=dev,stage in (x),ready").labels_for_created(),
