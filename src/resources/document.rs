@@ -238,7 +238,7 @@ fn parse_one(value: Value, origin: &Origin) -> Result<Option<Resource>, ConfigEr
         return Err(err(None, None, "a document must be a mapping".into()));
     };
 
-    let (kind, name, namespace, spec) = if let Some(api_version) = map.get("apiVersion") {
+    let (kind, name, namespace, spec, labels) = if let Some(api_version) = map.get("apiVersion") {
         let api_version = api_version.as_str().unwrap_or_default();
         let kind = map.get("kind").and_then(Value::as_str).unwrap_or_default();
         if api_version == "v1" && kind == "Secret" {
@@ -283,6 +283,13 @@ fn parse_one(value: Value, origin: &Origin) -> Result<Option<Resource>, ConfigEr
             .and_then(|m| m.get("namespace"))
             .and_then(Value::as_str)
             .map(str::to_string);
+        let labels = metadata
+            .and_then(|m| m.get("labels"))
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+            .collect();
         let spec = map.remove("spec").ok_or_else(|| {
             err(
                 Some(format!("{kind}/{name}")),
@@ -290,7 +297,7 @@ fn parse_one(value: Value, origin: &Origin) -> Result<Option<Resource>, ConfigEr
                 "missing".into(),
             )
         })?;
-        (kind, name, namespace, spec)
+        (kind, name, namespace, spec, Some(labels))
     } else if let Some(kind) = string_field(&map, "resourceType") {
         let name = string_field(&map, "id")
             .filter(|n| !n.is_empty())
@@ -304,7 +311,7 @@ fn parse_one(value: Value, origin: &Origin) -> Result<Option<Resource>, ConfigEr
         for meta in ["resourceType", "id", "meta"] {
             map.remove(meta);
         }
-        (kind, name, None, Value::Object(map))
+        (kind, name, None, Value::Object(map), None)
     } else {
         return Err(err(
             None,
@@ -326,6 +333,7 @@ fn parse_one(value: Value, origin: &Origin) -> Result<Option<Resource>, ConfigEr
         namespace,
         origin: origin.clone(),
         spec,
+        labels,
     }))
 }
 
@@ -382,6 +390,7 @@ fn parse_secret(map: &Map<String, Value>, origin: &Origin) -> Result<Resource, C
         namespace,
         origin: origin.clone(),
         spec: Spec::Secret(super::SecretData { values }),
+        labels: None,
     })
 }
 

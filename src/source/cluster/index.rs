@@ -144,6 +144,7 @@ impl ClusterIndex {
                                 generation: entry.object.generation,
                             },
                             spec,
+                            labels: None,
                         })),
                         Err(_) => LastGood::None,
                     };

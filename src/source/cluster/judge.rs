@@ -20,6 +20,7 @@ use serde_json::Value;
 use crate::resources::{parse_spec, qualified, Kind, ResourceStatus, SecretKeyRef, SecretProblem};
 use crate::resources::{FieldError, Origin, Resource, Spec};
 use crate::snapshot::{Compiler, RejectReason, Rejection, Snapshot};
+use crate::users::{LabelCheck, IDENTIFIER_LABEL};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectKey {
@@ -161,6 +162,7 @@ pub(crate) fn resource(
             generation: o.generation,
         },
         spec,
+        labels: None,
     })
 }
 
@@ -175,6 +177,9 @@ pub struct Candidate {
     pub spec: Option<Value>,
     /// On an update, the `spec` it replaces.
     pub old_spec: Option<Value>,
+    /// Its `metadata.labels`: a User's `portcullis.dev/identifier` matters with
+    /// `--users on-demand`.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// The webhook's word on one object.
@@ -240,6 +245,7 @@ pub fn review(candidate: &Candidate, serving: Option<&Arc<Snapshot>>) -> Answer 
                     namespace: Some(namespace.to_string()),
                     origin: Origin::Cluster { generation: 0 },
                     spec: Spec::IdentityProvider(Default::default()),
+                    labels: None,
                 });
             }
         }
@@ -269,7 +275,21 @@ pub fn review(candidate: &Candidate, serving: Option<&Arc<Snapshot>>) -> Answer 
         Some(field) => format!("field `{field}`: {}", w.message),
         None => w.message.clone(),
     }));
-    if let (Spec::AccessPolicy(policy), Some(serving)) = (&admitted.spec, serving) {
+    // With `--users on-demand` no User is held: one that is not there may exist.
+    let users_known = serving.is_some_and(|s| !s.users_on_demand);
+    if let (Spec::User(user), Some(true)) = (&admitted.spec, serving.map(|s| s.users_on_demand)) {
+        let identifiers = user
+            .identifier
+            .iter()
+            .map(|i| (i.system.as_str(), i.value.as_str()));
+        let label = candidate.labels.get(IDENTIFIER_LABEL).map(String::as_str);
+        if let Some(warning) = LabelCheck::of(identifiers, label).warning() {
+            warnings.push(format!("field `metadata.labels`: {warning}"));
+        }
+    }
+    if let (Spec::AccessPolicy(policy), Some(serving), true) =
+        (&admitted.spec, serving, users_known)
+    {
         for (i, link) in policy.link.iter().flatten().enumerate() {
             if let Ok(("User", name)) = link.target() {
                 let user = qualified(Some(namespace), name);

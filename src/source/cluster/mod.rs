@@ -288,6 +288,7 @@ fn index(
         metrics,
         config: None,
         users: UserIndexPair::default(),
+        users_on_demand: settings.users != UsersMode::Watch,
         users_changed: BTreeSet::new(),
         users_relisted: false,
         refused: HashMap::new(),
@@ -335,6 +336,8 @@ struct IndexTask {
     /// The last build of everything but the Users, and of the Users.
     config: Option<Snapshot>,
     users: UserIndexPair<ObjectKey>,
+    /// `--users on-demand`: no User is watched; snapshots say so.
+    users_on_demand: bool,
     /// Users changed since the last build, to update in place; or all, after a relist.
     users_changed: BTreeSet<ObjectKey>,
     users_relisted: bool,
@@ -484,7 +487,8 @@ impl IndexTask {
         let refused = self.log_refusals(&verdicts);
         let config = self.config.as_ref().expect("built above");
         let users = self.users.serving().cloned().expect("built above");
-        let snapshot = config.with_users(users);
+        let mut snapshot = config.with_users(users);
+        snapshot.users_on_demand = self.users_on_demand;
         self.gone.extend(self.index.take_removed());
         if let Some(writer) = &self.writer {
             // Never waits: a full queue (1024 commands) drops this round's verdicts, and the
