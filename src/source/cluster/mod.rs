@@ -224,10 +224,12 @@ impl Cluster {
 
     /// Where created Users go: `User` objects, written by the writer task.
     pub fn user_store(&self) -> Arc<dyn crate::users::UserStore> {
-        Arc::new(crate::users::ClusterUserStore::new(
-            self.writer.clone(),
-            self.user_labels.clone(),
-        ))
+        let store =
+            crate::users::ClusterUserStore::new(self.writer.clone(), self.user_labels.clone());
+        match self.on_demand {
+            Some(_) => Arc::new(store.unwatched()),
+            None => Arc::new(store),
+        }
     }
 }
 

@@ -210,7 +210,7 @@ pub struct Judged {
 impl Judged {
     /// The verdict for its status: its own, or `refused` when another User holds its
     /// identifier. A User that serves with its label missing or wrong says so.
-    fn verdict(&self, refused: Option<Ready>) -> Verdict {
+    pub fn verdict(&self, refused: Option<Ready>) -> Verdict {
         Verdict {
             key: self.object.key.clone(),
             uid: self.object.uid,
@@ -304,87 +304,35 @@ pub fn pick(judged: Vec<Judged>, system: &str, value: &str) -> (Option<KnownUser
 
 /// Counts the Users every `every` for the caps on creation (a metadata-only list, page by
 /// page, per namespace of `scopes`, `None` for all), and, while `leader` says this replica
-/// writes status, judges those without the identifier label (whose status says they are
-/// found by name only). Runs until the writer is gone.
+/// writes status (and at once when it becomes the one), judges those without the
+/// identifier label (whose status says they are found by name only). Runs until the
+/// writer is gone.
 pub async fn count(
     reader: Arc<ClusterUsers>,
     scopes: Vec<Option<String>>,
     counts: Arc<UserCounts>,
     writer: mpsc::Sender<writer::Command>,
-    leader: watch::Receiver<bool>,
+    mut leader: watch::Receiver<bool>,
     every: Duration,
     metrics: Arc<Metrics>,
 ) {
-    let (client, selector) = (reader.client.clone(), reader.selector.clone());
     loop {
-        let mut per_namespace = HashMap::new();
-        let mut failed = None;
-        for scope in &scopes {
-            if let Err(e) = count_scope(
-                &client,
-                scope.as_deref(),
-                selector.as_deref(),
-                &mut per_namespace,
-            )
-            .await
-            {
-                failed = Some(e);
-                break;
-            }
+        count_all(&reader, &scopes, &counts, &metrics).await;
+        if *leader.borrow_and_update() {
+            sweep(&reader, &scopes).await;
         }
-        match failed {
-            None => {
-                let total: usize = per_namespace.values().sum();
-                tracing::debug!(
-                    users = total,
-                    namespaces = per_namespace.len(),
-                    "Users counted"
-                );
-                counts.counted(per_namespace);
-                metrics.users_counted(total);
-            }
-            Some(e) => tracing::warn!(error = %e,
-                "counting the Users failed; the caps on creation keep the last count"),
-        }
-        let leading = *leader.borrow();
-        if leading {
-            let reporter = reader.reporter.clone();
-            let mut now_unlabelled = HashSet::new();
-            let mut complete = true;
-            for scope in &scopes {
-                let without = format!("!{IDENTIFIER_LABEL}");
-                let labels = joined(Some(&without), selector.as_deref());
-                let result = each_page(
-                    &client,
-                    scope.as_deref(),
-                    labels.as_deref(),
-                    false,
-                    |page| {
-                        let verdicts: Vec<Verdict> = page
-                            .into_iter()
-                            .map(|o| {
-                                let judged = judge(o);
-                                let key = &judged.object.key;
-                                now_unlabelled.insert((key.namespace.clone(), key.name.clone()));
-                                judged.verdict(None)
-                            })
-                            .collect();
-                        reporter.report(verdicts);
-                    },
-                )
-                .await;
-                if let Err(e) = result {
-                    complete = false;
-                    tracing::warn!(error = %e, "listing the Users without the identifier label failed");
-                }
-            }
-            if complete {
-                // Warned of before, labelled (or gone) since: read again, so that its
-                // status takes the warning back.
-                for key in reporter.warned().difference(&now_unlabelled) {
-                    // Its verdict goes to the writer as the read judges it.
-                    if let Ok(None) = reader.by_name(&key.0, &key.1).await {
-                        reporter.forget(key);
+        let next = tokio::time::Instant::now() + every;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(next) => break,
+                changed = leader.changed() => {
+                    if changed.is_err() || writer.is_closed() {
+                        return;
+                    }
+                    // Just became the replica that writes status: say what it would
+                    // have said, without waiting for the next count.
+                    if *leader.borrow_and_update() {
+                        sweep(&reader, &scopes).await;
                     }
                 }
             }
@@ -392,7 +340,80 @@ pub async fn count(
         if writer.is_closed() {
             return;
         }
-        tokio::time::sleep(every).await;
+    }
+}
+
+/// Counts the Users of every scope, from their metadata alone, into `counts`; a failure
+/// keeps the last count.
+async fn count_all(
+    reader: &ClusterUsers,
+    scopes: &[Option<String>],
+    counts: &UserCounts,
+    metrics: &Metrics,
+) {
+    let mut per_namespace = HashMap::new();
+    for scope in scopes {
+        let counted = count_scope(
+            &reader.client,
+            scope.as_deref(),
+            reader.selector.as_deref(),
+            &mut per_namespace,
+        )
+        .await;
+        if let Err(e) = counted {
+            tracing::warn!(error = %e,
+                "counting the Users failed; the caps on creation keep the last count");
+            return;
+        }
+    }
+    let total: usize = per_namespace.values().sum();
+    tracing::debug!(
+        users = total,
+        namespaces = per_namespace.len(),
+        "Users counted"
+    );
+    counts.counted(per_namespace);
+    metrics.users_counted(total);
+}
+
+/// Judges the Users without the identifier label (their status says they are found by
+/// name only), and reads again those warned of before that are labelled (or gone) since,
+/// so that their status takes the warning back.
+async fn sweep(reader: &ClusterUsers, scopes: &[Option<String>]) {
+    let reporter = reader.reporter.clone();
+    let mut now_unlabelled = HashSet::new();
+    for scope in scopes {
+        let without = format!("!{IDENTIFIER_LABEL}");
+        let labels = joined(Some(&without), reader.selector.as_deref());
+        let result = each_page(
+            &reader.client,
+            scope.as_deref(),
+            labels.as_deref(),
+            false,
+            |page| {
+                let verdicts: Vec<Verdict> = page
+                    .into_iter()
+                    .map(|o| {
+                        let judged = judge(o);
+                        let key = &judged.object.key;
+                        now_unlabelled.insert((key.namespace.clone(), key.name.clone()));
+                        judged.verdict(None)
+                    })
+                    .collect();
+                reporter.report(verdicts);
+            },
+        )
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "listing the Users without the identifier label failed");
+            return;
+        }
+    }
+    for key in reporter.warned().difference(&now_unlabelled) {
+        // Its verdict goes to the writer as the read judges it.
+        if let Ok(None) = reader.by_name(&key.0, &key.1).await {
+            reporter.forget(key);
+        }
     }
 }
 

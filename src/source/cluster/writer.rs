@@ -77,13 +77,20 @@ pub async fn run(
             biased;
             command = commands.recv() => match command {
                 None => return,
-                Some(Command::CreateUser(CreateUser { user, reply })) => {
+                Some(Command::CreateUser(CreateUser { user, reply, unwatched })) => {
                     // The request that asked has passed its deadline and gone on without
                     // a User: no call for nobody (the next request for it asks again).
                     if reply.is_closed() {
                         continue;
                     }
-                    let _ = reply.send(create_user(&client, &user).await);
+                    let created = create_user(&client, &user).await;
+                    if let (Ok(created), true) = (&created, unwatched) {
+                        // No watch brings it back: its status is written from here.
+                        if let Some(verdict) = created_verdict(created) {
+                            status.offer_unwatched(vec![verdict]);
+                        }
+                    }
+                    let _ = reply.send(created);
                 }
                 Some(Command::Verdicts { verdicts, gone }) => {
                     status.forget(&gone);
@@ -342,6 +349,13 @@ pub fn now() -> String {
     k8s_openapi::jiff::Timestamp::from_second(now.as_second())
         .map(|t| t.to_string())
         .unwrap_or_else(|_| now.to_string())
+}
+
+/// The verdict on a User as created (or adopted): judged as a User read on demand is.
+fn created_verdict(user: &resources::User) -> Option<Verdict> {
+    let object = serde_json::to_value(user).ok()?;
+    let object: DynamicObject = serde_json::from_value(object).ok()?;
+    Some(super::users::judge(object).verdict(None))
 }
 
 /// Creates the User; on `409 AlreadyExists`, adopts the object that holds the name (the
