@@ -187,6 +187,8 @@ pub struct ServeArgs {
     /// claims; `false` finds Users only through their identifiers.
     #[arg(long, env = "PORTCULLIS_CLAIM_USERS_BY_NAME", default_value_t = true, action = clap::ArgAction::Set)]
     pub claim_users_by_name: bool,
+    #[command(flatten)]
+    pub users: UsersArgs,
     /// With --create-users: Users created per second per IdentityProvider, once
     /// --user-create-burst is spent. Past it the request goes on without a User
     /// (metric `user_events{event="create_rate_limited"}`).
@@ -313,6 +315,62 @@ impl TrustArgs {
     }
 }
 
+/// Where the Users come from with --kube (docs/users.md, "Users on demand").
+#[derive(Args, Debug, Clone)]
+pub struct UsersArgs {
+    /// With --kube: `watch` keeps every User in memory through a watch; `on-demand`, for
+    /// clusters with millions of Users, reads a User (by name, or by the label
+    /// `portcullis.dev/identifier`) when a request needs it, behind a bounded, expiring
+    /// cache. A read waits at most the decision deadline; past it the request goes on
+    /// without a User.
+    #[arg(long = "users", env = "PORTCULLIS_USERS", value_enum, default_value_t = UsersMode::Watch)]
+    pub mode: UsersMode,
+    /// With --users on-demand: answers kept in the cache at once (a User, or that there is
+    /// none), each about 300 bytes; least used first out.
+    #[arg(long = "users-cache-entries", env = "PORTCULLIS_USERS_CACHE_ENTRIES", default_value_t = crate::users::DEFAULT_CACHE_ENTRIES, value_parser = clap::value_parser!(u64).range(1..))]
+    pub cache_entries: u64,
+    /// With --users on-demand: how long a User read is used, in seconds; an edit or a
+    /// deletion of a User is seen within it.
+    #[arg(long = "users-cache-ttl-secs", env = "PORTCULLIS_USERS_CACHE_TTL_SECS", default_value_t = crate::users::DEFAULT_CACHE_TTL.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub cache_ttl_secs: u64,
+    /// With --users on-demand: how long "no such User" is believed, in seconds; a User
+    /// written elsewhere (kubectl) is found within it. Creation asks again before it creates.
+    #[arg(long = "users-cache-negative-ttl-secs", env = "PORTCULLIS_USERS_CACHE_NEGATIVE_TTL_SECS", default_value_t = crate::users::DEFAULT_CACHE_NEGATIVE_TTL.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub cache_negative_ttl_secs: u64,
+    /// With --users on-demand: seconds between two counts of the Users (a metadata-only
+    /// list) for --max-users and --max-users-per-namespace.
+    #[arg(long = "users-count-interval-secs", env = "PORTCULLIS_USERS_COUNT_INTERVAL_SECS", default_value_t = crate::source::cluster::users::DEFAULT_COUNT_INTERVAL.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub count_interval_secs: u64,
+}
+
+/// `--users`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UsersMode {
+    Watch,
+    OnDemand,
+}
+
+impl UsersArgs {
+    /// What the cluster source does with Users.
+    pub fn mode(&self) -> crate::source::cluster::UsersMode {
+        match self.mode {
+            UsersMode::Watch => crate::source::cluster::UsersMode::Watch,
+            UsersMode::OnDemand => crate::source::cluster::UsersMode::OnDemand {
+                count_every: std::time::Duration::from_secs(self.count_interval_secs),
+            },
+        }
+    }
+
+    /// The cache of Users read on demand.
+    pub fn cache(&self) -> crate::users::CacheSettings {
+        crate::users::CacheSettings {
+            entries: self.cache_entries,
+            ttl: std::time::Duration::from_secs(self.cache_ttl_secs),
+            negative_ttl: std::time::Duration::from_secs(self.cache_negative_ttl_secs),
+        }
+    }
+}
+
 /// Where `--kube` reads the four kinds.
 #[derive(Args, Debug, Clone, Default)]
 pub struct ClusterArgs {
@@ -340,7 +398,8 @@ impl ClusterArgs {
             namespaces: self.namespaces.clone(),
             selector: self.selector.clone().filter(|s| !s.is_empty()),
             root_namespace: None,
-            max_regex_bytes: crate::policy::DEFAULT_MAX_REGEX_BYTES,
+            max_regex_bytes: None,
+            ..Default::default()
         }
     }
 }

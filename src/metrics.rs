@@ -67,6 +67,8 @@ pub struct Metrics {
     resources_compiled: Counter,
     tokens: Family<EventLabels, Counter>,
     users: Family<EventLabels, Counter>,
+    users_counted: Gauge,
+    users_counted_at: Gauge<f64, AtomicU64>,
     status_writes: Family<ResultLabels, Counter>,
     watch_errors: Family<KindLabels, Counter>,
     shadow_mode: Gauge,
@@ -175,6 +177,18 @@ impl Metrics {
             "User resolution events (created, userinfo_error, ...)",
             users.clone(),
         );
+        let users_counted = Gauge::default();
+        registry.register(
+            "users_counted",
+            "Users in the cluster at the last count (--users on-demand), for --max-users and --max-users-per-namespace",
+            users_counted.clone(),
+        );
+        let users_counted_at = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "users_counted_timestamp_seconds",
+            "Unix time of the last count of the Users (--users on-demand); 0 before the first, when no User is created",
+            users_counted_at.clone(),
+        );
         let status_writes = Family::<ResultLabels, Counter>::default();
         registry.register(
             "status_writes",
@@ -226,6 +240,8 @@ impl Metrics {
             resources_compiled,
             tokens,
             users,
+            users_counted,
+            users_counted_at,
             status_writes,
             watch_errors,
             shadow_mode,
@@ -319,6 +335,15 @@ impl Metrics {
 
     pub fn user_event(&self, event: &'static str) {
         self.users.get_or_create(&EventLabels { event }).inc();
+    }
+
+    /// `--users on-demand`: the cluster held `users` Users at the count that just ended.
+    pub fn users_counted(&self, users: usize) {
+        self.users_counted.set(users as i64);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        self.users_counted_at.set(now.as_secs_f64());
     }
 
     /// One status write to the API server: `ok`, `gone` (the object was deleted) or `error`.

@@ -25,12 +25,19 @@ type Load = (
     Vec<ConfigError>,
 );
 
-fn load(args: &ConfigArgs) -> Load {
+fn load(args: &ConfigArgs, check_labels: bool) -> Load {
     let root = args.tenancy.root_namespace.as_deref().map(Into::into);
     let mut compiler = Compiler::offline()
         .scoped(root)
         .max_regex_bytes(args.tenancy.max_regex_bytes);
-    let count = files::load_each(&args.config, |item| compiler.push(item));
+    let mut unlabelled = Vec::new();
+    let count = files::load_each(&args.config, |item| {
+        if let (true, Ok(resource)) = (check_labels, &item) {
+            unlabelled.extend(identifier_label_warning(resource));
+        }
+        compiler.push(item)
+    });
+    unlabelled.into_iter().for_each(|w| compiler.warn(w));
     if count == 0 {
         compiler.warn(files::empty_configuration(&args.config));
     }
@@ -66,10 +73,32 @@ fn at_field_lines(found: Vec<ConfigError>) -> Vec<ConfigError> {
         .collect()
 }
 
+/// A Kubernetes-form User with identifiers whose `portcullis.dev/identifier` label is
+/// missing or names none of them: `serve --kube --users on-demand` finds it by name only.
+fn identifier_label_warning(r: &crate::resources::Resource) -> Option<ConfigError> {
+    let (crate::resources::Spec::User(spec), Some(labels)) = (&r.spec, &r.labels) else {
+        return None;
+    };
+    let identifiers = spec
+        .identifier
+        .iter()
+        .map(|i| (i.system.as_str(), i.value.as_str()));
+    let label = labels
+        .get(crate::users::IDENTIFIER_LABEL)
+        .map(String::as_str);
+    let message = crate::users::LabelCheck::of(identifiers, label).warning()?;
+    Some(ConfigError {
+        origin: r.origin.clone(),
+        resource: Some(r.id()),
+        field: Some("metadata.labels".into()),
+        message,
+    })
+}
+
 /// Exit codes: 0, the configuration is good (warnings may be printed); 1, it has errors;
 /// 2, the command line is wrong.
 pub fn validate(args: &ConfigArgs) -> ExitCode {
-    let (compiled, warnings) = load(args);
+    let (compiled, warnings) = load(args, true);
     let warnings = at_field_lines(warnings);
     let compiled = compiled.map_err(at_field_lines);
     for w in &warnings {
@@ -95,14 +124,14 @@ pub fn validate(args: &ConfigArgs) -> ExitCode {
 async fn load_from_cluster(args: &ExplainArgs) -> anyhow::Result<Snapshot> {
     let mut settings = args.cluster.settings();
     settings.root_namespace = Some(args.tenancy.kube_root()?);
-    settings.max_regex_bytes = args.tenancy.max_regex_bytes;
+    settings.max_regex_bytes = Some(args.tenancy.max_regex_bytes);
     let client = kube::Client::try_default().await?;
     let snapshot = crate::source::cluster::load_once(client, settings).await?;
     Ok(Arc::unwrap_or_clone(snapshot))
 }
 
 fn load_or_report(args: &ConfigArgs) -> Option<Snapshot> {
-    let (compiled, warnings) = load(args);
+    let (compiled, warnings) = load(args, false);
     for w in &warnings {
         eprintln!("warning: {w}");
     }

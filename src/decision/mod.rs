@@ -211,8 +211,9 @@ impl Authorizer {
     pub async fn check_within(&self, request: &HttpRequest, budget: Option<Duration>) -> Decision {
         let started = Instant::now();
         let deadline = budget.map_or(self.deadline, |b| b.min(self.deadline));
+        let until = lookup_deadline(deadline);
         let decide =
-            AssertUnwindSafe(self.decide(request, None, Presented::Request)).catch_unwind();
+            AssertUnwindSafe(self.decide(request, None, Presented::Request, until)).catch_unwind();
         let decision = match tokio::time::timeout(deadline, decide).await {
             Ok(Ok(decision)) => decision,
             Ok(Err(_)) => {
@@ -262,9 +263,10 @@ impl Authorizer {
         let mut trace = Trace::default();
         // Within the decision deadline, as a check: an explain never holds a worker or a
         // connection to an identity provider longer than a check would.
+        let until = lookup_deadline(self.deadline);
         let decision = match tokio::time::timeout(
             self.deadline,
-            self.decide(request, Some(&mut trace), presented),
+            self.decide(request, Some(&mut trace), presented, until),
         )
         .await
         {
@@ -278,6 +280,13 @@ impl Authorizer {
         trace.decision = Some(trace::DecisionStep::from(&decision));
         (decision, trace)
     }
+}
+
+/// How long a decision that began now may wait to read a User on demand
+/// (`--users on-demand`): its deadline less a tenth, left for the policies, so that a slow
+/// API server makes the request go on without a User rather than fail.
+fn lookup_deadline(deadline: Duration) -> tokio::time::Instant {
+    tokio::time::Instant::now() + deadline - deadline / 10
 }
 
 #[cfg(test)]

@@ -77,7 +77,8 @@ macro_rules! step {
 }
 
 impl Authorizer {
-    /// The steps in order. The awaits stand here, in one `async fn`, not in the steps: each
+    /// The steps in order; a read of a User on demand waits at most until `until`. The
+    /// awaits stand here, in one `async fn`, not in the steps: each
     /// level of `async fn` between `decide` and a call would copy that call's (large)
     /// future once more on every request.
     pub(super) async fn decide(
@@ -85,6 +86,7 @@ impl Authorizer {
         request: &HttpRequest,
         trace: Option<&mut Trace>,
         presented: Presented,
+        until: tokio::time::Instant,
     ) -> Decision {
         // Read once: the header scan and the token syntax check are per-request work.
         let credential = request.credential();
@@ -116,7 +118,8 @@ impl Authorizer {
                 Some(Token { valid, raw }) => {
                     let dry_run = trace.explaining();
                     let resolution =
-                        super::user::resolve(&self.users, &snapshot, valid, raw, dry_run).await;
+                        super::user::resolve(&self.users, &snapshot, valid, raw, dry_run, until)
+                            .await;
                     step!('decided, user_step(&resolution, &mut decision, &mut trace))
                 }
                 None => None,

@@ -100,6 +100,9 @@ impl UserStep {
             Resolution::Limited { name, why, .. } => {
                 ("create-limited", Some(name.clone()), why.clone())
             }
+            Resolution::LookupFailed(failure) => {
+                ("lookup-failed", None, failure.error.clone())
+            }
             Resolution::None(why) => ("none", None, why.to_string()),
         };
         UserStep {

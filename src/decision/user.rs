@@ -40,17 +40,24 @@ pub(crate) fn subject<'a>(snapshot: &'a Snapshot, token: &'a ValidToken) -> Subj
 
 /// The User of a validated token: found (steps 1–2), else created (step 3). `raw` is the
 /// token as presented, for the userinfo call; with `dry_run` (explain) nothing is fetched
-/// or created.
+/// or created. With `--users on-demand`, Users that the snapshot does not hold are read,
+/// waiting at most until `until`; past it the request goes on without a User.
 pub(crate) async fn resolve(
     users: &UserResolver,
     snapshot: &Snapshot,
     token: &ValidToken,
     raw: &str,
     dry_run: bool,
+    until: tokio::time::Instant,
 ) -> Resolution {
     let subject = subject(snapshot, token);
     if let Some((user, found)) = users.find(&snapshot.users, &subject) {
         return Resolution::Found(user, found);
+    }
+    match users.look_up(&subject, until).await {
+        Some(Ok(Some((user, found)))) => return Resolution::Found(user, found),
+        Some(Err(failure)) => return Resolution::LookupFailed(failure),
+        Some(Ok(None)) | None => {}
     }
     users.create(&snapshot.users, &subject, raw, dry_run).await
 }

@@ -248,7 +248,7 @@ fn parse_one(value: Value, origin: &Origin) -> Result<Option<Resource>, ConfigEr
         .and_then(|m| m.get("annotations"))
         .and_then(Value::as_object)
         .cloned();
-    let (kind, name, namespace, spec) = if let Some(api_version) = map.get("apiVersion") {
+    let (kind, name, namespace, spec, labels) = if let Some(api_version) = map.get("apiVersion") {
         let api_version = api_version.as_str().unwrap_or_default();
         let kind = map.get("kind").and_then(Value::as_str).unwrap_or_default();
         if api_version == "v1" && kind == "Secret" {
@@ -293,6 +293,13 @@ fn parse_one(value: Value, origin: &Origin) -> Result<Option<Resource>, ConfigEr
             .and_then(|m| m.get("namespace"))
             .and_then(Value::as_str)
             .map(str::to_string);
+        let labels = metadata
+            .and_then(|m| m.get("labels"))
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+            .collect();
         let spec = map.remove("spec").ok_or_else(|| {
             err(
                 Some(format!("{kind}/{name}")),
@@ -300,7 +307,7 @@ fn parse_one(value: Value, origin: &Origin) -> Result<Option<Resource>, ConfigEr
                 "missing".into(),
             )
         })?;
-        (kind, name, namespace, spec)
+        (kind, name, namespace, spec, Some(labels))
     } else if let Some(kind) = string_field(&map, "resourceType") {
         let name = string_field(&map, "id")
             .filter(|n| !n.is_empty())
@@ -314,7 +321,7 @@ fn parse_one(value: Value, origin: &Origin) -> Result<Option<Resource>, ConfigEr
         for meta in ["resourceType", "id", "meta"] {
             map.remove(meta);
         }
-        (kind, name, None, Value::Object(map))
+        (kind, name, None, Value::Object(map), None)
     } else {
         return Err(err(
             None,
@@ -342,6 +349,7 @@ fn parse_one(value: Value, origin: &Origin) -> Result<Option<Resource>, ConfigEr
         namespace,
         origin: origin.clone(),
         spec,
+        labels,
     }))
 }
 
@@ -398,6 +406,7 @@ fn parse_secret(map: &Map<String, Value>, origin: &Origin) -> Result<Resource, C
         namespace,
         origin: origin.clone(),
         spec: Spec::Secret(super::SecretData { values }),
+        labels: None,
     })
 }
 

@@ -13,6 +13,10 @@ pub struct Resource {
     pub namespace: Option<String>,
     pub origin: Origin,
     pub spec: Spec,
+    /// `metadata.labels` of a Kubernetes-form manifest read from a file (empty when it has
+    /// none), for `validate` to check a User's `portcullis.dev/identifier`; `None` for
+    /// the Aidbox form and for objects from the cluster.
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -10,14 +10,16 @@ use crate::decision::{Authorizer, DecisionLog};
 use crate::metrics::Metrics;
 use crate::snapshot::SnapshotStore;
 use crate::token::{TokenSettings, TokenVerifier};
-use crate::users::{FileUserStore, UserResolver, UserStore, UserinfoClient};
+use crate::users::{FileUserStore, OnDemand, UserResolver, UserStore, UserinfoClient};
 
-/// `cluster_users`: where created Users go in kube mode.
+/// `cluster_users`: where created Users go in kube mode; `on_demand`: where Users are read
+/// with `--users on-demand`.
 pub fn authorizer(
     args: &ServeArgs,
     snapshots: Arc<SnapshotStore>,
     metrics: Arc<Metrics>,
     cluster_users: Option<Arc<dyn UserStore>>,
+    on_demand: Option<Arc<OnDemand>>,
 ) -> anyhow::Result<Arc<Authorizer>> {
     // One client for every call to an identity provider: JWKS, discovery, introspection,
     // userinfo.
@@ -52,6 +54,10 @@ pub fn authorizer(
         None => UserResolver::off(),
     }
     .with_name_claims(crate::cli::name_claims(args.claim_users_by_name));
+    let users = match on_demand {
+        Some(on_demand) => users.with_on_demand(on_demand),
+        None => users,
+    };
     let tokens = TokenVerifier::with_client(
         TokenSettings {
             max_token_bytes: args.max_token_bytes,

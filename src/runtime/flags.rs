@@ -23,8 +23,12 @@ pub fn check(args: &ServeArgs) -> anyhow::Result<Source> {
         }
         let mut settings = args.cluster.settings();
         settings.root_namespace = Some(args.tenancy.kube_root()?);
-        settings.max_regex_bytes = args.tenancy.max_regex_bytes;
+        settings.max_regex_bytes = Some(args.tenancy.max_regex_bytes);
+        settings.users = args.users.mode();
         return Ok(Source::Cluster(settings));
+    }
+    if args.users.mode == crate::cli::UsersMode::OnDemand {
+        bail!("--users on-demand reads Users from the cluster: it needs --kube");
     }
     if args.config.is_empty() {
         bail!("no configuration: pass --config PATH (a file or directory), or --kube");

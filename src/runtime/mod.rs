@@ -43,7 +43,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let (authorizer, _watch) = match source {
         flags::Source::Files(files) => {
-            let authorizer = build::authorizer(&args, snapshots.clone(), metrics.clone(), None)?;
+            let authorizer =
+                build::authorizer(&args, snapshots.clone(), metrics.clone(), None, None)?;
             let (first, watch, loaded) = files.start().context("watching the configuration")?;
             let reloader = reloader(&authorizer);
             reloader.apply(first).await;
@@ -51,9 +52,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             (authorizer, Some(watch))
         }
         flags::Source::Cluster(settings) => {
-            let client = crate::source::cluster::client()
-                .await
-                .context("connecting to the Kubernetes API (in-cluster or KUBECONFIG)")?;
+            let connecting = "connecting to the Kubernetes API (in-cluster or KUBECONFIG)";
+            let config = crate::source::cluster::config().await.context(connecting)?;
+            let client = kube::Client::try_from(config.clone()).context(connecting)?;
             let cluster = crate::source::cluster::Cluster::start(
                 client,
                 settings,
@@ -61,11 +62,18 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 args.lease_name.clone(),
                 metrics.clone(),
             );
+            let lookups = crate::source::cluster::lookup_client(config).context(connecting)?;
+            let on_demand = cluster.user_lookup(lookups).map(|(lookup, counts)| {
+                let cache = args.users.cache();
+                tracing::info!(?cache, "Users read on demand (--users on-demand)");
+                crate::users::OnDemand::new(lookup, counts, cache, metrics.clone())
+            });
             let authorizer = build::authorizer(
                 &args,
                 snapshots.clone(),
                 metrics.clone(),
                 Some(cluster.user_store()),
+                on_demand,
             )?;
             reloader(&authorizer).follow(cluster.loaded);
             (authorizer, None)

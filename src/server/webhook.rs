@@ -297,6 +297,14 @@ fn answer(request: AdmissionRequest, snapshots: &SnapshotStore) -> AdmissionResp
         old_spec: spec(&request.old_object),
         annotations: annotations(&request.object),
         old_annotations: annotations(&request.old_object),
+        labels: request
+            .object
+            .as_ref()
+            .and_then(|o| o["metadata"]["labels"].as_object())
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+            .collect(),
     };
     let Answer { refused, warnings } = review(&candidate, snapshots.load().as_ref());
     let Some(ready) = refused else {

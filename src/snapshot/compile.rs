@@ -771,6 +771,7 @@ impl Compiler {
             namespaces: Arc::new(namespaces),
             root_namespace: self.root_namespace,
             users: Arc::new(self.users),
+            users_on_demand: false,
             warnings,
             skipped: self.skipped,
         }

@@ -36,6 +36,9 @@ pub struct Snapshot {
     /// The root namespace; `None`: one flat configuration, everything root.
     pub root_namespace: Option<Arc<str>>,
     pub users: Arc<UserIndex>,
+    /// `--users on-demand`: the Users are read when a request needs them, not held in
+    /// `users` (which stays empty): a User that `users` lacks may exist.
+    pub users_on_demand: bool,
     /// What compiled but is likely a mistake (a policy that allows every request): served,
     /// and reported by `validate`, the log and a metric.
     pub warnings: Vec<ConfigError>,
@@ -205,10 +208,13 @@ impl Snapshot {
             0 => String::new(),
             n => format!(" in the root and {n} namespaces"),
         };
+        let users = match self.users_on_demand {
+            true => "users read on demand".to_string(),
+            false => format!("{} users", self.users.len()),
+        };
         format!(
             "{trust} token introspectors, {policies} access policies, {providers} identity \
-             providers{scopes}, {} users",
-            self.users.len()
+             providers{scopes}, {users}"
         )
     }
 }

@@ -11,6 +11,7 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use serde_json::{Map, Value};
 
 use super::limits::{CreationLimits, Limit, RateLimiters};
+use super::on_demand::OnDemand;
 use super::store::UserStore;
 use super::userinfo::{UserinfoClient, UserinfoError};
 use super::{user_name, Found, KnownUser, ProviderRef, Resolution, Subject, UserIndex};
@@ -160,6 +161,9 @@ pub(super) struct Creator {
     limits: CreationLimits,
     /// `--user-create-rate`, per IdentityProvider.
     rates: RateLimiters,
+    /// `--users on-demand`: created Users go into its cache rather than the overlay (no
+    /// snapshot will ever hold them), and the caps count what it counts.
+    pub(super) on_demand: Option<Arc<OnDemand>>,
 }
 
 /// How long a failed creation is not retried.
@@ -188,6 +192,7 @@ impl Creator {
                 .max_capacity(FAILED_CREATIONS)
                 .time_to_live(CREATION_BACKOFF)
                 .build(),
+            on_demand: None,
         }
     }
 
@@ -218,13 +223,21 @@ impl Creator {
             match inflight.get(&key) {
                 Some((_, flight)) => flight.clone(),
                 None => {
-                    // A flight that just ended put its User in the overlay before leaving
-                    // this map: look again, or this request would start a second one.
+                    // A flight that just ended put its User in the overlay (or the cache
+                    // of Users read on demand) before leaving this map: look again, or
+                    // this request would start a second one.
                     let overlay = self.overlay.load();
-                    let found = overlay.by_identifier(key.2.as_deref(), &key.0, &key.1);
+                    let found = match &self.on_demand {
+                        None => overlay
+                            .by_identifier(key.2.as_deref(), &key.0, &key.1)
+                            .cloned(),
+                        Some(on_demand) => on_demand
+                            .cached_identifier(key.2.as_deref().unwrap_or_default(), &key.0, &key.1)
+                            .flatten(),
+                    };
                     if let Some(user) = found {
                         return Resolution::Found(
-                            user.clone(),
+                            user,
                             Found::ByIdentifier {
                                 system: key.0,
                                 value: key.1,
@@ -288,16 +301,25 @@ impl Creator {
         overlay: &UserIndex,
         inflight: &HashMap<Key, (Box<str>, Flight)>,
     ) -> Option<Limit> {
-        if serving.len() + overlay.len() + inflight.len() >= self.limits.max_total {
+        // `--users on-demand`: the last count of the cluster and the Users created since.
+        let (total, in_namespace) = match &self.on_demand {
+            None => (
+                serving.len() + overlay.len(),
+                serving.count_in(namespace) + overlay.count_in(namespace),
+            ),
+            Some(on_demand) => match on_demand.counts().get(namespace) {
+                Some(counts) => counts,
+                None => return Some(Limit::Uncounted),
+            },
+        };
+        if total + inflight.len() >= self.limits.max_total {
             return Some(Limit::Total);
         }
         let pending = inflight
             .values()
             .filter(|(ns, _)| &**ns == namespace)
             .count();
-        if serving.count_in(namespace) + overlay.count_in(namespace) + pending
-            >= self.limits.max_per_namespace
-        {
+        if in_namespace + pending >= self.limits.max_per_namespace {
             return Some(Limit::Namespace);
         }
         if !self.rates.try_take(&plan.provider) {
@@ -317,6 +339,25 @@ impl Creator {
                 "User not created; the request goes on without a user");
             error
         };
+        // `--users on-demand`: "no such User" in the cache may be older than another
+        // replica's creation of it. Read anew: found, no userinfo call.
+        if let (Some(on_demand), Some(namespace)) = (&self.on_demand, namespace_of(&plan.name)) {
+            let id = &plan.identifier;
+            match on_demand
+                .read_identifier(namespace, &id.system, &id.value)
+                .await
+            {
+                Ok(Some(existing)) => {
+                    let user = self
+                        .accept(existing, &plan)
+                        .map_err(|e| fail("create_error", e))?;
+                    self.metrics.user_event("found_in_store");
+                    return Ok(user);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(fail("create_error", CreateError::Store(e))),
+            }
+        }
         // A file stored already (by another replica, or before a restart whose snapshot
         // lacks it): no userinfo call.
         if let Some(files) = self.store.files() {
@@ -356,6 +397,12 @@ impl Creator {
             .accept(stored, &plan)
             .map_err(|e| fail("create_error", e))?;
         self.metrics.user_event("created");
+        if let Some(on_demand) = &self.on_demand {
+            // Counted until the next count of the cluster holds it.
+            on_demand
+                .counts()
+                .created(namespace_of(user.name()).unwrap_or_default());
+        }
         tracing::info!(user = %user.name(), provider = %plan.provider,
             system = %plan.identifier.system, store = %self.store.describe(), "User created");
         Ok(user)
@@ -371,11 +418,16 @@ impl Creator {
                 plan.identifier.system
             )));
         }
-        self.overlay.rcu(|current| {
-            let mut next = UserIndex::clone(current);
-            next.insert(user.clone());
-            next
-        });
+        match &self.on_demand {
+            Some(on_demand) => on_demand.remember(&user),
+            None => {
+                self.overlay.rcu(|current| {
+                    let mut next = UserIndex::clone(current);
+                    next.insert(user.clone());
+                    next
+                });
+            }
+        }
         Ok(user)
     }
 

@@ -49,14 +49,7 @@ pub fn find(
     if let Some(name) = name {
         for index in indexes.clone() {
             if let Some(user) = index.by_name(&name) {
-                let claimable = if user.identifiers().len() == 0 {
-                    name_claims == NameClaims::Allowed
-                } else {
-                    // A User bound to a person is that person's alone: a token of the same
-                    // provider naming someone else's User (`box_user`) must not get it.
-                    own.is_some_and(|(system, sub)| user.has_identifier(system, sub))
-                };
-                if claimable {
+                if claimable(user, own, name_claims) {
                     return Some((user.clone(), Found::ByName(name.to_string())));
                 }
             }
@@ -75,4 +68,20 @@ pub fn find(
                 },
             )
         })
+}
+
+/// Whether step 1 hands `user`, named by the token, to the token whose own identifier is
+/// `own` (`(system, sub)`).
+pub(super) fn claimable(
+    user: &KnownUser,
+    own: Option<(&str, &str)>,
+    name_claims: NameClaims,
+) -> bool {
+    if user.identifiers().len() == 0 {
+        name_claims == NameClaims::Allowed
+    } else {
+        // A User bound to a person is that person's alone: a token of the same provider
+        // naming someone else's User (`box_user`) must not get it.
+        own.is_some_and(|(system, sub)| user.has_identifier(system, sub))
+    }
 }

@@ -45,6 +45,9 @@ pub enum Limit {
     Namespace,
     /// `--max-users` Users in all.
     Total,
+    /// `--users on-demand`: the Users have not been counted yet, so the caps cannot be
+    /// told (the first count runs at start-up).
+    Uncounted,
 }
 
 impl Limit {
@@ -54,6 +57,7 @@ impl Limit {
             Limit::Rate => "create_rate_limited",
             Limit::Namespace => "create_capped_namespace",
             Limit::Total => "create_capped_total",
+            Limit::Uncounted => "create_uncounted",
         }
     }
 
@@ -77,7 +81,61 @@ impl Limit {
                 "{} Users exist (--max-users): none created",
                 limits.max_total
             ),
+            Limit::Uncounted => "the cluster's Users have not been counted yet \
+                 (--users on-demand), so the caps on creation cannot be told: none created"
+                .to_string(),
         }
+    }
+}
+
+/// How many Users exist, per namespace and in all, when no snapshot holds them
+/// (`--users on-demand`): the last count of the cluster (a periodic metadata-only list),
+/// plus the Users this replica created since that count began.
+#[derive(Debug, Default)]
+pub struct UserCounts {
+    inner: Mutex<Counts>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    /// `None` until the first count.
+    per_namespace: Option<HashMap<Box<str>, usize>>,
+    total: usize,
+}
+
+impl UserCounts {
+    /// A count of the cluster's Users, by namespace. Replaces the last one, and what was
+    /// added to it since.
+    pub fn counted(&self, per_namespace: HashMap<String, usize>) {
+        let total = per_namespace.values().sum();
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.per_namespace = Some(
+            per_namespace
+                .into_iter()
+                .map(|(ns, n)| (ns.into_boxed_str(), n))
+                .collect(),
+        );
+        inner.total = total;
+    }
+
+    /// A User created in `namespace` since the last count.
+    pub fn created(&self, namespace: &str) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let Counts {
+            per_namespace,
+            total,
+        } = &mut *inner;
+        if let Some(counts) = per_namespace {
+            *counts.entry(namespace.into()).or_default() += 1;
+            *total += 1;
+        }
+    }
+
+    /// `(Users in all, Users in namespace)`; `None` before the first count.
+    pub fn get(&self, namespace: &str) -> Option<(usize, usize)> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let counts = inner.per_namespace.as_ref()?;
+        Some((inner.total, counts.get(namespace).copied().unwrap_or(0)))
     }
 }
 
@@ -167,6 +225,23 @@ mod tests {
         // Never more than the burst, however long the quiet spell.
         tokio::time::advance(Duration::from_secs(3600)).await;
         assert_eq!((0..1000).filter(|_| l.try_take("a")).count(), 100);
+    }
+
+    #[test]
+    fn counts_are_the_last_list_plus_the_users_created_since() {
+        let counts = UserCounts::default();
+        counts.created("a");
+        assert_eq!(counts.get("a"), None, "not counted yet");
+        counts.counted([("a".to_string(), 2), ("b".to_string(), 3)].into());
+        assert_eq!(counts.get("a"), Some((5, 2)));
+        counts.created("a");
+        counts.created("c");
+        assert_eq!(counts.get("a"), Some((7, 3)));
+        assert_eq!(counts.get("c"), Some((7, 1)));
+        assert_eq!(counts.get("d"), Some((7, 0)));
+        // The next count replaces what was added.
+        counts.counted([("a".to_string(), 3)].into());
+        assert_eq!(counts.get("a"), Some((3, 3)));
     }
 
     #[tokio::test(start_paused = true)]

@@ -10,6 +10,10 @@
 //! - [`UserResolver::create`]: step 3, the User created on first sight (plan, userinfo,
 //!   store), one creation per subject however many requests ask at once.
 //!
+//! With `--users on-demand` ([`OnDemand`]) no snapshot holds the Users: after the snapshot
+//! and the overlay, [`UserResolver::look_up`] reads them from where they are kept (a
+//! [`UserLookup`]: the cluster) behind a bounded, expiring cache.
+//!
 //! It knows nothing of snapshots, tokens or the cluster: the decision pipeline turns its
 //! snapshot and token into a [`Subject`], and the cluster's writer task serves the cluster
 //! store's [`CreateUser`] requests.
@@ -19,6 +23,7 @@ mod find;
 mod index;
 mod limits;
 mod naming;
+mod on_demand;
 mod store;
 mod subject;
 mod user;
@@ -39,10 +44,16 @@ pub use create::{plan, DataSource, Plan, USERINFO_RETRY_AFTER};
 pub use find::{find, Found, NameClaims};
 pub use index::{admit, Refused, UserIndex, UserIndexPair};
 pub use limits::{
-    CreationLimits, Limit, DEFAULT_CREATE_BURST, DEFAULT_CREATE_RATE, DEFAULT_MAX_USERS,
-    DEFAULT_MAX_USERS_PER_NAMESPACE,
+    CreationLimits, Limit, UserCounts, DEFAULT_CREATE_BURST, DEFAULT_CREATE_RATE,
+    DEFAULT_MAX_USERS, DEFAULT_MAX_USERS_PER_NAMESPACE,
 };
-pub use naming::{is_valid_name, user_name, MAX_NAME_LEN};
+pub use naming::{
+    identifier_label, is_valid_name, user_name, LabelCheck, IDENTIFIER_LABEL, MAX_NAME_LEN,
+};
+pub use on_demand::{
+    CacheSettings, Looked, LookupFailure, LookupResult, OnDemand, UserLookup,
+    DEFAULT_CACHE_ENTRIES, DEFAULT_CACHE_NEGATIVE_TTL, DEFAULT_CACHE_TTL, LOOKUP_BACKOFF,
+};
 pub use store::{
     manifest, ClusterUserStore, CreateUser, FileUserStore, StoreError, UserStore, MANAGED_BY_LABEL,
     PROVIDER_LABEL,
@@ -78,6 +89,9 @@ pub enum Resolution {
         limit: Limit,
         why: String,
     },
+    /// `--users on-demand`: reading the User failed, or took longer than the decision
+    /// could wait: no `user` this time.
+    LookupFailed(LookupFailure),
     /// No User, and none to create: why.
     None(Cow<'static, str>),
 }
@@ -97,6 +111,8 @@ pub struct UserResolver {
     overlay: Arc<ArcSwap<UserIndex>>,
     creation: Creation,
     name_claims: NameClaims,
+    /// `--users on-demand`: where Users the snapshot does not hold are read.
+    on_demand: Option<Arc<OnDemand>>,
 }
 
 enum Creation {
@@ -119,6 +135,7 @@ impl UserResolver {
             overlay: Default::default(),
             creation: Creation::Off,
             name_claims: NameClaims::default(),
+            on_demand: None,
         }
     }
 
@@ -184,7 +201,26 @@ impl UserResolver {
             creation: Creation::On(Arc::new(creator)),
             overlay,
             name_claims: NameClaims::default(),
+            on_demand: None,
         }
+    }
+
+    /// `--users on-demand`: Users that neither the snapshot nor the overlay holds are read
+    /// through `on_demand` ([`UserResolver::look_up`]); Users created go into its cache,
+    /// and the caps on creation count what it counts.
+    pub fn with_on_demand(mut self, on_demand: Arc<OnDemand>) -> Self {
+        if let Creation::On(creator) = &mut self.creation {
+            Arc::get_mut(creator)
+                .expect("the creator is not shared before the resolver is built")
+                .on_demand = Some(on_demand.clone());
+        }
+        self.on_demand = Some(on_demand);
+        self
+    }
+
+    /// Users are read on demand (`--users on-demand`).
+    pub fn on_demand(&self) -> Option<&Arc<OnDemand>> {
+        self.on_demand.as_ref()
     }
 
     /// Whether Users without identifiers may be claimed by name (see [`NameClaims`]).
@@ -202,6 +238,17 @@ impl UserResolver {
             subject,
             self.name_claims,
         )
+    }
+
+    /// Steps 1 and 2 again, on the Users read on demand, once [`UserResolver::find`] found
+    /// nothing; waits for a read at most until `until`. `None` without `--users on-demand`.
+    pub async fn look_up(
+        &self,
+        subject: &Subject<'_>,
+        until: tokio::time::Instant,
+    ) -> Option<on_demand::Looked> {
+        let on_demand = self.on_demand.as_ref()?;
+        Some(on_demand.find(subject, self.name_claims, until).await)
     }
 
     /// Step 3, once [`UserResolver::find`] found nothing: the User created for `subject`.

@@ -10,6 +10,78 @@ const HASH_HEX: usize = 20;
 /// Room kept for the readable system prefix of a hashed name.
 const MAX_PREFIX: usize = MAX_NAME_LEN - HASH_HEX - 1;
 
+/// The label by which `serve --kube --users on-demand` finds a User by identifier: its value
+/// is [`identifier_label`] of one of the User's identifiers.
+pub const IDENTIFIER_LABEL: &str = "portcullis.dev/identifier";
+/// Hex digits of SHA-256 in an identifier label: 160 bits, within a label value's 63.
+const LABEL_HEX: usize = 40;
+
+/// The value of [`IDENTIFIER_LABEL`] for the identifier `{system, value}`: the first 40 hex
+/// digits of SHA-256 over `system|value` (docs/users.md, "Users on demand"). A label value
+/// holds at most 63 of `[A-Za-z0-9-_.]`, so the identifier itself cannot be the value; two
+/// pairs that meet on one text (`a|b` + `c`, `a` + `b|c`) only cost a lookup a second
+/// candidate, since a User found by the label must also hold the identifier.
+pub fn identifier_label(system: &str, value: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(system.as_bytes());
+    hasher.update(b"|");
+    hasher.update(value.as_bytes());
+    hex(&hasher.finalize(), LABEL_HEX)
+}
+
+/// What a User's [`IDENTIFIER_LABEL`] says of it, against its identifiers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LabelCheck {
+    /// It has no identifiers: it is found by name, the label does not matter.
+    NotNeeded,
+    /// The label names one of its identifiers.
+    Labelled,
+    /// It has identifiers and no label: found by name only, never by identifier.
+    Missing { expected: String },
+    /// The label names none of its identifiers.
+    Wrong { found: String, expected: String },
+}
+
+impl LabelCheck {
+    /// Checks `label` (the value the User carries, if any) against `identifiers`.
+    pub fn of<'a>(
+        mut identifiers: impl Iterator<Item = (&'a str, &'a str)>,
+        label: Option<&str>,
+    ) -> Self {
+        let Some((system, value)) = identifiers.next() else {
+            return LabelCheck::NotNeeded;
+        };
+        let expected = identifier_label(system, value);
+        match label {
+            None => LabelCheck::Missing { expected },
+            Some(found) if found == expected => LabelCheck::Labelled,
+            Some(found) => {
+                if identifiers.any(|(s, v)| identifier_label(s, v) == found) {
+                    LabelCheck::Labelled
+                } else {
+                    LabelCheck::Wrong {
+                        found: found.to_string(),
+                        expected,
+                    }
+                }
+            }
+        }
+    }
+
+    /// What to say of a User whose label is missing or wrong, `None` when it is fine.
+    pub fn warning(&self) -> Option<String> {
+        match self {
+            LabelCheck::NotNeeded | LabelCheck::Labelled => None,
+            LabelCheck::Missing { expected } => Some(format!(
+                "no label `{IDENTIFIER_LABEL}: {expected}` (the hash of its first identifier):                  with `--users on-demand` it is found by name only, never by identifier"
+            )),
+            LabelCheck::Wrong { found, expected } => Some(format!(
+                "label `{IDENTIFIER_LABEL}: {found}` names none of its identifiers (the first                  one's is `{expected}`): with `--users on-demand` it is found by name only,                  never by identifier"
+            )),
+        }
+    }
+}
+
 /// `<system>-<sub>` when that is already a valid RFC 1123 label (a Keycloak UUID sub under
 /// system `keycloak`: `keycloak-74ae9aaf-5681-4231-96d3-eeec940a20b4`); otherwise a slug of
 /// the system, `-`, and the first 20 hex digits of SHA-256 over `system`, NUL, `sub`
@@ -27,16 +99,20 @@ pub fn user_name(system: &str, sub: &str) -> String {
     hasher.update(system.as_bytes());
     hasher.update([0u8]);
     hasher.update(sub.as_bytes());
-    let digest = hasher.finalize();
-    let hex: String = digest
-        .iter()
-        .flat_map(|b| [b >> 4, b & 0xf])
-        .take(HASH_HEX)
-        .map(|n| char::from_digit(n.into(), 16).expect("a nibble is a hex digit"))
-        .collect();
+    let hex = hex(&hasher.finalize(), HASH_HEX);
     let prefix = slug(system, MAX_PREFIX);
     let prefix = if prefix.is_empty() { "u" } else { &prefix };
     format!("{prefix}-{hex}")
+}
+
+/// The first `digits` hex digits of `bytes`, lower case.
+fn hex(bytes: &[u8], digits: usize) -> String {
+    bytes
+        .iter()
+        .flat_map(|b| [b >> 4, b & 0xf])
+        .take(digits)
+        .map(|n| char::from_digit(n.into(), 16).expect("a nibble is a hex digit"))
+        .collect()
 }
 
 /// An RFC 1123 label: 1..=63 of `[a-z0-9-]`, starting and ending alphanumeric.
@@ -118,6 +194,52 @@ mod tests {
         ];
         let unique: std::collections::HashSet<_> = names.iter().collect();
         assert_eq!(unique.len(), names.len(), "{names:?}");
+    }
+
+    #[test]
+    fn the_identifier_label_is_40_hex_of_sha256_over_system_bar_value() {
+        // printf 'keycloak|alice' | sha256sum
+        assert_eq!(
+            identifier_label("keycloak", "alice"),
+            "8918486e0cca7329a59cd84620653f76882126b0"
+        );
+        let label = identifier_label("https://accounts.google.com", "110169484474386276334");
+        assert_eq!(label.len(), 40);
+        assert!(label
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        assert_ne!(
+            label,
+            identifier_label("https://accounts.google.com", "110169484474386276335")
+        );
+    }
+
+    #[test]
+    fn a_label_is_checked_against_every_identifier() {
+        let ids = [("kc", "1"), ("gh", "2")];
+        let check = |label: Option<&str>| LabelCheck::of(ids.iter().copied(), label);
+        assert_eq!(
+            check(Some(&identifier_label("kc", "1"))),
+            LabelCheck::Labelled
+        );
+        assert_eq!(
+            check(Some(&identifier_label("gh", "2"))),
+            LabelCheck::Labelled
+        );
+        assert!(matches!(check(None), LabelCheck::Missing { .. }));
+        assert!(matches!(check(Some("x")), LabelCheck::Wrong { .. }));
+        assert!(check(None)
+            .warning()
+            .unwrap()
+            .contains(&identifier_label("kc", "1")));
+        assert_eq!(
+            LabelCheck::of(std::iter::empty(), None),
+            LabelCheck::NotNeeded
+        );
+        assert_eq!(
+            LabelCheck::of(std::iter::empty(), Some("x")),
+            LabelCheck::NotNeeded
+        );
     }
 
     #[test]

@@ -96,7 +96,8 @@ impl Resolve for UserResolver {
         raw: &str,
         dry_run: bool,
     ) -> Resolution {
-        crate::decision::user::resolve(self, snapshot, token, raw, dry_run).await
+        let until = tokio::time::Instant::now() + crate::decision::DEFAULT_DEADLINE;
+        crate::decision::user::resolve(self, snapshot, token, raw, dry_run, until).await
     }
 }
 

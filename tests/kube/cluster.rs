@@ -749,6 +749,21 @@ async fn the_shipped_rbac_rules_are_exactly_what_the_binary_asks_for() {
             "the chart with kube.namespaces and createUsers",
             helm_kube_mode("auth", &[namespaces.as_str(), "createUsers=true"]),
         ),
+        (
+            "the chart with Users on demand",
+            helm_kube_mode("auth", &["kube.users.mode=on-demand"]),
+        ),
+        (
+            "the chart with Users on demand, kube.namespaces and createUsers",
+            helm_kube_mode(
+                "auth",
+                &[
+                    namespaces.as_str(),
+                    "createUsers=true",
+                    "kube.users.mode=on-demand",
+                ],
+            ),
+        ),
     ] {
         rbac_is_exactly_what_a_run_asks_for(what, &manifest).await;
     }
@@ -792,7 +807,11 @@ async fn rbac_is_exactly_what_a_run_asks_for(what: &str, manifest: &str) {
     let create_users = args.iter().any(|a| a == "--create-users");
     let mut extra: Vec<&str> = args
         .iter()
-        .filter(|a| a.starts_with("--lease-name=") || a.starts_with("--namespace="))
+        .filter(|a| {
+            ["--lease-name=", "--namespace=", "--users="]
+                .iter()
+                .any(|flag| a.starts_with(flag))
+        })
         .map(String::as_str)
         .collect();
     assert!(

@@ -12,4 +12,5 @@ mod crds;
 mod fake_apiserver;
 mod manifests;
 mod tenancy;
+mod users_on_demand;
 mod webhook;

@@ -460,6 +460,11 @@ fn every_serve_flag_is_reachable_from_the_chart_values() {
             "otlpEndpoint=http://collector:4317",
             "outboundAllowHosts={keycloak.auth.svc}",
             "caBundle.configMap.name=kube-root-ca.crt",
+            "kube.users.mode=on-demand",
+            "kube.users.cacheEntries=5000",
+            "kube.users.cacheTtlSecs=30",
+            "kube.users.cacheNegativeTtlSecs=5",
+            "kube.users.countIntervalSecs=120",
         ][..],
         &[
             "mode=files",
@@ -828,6 +833,12 @@ fn the_chart_grants_the_least_each_mode_needs() {
             true,
             &["a", "b"][..],
         ),
+        (&["kube.users.mode=on-demand"][..], false, &[][..]),
+        (
+            &["kube.users.mode=on-demand", "createUsers=true"][..],
+            true,
+            &[][..],
+        ),
     ] {
         let docs = render_chart(set);
         let r = rules(&docs);
@@ -837,7 +848,10 @@ fn the_chart_grants_the_least_each_mode_needs() {
         );
         assert_eq!(has(&r, "users", "create"), create_users, "{set:?}");
         assert_eq!(has(&r, "users", "get"), create_users, "{set:?}");
-        assert!(has(&r, "users", "watch"), "{set:?}");
+        assert!(has(&r, "users", "list"), "{set:?}");
+        // Users on demand are read, never watched.
+        let on_demand = set.contains(&"kube.users.mode=on-demand");
+        assert_eq!(has(&r, "users", "watch"), !on_demand, "{set:?}");
         // Secrets: list and watch, never get; where the four kinds are watched.
         assert!(
             has(&r, "secrets", "list") && has(&r, "secrets", "watch"),

@@ -7,5 +7,6 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod labels;
 mod oidc_provider;
 mod tutorial;

@@ -71,6 +71,12 @@ async fn first_request_creates_the_tutorials_user() {
     assert_eq!(user["apiVersion"], "portcullis.dev/v1alpha1");
     assert_eq!(user["kind"], "User");
     assert_eq!(user["metadata"]["name"], name.as_str());
+    // Labelled with the hash of its identifier, so that `--users on-demand` finds it
+    // should the file be applied to a cluster.
+    assert_eq!(
+        user["metadata"]["labels"]["portcullis.dev/identifier"],
+        portcullis::users::identifier_label("keycloak", TUTORIAL_SUB)
+    );
     assert_eq!(
         user["spec"],
         json!({

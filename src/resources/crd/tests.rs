@@ -422,6 +422,7 @@ fn webhook(kind: Kind, spec: &Value) -> Option<String> {
         old_spec: None,
         annotations: None,
         old_annotations: None,
+        labels: Default::default(),
     };
     review(&candidate, None).refused.map(|ready| ready.message)
 }

@@ -115,8 +115,8 @@ impl ClusterIndex {
         }
     }
 
-    pub fn max_regex_bytes(mut self, bytes: usize) -> Self {
-        self.max_regex_bytes = Some(bytes);
+    pub fn max_regex_bytes(mut self, bytes: Option<usize>) -> Self {
+        self.max_regex_bytes = bytes;
         self
     }
 
@@ -151,6 +151,7 @@ impl ClusterIndex {
                                 generation: entry.object.generation,
                             },
                             spec,
+                            labels: None,
                         })),
                         Err(_) => LastGood::None,
                     };

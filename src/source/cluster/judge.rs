@@ -22,6 +22,7 @@ use crate::resources::{parse_spec, qualified, Kind, ResourceStatus, SecretKeyRef
 use crate::resources::{read_annotations, DRY_RUN_ANNOTATION, ISTIO_DRY_RUN_ANNOTATION};
 use crate::resources::{FieldError, Origin, Resource, Spec};
 use crate::snapshot::{Compiler, RejectReason, Rejection, Snapshot};
+use crate::users::{LabelCheck, IDENTIFIER_LABEL};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectKey {
@@ -160,6 +161,7 @@ pub(crate) fn resource(
             generation: o.generation,
         },
         spec,
+        labels: None,
     })
 }
 
@@ -178,6 +180,9 @@ pub struct Candidate {
     pub annotations: Option<Value>,
     /// On an update, the annotations it replaces.
     pub old_annotations: Option<Value>,
+    /// Its `metadata.labels`: a User's `portcullis.dev/identifier` matters with
+    /// `--users on-demand`.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// The webhook's word on one object.
@@ -247,6 +252,7 @@ pub fn review(candidate: &Candidate, serving: Option<&Arc<Snapshot>>) -> Answer 
                     namespace: Some(namespace.to_string()),
                     origin: Origin::Cluster { generation: 0 },
                     spec: Spec::IdentityProvider(Default::default()),
+                    labels: None,
                 });
             }
         }
@@ -279,7 +285,21 @@ pub fn review(candidate: &Candidate, serving: Option<&Arc<Snapshot>>) -> Answer 
         Some(field) => format!("field `{field}`: {}", w.message),
         None => w.message.clone(),
     }));
-    if let (Spec::AccessPolicy(policy), Some(serving)) = (&admitted.spec, serving) {
+    // With `--users on-demand` no User is held: one that is not there may exist.
+    let users_known = serving.is_some_and(|s| !s.users_on_demand);
+    if let (Spec::User(user), Some(true)) = (&admitted.spec, serving.map(|s| s.users_on_demand)) {
+        let identifiers = user
+            .identifier
+            .iter()
+            .map(|i| (i.system.as_str(), i.value.as_str()));
+        let label = candidate.labels.get(IDENTIFIER_LABEL).map(String::as_str);
+        if let Some(warning) = LabelCheck::of(identifiers, label).warning() {
+            warnings.push(format!("field `metadata.labels`: {warning}"));
+        }
+    }
+    if let (Spec::AccessPolicy(policy), Some(serving), true) =
+        (&admitted.spec, serving, users_known)
+    {
         for (i, link) in policy.link.iter().flatten().enumerate() {
             if let Ok(("User", name)) = link.target() {
                 let user = qualified(Some(namespace), name);

@@ -9,16 +9,20 @@
 //! - [`judge`]: the judgement of one object, for its status and for the admission
 //!   webhook, which reviews an object against the serving snapshot before it is stored;
 //! - [`writer`]: the one task that writes to the API server (status, created Users);
-//! - [`lease`]: which replica writes status.
+//! - [`lease`]: which replica writes status;
+//! - [`users`]: `--users on-demand`, where no User watch runs: Users read one at a time
+//!   when a request needs them, and counted by a periodic metadata-only list.
 //!
 //! Created Users reach the writer from the cluster `UserStore` of [`crate::users`].
 //!
-//! Nothing here is on the request path: requests read the snapshot the index task swaps in.
+//! Nothing here is on the request path (requests read the snapshot the index task swaps
+//! in) but the reads of [`users::ClusterUsers`], with `--users on-demand`, on a cache miss.
 
 pub mod index;
 pub mod judge;
 pub mod lease;
 mod objects;
+pub mod users;
 pub mod watch;
 pub mod writer;
 
@@ -56,12 +60,34 @@ const READ_TIMEOUT: Duration = Duration::from_secs(330);
 /// The kube client of `serve --kube`: in-cluster or `KUBECONFIG`, as
 /// `kube::Client::try_default`, with connect and read timeouts.
 pub async fn client() -> Result<Client, kube::Error> {
+    Client::try_from(config().await?)
+}
+
+/// The configuration of [`client`].
+pub async fn config() -> Result<kube::Config, kube::Error> {
     let mut config = kube::Config::infer()
         .await
         .map_err(kube::Error::InferConfig)?;
     config.connect_timeout = Some(CONNECT_TIMEOUT);
     config.read_timeout = Some(READ_TIMEOUT);
+    Ok(config)
+}
+
+/// The client that reads Users on demand: without kube's own retries of a `503` (which
+/// take minutes), since a request waits for a read only until its deadline.
+pub fn lookup_client(mut config: kube::Config) -> Result<Client, kube::Error> {
+    config.default_retry = false;
     Client::try_from(config)
+}
+
+/// Where the Users come from (`--users`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UsersMode {
+    /// Every User in memory, through a watch.
+    #[default]
+    Watch,
+    /// Each User read when a request needs it; counted every `count_every`.
+    OnDemand { count_every: Duration },
 }
 
 /// What to watch.
@@ -74,8 +100,9 @@ pub struct Settings {
     /// The namespace whose resources apply to every request (design.md, "Tenancy").
     /// `None` (tests only): every resource is root.
     pub root_namespace: Option<String>,
-    /// `--max-regex-bytes`, per namespace.
-    pub max_regex_bytes: usize,
+    /// `--max-regex-bytes`, per namespace; `None`: the default.
+    pub max_regex_bytes: Option<usize>,
+    pub users: UsersMode,
 }
 
 impl Settings {
@@ -103,6 +130,15 @@ pub struct Cluster {
     pub loaded: mpsc::Receiver<Loaded>,
     writer: mpsc::Sender<writer::Command>,
     user_labels: Vec<(String, String)>,
+    on_demand: Option<OnDemandParts>,
+}
+
+/// `--users on-demand`: the counts the periodic list keeps, the selector a read goes
+/// through, and where the verdicts on the Users read go.
+struct OnDemandParts {
+    counts: Arc<crate::users::UserCounts>,
+    selector: Option<String>,
+    reporter: users::Reporter,
 }
 
 impl Cluster {
@@ -134,24 +170,68 @@ impl Cluster {
         tokio::spawn(writer::run(
             client.clone(),
             commands,
-            leader,
+            leader.clone(),
             metrics.clone(),
         ));
         let user_labels = settings.labels_for_created();
+        let on_demand = match settings.users {
+            UsersMode::Watch => None,
+            UsersMode::OnDemand { count_every } => {
+                let counts = Arc::new(crate::users::UserCounts::default());
+                let reporter = users::Reporter::new(Some(writer_tx.clone()));
+                let reader = users::ClusterUsers::new(
+                    client.clone(),
+                    settings.selector.clone(),
+                    reporter.clone(),
+                );
+                tokio::spawn(users::count(
+                    Arc::new(reader),
+                    scopes(&settings),
+                    counts.clone(),
+                    writer_tx.clone(),
+                    leader,
+                    count_every,
+                    metrics.clone(),
+                ));
+                Some(OnDemandParts {
+                    counts,
+                    selector: settings.selector.clone(),
+                    reporter,
+                })
+            }
+        };
         let loaded = index(client, settings, Some(writer_tx.clone()), metrics);
         Cluster {
             loaded,
             writer: writer_tx,
             user_labels,
+            on_demand,
         }
+    }
+
+    /// `--users on-demand`: the reads of Users through `client` (see [`lookup_client`]),
+    /// and the counts of the periodic list; `None` in watch mode.
+    pub fn user_lookup(
+        &self,
+        client: Client,
+    ) -> Option<(
+        Arc<dyn crate::users::UserLookup>,
+        Arc<crate::users::UserCounts>,
+    )> {
+        let parts = self.on_demand.as_ref()?;
+        let lookup =
+            users::ClusterUsers::new(client, parts.selector.clone(), parts.reporter.clone());
+        Some((Arc::new(lookup), parts.counts.clone()))
     }
 
     /// Where created Users go: `User` objects, written by the writer task.
     pub fn user_store(&self) -> Arc<dyn crate::users::UserStore> {
-        Arc::new(crate::users::ClusterUserStore::new(
-            self.writer.clone(),
-            self.user_labels.clone(),
-        ))
+        let store =
+            crate::users::ClusterUserStore::new(self.writer.clone(), self.user_labels.clone());
+        match self.on_demand {
+            Some(_) => Arc::new(store.unwatched()),
+            None => Arc::new(store),
+        }
     }
 }
 
@@ -165,14 +245,14 @@ fn index(
     metrics: Arc<Metrics>,
 ) -> mpsc::Receiver<Loaded> {
     let (changes_tx, changes) = mpsc::channel(1024);
-    let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
-        vec![None]
-    } else {
-        settings.namespaces.iter().cloned().map(Some).collect()
-    };
+    let scopes = scopes(&settings);
     let mut watchers = Vec::new();
     let mut waiting = HashSet::new();
-    for kind in Kind::ALL {
+    // `--users on-demand`: no User watch; the snapshot's Users stay empty.
+    let kinds = Kind::ALL
+        .into_iter()
+        .filter(|&kind| kind != Kind::User || settings.users == UsersMode::Watch);
+    for kind in kinds {
         for scope in &scopes {
             waiting.insert((kind, scope.clone()));
             watchers.push(AbortOnDrop(watch::kind(
@@ -213,6 +293,7 @@ fn index(
         metrics,
         config: None,
         users: UserIndexPair::default(),
+        users_on_demand: settings.users != UsersMode::Watch,
         users_changed: BTreeSet::new(),
         users_relisted: false,
         refused: HashMap::new(),
@@ -221,6 +302,15 @@ fn index(
     };
     tokio::spawn(task.run(changes));
     built
+}
+
+/// One watch per namespace listed, or one for all.
+fn scopes(settings: &Settings) -> Vec<Option<String>> {
+    if settings.namespaces.is_empty() {
+        vec![None]
+    } else {
+        settings.namespaces.iter().cloned().map(Some).collect()
+    }
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -251,6 +341,8 @@ struct IndexTask {
     /// The last build of everything but the Users, and of the Users.
     config: Option<Snapshot>,
     users: UserIndexPair<ObjectKey>,
+    /// `--users on-demand`: no User is watched; snapshots say so.
+    users_on_demand: bool,
     /// Users changed since the last build, to update in place; or all, after a relist.
     users_changed: BTreeSet<ObjectKey>,
     users_relisted: bool,
@@ -400,7 +492,8 @@ impl IndexTask {
         let refused = self.log_refusals(&verdicts);
         let config = self.config.as_ref().expect("built above");
         let users = self.users.serving().cloned().expect("built above");
-        let snapshot = config.with_users(users);
+        let mut snapshot = config.with_users(users);
+        snapshot.users_on_demand = self.users_on_demand;
         self.gone.extend(self.index.take_removed());
         if let Some(writer) = &self.writer {
             // Never waits: a full queue (1024 commands) drops this round's verdicts, and the
@@ -501,7 +594,6 @@ mod tests {
     #[test]
     fn created_users_carry_the_equality_terms_of_the_selector() {
         let settings = |selector: &str| Settings {
-            namespaces: vec![],
             selector: Some(selector.into()),
             ..Settings::default()
         };

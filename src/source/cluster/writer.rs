@@ -7,7 +7,7 @@
 //! backoff ([`FIRST_RETRY`], doubling to [`LONGEST_RETRY`], with jitter) while the others
 //! are written; what it remembers of an object goes when the object does.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,7 +42,15 @@ pub enum Command {
     },
     /// Create a User, or return the one that already has its name.
     CreateUser(CreateUser),
+    /// `--users on-demand`: verdicts on Users read on demand (no watch brings them, nor
+    /// their deletion). Written like the others, but not remembered once written (the
+    /// next read sees the status), and at most [`MAX_UNWATCHED`] wait at once: past it a
+    /// verdict is dropped, and offered again at the next read of its User.
+    UserVerdicts(Vec<Verdict>),
 }
+
+/// Verdicts on Users read on demand waiting to be written, at most.
+pub const MAX_UNWATCHED: usize = 4_096;
 
 impl From<CreateUser> for Command {
     fn from(request: CreateUser) -> Self {
@@ -69,18 +77,26 @@ pub async fn run(
             biased;
             command = commands.recv() => match command {
                 None => return,
-                Some(Command::CreateUser(CreateUser { user, reply })) => {
+                Some(Command::CreateUser(CreateUser { user, reply, unwatched })) => {
                     // The request that asked has passed its deadline and gone on without
                     // a User: no call for nobody (the next request for it asks again).
                     if reply.is_closed() {
                         continue;
                     }
-                    let _ = reply.send(create_user(&client, &user).await);
+                    let created = create_user(&client, &user).await;
+                    if let (Ok(created), true) = (&created, unwatched) {
+                        // No watch brings it back: its status is written from here.
+                        if let Some(verdict) = created_verdict(created) {
+                            status.offer_unwatched(vec![verdict]);
+                        }
+                    }
+                    let _ = reply.send(created);
                 }
                 Some(Command::Verdicts { verdicts, gone }) => {
                     status.forget(&gone);
                     status.offer(verdicts);
                 }
+                Some(Command::UserVerdicts(verdicts)) => status.offer_unwatched(verdicts),
             },
             changed = leader.changed() => if changed.is_err() { return },
             _ = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {
@@ -108,6 +124,9 @@ struct StatusQueue {
     /// generation), so that a verdict is not written again before the watch echoes the
     /// write back.
     written: HashMap<ObjectKey, (u64, i64, Ready)>,
+    /// The keys of `pending` that no watch follows (Users read on demand): not remembered
+    /// in `written` once written, and bounded by [`MAX_UNWATCHED`].
+    unwatched: HashSet<ObjectKey>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -138,12 +157,32 @@ impl StatusQueue {
         }
     }
 
+    /// Verdicts on objects that no watch follows: written when their status says
+    /// otherwise, never remembered after, at most [`MAX_UNWATCHED`] waiting.
+    fn offer_unwatched(&mut self, verdicts: Vec<Verdict>) {
+        for v in verdicts {
+            let known = self.unwatched.contains(&v.key);
+            if !needs_write(&v, None) {
+                if known {
+                    self.forget(std::slice::from_ref(&v.key));
+                }
+                continue;
+            }
+            if !known && self.unwatched.len() >= MAX_UNWATCHED {
+                continue;
+            }
+            self.unwatched.insert(v.key.clone());
+            self.offer(vec![v]);
+        }
+    }
+
     /// Forgets objects that were deleted.
     fn forget(&mut self, gone: &[ObjectKey]) {
         for key in gone {
             self.pending.remove(key);
             self.due.remove(key);
             self.written.remove(key);
+            self.unwatched.remove(key);
             self.stop_retrying(key);
         }
     }
@@ -191,8 +230,10 @@ impl StatusQueue {
         let (result, error) = match tokio::time::timeout(API_TIMEOUT, call).await {
             Ok(Ok(_)) => {
                 self.stop_retrying(&key);
-                self.written
-                    .insert(key, (verdict.uid, verdict.generation, verdict.ready));
+                if !self.unwatched.remove(&key) {
+                    self.written
+                        .insert(key, (verdict.uid, verdict.generation, verdict.ready));
+                }
                 return Some("ok");
             }
             // Deleted since: its status went with it.
@@ -308,6 +349,13 @@ pub fn now() -> String {
     k8s_openapi::jiff::Timestamp::from_second(now.as_second())
         .map(|t| t.to_string())
         .unwrap_or_else(|_| now.to_string())
+}
+
+/// The verdict on a User as created (or adopted): judged as a User read on demand is.
+fn created_verdict(user: &resources::User) -> Option<Verdict> {
+    let object = serde_json::to_value(user).ok()?;
+    let object: DynamicObject = serde_json::from_value(object).ok()?;
+    Some(super::users::judge(object).verdict(None))
 }
 
 /// Creates the User; on `409 AlreadyExists`, adopts the object that holds the name (the

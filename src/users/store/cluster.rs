@@ -16,6 +16,9 @@ pub struct CreateUser {
     pub user: Box<resources::User>,
     /// The object as stored, or why it could not be.
     pub reply: oneshot::Sender<Result<resources::User, String>>,
+    /// Whether the writer also writes its status: no User watch will bring it back
+    /// (`--users on-demand`).
+    pub unwatched: bool,
 }
 
 /// `C` is the writer task's command, made from a [`CreateUser`].
@@ -23,11 +26,24 @@ pub struct ClusterUserStore<C> {
     writer: mpsc::Sender<C>,
     /// Put on every created User, so that a `--selector` watch sees it.
     labels: Vec<(String, String)>,
+    /// See [`CreateUser::unwatched`].
+    unwatched: bool,
 }
 
 impl<C> ClusterUserStore<C> {
     pub fn new(writer: mpsc::Sender<C>, labels: Vec<(String, String)>) -> Self {
-        ClusterUserStore { writer, labels }
+        ClusterUserStore {
+            writer,
+            labels,
+            unwatched: false,
+        }
+    }
+
+    /// `--users on-demand`: no watch brings a created User back; the writer writes its
+    /// status when it creates it.
+    pub fn unwatched(mut self) -> Self {
+        self.unwatched = true;
+        self
     }
 }
 
@@ -51,6 +67,7 @@ impl<C: From<CreateUser> + Send + 'static> UserStore for ClusterUserStore<C> {
             let request = CreateUser {
                 user: Box::new(manifest),
                 reply,
+                unwatched: self.unwatched,
             };
             self.writer
                 .send(C::from(request))

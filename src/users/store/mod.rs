@@ -10,6 +10,7 @@ mod file;
 
 use futures::future::BoxFuture;
 
+use super::naming::{identifier_label, IDENTIFIER_LABEL};
 use super::KnownUser;
 use crate::resources::{self, object_name};
 
@@ -60,17 +61,23 @@ pub trait UserStore: Send + Sync + 'static {
 }
 
 /// A created User as a `User` object, labelled with its manager and the IdentityProvider
-/// it came from, so that operators can list them.
+/// it came from, so that operators can list them, and with the hash of its identifier
+/// ([`IDENTIFIER_LABEL`]), so that `--users on-demand` finds it by identifier.
 pub fn manifest(user: &KnownUser, provider: &str) -> resources::User {
     let mut object = user.to_manifest();
-    object.metadata.labels = Some(
-        [
-            (MANAGED_BY_LABEL.0, MANAGED_BY_LABEL.1),
-            (PROVIDER_LABEL, object_name(provider)),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect(),
-    );
+    let mut labels: std::collections::BTreeMap<String, String> = [
+        (MANAGED_BY_LABEL.0, MANAGED_BY_LABEL.1),
+        (PROVIDER_LABEL, object_name(provider)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    if let Some((system, value)) = user.identifiers().next() {
+        labels.insert(
+            IDENTIFIER_LABEL.to_string(),
+            identifier_label(system, value),
+        );
+    }
+    object.metadata.labels = Some(labels);
     object
 }

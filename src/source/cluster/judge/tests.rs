@@ -15,6 +15,7 @@ fn candidate(kind: Kind, name: &str, spec: Value) -> Candidate {
         old_spec: None,
         annotations: None,
         old_annotations: None,
+        labels: Default::default(),
     }
 }
 
@@ -566,4 +567,44 @@ fn a_team_may_not_take_the_roots_issuer_but_may_share_another_teams() {
         ..candidate(Kind::TokenIntrospector, "shared", jwt("https://shared"))
     };
     assert_eq!(review(&root, Some(&serving)), Answer::default());
+}
+
+/// With `--users on-demand` the serving snapshot holds no User: a link to one is no
+/// warning, and a User whose `portcullis.dev/identifier` label is missing or wrong is
+/// warned of (it would be found by name only), as `validate` and its status say.
+#[test]
+fn on_demand_users_are_not_held_and_their_label_is_checked() {
+    let mut on_demand = Snapshot::clone(&cluster());
+    on_demand.users = Default::default();
+    on_demand.users_on_demand = true;
+    let on_demand = Arc::new(on_demand);
+    let linked = candidate(
+        Kind::AccessPolicy,
+        "p",
+        json!({"engine": "allow", "link": [{"reference": "User/somebody"}]}),
+    );
+    assert_eq!(review(&linked, Some(&on_demand)), Answer::default());
+    assert!(review(&linked, Some(&cluster())).warnings[0].contains("does not exist (yet)"));
+
+    let spec = json!({"identifier": [{"system": "https://kc", "value": "sub-2"}]});
+    let unlabelled = candidate(Kind::User, "bob", spec.clone());
+    let answer = review(&unlabelled, Some(&on_demand));
+    assert_eq!(answer.refused, None);
+    assert!(
+        answer.warnings[0]
+            .starts_with("field `metadata.labels`: no label `portcullis.dev/identifier: ")
+            && answer.warnings[0].contains("found by name only"),
+        "{answer:?}"
+    );
+    // In watch mode the label does not matter.
+    assert_eq!(review(&unlabelled, Some(&cluster())), Answer::default());
+    let labelled = Candidate {
+        labels: [(
+            IDENTIFIER_LABEL.to_string(),
+            crate::users::identifier_label("https://kc", "sub-2"),
+        )]
+        .into(),
+        ..unlabelled
+    };
+    assert_eq!(review(&labelled, Some(&on_demand)), Answer::default());
 }

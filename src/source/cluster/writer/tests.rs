@@ -381,3 +381,43 @@ async fn the_writer_writes_every_other_object_while_one_keeps_failing() {
         "{text}"
     );
 }
+
+/// Verdicts on Users read on demand (no watch follows them): written like the others, never
+/// remembered after, and at most [`MAX_UNWATCHED`] wait at once.
+#[tokio::test(start_paused = true)]
+async fn verdicts_on_unwatched_objects_are_bounded_and_not_remembered() {
+    let (client, api) = mock_client();
+    let server = api_failing(api, "none");
+    let mut queue = StatusQueue::default();
+    let many: Vec<Verdict> = (0..MAX_UNWATCHED + 10)
+        .map(|i| policy_verdict(&format!("u{i}"), 1))
+        .collect();
+    queue.offer_unwatched(many);
+    assert_eq!(queue.pending.len(), MAX_UNWATCHED);
+    // A newer verdict on one that waits replaces it; one more new is still dropped.
+    queue.offer_unwatched(vec![policy_verdict("u0", 2), policy_verdict("new", 1)]);
+    assert_eq!(queue.pending.len(), MAX_UNWATCHED);
+    assert_eq!(queue.pending[&key("u0")].generation, 2);
+    // One whose status already says it leaves at once.
+    let mut said = policy_verdict("u1", 1);
+    said.observed = Some(ResourceStatus {
+        observed_generation: Some(1),
+        conditions: vec![Condition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            reason: Some("Accepted".into()),
+            message: Some("serving".into()),
+            last_transition_time: None,
+            observed_generation: Some(1),
+        }],
+    });
+    queue.offer_unwatched(vec![said]);
+    assert_eq!(queue.pending.len(), MAX_UNWATCHED - 1);
+    while queue.next_due() == Some(Instant::now()) {
+        assert_eq!(queue.write_next(&client).await, Some("ok"));
+    }
+    assert!(queue.pending.is_empty() && queue.unwatched.is_empty());
+    assert!(queue.written.is_empty(), "nothing remembered");
+    drop(client);
+    assert_eq!(server.await.unwrap().len(), MAX_UNWATCHED - 1);
+}

@@ -1,0 +1,440 @@
+//! `--users on-demand` (docs/users.md, "Users on demand"): Users that no replica holds in
+//! memory, read from where they are kept ([`UserLookup`], the cluster) behind a bounded,
+//! expiring cache ([`OnDemand`]).
+//!
+//! - A hit costs a hash lookup, as a snapshot's index does.
+//! - A miss is one read per key (a User by name, or by identifier) however many requests
+//!   ask at once: they join one flight, which runs in a task of its own, so that a request
+//!   that gives up does not cancel the read the others wait for, and its answer is cached.
+//! - An answer of "no such User" is cached too, for a shorter time; a failed read is not,
+//!   but its key is not read again for [`LOOKUP_BACKOFF`] (those requests go on without a
+//!   User at once rather than pile reads onto a failing API server).
+//! - A request waits for a read at most until the time it is given (what the decision
+//!   deadline leaves), then goes on without a User.
+//!
+//! Nothing here knows the cluster: [`UserLookup`] is implemented in `source/cluster/`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::{BoxFuture, FutureExt, Shared};
+
+use super::find::{claimable, NameClaims};
+use super::limits::UserCounts;
+use super::{Found, KnownUser, Subject};
+use crate::metrics::Metrics;
+use crate::resources::namespace_of;
+
+/// Reads Users from where they are kept. Futures are `'static` (they own what they need),
+/// so that a read runs on in its own task when the request that started it goes.
+pub trait UserLookup: Send + Sync + 'static {
+    /// The User `name` of `namespace`, if one is there (and is one this replica serves:
+    /// valid, within its selector). Named `namespace/name`.
+    fn by_name(&self, namespace: &str, name: &str) -> BoxFuture<'static, LookupResult>;
+
+    /// The User of `namespace` found by the identifier `{system, value}`: of the Users
+    /// labelled with its hash that hold it, the oldest (as the watch mode keeps the first
+    /// holder of an identifier).
+    fn by_identifier(
+        &self,
+        namespace: &str,
+        system: &str,
+        value: &str,
+    ) -> BoxFuture<'static, LookupResult>;
+}
+
+/// A User, none, or why the read failed.
+pub type LookupResult = Result<Option<KnownUser>, String>;
+
+/// After a read fails, how long its key is not read again: requests that need it go on
+/// without a User meanwhile.
+pub const LOOKUP_BACKOFF: Duration = Duration::from_secs(1);
+/// Keys remembered as failing at once.
+const FAILING_KEYS: u64 = 65_536;
+
+/// `--users-cache-entries`, `--users-cache-ttl-secs`, `--users-cache-negative-ttl-secs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// Answers kept at once (a User, or that there is none), least used first out.
+    pub entries: u64,
+    /// How long a User read is used: an edit or a deletion is seen within it.
+    pub ttl: Duration,
+    /// How long "no such User" is believed: a User written by someone else (`kubectl`)
+    /// is found within it. Creation asks again before it creates.
+    pub negative_ttl: Duration,
+}
+
+pub const DEFAULT_CACHE_ENTRIES: u64 = 100_000;
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(60);
+pub const DEFAULT_CACHE_NEGATIVE_TTL: Duration = Duration::from_secs(10);
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            entries: DEFAULT_CACHE_ENTRIES,
+            ttl: DEFAULT_CACHE_TTL,
+            negative_ttl: DEFAULT_CACHE_NEGATIVE_TTL,
+        }
+    }
+}
+
+/// Each answer lives for the TTL of its kind: a User, or none.
+struct Ttl(CacheSettings);
+
+impl moka::Expiry<Box<str>, Option<KnownUser>> for Ttl {
+    fn expire_after_create(
+        &self,
+        _: &Box<str>,
+        value: &Option<KnownUser>,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(self.for_value(value))
+    }
+
+    /// A User created here replaces the "none" read before: it lives as long as a User.
+    fn expire_after_update(
+        &self,
+        _: &Box<str>,
+        value: &Option<KnownUser>,
+        _: std::time::Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(self.for_value(value))
+    }
+}
+
+impl Ttl {
+    fn for_value(&self, value: &Option<KnownUser>) -> Duration {
+        match value {
+            Some(_) => self.0.ttl,
+            None => self.0.negative_ttl,
+        }
+    }
+}
+
+type Flight = Shared<BoxFuture<'static, LookupResult>>;
+
+/// What a request learned of one key without waiting, or the read to wait for.
+enum Got {
+    Cached(Option<KnownUser>),
+    /// A read of it failed a moment ago.
+    Failing(String),
+    Flight(Flight),
+}
+
+/// The User of a subject looked up on demand: found, none, or the lookup failed (an
+/// error, or no answer by the time the request could wait).
+pub type Looked = Result<Option<(KnownUser, Found)>, LookupFailure>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookupFailure {
+    pub timed_out: bool,
+    pub error: String,
+}
+
+/// Users read on demand, cached. Shared by the resolver and the creation of Users (which
+/// puts what it creates in the cache, and reads the caps from [`OnDemand::counts`]).
+pub struct OnDemand {
+    lookup: Arc<dyn UserLookup>,
+    /// By [`name_key`] or [`identifier_key`]: the User, or `None` for none.
+    cache: moka::sync::Cache<Box<str>, Option<KnownUser>>,
+    flights: Mutex<HashMap<Box<str>, Flight>>,
+    /// Keys whose last read failed, and why.
+    failing: moka::sync::Cache<Box<str>, String>,
+    counts: Arc<UserCounts>,
+    metrics: Arc<Metrics>,
+}
+
+impl OnDemand {
+    /// Users read through `lookup`; `counts` is kept by whoever counts them (the cluster's
+    /// periodic list).
+    pub fn new(
+        lookup: Arc<dyn UserLookup>,
+        counts: Arc<UserCounts>,
+        settings: CacheSettings,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        Arc::new(OnDemand {
+            lookup,
+            cache: moka::sync::Cache::builder()
+                .max_capacity(settings.entries)
+                .expire_after(Ttl(settings))
+                .build(),
+            flights: Mutex::new(HashMap::new()),
+            failing: moka::sync::Cache::builder()
+                .max_capacity(FAILING_KEYS)
+                .time_to_live(LOOKUP_BACKOFF)
+                .build(),
+            counts,
+            metrics,
+        })
+    }
+
+    /// How many Users there are, for the caps on creation.
+    pub fn counts(&self) -> &UserCounts {
+        &self.counts
+    }
+
+    /// Steps 1 and 2 of resolution on Users read on demand, waiting for reads at most
+    /// until `until`: a User by name (`box_user`, else `sub`), then by identifier, in the
+    /// namespace of the introspector that accepted the token. Decides as
+    /// [`super::find`] does on an index holding every User.
+    pub async fn find(
+        self: &Arc<Self>,
+        subject: &Subject<'_>,
+        name_claims: NameClaims,
+        until: tokio::time::Instant,
+    ) -> Looked {
+        // Only from the cluster, where every token has a namespace.
+        let Some(namespace) = subject.namespace else {
+            return Ok(None);
+        };
+        let own = subject.system().zip(subject.sub);
+        let by_name = subject.name.map(|name| {
+            let found = self.get(name_key(namespace, name), || {
+                self.lookup.by_name(namespace, name)
+            });
+            (name, found)
+        });
+        // The usual answer, at the cost of a hash lookup: a User cached by name.
+        if let Some((name, Got::Cached(Some(user)))) = &by_name {
+            if claimable(user, own, name_claims) {
+                return Ok(Some((
+                    user.clone(),
+                    Found::ByName(qualified(namespace, name)),
+                )));
+            }
+        }
+        let by_identifier = own.map(|(system, value)| {
+            self.get(identifier_key(namespace, system, value), || {
+                self.lookup.by_identifier(namespace, system, value)
+            })
+        });
+        let by_identifier = match by_identifier {
+            None => Got::Cached(None),
+            Some(got) => got,
+        };
+        let ready = |got: &Got| !matches!(got, Got::Flight(_));
+        if by_name.as_ref().is_none_or(|(_, got)| ready(got)) && ready(&by_identifier) {
+            // Everything cached (or failing): no waiting, no allocation.
+            let name = match by_name {
+                Some((name, got)) => Some((name, settled(got)?)),
+                None => None,
+            };
+            return Ok(decide(
+                namespace,
+                name,
+                settled(by_identifier)?,
+                own,
+                name_claims,
+            ));
+        }
+        let wait = async move {
+            let name = match by_name {
+                Some((name, got)) => Some((name, answer(got).await?)),
+                None => None,
+            };
+            let by_identifier = answer(by_identifier).await?;
+            Ok(decide(namespace, name, by_identifier, own, name_claims))
+        };
+        match tokio::time::timeout_at(until, Box::pin(wait)).await {
+            Ok(looked) => looked,
+            Err(_) => {
+                self.metrics.user_event("lookup_timeout");
+                Err(LookupFailure {
+                    timed_out: true,
+                    error: "no answer from the API server within the decision deadline; \
+                            the read goes on for the next request"
+                        .into(),
+                })
+            }
+        }
+    }
+
+    /// The User of `{system, value}` in `namespace` as the cache holds it, without a read:
+    /// `Some(None)` when it is known that there is none.
+    pub fn cached_identifier(
+        &self,
+        namespace: &str,
+        system: &str,
+        value: &str,
+    ) -> Option<Option<KnownUser>> {
+        self.cache
+            .get(identifier_key(namespace, system, value).as_str())
+    }
+
+    /// Reads the User of `{system, value}` in `namespace` anew, past the cache (creation
+    /// asks before it creates: "none" in the cache may be older than another replica's
+    /// creation), and caches the answer.
+    pub async fn read_identifier(
+        &self,
+        namespace: &str,
+        system: &str,
+        value: &str,
+    ) -> LookupResult {
+        self.metrics.user_event("lookup_call");
+        let found = self.lookup.by_identifier(namespace, system, value).await?;
+        self.cache.insert(
+            identifier_key(namespace, system, value).into_boxed_str(),
+            found.clone(),
+        );
+        Ok(found)
+    }
+
+    /// A User just created (or adopted): found by its identifiers from now on, without a
+    /// read.
+    pub fn remember(&self, user: &KnownUser) {
+        let namespace = namespace_of(user.name()).unwrap_or_default();
+        for (system, value) in user.identifiers() {
+            let key = identifier_key(namespace, system, value).into_boxed_str();
+            self.cache.insert(key, Some(user.clone()));
+        }
+    }
+
+    /// Answers cached now (expired ones may linger until the cache tidies up).
+    pub fn cached(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.entry_count()
+    }
+
+    /// The cached answer for `key`, or the flight that reads it (joined, or started now).
+    fn get(
+        self: &Arc<Self>,
+        key: String,
+        read: impl FnOnce() -> BoxFuture<'static, LookupResult>,
+    ) -> Got {
+        if let Some(cached) = self.cache.get(key.as_str()) {
+            return Got::Cached(cached);
+        }
+        if let Some(error) = self.failing.get(key.as_str()) {
+            return Got::Failing(error);
+        }
+        let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(flight) = flights.get(key.as_str()) {
+            return Got::Flight(flight.clone());
+        }
+        // A flight that just ended cached its answer before leaving the map: look again,
+        // or this request would read a second time.
+        if let Some(cached) = self.cache.get(key.as_str()) {
+            return Got::Cached(cached);
+        }
+        if let Some(error) = self.failing.get(key.as_str()) {
+            return Got::Failing(error);
+        }
+        self.metrics.user_event("lookup_call");
+        let key: Box<str> = key.into_boxed_str();
+        let read = read();
+        let this = self.clone();
+        let task_key = key.clone();
+        // Spawned: a request that gives up does not cancel the read the others wait for,
+        // and the answer is cached for the next one.
+        let task = tokio::spawn(async move {
+            let result = read.await;
+            match &result {
+                Ok(found) => this.cache.insert(task_key.clone(), found.clone()),
+                Err(error) => {
+                    this.metrics.user_event("lookup_error");
+                    tracing::warn!(error = %error, "reading a User failed; requests that need it go on without a User for a second");
+                    this.failing.insert(task_key.clone(), error.clone());
+                }
+            }
+            this.flights
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&task_key);
+            result
+        });
+        let flight = async move {
+            task.await
+                .unwrap_or_else(|e| Err(format!("the read of a User failed: {e}")))
+        }
+        .boxed()
+        .shared();
+        flights.insert(key, flight.clone());
+        Got::Flight(flight)
+    }
+}
+
+/// The answer of a key that is not waited for.
+fn settled(got: Got) -> Result<Option<KnownUser>, LookupFailure> {
+    match got {
+        Got::Cached(found) => Ok(found),
+        Got::Failing(error) => Err(LookupFailure {
+            timed_out: false,
+            error,
+        }),
+        Got::Flight(_) => unreachable!("only settled answers are taken without waiting"),
+    }
+}
+
+async fn answer(got: Got) -> Result<Option<KnownUser>, LookupFailure> {
+    match got {
+        Got::Flight(flight) => flight.await.map_err(|error| LookupFailure {
+            timed_out: false,
+            error,
+        }),
+        got => settled(got),
+    }
+}
+
+/// Step 1 (a claimable User by name), else step 2 (the User by identifier).
+fn decide(
+    namespace: &str,
+    by_name: Option<(&str, Option<KnownUser>)>,
+    by_identifier: Option<KnownUser>,
+    own: Option<(&str, &str)>,
+    name_claims: NameClaims,
+) -> Option<(KnownUser, Found)> {
+    if let Some((name, Some(user))) = by_name {
+        if claimable(&user, own, name_claims) {
+            return Some((user, Found::ByName(qualified(namespace, name))));
+        }
+    }
+    let (system, value) = own?;
+    // The read returns a User that holds the identifier; checked again all the same, as
+    // the index checks what it finds.
+    by_identifier
+        .filter(|user| user.has_identifier(system, value))
+        .map(|user| {
+            (
+                user,
+                Found::ByIdentifier {
+                    system: system.to_string(),
+                    value: value.to_string(),
+                },
+            )
+        })
+}
+
+fn qualified(namespace: &str, name: &str) -> String {
+    crate::resources::qualified(Some(namespace), name)
+}
+
+/// The cache key of a User by name; lengths first, so that no two keys run together.
+fn name_key(namespace: &str, name: &str) -> String {
+    let mut key = String::with_capacity(namespace.len() + name.len() + 8);
+    key.push('n');
+    push_field(&mut key, namespace);
+    key.push_str(name);
+    key
+}
+
+/// The cache key of a User by identifier.
+fn identifier_key(namespace: &str, system: &str, value: &str) -> String {
+    let mut key = String::with_capacity(namespace.len() + system.len() + value.len() + 12);
+    key.push('i');
+    push_field(&mut key, namespace);
+    push_field(&mut key, system);
+    key.push_str(value);
+    key
+}
+
+fn push_field(key: &mut String, field: &str) {
+    use std::fmt::Write;
+    let _ = write!(key, "{}:", field.len());
+    key.push_str(field);
+}
+
+#[cfg(test)]
+mod tests;
