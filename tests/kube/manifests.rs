@@ -130,10 +130,15 @@ fn lint_strict(set: &[&str]) {
 #[tokio::test]
 async fn the_helm_chart_lints_renders_and_ships_valid_configuration() {
     let chart = support::repo_path("charts/portcullis");
+    let ca = format!(
+        "webhook.caBundle={}",
+        support::tls::TestCa::new("lint CA").pem()
+    );
     for set in [
         &[][..],
         &["mode=files"][..],
-        &["webhook.certManager.enabled=true"][..],
+        &["webhook.certManager.enabled=true", "crds.enabled=true"][..],
+        &["webhook.existingSecret=my-webhook-tls", &ca][..],
         &["kube.namespaces={a,b}", "createUsers=true"][..],
     ] {
         lint_strict(set);
@@ -181,9 +186,12 @@ fn every_rendering_of_the_chart_parses_into_kubernetes_types() {
     use k8s_openapi::api::networking::v1::NetworkPolicy;
     use k8s_openapi::api::policy::v1::PodDisruptionBudget;
     use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
     let chart = support::repo_path("charts/portcullis");
-    let cases: [(&[&str], &[&str]); 9] = [
+    let ca = support::tls::TestCa::new("user's CA").pem();
+    let ca_value = format!("webhook.caBundle={ca}");
+    let cases: [(&[&str], &[&str]); 11] = [
         // The defaults: kube mode, with the webhook and the chart's own certificate.
         (
             &[],
@@ -239,6 +247,11 @@ fn every_rendering_of_the_chart_parses_into_kubernetes_types() {
             &["mode=files", "networkPolicy.enabled=true"],
             &["NetworkPolicy"],
         ),
+        (
+            &["webhook.existingSecret=my-webhook-tls", &ca_value],
+            &["Deployment", "ValidatingWebhookConfiguration"],
+        ),
+        (&["crds.enabled=true"], &["CustomResourceDefinition"]),
         (POD_VALUES, &["Deployment", "Service"]),
     ];
     for (set, expect) in cases {
@@ -266,6 +279,9 @@ fn every_rendering_of_the_chart_parses_into_kubernetes_types() {
                 "Role" => serde_yaml::from_value::<Role>(doc.clone()).map(drop),
                 "RoleBinding" => serde_yaml::from_value::<RoleBinding>(doc.clone()).map(drop),
                 "Secret" => serde_yaml::from_value::<Secret>(doc.clone()).map(drop),
+                "CustomResourceDefinition" => {
+                    serde_yaml::from_value::<CustomResourceDefinition>(doc.clone()).map(drop)
+                }
                 "NetworkPolicy" => serde_yaml::from_value::<NetworkPolicy>(doc.clone()).map(drop),
                 "ValidatingWebhookConfiguration" => {
                     serde_yaml::from_value::<ValidatingWebhookConfiguration>(doc.clone()).map(drop)
@@ -306,6 +322,11 @@ fn every_rendering_of_the_chart_parses_into_kubernetes_types() {
         if webhook {
             let cert = if set.contains(&"webhook.certManager.enabled=true") {
                 WebhookCert::CertManager
+            } else if set.contains(&"webhook.existingSecret=my-webhook-tls") {
+                WebhookCert::Existing {
+                    secret: "my-webhook-tls",
+                    ca: &ca,
+                }
             } else {
                 WebhookCert::Generated
             };
@@ -360,16 +381,18 @@ fn every_rendering_of_the_chart_parses_into_kubernetes_types() {
 }
 
 /// Where the webhook's serving certificate comes from.
-enum WebhookCert {
+enum WebhookCert<'a> {
     /// The chart's own CA and certificate, in a Secret it renders.
     Generated,
     /// cert-manager's Certificate, and its CA injector.
     CertManager,
+    /// The user's Secret (`webhook.existingSecret`) and CA (`webhook.caBundle`, PEM).
+    Existing { secret: &'a str, ca: &'a str },
 }
 
 /// The webhook's pieces meet: the API server calls the Service's `webhook` port, which
 /// reaches the container's `--webhook-addr`, serving the mounted certificate, which the
-/// API server trusts (the chart's CA in `caBundle`, or cert-manager's injection).
+/// API server trusts (the chart's CA in `caBundle`, cert-manager's injection, or the user's CA).
 fn assert_webhook_is_wired(docs: &[serde_yaml::Value], cert: WebhookCert) {
     let find = |kind: &str| {
         docs.iter()
@@ -421,6 +444,20 @@ fn assert_webhook_is_wired(docs: &[serde_yaml::Value], cert: WebhookCert) {
             .unwrap()
     };
     match cert {
+        WebhookCert::Existing { secret: name, ca } => {
+            assert_eq!(secret, name, "the pods mount the user's Secret");
+            assert!(
+                !docs.iter().any(|d| d["kind"] == "Secret"),
+                "the chart makes no Secret of its own"
+            );
+            assert_eq!(
+                String::from_utf8(decode(&client["caBundle"]))
+                    .unwrap()
+                    .trim(),
+                ca.trim()
+            );
+            assert!(vwc["metadata"]["annotations"].is_null());
+        }
         WebhookCert::CertManager => {
             let certificate = find("Certificate");
             assert_eq!(certificate["spec"]["secretName"], secret);
@@ -1084,10 +1121,26 @@ fn the_rendered_chart_passes_kubernetes_validate_and_checkov() {
         std::fs::write(&file, run(&mut cmd)).unwrap();
         files.push(file);
     }
-    // The conventions of chart 0.2.0: the values every chart has, as a subchart with
-    // `global` values, and two releases of one name in two namespaces (whose names the
-    // other tests show apart).
+    // The conventions of chart 0.2.0: the user's webhook certificate, the CRDs templated,
+    // the values every chart has, as a subchart with `global` values, and two releases of
+    // one name in two namespaces (whose names the other tests show apart).
+    let ca = format!(
+        "webhook.caBundle={}",
+        support::tls::TestCa::new("user's CA").pem()
+    );
     let more = [
+        (
+            "existing-secret",
+            render_text(
+                "auth",
+                "auth",
+                &["webhook.existingSecret=my-webhook-tls", &ca],
+            ),
+        ),
+        (
+            "crds-templated",
+            render_text("auth", "auth", &["crds.enabled=true"]),
+        ),
         ("pod-values", render_text("auth", "auth", POD_VALUES)),
         (
             "subchart",
@@ -1569,6 +1622,10 @@ fn the_old_value_shapes_are_refused_naming_the_new_place() {
             &["serviceAccount.create=false"][..],
             "serviceAccount.name: with serviceAccount.create=false",
         ),
+        (
+            &["webhook.caBundle=-----BEGIN CERTIFICATE-----"][..],
+            "set webhook.existingSecret too",
+        ),
     ] {
         let error = render_error(set, &[]);
         assert!(error.contains(says), "{set:?}: {error}");
@@ -1622,6 +1679,7 @@ fn every_object_carries_the_standard_labels_and_selectors_stay_the_stable_pair()
         ][..],
         &[
             "webhook.certManager.enabled=true",
+            "crds.enabled=true",
             "kube.namespaces={a,b}",
             "networkPolicy.enabled=true",
         ][..],
@@ -1672,6 +1730,7 @@ fn every_object_carries_the_standard_labels_and_selectors_stay_the_stable_pair()
                 "ValidatingWebhookConfiguration" | "Certificate" | "Issuer" | "Secret" => {
                     assert_eq!(component, Some("webhook"), "{what}")
                 }
+                "CustomResourceDefinition" => assert_eq!(component, Some("crds"), "{what}"),
                 "ServiceMonitor" => assert_eq!(component, Some("metrics"), "{what}"),
                 _ => {}
             }
@@ -1881,6 +1940,133 @@ fn two_releases_in_two_namespaces_render_no_colliding_names() {
             .count();
         assert!(cluster_scoped + elsewhere >= 3, "{set:?}: {a:?}");
     }
+}
+
+/// With `webhook.existingSecret` (and `webhook.caBundle`) or with cert-manager, two renders
+/// are the same, byte for byte: a GitOps tool sees no drift. The chart's generated
+/// certificate is new on every render made without the cluster, which docs/kubernetes.md
+/// says, with the Argo CD `ignoreDifferences` it needs; `existingSecret` without a CA that
+/// helm can read is refused, naming `webhook.caBundle`.
+#[test]
+fn the_webhook_configuration_is_the_same_on_every_render_with_existing_secret_or_cert_manager() {
+    let ca = support::tls::TestCa::new("GitOps CA").pem();
+    let ca_value = format!("webhook.caBundle={ca}");
+    let existing = ["webhook.existingSecret=my-webhook-tls", ca_value.as_str()];
+    for (set, cert) in [
+        (
+            &["webhook.certManager.enabled=true"][..],
+            WebhookCert::CertManager,
+        ),
+        (
+            &[
+                "webhook.certManager.enabled=true",
+                "webhook.certManager.issuerRef.kind=ClusterIssuer",
+                "webhook.certManager.issuerRef.name=my-ca",
+            ][..],
+            WebhookCert::CertManager,
+        ),
+        (
+            &existing[..],
+            WebhookCert::Existing {
+                secret: "my-webhook-tls",
+                ca: &ca,
+            },
+        ),
+    ] {
+        let first = render_text("auth", "auth", set);
+        let second = render_text("auth", "auth", set);
+        assert!(first == second, "{set:?}: two renders differ");
+        let docs = documents(&first);
+        assert_eq!(
+            docs.iter().any(|d| d["kind"] == "Issuer"),
+            set == ["webhook.certManager.enabled=true"],
+            "{set:?}: the chart's own Issuer, unless issuerRef names one"
+        );
+        assert_webhook_is_wired(&docs, cert);
+    }
+
+    let ca_bundle = |docs: &[serde_yaml::Value]| {
+        docs.iter()
+            .find(|d| d["kind"] == "ValidatingWebhookConfiguration")
+            .unwrap()["webhooks"][0]["clientConfig"]["caBundle"]
+            .clone()
+    };
+    assert_ne!(
+        ca_bundle(&render_chart(&[])),
+        ca_bundle(&render_chart(&[])),
+        "the generated CA is new on every render without the cluster"
+    );
+    let docs = std::fs::read_to_string(support::repo_path("docs/kubernetes.md")).unwrap();
+    for needed in [
+        "ignoreDifferences",
+        "jqPathExpressions: [.webhooks[].clientConfig.caBundle]",
+        "RespectIgnoreDifferences=true",
+        "webhook.existingSecret",
+    ] {
+        assert!(docs.contains(needed), "docs/kubernetes.md lacks {needed}");
+    }
+
+    let error = render_error(&["webhook.existingSecret=my-webhook-tls"], &[]);
+    assert!(error.contains("set webhook.caBundle"), "{error}");
+    let error = render_error(
+        &[
+            "webhook.existingSecret=x",
+            "webhook.certManager.enabled=true",
+        ],
+        &[],
+    );
+    assert!(error.contains("not both"), "{error}");
+}
+
+/// `crds.enabled` renders the CRDs of crds/ into the release, so that `helm upgrade`
+/// upgrades them: exactly what `portcullis crds` prints (as tests/kube/crds.rs checks crds/),
+/// with the chart's labels and, with `crds.keep` (the default), `helm.sh/resource-policy:
+/// keep`. Off by default: crds/ alone, which `helm install` applies.
+#[test]
+fn the_templated_crds_are_the_binarys_and_kept() {
+    let out = serve::run(&["crds"]);
+    assert_eq!(out.code, 0, "portcullis crds: {}", out.stderr);
+    let binary = documents(&out.stdout);
+    let crds = |docs: Vec<serde_yaml::Value>| -> Vec<serde_yaml::Value> {
+        docs.into_iter()
+            .filter(|d| d["kind"] == "CustomResourceDefinition")
+            .collect()
+    };
+    assert!(crds(render_chart(&[])).is_empty(), "off by default");
+
+    let templated = crds(render_chart(&["crds.enabled=true"]));
+    assert_eq!(templated.len(), binary.len());
+    assert_eq!(binary.len(), 4);
+    for (t, b) in templated.iter().zip(&binary) {
+        let name = b["metadata"]["name"].as_str().unwrap();
+        assert!(
+            b["metadata"]["labels"].is_null() && b["metadata"]["annotations"].is_null(),
+            "{name}: the chart would replace the binary's own metadata"
+        );
+        assert_eq!(
+            t["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
+            "{name}"
+        );
+        assert_eq!(
+            t["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            "Helm"
+        );
+        let mut t = serde_json::to_value(t).unwrap();
+        let metadata = t["metadata"].as_object_mut().unwrap();
+        metadata.remove("labels");
+        metadata.remove("annotations");
+        let mut b = serde_json::to_value(b).unwrap();
+        whole_numbers(&mut t);
+        whole_numbers(&mut b);
+        if let Some(path) = first_difference(&t, &b, String::new()) {
+            panic!("{name}: the templated CRD differs from `portcullis crds` at {path}");
+        }
+    }
+    let unkept = crds(render_chart(&["crds.enabled=true", "crds.keep=false"]));
+    assert_eq!(unkept.len(), 4);
+    assert!(unkept
+        .iter()
+        .all(|c| c["metadata"]["annotations"].is_null()));
 }
 
 /// Every `helm install` and `helm upgrade` of the chart that the docs, the examples, the

@@ -105,10 +105,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if and (eq .Values.mode "kube") .Values.webhook.enabled }}true{{ end }}
 {{- end }}
 
-{{/* The Secret holding the webhook's serving certificate: the chart's own (generated, or
-issued by cert-manager). */}}
+{{/* The Secret holding the webhook's serving certificate: webhook.existingSecret, the user's,
+or the chart's own (generated, or issued by cert-manager). */}}
 {{- define "portcullis.webhookSecretName" -}}
-{{- printf "%s-webhook-tls" (include "portcullis.fullname" .) }}
+{{- .Values.webhook.existingSecret | default (printf "%s-webhook-tls" (include "portcullis.fullname" .)) }}
 {{- end }}
 
 {{/* Non-empty when a CA bundle is mounted for --ca-file: caBundle names a ConfigMap or a
@@ -154,5 +154,13 @@ rendering has, and by webhook.yaml, which Helm renders first. */}}
 {{- end }}
 {{- if and .Values.caBundle.configMap.name .Values.caBundle.secret.name }}
 {{- fail "caBundle: name a ConfigMap or a Secret, not both" }}
+{{- end }}
+{{- with .Values.webhook }}
+{{- if and .existingSecret .certManager.enabled }}
+{{- fail "webhook: set existingSecret (your own certificate) or certManager.enabled (cert-manager's), not both" }}
+{{- end }}
+{{- if and .caBundle (not .existingSecret) }}
+{{- fail "webhook.caBundle is the CA of webhook.existingSecret's certificate: set webhook.existingSecret too (the chart's own and cert-manager's certificates bring their CA)" }}
+{{- end }}
 {{- end }}
 {{- end }}
