@@ -108,7 +108,9 @@ async fn slow_headers_on_the_http_listener_are_cut_off() {
     .unwrap();
     let p = Portcullis::builder().config(dir.path()).start().await;
     let mut slow = tokio::net::TcpStream::connect(p.http_addr()).await.unwrap();
-    slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
     let started = std::time::Instant::now();
     assert_eq!(p.readyz().await, 200, "others are served meanwhile");
     let mut buf = [0u8; 1024];
@@ -123,5 +125,9 @@ async fn slow_headers_on_the_http_listener_are_cut_off() {
     })
     .await;
     assert!(read.is_ok(), "the connection stayed open");
-    assert!(started.elapsed() >= Duration::from_secs(9), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
 }
