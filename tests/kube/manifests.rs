@@ -6,7 +6,7 @@
 
 use crate::support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -29,13 +29,7 @@ fn run(cmd: &mut Command) -> String {
 
 /// `helm template auth --namespace auth charts/portcullis --set ...`, as documents.
 fn render_chart(set: &[&str]) -> Vec<serde_yaml::Value> {
-    let mut cmd = Command::new(helm_bin());
-    cmd.args(["template", "auth", "--namespace", "auth"])
-        .arg(support::repo_path("charts/portcullis"));
-    for s in set {
-        cmd.args(["--set", s]);
-    }
-    documents(&run(&mut cmd))
+    documents(&render_text("auth", "auth", set))
 }
 
 fn documents(text: &str) -> Vec<serde_yaml::Value> {
@@ -122,10 +116,33 @@ async fn assert_serve_becomes_ready(docs: &[serde_yaml::Value]) {
     assert!(p.log().contains("configuration loaded"), "{}", p.log());
 }
 
+/// `helm lint --strict` (warnings fail too) under the main value sets.
+fn lint_strict(set: &[&str]) {
+    let mut cmd = Command::new(helm_bin());
+    cmd.args(["lint", "--strict", "--namespace", "auth"])
+        .arg(support::repo_path("charts/portcullis"));
+    for s in set {
+        cmd.args(["--set", s]);
+    }
+    run(&mut cmd);
+}
+
 #[tokio::test]
 async fn the_helm_chart_lints_renders_and_ships_valid_configuration() {
     let chart = support::repo_path("charts/portcullis");
-    run(Command::new(helm_bin()).arg("lint").arg(&chart));
+    let ca = format!(
+        "webhook.caBundle={}",
+        support::tls::TestCa::new("lint CA").pem()
+    );
+    for set in [
+        &[][..],
+        &["mode=files"][..],
+        &["webhook.certManager.enabled=true", "crds.enabled=true"][..],
+        &["webhook.existingSecret=my-webhook-tls", &ca][..],
+        &["kube.namespaces={a,b}", "createUsers=true"][..],
+    ] {
+        lint_strict(set);
+    }
     let rendered = run(Command::new(helm_bin())
         .args(["template", "auth", "--set", "mode=files"])
         .arg(&chart));
@@ -169,9 +186,12 @@ fn every_rendering_of_the_chart_parses_into_kubernetes_types() {
     use k8s_openapi::api::networking::v1::NetworkPolicy;
     use k8s_openapi::api::policy::v1::PodDisruptionBudget;
     use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
     let chart = support::repo_path("charts/portcullis");
-    let cases: [(&[&str], &[&str]); 8] = [
+    let ca = support::tls::TestCa::new("user's CA").pem();
+    let ca_value = format!("webhook.caBundle={ca}");
+    let cases: [(&[&str], &[&str]); 11] = [
         // The defaults: kube mode, with the webhook and the chart's own certificate.
         (
             &[],
@@ -227,6 +247,12 @@ fn every_rendering_of_the_chart_parses_into_kubernetes_types() {
             &["mode=files", "networkPolicy.enabled=true"],
             &["NetworkPolicy"],
         ),
+        (
+            &["webhook.existingSecret=my-webhook-tls", &ca_value],
+            &["Deployment", "ValidatingWebhookConfiguration"],
+        ),
+        (&["crds.enabled=true"], &["CustomResourceDefinition"]),
+        (POD_VALUES, &["Deployment", "Service"]),
     ];
     for (set, expect) in cases {
         let docs = render_chart(set);
@@ -253,6 +279,9 @@ fn every_rendering_of_the_chart_parses_into_kubernetes_types() {
                 "Role" => serde_yaml::from_value::<Role>(doc.clone()).map(drop),
                 "RoleBinding" => serde_yaml::from_value::<RoleBinding>(doc.clone()).map(drop),
                 "Secret" => serde_yaml::from_value::<Secret>(doc.clone()).map(drop),
+                "CustomResourceDefinition" => {
+                    serde_yaml::from_value::<CustomResourceDefinition>(doc.clone()).map(drop)
+                }
                 "NetworkPolicy" => serde_yaml::from_value::<NetworkPolicy>(doc.clone()).map(drop),
                 "ValidatingWebhookConfiguration" => {
                     serde_yaml::from_value::<ValidatingWebhookConfiguration>(doc.clone()).map(drop)
@@ -266,7 +295,9 @@ fn every_rendering_of_the_chart_parses_into_kubernetes_types() {
         if set.contains(&"grafanaDashboard.enabled=true") {
             let dashboard = docs
                 .iter()
-                .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "auth-dashboard")
+                .find(|d| {
+                    d["kind"] == "ConfigMap" && d["metadata"]["name"] == "auth-portcullis-dashboard"
+                })
                 .expect("the dashboard ConfigMap");
             assert_eq!(
                 dashboard["metadata"]["labels"]["grafana_dashboard"], "1",
@@ -289,7 +320,17 @@ fn every_rendering_of_the_chart_parses_into_kubernetes_types() {
             "{set:?}"
         );
         if webhook {
-            assert_webhook_is_wired(&docs, set.contains(&"webhook.certManager.enabled=true"));
+            let cert = if set.contains(&"webhook.certManager.enabled=true") {
+                WebhookCert::CertManager
+            } else if set.contains(&"webhook.existingSecret=my-webhook-tls") {
+                WebhookCert::Existing {
+                    secret: "my-webhook-tls",
+                    ca: &ca,
+                }
+            } else {
+                WebhookCert::Generated
+            };
+            assert_webhook_is_wired(&docs, cert);
         }
         if set.contains(&"replicaCount=1") {
             assert!(
@@ -301,7 +342,7 @@ fn every_rendering_of_the_chart_parses_into_kubernetes_types() {
             let bindings: Vec<&str> = docs
                 .iter()
                 .filter(|d| d["kind"] == "RoleBinding" && d["roleRef"]["kind"] == "Role")
-                .filter(|d| d["roleRef"]["name"] == "auth")
+                .filter(|d| d["roleRef"]["name"] == "auth-portcullis-auth")
                 .filter_map(|d| d["metadata"]["namespace"].as_str())
                 .collect();
             assert_eq!(
@@ -311,7 +352,7 @@ fn every_rendering_of_the_chart_parses_into_kubernetes_types() {
             );
             let roles: Vec<&str> = docs
                 .iter()
-                .filter(|d| d["kind"] == "Role" && d["metadata"]["name"] == "auth")
+                .filter(|d| d["kind"] == "Role" && d["metadata"]["name"] == "auth-portcullis-auth")
                 .filter_map(|d| d["metadata"]["namespace"].as_str())
                 .collect();
             assert_eq!(
@@ -339,10 +380,20 @@ fn every_rendering_of_the_chart_parses_into_kubernetes_types() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/mode"));
 }
 
+/// Where the webhook's serving certificate comes from.
+enum WebhookCert<'a> {
+    /// The chart's own CA and certificate, in a Secret it renders.
+    Generated,
+    /// cert-manager's Certificate, and its CA injector.
+    CertManager,
+    /// The user's Secret (`webhook.existingSecret`) and CA (`webhook.caBundle`, PEM).
+    Existing { secret: &'a str, ca: &'a str },
+}
+
 /// The webhook's pieces meet: the API server calls the Service's `webhook` port, which
 /// reaches the container's `--webhook-addr`, serving the mounted certificate, which the
-/// API server trusts (the chart's CA in `caBundle`, or cert-manager's injection).
-fn assert_webhook_is_wired(docs: &[serde_yaml::Value], cert_manager: bool) {
+/// API server trusts (the chart's CA in `caBundle`, cert-manager's injection, or the user's CA).
+fn assert_webhook_is_wired(docs: &[serde_yaml::Value], cert: WebhookCert) {
     let find = |kind: &str| {
         docs.iter()
             .find(|d| d["kind"] == kind)
@@ -352,8 +403,10 @@ fn assert_webhook_is_wired(docs: &[serde_yaml::Value], cert_manager: bool) {
     let hook = &vwc["webhooks"][0];
     let client = &hook["clientConfig"];
     assert_eq!(client["service"]["path"], "/validate");
-    let service = find("Service");
-    assert_eq!(client["service"]["name"], service["metadata"]["name"]);
+    let service = docs
+        .iter()
+        .find(|d| d["kind"] == "Service" && d["metadata"]["name"] == client["service"]["name"])
+        .expect("the Service the webhook calls");
     let port = service["spec"]["ports"]
         .as_sequence()
         .unwrap()
@@ -384,38 +437,55 @@ fn assert_webhook_is_wired(docs: &[serde_yaml::Value], cert_manager: bool) {
         .expect("the certificate's volume");
     let secret = volume["secret"]["secretName"].as_str().unwrap();
     assert!(args.contains(&"--tls-cert-file=/etc/portcullis/webhook-tls/tls.crt".to_string()));
-    if cert_manager {
-        let certificate = find("Certificate");
-        assert_eq!(certificate["spec"]["secretName"], secret);
-        let injected = vwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]
-            .as_str()
-            .unwrap();
-        assert!(injected.ends_with(&format!(
-            "/{}",
-            certificate["metadata"]["name"].as_str().unwrap()
-        )));
-    } else {
-        // The chart's CA signed the served certificate for the Service's DNS name.
-        let tls = find("Secret");
-        assert_eq!(tls["metadata"]["name"], secret);
-        use base64::Engine;
-        let decode = |v: &serde_yaml::Value| {
-            base64::engine::general_purpose::STANDARD
-                .decode(v.as_str().unwrap())
-                .unwrap()
-        };
-        assert_eq!(decode(&client["caBundle"]), decode(&tls["data"]["ca.crt"]));
-        let cert = String::from_utf8(decode(&tls["data"]["tls.crt"])).unwrap();
-        let ca = String::from_utf8(decode(&tls["data"]["ca.crt"])).unwrap();
-        support::tls::assert_signed_for(
-            &cert,
-            &ca,
-            &format!(
-                "{}.{}.svc",
-                service["metadata"]["name"].as_str().unwrap(),
-                "auth"
-            ),
-        );
+    use base64::Engine;
+    let decode = |v: &serde_yaml::Value| {
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap())
+            .unwrap()
+    };
+    match cert {
+        WebhookCert::Existing { secret: name, ca } => {
+            assert_eq!(secret, name, "the pods mount the user's Secret");
+            assert!(
+                !docs.iter().any(|d| d["kind"] == "Secret"),
+                "the chart makes no Secret of its own"
+            );
+            assert_eq!(
+                String::from_utf8(decode(&client["caBundle"]))
+                    .unwrap()
+                    .trim(),
+                ca.trim()
+            );
+            assert!(vwc["metadata"]["annotations"].is_null());
+        }
+        WebhookCert::CertManager => {
+            let certificate = find("Certificate");
+            assert_eq!(certificate["spec"]["secretName"], secret);
+            let injected = vwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]
+                .as_str()
+                .unwrap();
+            assert!(injected.ends_with(&format!(
+                "/{}",
+                certificate["metadata"]["name"].as_str().unwrap()
+            )));
+        }
+        WebhookCert::Generated => {
+            // The chart's CA signed the served certificate for the Service's DNS name.
+            let tls = find("Secret");
+            assert_eq!(tls["metadata"]["name"], secret);
+            assert_eq!(decode(&client["caBundle"]), decode(&tls["data"]["ca.crt"]));
+            let cert = String::from_utf8(decode(&tls["data"]["tls.crt"])).unwrap();
+            let ca = String::from_utf8(decode(&tls["data"]["ca.crt"])).unwrap();
+            support::tls::assert_signed_for(
+                &cert,
+                &ca,
+                &format!(
+                    "{}.{}.svc",
+                    service["metadata"]["name"].as_str().unwrap(),
+                    client["service"]["namespace"].as_str().unwrap()
+                ),
+            );
+        }
     }
 }
 
@@ -875,7 +945,7 @@ fn the_chart_grants_the_least_each_mode_needs() {
             .filter(|(_, _, res, ..)| res == "leases")
             .map(|(ns, _, _, v, names)| (ns.as_str(), v.as_str(), names.clone()))
             .collect();
-        let named = vec!["auth-status-writer".to_string()];
+        let named = vec!["auth-portcullis-status-writer".to_string()];
         assert_eq!(
             lease,
             [
@@ -886,7 +956,8 @@ fn the_chart_grants_the_least_each_mode_needs() {
             "{set:?}"
         );
         assert!(
-            container_args(&docs).contains(&"--lease-name=auth-status-writer".to_string()),
+            container_args(&docs)
+                .contains(&"--lease-name=auth-portcullis-status-writer".to_string()),
             "{set:?}"
         );
         // Nothing else: no delete, no wildcard.
@@ -901,18 +972,13 @@ fn the_chart_grants_the_least_each_mode_needs() {
 
     // Two releases in one namespace hold a Lease each.
     let other = render_chart_as("billing", &[]);
-    assert!(container_args(&other).contains(&"--lease-name=billing-status-writer".to_string()));
+    assert!(container_args(&other)
+        .contains(&"--lease-name=billing-portcullis-status-writer".to_string()));
 }
 
 /// `helm template RELEASE --namespace auth charts/portcullis --set ...`.
 fn render_chart_as(release: &str, set: &[&str]) -> Vec<serde_yaml::Value> {
-    let mut cmd = Command::new(helm_bin());
-    cmd.args(["template", release, "--namespace", "auth"])
-        .arg(support::repo_path("charts/portcullis"));
-    for s in set {
-        cmd.args(["--set", s]);
-    }
-    documents(&run(&mut cmd))
+    documents(&render_text(release, "auth", set))
 }
 
 /// `image.digest` pins the image by content; the NetworkPolicy opens only the pods' own
@@ -941,10 +1007,15 @@ fn the_chart_pins_the_image_by_digest_and_fences_the_pods() {
         .find(|d| d["kind"] == "NetworkPolicy")
         .expect("a NetworkPolicy");
     let pod = &deployment(&docs)["spec"]["template"];
-    assert_eq!(
-        policy["spec"]["podSelector"]["matchLabels"], pod["metadata"]["labels"],
-        "it selects the pods"
-    );
+    for (key, value) in policy["spec"]["podSelector"]["matchLabels"]
+        .as_mapping()
+        .unwrap()
+    {
+        assert_eq!(
+            &pod["metadata"]["labels"][key], value,
+            "it selects the pods"
+        );
+    }
     assert_eq!(
         policy["spec"]["policyTypes"].as_sequence().unwrap().len(),
         1
@@ -1062,6 +1133,45 @@ fn the_rendered_chart_passes_kubernetes_validate_and_checkov() {
         }
         let file = dir.path().join(format!("{name}.yaml"));
         std::fs::write(&file, run(&mut cmd)).unwrap();
+        files.push(file);
+    }
+    // The conventions of chart 0.2.0: the user's webhook certificate, the CRDs templated,
+    // the values every chart has, as a subchart with `global` values, and two releases of
+    // one name in two namespaces (whose names the other tests show apart).
+    let ca = format!(
+        "webhook.caBundle={}",
+        support::tls::TestCa::new("user's CA").pem()
+    );
+    let more = [
+        (
+            "existing-secret",
+            render_text(
+                "auth",
+                "auth",
+                &["webhook.existingSecret=my-webhook-tls", &ca],
+            ),
+        ),
+        (
+            "crds-templated",
+            render_text("auth", "auth", &["crds.enabled=true"]),
+        ),
+        ("pod-values", render_text("auth", "auth", POD_VALUES)),
+        (
+            "subchart",
+            render_as_subchart(PARENT_VALUES, &["portcullis.networkPolicy.enabled=true"]),
+        ),
+        (
+            "team-a",
+            render_text("portcullis", "team-a", &["networkPolicy.enabled=true"]),
+        ),
+        (
+            "team-b",
+            render_text("portcullis", "team-b", &["networkPolicy.enabled=true"]),
+        ),
+    ];
+    for (name, text) in more {
+        let file = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&file, text).unwrap();
         files.push(file);
     }
 
@@ -1225,8 +1335,8 @@ fn file_mode_installs_trust_no_issuer_until_the_user_supplies_one() {
     let policy = support::repo_path("examples/quickstart/access-policy.yaml");
     let own = [
         "mode=files".to_string(),
-        format!("resources.introspector\\.yaml={}", quickstart.display()),
-        format!("resources.policy\\.yaml={}", policy.display()),
+        format!("config.files.introspector\\.yaml={}", quickstart.display()),
+        format!("config.files.policy\\.yaml={}", policy.display()),
     ];
     let mut cmd = Command::new(helm_bin());
     cmd.args(["template", "auth", "--namespace", "auth"])
@@ -1256,7 +1366,7 @@ fn file_mode_installs_trust_no_issuer_until_the_user_supplies_one() {
     let out = run(&mut cmd);
     let notes = out.split_once("\nNOTES:\n").expect("NOTES").1;
     assert!(
-        notes.contains("Resources: from the `resources` value"),
+        notes.contains("Resources: from the `config.files` value"),
         "{notes}"
     );
     assert!(!notes.contains("holds no TokenIntrospector"), "{notes}");
@@ -1335,4 +1445,709 @@ fn the_notes_snippets_are_the_shipped_configuration() {
     let istio = &istio[..istio.find("\n\n").unwrap()];
     assert!(istio.contains("failOpen: false"), "{istio}");
     assert!(istio.contains("statusOnError: \"503\""), "{istio}");
+}
+
+/// `helm template RELEASE --namespace NAMESPACE charts/portcullis --set ...`, as text.
+fn render_text(release: &str, namespace: &str, set: &[&str]) -> String {
+    let mut cmd = Command::new(helm_bin());
+    cmd.args(["template", release, "--namespace", namespace])
+        .arg(support::repo_path("charts/portcullis"));
+    for s in set {
+        cmd.args(["--set", s]);
+    }
+    run(&mut cmd)
+}
+
+/// `helm template auth ... --set ...` that must fail: its error.
+fn render_error(set: &[&str], values_files: &[&std::path::Path]) -> String {
+    let mut cmd = Command::new(helm_bin());
+    cmd.args(["template", "auth", "--namespace", "auth"])
+        .arg(support::repo_path("charts/portcullis"));
+    for s in set {
+        cmd.args(["--set", s]);
+    }
+    for f in values_files {
+        cmd.arg("--values").arg(f);
+    }
+    let out = cmd.output().expect("run helm");
+    assert!(
+        !out.status.success(),
+        "{set:?} {values_files:?} rendered:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A top-level field of the chart's Chart.yaml.
+fn chart_field(name: &str) -> String {
+    let text = std::fs::read_to_string(support::repo_path("charts/portcullis/Chart.yaml")).unwrap();
+    let chart: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    chart[name]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {name} in Chart.yaml"))
+        .to_string()
+}
+
+/// The pod, ServiceAccount and Service values of chart 0.2.0, all set at once.
+const POD_VALUES: &[&str] = &[
+    "imagePullSecrets[0].name=regcred",
+    "imagePullSecrets[1]=mirror",
+    "podAnnotations.example\\.com/team=payments",
+    "podLabels.team=payments",
+    "priorityClassName=portcullis-critical",
+    "extraEnv[0].name=RUST_LOG",
+    "extraEnv[0].value=debug",
+    "serviceAccount.annotations.example\\.com/role=portcullis",
+    "service.type=NodePort",
+    "service.annotations.example\\.com/load-balancer=internal",
+    "nodeSelector.kubernetes\\.io/os=linux",
+    "tolerations[0].key=dedicated",
+    "tolerations[0].operator=Exists",
+    "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].key=kubernetes.io/arch",
+    "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator=In",
+    "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].values[0]=amd64",
+    "resources.requests.memory=128Mi",
+    "resources.limits.memory=512Mi",
+    "resources.limits.cpu=1500m",
+];
+
+/// The values that every chart has reach their objects: image pull secrets (the chart's and
+/// a parent's `global.imagePullSecrets`), pod annotations and labels, the priority class,
+/// extra environment, the ServiceAccount's annotations (or another ServiceAccount), the
+/// Service's type and annotations, placement, and `resources` as the container's resources.
+#[test]
+fn the_conventional_values_reach_their_objects() {
+    use k8s_openapi::api::apps::v1::Deployment;
+
+    let mut set = POD_VALUES.to_vec();
+    set.extend([
+        "global.imagePullSecrets[0].name=shared",
+        "global.imagePullSecrets[1]=regcred",
+    ]);
+    let docs = render_chart(&set);
+    let parsed: Deployment = serde_yaml::from_value(deployment(&docs).clone()).unwrap();
+    let template = parsed.spec.template;
+    let meta = template.metadata.unwrap();
+    let pod = template.spec.unwrap();
+    let secrets: Vec<String> = pod
+        .image_pull_secrets
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(
+        secrets,
+        ["regcred", "mirror", "shared"],
+        "once each, in order"
+    );
+    assert_eq!(meta.annotations.unwrap()["example.com/team"], "payments");
+    let labels = meta.labels.unwrap();
+    assert_eq!(labels["team"], "payments");
+    assert_eq!(labels["app.kubernetes.io/instance"], "auth");
+    assert_eq!(
+        pod.priority_class_name.as_deref(),
+        Some("portcullis-critical")
+    );
+    assert_eq!(pod.node_selector.unwrap()["kubernetes.io/os"], "linux");
+    assert_eq!(
+        pod.tolerations.unwrap()[0].key.as_deref(),
+        Some("dedicated")
+    );
+    assert!(pod.affinity.unwrap().node_affinity.is_some());
+    let container = &pod.containers[0];
+    let env: Vec<&str> = container
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert_eq!(env, ["POD_NAME", "POD_NAMESPACE", "RUST_LOG"]);
+    let resources = serde_json::to_value(container.resources.as_ref().unwrap()).unwrap();
+    assert_eq!(
+        resources,
+        serde_json::json!({"requests": {"cpu": "100m", "memory": "128Mi"},
+            "limits": {"cpu": "1500m", "memory": "512Mi"}}),
+        "the chart's defaults with the values over them"
+    );
+
+    let sa = docs.iter().find(|d| d["kind"] == "ServiceAccount").unwrap();
+    assert_eq!(
+        sa["metadata"]["annotations"]["example.com/role"],
+        "portcullis"
+    );
+    assert_eq!(
+        pod.service_account_name.as_deref(),
+        sa["metadata"]["name"].as_str()
+    );
+    let service = docs.iter().find(|d| d["kind"] == "Service").unwrap();
+    assert_eq!(service["spec"]["type"], "NodePort");
+    assert_eq!(
+        service["metadata"]["annotations"]["example.com/load-balancer"],
+        "internal"
+    );
+    assert_eq!(
+        render_chart(&[])
+            .iter()
+            .find(|d| d["kind"] == "Service")
+            .unwrap()["spec"]["type"],
+        "ClusterIP"
+    );
+
+    // Another ServiceAccount: none made, the pods and the role's bindings use it.
+    let docs = render_chart(&[
+        "serviceAccount.create=false",
+        "serviceAccount.name=platform-auth",
+    ]);
+    assert!(!docs.iter().any(|d| d["kind"] == "ServiceAccount"));
+    assert_eq!(
+        deployment(&docs)["spec"]["template"]["spec"]["serviceAccountName"],
+        "platform-auth"
+    );
+    let bindings: Vec<&serde_yaml::Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == "ClusterRoleBinding" || d["kind"] == "RoleBinding")
+        .collect();
+    assert_eq!(bindings.len(), 2, "the watch role's and the Lease's");
+    for b in bindings {
+        assert_eq!(b["subjects"][0]["name"], "platform-auth");
+    }
+}
+
+/// Values of chart 0.1.0 that moved are refused, and the error says where they went:
+/// `podResources` is `resources`, and the file-mode configuration that `resources` held is
+/// `config.files`. A values file written for 0.1.0 fails the same way.
+#[test]
+fn the_old_value_shapes_are_refused_naming_the_new_place() {
+    for (set, says) in [
+        (
+            &["podResources.limits.memory=1Gi"][..],
+            "`podResources` is now `resources`",
+        ),
+        (
+            &["mode=files", "resources.policies\\.yaml=x"][..],
+            "move the file-mode configuration to `config.files`",
+        ),
+        (
+            &["podLabels.app\\.kubernetes\\.io/instance=other"][..],
+            "`app.kubernetes.io/instance` is a selector label",
+        ),
+        (
+            &["serviceAccount.create=false"][..],
+            "serviceAccount.name: with serviceAccount.create=false",
+        ),
+        (
+            &["webhook.caBundle=-----BEGIN CERTIFICATE-----"][..],
+            "set webhook.existingSecret too",
+        ),
+    ] {
+        let error = render_error(set, &[]);
+        assert!(error.contains(says), "{set:?}: {error}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("values-0.1.yaml");
+    std::fs::write(
+        &old,
+        "mode: files\nresources:\n  resources.yaml: |\n    resourceType: AccessPolicy\n    \
+         id: all\n    engine: allow\npodResources:\n  limits: {memory: 1Gi}\n",
+    )
+    .unwrap();
+    let error = render_error(&[], &[&old]);
+    assert!(
+        error.contains("`podResources` is now `resources`"),
+        "{error}"
+    );
+    std::fs::write(
+        &old,
+        "mode: files\nresources:\n  resources.yaml: |\n    resourceType: AccessPolicy\n    \
+         id: all\n    engine: allow\n",
+    )
+    .unwrap();
+    let error = render_error(&[], &[&old]);
+    assert!(
+        error.contains("`resources.yaml` is none of them")
+            && error.contains("config.files.resources\\.yaml"),
+        "{error}"
+    );
+}
+
+/// Every object carries the labels of Helm and Kubernetes' recommended set, the pods
+/// too; every selector is exactly the stable pair (name, instance), as in chart 0.1.0, so
+/// that an upgrade never changes the Deployment's selector.
+#[test]
+fn every_object_carries_the_standard_labels_and_selectors_stay_the_stable_pair() {
+    let chart = format!("portcullis-{}", chart_field("version"));
+    let app_version = chart_field("appVersion");
+    let selector = serde_json::json!({
+        "app.kubernetes.io/name": "portcullis",
+        "app.kubernetes.io/instance": "auth",
+    });
+    for set in [
+        &[][..],
+        &[
+            "mode=files",
+            "networkPolicy.enabled=true",
+            "serviceMonitor.enabled=true",
+            "grafanaDashboard.enabled=true",
+        ][..],
+        &[
+            "webhook.certManager.enabled=true",
+            "crds.enabled=true",
+            "kube.namespaces={a,b}",
+            "networkPolicy.enabled=true",
+        ][..],
+        POD_VALUES,
+    ] {
+        let docs = render_chart(set);
+        for d in &docs {
+            let what = format!("{set:?}: {:?} {:?}", d["kind"], d["metadata"]["name"]);
+            let mut labelled = vec![&d["metadata"]["labels"]];
+            if d["kind"] == "Deployment" {
+                labelled.push(&d["spec"]["template"]["metadata"]["labels"]);
+            }
+            for labels in labelled {
+                assert_eq!(labels["helm.sh/chart"], chart.as_str(), "{what}");
+                assert_eq!(labels["app.kubernetes.io/name"], "portcullis", "{what}");
+                assert_eq!(labels["app.kubernetes.io/instance"], "auth", "{what}");
+                assert_eq!(
+                    labels["app.kubernetes.io/version"],
+                    app_version.as_str(),
+                    "{what}"
+                );
+                assert_eq!(labels["app.kubernetes.io/managed-by"], "Helm", "{what}");
+            }
+            let selectors = match d["kind"].as_str().unwrap() {
+                "Deployment" => {
+                    let mut s = vec![&d["spec"]["selector"]["matchLabels"]];
+                    for c in d["spec"]["template"]["spec"]["topologySpreadConstraints"]
+                        .as_sequence()
+                        .into_iter()
+                        .flatten()
+                    {
+                        s.push(&c["labelSelector"]["matchLabels"]);
+                    }
+                    s
+                }
+                "Service" => vec![&d["spec"]["selector"]],
+                "PodDisruptionBudget" | "ServiceMonitor" => {
+                    vec![&d["spec"]["selector"]["matchLabels"]]
+                }
+                "NetworkPolicy" => vec![&d["spec"]["podSelector"]["matchLabels"]],
+                _ => vec![],
+            };
+            for s in selectors {
+                assert_eq!(serde_json::to_value(s).unwrap(), selector, "{what}");
+            }
+            let component = d["metadata"]["labels"]["app.kubernetes.io/component"].as_str();
+            match d["kind"].as_str().unwrap() {
+                "ValidatingWebhookConfiguration" | "Certificate" | "Issuer" | "Secret" => {
+                    assert_eq!(component, Some("webhook"), "{what}")
+                }
+                "CustomResourceDefinition" => assert_eq!(component, Some("crds"), "{what}"),
+                "ServiceMonitor" => assert_eq!(component, Some("metrics"), "{what}"),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A parent chart that depends on this one (copied into its charts/, with a `condition`,
+/// as umbrella charts do) and has objects of its own named after the release; `helm lint
+/// --strict` passes on it. Returns `helm template platform` of it in namespace `platform`.
+fn render_as_subchart(parent_values: &str, set: &[&str]) -> String {
+    fn copy(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                copy(&entry.path(), &to.join(entry.file_name()));
+            } else {
+                std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let parent = dir.path().join("platform");
+    let chart = support::repo_path("charts/portcullis");
+    copy(&chart, &parent.join("charts/portcullis"));
+    std::fs::create_dir_all(parent.join("templates")).unwrap();
+    std::fs::write(
+        parent.join("Chart.yaml"),
+        format!(
+            "apiVersion: v2\nname: platform\ndescription: an umbrella chart\nversion: 1.0.0\n\
+             dependencies:\n  - name: portcullis\n    version: {}\n    repository: file://{}\n    \
+             condition: portcullis.enabled\n",
+            chart_field("version"),
+            chart.display()
+        ),
+    )
+    .unwrap();
+    // The parent's own objects take the release's name, as `helm create`'s do for a release
+    // named after the chart.
+    std::fs::write(
+        parent.join("templates/app.yaml"),
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {{ .Release.Name }}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata:\n  name: {{ .Release.Name }}\n\
+         spec:\n  selector: {app: platform}\n  ports: [{port: 80}]\n",
+    )
+    .unwrap();
+    std::fs::write(parent.join("values.yaml"), parent_values).unwrap();
+    let with = |cmd: &mut Command| {
+        for s in set {
+            cmd.args(["--set", s]);
+        }
+    };
+    let mut lint = Command::new(helm_bin());
+    lint.args(["lint", "--strict", "--namespace", "platform"])
+        .arg(&parent);
+    with(&mut lint);
+    run(&mut lint);
+    let mut template = Command::new(helm_bin());
+    template
+        .args(["template", "platform", "--namespace", "platform"])
+        .arg(&parent);
+    with(&mut template);
+    run(&mut template)
+}
+
+/// Values of an umbrella chart holding portcullis, with `global` values for it and for
+/// other subcharts.
+const PARENT_VALUES: &str = "global:\n  imagePullSecrets: [{name: regcred}]\n  \
+    imageRegistry: registry.example.com\n  storageClass: fast\nportcullis:\n  enabled: true\n  \
+    createUsers: true\n";
+
+/// As a subchart, with `global` values and the `enabled` of a dependency condition, the
+/// chart passes its schema and renders: its objects are named `<release>-portcullis`, apart
+/// from the parent's own, and take `global.imagePullSecrets`; `enabled: false` leaves it out.
+#[test]
+fn the_chart_works_as_a_subchart_with_global_values() {
+    let docs = documents(&render_as_subchart(PARENT_VALUES, &[]));
+    let names: Vec<(String, String)> = docs
+        .iter()
+        .map(|d| {
+            (
+                d["kind"].as_str().unwrap().to_string(),
+                d["metadata"]["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let unique: BTreeSet<&(String, String)> = names.iter().collect();
+    assert_eq!(
+        unique.len(),
+        names.len(),
+        "no two objects share a name: {names:?}"
+    );
+    let chart = format!("portcullis-{}", chart_field("version"));
+    let ours: Vec<&serde_yaml::Value> = docs
+        .iter()
+        .filter(|d| d["metadata"]["labels"]["helm.sh/chart"].as_str() == Some(chart.as_str()))
+        .collect();
+    assert!(ours.len() > 5, "{names:?}");
+    let deployment = deployment(&docs);
+    assert_eq!(deployment["metadata"]["name"], "platform-portcullis");
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["imagePullSecrets"][0]["name"],
+        "regcred"
+    );
+    assert!(container_args(&docs).contains(&"--create-users".to_string()));
+    let vwc = docs
+        .iter()
+        .find(|d| d["kind"] == "ValidatingWebhookConfiguration")
+        .unwrap();
+    assert_eq!(vwc["metadata"]["name"], "platform-portcullis-platform");
+    assert_eq!(
+        vwc["webhooks"][0]["clientConfig"]["service"]["namespace"],
+        "platform"
+    );
+    assert_webhook_is_wired(&docs, WebhookCert::Generated);
+
+    let off = documents(&render_as_subchart(
+        PARENT_VALUES,
+        &["portcullis.enabled=false"],
+    ));
+    assert!(off
+        .iter()
+        .all(|d| d["metadata"]["labels"]["helm.sh/chart"].is_null()));
+    assert_eq!(off.len(), 2, "the parent's own objects alone");
+}
+
+/// The cluster-scoped objects a release of kube mode renders, and those it places in
+/// namespaces other than its own, are named with its namespace: releases of one name in two
+/// namespaces share no name, whether cluster-wide or in a namespace they both use (watched
+/// namespaces, the Lease's, Grafana's), and each binding points at its own release's role
+/// and ServiceAccount.
+#[test]
+fn two_releases_in_two_namespaces_render_no_colliding_names() {
+    const CLUSTER_SCOPED: &[&str] = &[
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ValidatingWebhookConfiguration",
+        "CustomResourceDefinition",
+    ];
+    for set in [
+        &[][..],
+        &["webhook.certManager.enabled=true", "createUsers=true"][..],
+        &[
+            "kube.namespaces={shared,team-a,team-b}",
+            "kube.leaseNamespace=leases",
+            "grafanaDashboard.enabled=true",
+            "grafanaDashboard.namespace=monitoring",
+        ][..],
+    ] {
+        let names = |namespace: &str| -> BTreeSet<(String, String, String)> {
+            let docs = documents(&render_text("portcullis", namespace, set));
+            for d in docs.iter().filter(|d| {
+                matches!(
+                    d["kind"].as_str(),
+                    Some("ClusterRoleBinding" | "RoleBinding")
+                )
+            }) {
+                let role = docs
+                    .iter()
+                    .find(|r| {
+                        r["kind"] == d["roleRef"]["kind"]
+                            && r["metadata"]["name"] == d["roleRef"]["name"]
+                            && r["metadata"]["namespace"] == d["metadata"]["namespace"]
+                    })
+                    .unwrap_or_else(|| {
+                        panic!("{set:?}: {:?} binds no role of its release", d["metadata"])
+                    });
+                assert!(role["rules"].is_sequence());
+                assert_eq!(d["subjects"][0]["namespace"], namespace);
+            }
+            docs.iter()
+                .map(|d| {
+                    let kind = d["kind"].as_str().unwrap().to_string();
+                    let name = d["metadata"]["name"].as_str().unwrap().to_string();
+                    let scope = if CLUSTER_SCOPED.contains(&kind.as_str()) {
+                        assert!(
+                            name.ends_with(&format!("-{namespace}")),
+                            "{set:?}: {kind} {name} lacks the namespace"
+                        );
+                        String::new()
+                    } else {
+                        d["metadata"]["namespace"]
+                            .as_str()
+                            .unwrap_or(namespace)
+                            .to_string()
+                    };
+                    if let Some(from) =
+                        d["metadata"]["annotations"]["cert-manager.io/inject-ca-from"].as_str()
+                    {
+                        assert!(from.starts_with(&format!("{namespace}/")), "{from}");
+                    }
+                    (kind, scope, name)
+                })
+                .collect()
+        };
+        let (a, b) = (names("team-a"), names("team-b"));
+        let shared: Vec<_> = a.intersection(&b).collect();
+        assert!(
+            shared.is_empty(),
+            "{set:?}: both releases render {shared:?}"
+        );
+        let cluster_scoped = a.iter().filter(|(_, scope, _)| scope.is_empty()).count();
+        let elsewhere = a
+            .iter()
+            .filter(|(_, scope, _)| !scope.is_empty() && scope != "team-a")
+            .count();
+        assert!(cluster_scoped + elsewhere >= 3, "{set:?}: {a:?}");
+    }
+}
+
+/// With `webhook.existingSecret` (and `webhook.caBundle`) or with cert-manager, two renders
+/// are the same, byte for byte: a GitOps tool sees no drift. The chart's generated
+/// certificate is new on every render made without the cluster, which docs/kubernetes.md
+/// says, with the Argo CD `ignoreDifferences` it needs; `existingSecret` without a CA that
+/// helm can read is refused, naming `webhook.caBundle`.
+#[test]
+fn the_webhook_configuration_is_the_same_on_every_render_with_existing_secret_or_cert_manager() {
+    let ca = support::tls::TestCa::new("GitOps CA").pem();
+    let ca_value = format!("webhook.caBundle={ca}");
+    let existing = ["webhook.existingSecret=my-webhook-tls", ca_value.as_str()];
+    for (set, cert) in [
+        (
+            &["webhook.certManager.enabled=true"][..],
+            WebhookCert::CertManager,
+        ),
+        (
+            &[
+                "webhook.certManager.enabled=true",
+                "webhook.certManager.issuerRef.kind=ClusterIssuer",
+                "webhook.certManager.issuerRef.name=my-ca",
+            ][..],
+            WebhookCert::CertManager,
+        ),
+        (
+            &existing[..],
+            WebhookCert::Existing {
+                secret: "my-webhook-tls",
+                ca: &ca,
+            },
+        ),
+    ] {
+        let first = render_text("auth", "auth", set);
+        let second = render_text("auth", "auth", set);
+        assert!(first == second, "{set:?}: two renders differ");
+        let docs = documents(&first);
+        assert_eq!(
+            docs.iter().any(|d| d["kind"] == "Issuer"),
+            set == ["webhook.certManager.enabled=true"],
+            "{set:?}: the chart's own Issuer, unless issuerRef names one"
+        );
+        assert_webhook_is_wired(&docs, cert);
+    }
+
+    let ca_bundle = |docs: &[serde_yaml::Value]| {
+        docs.iter()
+            .find(|d| d["kind"] == "ValidatingWebhookConfiguration")
+            .unwrap()["webhooks"][0]["clientConfig"]["caBundle"]
+            .clone()
+    };
+    assert_ne!(
+        ca_bundle(&render_chart(&[])),
+        ca_bundle(&render_chart(&[])),
+        "the generated CA is new on every render without the cluster"
+    );
+    let docs = std::fs::read_to_string(support::repo_path("docs/kubernetes.md")).unwrap();
+    for needed in [
+        "ignoreDifferences",
+        "jqPathExpressions: [.webhooks[].clientConfig.caBundle]",
+        "RespectIgnoreDifferences=true",
+        "webhook.existingSecret",
+    ] {
+        assert!(docs.contains(needed), "docs/kubernetes.md lacks {needed}");
+    }
+
+    let error = render_error(&["webhook.existingSecret=my-webhook-tls"], &[]);
+    assert!(error.contains("set webhook.caBundle"), "{error}");
+    let error = render_error(
+        &[
+            "webhook.existingSecret=x",
+            "webhook.certManager.enabled=true",
+        ],
+        &[],
+    );
+    assert!(error.contains("not both"), "{error}");
+}
+
+/// `crds.enabled` renders the CRDs of crds/ into the release, so that `helm upgrade`
+/// upgrades them: exactly what `portcullis crds` prints (as tests/kube/crds.rs checks crds/),
+/// with the chart's labels and, with `crds.keep` (the default), `helm.sh/resource-policy:
+/// keep`. Off by default: crds/ alone, which `helm install` applies.
+#[test]
+fn the_templated_crds_are_the_binarys_and_kept() {
+    let out = serve::run(&["crds"]);
+    assert_eq!(out.code, 0, "portcullis crds: {}", out.stderr);
+    let binary = documents(&out.stdout);
+    let crds = |docs: Vec<serde_yaml::Value>| -> Vec<serde_yaml::Value> {
+        docs.into_iter()
+            .filter(|d| d["kind"] == "CustomResourceDefinition")
+            .collect()
+    };
+    assert!(crds(render_chart(&[])).is_empty(), "off by default");
+
+    let templated = crds(render_chart(&["crds.enabled=true"]));
+    assert_eq!(templated.len(), binary.len());
+    assert_eq!(binary.len(), 4);
+    for (t, b) in templated.iter().zip(&binary) {
+        let name = b["metadata"]["name"].as_str().unwrap();
+        assert!(
+            b["metadata"]["labels"].is_null() && b["metadata"]["annotations"].is_null(),
+            "{name}: the chart would replace the binary's own metadata"
+        );
+        assert_eq!(
+            t["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
+            "{name}"
+        );
+        assert_eq!(
+            t["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            "Helm"
+        );
+        let mut t = serde_json::to_value(t).unwrap();
+        let metadata = t["metadata"].as_object_mut().unwrap();
+        metadata.remove("labels");
+        metadata.remove("annotations");
+        let mut b = serde_json::to_value(b).unwrap();
+        whole_numbers(&mut t);
+        whole_numbers(&mut b);
+        if let Some(path) = first_difference(&t, &b, String::new()) {
+            panic!("{name}: the templated CRD differs from `portcullis crds` at {path}");
+        }
+    }
+    let unkept = crds(render_chart(&["crds.enabled=true", "crds.keep=false"]));
+    assert_eq!(unkept.len(), 4);
+    assert!(unkept
+        .iter()
+        .all(|c| c["metadata"]["annotations"].is_null()));
+}
+
+/// Every `helm install` and `helm upgrade` of the chart that the docs, the examples, the
+/// values and NOTES give installs release `portcullis` into namespace `portcullis` (`-n
+/// portcullis`, `--create-namespace` on install), which is the Service address the Istio
+/// example and the plain manifests name.
+#[test]
+fn every_helm_install_in_the_docs_names_release_and_namespace() {
+    let mut files = vec![
+        support::repo_path("README.md"),
+        support::repo_path("deploy/examples/README.md"),
+        support::repo_path("charts/portcullis/values.yaml"),
+        support::repo_path("charts/portcullis/templates/NOTES.txt"),
+        support::repo_path("charts/portcullis/CHANGELOG.md"),
+    ];
+    for dir in ["docs", "deploy/examples/istio", "deploy/examples/envoy"] {
+        for entry in std::fs::read_dir(support::repo_path(dir)).unwrap() {
+            files.push(entry.unwrap().path());
+        }
+    }
+    let mut commands = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap().replace("\\\n", " ");
+        for line in text.lines() {
+            for (at, _) in line.match_indices("helm ") {
+                let command = line[at..].split('`').next().unwrap();
+                let install = command.starts_with("helm install ");
+                if !(install || command.starts_with("helm upgrade "))
+                    || !command.contains("charts/portcullis")
+                {
+                    continue;
+                }
+                commands += 1;
+                let words: Vec<&str> = command.split_whitespace().collect();
+                let where_ = format!("{}: {command}", file.display());
+                let release = words.iter().skip(2).find(|w| !w.starts_with('-')).unwrap();
+                assert_eq!(*release, "portcullis", "{where_}");
+                assert!(
+                    words
+                        .windows(2)
+                        .any(|w| { matches!(w[0], "-n" | "--namespace") && w[1] == "portcullis" })
+                        || words.contains(&"--namespace=portcullis"),
+                    "{where_}: no -n portcullis"
+                );
+                if install {
+                    assert!(words.contains(&"--create-namespace"), "{where_}");
+                }
+            }
+        }
+    }
+    assert!(commands >= 3, "{commands} helm commands found");
+
+    let service = documents(&render_text("portcullis", "portcullis", &[]))
+        .into_iter()
+        .find(|d| d["kind"] == "Service")
+        .unwrap();
+    let address = format!(
+        "{}.portcullis.svc.cluster.local",
+        service["metadata"]["name"].as_str().unwrap()
+    );
+    let istio = std::fs::read_to_string(support::repo_path(
+        "deploy/examples/istio/portcullis-provider.yaml",
+    ))
+    .unwrap();
+    assert_eq!(
+        istio.matches("service: ").count(),
+        istio.matches(&format!("service: {address}")).count(),
+        "the Istio example names {address}"
+    );
 }
