@@ -100,6 +100,9 @@ async fn logged<T>(f: impl std::future::Future<Output = T>) -> (T, String) {
         .finish();
     let out = {
         let _guard = tracing::subscriber::set_default(subscriber);
+        // Other tests' subscribers come and go on other threads: the callsites' cached
+        // interest is rebuilt with this one in place.
+        tracing::callsite::rebuild_interest_cache();
         f.await
     };
     let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
