@@ -5,8 +5,10 @@
 use kube::api::{ApiResource, DynamicObject};
 use kube::core::GroupVersionKind;
 
-use super::judge::{spec, Object, ObjectKey};
-use crate::resources::{read_annotations, Kind, ResourceStatus, GROUP, VERSION};
+use super::judge::{spec, Object, ObjectKey, Ready, Verdict};
+use crate::resources::{read_annotations, Kind, ResourceStatus, Spec, GROUP, VERSION};
+use crate::snapshot::Rejection;
+use crate::users::{KnownUser, LabelCheck, Refused, IDENTIFIER_LABEL, MAX_USER_BYTES};
 
 pub fn api_resource(kind: Kind) -> ApiResource {
     ApiResource::from_gvk_with_plural(
@@ -91,5 +93,75 @@ mod tests {
         assert_eq!(dry_run(policy(&[("istio.io/dry-run", "true")])), Ok(true));
         let e = dry_run(policy(&[("portcullis.dev/dry-run", "yes")])).unwrap_err();
         assert_eq!(e.field, r#"metadata.annotations["portcullis.dev/dry-run"]"#);
+    }
+}
+
+/// One User object as read, judged on its own.
+#[derive(Debug, Clone)]
+pub struct Judged {
+    pub object: Object,
+    /// Its `portcullis.dev/identifier` label.
+    pub label: Option<String>,
+    /// The User, when it serves.
+    pub user: Option<KnownUser>,
+    /// Its `Ready` condition on its own (a conflict with another User comes on top).
+    pub ready: Ready,
+}
+
+impl Judged {
+    /// The verdict for its status: its own, or `refused` when another User holds its
+    /// identifier. A User that serves with its label missing or wrong says so.
+    pub fn verdict(&self, refused: Option<Ready>) -> Verdict {
+        Verdict {
+            key: self.object.key.clone(),
+            uid: self.object.uid,
+            generation: self.object.generation,
+            ready: refused.unwrap_or_else(|| self.ready.clone()),
+            previous_serves: false,
+            observed: self.object.status.clone(),
+        }
+    }
+}
+
+/// Judges one User object: it serves unless its spec does not parse or it is too large
+/// (as [`crate::users::admit`] refuses it); what its label says is said in the message.
+pub fn judge(o: DynamicObject) -> Judged {
+    let label = o
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(IDENTIFIER_LABEL))
+        .cloned();
+    let object = object(Kind::User, o);
+    let (user, ready) = match &object.spec {
+        Ok(Spec::User(spec)) => {
+            let name = crate::resources::qualified(Some(&object.key.namespace), &object.key.name);
+            let user = KnownUser::new(&name, spec);
+            if user.size() > MAX_USER_BYTES {
+                let rejection = Rejection::from(Refused::TooLarge);
+                (None, Ready::from_rejection(&rejection))
+            } else {
+                let check = LabelCheck::of(user.identifiers(), label.as_deref());
+                let mut ready = Ready::accepted();
+                if let Some(warning) = check.warning() {
+                    ready.message = format!("serving, found by name only: {warning}");
+                }
+                (Some(user), ready)
+            }
+        }
+        Ok(_) => (
+            None,
+            Ready::refused(
+                "Invalid",
+                &[crate::resources::FieldError::new("kind", "not a User")],
+            ),
+        ),
+        Err(e) => (None, Ready::refused("Invalid", std::slice::from_ref(e))),
+    };
+    Judged {
+        object,
+        label,
+        user,
+        ready,
     }
 }

@@ -355,7 +355,7 @@ pub fn now() -> String {
 fn created_verdict(user: &resources::User) -> Option<Verdict> {
     let object = serde_json::to_value(user).ok()?;
     let object: DynamicObject = serde_json::from_value(object).ok()?;
-    Some(super::users::judge(object).verdict(None))
+    Some(super::objects::judge(object).verdict(None))
 }
 
 /// Creates the User; on `409 AlreadyExists`, adopts the object that holds the name (the
