@@ -74,6 +74,40 @@ fn decide(c: &mut Criterion) {
     });
 }
 
+/// The costliest json-schema policy that loads (just under 10,000 nodes: every group one
+/// of 4,990 names) on a token of 900 groups: its worst case, about 9.2 million visits, sends
+/// it to the pool. Groups matching the last branches make the real work near that worst
+/// case; groups matching the first branches show the pool's own cost. BENCHMARKS.md,
+/// "What a policy may cost".
+fn costly(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let any: Vec<serde_json::Value> = (0..4_990)
+        .map(|i| json!({"const": format!("g{i}")}))
+        .collect();
+    let schema =
+        json!({"properties": {"jwt": {"properties": {"groups": {"items": {"anyOf": any}}}}}});
+    let a = authorizer(&format!(
+        "{}---\nresourceType: AccessPolicy\nid: known-groups\nengine: json-schema\nschema: {schema}\n",
+        introspector()
+    ));
+    for (name, first) in [("late", 4_980), ("early", 0)] {
+        let groups: Vec<String> = (0..900).map(|i| format!("g{}", first + i % 10)).collect();
+        let req = request(&token_with("alice", "app", json!({"groups": groups})));
+        let d = rt.block_on(a.check(&req));
+        assert_eq!(d.policy.as_deref(), Some("known-groups"), "{d:?}");
+        c.bench_function(
+            &format!(
+                "decision: costliest accepted schema, 900 groups matching {name} branches (pool)"
+            ),
+            |b| b.iter(|| rt.block_on(a.check(&req))),
+        );
+    }
+}
+
 fn snapshot(c: &mut Criterion) {
     // 10,000 resources: 5,000 policies of each engine kind and 5,000 users.
     let mut text = introspector();
@@ -163,5 +197,13 @@ fn decision_log(c: &mut Criterion) {
     let _ = std::fs::remove_file(&path);
 }
 
-criterion_group!(benches, grpc_edge, decide, snapshot, users, decision_log);
+criterion_group!(
+    benches,
+    grpc_edge,
+    decide,
+    costly,
+    snapshot,
+    users,
+    decision_log
+);
 criterion_main!(benches);

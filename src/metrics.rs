@@ -47,6 +47,11 @@ struct EventLabels {
     event: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LaneLabels {
+    lane: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     decisions: Family<DecisionLabels, Counter>,
@@ -73,6 +78,7 @@ pub struct Metrics {
     watch_errors: Family<KindLabels, Counter>,
     shadow_mode: Gauge,
     shadow_allowed: Family<ReasonLabels, Counter>,
+    costly_policies: Family<LaneLabels, Counter>,
     /// Registered by [`Metrics::with_policy_metrics`] only (`--policy-metrics`).
     policy_evaluations: Option<Family<PolicyLabels, Counter>>,
 }
@@ -213,6 +219,12 @@ impl Metrics {
             "Denials answered allow by --shadow, by the denial's reason (also counted in decisions with their real outcome)",
             shadow_allowed.clone(),
         );
+        let costly_policies = Family::<LaneLabels, Counter>::default();
+        registry.register(
+            "policy_costly_evaluations",
+            "AccessPolicies too costly to evaluate on an async worker for this request: lane=pool, evaluated on the bounded pool; lane=refused, over the ceiling and not evaluated",
+            costly_policies.clone(),
+        );
         let allowed = decisions
             .get_or_create(&DecisionLabels {
                 outcome: "allow",
@@ -246,6 +258,7 @@ impl Metrics {
             watch_errors,
             shadow_mode,
             shadow_allowed,
+            costly_policies,
             policy_evaluations: None,
         }
     }
@@ -274,6 +287,13 @@ impl Metrics {
     /// Whether `serve --shadow` is on.
     pub fn shadow_mode(&self, on: bool) {
         self.shadow_mode.set(on as i64);
+    }
+
+    /// Policies evaluated off the async workers (`pool`), or not at all (`refused`).
+    pub fn costly_policies(&self, lane: &'static str, n: u64) {
+        self.costly_policies
+            .get_or_create(&LaneLabels { lane })
+            .inc_by(n);
     }
 
     /// A denial, of this reason, answered allow by `serve --shadow`.

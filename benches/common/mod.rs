@@ -59,14 +59,23 @@ pub fn authorizer_logging(text: &str, allow_sample: u64) -> Authorizer {
 }
 
 pub fn token(sub: &str, azp: &str) -> String {
+    token_with(sub, azp, json!({}))
+}
+
+/// [`token`] with more claims.
+pub fn token_with(sub: &str, azp: &str, extra: serde_json::Value) -> String {
     let exp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs()
         + 3600;
+    let mut claims = json!({"iss": ISS, "sub": sub, "azp": azp, "exp": exp, "scope": "read"});
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        claims[k] = v.clone();
+    }
     encode(
         &Header::new(Algorithm::RS256),
-        &json!({"iss": ISS, "sub": sub, "azp": azp, "exp": exp, "scope": "read"}),
+        &claims,
         &EncodingKey::from_rsa_pem(PRIVATE.as_bytes()).unwrap(),
     )
     .unwrap()

@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 
 use super::HttpRequest;
 use crate::policy::Context;
-use crate::resources::is_credential_header;
+use crate::resources::{is_credential_header, text_weight};
 use crate::token::{TokenKind, ValidToken};
 use crate::users::KnownUser;
 
@@ -94,6 +94,32 @@ impl<'a> RequestContext<'a> {
             "user" => self.user?.to_context(),
             _ => return None,
         })
+    }
+}
+
+impl RequestContext<'_> {
+    /// The context's [`crate::resources::json_weight`], or a bound above it, without building it: the token's
+    /// claims and the User were weighed when they were read; the request's own parts are
+    /// weighed here, in one pass over the headers.
+    pub fn weight(&self) -> u64 {
+        let request = self.request;
+        let (path, query) = request.split_path();
+        let pairs = |list: &[(String, String)]| -> u64 {
+            list.iter()
+                .map(|(k, v)| u64::from(text_weight(k)) + u64::from(text_weight(v)))
+                .sum()
+        };
+        // Each parameter is a key and a value, in `params` and again in `query-string`.
+        let params = 2 * (query.bytes().filter(|&b| b == b'&').count() as u64 + 1);
+        KEYS.len() as u64
+            + u64::from(text_weight(path))
+            + 2 * u64::from(text_weight(query))
+            + params
+            + pairs(&request.headers)
+            + pairs(&request.context_extensions)
+            + self.token.map_or(0, |t| u64::from(t.claims_weight))
+            // The User's text bounds its values: each takes at least a byte of it.
+            + self.user.map_or(0, |u| 8 + u.size() as u64)
     }
 }
 

@@ -4,6 +4,7 @@
 //! only translate. The same code path produces an `explain` [`Trace`] on demand.
 
 pub mod context;
+mod costly;
 mod log;
 mod request;
 mod shadow;

@@ -5,6 +5,7 @@
 //! - `serve --policy-metrics` counts every candidate evaluated on the request path;
 //! - `serve --shadow` answers allow to a denial, once it is counted and logged as it is.
 
+use super::costly::Judged;
 use super::trace::TraceSink;
 use super::{Authorizer, Decision, Outcome};
 use crate::metrics::PolicyEvaluations;
@@ -27,8 +28,8 @@ impl<'m> Evaluations<'m> {
         }
     }
 
-    /// Whether `candidate` allows the request: its engine's word, but never for a dry-run
-    /// policy. Counted, when counting.
+    /// Whether `candidate` allows the request, evaluated here: its engine's word, but never
+    /// for a dry-run policy. Counted, when counting.
     #[inline]
     pub(super) fn evaluate(
         &mut self,
@@ -36,7 +37,20 @@ impl<'m> Evaluations<'m> {
         eval: &EvalContext,
         trace: &mut TraceSink<'_>,
     ) -> bool {
-        let allowed = trace.evaluate(candidate, eval);
+        let judged = Judged::now(&candidate.policy, eval, trace.explaining());
+        self.record(candidate, judged, trace)
+    }
+
+    /// [`Evaluations::evaluate`] of a judgement made elsewhere (on the pool of costly
+    /// evaluations).
+    #[inline]
+    pub(super) fn record(
+        &mut self,
+        candidate: &CompiledPolicy,
+        judged: Judged,
+        trace: &mut TraceSink<'_>,
+    ) -> bool {
+        let allowed = trace.record(candidate, judged);
         if let Some(counts) = &self.counts {
             // The engines cannot fail on a request (every regex and schema compiled when
             // the configuration loaded): a result is `allow` or `deny`, never `error`.

@@ -5,14 +5,16 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
+use super::costly::{self, Judged, Lane};
 use super::shadow::Evaluations;
 use super::trace::TraceSink;
 use super::{context, header_safe, Authorizer, Credential, Decision, HttpRequest, Outcome};
 use super::{TokenStep, Trace, UserStep};
-use crate::policy::EvalContext;
-use crate::snapshot::{Client, View};
+use crate::policy::{EvalContext, Explanation, Mismatch, Policy};
+use crate::resources::json_weight;
+use crate::snapshot::{Client, CompiledPolicy, View};
 use crate::token::{TokenError, TokenKind, ValidToken};
 use crate::users::{KnownUser, Resolution};
 
@@ -130,9 +132,28 @@ impl Authorizer {
                 .policy_evaluations()
                 .filter(|_| !trace.explaining());
             let mut seen = Evaluations::new(counts);
-            let policy = policy_step(view, request, valid, user.as_ref(), &mut trace, &mut seen);
+            let mut walk = Walk::default();
+            // A costly candidate is judged on the pool; the walk then goes on past it. Boxed:
+            // the request path's future stays as small as before.
+            while let Some(job) = policy_step(
+                view,
+                request,
+                valid,
+                user.as_ref(),
+                &mut trace,
+                &mut seen,
+                &mut walk,
+            ) {
+                self.metrics.costly_policies(Lane::Pool.label(), 1);
+                walk.pooled = Some(Box::pin(job.run()).await);
+            }
+            if walk.refused > 0 {
+                self.metrics
+                    .costly_policies(Lane::Refused.label(), walk.refused);
+            }
             decision.dry_run_allows = seen.dry_run_allows();
-            verdict_step(view, valid, policy, &mut decision)
+            step!('decided, walk.undecided());
+            verdict_step(view, valid, walk.allowing, &mut decision)
         };
         decision.outcome = verdict.outcome;
         decision.reason = verdict.reason;
@@ -210,11 +231,14 @@ fn claims_token(view: View<'_>, claims: Map<String, Value>) -> Result<ValidToken
     let Some(introspector) = view.trust().for_issuer(iss).cloned() else {
         return Err(TokenError::untrusted_issuer(iss));
     };
+    let expires_at = claims.get("exp").and_then(Value::as_u64);
+    let claims = Value::Object(claims);
     Ok(ValidToken {
         kind: TokenKind::Jwt,
         introspector,
-        expires_at: claims.get("exp").and_then(Value::as_u64),
-        claims: Arc::new(Value::Object(claims)),
+        expires_at,
+        claims_weight: json_weight(&claims),
+        claims: Arc::new(claims),
     })
 }
 
@@ -237,9 +261,49 @@ fn identity_step(valid: Option<&ValidToken>, decision: &mut Decision) -> Result<
     ))
 }
 
-/// The first candidate that allows (a dry-run one never does). Explaining evaluates them
-/// all, so that the operator sees every one; the request path stops at the first that
-/// allows.
+/// How far the candidates of one decision have been evaluated.
+#[derive(Default)]
+struct Walk {
+    /// The next candidate to evaluate.
+    next: usize,
+    /// The first candidate that allowed.
+    allowing: Option<String>,
+    /// The judgement of candidate `next`, made on the pool.
+    pooled: Option<Option<Judged>>,
+    /// A candidate that could have allowed went unjudged: why.
+    undecided: Option<Verdict>,
+    /// Candidates not evaluated, being too costly.
+    refused: u64,
+}
+
+impl Walk {
+    /// Unless a candidate allowed, a candidate left unjudged leaves the request undecided:
+    /// 503, never a 403 that the unjudged policy might have turned into an allow.
+    fn undecided(&mut self) -> Result<(), Verdict> {
+        match self.undecided.take() {
+            Some(verdict) if self.allowing.is_none() => Err(verdict),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A costly candidate's evaluation, with what it needs and nothing borrowed.
+struct Job {
+    policy: Arc<Policy>,
+    context: Value,
+    explain: bool,
+}
+
+impl Job {
+    async fn run(self) -> Option<Judged> {
+        costly::on_pool(self.policy, self.context, self.explain).await
+    }
+}
+
+/// The candidates in order from `walk.next`, up to the first that allows (a dry-run one
+/// never does), or to one too costly for this worker, which is handed back to be judged on
+/// the pool; the next call takes its judgement from `walk.pooled` and goes on. Explaining
+/// evaluates them all, so that the operator sees every one.
 fn policy_step(
     view: View<'_>,
     request: &HttpRequest,
@@ -247,7 +311,8 @@ fn policy_step(
     user: Option<&KnownUser>,
     trace: &mut TraceSink<'_>,
     seen: &mut Evaluations<'_>,
-) -> Option<String> {
+    walk: &mut Walk,
+) -> Option<Job> {
     let context = context::RequestContext::new(request, valid, user);
     let eval = EvalContext::new(&context);
     let client = valid.and_then(|v| {
@@ -256,17 +321,91 @@ fn policy_step(
             id: v.client_id()?,
         })
     });
-    let mut allowing = None;
-    for candidate in view.candidates(user.map(|u| u.name()), client) {
-        let allowed = seen.evaluate(candidate, &eval, trace);
-        if allowed && allowing.is_none() {
-            allowing = Some(candidate.name.clone());
+    let candidates = view.candidates(user.map(|u| u.name()), client);
+    let mut weight = None;
+    while let Some(&candidate) = candidates.get(walk.next) {
+        let allowed = match walk.pooled.take() {
+            Some(Some(judged)) => seen.record(candidate, judged, trace),
+            Some(None) => {
+                tracing::error!(policy = %candidate.name, "a policy's evaluation panicked");
+                walk.undecided = Some(Verdict::new(
+                    Outcome::Unavailable,
+                    "internal_error",
+                    "internal error",
+                ));
+                false
+            }
+            None => {
+                let weight = *weight.get_or_insert_with(|| context.weight());
+                match Lane::of(&candidate.policy, &eval, weight) {
+                    (Lane::Inline, _) => seen.evaluate(candidate, &eval, trace),
+                    (Lane::Pool, _) => {
+                        return Some(Job {
+                            policy: candidate.policy.clone(),
+                            context: eval.value().clone(),
+                            explain: trace.explaining(),
+                        })
+                    }
+                    (Lane::Refused, visits) => refuse(candidate, visits, trace, seen, walk),
+                }
+            }
+        };
+        walk.next += 1;
+        if allowed && walk.allowing.is_none() {
+            walk.allowing = Some(candidate.name.clone());
             if !trace.explaining() {
                 break;
             }
         }
     }
-    allowing
+    None
+}
+
+/// A candidate whose worst case on this request is past [`costly::MAX_VISITS`]: not
+/// evaluated, counted, and explained as such.
+fn refuse(
+    candidate: &CompiledPolicy,
+    visits: u64,
+    trace: &mut TraceSink<'_>,
+    seen: &mut Evaluations<'_>,
+    walk: &mut Walk,
+) -> bool {
+    walk.refused += 1;
+    tracing::warn!(
+        policy = %candidate.name,
+        visits,
+        "a policy's worst case on this request is too costly to evaluate"
+    );
+    if !candidate.dry_run {
+        walk.undecided.get_or_insert(Verdict::new(
+            Outcome::Unavailable,
+            "policy_too_costly",
+            "a policy's worst case on this request is too costly to evaluate",
+        ));
+    }
+    let explanation = trace.explaining().then(|| Explanation {
+        allowed: false,
+        engine: candidate.policy.engine(),
+        errors: vec![Mismatch::new(
+            "",
+            json!(format!("at most {} visits", costly::MAX_VISITS)),
+            Some(&json!(format!(
+                "{visits} visits (the policy's {} nodes, each times what the request holds where it applies)",
+                candidate.policy.cost().nodes()
+            ))),
+            Some("not evaluated: the policy's worst case on this request is too costly".into()),
+        )],
+        children: Vec::new(),
+        notes: Vec::new(),
+    });
+    seen.record(
+        candidate,
+        Judged {
+            allowed: false,
+            explanation,
+        },
+        trace,
+    )
 }
 
 /// On allow, the claims the token's introspector forwards go with the identity headers.

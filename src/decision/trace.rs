@@ -2,8 +2,9 @@
 
 use serde::Serialize;
 
+use super::costly::Judged;
 use super::{Decision, Outcome};
-use crate::policy::{EvalContext, Explanation};
+use crate::policy::Explanation;
 use crate::snapshot::CompiledPolicy;
 use crate::token::{TokenError, TokenKind, ValidToken};
 use crate::users::{Found, Resolution};
@@ -177,15 +178,14 @@ impl<'t> TraceSink<'t> {
         }
     }
 
-    /// Whether the candidate's engine allows (a dry-run policy's too: the caller knows that
-    /// it never allows); when explaining, also why, into the trace.
+    /// The candidate's judgement, as the engine gave it (a dry-run policy's too: the caller
+    /// knows that it never allows); when explaining, why, into the trace.
     #[inline]
-    pub(super) fn evaluate(&mut self, candidate: &CompiledPolicy, eval: &EvalContext) -> bool {
-        let Some(t) = self.0.as_deref_mut() else {
-            return candidate.policy.evaluate(eval);
+    pub(super) fn record(&mut self, candidate: &CompiledPolicy, judged: Judged) -> bool {
+        let (Some(t), Some(explanation)) = (self.0.as_deref_mut(), judged.explanation) else {
+            return judged.allowed;
         };
-        let explanation = candidate.policy.explain(eval);
-        let allowed = explanation.allowed;
+        let allowed = judged.allowed;
         t.policies.push(PolicyStep {
             policy: candidate.name.clone(),
             allowed: allowed && !candidate.dry_run,

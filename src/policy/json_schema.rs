@@ -15,6 +15,7 @@ use jsonschema::error::ValidationErrorKind;
 use jsonschema::{PatternOptions, Validator};
 
 use super::budget::{Refusal, RegexBudget, REGEX_SIZE_LIMIT};
+use super::cost::Cost;
 
 mod cost;
 use super::{is_empty_value, join_field, redact_telling, EvalContext, Mismatch, PolicyError};
@@ -107,6 +108,8 @@ fn pay_for_patterns(
 
 pub(crate) struct JsonSchema {
     validator: Validator,
+    /// Where its nodes apply, every `$ref` inlined ([`cost::check`]).
+    cost: Cost,
     /// `true`, or an object of annotations only: it validates every instance.
     accepts_everything: bool,
     /// The rewritten schema, serialized: only explanations read it (to show the failing
@@ -123,6 +126,10 @@ impl std::fmt::Debug for JsonSchema {
 }
 
 impl JsonSchema {
+    pub(crate) fn cost(&self) -> &Cost {
+        &self.cost
+    }
+
     pub(crate) fn compile(
         schema: &Value,
         path: &str,
@@ -139,10 +146,13 @@ impl JsonSchema {
         if errors.len() > before {
             return None;
         }
-        if let Err(message) = cost::check(&schema) {
-            errors.push(PolicyError::new(path, message));
-            return None;
-        }
+        let cost = match cost::check(&schema) {
+            Ok(cost) => cost,
+            Err(message) => {
+                errors.push(PolicyError::new(path, message));
+                return None;
+            }
+        };
         pay_for_patterns(&schema, path, budget, errors);
         if errors.len() > before {
             return None;
@@ -157,6 +167,7 @@ impl JsonSchema {
         match built {
             Ok(validator) => Some(Self {
                 validator,
+                cost,
                 accepts_everything: accepts_everything(&schema),
                 schema: schema.to_string().into(),
             }),

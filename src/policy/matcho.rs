@@ -13,11 +13,15 @@
 //! - there is no escape for a literal string starting with `#` or `.`: use `{$enum: ["#x"]}`,
 //!   whose values are compared literally.
 
+use std::borrow::Cow;
+
 use serde_json::{json, Map, Value};
 
 use super::budget::{Refusal, RegexBudget};
+use super::cost::Cost;
 use super::pattern::Pattern;
 use super::{json_eq, redact, EvalContext, Mismatch, PolicyError};
+use crate::resources::json_weight;
 
 const OPERATORS: &str = "$enum, $one-of, $contains, $every, $not";
 
@@ -101,6 +105,54 @@ impl Matcho {
         notes.append(&mut found.notes);
         ok
     }
+}
+
+/// Where each node of a pattern applies in the request context. Map keys and array
+/// positions go down one step each and meet one value; `$contains` and `$every` meet every
+/// element of the list there, a regex (`#...`) scans the string there, and a `.path`
+/// reference is compared with the value there: those are sites. `$enum` and plain values
+/// cost their own size, compared with one value.
+pub(crate) fn cost(pattern: &Value) -> Cost {
+    fn place<'p>(pattern: &'p Value, at: &mut Vec<Cow<'p, str>>, out: &mut Cost) {
+        match pattern {
+            Value::Object(map) => {
+                out.add_fixed(1);
+                for (key, value) in map {
+                    match key.as_str() {
+                        "$contains" | "$every" => out.add_site(at, u64::from(json_weight(value))),
+                        "$one-of" => match value {
+                            Value::Array(alternatives) => {
+                                for alternative in alternatives {
+                                    place(alternative, at, out);
+                                }
+                            }
+                            other => place(other, at, out),
+                        },
+                        "$not" => place(value, at, out),
+                        k if k.starts_with('$') => out.add_fixed(u64::from(json_weight(value))),
+                        k => {
+                            at.push(Cow::Borrowed(k));
+                            place(value, at, out);
+                            at.pop();
+                        }
+                    }
+                }
+            }
+            Value::Array(items) => {
+                out.add_fixed(1);
+                for (i, item) in items.iter().enumerate() {
+                    at.push(Cow::Owned(i.to_string()));
+                    place(item, at, out);
+                    at.pop();
+                }
+            }
+            Value::String(s) if s.starts_with('#') || s.starts_with('.') => out.add_site(at, 1),
+            other => out.add_fixed(u64::from(json_weight(other))),
+        }
+    }
+    let mut out = Cost::default();
+    place(pattern, &mut Vec::new(), &mut out);
+    out
 }
 
 fn compile_node(

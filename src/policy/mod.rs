@@ -23,11 +23,13 @@ use crate::resources::checks;
 use crate::resources::{is_credential_header, REDACTED};
 
 mod budget;
+mod cost;
 mod json_schema;
 mod matcho;
 mod pattern;
 
 pub use budget::{RegexBudget, DEFAULT_MAX_REGEX_BYTES};
+pub use cost::Cost;
 
 #[cfg(test)]
 mod tests;
@@ -42,6 +44,8 @@ pub const ENGINES: [&str; 4] = ["allow", "matcho", "json-schema", "complex"];
 #[derive(Debug)]
 pub struct Policy {
     kind: Kind,
+    /// Where in the request context its nodes apply: what one evaluation may cost.
+    cost: Cost,
 }
 
 #[derive(Debug)]
@@ -229,6 +233,12 @@ impl Policy {
         }
     }
 
+    /// What one evaluation may cost on a request ([`Cost`]): the decision runs a policy on
+    /// an async worker only when that is small.
+    pub fn cost(&self) -> &Cost {
+        &self.cost
+    }
+
     pub fn evaluate(&self, ctx: &EvalContext) -> bool {
         match &self.kind {
             Kind::Allow => true,
@@ -313,22 +323,29 @@ fn compile_at(
             return None;
         }
     };
-    let kind = match engine {
-        "allow" => Kind::Allow,
+    let (kind, cost) = match engine {
+        "allow" => (Kind::Allow, Cost::fixed(1)),
         "matcho" => {
             let pattern = body_key(obj, "matcho", engine, prefix, errors)?;
-            Kind::Matcho(Matcho::compile(pattern, &field("matcho"), budget, errors)?)
+            let matcho = Matcho::compile(pattern, &field("matcho"), budget, errors)?;
+            (Kind::Matcho(matcho), matcho::cost(pattern))
         }
         "json-schema" => {
             let schema = body_key(obj, "schema", engine, prefix, errors)?;
-            Kind::JsonSchema(Box::new(JsonSchema::compile(
-                schema,
-                &field("schema"),
-                budget,
-                errors,
-            )?))
+            let schema = JsonSchema::compile(schema, &field("schema"), budget, errors)?;
+            let cost = schema.cost().clone();
+            (Kind::JsonSchema(Box::new(schema)), cost)
         }
-        "complex" => compile_complex(obj, prefix, budget, errors)?,
+        "complex" => {
+            let kind = compile_complex(obj, prefix, budget, errors)?;
+            let mut cost = Cost::fixed(1);
+            if let Kind::And(ps) | Kind::Or(ps) = &kind {
+                for p in ps {
+                    cost.add(p.cost.clone());
+                }
+            }
+            (kind, cost)
+        }
         other => {
             errors.push(PolicyError::new(
                 field("engine"),
@@ -337,7 +354,7 @@ fn compile_at(
             return None;
         }
     };
-    Some(Policy { kind })
+    Some(Policy { kind, cost })
 }
 
 fn body_key<'v>(

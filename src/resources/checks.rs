@@ -43,6 +43,15 @@ pub const MAX_LINKS: usize = 1024;
 pub const MAX_REFERENCE_BYTES: usize = 512;
 /// A reference's `resourceType` (a kind's name).
 pub const MAX_KIND_BYTES: usize = 63;
+/// The [`super::json_weight`] of one object's `spec`: its values, a string counting one
+/// more per 32 bytes. An allow-list of 10,000 e-mails weighs about 20,000, a 3 MiB PEM
+/// key about 100,000; a million small numbers (3 MiB too) would cost the webhook and
+/// every replica hundreds of MiB to read and compile. Checked before the spec is read
+/// into its type, and by the webhook before the object is parsed at all.
+pub const MAX_SPEC_WEIGHT: u32 = 100_000;
+/// What an object's `metadata` may add to it, as the webhook weighs the whole object:
+/// the API server allows 256 KiB of annotations.
+pub const MAX_METADATA_WEIGHT: u32 = 16_384;
 
 /// Request headers that carry credentials, and `host`: never set from a claim.
 pub const CREDENTIAL_OR_ROUTING_HEADERS: [&str; 4] =

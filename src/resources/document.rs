@@ -9,8 +9,8 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::{checks, Kind, API_VERSION, KIND_NAMES};
 use super::{ConfigError, FieldError, Origin, Resource, Spec};
-use super::{Kind, API_VERSION, KIND_NAMES};
 
 const GROUP_PREFIX: &str = "portcullis.dev/";
 
@@ -413,6 +413,9 @@ fn parse_secret(map: &Map<String, Value>, origin: &Origin) -> Result<Resource, C
 /// The `spec` of one of the four kinds, or the field that keeps it from being one. Secret
 /// values never appear in the message.
 pub fn parse_spec(kind: &str, spec: Value) -> Result<Spec, FieldError> {
+    if !super::weighs_at_most(&spec, checks::MAX_SPEC_WEIGHT) {
+        return Err(FieldError::new("spec", spec_too_heavy()));
+    }
     match Kind::from_name(kind) {
         Some(Kind::TokenIntrospector) => typed(spec).map(Spec::TokenIntrospector),
         Some(Kind::AccessPolicy) => typed(spec).map(Spec::AccessPolicy),
@@ -426,6 +429,15 @@ pub fn parse_spec(kind: &str, spec: Value) -> Result<Spec, FieldError> {
         }
     }
     .map_err(|(field, message)| FieldError::new(field.unwrap_or_default(), message))
+}
+
+/// The message for a spec over [`checks::MAX_SPEC_WEIGHT`].
+pub fn spec_too_heavy() -> String {
+    format!(
+        "holds more than {} values (keys, items, and each 32 bytes of a string): split it, \
+         or keep long lists out of one resource",
+        checks::MAX_SPEC_WEIGHT
+    )
 }
 
 fn string_field(map: &Map<String, Value>, key: &str) -> Option<String> {
@@ -834,5 +846,17 @@ mod tests {
         assert_eq!(flow_nesting_beyond(&nested, MAX_FLOW_DEPTH), Some(1));
         let within = format!("a: {}{}\n", "[".repeat(256), "]".repeat(256));
         assert_eq!(flow_nesting_beyond(&within, MAX_FLOW_DEPTH), None);
+    }
+
+    #[test]
+    fn a_spec_heavier_than_the_bound_is_refused_before_it_is_typed() {
+        let heavy = serde_json::json!({"engine": "matcho",
+            "matcho": {"jwt": {"n": vec![0; checks::MAX_SPEC_WEIGHT as usize]}}});
+        let e = parse_spec("AccessPolicy", heavy).unwrap_err();
+        assert_eq!(e.field, "spec");
+        assert!(e.message.contains("more than 100000 values"), "{}", e.message);
+        let light = serde_json::json!({"engine": "matcho",
+            "matcho": {"jwt": {"n": vec![0; 1000]}}});
+        assert!(parse_spec("AccessPolicy", light).is_ok());
     }
 }

@@ -16,11 +16,14 @@ mod status;
 mod text;
 mod token_introspector;
 mod user;
+mod weight;
 
 pub use access_policy::{read_annotations, AccessPolicy, AccessPolicySpec, PolicyEngine};
 pub use access_policy::{DRY_RUN_ANNOTATION, ISTIO_DRY_RUN_ANNOTATION};
 pub use crd::crds;
-pub use document::{for_each_document, parse_documents, parse_spec, parse_text, Parsed};
+pub use document::{
+    for_each_document, parse_documents, parse_spec, parse_text, spec_too_heavy, Parsed,
+};
 pub use identity_provider::{IdentityProvider, IdentityProviderSpec, UserinfoSource};
 pub use kinds::{Kind, API_VERSION, GROUP, KIND_NAMES, VERSION};
 pub use reference::{Link, Reference};
@@ -32,6 +35,7 @@ pub use token_introspector::{
     KeyFormat, KeyType, SecretKeyRef, SecretProblem, TokenIntrospector, TokenIntrospectorSpec,
 };
 pub use user::{Identifier, User, UserSpec};
+pub use weight::{json_weight, text_weight, weigh_text, weighs_at_most};
 
 /// An error inside one resource, before the compiler knows where the resource came from.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -17,11 +17,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
 use super::tls::{self, ServingCert};
-use crate::resources::{Kind, GROUP};
+use crate::resources::{self, checks, Kind, GROUP};
 use crate::snapshot::SnapshotStore;
 use crate::source::cluster::judge::{review, Answer, Candidate};
 
@@ -114,10 +115,12 @@ struct AdmissionRequest {
     #[serde(default)]
     namespace: String,
     operation: String,
+    /// Kept as text until weighed: an object of a million small values costs a JSON
+    /// tree hundreds of MiB, and is refused before one is built.
     #[serde(default)]
-    object: Option<Value>,
+    object: Option<Box<RawValue>>,
     #[serde(default)]
-    old_object: Option<Value>,
+    old_object: Option<Box<RawValue>>,
 }
 
 #[derive(Deserialize)]
@@ -232,10 +235,18 @@ fn judge(body: &[u8], snapshots: &SnapshotStore, uid: &OnceLock<String>) -> Admi
             ),
         ),
         Err(e) => {
-            // The API server pairs answers with requests by uid: find it if it is there.
-            let uid = serde_json::from_slice::<Value>(body)
-                .ok()
-                .and_then(|v| v["request"]["uid"].as_str().map(str::to_string))
+            // The API server pairs answers with requests by uid: find it if it is there,
+            // reading past the rest without building it.
+            #[derive(Deserialize)]
+            struct Peek {
+                request: PeekRequest,
+            }
+            #[derive(Deserialize)]
+            struct PeekRequest {
+                uid: String,
+            }
+            let uid = serde_json::from_slice::<Peek>(body)
+                .map(|p| p.request.uid)
                 .unwrap_or_default();
             unreadable(uid, format!("cannot read the AdmissionReview: {e}"))
         }
@@ -249,6 +260,59 @@ fn unreadable(uid: String, message: String) -> AdmissionResponse {
         uid,
         allowed: false,
         status: Some(json!({"code": 400, "reason": "BadRequest", "message": message})),
+        warnings: Vec::new(),
+    }
+}
+
+/// The object of a review, parsed once it is known to weigh at most what a spec and
+/// metadata may ([`checks::MAX_SPEC_WEIGHT`], [`checks::MAX_METADATA_WEIGHT`]).
+fn read_object(raw: Option<&RawValue>) -> Result<Option<Value>, String> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let limit = checks::MAX_SPEC_WEIGHT + checks::MAX_METADATA_WEIGHT;
+    match resources::weigh_text(raw.get(), limit) {
+        Ok(Some(_)) => {}
+        Ok(None) => return Err(format!("spec: {}", resources::spec_too_heavy())),
+        Err(e) => return Err(format!("cannot read the object: {e}")),
+    }
+    serde_json::from_str(raw.get())
+        .map(Some)
+        .map_err(|e| format!("cannot read the object: {e}"))
+}
+
+/// The object's name and namespace, from the review or else the object.
+fn names(request: &AdmissionRequest, object: Option<&Value>) -> (String, String) {
+    let metadata = |field: &str| {
+        object
+            .and_then(|o| o["metadata"][field].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let name = match request.name.as_str() {
+        "" => metadata("name"),
+        name => name.to_string(),
+    };
+    let namespace = match request.namespace.as_str() {
+        "" => metadata("namespace"),
+        namespace => namespace.to_string(),
+    };
+    (name, namespace)
+}
+
+/// Refused before it was judged: too heavy to read, or not an object.
+fn refused(request: &AdmissionRequest, kind: Kind, message: String) -> AdmissionResponse {
+    let (name, namespace) = names(request, None);
+    let resource = format!("{}/{namespace}/{name}", kind.name());
+    tracing::info!(%resource, operation = %request.operation, %message, "admission refused");
+    AdmissionResponse {
+        uid: request.uid.clone(),
+        allowed: false,
+        status: Some(json!({
+            "code": 403,
+            "reason": "Invalid",
+            "message": format!("{resource}: {message}"),
+        })),
         warnings: Vec::new(),
     }
 }
@@ -269,21 +333,24 @@ fn answer(request: AdmissionRequest, snapshots: &SnapshotStore) -> AdmissionResp
     if request.operation != "CREATE" && request.operation != "UPDATE" {
         return allowed(Vec::new());
     }
-    let metadata = |o: &Option<Value>, field: &str| {
-        o.as_ref()
-            .and_then(|o| o["metadata"][field].as_str())
-            .unwrap_or_default()
-            .to_string()
+    let mut warnings = Vec::new();
+    let object = match read_object(request.object.as_deref()) {
+        Ok(object) => object,
+        Err(message) => return refused(&request, kind, message),
     };
-    let name = match request.name.as_str() {
-        "" => metadata(&request.object, "name"),
-        name => name.to_string(),
+    // The object it replaces, over the bound (stored before it, or while no webhook ran):
+    // the new one is judged as if created, so that an update can bring it back under.
+    let old_object = match read_object(request.old_object.as_deref()) {
+        Ok(old) => old,
+        Err(_) => {
+            warnings.push(format!(
+                "the object this replaces is over the bound ({}): judged as new",
+                resources::spec_too_heavy()
+            ));
+            None
+        }
     };
-    let namespace = match request.namespace.as_str() {
-        "" => metadata(&request.object, "namespace"),
-        namespace => namespace.to_string(),
-    };
-    let spec = |o: &Option<Value>| o.as_ref().and_then(|o| o.get("spec")).cloned();
+    let (name, namespace) = names(&request, object.as_ref());
     let annotations = |o: &Option<Value>| {
         o.as_ref()
             .and_then(|o| o.get("metadata")?.get("annotations"))
@@ -293,20 +360,24 @@ fn answer(request: AdmissionRequest, snapshots: &SnapshotStore) -> AdmissionResp
         kind,
         namespace,
         name,
-        spec: spec(&request.object),
-        old_spec: spec(&request.old_object),
-        annotations: annotations(&request.object),
-        old_annotations: annotations(&request.old_object),
-        labels: request
-            .object
+        annotations: annotations(&object),
+        old_annotations: annotations(&old_object),
+        labels: object
             .as_ref()
             .and_then(|o| o["metadata"]["labels"].as_object())
             .into_iter()
             .flatten()
             .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
             .collect(),
+        // Moved, not copied: the spec is most of an object.
+        spec: object.and_then(|mut o| o.as_object_mut()?.remove("spec")),
+        old_spec: old_object.and_then(|mut o| o.as_object_mut()?.remove("spec")),
     };
-    let Answer { refused, warnings } = review(&candidate, snapshots.load().as_ref());
+    let Answer {
+        refused,
+        warnings: found,
+    } = review(&candidate, snapshots.load().as_ref());
+    warnings.extend(found);
     let Some(ready) = refused else {
         return allowed(warnings);
     };

@@ -644,7 +644,7 @@ impl Compiler {
                 (self.builder(team).policies).push((
                     CompiledPolicy {
                         name: key,
-                        policy,
+                        policy: Arc::new(policy),
                         dry_run: spec.dry_run,
                     },
                     links,

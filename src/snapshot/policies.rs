@@ -1,4 +1,5 @@
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::policy::Policy;
 
@@ -6,7 +7,8 @@ use crate::policy::Policy;
 #[derive(Debug)]
 pub struct CompiledPolicy {
     pub name: String,
-    pub policy: Policy,
+    /// Shared, so that a costly evaluation can run on the bounded pool, off the snapshot.
+    pub policy: Arc<Policy>,
     /// `portcullis.dev/dry-run: "true"`: evaluated, counted and logged, but never allows.
     pub dry_run: bool,
 }
@@ -130,7 +132,7 @@ mod tests {
     fn policy(name: &str) -> CompiledPolicy {
         CompiledPolicy {
             name: name.into(),
-            policy: crate::policy::compile(&json!({"engine": "allow"})).unwrap(),
+            policy: Arc::new(crate::policy::compile(&json!({"engine": "allow"})).unwrap()),
             dry_run: false,
         }
     }

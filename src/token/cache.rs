@@ -31,6 +31,8 @@ pub struct Verified {
     pub cache_until: Instant,
     /// Roughly the bytes the entry holds, for the cache's size bound.
     pub weight: u32,
+    /// [`crate::resources::json_weight`] of `claims`.
+    pub claims_weight: u32,
 }
 
 impl Verified {

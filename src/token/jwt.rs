@@ -9,6 +9,7 @@ use jsonwebtoken::{errors::ErrorKind, Algorithm, Header, Validation};
 use serde_json::{Map, Value};
 
 use super::{Introspector, TokenError, TokenKind, ValidToken, VerifyKey};
+use crate::resources::json_weight;
 
 /// A JWT's header and issuer, read before the signature is checked: only to choose the
 /// introspector and key. Nothing read here is trusted until [`verify`] succeeds.
@@ -141,10 +142,12 @@ pub fn finish(
         }
     }
     let expires_at = claims.get("exp").and_then(Value::as_u64);
+    let claims = Value::Object(claims);
     Ok(ValidToken {
         kind,
         introspector: introspector.clone(),
-        claims: Arc::new(Value::Object(claims)),
+        claims_weight: json_weight(&claims),
+        claims: Arc::new(claims),
         expires_at,
     })
 }

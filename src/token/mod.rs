@@ -21,6 +21,7 @@ use serde_json::Value;
 
 use crate::metrics::Metrics;
 use crate::outbound::IdpClient;
+use crate::resources::json_weight;
 use cache::{Verified, VerifiedCache};
 
 pub use claim_headers::ClaimHeader;
@@ -211,6 +212,9 @@ pub struct ValidToken {
     pub claims: Arc<Value>,
     /// Seconds since the epoch after which the token must be validated again.
     pub expires_at: Option<u64>,
+    /// The claims' [`json_weight`], counted once when the token was verified: what a
+    /// policy reading them may have to walk.
+    pub claims_weight: u32,
 }
 
 impl ValidToken {
@@ -489,6 +493,7 @@ impl TokenVerifier {
             introspector: introspector.clone(),
             claims: v.claims.clone(),
             expires_at: v.expires_at,
+            claims_weight: v.claims_weight,
         })
     }
 
@@ -528,6 +533,7 @@ impl TokenVerifier {
             cache_until: cache::cache_until(valid.expires_at, limit, jwt::now()),
             expires_at: valid.expires_at,
             claims: valid.claims,
+            claims_weight: valid.claims_weight,
             weight: weight(2 * token.len()),
         })
     }
@@ -577,6 +583,7 @@ impl TokenVerifier {
                             jwt::now(),
                         ),
                         expires_at,
+                        claims_weight: json_weight(&answer),
                         claims: Arc::new(answer),
                         weight: weight(size),
                     });

@@ -56,6 +56,7 @@ fn token(snapshot: &Snapshot, claims: Value) -> ValidToken {
     ValidToken {
         kind,
         introspector,
+        claims_weight: crate::resources::json_weight(&Value::Object(claims.clone())),
         claims: Arc::new(Value::Object(claims)),
         expires_at: None,
     }

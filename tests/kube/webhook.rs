@@ -763,3 +763,95 @@ async fn webhook_flood_of_heavy_reviews_never_delays_a_small_one() {
         "a small review took {max:?}"
     );
 }
+
+/// `VmRSS` or `VmHWM` (the peak) of a process, in MiB.
+fn resident_mib(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.trim().strip_suffix("kB"))
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
+        .trim()
+        .parse()
+        .unwrap();
+    kib / 1024.0
+}
+
+/// Objects of about 3 MiB (the most an API server stores) in the shapes that cost a JSON
+/// reader most: a long array of small numbers, a wide map, tens of thousands of regexes,
+/// a huge `enum`, a User's data. Each is reviewed as an update (the object and the one it
+/// replaces, both that large). The webhook's peak resident memory during each review, less
+/// what it held before, must stay under design.md's 100 MiB; the figures are printed
+/// (`cargo test --test kube webhook_memory -- --nocapture`, BENCHMARKS.md).
+#[tokio::test(flavor = "multi_thread")]
+async fn webhook_memory_of_the_largest_objects_stays_bounded() {
+    const BOUND_MIB: f64 = 100.0;
+    let fake = FakeApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    cluster(&fake);
+    let ca = TestCa::new("webhook test CA");
+    ca.serving("portcullis-webhook").write(dir.path());
+    let p = serve(&fake, dir.path()).await;
+    let client = https_client(&ca.pem());
+    let numbers = vec![json!(0); 1_400_000];
+    // Just under the weight a spec may have: read, compiled and judged.
+    let wide: serde_json::Map<String, Value> =
+        (0..95_000).map(|i| (format!("k{i}"), json!(i))).collect();
+    let shapes = [
+        (
+            "array of 1.4M numbers",
+            object(
+                "AccessPolicy",
+                "numbers",
+                json!({"engine": "matcho", "matcho": {"jwt": {"n": numbers.clone()}}}),
+            ),
+        ),
+        (
+            "map of 95k keys",
+            object(
+                "AccessPolicy",
+                "wide",
+                json!({"engine": "matcho", "matcho": {"jwt": wide}}),
+            ),
+        ),
+        ("60k regexes", heavy_policy("regexes")),
+        (
+            "enum of 1.4M numbers",
+            object(
+                "AccessPolicy",
+                "enum",
+                json!({"engine": "json-schema", "schema": {"enum": numbers.clone()}}),
+            ),
+        ),
+        (
+            "User data of 1.4M numbers",
+            object("User", "big", json!({"data": {"n": numbers}})),
+        ),
+    ];
+    let pid = p.pid();
+    for (shape, object) in &shapes {
+        let size = serde_json::to_vec(object).unwrap().len();
+        assert!(size < 3 * 1024 * 1024, "{shape}: {size} bytes");
+        let before = resident_mib(pid, "VmRSS:");
+        // Resets the peak to the current resident size (proc(5), clear_refs).
+        std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+        let response = post(
+            &p,
+            &client,
+            &review("uid-big", "UPDATE", Some(object), Some(object)),
+        )
+        .await;
+        assert!(response["allowed"].is_boolean(), "{shape}: {response}");
+        let peak = resident_mib(pid, "VmHWM:");
+        eprintln!(
+            "webhook memory, {shape} ({:.1} MiB, twice): {before:.0} MiB before, peak {peak:.0} MiB (+{:.0}), {}",
+            size as f64 / 1048576.0,
+            peak - before,
+            if response["allowed"] == true { "allowed" } else { "refused" }
+        );
+        assert!(
+            peak - before < BOUND_MIB,
+            "{shape}: the review took the webhook from {before:.0} to {peak:.0} MiB"
+        );
+    }
+}

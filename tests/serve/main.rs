@@ -9,6 +9,7 @@ mod support;
 
 mod admin_explain;
 mod authorization_headers;
+mod costly;
 mod decision_metrics;
 mod explain_page;
 mod faults;

@@ -1,41 +1,46 @@
 //! The worst-case cost of evaluating a JSON Schema, estimated when it compiles, as
 //! Kubernetes estimates a CEL expression's: schema nodes counted with every `$ref`
 //! inlined, so that `anyOf` over `$ref`s nested twenty deep counts its 2^20 paths, not its
-//! forty nodes. Evaluation then costs at most this many node visits per value of the
-//! request context a node applies to, and the request context is bounded by Envoy's
-//! header limits.
+//! forty nodes; and where in the request context each node applies ([`Cost`]), so that a
+//! request is charged for what it holds where the schema looks.
 
 use std::collections::HashMap;
 
 use serde_json::Value;
+
+use crate::policy::cost::Cost;
+use crate::resources::json_weight;
 
 /// Schema nodes of a policy, every `$ref` inlined. A hand-written access policy has tens to
 /// hundreds; the limit leaves room for generated ones and refuses exponential fan-out. At
 /// the limit, a request that fails every branch visits about that many nodes.
 pub const MAX_SCHEMA_COST: u64 = 10_000;
 
-/// `Err` with the message when the schema's estimated cost is over [`MAX_SCHEMA_COST`] or
-/// a `$ref` refers back to a schema that contains it (recursion over the request context
-/// is never needed to decide access, and its cost has no bound).
-pub fn check(schema: &Value) -> Result<(), String> {
+/// Where the schema's nodes apply ([`Cost`]); `Err` with the message when it has more
+/// than [`MAX_SCHEMA_COST`] nodes with every `$ref` inlined, or a `$ref` refers back to a
+/// schema that contains it (recursion over the request context is never needed to decide
+/// access, and its cost has no bound).
+pub fn check(schema: &Value) -> Result<Cost, String> {
     let mut estimate = Estimate {
         root: schema,
         memo: HashMap::new(),
         open: Vec::new(),
     };
-    let cost = estimate.cost(schema)?;
-    if cost > MAX_SCHEMA_COST {
+    let nodes = estimate.cost(schema)?;
+    if nodes > MAX_SCHEMA_COST {
         return Err(format!(
             "its worst case visits {} schema nodes (every $ref inlined), over the limit of \
              {MAX_SCHEMA_COST}: share fewer $refs under anyOf/oneOf/allOf",
-            if cost == u64::MAX {
+            if nodes == u64::MAX {
                 "more than 2^64".to_string()
             } else {
-                cost.to_string()
+                nodes.to_string()
             }
         ));
     }
-    Ok(())
+    let mut cost = Cost::default();
+    estimate.place(schema, &mut Vec::new(), &mut cost)?;
+    Ok(cost)
 }
 
 struct Estimate<'s> {
@@ -53,34 +58,89 @@ impl<'s> Estimate<'s> {
         };
         let mut total: u64 = 1;
         for (key, value) in map {
-            let part = match key.as_str() {
-                "$ref" => match value.as_str() {
-                    Some(reference) => self.reference(reference)?,
-                    None => 1,
-                },
-                // Only reached through a `$ref`.
-                "definitions" | "$defs" => 0,
-                "properties" | "patternProperties" | "dependencies" => match value {
-                    Value::Object(children) => self.sum(children.values())?,
-                    _ => 1,
-                },
-                "allOf" | "anyOf" | "oneOf" | "items" if value.is_array() => {
-                    self.sum(value.as_array().into_iter().flatten())?
-                }
-                "items"
-                | "additionalItems"
-                | "additionalProperties"
-                | "contains"
-                | "propertyNames"
-                | "if"
-                | "then"
-                | "else"
-                | "not" => self.cost(value)?,
-                _ => 1,
-            };
-            total = total.saturating_add(part);
+            total = total.saturating_add(self.part(key, value)?);
         }
         Ok(total)
+    }
+
+    /// The nodes under one keyword of a schema object.
+    fn part(&mut self, key: &str, value: &'s Value) -> Result<u64, String> {
+        Ok(match key {
+            "$ref" => match value.as_str() {
+                Some(reference) => self.reference(reference)?,
+                None => 1,
+            },
+            // Only reached through a `$ref`.
+            "definitions" | "$defs" => 0,
+            "properties" | "patternProperties" | "dependencies" => match value {
+                Value::Object(children) => self.sum(children.values())?,
+                _ => 1,
+            },
+            "allOf" | "anyOf" | "oneOf" | "items" if value.is_array() => {
+                self.sum(value.as_array().into_iter().flatten())?
+            }
+            "items"
+            | "additionalItems"
+            | "additionalProperties"
+            | "contains"
+            | "propertyNames"
+            | "if"
+            | "then"
+            | "else"
+            | "not" => self.cost(value)?,
+            // Compared value by value with what the request holds.
+            "enum" | "const" => u64::from(json_weight(value)),
+            _ => 1,
+        })
+    }
+
+    /// Where in the request context each node of `schema` applies, `place` being where
+    /// `schema` itself does: `properties` go down a key, `allOf`/`anyOf`/`oneOf`/`not`/
+    /// `if`/`then`/`else` stay, and whatever meets many values (`items`, `additional*`,
+    /// `patternProperties`, `contains`, `propertyNames`, `dependencies`, a `$ref`'s
+    /// target, a `pattern` or `format` scanning a string) is a site at `place`.
+    fn place(
+        &mut self,
+        schema: &'s Value,
+        place: &mut Vec<&'s str>,
+        out: &mut Cost,
+    ) -> Result<(), String> {
+        out.add_fixed(1);
+        let Value::Object(map) = schema else {
+            return Ok(());
+        };
+        for (key, value) in map {
+            match (key.as_str(), value) {
+                ("properties", Value::Object(children)) => {
+                    for (name, child) in children {
+                        place.push(name);
+                        self.place(child, place, out)?;
+                        place.pop();
+                    }
+                }
+                ("allOf" | "anyOf" | "oneOf", Value::Array(branches)) => {
+                    for branch in branches {
+                        self.place(branch, place, out)?;
+                    }
+                }
+                ("not" | "if" | "then" | "else", _) => self.place(value, place, out)?,
+                (
+                    "$ref"
+                    | "items"
+                    | "additionalItems"
+                    | "additionalProperties"
+                    | "contains"
+                    | "propertyNames"
+                    | "patternProperties"
+                    | "dependencies"
+                    | "pattern"
+                    | "format",
+                    _,
+                ) => out.add_site(place, self.part(key, value)?),
+                _ => out.add_fixed(self.part(key, value)?),
+            }
+        }
+        Ok(())
     }
 
     fn sum(&mut self, schemas: impl Iterator<Item = &'s Value>) -> Result<u64, String> {
@@ -160,6 +220,25 @@ mod tests {
                 "request-method": {"enum": ["get", "post"]},
             }
         });
-        assert!(check(&ordinary).is_ok());
+        let cost = check(&ordinary).unwrap();
+        // Only the `pattern` scans what the request holds; the rest meets one value each.
+        let mut expected = Cost::default();
+        expected.add_fixed(cost.nodes() - 1);
+        expected.add_site(&["jwt", "scope"], 1);
+        assert_eq!(cost, expected);
+    }
+
+    #[test]
+    fn what_meets_many_values_is_counted_where_it_applies() {
+        let groups = json!({"properties": {"jwt": {"properties": {"groups": {
+            "items": {"anyOf": [{"const": "a"}, {"const": "b"}]}}}}}});
+        let cost = check(&groups).unwrap();
+        // The three objects on the way meet one value each; under `items`, its own node
+        // and anyOf's two branches of two nodes each meet every group.
+        let mut expected = Cost::fixed(3);
+        expected.add_site(&["jwt", "groups"], 5);
+        assert_eq!(cost, expected);
+        let big_enum = json!({"enum": vec![0; 20_000]});
+        assert!(check(&big_enum).unwrap_err().contains("over the limit"));
     }
 }
