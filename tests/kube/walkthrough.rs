@@ -354,12 +354,7 @@ async fn the_walkthrough_runs_as_written() {
     let image = envoy_deployment["spec"]["template"]["spec"]["containers"][0]["image"]
         .as_str()
         .unwrap();
-    let tested = std::fs::read_to_string(support::repo_path("scripts/install-test-deps.sh"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("ENVOY_VERSION=\"${ENVOY_VERSION:-"))
-        .map(|v| v.trim_end_matches("}\"").to_string())
-        .expect("ENVOY_VERSION in install-test-deps.sh");
+    let tested = support::envoy::pinned_version();
     assert_eq!(
         image,
         format!("envoyproxy/envoy:v{tested}"),
