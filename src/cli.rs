@@ -243,7 +243,7 @@ pub struct ServeArgs {
     #[arg(
         long = "outbound-allow-host",
         value_name = "HOST",
-        env = "PORTCULLIS_OUTBOUND_ALLOW_HOSTS",
+        env = "PORTCULLIS_OUTBOUND_ALLOW_HOST",
         value_delimiter = ','
     )]
     pub outbound_allow_hosts: Vec<String>,
@@ -421,25 +421,26 @@ pub struct ExplainArgs {
     pub tenancy: TenancyArgs,
     /// Decide as for a request of this namespace: the root's resources and this
     /// namespace's apply (default: none, only the root's).
-    #[arg(long, value_parser = namespace_name)]
+    #[arg(long, env = "PORTCULLIS_REQUEST_NAMESPACE", value_parser = namespace_name)]
     pub request_namespace: Option<String>,
     /// The bearer token to present (omit for an anonymous request).
     #[arg(long, env = "PORTCULLIS_TOKEN")]
     pub token: Option<String>,
-    #[arg(long, default_value = "GET")]
+    #[arg(long, env = "PORTCULLIS_METHOD", default_value = "GET")]
     pub method: String,
     /// Path with query string.
-    #[arg(long, default_value = "/")]
+    #[arg(long, env = "PORTCULLIS_PATH", default_value = "/")]
     pub path: String,
-    /// A request header, `name:value`; may repeat.
-    #[arg(long = "header", value_parser = parse_header)]
+    /// A request header, `name:value`; may repeat. Its variable holds one header, not a
+    /// comma-separated list: header values may hold commas.
+    #[arg(long = "header", env = "PORTCULLIS_HEADER", value_parser = parse_header)]
     pub headers: Vec<(String, String)>,
     /// `tree` (for people, the default) or `json` (the trace as the admin API returns it).
-    #[arg(long, value_enum, default_value_t = ExplainOutput::Tree)]
+    #[arg(long, env = "PORTCULLIS_OUTPUT", value_enum, default_value_t = ExplainOutput::Tree)]
     pub output: ExplainOutput,
     /// Say which User `serve --create-users` would create for the token. Explain itself
     /// never creates one, nor calls userinfo.
-    #[arg(long)]
+    #[arg(long, env = "PORTCULLIS_CREATE_USERS")]
     pub create_users: bool,
     /// Whether a User without identifiers is found by a token whose `box_user` or `sub`
     /// names it (Aidbox's way). That trusts every issuer that lets a caller choose those
@@ -497,4 +498,81 @@ fn parse_header(s: &str) -> Result<(String, String), String> {
         .split_once(':')
         .ok_or_else(|| format!("{s:?} is not name:value"))?;
     Ok((k.trim().to_ascii_lowercase(), v.trim().to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// `--header` takes `name:value`, and header values may hold commas: its variable
+    /// holds one header rather than a comma-separated list.
+    const ONE_VALUE_PER_VARIABLE: &[&str] = &["header"];
+
+    /// Every arg with a long name below `command`, with the path of subcommands to it.
+    fn long_args(command: &clap::Command, path: &str, out: &mut Vec<(String, clap::Arg)>) {
+        for arg in command.get_arguments() {
+            if arg.get_long().is_some() {
+                out.push((path.to_string(), arg.clone()));
+            }
+        }
+        for sub in command.get_subcommands() {
+            long_args(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    /// README: every flag `--foo-bar` reads `PORTCULLIS_FOO_BAR`, and a repeatable flag's
+    /// variable takes comma-separated values. Kept by walking clap's own command, so a
+    /// new flag without its variable (or with another name) fails here.
+    #[test]
+    fn every_flag_reads_its_environment_variable() {
+        let mut args = Vec::new();
+        long_args(&Cli::command(), "portcullis", &mut args);
+        let mut wrong = Vec::new();
+        let mut checked = 0;
+        for (path, arg) in &args {
+            let long = arg.get_long().unwrap();
+            // clap's own --help and --version.
+            if matches!(long, "help" | "version") {
+                continue;
+            }
+            checked += 1;
+            let expected = format!("PORTCULLIS_{}", long.replace('-', "_").to_uppercase());
+            let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+            if env.as_deref() != Some(expected.as_str()) {
+                wrong.push(format!("{path} --{long}: env {env:?}, expected {expected}"));
+            }
+            let repeatable = matches!(arg.get_action(), clap::ArgAction::Append);
+            let delimited = arg.get_value_delimiter() == Some(',');
+            if repeatable && !delimited && !ONE_VALUE_PER_VARIABLE.contains(&long) {
+                wrong.push(format!(
+                    "{path} --{long}: repeatable, but {expected} does not take comma-separated values"
+                ));
+            }
+        }
+        assert!(
+            checked > 40,
+            "only {checked} flags found: the walk is broken"
+        );
+        assert!(
+            wrong.is_empty(),
+            "flags off the rule:\n{}",
+            wrong.join("\n")
+        );
+    }
+
+    /// The rule's one exception is still a repeatable flag (else the exception is stale).
+    #[test]
+    fn the_exception_is_a_repeatable_flag() {
+        let mut args = Vec::new();
+        long_args(&Cli::command(), "portcullis", &mut args);
+        for long in ONE_VALUE_PER_VARIABLE {
+            let (_, arg) = args
+                .iter()
+                .find(|(_, a)| a.get_long() == Some(long))
+                .unwrap_or_else(|| panic!("no flag --{long}"));
+            assert!(matches!(arg.get_action(), clap::ArgAction::Append));
+            assert_eq!(arg.get_value_delimiter(), None);
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! Prometheus metrics, registered once and shared. A leaf: it takes plain values
 //! (outcomes, reasons, counts, durations), never the pipeline's types.
 
+use std::future::Future;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -52,8 +53,28 @@ struct LaneLabels {
     lane: &'static str,
 }
 
+tokio::task_local! {
+    /// Set while an explanation runs ([`Metrics::explaining`]).
+    static EXPLAINING: ();
+}
+
+/// The token events that one request makes by being checked, as opposed to the calls to
+/// an identity provider it may cause. An explanation does not count them: it is not
+/// traffic.
+const REQUEST_TOKEN_EVENTS: [&str; 3] = [
+    "verified_cache_hit",
+    "verified_cache_miss",
+    "refused_cache_hit",
+];
+
+fn explaining_now() -> bool {
+    EXPLAINING.try_with(|_| ()).is_ok()
+}
+
 pub struct Metrics {
     registry: Registry,
+    /// Explanations given (`portcullis_explains_total`), which no request series counts.
+    explains: Counter,
     decisions: Family<DecisionLabels, Counter>,
     /// `decisions{outcome="allow",reason="allowed"}`, the one nearly every request counts,
     /// held so that counting it hashes no labels and takes no lock.
@@ -225,6 +246,12 @@ impl Metrics {
             "AccessPolicies too costly to evaluate on an async worker for this request: lane=pool, evaluated on the bounded pool; lane=refused, over the ceiling and not evaluated",
             costly_policies.clone(),
         );
+        let explains = Counter::default();
+        registry.register(
+            "explains",
+            "Explanations (admin listener: operator API and explain page); not decisions, and not in any request series",
+            explains.clone(),
+        );
         let allowed = decisions
             .get_or_create(&DecisionLabels {
                 outcome: "allow",
@@ -238,6 +265,7 @@ impl Metrics {
             .clone();
         Metrics {
             registry,
+            explains,
             allowed,
             cache_hits,
             decisions,
@@ -344,12 +372,26 @@ impl Metrics {
         self.resources_compiled.inc_by(resources as u64);
     }
 
+    /// Runs `explanation` as one explanation: counted in `portcullis_explains_total`, and
+    /// the request token events it makes ([`REQUEST_TOKEN_EVENTS`]) are not counted, so
+    /// that traffic dashboards do not move when an operator explains a request. Its calls to
+    /// identity providers are counted as any: they are load on the provider.
+    pub async fn explaining<F: Future>(&self, explanation: F) -> F::Output {
+        self.explains.inc();
+        EXPLAINING.scope((), explanation).await
+    }
+
     /// `token_event("verified_cache_hit")`, without the label lookup.
     pub fn token_cache_hit(&self) {
-        self.cache_hits.inc();
+        if !explaining_now() {
+            self.cache_hits.inc();
+        }
     }
 
     pub fn token_event(&self, event: &'static str) {
+        if REQUEST_TOKEN_EVENTS.contains(&event) && explaining_now() {
+            return;
+        }
         self.tokens.get_or_create(&EventLabels { event }).inc();
     }
 

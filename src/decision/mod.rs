@@ -265,19 +265,18 @@ impl Authorizer {
         // Within the decision deadline, as a check: an explain never holds a worker or a
         // connection to an identity provider longer than a check would.
         let until = lookup_deadline(self.deadline);
-        let decision = match tokio::time::timeout(
-            self.deadline,
-            self.decide(request, Some(&mut trace), presented, until),
-        )
-        .await
-        {
-            Ok(decision) => decision,
-            Err(_) => Decision::unavailable(
-                request.has_credential(),
-                "deadline_exceeded",
-                "could not decide in time (an identity provider may be slow)",
-            ),
-        };
+        // Not a request: counted as an explanation, never in `decisions` nor in the
+        // request token events (docs/observability.md, "Explanations").
+        let decide = self.decide(request, Some(&mut trace), presented, until);
+        let decision =
+            match tokio::time::timeout(self.deadline, self.metrics.explaining(decide)).await {
+                Ok(decision) => decision,
+                Err(_) => Decision::unavailable(
+                    request.has_credential(),
+                    "deadline_exceeded",
+                    "could not decide in time (an identity provider may be slow)",
+                ),
+            };
         trace.decision = Some(trace::DecisionStep::from(&decision));
         (decision, trace)
     }

@@ -546,3 +546,77 @@ async fn introspection_calls_past_the_limit_are_shed_not_queued() {
         assert_eq!(h.await.unwrap().reason, "deadline_exceeded");
     }
 }
+
+/// An explanation is not traffic: `portcullis_explains_total` counts it, and neither the
+/// decisions nor the token cache's request events move (docs/observability.md,
+/// "Explanations"). The cache itself is shared: a token an explanation verified is a
+/// cache hit for the request that follows, and that hit is the request's to count.
+#[tokio::test]
+async fn an_explain_is_counted_as_an_explanation_never_as_traffic() {
+    let metrics = Arc::new(Metrics::new());
+    let a = Authorizer {
+        tokens: TokenVerifier::with_settings(Default::default(), metrics.clone()),
+        metrics: metrics.clone(),
+        ..authorizer(CONFIG)
+    };
+    let sample = |series: &str| -> Option<u64> {
+        let text = metrics.encode();
+        let value = text
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ').map(str::to_owned))?;
+        Some(value.trim().parse::<f64>().unwrap() as u64)
+    };
+    let reader = token(json!({"sub": "bob", "scope": "read"}));
+    let expired = token(json!({"sub": "bob", "exp": now() - 600}));
+    for t in [
+        Some(&reader),
+        Some(&reader),
+        Some(&expired),
+        Some(&expired),
+        None,
+    ] {
+        let (_, trace) = a
+            .explain(&request("GET", "/fhir/Patient", t.map(String::as_str)))
+            .await;
+        assert!(trace.decision.is_some());
+    }
+    assert_eq!(sample("portcullis_explains_total"), Some(5));
+    let allowed = r#"portcullis_decisions_total{outcome="allow",reason="allowed"}"#;
+    assert_eq!(sample(allowed), Some(0), "{}", metrics.encode());
+    assert!(
+        !metrics.encode().contains(r#"outcome="deny""#),
+        "{}",
+        metrics.encode()
+    );
+    let hits = r#"portcullis_token_events_total{event="verified_cache_hit"}"#;
+    assert_eq!(sample(hits), Some(0));
+    for event in ["verified_cache_miss", "refused_cache_hit"] {
+        let series = format!(r#"portcullis_token_events_total{{event="{event}"}}"#);
+        assert_eq!(sample(&series), None, "{}", metrics.encode());
+    }
+    assert_eq!(sample("portcullis_check_duration_seconds_count"), Some(0));
+
+    // The same requests, checked: each counts, once.
+    assert!(check(&a, "GET", "/fhir/Patient", Some(&reader))
+        .await
+        .allowed());
+    assert!(!check(&a, "GET", "/fhir/Patient", Some(&expired))
+        .await
+        .allowed());
+    assert_eq!(sample(allowed), Some(1));
+    assert_eq!(
+        sample(r#"portcullis_decisions_total{outcome="deny",reason="token_expired"}"#),
+        Some(1)
+    );
+    assert_eq!(
+        sample(hits),
+        Some(1),
+        "verified by the explanation, a hit now"
+    );
+    assert_eq!(
+        sample(r#"portcullis_token_events_total{event="refused_cache_hit"}"#),
+        Some(1)
+    );
+    assert_eq!(sample("portcullis_check_duration_seconds_count"), Some(2));
+    assert_eq!(sample("portcullis_explains_total"), Some(5));
+}

@@ -854,7 +854,11 @@ mod tests {
             "matcho": {"jwt": {"n": vec![0; checks::MAX_SPEC_WEIGHT as usize]}}});
         let e = parse_spec("AccessPolicy", heavy).unwrap_err();
         assert_eq!(e.field, "spec");
-        assert!(e.message.contains("more than 100000 values"), "{}", e.message);
+        assert!(
+            e.message.contains("more than 100000 values"),
+            "{}",
+            e.message
+        );
         let light = serde_json::json!({"engine": "matcho",
             "matcho": {"jwt": {"n": vec![0; 1000]}}});
         assert!(parse_spec("AccessPolicy", light).is_ok());

@@ -152,14 +152,40 @@ fn envoy_template_validates() {
     }
 }
 
-/// The Envoy configurations that deploy/ ships load in the real Envoy.
+/// The Envoy configurations that deploy/ ships load in the real Envoy; their admin port is
+/// on loopback only; and each address a cluster install must adapt (the listener, the
+/// portcullis and app endpoints) is marked `CHANGE` on the line before it.
 #[test]
 fn deploy_envoy_examples_validate() {
-    for example in [
-        "deploy/examples/envoy/envoy-grpc.yaml",
-        "deploy/examples/envoy/envoy-http.yaml",
-    ] {
-        envoy::validate(&support::repo_path(example));
+    for example in [envoy::SHIPPED_GRPC, envoy::SHIPPED_HTTP] {
+        let path = support::repo_path(example);
+        envoy::validate(&path);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let config: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        let admin = &config["admin"]["address"]["socket_address"];
+        assert_eq!(
+            admin["address"].as_str(),
+            Some("127.0.0.1"),
+            "{example}: admin"
+        );
+        assert!(
+            admin["port_value"].as_u64().is_some(),
+            "{example}: admin port"
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        let addresses: Vec<usize> = (0..lines.len())
+            .filter(|&i| lines[i].contains("socket_address: { address:"))
+            .filter(|&i| !lines[i].contains("127.0.0.1"))
+            .collect();
+        assert_eq!(addresses.len(), 3, "{example}: listener, portcullis, app");
+        for i in addresses {
+            assert!(
+                lines[i - 1].trim_start().starts_with("# CHANGE:"),
+                "{example}:{}: no `# CHANGE:` comment before {}",
+                i + 1,
+                lines[i].trim()
+            );
+        }
     }
 }
 

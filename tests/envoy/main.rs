@@ -14,4 +14,5 @@ mod e2e;
 mod hardening;
 mod oidc_provider;
 mod tenancy;
+mod try_envoy;
 mod users;

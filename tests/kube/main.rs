@@ -1,6 +1,7 @@
 //! Kubernetes mode and what deploy/ and charts/ ship: the cluster end to end against the
 //! in-repo fake API server (and that fake itself, checked with kube-rs's client), the
-//! admission webhook, the CRDs, the manifests and the Helm chart.
+//! admission webhook, the CRDs, the manifests and the Helm chart; and docs/walkthrough.md,
+//! step by step (with a real Envoy for its two curls).
 //!
 //! One test binary for the room; the harness is `tests/support/`, shared by every room.
 
@@ -13,4 +14,5 @@ mod fake_apiserver;
 mod manifests;
 mod tenancy;
 mod users_on_demand;
+mod walkthrough;
 mod webhook;

@@ -39,7 +39,7 @@ async fn explain_over_the_admin_api_is_for_operators_only() {
     let token_file = dir.path().join("operator-token");
     std::fs::write(&token_file, format!("{OPERATOR_TOKEN}\n")).unwrap();
     let admin = support::free_addr();
-    let _portcullis = Portcullis::builder()
+    let portcullis = Portcullis::builder()
         .config(dir.path().join("c.yaml"))
         .arg("--admin-addr")
         .arg(admin.to_string())
@@ -55,6 +55,7 @@ async fn explain_over_the_admin_api_is_for_operators_only() {
     let viewer = Jwt::new("https://auth.example.com", "bob")
         .claim("role", "viewer")
         .sign_hs256("very-secret");
+    let before = portcullis.metrics().await;
 
     let anonymous = client.explain(explain(&viewer)).await.unwrap_err();
     assert_eq!(anonymous.code(), Code::Unauthenticated);
@@ -85,6 +86,36 @@ async fn explain_over_the_admin_api_is_for_operators_only() {
         !answer.trace_json.contains(&viewer),
         "the token never appears in a trace"
     );
+
+    // docs/observability.md, "Explanations": one explanation counted (the two refused
+    // callers got none), and no request series moved: not a decision, not a check's time,
+    // not a token cache event.
+    let after = portcullis.metrics().await;
+    let explains = "portcullis_explains_total";
+    assert_eq!(
+        after.counter(explains, &[]) - before.counter(explains, &[]),
+        1,
+        "{}",
+        after.text()
+    );
+    assert_eq!(after.all_decisions(), before.all_decisions());
+    assert_eq!(after.checks(), before.checks());
+    for event in [
+        "verified_cache_hit",
+        "verified_cache_miss",
+        "refused_cache_hit",
+    ] {
+        assert_eq!(
+            after
+                .find("portcullis_token_events_total", &[("event", event)])
+                .unwrap_or(0.0),
+            before
+                .find("portcullis_token_events_total", &[("event", event)])
+                .unwrap_or(0.0),
+            "{event} moved:\n{}",
+            after.text()
+        );
+    }
 }
 
 #[test]

@@ -119,6 +119,60 @@ async fn decisions_are_counted_by_outcome_and_reason_and_timed() {
 
 const TOKEN_EVENTS: &str = "portcullis_token_events_total";
 
+/// The reason words the code gives a decision, read from its source: each arm of
+/// `TokenError::reason`, and the reason of each `Verdict::new` and
+/// `Decision::unavailable` in the pipeline. Checked to find the ones known, so that a scan
+/// that stopped matching fails rather than finding nothing.
+fn reasons_in_code() -> std::collections::BTreeSet<String> {
+    let read = |path: &str| std::fs::read_to_string(support::repo_path(path)).unwrap();
+    let word = regex::Regex::new(r#""([a-z][a-z_]*)""#).unwrap();
+    let mut reasons = std::collections::BTreeSet::new();
+
+    let token = read("src/token/mod.rs");
+    let body = token
+        .split("pub fn reason(&self) -> &'static str {")
+        .nth(1)
+        .expect("TokenError::reason in src/token/mod.rs");
+    let body = body.split("\n    }\n").next().unwrap();
+    reasons.extend(word.captures_iter(body).map(|c| c[1].to_string()));
+
+    // The first string literal after each constructor is its reason (the outcome before
+    // it is an enum, the flag a call).
+    let constructor =
+        regex::Regex::new(r#"(?:Verdict::new|Decision::unavailable)\([^"]*"([a-z][a-z_]*)""#)
+            .unwrap();
+    let mut dir: Vec<_> = std::fs::read_dir(support::repo_path("src/decision"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+        .filter(|p| !p.ends_with("tests.rs"))
+        .collect();
+    dir.sort();
+    for file in dir {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let text = text.split("#[cfg(test)]").next().unwrap();
+        reasons.extend(constructor.captures_iter(text).map(|c| c[1].to_string()));
+    }
+    for known in [
+        "allowed",
+        "no_policy_allows",
+        "no_credentials",
+        "user_inactive",
+        "not_ready",
+        "deadline_exceeded",
+        "internal_error",
+        "token_expired",
+        "token_inactive",
+        "introspection_unavailable",
+    ] {
+        assert!(
+            reasons.contains(known),
+            "the scan of the code no longer finds {known}: {reasons:?}"
+        );
+    }
+    reasons
+}
+
 /// Metric names as `/metrics` exposes them, from its `# TYPE` lines (a family is listed
 /// there even before its first sample): `(the name as documented, the series names)`.
 fn exported(text: &str) -> BTreeMap<String, Vec<String>> {
@@ -155,6 +209,7 @@ fn the_metrics_table_and_the_dashboard_name_only_exported_metrics() {
     metrics.user_event("created");
     metrics.status_write("ok");
     metrics.watch_error("AccessPolicy");
+    metrics.costly_policies("pool", 1);
     let exported = exported(&metrics.encode());
 
     // docs/observability.md: one table row per metric, and no metric without one.
@@ -170,6 +225,38 @@ fn the_metrics_table_and_the_dashboard_name_only_exported_metrics() {
         documented, names,
         "docs/observability.md's table vs /metrics"
     );
+
+    // Its "Reasons" table: every reason word the code gives, and no other.
+    let section = doc
+        .split("\n### Reasons\n")
+        .nth(1)
+        .expect("docs/observability.md has a section \"Reasons\"");
+    let section = section.split("\n#").next().unwrap();
+    let documented: std::collections::BTreeSet<String> = section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once('`').map(|(word, _)| word.to_string()))
+        .collect();
+    assert_eq!(
+        documented,
+        reasons_in_code(),
+        "docs/observability.md's reasons vs the code's"
+    );
+
+    // Series present at 0 before anything is counted: the page names exactly these.
+    let fresh = portcullis::metrics::Metrics::new().encode();
+    let at_start: Vec<&str> = fresh
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains('{') && !l.contains("le=\""))
+        .map(|l| l.rsplit_once(' ').unwrap().0)
+        .collect();
+    assert!(!at_start.is_empty(), "{fresh}");
+    for series in at_start {
+        assert!(
+            doc.contains(&format!("`{series}`")),
+            "{series} is present from start-up: docs/observability.md must say so"
+        );
+    }
 
     // The chart's Grafana dashboard queries only series that exist.
     let series: std::collections::BTreeSet<&str> =

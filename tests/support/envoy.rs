@@ -54,6 +54,16 @@ pub fn render_to_file(template: impl AsRef<Path>, vars: &[(&str, String)]) -> Na
     file
 }
 
+/// The Envoy version the tests run: `ENVOY_VERSION` of `scripts/install-test-deps.sh`.
+pub fn pinned_version() -> String {
+    std::fs::read_to_string(super::repo_path("scripts/install-test-deps.sh"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("ENVOY_VERSION=\"${ENVOY_VERSION:-"))
+        .map(|v| v.trim_end_matches("}\"").to_string())
+        .expect("ENVOY_VERSION in scripts/install-test-deps.sh")
+}
+
 /// `envoy --mode validate -c FILE`; panics with Envoy's output unless it says OK.
 pub fn validate(config: &Path) {
     let out = Command::new(envoy_bin())
