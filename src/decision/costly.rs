@@ -38,11 +38,20 @@ pub(super) enum Lane {
 }
 
 impl Lane {
-    /// The lane of `policy` on the request of `eval`, whose context weighs `weight`, and the
-    /// most visits its evaluation may take. The request is looked at only when the
-    /// policy's bound for any request of that weight is past [`INLINE_VISITS`].
-    pub(super) fn of(policy: &Policy, eval: &EvalContext, weight: u64) -> (Lane, u64) {
+    /// The lane of `policy` on the request of `eval`, and the most visits its evaluation
+    /// may take. The context is weighed (`weigh`) only for a policy with sites, and looked
+    /// into only when the policy's bound for a context of that weight is past
+    /// [`INLINE_VISITS`]: the usual policy costs one comparison.
+    pub(super) fn of(
+        policy: &Policy,
+        eval: &EvalContext,
+        weigh: impl FnOnce() -> u64,
+    ) -> (Lane, u64) {
         let cost = policy.cost();
+        if cost.is_fixed() {
+            return (Lane::by_visits(cost.nodes()), cost.nodes());
+        }
+        let weight = weigh();
         let bound = cost.bound(weight);
         let visits = if bound <= INLINE_VISITS {
             bound
@@ -130,14 +139,16 @@ mod tests {
         // Every scope is a regex scanning the scope: a site at `jwt.scope`.
         let scopes = policy(json!({"engine": "matcho", "matcho": {"jwt": {"scope": "#read"}}}));
         let short = json!({"jwt": {"scope": "read"}});
-        let (lane, visits) = Lane::of(&scopes, &EvalContext::new(&short), u64::MAX);
+        let (lane, visits) = Lane::of(&scopes, &EvalContext::new(&short), || u64::MAX);
         assert_eq!(lane, Lane::Inline, "{visits}");
         let long = json!({"jwt": {"scope": "x".repeat(64 * 1_000_000)}});
-        let (lane, _) = Lane::of(&scopes, &EvalContext::new(&long), u64::MAX);
+        let (lane, _) = Lane::of(&scopes, &EvalContext::new(&long), || u64::MAX);
         assert_eq!(lane, Lane::Pool);
         // A plain value meets one value, however heavy the request.
         let uri = policy(json!({"engine": "matcho", "matcho": {"uri": "/a"}}));
-        let (lane, visits) = Lane::of(&uri, &EvalContext::new(&long), u64::MAX);
+        let (lane, visits) = Lane::of(&uri, &EvalContext::new(&long), || {
+            unreachable!("a policy without sites is not weighed")
+        });
         assert_eq!((lane, visits), (Lane::Inline, 2));
     }
 

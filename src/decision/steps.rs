@@ -336,8 +336,8 @@ fn policy_step(
                 false
             }
             None => {
-                let weight = *weight.get_or_insert_with(|| context.weight());
-                match Lane::of(&candidate.policy, &eval, weight) {
+                let weigh = || *weight.get_or_insert_with(|| context.weight());
+                match Lane::of(&candidate.policy, &eval, weigh) {
                     (Lane::Inline, _) => seen.evaluate(candidate, &eval, trace),
                     (Lane::Pool, _) => {
                         return Some(Job {

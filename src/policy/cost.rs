@@ -68,6 +68,11 @@ impl Cost {
         }
     }
 
+    /// Whether every node meets one value: the cost is the same on every request.
+    pub fn is_fixed(&self) -> bool {
+        self.sites.is_empty()
+    }
+
     /// Every node, wherever it applies.
     pub fn nodes(&self) -> u64 {
         self.sites
