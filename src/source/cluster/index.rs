@@ -4,21 +4,27 @@
 //!
 //! Each object keeps its last good version: a new object that is invalid stays out, an
 //! invalid edit of a valid object leaves the previous version serving, and a deletion
-//! always applies.
+//! always applies. Objects are kept in the compact form of [`super::held`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use super::judge::{check, resource, Object, ObjectKey, Ready, SecretData, Verdict};
+use super::held::{Held, HeldObject, HeldSpec, Statuses};
+use super::judge::{Object, ObjectKey, Ready, SecretData, Verdict};
 use std::sync::Arc;
 
 use crate::resources::{qualified, Kind, SecretKeyRef};
 use crate::resources::{Origin, Resource, Spec};
 use crate::snapshot::{team_of, Compiler, RejectReason, Rejection, Snapshot};
-use crate::users::{admit, UserIndex};
+use crate::users::{admit_known, KnownUser, UserIndex};
 
 struct Entry {
-    object: Object,
+    held: Held,
     last_good: LastGood,
+    /// Whether the last verdict on it was `Accepted` and its status said so already: the
+    /// writer holds nothing for it, nor the log a refusal, so that the same verdict again
+    /// changes nothing and is not sent (a restart's 100,000 verdicts are not built only
+    /// to be found written). Set for the objects of the first lists, before any verdict.
+    settled: bool,
 }
 
 /// The version of an object that last compiled.
@@ -30,6 +36,8 @@ enum LastGood {
     /// An earlier version (or the current one with its Secrets filled in), kept while it
     /// is what serves.
     Kept(Box<Resource>),
+    /// An earlier version of a User, in its one form, and its generation.
+    KeptUser(Box<(KnownUser, i64)>),
 }
 
 #[derive(Default)]
@@ -49,6 +57,10 @@ pub struct ClusterIndex {
     /// Objects deleted (or missing from a relist) since [`ClusterIndex::take_removed`],
     /// so that the status writer forgets them.
     removed: Vec<ObjectKey>,
+    /// Whether verdicts were given: objects that come after are not [`Entry::settled`].
+    judged: bool,
+    /// The statuses of the objects applied as [`Object`]s, shared.
+    statuses: Statuses,
 }
 
 /// Which parts of the snapshot an event touched.
@@ -136,40 +148,49 @@ impl ClusterIndex {
 
     /// An object added or changed. A change to its status alone touches nothing.
     pub fn apply(&mut self, object: Object) -> Dirty {
-        match self.objects.get_mut(&object.key) {
+        let object = HeldObject::new(object, &self.statuses);
+        self.apply_held(object)
+    }
+
+    /// [`ClusterIndex::apply`] of an object in the form kept.
+    pub fn apply_held(&mut self, object: HeldObject) -> Dirty {
+        let HeldObject { key, held } = object;
+        match self.objects.get_mut(&key) {
             Some(entry) => {
-                let touched = entry.object.generation != object.generation
-                    || entry.object.spec != object.spec;
-                let kind = object.key.kind;
+                let touched =
+                    entry.held.generation != held.generation || entry.held.spec != held.spec;
                 if touched && matches!(entry.last_good, LastGood::Current) {
                     // The version being replaced compiled: keep it, in case this one does not.
-                    entry.last_good = match entry.object.spec.clone() {
-                        Ok(spec) => LastGood::Kept(Box::new(Resource {
-                            name: entry.object.key.name.clone(),
-                            namespace: Some(entry.object.key.namespace.clone()),
-                            origin: Origin::Cluster {
-                                generation: entry.object.generation,
-                            },
-                            spec,
+                    let generation = entry.held.generation;
+                    entry.last_good = match &entry.held.spec {
+                        Ok(HeldSpec::User(user)) => {
+                            LastGood::KeptUser(Box::new((user.clone(), generation)))
+                        }
+                        Ok(HeldSpec::Config(spec)) => LastGood::Kept(Box::new(Resource {
+                            name: key.name.clone(),
+                            namespace: Some(key.namespace.clone()),
+                            origin: Origin::Cluster { generation },
+                            spec: Spec::clone(spec),
                             labels: None,
                         })),
                         Err(_) => LastGood::None,
                     };
                 }
-                entry.object = object;
+                entry.held = held;
                 if touched {
-                    Dirty::of(kind, &entry.object.key.namespace)
+                    Dirty::of(key.kind, &key.namespace)
                 } else {
                     Dirty::default()
                 }
             }
             None => {
-                let dirty = Dirty::of(object.key.kind, &object.key.namespace);
+                let dirty = Dirty::of(key.kind, &key.namespace);
                 let entry = Entry {
-                    object,
+                    held,
                     last_good: LastGood::None,
+                    settled: !self.judged,
                 };
-                self.objects.insert(entry.object.key.clone(), entry);
+                self.objects.insert(key, entry);
                 dirty
             }
         }
@@ -193,7 +214,21 @@ impl ClusterIndex {
     /// A complete list of one kind (in one namespace, or in all): what it lacks was deleted,
     /// perhaps while the watch was down.
     pub fn relist(&mut self, kind: Kind, namespace: Option<&str>, objects: Vec<Object>) -> Dirty {
-        let listed: BTreeSet<ObjectKey> = objects.iter().map(|o| o.key.clone()).collect();
+        let objects = objects
+            .into_iter()
+            .map(|o| HeldObject::new(o, &self.statuses))
+            .collect();
+        self.relist_held(kind, namespace, objects)
+    }
+
+    /// [`ClusterIndex::relist`] of objects in the form kept.
+    pub fn relist_held(
+        &mut self,
+        kind: Kind,
+        namespace: Option<&str>,
+        objects: Vec<HeldObject>,
+    ) -> Dirty {
+        let listed: HashSet<&ObjectKey> = objects.iter().map(|o| &o.key).collect();
         let before = self.objects.len();
         let removed = &mut self.removed;
         self.objects.retain(|key, _| {
@@ -205,13 +240,14 @@ impl ClusterIndex {
             }
             keep
         });
+        drop(listed);
         let mut dirty = match (self.objects.len() != before, kind, namespace) {
             (false, ..) => Dirty::default(),
             (true, Kind::User, ns) => Dirty::of(kind, ns.unwrap_or_default()),
             (true, _, ns) => Dirty::config_of(ns),
         };
         for o in objects {
-            dirty.merge(self.apply(o));
+            dirty.merge(self.apply_held(o));
         }
         dirty
     }
@@ -304,11 +340,8 @@ impl ClusterIndex {
     /// Each TokenIntrospector and the name of every Secret it references.
     fn refs_by_object(&self) -> impl Iterator<Item = (&ObjectKey, String)> {
         self.objects
-            .values()
-            .filter_map(|e| match &e.object.spec {
-                Ok(Spec::TokenIntrospector(spec)) => Some((&e.object.key, spec)),
-                _ => None,
-            })
+            .iter()
+            .filter_map(|(key, e)| Some((key, e.held.spec.as_ref().ok()?.introspector()?)))
             .flat_map(|(key, spec)| {
                 spec.secret_refs()
                     .into_iter()
@@ -367,46 +400,48 @@ impl ClusterIndex {
         let root = root.as_deref();
         let mut verdicts = Vec::new();
         for &kind in kinds {
-            let mut entries: Vec<&mut Entry> = objects
-                .values_mut()
-                .filter(|e| e.object.key.kind == kind)
-                .filter(|e| teams.is_none_or(|t| t.contains(&e.object.key.namespace)))
+            let mut entries: Vec<(&ObjectKey, &mut Entry)> = objects
+                .iter_mut()
+                .filter(|(key, _)| key.kind == kind)
+                .filter(|(key, _)| teams.is_none_or(|t| t.contains(&key.namespace)))
                 .collect();
-            let order = |e: &Entry| {
-                let team = team_of(root, Some(&e.object.key.namespace)).is_some();
-                (team, e.object.created)
+            let order = |key: &ObjectKey, e: &Entry| {
+                let team = team_of(root, Some(&key.namespace)).is_some();
+                (team, e.held.created)
             };
-            entries.sort_by(|a, b| (order(a), &a.object.key).cmp(&(order(b), &b.object.key)));
-            for entry in entries {
-                let read = read_secret(secrets, &entry.object.key.namespace);
-                let ready = match check(&entry.object, read, &mut compiler) {
+            entries.sort_by(|(ka, a), (kb, b)| (order(ka, a), *ka).cmp(&(order(kb, b), *kb)));
+            for (key, entry) in entries {
+                let read = read_secret(secrets, &key.namespace);
+                let ready = match entry.held.check(key, read, &mut compiler) {
                     Ok(r) => {
-                        let secrets_filled_in = matches!(&entry.object.spec,
-                            Ok(Spec::TokenIntrospector(ti)) if !ti.secret_refs().is_empty());
-                        entry.last_good = if secrets_filled_in {
+                        let secrets_filled_in = (entry.held.spec.as_ref().ok())
+                            .and_then(HeldSpec::introspector)
+                            .is_some_and(|ti| !ti.secret_refs().is_empty());
+                        entry.last_good = match r {
                             // Kept, so that it serves on if a Secret goes.
-                            LastGood::Kept(Box::new(r))
-                        } else {
-                            LastGood::Current
+                            Some(r) if secrets_filled_in => LastGood::Kept(Box::new(r)),
+                            _ => LastGood::Current,
                         };
                         Ready::accepted()
                     }
                     Err(ready) => ready,
                 };
-                let mut previous_serves = false;
-                if let (false, LastGood::Kept(previous)) = (ready.status, &entry.last_good) {
-                    previous_serves = compiler.admit(previous).is_ok();
-                }
-                verdicts.push(Verdict {
-                    key: entry.object.key.clone(),
-                    uid: entry.object.uid,
-                    generation: entry.object.generation,
-                    ready,
-                    previous_serves,
-                    observed: entry.object.status.clone(),
-                });
+                let previous_serves = !ready.status
+                    && match &entry.last_good {
+                        LastGood::Kept(previous) => compiler.admit(previous).is_ok(),
+                        LastGood::KeptUser(previous) => {
+                            let (user, generation) = &**previous;
+                            let origin = Origin::Cluster {
+                                generation: *generation,
+                            };
+                            compiler.admit_user(user.clone(), &origin).is_ok()
+                        }
+                        LastGood::None | LastGood::Current => false,
+                    };
+                verdicts.extend(verdict(key, entry, ready, previous_serves));
             }
         }
+        self.judged = true;
         if kinds.contains(&Kind::User) {
             *clashing_users = verdicts
                 .iter()
@@ -435,14 +470,13 @@ impl ClusterIndex {
                 users.remove(&name);
                 continue;
             };
-            let read = read_secret(&self.secrets, &key.namespace);
-            let current = resource(&entry.object, read);
-            let admitted = match &current {
-                Ok(Resource {
-                    spec: Spec::User(spec),
-                    ..
-                }) => admit(users, None, &name, spec).map_err(Rejection::from),
-                Ok(_) => return None,
+            let current = match &entry.held.spec {
+                Ok(HeldSpec::User(user)) => Ok(user),
+                Ok(HeldSpec::Config(_)) => return None,
+                Err(e) => Err(Ready::refused("Invalid", std::slice::from_ref(e))),
+            };
+            let admitted = match current {
+                Ok(user) => admit_known(users, None, user.clone()).map_err(Rejection::from),
                 Err(_) => Ok(()),
             };
             let ready = match (current, admitted) {
@@ -457,25 +491,53 @@ impl ClusterIndex {
             if !ready.status {
                 // `users` may be behind by more than this change: the earlier version that
                 // serves is the one kept, not whichever it holds.
-                if let LastGood::Kept(previous) = &entry.last_good {
-                    if let Spec::User(spec) = &previous.spec {
-                        if admit(users, None, &name, spec).is_err() {
-                            return None;
-                        }
+                if let LastGood::KeptUser(previous) = &entry.last_good {
+                    if admit_known(users, None, previous.0.clone()).is_err() {
+                        return None;
                     }
                 }
             }
-            verdicts.push(Verdict {
-                key: key.clone(),
-                uid: entry.object.uid,
-                generation: entry.object.generation,
-                previous_serves: !ready.status && users.by_name(&name).is_some(),
-                ready,
-                observed: entry.object.status.clone(),
-            });
+            let previous_serves = !ready.status && users.by_name(&name).is_some();
+            verdicts.extend(verdict(key, entry, ready, previous_serves));
         }
         Some(verdicts)
     }
+
+    /// The verdicts the writer's full queue dropped: sent again, whatever they say.
+    pub fn undelivered(&mut self, verdicts: &[Verdict]) {
+        for v in verdicts {
+            if let Some(entry) = self.objects.get_mut(&v.key) {
+                entry.settled = false;
+            }
+        }
+    }
+}
+
+/// The verdict on `entry`, for the status writer and the log of refusals; `None` when it
+/// is `Accepted` as its status says and so was the last one ([`Entry::settled`]).
+fn verdict(
+    key: &ObjectKey,
+    entry: &mut Entry,
+    ready: Ready,
+    previous_serves: bool,
+) -> Option<Verdict> {
+    let mut verdict = Verdict {
+        key: key.clone(),
+        uid: entry.held.uid,
+        generation: entry.held.generation,
+        ready,
+        previous_serves,
+        observed: None,
+    };
+    let status = entry.held.status.as_deref();
+    let says = verdict.ready.status && status.is_some_and(|s| verdict.said_by(s));
+    let unchanged = says && entry.settled;
+    entry.settled = says;
+    if unchanged {
+        return None;
+    }
+    verdict.observed = status.cloned();
+    Some(verdict)
 }
 
 /// A Secret reference of an object in `namespace`, read from the Secrets the index holds.

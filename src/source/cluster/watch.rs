@@ -14,7 +14,8 @@ use kube::runtime::WatchStreamExt;
 use kube::Client;
 use tokio::sync::mpsc;
 
-use super::judge::{Object, ObjectKey, SecretData};
+use super::held::{HeldObject, Statuses};
+use super::judge::{ObjectKey, SecretData};
 use super::objects::{api_resource, key, object};
 use crate::metrics::Metrics;
 use crate::resources::Kind;
@@ -25,9 +26,9 @@ pub enum Change {
     Relisted {
         kind: Kind,
         namespace: Option<String>,
-        objects: Vec<Object>,
+        objects: Vec<HeldObject>,
     },
-    Applied(Box<Object>),
+    Applied(Box<HeldObject>),
     Deleted(ObjectKey),
     /// A labelled Secret added or changed (`Some`), or gone: deleted or unlabelled.
     Secret {
@@ -90,17 +91,23 @@ pub fn kind(
     }
     let events = watcher::watcher(api, config).backoff(backoff()).boxed();
     let listed_namespace = namespace.clone();
+    // Each object is cut down to what the index keeps as it arrives, its status shared
+    // with the objects of this watch that carry the same.
+    let statuses = Arc::new(Statuses::default());
+    let shared = statuses.clone();
     tokio::spawn(forward(
         events,
         changes,
         Fold {
-            item: move |o| object(kind, o),
+            item: move |o| HeldObject::new(object(kind, o), &shared),
             relisted: move |objects| Change::Relisted {
                 kind,
                 namespace: listed_namespace.clone(),
                 objects,
             },
-            applied: move |o| Change::Applied(Box::new(object(kind, o))),
+            applied: move |o| {
+                Change::Applied(Box::new(HeldObject::new(object(kind, o), &statuses)))
+            },
             deleted: move |o: DynamicObject| Change::Deleted(key(kind, &o)),
             failed: move |e: &watcher::Error| {
                 metrics.watch_error(kind.name());
