@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DynamicObject, ListParams};
+use kube::api::{Api, ListParams};
 use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use super::held::{HeldObject, Statuses};
 use super::judge::{ObjectKey, SecretData};
-use super::objects::{api_resource, key, object};
+use super::objects::{api_resource, watched, watched_key, Watched};
 use crate::metrics::Metrics;
 use crate::resources::Kind;
 
@@ -81,7 +81,7 @@ pub fn kind(
     metrics: Arc<Metrics>,
 ) -> tokio::task::JoinHandle<()> {
     let resource = api_resource(kind);
-    let api: Api<DynamicObject> = match &namespace {
+    let api: Api<Watched> = match &namespace {
         Some(ns) => Api::namespaced_with(client, ns, &resource),
         None => Api::all_with(client, &resource),
     };
@@ -99,16 +99,16 @@ pub fn kind(
         events,
         changes,
         Fold {
-            item: move |o| HeldObject::new(object(kind, o), &shared),
+            item: move |o| HeldObject::new(watched(kind, o), &shared),
             relisted: move |objects| Change::Relisted {
                 kind,
                 namespace: listed_namespace.clone(),
                 objects,
             },
             applied: move |o| {
-                Change::Applied(Box::new(HeldObject::new(object(kind, o), &statuses)))
+                Change::Applied(Box::new(HeldObject::new(watched(kind, o), &statuses)))
             },
-            deleted: move |o: DynamicObject| Change::Deleted(key(kind, &o)),
+            deleted: move |o: Watched| Change::Deleted(watched_key(kind, &o)),
             failed: move |e: &watcher::Error| {
                 metrics.watch_error(kind.name());
                 tracing::warn!(kind = kind.name(), error = %e, "watch failed; retrying");
