@@ -151,6 +151,66 @@ impl Held {
     }
 }
 
+/// A list of objects as it arrives, in chunks: 100,000 objects never sit in one growing
+/// `Vec` (each doubling leaves the copy before it behind, resident until the allocator
+/// hands it back), and a chunk is freed as soon as the index has taken it in.
+#[derive(Debug)]
+pub struct Listed<T> {
+    chunks: Vec<Vec<T>>,
+}
+
+/// Objects per chunk of a [`Listed`].
+const CHUNK: usize = 1024;
+
+impl<T> Default for Listed<T> {
+    fn default() -> Self {
+        Listed { chunks: Vec::new() }
+    }
+}
+
+impl<T> Listed<T> {
+    pub fn push(&mut self, item: T) {
+        match self.chunks.last_mut() {
+            Some(chunk) if chunk.len() < CHUNK => chunk.push(item),
+            _ => {
+                let mut chunk = Vec::with_capacity(CHUNK);
+                chunk.push(item);
+                self.chunks.push(chunk);
+            }
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.chunks.iter().flatten()
+    }
+
+    pub fn len(&self) -> usize {
+        self.chunks.iter().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+}
+
+impl<T> FromIterator<T> for Listed<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(items: I) -> Self {
+        let mut listed = Listed::default();
+        items.into_iter().for_each(|item| listed.push(item));
+        listed
+    }
+}
+
+impl<T> IntoIterator for Listed<T> {
+    type Item = T;
+    type IntoIter = std::iter::Flatten<std::vec::IntoIter<Vec<T>>>;
+
+    /// Each chunk is dropped once its last object is taken.
+    fn into_iter(self) -> Self::IntoIter {
+        self.chunks.into_iter().flatten()
+    }
+}
+
 /// Statuses shared between the objects that carry the same one: one per distinct status,
 /// not one per object. Those no object holds any more are dropped as it grows.
 #[derive(Default)]

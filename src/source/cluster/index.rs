@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use super::held::{Held, HeldObject, HeldSpec, Statuses};
+use super::held::{Held, HeldObject, HeldSpec, Listed, Statuses};
 use super::judge::{Object, ObjectKey, Ready, SecretData, Verdict};
 use std::sync::Arc;
 
@@ -226,7 +226,7 @@ impl ClusterIndex {
         &mut self,
         kind: Kind,
         namespace: Option<&str>,
-        objects: Vec<HeldObject>,
+        objects: Listed<HeldObject>,
     ) -> Dirty {
         let listed: HashSet<&ObjectKey> = objects.iter().map(|o| &o.key).collect();
         let before = self.objects.len();
@@ -366,7 +366,13 @@ impl ClusterIndex {
     /// (the root wins a conflict), then older objects first, each in its current version
     /// or else its last good one; and says of each what happened.
     pub fn compile(&mut self, kinds: &[Kind]) -> (Compiler, Vec<Verdict>) {
-        let mut compiler = Compiler::default().scoped(self.root.clone());
+        // Room for every User at once: an index grown by doubling leaves its earlier
+        // copies behind.
+        let users = match kinds.contains(&Kind::User) {
+            true => self.objects.keys().filter(|k| k.kind == Kind::User).count(),
+            false => 0,
+        };
+        let mut compiler = Compiler::with_user_capacity(users).scoped(self.root.clone());
         if let Some(bytes) = self.max_regex_bytes {
             compiler = compiler.max_regex_bytes(bytes);
         }

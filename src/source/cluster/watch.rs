@@ -14,7 +14,7 @@ use kube::runtime::WatchStreamExt;
 use kube::Client;
 use tokio::sync::mpsc;
 
-use super::held::{HeldObject, Statuses};
+use super::held::{HeldObject, Listed, Statuses};
 use super::judge::{ObjectKey, SecretData};
 use super::objects::{api_resource, watched, watched_key, Watched};
 use crate::metrics::Metrics;
@@ -26,7 +26,7 @@ pub enum Change {
     Relisted {
         kind: Kind,
         namespace: Option<String>,
-        objects: Vec<HeldObject>,
+        objects: Listed<HeldObject>,
     },
     Applied(Box<HeldObject>),
     Deleted(ObjectKey),
@@ -144,9 +144,9 @@ pub fn secrets(
                 let (namespace, name) = secret_key(&s);
                 (namespace, name, data(s))
             },
-            relisted: move |secrets| Change::SecretsRelisted {
+            relisted: move |secrets: Listed<_>| Change::SecretsRelisted {
                 namespace: listed_namespace.clone(),
-                secrets,
+                secrets: secrets.into_iter().collect(),
             },
             applied: |s: Secret| {
                 let (namespace, name) = secret_key(&s);
@@ -192,16 +192,16 @@ async fn forward<K, T, I, R, A, D, F>(
     mut fold: Fold<I, R, A, D, F>,
 ) where
     I: FnMut(K) -> T,
-    R: FnMut(Vec<T>) -> Change,
+    R: FnMut(Listed<T>) -> Change,
     A: FnMut(K) -> Change,
     D: FnMut(K) -> Change,
     F: FnMut(&watcher::Error),
 {
-    let mut listed = Vec::new();
+    let mut listed = Listed::default();
     while let Some(event) = events.next().await {
         let change = match event {
             Ok(Event::Init) => {
-                listed.clear();
+                listed = Listed::default();
                 continue;
             }
             Ok(Event::InitApply(o)) => {
