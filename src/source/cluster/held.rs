@@ -126,7 +126,7 @@ impl Held {
     /// condition says.
     pub fn check(
         &self,
-        key: &ObjectKey,
+        (namespace, name): (&str, &str),
         read: impl FnMut(&SecretKeyRef) -> Result<String, Ready>,
         compiler: &mut Compiler,
     ) -> Result<Option<Resource>, Ready> {
@@ -143,7 +143,7 @@ impl Held {
             Ok(HeldSpec::Config(spec)) => Ok(&**spec),
             Err(e) => Err(e),
         };
-        let r = resource_of(key, self.generation, spec, read)?;
+        let r = resource_of(namespace, name, self.generation, spec, read)?;
         compiler
             .admit(&r)
             .map_err(|rejection| Ready::from_rejection(&rejection))?;

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use super::by_name::{split, ByName, Named};
 use super::held::{Held, HeldObject, HeldSpec, Listed, Statuses};
 use super::judge::{Object, ObjectKey, Ready, SecretData, Verdict};
 use std::sync::Arc;
@@ -25,6 +26,48 @@ struct Entry {
     /// changes nothing and is not sent (a restart's 100,000 verdicts are not built only
     /// to be found written). Set for the objects of the first lists, before any verdict.
     settled: bool,
+}
+
+/// A User's entry: found by its name, which its User holds (or, while its spec does not
+/// parse, `name`).
+struct UserEntry {
+    entry: Entry,
+    name: Option<Box<str>>,
+}
+
+impl UserEntry {
+    fn new(key: &ObjectKey, entry: Entry) -> Self {
+        let mut user = UserEntry { entry, name: None };
+        user.name_from(key);
+        user
+    }
+
+    /// Holds the name apart when the User does not.
+    fn name_from(&mut self, key: &ObjectKey) {
+        self.name = match &self.entry.held.spec {
+            Ok(HeldSpec::User(_)) => None,
+            _ => Some(qualified(Some(&key.namespace), &key.name).into()),
+        };
+    }
+
+    fn key(&self) -> ObjectKey {
+        let (namespace, name) = split(self.name());
+        ObjectKey {
+            kind: Kind::User,
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl Named for UserEntry {
+    fn name(&self) -> &str {
+        match (&self.entry.held.spec, &self.name) {
+            (Ok(HeldSpec::User(user)), _) => user.name(),
+            (_, Some(name)) => name,
+            (_, None) => "",
+        }
+    }
 }
 
 /// The version of an object that last compiled.
@@ -46,7 +89,9 @@ pub struct ClusterIndex {
     root: Option<Arc<str>>,
     /// `--max-regex-bytes`; `None`: the default.
     max_regex_bytes: Option<usize>,
+    /// Every object but the Users.
     objects: BTreeMap<ObjectKey, Entry>,
+    users: ByName<UserEntry>,
     /// `(namespace, name)` of every Secret with the consumer label in the watched
     /// namespaces → its data, kept only while an object references it (`None`: labelled,
     /// not referenced). A Secret without the label is never here.
@@ -155,54 +200,54 @@ impl ClusterIndex {
     /// [`ClusterIndex::apply`] of an object in the form kept.
     pub fn apply_held(&mut self, object: HeldObject) -> Dirty {
         let HeldObject { key, held } = object;
-        match self.objects.get_mut(&key) {
-            Some(entry) => {
-                let touched =
-                    entry.held.generation != held.generation || entry.held.spec != held.spec;
-                if touched && matches!(entry.last_good, LastGood::Current) {
-                    // The version being replaced compiled: keep it, in case this one does not.
-                    let generation = entry.held.generation;
-                    entry.last_good = match &entry.held.spec {
-                        Ok(HeldSpec::User(user)) => {
-                            LastGood::KeptUser(Box::new((user.clone(), generation)))
-                        }
-                        Ok(HeldSpec::Config(spec)) => LastGood::Kept(Box::new(Resource {
-                            name: key.name.clone(),
-                            namespace: Some(key.namespace.clone()),
-                            origin: Origin::Cluster { generation },
-                            spec: Spec::clone(spec),
-                            labels: None,
-                        })),
-                        Err(_) => LastGood::None,
-                    };
+        let found = match key.kind {
+            Kind::User => match self.users.get_mut(&key.namespace, &key.name) {
+                Some(user) => {
+                    let touched = replace(&mut user.entry, &key, held);
+                    user.name_from(&key);
+                    Some(touched)
                 }
-                entry.held = held;
-                if touched {
-                    Dirty::of(key.kind, &key.namespace)
-                } else {
-                    Dirty::default()
+                None => {
+                    let entry = self.new_entry(held);
+                    self.users.insert_new(UserEntry::new(&key, entry));
+                    None
                 }
-            }
-            None => {
-                let dirty = Dirty::of(key.kind, &key.namespace);
-                let entry = Entry {
-                    held,
-                    last_good: LastGood::None,
-                    settled: !self.judged,
-                };
-                self.objects.insert(key, entry);
-                dirty
-            }
+            },
+            _ => match self.objects.get_mut(&key) {
+                Some(entry) => Some(replace(entry, &key, held)),
+                None => {
+                    let entry = self.new_entry(held);
+                    self.objects.insert(key.clone(), entry);
+                    None
+                }
+            },
+        };
+        match found {
+            Some(false) => Dirty::default(),
+            // New, or changed.
+            _ => Dirty::of(key.kind, &key.namespace),
+        }
+    }
+
+    fn new_entry(&self, held: Held) -> Entry {
+        Entry {
+            held,
+            last_good: LastGood::None,
+            settled: !self.judged,
         }
     }
 
     pub fn delete(&mut self, key: &ObjectKey) -> Dirty {
-        match self.objects.remove(key) {
-            Some(_) => {
+        let removed = match key.kind {
+            Kind::User => self.users.remove(&key.namespace, &key.name).is_some(),
+            _ => self.objects.remove(key).is_some(),
+        };
+        match removed {
+            true => {
                 self.removed.push(key.clone());
                 Dirty::of(key.kind, &key.namespace)
             }
-            None => Dirty::default(),
+            false => Dirty::default(),
         }
     }
 
@@ -228,20 +273,33 @@ impl ClusterIndex {
         namespace: Option<&str>,
         objects: Listed<HeldObject>,
     ) -> Dirty {
-        let listed: HashSet<&ObjectKey> = objects.iter().map(|o| &o.key).collect();
-        let before = self.objects.len();
+        let listed: HashSet<(&str, &str)> = objects
+            .iter()
+            .map(|o| (o.key.namespace.as_str(), o.key.name.as_str()))
+            .collect();
+        let before = self.len();
+        let in_list = |(ns, name): (&str, &str)| {
+            namespace.is_some_and(|n| ns != n) || listed.contains(&(ns, name))
+        };
         let removed = &mut self.removed;
-        self.objects.retain(|key, _| {
-            let keep = key.kind != kind
-                || namespace.is_some_and(|ns| key.namespace != ns)
-                || listed.contains(key);
-            if !keep {
-                removed.push(key.clone());
-            }
-            keep
-        });
+        match kind {
+            Kind::User => self.users.retain(
+                |user| in_list(split(user.name())),
+                |user| removed.push(user.key()),
+            ),
+            _ => self.objects.retain(|key, _| {
+                let keep = key.kind != kind || in_list((&key.namespace, &key.name));
+                if !keep {
+                    removed.push(key.clone());
+                }
+                keep
+            }),
+        }
         drop(listed);
-        let mut dirty = match (self.objects.len() != before, kind, namespace) {
+        if kind == Kind::User {
+            self.users.reserve(objects.len());
+        }
+        let mut dirty = match (self.len() != before, kind, namespace) {
             (false, ..) => Dirty::default(),
             (true, Kind::User, ns) => Dirty::of(kind, ns.unwrap_or_default()),
             (true, _, ns) => Dirty::config_of(ns),
@@ -350,16 +408,19 @@ impl ClusterIndex {
     }
 
     pub fn contains(&self, key: &ObjectKey) -> bool {
-        self.objects.contains_key(key)
+        match key.kind {
+            Kind::User => self.users.contains(&key.namespace, &key.name),
+            _ => self.objects.contains_key(key),
+        }
     }
 
     /// How many objects, of every kind.
     pub fn len(&self) -> usize {
-        self.objects.len()
+        self.objects.len() + self.users.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.objects.is_empty()
+        self.len() == 0
     }
 
     /// Admits every object of `kinds` into a new compiler, the root namespace's first
@@ -369,7 +430,7 @@ impl ClusterIndex {
         // Room for every User at once: an index grown by doubling leaves its earlier
         // copies behind.
         let users = match kinds.contains(&Kind::User) {
-            true => self.objects.keys().filter(|k| k.kind == Kind::User).count(),
+            true => self.users.len(),
             false => 0,
         };
         let mut compiler = Compiler::with_user_capacity(users).scoped(self.root.clone());
@@ -399,52 +460,60 @@ impl ClusterIndex {
         let Self {
             root,
             objects,
+            users,
             secrets,
             clashing_users,
             ..
         } = self;
         let root = root.as_deref();
+        let team = |namespace: &str| team_of(root, Some(namespace)).is_some();
         let mut verdicts = Vec::new();
         for &kind in kinds {
+            if kind == Kind::User {
+                // Positions, sorted as the other kinds: no key is copied.
+                let mut order: Vec<usize> = (0..users.len()).collect();
+                let values = users.values();
+                let by = |at: usize| {
+                    let user = &values[at];
+                    let (namespace, name) = split(user.name());
+                    (
+                        (team(namespace), user.entry.held.created),
+                        (namespace, name),
+                    )
+                };
+                order.sort_by(|&a, &b| by(a).cmp(&by(b)));
+                for at in order {
+                    let user = &mut users.values_mut()[at];
+                    let read = read_secret(secrets, "");
+                    let checked = user
+                        .entry
+                        .held
+                        .check(split(user.name()), read, &mut compiler);
+                    let (ready, previous_serves) = settle(&mut user.entry, checked, &mut compiler);
+                    if let Some(mut v) = verdict(&mut user.entry, ready, previous_serves) {
+                        v.key = user.key();
+                        verdicts.push(v);
+                    }
+                }
+                continue;
+            }
             let mut entries: Vec<(&ObjectKey, &mut Entry)> = objects
                 .iter_mut()
                 .filter(|(key, _)| key.kind == kind)
                 .filter(|(key, _)| teams.is_none_or(|t| t.contains(&key.namespace)))
                 .collect();
-            let order = |key: &ObjectKey, e: &Entry| {
-                let team = team_of(root, Some(&key.namespace)).is_some();
-                (team, e.held.created)
-            };
+            let order = |key: &ObjectKey, e: &Entry| (team(&key.namespace), e.held.created);
             entries.sort_by(|(ka, a), (kb, b)| (order(ka, a), *ka).cmp(&(order(kb, b), *kb)));
             for (key, entry) in entries {
                 let read = read_secret(secrets, &key.namespace);
-                let ready = match entry.held.check(key, read, &mut compiler) {
-                    Ok(r) => {
-                        let secrets_filled_in = (entry.held.spec.as_ref().ok())
-                            .and_then(HeldSpec::introspector)
-                            .is_some_and(|ti| !ti.secret_refs().is_empty());
-                        entry.last_good = match r {
-                            // Kept, so that it serves on if a Secret goes.
-                            Some(r) if secrets_filled_in => LastGood::Kept(Box::new(r)),
-                            _ => LastGood::Current,
-                        };
-                        Ready::accepted()
-                    }
-                    Err(ready) => ready,
-                };
-                let previous_serves = !ready.status
-                    && match &entry.last_good {
-                        LastGood::Kept(previous) => compiler.admit(previous).is_ok(),
-                        LastGood::KeptUser(previous) => {
-                            let (user, generation) = &**previous;
-                            let origin = Origin::Cluster {
-                                generation: *generation,
-                            };
-                            compiler.admit_user(user.clone(), &origin).is_ok()
-                        }
-                        LastGood::None | LastGood::Current => false,
-                    };
-                verdicts.extend(verdict(key, entry, ready, previous_serves));
+                let checked = entry
+                    .held
+                    .check((&key.namespace, &key.name), read, &mut compiler);
+                let (ready, previous_serves) = settle(entry, checked, &mut compiler);
+                if let Some(mut v) = verdict(entry, ready, previous_serves) {
+                    v.key = key.clone();
+                    verdicts.push(v);
+                }
             }
         }
         self.judged = true;
@@ -472,7 +541,11 @@ impl ClusterIndex {
         let mut verdicts = Vec::with_capacity(changed.len());
         for key in changed {
             let name = qualified(Some(&key.namespace), &key.name);
-            let Some(entry) = self.objects.get_mut(key) else {
+            let found = match key.kind {
+                Kind::User => self.users.get_mut(&key.namespace, &key.name),
+                _ => None,
+            };
+            let Some(UserEntry { entry, .. }) = found else {
                 users.remove(&name);
                 continue;
             };
@@ -504,7 +577,10 @@ impl ClusterIndex {
                 }
             }
             let previous_serves = !ready.status && users.by_name(&name).is_some();
-            verdicts.extend(verdict(key, entry, ready, previous_serves));
+            if let Some(mut v) = verdict(entry, ready, previous_serves) {
+                v.key = key.clone();
+                verdicts.push(v);
+            }
         }
         Some(verdicts)
     }
@@ -512,23 +588,87 @@ impl ClusterIndex {
     /// The verdicts the writer's full queue dropped: sent again, whatever they say.
     pub fn undelivered(&mut self, verdicts: &[Verdict]) {
         for v in verdicts {
-            if let Some(entry) = self.objects.get_mut(&v.key) {
+            let key = &v.key;
+            let entry = match key.kind {
+                Kind::User => (self.users.get_mut(&key.namespace, &key.name)).map(|u| &mut u.entry),
+                _ => self.objects.get_mut(key),
+            };
+            if let Some(entry) = entry {
                 entry.settled = false;
             }
         }
     }
 }
 
-/// The verdict on `entry`, for the status writer and the log of refusals; `None` when it
-/// is `Accepted` as its status says and so was the last one ([`Entry::settled`]).
-fn verdict(
-    key: &ObjectKey,
+/// Replaces the version of an entry with `held`; whether that touched it (a change to its
+/// status alone does not).
+fn replace(entry: &mut Entry, key: &ObjectKey, held: Held) -> bool {
+    let touched = entry.held.generation != held.generation || entry.held.spec != held.spec;
+    if touched && matches!(entry.last_good, LastGood::Current) {
+        // The version being replaced compiled: keep it, in case this one does not.
+        let generation = entry.held.generation;
+        entry.last_good = match &entry.held.spec {
+            Ok(HeldSpec::User(user)) => LastGood::KeptUser(Box::new((user.clone(), generation))),
+            Ok(HeldSpec::Config(spec)) => LastGood::Kept(Box::new(Resource {
+                name: key.name.clone(),
+                namespace: Some(key.namespace.clone()),
+                origin: Origin::Cluster { generation },
+                spec: Spec::clone(spec),
+                labels: None,
+            })),
+            Err(_) => LastGood::None,
+        };
+    }
+    entry.held = held;
+    touched
+}
+
+/// What the check of an entry ([`Held::check`]) makes of it: its `Ready`, and whether an
+/// earlier version serves in its place. The version that compiled is the last good one.
+fn settle(
     entry: &mut Entry,
-    ready: Ready,
-    previous_serves: bool,
-) -> Option<Verdict> {
+    checked: Result<Option<Resource>, Ready>,
+    compiler: &mut Compiler,
+) -> (Ready, bool) {
+    let ready = match checked {
+        Ok(r) => {
+            let secrets_filled_in = (entry.held.spec.as_ref().ok())
+                .and_then(HeldSpec::introspector)
+                .is_some_and(|ti| !ti.secret_refs().is_empty());
+            entry.last_good = match r {
+                // Kept, so that it serves on if a Secret goes.
+                Some(r) if secrets_filled_in => LastGood::Kept(Box::new(r)),
+                _ => LastGood::Current,
+            };
+            Ready::accepted()
+        }
+        Err(ready) => ready,
+    };
+    let previous_serves = !ready.status
+        && match &entry.last_good {
+            LastGood::Kept(previous) => compiler.admit(previous).is_ok(),
+            LastGood::KeptUser(previous) => {
+                let (user, generation) = &**previous;
+                let origin = Origin::Cluster {
+                    generation: *generation,
+                };
+                compiler.admit_user(user.clone(), &origin).is_ok()
+            }
+            LastGood::None | LastGood::Current => false,
+        };
+    (ready, previous_serves)
+}
+
+/// The verdict on `entry` (its `key` left for the caller to fill in), for the status
+/// writer and the log of refusals; `None` when it is `Accepted` as its status says and so
+/// was the last one ([`Entry::settled`]).
+fn verdict(entry: &mut Entry, ready: Ready, previous_serves: bool) -> Option<Verdict> {
     let mut verdict = Verdict {
-        key: key.clone(),
+        key: ObjectKey {
+            kind: Kind::User,
+            namespace: String::new(),
+            name: String::new(),
+        },
         uid: entry.held.uid,
         generation: entry.held.generation,
         ready,

@@ -179,12 +179,19 @@ pub(crate) fn resource(
     o: &Object,
     read: impl FnMut(&SecretKeyRef) -> Result<String, Ready>,
 ) -> Result<Resource, Ready> {
-    resource_of(&o.key, o.generation, o.spec.as_ref(), read)
+    resource_of(
+        &o.key.namespace,
+        &o.key.name,
+        o.generation,
+        o.spec.as_ref(),
+        read,
+    )
 }
 
 /// [`resource`] of an object given by its parts.
 pub(crate) fn resource_of(
-    key: &ObjectKey,
+    namespace: &str,
+    name: &str,
     generation: i64,
     spec: Result<&Spec, &FieldError>,
     read: impl FnMut(&SecretKeyRef) -> Result<String, Ready>,
@@ -206,8 +213,8 @@ pub(crate) fn resource_of(
             })?;
     }
     Ok(Resource {
-        name: key.name.clone(),
-        namespace: Some(key.namespace.clone()),
+        name: name.to_string(),
+        namespace: Some(namespace.to_string()),
         origin: Origin::Cluster { generation },
         spec,
         labels: None,

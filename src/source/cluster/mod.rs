@@ -18,6 +18,7 @@
 //! Nothing here is on the request path (requests read the snapshot the index task swaps
 //! in) but the reads of [`users::ClusterUsers`], with `--users on-demand`, on a cache miss.
 
+pub mod by_name;
 pub mod held;
 pub mod index;
 pub mod judge;

@@ -144,9 +144,11 @@ fn a_user_kept_is_admitted_as_its_spec_would_be() {
     for o in &objects {
         let by_spec = super::super::judge::check(o, |_| unreachable!(), &mut from_specs);
         let held = HeldObject::new(o.clone(), &statuses);
-        let by_kept = held
-            .held
-            .check(&held.key, |_| unreachable!(), &mut from_kept);
+        let by_kept = held.held.check(
+            (&held.key.namespace, &held.key.name),
+            |_| unreachable!(),
+            &mut from_kept,
+        );
         assert_eq!(by_spec.map(|_| ()), by_kept.map(|_| ()), "{}", o.key);
     }
     let (a, b) = (from_specs.into_users(), from_kept.into_users());
@@ -162,11 +164,17 @@ fn a_user_kept_is_admitted_as_its_spec_would_be() {
     let mut compiler = Compiler::default();
     again
         .held
-        .check(&again.key, |_| unreachable!(), &mut compiler)
+        .check(
+            (&again.key.namespace, &again.key.name),
+            |_| unreachable!(),
+            &mut compiler,
+        )
         .unwrap();
-    let twice = again
-        .held
-        .check(&again.key, |_| unreachable!(), &mut compiler);
+    let twice = again.held.check(
+        (&again.key.namespace, &again.key.name),
+        |_| unreachable!(),
+        &mut compiler,
+    );
     assert_eq!(twice.unwrap_err().reason, "Conflict");
 }
 

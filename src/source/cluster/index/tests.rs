@@ -786,3 +786,44 @@ fn verdicts_that_the_status_already_says_are_not_sent_again() {
     let (_, verdicts) = index.compile(&[Kind::User]);
     assert_eq!(names(&verdicts), ["unsaid", "refused"]);
 }
+
+/// Users are kept apart, by their name: a relist, a deletion and an edit that does not
+/// parse find them as they find any other object.
+#[test]
+fn users_are_found_by_name_through_relists_deletions_and_specs_that_do_not_parse() {
+    let user =
+        |namespace: &str, name: &str, spec: Value| object(Kind::User, namespace, name, 1, spec);
+    let mut index = ClusterIndex::default();
+    index.relist(
+        Kind::User,
+        None,
+        vec![
+            user("a", "kept", id("1")),
+            user("a", "gone", id("2")),
+            user("b", "other", id("3")),
+        ],
+    );
+    index.apply(policy("a", "gone", 1, json!({"request-method": "get"})));
+    let dirty = index.relist(Kind::User, Some("a"), vec![user("a", "kept", id("1"))]);
+    assert!(dirty.users && !dirty.config);
+    assert_eq!(index.take_removed(), [user("a", "gone", json!({})).key]);
+    assert!(
+        index.contains(&policy("a", "gone", 1, json!({})).key),
+        "another kind"
+    );
+    assert!(
+        index.contains(&user("b", "other", json!({})).key),
+        "another namespace"
+    );
+    assert_eq!(index.len(), 3);
+
+    // A spec that does not parse: the User keeps its name, and is still deleted by it.
+    index.apply(user("b", "other", json!({"identifier": 7})));
+    let (compiler, verdicts) = index.compile(&[Kind::User]);
+    assert_eq!(verdict(&verdicts, "other").ready.reason, "Invalid");
+    assert_eq!(verdict(&verdicts, "other").key.namespace, "b");
+    assert_eq!(compiler.into_users().len(), 1);
+    assert!(index.delete(&user("b", "other", json!({})).key).users);
+    assert!(!index.delete(&user("b", "other", json!({})).key).any());
+    assert_eq!(index.len(), 2);
+}
