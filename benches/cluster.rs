@@ -6,7 +6,9 @@
 //! elsewhere (another replica, `kubectl`) to a decision that finds it (target < 100 ms), and
 //! the CPU the process spends per User event. Figures go to BENCHMARKS.md.
 //! `CLUSTER_BENCH_POLICIES` and `CLUSTER_BENCH_USERS` change the sizes; `PORTCULLIS` runs
-//! another build of the binary, for a side-by-side comparison in one sitting.
+//! another build of the binary, for a side-by-side comparison in one sitting;
+//! `CLUSTER_BENCH_FRESH=1` leaves every object without a status, as at a first install,
+//! so that the status writer has every verdict to write.
 
 #[path = "../tests/support/fake_apiserver/mod.rs"]
 #[allow(dead_code)]
@@ -201,7 +203,11 @@ async fn main() {
     ));
     // As after an earlier run: each object already says it serves, so the status writer has
     // nothing to write and the figures are those of a replica restarting.
+    let fresh = std::env::var("CLUSTER_BENCH_FRESH").is_ok_and(|v| v == "1");
     let served = |fake: &FakeApiServer, plural: &str, stored: Value| {
+        if fresh {
+            return;
+        }
         let name = stored["metadata"]["name"].as_str().unwrap();
         let generation = stored["metadata"]["generation"].clone();
         fake.set_status(
