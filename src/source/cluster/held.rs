@@ -35,8 +35,9 @@ pub struct Held {
     pub uid: u64,
     /// [`Object::created`].
     pub created: i64,
-    /// The spec, or the field that kept it from parsing.
-    pub spec: Result<HeldSpec, FieldError>,
+    /// The spec, or the field that kept it from parsing (boxed: rare, and twice the size
+    /// of a spec kept).
+    pub spec: Result<HeldSpec, Box<FieldError>>,
     /// The status it carries now, shared with the objects that carry the same.
     pub status: Option<Arc<ResourceStatus>>,
 }
@@ -62,13 +63,15 @@ impl HeldObject {
             spec,
             status,
         } = object;
-        let spec = spec.map(|spec| match spec {
-            Spec::User(user) => {
-                let name = qualified(Some(&key.namespace), &key.name);
-                HeldSpec::User(KnownUser::new(&name, &user))
-            }
-            other => HeldSpec::Config(Box::new(other)),
-        });
+        let spec = spec
+            .map(|spec| match spec {
+                Spec::User(user) => {
+                    let name = qualified(Some(&key.namespace), &key.name);
+                    HeldSpec::User(KnownUser::new(&name, &user))
+                }
+                other => HeldSpec::Config(Box::new(other)),
+            })
+            .map_err(Box::new);
         HeldObject {
             key,
             held: Held {
@@ -93,7 +96,7 @@ impl HeldObject {
                 .spec
                 .as_ref()
                 .map(HeldSpec::to_spec)
-                .map_err(Clone::clone),
+                .map_err(|e| FieldError::clone(e)),
             status: held.status.as_deref().cloned(),
         }
     }
@@ -141,73 +144,13 @@ impl Held {
                     .map_err(|rejection| Ready::from_rejection(&rejection));
             }
             Ok(HeldSpec::Config(spec)) => Ok(&**spec),
-            Err(e) => Err(e),
+            Err(e) => Err(&**e),
         };
         let r = resource_of(namespace, name, self.generation, spec, read)?;
         compiler
             .admit(&r)
             .map_err(|rejection| Ready::from_rejection(&rejection))?;
         Ok(Some(r))
-    }
-}
-
-/// A list of objects as it arrives, in chunks: 100,000 objects never sit in one growing
-/// `Vec` (each doubling leaves the copy before it behind, resident until the allocator
-/// hands it back), and a chunk is freed as soon as the index has taken it in.
-#[derive(Debug)]
-pub struct Listed<T> {
-    chunks: Vec<Vec<T>>,
-}
-
-/// Objects per chunk of a [`Listed`].
-const CHUNK: usize = 1024;
-
-impl<T> Default for Listed<T> {
-    fn default() -> Self {
-        Listed { chunks: Vec::new() }
-    }
-}
-
-impl<T> Listed<T> {
-    pub fn push(&mut self, item: T) {
-        match self.chunks.last_mut() {
-            Some(chunk) if chunk.len() < CHUNK => chunk.push(item),
-            _ => {
-                let mut chunk = Vec::with_capacity(CHUNK);
-                chunk.push(item);
-                self.chunks.push(chunk);
-            }
-        }
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &T> {
-        self.chunks.iter().flatten()
-    }
-
-    pub fn len(&self) -> usize {
-        self.chunks.iter().map(Vec::len).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.chunks.is_empty()
-    }
-}
-
-impl<T> FromIterator<T> for Listed<T> {
-    fn from_iter<I: IntoIterator<Item = T>>(items: I) -> Self {
-        let mut listed = Listed::default();
-        items.into_iter().for_each(|item| listed.push(item));
-        listed
-    }
-}
-
-impl<T> IntoIterator for Listed<T> {
-    type Item = T;
-    type IntoIter = std::iter::Flatten<std::vec::IntoIter<Vec<T>>>;
-
-    /// Each chunk is dropped once its last object is taken.
-    fn into_iter(self) -> Self::IntoIter {
-        self.chunks.into_iter().flatten()
     }
 }
 

@@ -6,10 +6,10 @@
 //! invalid edit of a valid object leaves the previous version serving, and a deletion
 //! always applies. Objects are kept in the compact form of [`super::held`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::by_name::{split, ByName, Named};
-use super::held::{Held, HeldObject, HeldSpec, Listed, Statuses};
+use super::held::{Held, HeldObject, HeldSpec, Statuses};
 use super::judge::{Object, ObjectKey, Ready, SecretData, Verdict};
 use std::sync::Arc;
 
@@ -26,6 +26,9 @@ struct Entry {
     /// changes nothing and is not sent (a restart's 100,000 verdicts are not built only
     /// to be found written). Set for the objects of the first lists, before any verdict.
     settled: bool,
+    /// Whether it was seen since the list of its kind and namespace began (see
+    /// [`ClusterIndex::begin_list`]).
+    listed: bool,
 }
 
 /// A User's entry: found by its name, which its User holds (or, while its spec does not
@@ -205,6 +208,7 @@ impl ClusterIndex {
                 Some(user) => {
                     let touched = replace(&mut user.entry, &key, held);
                     user.name_from(&key);
+                    user.entry.listed = true;
                     Some(touched)
                 }
                 None => {
@@ -214,7 +218,10 @@ impl ClusterIndex {
                 }
             },
             _ => match self.objects.get_mut(&key) {
-                Some(entry) => Some(replace(entry, &key, held)),
+                Some(entry) => {
+                    entry.listed = true;
+                    Some(replace(entry, &key, held))
+                }
                 None => {
                     let entry = self.new_entry(held);
                     self.objects.insert(key.clone(), entry);
@@ -234,6 +241,7 @@ impl ClusterIndex {
             held,
             last_good: LastGood::None,
             settled: !self.judged,
+            listed: true,
         }
     }
 
@@ -271,42 +279,73 @@ impl ClusterIndex {
         &mut self,
         kind: Kind,
         namespace: Option<&str>,
-        objects: Listed<HeldObject>,
+        objects: Vec<HeldObject>,
     ) -> Dirty {
-        let listed: HashSet<(&str, &str)> = objects
-            .iter()
-            .map(|o| (o.key.namespace.as_str(), o.key.name.as_str()))
-            .collect();
+        self.begin_list(kind, namespace);
+        self.end_list(kind, namespace, objects)
+    }
+
+    /// A list of one kind (in one namespace, or in all) begins. Its objects come in as they
+    /// are read ([`ClusterIndex::list_part`]), each applied as an event would be; at its end
+    /// ([`ClusterIndex::end_list`]) what it lacked is deleted.
+    pub fn begin_list(&mut self, kind: Kind, namespace: Option<&str>) {
+        let in_scope = |ns: &str| namespace.is_none_or(|n| n == ns);
+        match kind {
+            Kind::User => {
+                for user in self.users.values_mut() {
+                    if in_scope(split(user.name()).0) {
+                        user.entry.listed = false;
+                    }
+                }
+            }
+            _ => {
+                for (key, entry) in &mut self.objects {
+                    if key.kind == kind && in_scope(&key.namespace) {
+                        entry.listed = false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Some objects of the list begun.
+    pub fn list_part(&mut self, objects: Vec<HeldObject>) -> Dirty {
+        let mut dirty = Dirty::default();
+        for o in objects {
+            dirty.merge(self.apply_held(o));
+        }
+        dirty
+    }
+
+    /// The last objects of the list begun; what it lacked is deleted.
+    pub fn end_list(
+        &mut self,
+        kind: Kind,
+        namespace: Option<&str>,
+        objects: Vec<HeldObject>,
+    ) -> Dirty {
+        let mut dirty = self.list_part(objects);
+        let in_scope = |ns: &str| namespace.is_none_or(|n| n == ns);
         let before = self.len();
-        let in_list = |(ns, name): (&str, &str)| {
-            namespace.is_some_and(|n| ns != n) || listed.contains(&(ns, name))
-        };
         let removed = &mut self.removed;
         match kind {
             Kind::User => self.users.retain(
-                |user| in_list(split(user.name())),
+                |user| user.entry.listed || !in_scope(split(user.name()).0),
                 |user| removed.push(user.key()),
             ),
-            _ => self.objects.retain(|key, _| {
-                let keep = key.kind != kind || in_list((&key.namespace, &key.name));
+            _ => self.objects.retain(|key, entry| {
+                let keep = entry.listed || key.kind != kind || !in_scope(&key.namespace);
                 if !keep {
                     removed.push(key.clone());
                 }
                 keep
             }),
         }
-        drop(listed);
-        if kind == Kind::User {
-            self.users.reserve(objects.len());
-        }
-        let mut dirty = match (self.len() != before, kind, namespace) {
+        dirty.merge(match (self.len() != before, kind, namespace) {
             (false, ..) => Dirty::default(),
             (true, Kind::User, ns) => Dirty::of(kind, ns.unwrap_or_default()),
             (true, _, ns) => Dirty::config_of(ns),
-        };
-        for o in objects {
-            dirty.merge(self.apply_held(o));
-        }
+        });
         dirty
     }
 
@@ -552,7 +591,7 @@ impl ClusterIndex {
             let current = match &entry.held.spec {
                 Ok(HeldSpec::User(user)) => Ok(user),
                 Ok(HeldSpec::Config(_)) => return None,
-                Err(e) => Err(Ready::refused("Invalid", std::slice::from_ref(e))),
+                Err(e) => Err(Ready::refused("Invalid", std::slice::from_ref(&**e))),
             };
             let admitted = match current {
                 Ok(user) => admit_known(users, None, user.clone()).map_err(Rejection::from),

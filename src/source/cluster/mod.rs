@@ -389,6 +389,16 @@ impl IndexTask {
 
     fn fold(&mut self, change: Change) -> Dirty {
         match change {
+            Change::Listing { kind, namespace } => {
+                // A User listed may shift another's standing: all are compiled again.
+                self.users_relisted |= kind == Kind::User;
+                self.index.begin_list(kind, namespace.as_deref());
+                Dirty::default()
+            }
+            Change::Listed { kind, objects } => {
+                self.users_relisted |= kind == Kind::User;
+                self.index.list_part(objects)
+            }
             Change::Relisted {
                 kind,
                 namespace,
@@ -396,7 +406,7 @@ impl IndexTask {
             } => {
                 let first_list = self.waiting.remove(&(kind, namespace.clone()));
                 self.users_relisted |= kind == Kind::User;
-                let mut dirty = self.index.relist_held(kind, namespace.as_deref(), objects);
+                let mut dirty = self.index.end_list(kind, namespace.as_deref(), objects);
                 // The first list of a kind with no objects still makes a build.
                 if first_list {
                     dirty.merge(match kind {

@@ -71,7 +71,7 @@ fn a_spec_that_does_not_parse_is_kept_as_its_error() {
     let read = object(Kind::User, "bad", json!({"identifier": "not a list"}), None);
     let e = read.spec.clone().unwrap_err();
     let held = HeldObject::new(read.clone(), &Statuses::default());
-    assert_eq!(held.held.spec, Err(e));
+    assert_eq!(held.held.spec, Err(Box::new(e)));
     assert_eq!(held.to_object(), read);
 }
 

@@ -827,3 +827,47 @@ fn users_are_found_by_name_through_relists_deletions_and_specs_that_do_not_parse
     assert!(!index.delete(&user("b", "other", json!({})).key).any());
     assert_eq!(index.len(), 2);
 }
+
+/// A list comes in parts as it is read: each part applies as events would, and what the
+/// list lacked goes at its end, in its namespace only.
+#[test]
+fn a_list_read_in_parts_deletes_what_it_lacked_at_its_end() {
+    let user = |namespace: &str, name: &str, generation| {
+        object(Kind::User, namespace, name, generation, id(name))
+    };
+    let held = |objects: Vec<Object>| -> Vec<HeldObject> {
+        let statuses = Statuses::default();
+        objects
+            .into_iter()
+            .map(|o| HeldObject::new(o, &statuses))
+            .collect()
+    };
+    let mut index = ClusterIndex::default();
+    index.relist(
+        Kind::User,
+        None,
+        vec![user("a", "x", 1), user("a", "y", 1), user("b", "z", 1)],
+    );
+    index.begin_list(Kind::User, Some("a"));
+    assert!(
+        !index.list_part(held(vec![user("a", "x", 1)])).any(),
+        "unchanged"
+    );
+    assert!(index.list_part(held(vec![user("a", "new", 1)])).users);
+    assert!(
+        index.contains(&user("a", "y", 1).key),
+        "gone only once the list ends"
+    );
+    assert!(index.end_list(Kind::User, Some("a"), held(vec![])).users);
+    assert_eq!(index.take_removed(), [user("a", "y", 1).key]);
+    assert!(index.contains(&user("b", "z", 1).key));
+    assert_eq!(index.len(), 3);
+    // A list that lacks nothing changes nothing.
+    index.begin_list(Kind::User, None);
+    let all = held(vec![
+        user("a", "x", 1),
+        user("a", "new", 1),
+        user("b", "z", 1),
+    ]);
+    assert!(!index.end_list(Kind::User, None, all).any());
+}
