@@ -272,8 +272,9 @@ async fn main() {
     .await;
     println!("cluster: {policies} AccessPolicies, {users} Users from the fake API server");
     println!(
-        "  time to ready                 {:.2} s",
-        ready.as_secs_f64()
+        "  time to ready                 {:.2} s (CPU {:.2} s)",
+        ready.as_secs_f64(),
+        serve.cpu().as_secs_f64()
     );
     println!(
         "  resident memory when ready    {:.0} MiB (peak {:.0} MiB)",
