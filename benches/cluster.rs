@@ -5,7 +5,10 @@
 //! policy edit to the first decision that uses it (target < 1 s), from a User created
 //! elsewhere (another replica, `kubectl`) to a decision that finds it (target < 100 ms), and
 //! the CPU the process spends per User event. Figures go to BENCHMARKS.md.
-//! `CLUSTER_BENCH_POLICIES` and `CLUSTER_BENCH_USERS` change the sizes.
+//! `CLUSTER_BENCH_POLICIES` and `CLUSTER_BENCH_USERS` change the sizes; `PORTCULLIS` runs
+//! another build of the binary, for a side-by-side comparison in one sitting;
+//! `CLUSTER_BENCH_FRESH=1` leaves every object without a status, as at a first install,
+//! so that the status writer has every verdict to write.
 
 #[path = "../tests/support/fake_apiserver/mod.rs"]
 #[allow(dead_code)]
@@ -88,11 +91,21 @@ impl Drop for Serve {
 }
 
 impl Serve {
+    /// Resident memory now.
     fn rss_mib(&self) -> f64 {
+        self.status_mib("VmRSS:")
+    }
+
+    /// The most resident memory so far: what a container's memory limit must hold.
+    fn peak_mib(&self) -> f64 {
+        self.status_mib("VmHWM:")
+    }
+
+    fn status_mib(&self, field: &str) -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
         let kib: f64 = status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap();
         kib / 1024.0
@@ -190,7 +203,11 @@ async fn main() {
     ));
     // As after an earlier run: each object already says it serves, so the status writer has
     // nothing to write and the figures are those of a replica restarting.
+    let fresh = std::env::var("CLUSTER_BENCH_FRESH").is_ok_and(|v| v == "1");
     let served = |fake: &FakeApiServer, plural: &str, stored: Value| {
+        if fresh {
+            return;
+        }
         let name = stored["metadata"]["name"].as_str().unwrap();
         let generation = stored["metadata"]["generation"].clone();
         fake.set_status(
@@ -229,7 +246,9 @@ async fn main() {
     .unwrap();
 
     let http_port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+    let binary =
+        std::env::var("PORTCULLIS").unwrap_or_else(|_| env!("CARGO_BIN_EXE_portcullis").into());
+    let child = Command::new(binary)
         .args(["serve", "--kube", "--decision-log-allow-sample", "0"])
         .arg("--grpc-addr")
         .arg(format!("127.0.0.1:{}", free_port()))
@@ -253,10 +272,15 @@ async fn main() {
     .await;
     println!("cluster: {policies} AccessPolicies, {users} Users from the fake API server");
     println!(
-        "  time to ready                 {:.2} s",
-        ready.as_secs_f64()
+        "  time to ready                 {:.2} s (CPU {:.2} s)",
+        ready.as_secs_f64(),
+        serve.cpu().as_secs_f64()
     );
-    println!("  resident memory when ready    {:.0} MiB", serve.rss_mib());
+    println!(
+        "  resident memory when ready    {:.0} MiB (peak {:.0} MiB)",
+        serve.rss_mib(),
+        serve.peak_mib()
+    );
 
     // A policy edit, to the first decision that uses it.
     let mut edits = Vec::new();
@@ -324,5 +348,9 @@ async fn main() {
             spent.as_secs_f64() * 1000.0
         );
     }
-    println!("  resident memory at the end    {:.0} MiB", serve.rss_mib());
+    println!(
+        "  resident memory at the end    {:.0} MiB (peak {:.0} MiB)",
+        serve.rss_mib(),
+        serve.peak_mib()
+    );
 }

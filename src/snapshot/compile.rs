@@ -9,7 +9,7 @@ use crate::resources::{ConfigError, FieldError, Kind, Origin, Resource, SecretDa
 use crate::resources::{PolicyEngine, TokenIntrospectorSpec};
 use crate::resources::{SecretKeyRef, SecretProblem};
 use crate::token::{Introspector, TrustStore};
-use crate::users::{self, UserIndex};
+use crate::users::{self, KnownUser, UserIndex};
 
 /// Compile a complete set of resources. Any error rejects the whole set, so that the
 /// caller keeps serving the last good snapshot; every error found is returned at once.
@@ -476,6 +476,9 @@ impl Compiler {
             let message = "a Secret is not a resource of portcullis";
             return Err(Rejection::invalid(vec![FieldError::new("kind", message)]));
         };
+        if let Spec::User(spec) = &r.spec {
+            return self.admit_user(KnownUser::new(&key, spec), &r.origin);
+        }
         if self.first_definition(kind, &key).is_some() {
             let message = format!("{} is defined twice", r.id());
             return Err(Rejection::conflict("metadata.name", message));
@@ -493,6 +496,25 @@ impl Compiler {
         }
         self.admit_unchecked(r)?;
         self.remember(r, key, true);
+        Ok(())
+    }
+
+    /// [`Compiler::admit`] of a User in its one form (its [`KnownUser::name`] the key), as
+    /// the cluster keeps it: the same checks and the same refusals, with no spec to read.
+    pub fn admit_user(&mut self, user: KnownUser, origin: &Origin) -> Result<(), Rejection> {
+        let namespace = super::namespace_of(user.name());
+        if self.first_definition(Kind::User, user.name()).is_some() {
+            let message = format!("User/{} is defined twice", user.name());
+            return Err(Rejection::conflict("metadata.name", message));
+        }
+        let team = team_of(self.root_namespace.as_deref(), namespace).map(str::to_owned);
+        if self.kept.is_some() && !self.scopes.contains_key(&team) {
+            return Err(kept_scope());
+        }
+        self.compiled += 1;
+        let serving = self.serving.as_deref().map(|s| &*s.users);
+        users::admit_known(&mut self.users, serving, user)?;
+        self.user_origins.push(origin);
         Ok(())
     }
 
@@ -556,11 +578,7 @@ impl Compiler {
         let key = r.key();
         let team = self.team_of(r);
         if self.kept.is_some() && !self.scopes.contains_key(&team) {
-            let message = "compiled in a scope that this rebuild keeps as it is";
-            return Err(Rejection::invalid(vec![FieldError::new(
-                "metadata.namespace",
-                message,
-            )]));
+            return Err(kept_scope());
         }
         if r.spec.kind().is_some() {
             self.compiled += 1;
@@ -898,6 +916,12 @@ fn read_secret(
         .ok_or_else(|| format!("unresolved: Secret {shown} has no key {:?}", r.key))?;
     String::from_utf8(value.clone())
         .map_err(|_| format!("Secret {shown}, key {:?}: not UTF-8 text", r.key))
+}
+
+/// A resource of a scope that a rebuild keeps as it is ([`Compiler::rebuilding`]).
+fn kept_scope() -> Rejection {
+    let message = "compiled in a scope that this rebuild keeps as it is";
+    Rejection::invalid(vec![FieldError::new("metadata.namespace", message)])
 }
 
 /// A User refused by [`users::admit`], as the status and `validate` report it.

@@ -280,10 +280,21 @@ pub fn admit(
     name: &str,
     spec: &UserSpec,
 ) -> Result<(), Refused> {
-    let user = KnownUser::new(name, spec);
+    admit_known(users, also, KnownUser::new(name, spec))
+}
+
+/// [`admit`] of a User already in its one form, named by [`KnownUser::name`]: the
+/// cluster keeps its Users so, and admits them again on a relist or a clash without
+/// going back to a spec.
+pub fn admit_known(
+    users: &mut UserIndex,
+    also: Option<&UserIndex>,
+    user: KnownUser,
+) -> Result<(), Refused> {
     if user.size() > MAX_USER_BYTES {
         return Err(Refused::TooLarge);
     }
+    let name = user.name();
     let namespace = namespace_of(name);
     let holder = [Some(&*users), also]
         .into_iter()

@@ -13,12 +13,17 @@ use crate::resources::{self, namespace_of, object_name, qualified, Identifier, U
 /// keeps it and policies see it (`user` in the request context). The resource itself, as
 /// written in a file or the API, is [`crate::resources::User`].
 ///
-/// All its text sits in one shared allocation, so a clone is a reference count and a User
-/// costs about 200 bytes, where its spec as JSON maps costs about 900.
+/// All of it sits behind one pointer, so a clone is a reference count and each index that
+/// holds a User (a snapshot's, the spare of the cluster's pair, the cluster index itself)
+/// pays 8 bytes for it; a User costs about 200 bytes, where its spec as JSON maps costs
+/// about 900.
 #[derive(Clone, PartialEq)]
-pub struct KnownUser {
+pub struct KnownUser(Arc<Parts>);
+
+#[derive(PartialEq)]
+struct Parts {
     /// The name, `data` as JSON, the email, then each identifier's system and value.
-    text: Arc<str>,
+    text: Box<str>,
     /// Where each piece of `text` ends, in that order.
     ends: SmallVec<[u32; 5]>,
     has_data: bool,
@@ -58,23 +63,24 @@ impl KnownUser {
             push(&id.system);
             push(&id.value);
         }
-        Self {
+        Self(Arc::new(Parts {
             text: text.into(),
             ends,
             has_data: data.is_some(),
             has_email: spec.email.is_some(),
             inactive: spec.inactive,
-        }
+        }))
     }
 
     fn piece(&self, i: usize) -> &str {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        &self.text[start..self.ends[i] as usize]
+        let ends = &self.0.ends;
+        let start = if i == 0 { 0 } else { ends[i - 1] as usize };
+        &self.0.text[start..ends[i] as usize]
     }
 
     /// Bytes of text: name, data, email and identifiers.
     pub fn size(&self) -> usize {
-        self.text.len()
+        self.0.text.len()
     }
 
     /// The name the index knows it by: `namespace/name` from the cluster.
@@ -88,7 +94,7 @@ impl KnownUser {
     }
 
     pub fn email(&self) -> Option<&str> {
-        self.has_email.then(|| self.piece(EMAIL))
+        self.0.has_email.then(|| self.piece(EMAIL))
     }
 
     /// `(system, value)` of each identifier, in order.
@@ -97,7 +103,7 @@ impl KnownUser {
     }
 
     fn identifier_count(&self) -> usize {
-        (self.ends.len() - FIRST_IDENTIFIER) / 2
+        (self.0.ends.len() - FIRST_IDENTIFIER) / 2
     }
 
     /// The `i`th identifier, `(system, value)`: the index keeps positions, not copies.
@@ -111,12 +117,12 @@ impl KnownUser {
     }
 
     pub fn is_active(&self) -> bool {
-        !self.inactive.unwrap_or(false)
+        !self.0.inactive.unwrap_or(false)
     }
 
     /// `data`, parsed: `{}` when the User has none.
     pub fn data(&self) -> Value {
-        if !self.has_data {
+        if !self.0.has_data {
             return Value::Object(Map::new());
         }
         // Serialized by `new` from a Value: it parses.
@@ -145,7 +151,7 @@ impl KnownUser {
     /// The User as a resource spec again.
     pub fn spec(&self) -> UserSpec {
         UserSpec {
-            data: self.has_data.then(|| self.data()),
+            data: self.0.has_data.then(|| self.data()),
             identifier: self
                 .identifiers()
                 .map(|(system, value)| Identifier {
@@ -154,7 +160,7 @@ impl KnownUser {
                 })
                 .collect(),
             email: self.email().map(str::to_owned),
-            inactive: self.inactive,
+            inactive: self.0.inactive,
         }
     }
 

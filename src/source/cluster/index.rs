@@ -4,21 +4,73 @@
 //!
 //! Each object keeps its last good version: a new object that is invalid stays out, an
 //! invalid edit of a valid object leaves the previous version serving, and a deletion
-//! always applies.
+//! always applies. Objects are kept in the compact form of [`super::held`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::judge::{check, resource, Object, ObjectKey, Ready, SecretData, Verdict};
+use super::by_name::{split, ByName, Named};
+use super::held::{Held, HeldObject, HeldSpec, Statuses};
+use super::judge::{Object, ObjectKey, Ready, SecretData, Verdict};
 use std::sync::Arc;
 
 use crate::resources::{qualified, Kind, SecretKeyRef};
 use crate::resources::{Origin, Resource, Spec};
 use crate::snapshot::{team_of, Compiler, RejectReason, Rejection, Snapshot};
-use crate::users::{admit, UserIndex};
+use crate::users::{admit_known, KnownUser, UserIndex};
 
 struct Entry {
-    object: Object,
+    held: Held,
     last_good: LastGood,
+    /// Whether the last verdict on it was `Accepted` and its status said so already: the
+    /// writer holds nothing for it, nor the log a refusal, so that the same verdict again
+    /// changes nothing and is not sent (a restart's 100,000 verdicts are not built only
+    /// to be found written). Set for the objects of the first lists, before any verdict.
+    settled: bool,
+    /// Whether it was seen since the list of its kind and namespace began (see
+    /// [`ClusterIndex::begin_list`]).
+    listed: bool,
+}
+
+/// A User's entry: found by its name, which its User holds (or, while its spec does not
+/// parse, `name`).
+struct UserEntry {
+    entry: Entry,
+    name: Option<Box<str>>,
+}
+
+impl UserEntry {
+    fn new(key: &ObjectKey, entry: Entry) -> Self {
+        let mut user = UserEntry { entry, name: None };
+        user.name_from(key);
+        user
+    }
+
+    /// Holds the name apart when the User does not.
+    fn name_from(&mut self, key: &ObjectKey) {
+        self.name = match &self.entry.held.spec {
+            Ok(HeldSpec::User(_)) => None,
+            _ => Some(qualified(Some(&key.namespace), &key.name).into()),
+        };
+    }
+
+    fn key(&self) -> ObjectKey {
+        let (namespace, name) = split(self.name());
+        ObjectKey {
+            kind: Kind::User,
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl Named for UserEntry {
+    fn name(&self) -> &str {
+        match (&self.entry.held.spec, &self.name) {
+            (Ok(HeldSpec::User(user)), _) => user.name(),
+            (_, Some(name)) => name,
+            (_, None) => "",
+        }
+    }
 }
 
 /// The version of an object that last compiled.
@@ -30,6 +82,8 @@ enum LastGood {
     /// An earlier version (or the current one with its Secrets filled in), kept while it
     /// is what serves.
     Kept(Box<Resource>),
+    /// An earlier version of a User, in its one form, and its generation.
+    KeptUser(Box<(KnownUser, i64)>),
 }
 
 #[derive(Default)]
@@ -38,7 +92,9 @@ pub struct ClusterIndex {
     root: Option<Arc<str>>,
     /// `--max-regex-bytes`; `None`: the default.
     max_regex_bytes: Option<usize>,
+    /// Every object but the Users.
     objects: BTreeMap<ObjectKey, Entry>,
+    users: ByName<UserEntry>,
     /// `(namespace, name)` of every Secret with the consumer label in the watched
     /// namespaces → its data, kept only while an object references it (`None`: labelled,
     /// not referenced). A Secret without the label is never here.
@@ -49,6 +105,10 @@ pub struct ClusterIndex {
     /// Objects deleted (or missing from a relist) since [`ClusterIndex::take_removed`],
     /// so that the status writer forgets them.
     removed: Vec<ObjectKey>,
+    /// Whether verdicts were given: objects that come after are not [`Entry::settled`].
+    judged: bool,
+    /// The statuses of the objects applied as [`Object`]s, shared.
+    statuses: Statuses,
 }
 
 /// Which parts of the snapshot an event touched.
@@ -136,52 +196,66 @@ impl ClusterIndex {
 
     /// An object added or changed. A change to its status alone touches nothing.
     pub fn apply(&mut self, object: Object) -> Dirty {
-        match self.objects.get_mut(&object.key) {
-            Some(entry) => {
-                let touched = entry.object.generation != object.generation
-                    || entry.object.spec != object.spec;
-                let kind = object.key.kind;
-                if touched && matches!(entry.last_good, LastGood::Current) {
-                    // The version being replaced compiled: keep it, in case this one does not.
-                    entry.last_good = match entry.object.spec.clone() {
-                        Ok(spec) => LastGood::Kept(Box::new(Resource {
-                            name: entry.object.key.name.clone(),
-                            namespace: Some(entry.object.key.namespace.clone()),
-                            origin: Origin::Cluster {
-                                generation: entry.object.generation,
-                            },
-                            spec,
-                            labels: None,
-                        })),
-                        Err(_) => LastGood::None,
-                    };
+        let object = HeldObject::new(object, &self.statuses);
+        self.apply_held(object)
+    }
+
+    /// [`ClusterIndex::apply`] of an object in the form kept.
+    pub fn apply_held(&mut self, object: HeldObject) -> Dirty {
+        let HeldObject { key, held } = object;
+        let found = match key.kind {
+            Kind::User => match self.users.get_mut(&key.namespace, &key.name) {
+                Some(user) => {
+                    let touched = replace(&mut user.entry, &key, held);
+                    user.name_from(&key);
+                    user.entry.listed = true;
+                    Some(touched)
                 }
-                entry.object = object;
-                if touched {
-                    Dirty::of(kind, &entry.object.key.namespace)
-                } else {
-                    Dirty::default()
+                None => {
+                    let entry = self.new_entry(held);
+                    self.users.insert_new(UserEntry::new(&key, entry));
+                    None
                 }
-            }
-            None => {
-                let dirty = Dirty::of(object.key.kind, &object.key.namespace);
-                let entry = Entry {
-                    object,
-                    last_good: LastGood::None,
-                };
-                self.objects.insert(entry.object.key.clone(), entry);
-                dirty
-            }
+            },
+            _ => match self.objects.get_mut(&key) {
+                Some(entry) => {
+                    entry.listed = true;
+                    Some(replace(entry, &key, held))
+                }
+                None => {
+                    let entry = self.new_entry(held);
+                    self.objects.insert(key.clone(), entry);
+                    None
+                }
+            },
+        };
+        match found {
+            Some(false) => Dirty::default(),
+            // New, or changed.
+            _ => Dirty::of(key.kind, &key.namespace),
+        }
+    }
+
+    fn new_entry(&self, held: Held) -> Entry {
+        Entry {
+            held,
+            last_good: LastGood::None,
+            settled: !self.judged,
+            listed: true,
         }
     }
 
     pub fn delete(&mut self, key: &ObjectKey) -> Dirty {
-        match self.objects.remove(key) {
-            Some(_) => {
+        let removed = match key.kind {
+            Kind::User => self.users.remove(&key.namespace, &key.name).is_some(),
+            _ => self.objects.remove(key).is_some(),
+        };
+        match removed {
+            true => {
                 self.removed.push(key.clone());
                 Dirty::of(key.kind, &key.namespace)
             }
-            None => Dirty::default(),
+            false => Dirty::default(),
         }
     }
 
@@ -193,26 +267,85 @@ impl ClusterIndex {
     /// A complete list of one kind (in one namespace, or in all): what it lacks was deleted,
     /// perhaps while the watch was down.
     pub fn relist(&mut self, kind: Kind, namespace: Option<&str>, objects: Vec<Object>) -> Dirty {
-        let listed: BTreeSet<ObjectKey> = objects.iter().map(|o| o.key.clone()).collect();
-        let before = self.objects.len();
-        let removed = &mut self.removed;
-        self.objects.retain(|key, _| {
-            let keep = key.kind != kind
-                || namespace.is_some_and(|ns| key.namespace != ns)
-                || listed.contains(key);
-            if !keep {
-                removed.push(key.clone());
+        let objects = objects
+            .into_iter()
+            .map(|o| HeldObject::new(o, &self.statuses))
+            .collect();
+        self.relist_held(kind, namespace, objects)
+    }
+
+    /// [`ClusterIndex::relist`] of objects in the form kept.
+    pub fn relist_held(
+        &mut self,
+        kind: Kind,
+        namespace: Option<&str>,
+        objects: Vec<HeldObject>,
+    ) -> Dirty {
+        self.begin_list(kind, namespace);
+        self.end_list(kind, namespace, objects)
+    }
+
+    /// A list of one kind (in one namespace, or in all) begins. Its objects come in as they
+    /// are read ([`ClusterIndex::list_part`]), each applied as an event would be; at its end
+    /// ([`ClusterIndex::end_list`]) what it lacked is deleted.
+    pub fn begin_list(&mut self, kind: Kind, namespace: Option<&str>) {
+        let in_scope = |ns: &str| namespace.is_none_or(|n| n == ns);
+        match kind {
+            Kind::User => {
+                for user in self.users.values_mut() {
+                    if in_scope(split(user.name()).0) {
+                        user.entry.listed = false;
+                    }
+                }
             }
-            keep
-        });
-        let mut dirty = match (self.objects.len() != before, kind, namespace) {
+            _ => {
+                for (key, entry) in &mut self.objects {
+                    if key.kind == kind && in_scope(&key.namespace) {
+                        entry.listed = false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Some objects of the list begun.
+    pub fn list_part(&mut self, objects: Vec<HeldObject>) -> Dirty {
+        let mut dirty = Dirty::default();
+        for o in objects {
+            dirty.merge(self.apply_held(o));
+        }
+        dirty
+    }
+
+    /// The last objects of the list begun; what it lacked is deleted.
+    pub fn end_list(
+        &mut self,
+        kind: Kind,
+        namespace: Option<&str>,
+        objects: Vec<HeldObject>,
+    ) -> Dirty {
+        let mut dirty = self.list_part(objects);
+        let in_scope = |ns: &str| namespace.is_none_or(|n| n == ns);
+        let before = self.len();
+        let removed = &mut self.removed;
+        match kind {
+            Kind::User => self.users.retain(
+                |user| user.entry.listed || !in_scope(split(user.name()).0),
+                |user| removed.push(user.key()),
+            ),
+            _ => self.objects.retain(|key, entry| {
+                let keep = entry.listed || key.kind != kind || !in_scope(&key.namespace);
+                if !keep {
+                    removed.push(key.clone());
+                }
+                keep
+            }),
+        }
+        dirty.merge(match (self.len() != before, kind, namespace) {
             (false, ..) => Dirty::default(),
             (true, Kind::User, ns) => Dirty::of(kind, ns.unwrap_or_default()),
             (true, _, ns) => Dirty::config_of(ns),
-        };
-        for o in objects {
-            dirty.merge(self.apply(o));
-        }
+        });
         dirty
     }
 
@@ -304,11 +437,8 @@ impl ClusterIndex {
     /// Each TokenIntrospector and the name of every Secret it references.
     fn refs_by_object(&self) -> impl Iterator<Item = (&ObjectKey, String)> {
         self.objects
-            .values()
-            .filter_map(|e| match &e.object.spec {
-                Ok(Spec::TokenIntrospector(spec)) => Some((&e.object.key, spec)),
-                _ => None,
-            })
+            .iter()
+            .filter_map(|(key, e)| Some((key, e.held.spec.as_ref().ok()?.introspector()?)))
             .flat_map(|(key, spec)| {
                 spec.secret_refs()
                     .into_iter()
@@ -317,23 +447,32 @@ impl ClusterIndex {
     }
 
     pub fn contains(&self, key: &ObjectKey) -> bool {
-        self.objects.contains_key(key)
+        match key.kind {
+            Kind::User => self.users.contains(&key.namespace, &key.name),
+            _ => self.objects.contains_key(key),
+        }
     }
 
     /// How many objects, of every kind.
     pub fn len(&self) -> usize {
-        self.objects.len()
+        self.objects.len() + self.users.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.objects.is_empty()
+        self.len() == 0
     }
 
     /// Admits every object of `kinds` into a new compiler, the root namespace's first
     /// (the root wins a conflict), then older objects first, each in its current version
     /// or else its last good one; and says of each what happened.
     pub fn compile(&mut self, kinds: &[Kind]) -> (Compiler, Vec<Verdict>) {
-        let mut compiler = Compiler::default().scoped(self.root.clone());
+        // Room for every User at once: an index grown by doubling leaves its earlier
+        // copies behind.
+        let users = match kinds.contains(&Kind::User) {
+            true => self.users.len(),
+            false => 0,
+        };
+        let mut compiler = Compiler::with_user_capacity(users).scoped(self.root.clone());
         if let Some(bytes) = self.max_regex_bytes {
             compiler = compiler.max_regex_bytes(bytes);
         }
@@ -360,53 +499,63 @@ impl ClusterIndex {
         let Self {
             root,
             objects,
+            users,
             secrets,
             clashing_users,
             ..
         } = self;
         let root = root.as_deref();
+        let team = |namespace: &str| team_of(root, Some(namespace)).is_some();
         let mut verdicts = Vec::new();
         for &kind in kinds {
-            let mut entries: Vec<&mut Entry> = objects
-                .values_mut()
-                .filter(|e| e.object.key.kind == kind)
-                .filter(|e| teams.is_none_or(|t| t.contains(&e.object.key.namespace)))
-                .collect();
-            let order = |e: &Entry| {
-                let team = team_of(root, Some(&e.object.key.namespace)).is_some();
-                (team, e.object.created)
-            };
-            entries.sort_by(|a, b| (order(a), &a.object.key).cmp(&(order(b), &b.object.key)));
-            for entry in entries {
-                let read = read_secret(secrets, &entry.object.key.namespace);
-                let ready = match check(&entry.object, read, &mut compiler) {
-                    Ok(r) => {
-                        let secrets_filled_in = matches!(&entry.object.spec,
-                            Ok(Spec::TokenIntrospector(ti)) if !ti.secret_refs().is_empty());
-                        entry.last_good = if secrets_filled_in {
-                            // Kept, so that it serves on if a Secret goes.
-                            LastGood::Kept(Box::new(r))
-                        } else {
-                            LastGood::Current
-                        };
-                        Ready::accepted()
-                    }
-                    Err(ready) => ready,
+            if kind == Kind::User {
+                // Positions, sorted as the other kinds: no key is copied.
+                let mut order: Vec<usize> = (0..users.len()).collect();
+                let values = users.values();
+                let by = |at: usize| {
+                    let user = &values[at];
+                    let (namespace, name) = split(user.name());
+                    (
+                        (team(namespace), user.entry.held.created),
+                        (namespace, name),
+                    )
                 };
-                let mut previous_serves = false;
-                if let (false, LastGood::Kept(previous)) = (ready.status, &entry.last_good) {
-                    previous_serves = compiler.admit(previous).is_ok();
+                order.sort_by(|&a, &b| by(a).cmp(&by(b)));
+                for at in order {
+                    let user = &mut users.values_mut()[at];
+                    let read = read_secret(secrets, "");
+                    let checked = user
+                        .entry
+                        .held
+                        .check(split(user.name()), read, &mut compiler);
+                    let (ready, previous_serves) = settle(&mut user.entry, checked, &mut compiler);
+                    if let Some(mut v) = verdict(&mut user.entry, ready, previous_serves) {
+                        v.key = user.key();
+                        verdicts.push(v);
+                    }
                 }
-                verdicts.push(Verdict {
-                    key: entry.object.key.clone(),
-                    uid: entry.object.uid,
-                    generation: entry.object.generation,
-                    ready,
-                    previous_serves,
-                    observed: entry.object.status.clone(),
-                });
+                continue;
+            }
+            let mut entries: Vec<(&ObjectKey, &mut Entry)> = objects
+                .iter_mut()
+                .filter(|(key, _)| key.kind == kind)
+                .filter(|(key, _)| teams.is_none_or(|t| t.contains(&key.namespace)))
+                .collect();
+            let order = |key: &ObjectKey, e: &Entry| (team(&key.namespace), e.held.created);
+            entries.sort_by(|(ka, a), (kb, b)| (order(ka, a), *ka).cmp(&(order(kb, b), *kb)));
+            for (key, entry) in entries {
+                let read = read_secret(secrets, &key.namespace);
+                let checked = entry
+                    .held
+                    .check((&key.namespace, &key.name), read, &mut compiler);
+                let (ready, previous_serves) = settle(entry, checked, &mut compiler);
+                if let Some(mut v) = verdict(entry, ready, previous_serves) {
+                    v.key = key.clone();
+                    verdicts.push(v);
+                }
             }
         }
+        self.judged = true;
         if kinds.contains(&Kind::User) {
             *clashing_users = verdicts
                 .iter()
@@ -431,18 +580,21 @@ impl ClusterIndex {
         let mut verdicts = Vec::with_capacity(changed.len());
         for key in changed {
             let name = qualified(Some(&key.namespace), &key.name);
-            let Some(entry) = self.objects.get_mut(key) else {
+            let found = match key.kind {
+                Kind::User => self.users.get_mut(&key.namespace, &key.name),
+                _ => None,
+            };
+            let Some(UserEntry { entry, .. }) = found else {
                 users.remove(&name);
                 continue;
             };
-            let read = read_secret(&self.secrets, &key.namespace);
-            let current = resource(&entry.object, read);
-            let admitted = match &current {
-                Ok(Resource {
-                    spec: Spec::User(spec),
-                    ..
-                }) => admit(users, None, &name, spec).map_err(Rejection::from),
-                Ok(_) => return None,
+            let current = match &entry.held.spec {
+                Ok(HeldSpec::User(user)) => Ok(user),
+                Ok(HeldSpec::Config(_)) => return None,
+                Err(e) => Err(Ready::refused("Invalid", std::slice::from_ref(&**e))),
+            };
+            let admitted = match current {
+                Ok(user) => admit_known(users, None, user.clone()).map_err(Rejection::from),
                 Err(_) => Ok(()),
             };
             let ready = match (current, admitted) {
@@ -457,25 +609,120 @@ impl ClusterIndex {
             if !ready.status {
                 // `users` may be behind by more than this change: the earlier version that
                 // serves is the one kept, not whichever it holds.
-                if let LastGood::Kept(previous) = &entry.last_good {
-                    if let Spec::User(spec) = &previous.spec {
-                        if admit(users, None, &name, spec).is_err() {
-                            return None;
-                        }
+                if let LastGood::KeptUser(previous) = &entry.last_good {
+                    if admit_known(users, None, previous.0.clone()).is_err() {
+                        return None;
                     }
                 }
             }
-            verdicts.push(Verdict {
-                key: key.clone(),
-                uid: entry.object.uid,
-                generation: entry.object.generation,
-                previous_serves: !ready.status && users.by_name(&name).is_some(),
-                ready,
-                observed: entry.object.status.clone(),
-            });
+            let previous_serves = !ready.status && users.by_name(&name).is_some();
+            if let Some(mut v) = verdict(entry, ready, previous_serves) {
+                v.key = key.clone();
+                verdicts.push(v);
+            }
         }
         Some(verdicts)
     }
+
+    /// The verdicts the writer's full queue dropped: sent again, whatever they say.
+    pub fn undelivered(&mut self, verdicts: &[Verdict]) {
+        for v in verdicts {
+            let key = &v.key;
+            let entry = match key.kind {
+                Kind::User => (self.users.get_mut(&key.namespace, &key.name)).map(|u| &mut u.entry),
+                _ => self.objects.get_mut(key),
+            };
+            if let Some(entry) = entry {
+                entry.settled = false;
+            }
+        }
+    }
+}
+
+/// Replaces the version of an entry with `held`; whether that touched it (a change to its
+/// status alone does not).
+fn replace(entry: &mut Entry, key: &ObjectKey, held: Held) -> bool {
+    let touched = entry.held.generation != held.generation || entry.held.spec != held.spec;
+    if touched && matches!(entry.last_good, LastGood::Current) {
+        // The version being replaced compiled: keep it, in case this one does not.
+        let generation = entry.held.generation;
+        entry.last_good = match &entry.held.spec {
+            Ok(HeldSpec::User(user)) => LastGood::KeptUser(Box::new((user.clone(), generation))),
+            Ok(HeldSpec::Config(spec)) => LastGood::Kept(Box::new(Resource {
+                name: key.name.clone(),
+                namespace: Some(key.namespace.clone()),
+                origin: Origin::Cluster { generation },
+                spec: Spec::clone(spec),
+                labels: None,
+            })),
+            Err(_) => LastGood::None,
+        };
+    }
+    entry.held = held;
+    touched
+}
+
+/// What the check of an entry ([`Held::check`]) makes of it: its `Ready`, and whether an
+/// earlier version serves in its place. The version that compiled is the last good one.
+fn settle(
+    entry: &mut Entry,
+    checked: Result<Option<Resource>, Ready>,
+    compiler: &mut Compiler,
+) -> (Ready, bool) {
+    let ready = match checked {
+        Ok(r) => {
+            let secrets_filled_in = (entry.held.spec.as_ref().ok())
+                .and_then(HeldSpec::introspector)
+                .is_some_and(|ti| !ti.secret_refs().is_empty());
+            entry.last_good = match r {
+                // Kept, so that it serves on if a Secret goes.
+                Some(r) if secrets_filled_in => LastGood::Kept(Box::new(r)),
+                _ => LastGood::Current,
+            };
+            Ready::accepted()
+        }
+        Err(ready) => ready,
+    };
+    let previous_serves = !ready.status
+        && match &entry.last_good {
+            LastGood::Kept(previous) => compiler.admit(previous).is_ok(),
+            LastGood::KeptUser(previous) => {
+                let (user, generation) = &**previous;
+                let origin = Origin::Cluster {
+                    generation: *generation,
+                };
+                compiler.admit_user(user.clone(), &origin).is_ok()
+            }
+            LastGood::None | LastGood::Current => false,
+        };
+    (ready, previous_serves)
+}
+
+/// The verdict on `entry` (its `key` left for the caller to fill in), for the status
+/// writer and the log of refusals; `None` when it is `Accepted` as its status says and so
+/// was the last one ([`Entry::settled`]).
+fn verdict(entry: &mut Entry, ready: Ready, previous_serves: bool) -> Option<Verdict> {
+    let mut verdict = Verdict {
+        key: ObjectKey {
+            kind: Kind::User,
+            namespace: String::new(),
+            name: String::new(),
+        },
+        uid: entry.held.uid,
+        generation: entry.held.generation,
+        ready,
+        previous_serves,
+        observed: None,
+    };
+    let status = entry.held.status.as_deref();
+    let says = verdict.ready.status && status.is_some_and(|s| verdict.said_by(s));
+    let unchanged = says && entry.settled;
+    entry.settled = says;
+    if unchanged {
+        return None;
+    }
+    verdict.observed = status.cloned();
+    Some(verdict)
 }
 
 /// A Secret reference of an object in `namespace`, read from the Secrets the index holds.

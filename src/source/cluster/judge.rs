@@ -113,6 +113,48 @@ pub struct Verdict {
     pub observed: Option<ResourceStatus>,
 }
 
+impl Verdict {
+    /// What the `Ready` condition's message says.
+    pub fn message(&self) -> String {
+        if self.previous_serves {
+            format!("{}; the previous version keeps serving", self.ready.message)
+        } else {
+            self.ready.message.clone()
+        }
+    }
+
+    /// Whether `status` leaves nothing to write: it says this verdict already, or another
+    /// replica has seen a newer generation (its word stands).
+    pub fn said_by(&self, status: &ResourceStatus) -> bool {
+        if status
+            .observed_generation
+            .is_some_and(|g| g > self.generation)
+        {
+            return true;
+        }
+        status.observed_generation == Some(self.generation)
+            && ready_condition(status).is_some_and(|c| {
+                c.status == status_word(self.ready.status)
+                    && c.reason.as_deref() == Some(self.ready.reason)
+                    && c.message.as_deref() == Some(self.message().as_str())
+            })
+    }
+}
+
+/// The `Ready` condition of a status.
+pub fn ready_condition(status: &ResourceStatus) -> Option<&crate::resources::Condition> {
+    status.conditions.iter().find(|c| c.type_ == "Ready")
+}
+
+/// A condition's `status`.
+pub fn status_word(ready: bool) -> &'static str {
+    if ready {
+        "True"
+    } else {
+        "False"
+    }
+}
+
 /// What stands in for a referenced Secret's value while an object is reviewed: the webhook
 /// reads no Secret (the Secret may also come after the object). It is a valid HS256
 /// secret, OCT key and `Authorization` value, so that every other field is checked.
@@ -137,10 +179,26 @@ pub(crate) fn resource(
     o: &Object,
     read: impl FnMut(&SecretKeyRef) -> Result<String, Ready>,
 ) -> Result<Resource, Ready> {
-    let mut spec = o
-        .spec
-        .clone()
-        .map_err(|e| Ready::refused("Invalid", std::slice::from_ref(&e)))?;
+    resource_of(
+        &o.key.namespace,
+        &o.key.name,
+        o.generation,
+        o.spec.as_ref(),
+        read,
+    )
+}
+
+/// [`resource`] of an object given by its parts.
+pub(crate) fn resource_of(
+    namespace: &str,
+    name: &str,
+    generation: i64,
+    spec: Result<&Spec, &FieldError>,
+    read: impl FnMut(&SecretKeyRef) -> Result<String, Ready>,
+) -> Result<Resource, Ready> {
+    let mut spec = spec
+        .cloned()
+        .map_err(|e| Ready::refused("Invalid", std::slice::from_ref(e)))?;
     if let Spec::TokenIntrospector(ti) = &mut spec {
         ti.resolve_secrets(read)
             .map_err(|(field, problem)| match problem {
@@ -155,11 +213,9 @@ pub(crate) fn resource(
             })?;
     }
     Ok(Resource {
-        name: o.key.name.clone(),
-        namespace: Some(o.key.namespace.clone()),
-        origin: Origin::Cluster {
-            generation: o.generation,
-        },
+        name: name.to_string(),
+        namespace: Some(namespace.to_string()),
+        origin: Origin::Cluster { generation },
         spec,
         labels: None,
     })

@@ -18,6 +18,8 @@
 //! Nothing here is on the request path (requests read the snapshot the index task swaps
 //! in) but the reads of [`users::ClusterUsers`], with `--users on-demand`, on a cache miss.
 
+pub mod by_name;
+pub mod held;
 pub mod index;
 pub mod judge;
 pub mod lease;
@@ -387,6 +389,16 @@ impl IndexTask {
 
     fn fold(&mut self, change: Change) -> Dirty {
         match change {
+            Change::Listing { kind, namespace } => {
+                // A User listed may shift another's standing: all are compiled again.
+                self.users_relisted |= kind == Kind::User;
+                self.index.begin_list(kind, namespace.as_deref());
+                Dirty::default()
+            }
+            Change::Listed { kind, objects } => {
+                self.users_relisted |= kind == Kind::User;
+                self.index.list_part(objects)
+            }
             Change::Relisted {
                 kind,
                 namespace,
@@ -394,7 +406,7 @@ impl IndexTask {
             } => {
                 let first_list = self.waiting.remove(&(kind, namespace.clone()));
                 self.users_relisted |= kind == Kind::User;
-                let mut dirty = self.index.relist(kind, namespace.as_deref(), objects);
+                let mut dirty = self.index.end_list(kind, namespace.as_deref(), objects);
                 // The first list of a kind with no objects still makes a build.
                 if first_list {
                     dirty.merge(match kind {
@@ -409,7 +421,7 @@ impl IndexTask {
             }
             Change::Applied(object) => {
                 let key = object.key.clone();
-                let dirty = self.index.apply(*object);
+                let dirty = self.index.apply_held(*object);
                 // Not a status write echoed back: that changes nothing to serve.
                 if dirty.users {
                     self.users_changed.insert(key);
@@ -503,9 +515,11 @@ impl IndexTask {
                 gone: std::mem::take(&mut self.gone),
             };
             if let Err(mpsc::error::TrySendError::Full(writer::Command::Verdicts {
-                gone, ..
+                verdicts,
+                gone,
             })) = writer.try_send(command)
             {
+                self.index.undelivered(&verdicts);
                 self.gone = gone;
             }
         } else {

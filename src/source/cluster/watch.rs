@@ -7,27 +7,39 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DynamicObject, ListParams};
+use kube::api::{Api, ListParams};
 use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::Client;
 use tokio::sync::mpsc;
 
-use super::judge::{Object, ObjectKey, SecretData};
-use super::objects::{api_resource, key, object};
+use super::held::{HeldObject, Statuses};
+use super::judge::{ObjectKey, SecretData};
+use super::objects::{api_resource, watched, watched_key, Watched};
 use crate::metrics::Metrics;
 use crate::resources::Kind;
 
 pub enum Change {
-    /// Every object of a kind in one namespace (or all): a first list, or a relist after
-    /// the watch could not resume (`410 Gone`).
+    /// A list of every object of a kind in one namespace (or all) begins: a first list, or
+    /// a relist after the watch could not resume (`410 Gone`). Its objects follow in
+    /// [`Change::Listed`] chunks as they come, so that 100,000 Users are never held twice
+    /// (in a list, then in the index), and the list ends with [`Change::Relisted`].
+    Listing {
+        kind: Kind,
+        namespace: Option<String>,
+    },
+    Listed {
+        kind: Kind,
+        objects: Vec<HeldObject>,
+    },
+    /// The list is complete, with its last objects: what it lacks was deleted.
     Relisted {
         kind: Kind,
         namespace: Option<String>,
-        objects: Vec<Object>,
+        objects: Vec<HeldObject>,
     },
-    Applied(Box<Object>),
+    Applied(Box<HeldObject>),
     Deleted(ObjectKey),
     /// A labelled Secret added or changed (`Some`), or gone: deleted or unlabelled.
     Secret {
@@ -80,7 +92,7 @@ pub fn kind(
     metrics: Arc<Metrics>,
 ) -> tokio::task::JoinHandle<()> {
     let resource = api_resource(kind);
-    let api: Api<DynamicObject> = match &namespace {
+    let api: Api<Watched> = match &namespace {
         Some(ns) => Api::namespaced_with(client, ns, &resource),
         None => Api::all_with(client, &resource),
     };
@@ -89,19 +101,40 @@ pub fn kind(
         config = config.labels(selector);
     }
     let events = watcher::watcher(api, config).backoff(backoff()).boxed();
-    let listed_namespace = namespace.clone();
+    // Each object is cut down to what the index keeps as it arrives, its status shared
+    // with the objects of this watch that carry the same.
+    let statuses = Arc::new(Statuses::default());
+    let shared = statuses.clone();
+    let mut chunk = Vec::new();
     tokio::spawn(forward(
         events,
         changes,
         Fold {
-            item: move |o| object(kind, o),
-            relisted: move |objects| Change::Relisted {
-                kind,
-                namespace: listed_namespace.clone(),
-                objects,
+            list: move |step| match step {
+                List::Started => {
+                    chunk.clear();
+                    Some(Change::Listing {
+                        kind,
+                        namespace: namespace.clone(),
+                    })
+                }
+                List::Object(o) => {
+                    chunk.push(HeldObject::new(watched(kind, o), &shared));
+                    (chunk.len() >= CHUNK).then(|| Change::Listed {
+                        kind,
+                        objects: std::mem::take(&mut chunk),
+                    })
+                }
+                List::Done => Some(Change::Relisted {
+                    kind,
+                    namespace: namespace.clone(),
+                    objects: std::mem::take(&mut chunk),
+                }),
             },
-            applied: move |o| Change::Applied(Box::new(object(kind, o))),
-            deleted: move |o: DynamicObject| Change::Deleted(key(kind, &o)),
+            applied: move |o| {
+                Change::Applied(Box::new(HeldObject::new(watched(kind, o), &statuses)))
+            },
+            deleted: move |o: Watched| Change::Deleted(watched_key(kind, &o)),
             failed: move |e: &watcher::Error| {
                 metrics.watch_error(kind.name());
                 tracing::warn!(kind = kind.name(), error = %e, "watch failed; retrying");
@@ -109,6 +142,9 @@ pub fn kind(
         },
     ))
 }
+
+/// Objects of a list per [`Change::Listed`].
+const CHUNK: usize = 512;
 
 /// The label a Secret must carry to be read: its owner's consent that portcullis use it.
 pub const SECRET_CONSUMER_LABEL: &str = "portcullis.dev/secret-consumer";
@@ -129,17 +165,26 @@ pub fn secrets(
     let config = watcher::Config::default().labels(&format!("{SECRET_CONSUMER_LABEL}=true"));
     let events = watcher::watcher(api, config).backoff(backoff()).boxed();
     let listed_namespace = namespace.clone();
+    let mut listed = Vec::new();
     tokio::spawn(forward(
         events,
         changes,
         Fold {
-            item: |s: Secret| {
-                let (namespace, name) = secret_key(&s);
-                (namespace, name, data(s))
-            },
-            relisted: move |secrets| Change::SecretsRelisted {
-                namespace: listed_namespace.clone(),
-                secrets,
+            // Few, and small: handed over in one change.
+            list: move |step| match step {
+                List::Started => {
+                    listed.clear();
+                    None
+                }
+                List::Object(s) => {
+                    let (namespace, name) = secret_key(&s);
+                    listed.push((namespace, name, data(s)));
+                    None
+                }
+                List::Done => Some(Change::SecretsRelisted {
+                    namespace: listed_namespace.clone(),
+                    secrets: std::mem::take(&mut listed),
+                }),
             },
             applied: |s: Secret| {
                 let (namespace, name) = secret_key(&s);
@@ -168,47 +213,45 @@ pub fn secrets(
 }
 
 /// How one watcher's events become [`Change`]s.
-struct Fold<I, R, A, D, F> {
-    /// An object of the first list (or of a relist), as the list's change holds it.
-    item: I,
-    relisted: R,
+struct Fold<L, A, D, F> {
+    /// A step of the first list (or of a relist), and the change it makes, if any.
+    list: L,
     applied: A,
     deleted: D,
     failed: F,
 }
 
-/// Sends one change for a whole list (kube-rs hands it over object by object), then one
-/// per event, until the index task stops listening.
-async fn forward<K, T, I, R, A, D, F>(
+/// A list as kube-rs hands it over: object by object.
+enum List<K> {
+    Started,
+    Object(K),
+    Done,
+}
+
+/// Sends the changes of each list and event until the index task stops listening.
+async fn forward<K, L, A, D, F>(
     mut events: impl futures::Stream<Item = Result<Event<K>, watcher::Error>> + Unpin,
     changes: mpsc::Sender<Change>,
-    mut fold: Fold<I, R, A, D, F>,
+    mut fold: Fold<L, A, D, F>,
 ) where
-    I: FnMut(K) -> T,
-    R: FnMut(Vec<T>) -> Change,
+    L: FnMut(List<K>) -> Option<Change>,
     A: FnMut(K) -> Change,
     D: FnMut(K) -> Change,
     F: FnMut(&watcher::Error),
 {
-    let mut listed = Vec::new();
     while let Some(event) = events.next().await {
         let change = match event {
-            Ok(Event::Init) => {
-                listed.clear();
-                continue;
-            }
-            Ok(Event::InitApply(o)) => {
-                listed.push((fold.item)(o));
-                continue;
-            }
-            Ok(Event::InitDone) => (fold.relisted)(std::mem::take(&mut listed)),
-            Ok(Event::Apply(o)) => (fold.applied)(o),
-            Ok(Event::Delete(o)) => (fold.deleted)(o),
+            Ok(Event::Init) => (fold.list)(List::Started),
+            Ok(Event::InitApply(o)) => (fold.list)(List::Object(o)),
+            Ok(Event::InitDone) => (fold.list)(List::Done),
+            Ok(Event::Apply(o)) => Some((fold.applied)(o)),
+            Ok(Event::Delete(o)) => Some((fold.deleted)(o)),
             Err(e) => {
                 (fold.failed)(&e);
-                continue;
+                None
             }
         };
+        let Some(change) = change else { continue };
         if changes.send(change).await.is_err() {
             return;
         }

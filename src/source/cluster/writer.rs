@@ -18,7 +18,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::judge::{ObjectKey, Ready, Verdict};
+use super::judge::{ready_condition, status_word, ObjectKey, Ready, Verdict};
 use super::objects::api_resource;
 use super::API_TIMEOUT;
 use crate::metrics::Metrics;
@@ -281,40 +281,8 @@ fn needs_write(v: &Verdict, written: Option<&(u64, i64, Ready)>) -> bool {
     if written == Some(&(v.uid, v.generation, v.ready.clone())) {
         return false;
     }
-    let Some(status) = &v.observed else {
-        return true;
-    };
-    // Another replica has seen a newer generation: its word stands.
-    if status.observed_generation.is_some_and(|g| g > v.generation) {
-        return false;
-    }
-    let same = status.observed_generation == Some(v.generation)
-        && ready_condition(status).is_some_and(|c| {
-            c.status == status_word(v.ready.status)
-                && c.reason.as_deref() == Some(v.ready.reason)
-                && c.message.as_deref() == Some(message(v).as_str())
-        });
-    !same
-}
-
-fn ready_condition(status: &ResourceStatus) -> Option<&resources::Condition> {
-    status.conditions.iter().find(|c| c.type_ == "Ready")
-}
-
-fn status_word(ready: bool) -> &'static str {
-    if ready {
-        "True"
-    } else {
-        "False"
-    }
-}
-
-fn message(v: &Verdict) -> String {
-    if v.previous_serves {
-        format!("{}; the previous version keeps serving", v.ready.message)
-    } else {
-        v.ready.message.clone()
-    }
+    let observed: Option<&ResourceStatus> = v.observed.as_ref();
+    !observed.is_some_and(|status| v.said_by(status))
 }
 
 /// A merge patch of the status subresource: `observedGeneration` and the `Ready` condition,
@@ -335,7 +303,7 @@ pub fn status_patch(v: &Verdict, now: &str) -> serde_json::Value {
                 "type": "Ready",
                 "status": status,
                 "reason": v.ready.reason,
-                "message": message(v),
+                "message": v.message(),
                 "lastTransitionTime": since,
                 "observedGeneration": v.generation,
             }]

@@ -670,3 +670,204 @@ fn a_relist_of_secrets_replaces_its_namespace_only() {
         .collect();
     assert_eq!(gone, ["b"]);
 }
+
+fn user_object(name: &str, generation: i64, created: i64, spec: Value) -> Object {
+    Object {
+        created,
+        ..object(Kind::User, "a", name, generation, spec)
+    }
+}
+
+fn id(value: &str) -> Value {
+    json!({"identifier": [{"system": "https://kc", "value": value}]})
+}
+
+/// Users are kept in their compact form: an edit that does not serve leaves the earlier
+/// version serving, whether all Users are compiled again or changed in place.
+#[test]
+fn a_users_earlier_version_serves_on_when_its_edit_does_not() {
+    let mut index = ClusterIndex::default();
+    index.apply(user_object("alice", 1, 1, id("1")));
+    index.apply(user_object("bob", 1, 2, id("2")));
+    let (compiler, verdicts) = index.compile(&[Kind::User]);
+    assert!(verdicts.iter().all(|v| v.ready.status));
+    let mut users = compiler.into_users();
+
+    // An edit that does not parse, changed in place: bob as he was serves.
+    index.apply(user_object("bob", 2, 2, json!({"identifier": "1"})));
+    let changed = BTreeSet::from([user_object("bob", 2, 2, json!({})).key]);
+    let verdicts = index.update_users(&mut users, &changed).unwrap();
+    let bob = verdict(&verdicts, "bob");
+    assert_eq!((bob.ready.reason, bob.previous_serves), ("Invalid", true));
+    let held = users.by_identifier(Some("a"), "https://kc", "2").unwrap();
+    assert_eq!(held.name(), "a/bob");
+
+    // An edit that takes alice's identifier: bob's earlier version again, in a full compile
+    // (a clash may shift another User's standing).
+    index.apply(user_object("bob", 3, 2, id("1")));
+    assert!(index.update_users(&mut users, &changed).is_none());
+    let (compiler, verdicts) = index.compile(&[Kind::User]);
+    let bob = verdict(&verdicts, "bob");
+    assert_eq!((bob.ready.reason, bob.previous_serves), ("Conflict", true));
+    let users = compiler.into_users();
+    let by = |value| users.by_identifier(Some("a"), "https://kc", value).unwrap();
+    assert_eq!((by("1").name(), by("2").name()), ("a/alice", "a/bob"));
+
+    // A relist without alice: bob's edit now serves, found by alice's old identifier.
+    index.relist(Kind::User, None, vec![user_object("bob", 3, 2, id("1"))]);
+    let (compiler, verdicts) = index.compile(&[Kind::User]);
+    assert_eq!(verdicts.len(), 1);
+    assert!(verdict(&verdicts, "bob").ready.status);
+    let users = compiler.into_users();
+    let bob = users.by_identifier(Some("a"), "https://kc", "1").unwrap();
+    assert_eq!(bob.name(), "a/bob");
+    assert_eq!(
+        index.take_removed(),
+        [user_object("alice", 1, 1, json!({})).key]
+    );
+}
+
+fn accepted_status(generation: i64) -> ResourceStatus {
+    ResourceStatus {
+        observed_generation: Some(generation),
+        conditions: vec![crate::resources::Condition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            reason: Some("Accepted".into()),
+            message: Some("serving".into()),
+            last_transition_time: Some("2026-01-01T00:00:00Z".into()),
+            observed_generation: Some(generation),
+        }],
+    }
+}
+
+/// A restart finds most objects saying already that they serve: their verdicts are not
+/// sent. Any other verdict is, and so is the next one on the same object; a verdict the
+/// writer's full queue dropped is sent again.
+#[test]
+fn verdicts_that_the_status_already_says_are_not_sent_again() {
+    let names = |verdicts: &[Verdict]| -> Vec<String> {
+        verdicts.iter().map(|v| v.key.name.clone()).collect()
+    };
+    let says = |o: Object| Object {
+        status: Some(accepted_status(o.generation)),
+        ..o
+    };
+    let mut index = ClusterIndex::default();
+    index.apply(says(user_object("said", 1, 1, id("1"))));
+    index.apply(user_object("unsaid", 1, 2, id("2")));
+    index.apply(says(user_object("refused", 1, 3, id("1"))));
+    let (_, verdicts) = index.compile(&[Kind::User]);
+    assert_eq!(names(&verdicts), ["unsaid", "refused"]);
+
+    // Objects after the first verdicts are judged once before being passed over.
+    index.apply(says(user_object("late", 1, 4, id("4"))));
+    let (_, verdicts) = index.compile(&[Kind::User]);
+    assert_eq!(names(&verdicts), ["unsaid", "refused", "late"]);
+    let (_, verdicts) = index.compile(&[Kind::User]);
+    assert_eq!(names(&verdicts), ["unsaid", "refused"]);
+
+    // A new generation is judged again; its status says the old one.
+    index.apply(Object {
+        status: Some(accepted_status(1)),
+        ..user_object("said", 2, 1, id("1"))
+    });
+    let (_, verdicts) = index.compile(&[Kind::User]);
+    assert_eq!(names(&verdicts), ["said", "unsaid", "refused"]);
+    assert!(verdict(&verdicts, "said").observed.is_some());
+
+    // Dropped on the way to the writer: sent again, though the status says it.
+    index.apply(says(user_object("said", 2, 1, id("1"))));
+    let (_, verdicts) = index.compile(&[Kind::User]);
+    assert_eq!(names(&verdicts), ["said", "unsaid", "refused"]);
+    index.undelivered(&verdicts);
+    let (_, verdicts) = index.compile(&[Kind::User]);
+    assert_eq!(names(&verdicts), ["said", "unsaid", "refused"]);
+    let (_, verdicts) = index.compile(&[Kind::User]);
+    assert_eq!(names(&verdicts), ["unsaid", "refused"]);
+}
+
+/// Users are kept apart, by their name: a relist, a deletion and an edit that does not
+/// parse find them as they find any other object.
+#[test]
+fn users_are_found_by_name_through_relists_deletions_and_specs_that_do_not_parse() {
+    let user =
+        |namespace: &str, name: &str, spec: Value| object(Kind::User, namespace, name, 1, spec);
+    let mut index = ClusterIndex::default();
+    index.relist(
+        Kind::User,
+        None,
+        vec![
+            user("a", "kept", id("1")),
+            user("a", "gone", id("2")),
+            user("b", "other", id("3")),
+        ],
+    );
+    index.apply(policy("a", "gone", 1, json!({"request-method": "get"})));
+    let dirty = index.relist(Kind::User, Some("a"), vec![user("a", "kept", id("1"))]);
+    assert!(dirty.users && !dirty.config);
+    assert_eq!(index.take_removed(), [user("a", "gone", json!({})).key]);
+    assert!(
+        index.contains(&policy("a", "gone", 1, json!({})).key),
+        "another kind"
+    );
+    assert!(
+        index.contains(&user("b", "other", json!({})).key),
+        "another namespace"
+    );
+    assert_eq!(index.len(), 3);
+
+    // A spec that does not parse: the User keeps its name, and is still deleted by it.
+    index.apply(user("b", "other", json!({"identifier": 7})));
+    let (compiler, verdicts) = index.compile(&[Kind::User]);
+    assert_eq!(verdict(&verdicts, "other").ready.reason, "Invalid");
+    assert_eq!(verdict(&verdicts, "other").key.namespace, "b");
+    assert_eq!(compiler.into_users().len(), 1);
+    assert!(index.delete(&user("b", "other", json!({})).key).users);
+    assert!(!index.delete(&user("b", "other", json!({})).key).any());
+    assert_eq!(index.len(), 2);
+}
+
+/// A list comes in parts as it is read: each part applies as events would, and what the
+/// list lacked goes at its end, in its namespace only.
+#[test]
+fn a_list_read_in_parts_deletes_what_it_lacked_at_its_end() {
+    let user = |namespace: &str, name: &str, generation| {
+        object(Kind::User, namespace, name, generation, id(name))
+    };
+    let held = |objects: Vec<Object>| -> Vec<HeldObject> {
+        let statuses = Statuses::default();
+        objects
+            .into_iter()
+            .map(|o| HeldObject::new(o, &statuses))
+            .collect()
+    };
+    let mut index = ClusterIndex::default();
+    index.relist(
+        Kind::User,
+        None,
+        vec![user("a", "x", 1), user("a", "y", 1), user("b", "z", 1)],
+    );
+    index.begin_list(Kind::User, Some("a"));
+    assert!(
+        !index.list_part(held(vec![user("a", "x", 1)])).any(),
+        "unchanged"
+    );
+    assert!(index.list_part(held(vec![user("a", "new", 1)])).users);
+    assert!(
+        index.contains(&user("a", "y", 1).key),
+        "gone only once the list ends"
+    );
+    assert!(index.end_list(Kind::User, Some("a"), held(vec![])).users);
+    assert_eq!(index.take_removed(), [user("a", "y", 1).key]);
+    assert!(index.contains(&user("b", "z", 1).key));
+    assert_eq!(index.len(), 3);
+    // A list that lacks nothing changes nothing.
+    index.begin_list(Kind::User, None);
+    let all = held(vec![
+        user("a", "x", 1),
+        user("a", "new", 1),
+        user("b", "z", 1),
+    ]);
+    assert!(!index.end_list(Kind::User, None, all).any());
+}
