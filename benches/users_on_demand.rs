@@ -498,6 +498,8 @@ async fn main() {
         on_demand.decide_found(i).await;
         watch.decide_found(i).await;
     }
+    on_demand_fake.clear_requests();
+    let timed = Instant::now();
     let (mut on_demand_rounds, mut watch_rounds) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         for (serve, samples) in [
@@ -512,11 +514,16 @@ async fn main() {
         }
     }
     let ((od_median, od_min), (w_median, w_min)) = (spread(on_demand_rounds), spread(watch_rounds));
+    let during = Calls::of(&on_demand_fake.requests());
     println!(
         "  a decision, User cached (HTTP, one at a time, {hot} Users × {rounds} rounds): \
          on-demand median {od_median:.1} µs (min {od_min:.1}), watch median {w_median:.1} µs \
-         (min {w_min:.1}): on-demand/watch {:.2}",
-        od_median / w_median
+         (min {w_min:.1}): on-demand/watch {:.2}; API calls meanwhile ({:.1} s): {} by name, \
+         {} by label",
+        od_median / w_median,
+        timed.elapsed().as_secs_f64(),
+        during.by_name,
+        during.by_label,
     );
     let (od_ns, w_ns) = lookup_alone(watch_users, hot, scale(20, 2)).await;
     println!(
