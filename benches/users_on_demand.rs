@@ -424,7 +424,7 @@ async fn main() {
     let distinct = size("USERS_BENCH_DISTINCT", scale(150_000, 100));
     // Cached Users for the timing (in both clusters), decisions per round, rounds.
     let hot = scale(1_000, 20).min(users).min(watch_users);
-    let rounds = scale(15, 2);
+    let rounds = size("USERS_BENCH_ROUNDS", scale(20, 2));
     let misses = scale(500, 10);
     assert!(
         hot + misses + distinct <= users,
@@ -501,11 +501,14 @@ async fn main() {
     on_demand_fake.clear_requests();
     let timed = Instant::now();
     let (mut on_demand_rounds, mut watch_rounds) = (Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        for (serve, samples) in [
+    for round in 0..rounds {
+        let mut pair = [
             (&on_demand, &mut on_demand_rounds),
             (&watch, &mut watch_rounds),
-        ] {
+        ];
+        // Each goes first every other round.
+        pair.rotate_left(round % 2);
+        for (serve, samples) in pair {
             let start = Instant::now();
             for t in &tokens {
                 assert_eq!(serve.decide(t).await.0, 200);
@@ -538,21 +541,46 @@ async fn main() {
     let step = distinct.div_ceil(checkpoints);
     let started = Instant::now();
     let mut rss = vec![format!("{:.0}", on_demand.rss_mib())];
+    let mut without_user = 0;
     for c in 0..checkpoints {
         let from = first + c * step;
         let to = (from + step).min(first + distinct);
-        futures::stream::iter(from..to)
-            .map(|i| on_demand.decide_found(i))
+        let decided: Vec<(usize, (u16, Option<String>))> = futures::stream::iter(from..to)
+            .map(|i| {
+                let serve = &on_demand;
+                async move { (i, serve.decide(&token(&sub(i))).await) }
+            })
             .buffer_unordered(CONCURRENCY)
-            .collect::<Vec<()>>()
+            .collect()
             .await;
+        for (i, (status, user)) in decided {
+            match user {
+                // Past the deadline, or a failed read: the request went on without a User.
+                None => without_user += 1,
+                Some(user) => {
+                    assert_eq!((status, user), (200, format!("{NS}/{}", user_name(i))));
+                }
+            }
+        }
         rss.push(format!("{:.0}", on_demand.rss_mib()));
     }
     let calls = Calls::of(&on_demand_fake.requests());
+    let event = |e: &str| format!("portcullis_user_events_total{{event=\"{e}\"}}");
+    let (timeouts, errors) = (
+        on_demand
+            .metric(&event("lookup_timeout"))
+            .await
+            .unwrap_or(0.0),
+        on_demand
+            .metric(&event("lookup_error"))
+            .await
+            .unwrap_or(0.0),
+    );
     println!(
         "  on-demand resident memory (MiB) over {distinct} distinct Users ({CONCURRENCY} at a \
          time, every {step}): {} ({:.0} decisions/s; {:.2} API calls a decision, {} status \
-         writes)",
+         writes; {without_user} decided without their User: {timeouts} lookups past the \
+         deadline, {errors} failed)",
         rss.join(" → "),
         distinct as f64 / started.elapsed().as_secs_f64(),
         calls.reads() as f64 / distinct as f64,
