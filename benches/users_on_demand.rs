@@ -14,7 +14,9 @@
 //!
 //! Figures go to BENCHMARKS.md. Sizes: `USERS_BENCH_USERS` (on-demand, default 1,000,000),
 //! `USERS_BENCH_WATCH_USERS` (default 100,000), `USERS_BENCH_DISTINCT` (distinct Users
-//! decided for the memory figure, default 150,000). Under `cargo test` (no `--bench`) it
+//! decided for the memory figure, default 150,000), `USERS_BENCH_ROUNDS` (of the cached
+//! decision, default 20); `USERS_BENCH_CACHE_ENTRIES` is passed as `--users-cache-entries`
+//! (portcullis's default, 100,000, when unset). Under `cargo test` (no `--bench`) it
 //! runs with a few hundred of each, as a test that it works.
 
 #[path = "../tests/support/fake_apiserver/mod.rs"]
@@ -169,6 +171,11 @@ impl Serve {
             .args(["--users", mode])
             // One count at start (timed below), none during the measurements.
             .args(["--users-count-interval-secs", "3600"])
+            .args(
+                std::env::var("USERS_BENCH_CACHE_ENTRIES")
+                    .map(|n| vec!["--users-cache-entries".to_string(), n])
+                    .unwrap_or_default(),
+            )
             .arg("--grpc-addr")
             .arg(format!("127.0.0.1:{}", free_port()))
             .arg("--http-addr")
@@ -534,17 +541,20 @@ async fn main() {
          watch (index of {watch_users}) {w_ns:.0} ns"
     );
 
-    // Memory over many distinct Users: every one a miss, more than the cache holds.
+    // Memory over many distinct Users: every one a miss, more than the cache holds. The
+    // same tokens go to the watch replica (which finds those it holds): both hold a
+    // verified-token cache, which distinct tokens fill as well.
     on_demand_fake.clear_requests();
     let first = hot + misses;
     let checkpoints = 5;
     let step = distinct.div_ceil(checkpoints);
-    let started = Instant::now();
-    let mut rss = vec![format!("{:.0}", on_demand.rss_mib())];
+    let mut rss = vec![(on_demand.rss_mib(), watch.rss_mib())];
     let mut without_user = 0;
+    let mut spent = Duration::ZERO;
     for c in 0..checkpoints {
         let from = first + c * step;
         let to = (from + step).min(first + distinct);
+        let started = Instant::now();
         let decided: Vec<(usize, (u16, Option<String>))> = futures::stream::iter(from..to)
             .map(|i| {
                 let serve = &on_demand;
@@ -553,6 +563,7 @@ async fn main() {
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
+        spent += started.elapsed();
         for (i, (status, user)) in decided {
             match user {
                 // Past the deadline, or a failed read: the request went on without a User.
@@ -562,7 +573,15 @@ async fn main() {
                 }
             }
         }
-        rss.push(format!("{:.0}", on_demand.rss_mib()));
+        futures::stream::iter(from..to)
+            .map(|i| {
+                let serve = &watch;
+                async move { serve.decide(&token(&sub(i))).await }
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        rss.push((on_demand.rss_mib(), watch.rss_mib()));
     }
     let calls = Calls::of(&on_demand_fake.requests());
     let event = |e: &str| format!("portcullis_user_events_total{{event=\"{e}\"}}");
@@ -576,18 +595,22 @@ async fn main() {
             .await
             .unwrap_or(0.0),
     );
+    let series = |pick: fn(&(f64, f64)) -> f64| -> String {
+        let figures: Vec<String> = rss.iter().map(|r| format!("{:.0}", pick(r))).collect();
+        figures.join(" → ")
+    };
     println!(
-        "  on-demand resident memory (MiB) over {distinct} distinct Users ({CONCURRENCY} at a \
-         time, every {step}): {} ({:.0} decisions/s; {:.2} API calls a decision, {} status \
-         writes; {without_user} decided without their User: {timeouts} lookups past the \
-         deadline, {errors} failed)",
-        rss.join(" → "),
-        distinct as f64 / started.elapsed().as_secs_f64(),
+        "  resident memory (MiB) over {distinct} distinct Users, {CONCURRENCY} at a time, \
+         every {step}:"
+    );
+    println!("    on-demand  {}", series(|r| r.0));
+    println!("    watch      {} (the same tokens)", series(|r| r.1));
+    println!(
+        "    on-demand: {:.0} decisions/s, {:.2} API calls a decision, {} status writes; \
+         {without_user} decided without their User ({timeouts} lookups past the deadline, \
+         {errors} failed)",
+        distinct as f64 / spent.as_secs_f64(),
         calls.reads() as f64 / distinct as f64,
         calls.status_writes,
-    );
-    println!(
-        "  watch resident memory at the end {:.0} MiB",
-        watch.rss_mib()
     );
 }
