@@ -695,3 +695,61 @@ async fn next_event<T>(
         .expect("an open watch")
         .expect("an event")
 }
+
+/// Lists by one name in a namespace and by the label `portcullis.dev/identifier` read an
+/// index; they answer as a scan does: after a relabel, a delete, a preload, with another
+/// requirement beside, and across pages.
+#[tokio::test(flavor = "multi_thread")]
+async fn lists_by_name_and_by_the_identifier_label_follow_every_change() {
+    const LABEL: &str = "portcullis.dev/identifier";
+    let fake = FakeApiServer::start().await;
+    let gvk = GroupVersionKind::gvk("portcullis.dev", "v1alpha1", "User");
+    let resource = ApiResource::from_gvk_with_plural(&gvk, "users");
+    let users: Api<DynamicObject> = Api::default_namespaced_with(fake.client(), &resource);
+    let labelled = |name: &str, ns: &str, labels: Value| {
+        json!({"apiVersion": V1ALPHA1, "kind": "User",
+               "metadata": {"name": name, "namespace": ns, "labels": labels},
+               "spec": {"email": format!("{name}@example.com")}})
+    };
+    let names = |list: kube::core::ObjectList<DynamicObject>| -> Vec<String> {
+        list.items.iter().map(|o| o.name_any()).collect()
+    };
+    let by = |labels: &str| ListParams::default().labels(labels);
+    fake.apply(labelled("a", "default", json!({LABEL: "h1", "team": "x"})));
+    fake.apply(labelled("b", "default", json!({LABEL: "h1"})));
+    fake.apply(labelled("c", "other", json!({LABEL: "h1"})));
+    fake.preload([
+        labelled("d", "default", json!({LABEL: "h2"})),
+        labelled("e", "default", json!({LABEL: "h1"})),
+    ]);
+    let h1 = format!("{LABEL}=h1");
+    assert_eq!(names(users.list(&by(&h1)).await.unwrap()), ["a", "b", "e"]);
+    let both = format!("{LABEL}==h1,team=x");
+    assert_eq!(names(users.list(&by(&both)).await.unwrap()), ["a"]);
+    let paged = by(&h1).limit(2);
+    let first = users.list(&paged).await.unwrap();
+    let token = first.metadata.continue_.clone().expect("a second page");
+    assert_eq!(names(first), ["a", "b"]);
+    let second = users.list(&paged.continue_token(&token)).await.unwrap();
+    assert_eq!(names(second), ["e"]);
+    let all: Api<DynamicObject> = Api::all_with(fake.client(), &resource);
+    assert_eq!(
+        names(all.list(&by(&h1)).await.unwrap()),
+        ["a", "b", "e", "c"]
+    );
+
+    fake.apply(labelled("b", "default", json!({LABEL: "h2"})));
+    fake.delete(V1ALPHA1, "users", "default", "e");
+    assert_eq!(names(users.list(&by(&h1)).await.unwrap()), ["a"]);
+    let h2 = format!("{LABEL}=h2");
+    assert_eq!(names(users.list(&by(&h2)).await.unwrap()), ["b", "d"]);
+    let preloaded = users.get("d").await.unwrap();
+    assert_eq!(preloaded.metadata.generation, Some(1));
+    assert!(preloaded.metadata.uid.is_some() && preloaded.metadata.resource_version.is_some());
+
+    let one = |name: &str| ListParams::default().fields(&format!("metadata.name={name}"));
+    assert_eq!(names(users.list(&one("d")).await.unwrap()), ["d"]);
+    assert!(users.list(&one("e")).await.unwrap().items.is_empty());
+    let d_h1 = one("d").labels(&h1);
+    assert!(users.list(&d_h1).await.unwrap().items.is_empty());
+}

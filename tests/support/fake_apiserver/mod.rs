@@ -8,7 +8,10 @@
 //! resourceVersion, generation and status-subresource rules ([`store`]) and its watch
 //! protocol ([`watch`]). Lists and watches take label and field selectors (an object that
 //! a change moves into or out of a watch's selectors comes as `ADDED` or `DELETED`), and
-//! a list asked for as `PartialObjectMetadataList` answers metadata only. The handle also acts as an admin ([`FakeApiServer::apply`]),
+//! a list asked for as `PartialObjectMetadataList` answers metadata only; a list of one name
+//! in a namespace, or by the label `portcullis.dev/identifier=`, reads no other object
+//! (an index), so that the store can hold millions. The handle also acts as an admin
+//! ([`FakeApiServer::apply`], [`FakeApiServer::preload`]),
 //! breaks the server ([`FakeApiServer::set_outage`], [`FakeApiServer::set_stalled`],
 //! [`FakeApiServer::fail_status_writes`], [`FakeApiServer::compact`]) and
 //! shows what clients sent ([`FakeApiServer::requests`]).
@@ -37,7 +40,9 @@ use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
-use store::{fields_match, labels_match, ApiError, Part, ResourceType, Store, TYPES};
+use store::{
+    equality, fields_match, labels_match, ApiError, Part, ResourceType, Store, INDEXED_LABEL, TYPES,
+};
 
 /// A request as a client sent it.
 #[derive(Clone, Debug, PartialEq)]
@@ -161,6 +166,23 @@ impl FakeApiServer {
     /// Returns the stored object.
     pub fn apply(&self, obj: Value) -> Value {
         self.shared.change(|s| s.admin_apply(obj))
+    }
+
+    /// Stores objects as given, `.status` included (as an earlier run left them), each
+    /// stamped as a created object is (one `creationTimestamp` for all), without events:
+    /// they were there before any client came. For a million Users, where
+    /// [`FakeApiServer::apply`] and [`FakeApiServer::set_status`] would keep two copies
+    /// of each in the change log.
+    pub fn preload(&self, objects: impl IntoIterator<Item = Value>) {
+        let now = k8s_openapi::jiff::Timestamp::now()
+            .round(k8s_openapi::jiff::Unit::Second)
+            .expect("round to seconds");
+        let created = json!(now.to_string());
+        self.shared.change(|s| {
+            for obj in objects {
+                s.preload(obj, &created);
+            }
+        });
     }
 
     /// Writes `.status` as a controller would, through `/status` (a merge patch): for an
@@ -457,7 +479,9 @@ fn selected<'a>(
 
 /// The objects of `rt` (in `ns`) that the query's selectors match, in key order, from just
 /// after `after` (a page's last `(namespace, name)`): a page costs its own length, not the
-/// whole store's.
+/// whole store's. A read of one name in a namespace (`metadata.name=`), or by the indexed
+/// label (`portcullis.dev/identifier=`), costs what it returns, however many objects the
+/// store holds.
 fn selected_after<'a>(
     store: &'a Store,
     rt: &ResourceType,
@@ -469,14 +493,32 @@ fn selected_after<'a>(
     let labels = query.get("labelSelector").map(String::as_str).unwrap_or("");
     let fields = query.get("fieldSelector").map(String::as_str).unwrap_or("");
     let plural = rt.plural;
-    let ns = ns.map(str::to_string);
     let start = match after {
         Some((ns, name)) => Bound::Excluded((plural, ns, name)),
         None => Bound::Included((plural, String::new(), String::new())),
     };
-    store
-        .objects
-        .range((start, Bound::Unbounded))
+    let one_name = ns.zip(equality(fields, "metadata.name"));
+    let candidates: Box<dyn Iterator<Item = (&'a store::Key, &'a Value)> + 'a> =
+        match (one_name, equality(labels, INDEXED_LABEL)) {
+            (Some((ns, name)), _) => Box::new(
+                store
+                    .objects
+                    .get_key_value(&(plural, ns.to_string(), name.to_string()))
+                    .into_iter(),
+            ),
+            (None, Some(value)) => Box::new(
+                store
+                    .labelled(value)
+                    .filter_map(|key| store.objects.get_key_value(key)),
+            ),
+            (None, None) => Box::new(store.objects.range((start.clone(), Bound::Unbounded))),
+        };
+    let ns = ns.map(str::to_string);
+    candidates
+        .skip_while(move |(key, _)| match &start {
+            Bound::Excluded(after) => *key <= after,
+            _ => key.0 < plural,
+        })
         .take_while(move |((p, _, _), _)| *p == plural)
         .filter(move |((_, obj_ns, _), obj)| {
             ns.as_ref().is_none_or(|ns| ns == obj_ns)
