@@ -10,31 +10,19 @@
 //! `CLUSTER_BENCH_FRESH=1` leaves every object without a status, as at a first install,
 //! so that the status writer has every verdict to write.
 
+#[path = "common/cluster.rs"]
+mod cluster_common;
 #[path = "../tests/support/fake_apiserver/mod.rs"]
 #[allow(dead_code)]
 mod fake_apiserver;
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::{json, Value};
 
+use cluster_common::*;
 use fake_apiserver::FakeApiServer;
-
-const API: &str = "portcullis.dev/v1alpha1";
-const NS: &str = "bench";
-const ISS: &str = "https://bench.example.com";
-const SECRET: &str = "bench-secret-of-at-least-32-bytes!!";
-const SYSTEM: &str = "https://kc.bench";
-
-fn size(var: &str, default: usize) -> usize {
-    std::env::var(var)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn object(kind: &str, name: &str, spec: Value) -> Value {
     json!({"apiVersion": API, "kind": kind, "metadata": {"name": name, "namespace": NS}, "spec": spec})
@@ -55,27 +43,6 @@ fn user(name: &str, sub: &str) -> Value {
         json!({"identifier": [{"system": SYSTEM, "value": sub}],
                "data": {"name": name, "roles": ["reader"]}, "email": format!("{name}@example.com")}),
     )
-}
-
-fn token(sub: &str) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    encode(
-        &Header::default(),
-        &json!({"iss": ISS, "sub": sub, "iat": now, "exp": now + 3600}),
-        &EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
-    )
-    .unwrap()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Serve {
@@ -147,20 +114,6 @@ async fn decide(
         .get("x-portcullis-user")
         .map(|v| v.to_str().unwrap().to_string());
     (response.status().as_u16(), user)
-}
-
-/// Polls every 2 ms until `done`; the time it took.
-async fn time_until<F, Fut>(mut done: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !done().await {
-        assert!(start.elapsed() < Duration::from_secs(60), "never happened");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    start.elapsed()
 }
 
 fn summary(mut samples: Vec<Duration>) -> String {
@@ -265,7 +218,7 @@ async fn main() {
         http: format!("http://127.0.0.1:{http_port}"),
     };
     let client = reqwest::Client::new();
-    let ready = time_until(|| async {
+    let ready = time_until(Duration::from_secs(60), || async {
         let r = client.get(format!("{}/readyz", serve.http)).send().await;
         r.is_ok_and(|r| r.status() == 200)
     })
@@ -290,7 +243,7 @@ async fn main() {
         for method in ["POST", "GET"] {
             fake.apply(policy(i, &method.to_lowercase()));
             edits.push(
-                time_until(|| async {
+                time_until(Duration::from_secs(60), || async {
                     decide(&client, &serve, method, &path, "sub-1").await.0 == 200
                 })
                 .await,
@@ -306,7 +259,7 @@ async fn main() {
         let sub = format!("new-sub-{k}");
         fake.apply(user(&name, &sub));
         found.push(
-            time_until(|| async {
+            time_until(Duration::from_secs(60), || async {
                 decide(&client, &serve, "GET", "/svc-1/x", &sub)
                     .await
                     .1
@@ -333,7 +286,7 @@ async fn main() {
             }
         }
         let sub = format!("{last}-sub");
-        time_until(|| async {
+        time_until(Duration::from_secs(60), || async {
             decide(&client, &serve, "GET", "/svc-1/x", &sub)
                 .await
                 .1

@@ -19,18 +19,18 @@
 //! (portcullis's default, 100,000, when unset). Under `cargo test` (no `--bench`) it
 //! runs with a few hundred of each, as a test that it works.
 
+#[path = "common/cluster.rs"]
+mod cluster_common;
 #[path = "../tests/support/fake_apiserver/mod.rs"]
 #[allow(dead_code)]
 mod fake_apiserver;
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::StreamExt;
-use jsonwebtoken::{encode, EncodingKey, Header};
 use portcullis::metrics::Metrics;
 use portcullis::resources::{IdentityProviderSpec, UserSpec};
 use portcullis::users::{
@@ -39,22 +39,11 @@ use portcullis::users::{
 };
 use serde_json::{json, Value};
 
+use cluster_common::*;
 use fake_apiserver::{FakeApiServer, RecordedRequest};
 
-const API: &str = "portcullis.dev/v1alpha1";
-const NS: &str = "bench";
-const ISS: &str = "https://bench.example.com";
-const SECRET: &str = "bench-secret-of-at-least-32-bytes!!";
-const SYSTEM: &str = "https://kc.bench";
 /// Requests in flight while deciding for many distinct Users.
 const CONCURRENCY: usize = 32;
-
-fn size(var: &str, default: usize) -> usize {
-    std::env::var(var)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// As an earlier run left it: `Ready=True`, so that no replica has a status to write.
 fn served(mut obj: Value) -> Value {
@@ -124,27 +113,6 @@ async fn cluster(users: usize) -> FakeApiServer {
     fake
 }
 
-fn token(sub: &str) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    encode(
-        &Header::default(),
-        &json!({"iss": ISS, "sub": sub, "iat": now, "exp": now + 3600}),
-        &EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
-    )
-    .unwrap()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Serve {
     child: Child,
     http: String,
@@ -193,7 +161,7 @@ impl Serve {
             client: reqwest::Client::new(),
             _dir: dir,
         };
-        let ready = time_until(|| async {
+        let ready = time_until(Duration::from_secs(600), || async {
             let r = serve
                 .client
                 .get(format!("{}/readyz", serve.http))
@@ -256,20 +224,6 @@ impl Serve {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
     }
-}
-
-/// Polls every 2 ms until `done`; the time it took.
-async fn time_until<F, Fut>(mut done: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !done().await {
-        assert!(start.elapsed() < Duration::from_secs(600), "never happened");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    start.elapsed()
 }
 
 /// What a batch of requests to the fake API server was.
@@ -449,7 +403,7 @@ async fn main() {
 
     let (watch, watch_ready) = Serve::start(&watch_fake, "watch").await;
     let (on_demand, on_demand_ready) = Serve::start(&on_demand_fake, "on-demand").await;
-    let counted = time_until(|| async {
+    let counted = time_until(Duration::from_secs(600), || async {
         on_demand.metric("portcullis_users_counted").await == Some(users as f64)
     })
     .await;
