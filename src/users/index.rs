@@ -280,7 +280,17 @@ pub fn admit(
     name: &str,
     spec: &UserSpec,
 ) -> Result<(), Refused> {
-    let user = KnownUser::new(name, spec);
+    admit_known(users, also, KnownUser::new(name, spec))
+}
+
+/// [`admit`] of a User already in its compiled form: file mode keeps each file's Users so,
+/// and takes those of unchanged files again at a reload without parsing them.
+pub fn admit_known(
+    users: &mut UserIndex,
+    also: Option<&UserIndex>,
+    user: KnownUser,
+) -> Result<(), Refused> {
+    let name = user.name();
     if user.size() > MAX_USER_BYTES {
         return Err(Refused::TooLarge);
     }

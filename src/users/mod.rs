@@ -42,7 +42,7 @@ use crate::metrics::Metrics;
 
 pub use create::{plan, DataSource, Plan, USERINFO_RETRY_AFTER};
 pub use find::{find, Found, NameClaims};
-pub use index::{admit, Refused, UserIndex, UserIndexPair};
+pub use index::{admit, admit_known, Refused, UserIndex, UserIndexPair};
 pub use limits::{
     CreationLimits, Limit, UserCounts, DEFAULT_CREATE_BURST, DEFAULT_CREATE_RATE,
     DEFAULT_MAX_USERS, DEFAULT_MAX_USERS_PER_NAMESPACE,
