@@ -9,7 +9,7 @@ use crate::resources::{ConfigError, FieldError, Kind, Origin, Resource, SecretDa
 use crate::resources::{PolicyEngine, TokenIntrospectorSpec};
 use crate::resources::{SecretKeyRef, SecretProblem};
 use crate::token::{Introspector, TrustStore};
-use crate::users::{self, UserIndex};
+use crate::users::{self, KnownUser, UserIndex};
 
 /// Compile a complete set of resources. Any error rejects the whole set, so that the
 /// caller keeps serving the last good snapshot; every error found is returned at once.
@@ -60,6 +60,39 @@ pub struct Compiler {
     /// Each linked policy's links, `(field, User key or (issuer, client))`, checked in
     /// `finish` against the Users and issuers the configuration defines.
     link_checks: Vec<(ConfigError, Option<String>, Vec<LinkTarget>)>,
+    /// Users refused so far: until there is one, no User name is in `seen`.
+    users_refused: usize,
+    /// See [`Compiler::push_prepared`]: what compiling the resource being added gave
+    /// before, taken in, then what it gives now, handed back.
+    memo: Option<PolicyMemo>,
+    /// Whether to keep a [`PolicyMemo`] of each policy compiled (for [`Compiler::push_prepared`]).
+    memoizing: bool,
+}
+
+/// A parsed item as a source keeps it from one load to the next (file mode), to push it
+/// again with [`Compiler::push_prepared`] while its file has not changed: a User in its
+/// compiled form, which the index shares (a reference each, where its parsed JSON would
+/// cost 900 bytes); anything else as parsed, with what compiling it gave.
+pub struct Prepared(PreparedItem);
+
+enum PreparedItem {
+    User { user: KnownUser, origin: Origin },
+    Other(Box<(Result<Resource, ConfigError>, Option<PolicyMemo>)>),
+}
+
+/// What compiling an AccessPolicy gave, to take again without compiling it while its
+/// resource is unchanged: compiled, it depends on nothing else but the regex budget of its
+/// scope, which `regexes` pays again ([`RegexBudget::repay`]).
+struct PolicyMemo {
+    policy: Arc<crate::policy::Policy>,
+    regexes: Vec<(Arc<str>, usize)>,
+    warnings: Vec<ConfigError>,
+}
+
+impl Prepared {
+    fn other(item: Result<Resource, ConfigError>) -> Self {
+        Prepared(PreparedItem::Other(Box::new((item, None))))
+    }
 }
 
 /// One scope's part of a compilation.
@@ -266,6 +299,42 @@ impl Compiler {
         &self.warnings
     }
 
+    /// A parsed item as a source keeps it (see [`Prepared`]): localized, a User compiled.
+    pub fn prepare(&self, item: Result<Resource, ConfigError>) -> Prepared {
+        let mut r = match item {
+            Ok(r) => r,
+            Err(e) => return Prepared::other(Err(e)),
+        };
+        self.localize(&mut r);
+        match &r.spec {
+            Spec::User(spec) => {
+                let user = KnownUser::new(&r.key(), spec);
+                Prepared(PreparedItem::User {
+                    user,
+                    origin: r.origin,
+                })
+            }
+            _ => Prepared::other(Ok(r)),
+        }
+    }
+
+    /// [`Compiler::push`] of a prepared item, which keeps what compiling it gave, to be
+    /// taken again while it is unchanged.
+    pub fn push_prepared(&mut self, item: &mut Prepared) {
+        match &mut item.0 {
+            PreparedItem::User { user, origin } => self.add_user(user.clone(), origin.clone()),
+            PreparedItem::Other(other) => match &mut **other {
+                (Ok(r), memo) => {
+                    (self.memo, self.memoizing) = (memo.take(), true);
+                    self.add(r);
+                    *memo = self.memo.take();
+                    self.memoizing = false;
+                }
+                (Err(e), _) => self.errors.push(e.clone()),
+            },
+        }
+    }
+
     /// A resource, or the error its source found instead of one.
     pub fn push(&mut self, item: Result<Resource, ConfigError>) {
         match item {
@@ -309,6 +378,9 @@ impl Compiler {
         let Some(kind) = r.spec.kind() else {
             return self.add_secret(r);
         };
+        if let Spec::User(spec) = &r.spec {
+            return self.add_user(KnownUser::new(&r.key(), spec), r.origin.clone());
+        }
         if let Spec::TokenIntrospector(spec) = &r.spec {
             if self.secrets.is_some() && !spec.secret_refs().is_empty() && !self.finishing {
                 return self.with_secret_refs.push(r.clone());
@@ -341,6 +413,39 @@ impl Compiler {
                 self.report(r, e);
             }
         }
+    }
+
+    /// [`Compiler::add`] of a User, compiled already.
+    fn add_user(&mut self, user: KnownUser, origin: Origin) {
+        let key = user.name();
+        if let Some(first) = self.first_definition(Kind::User, key) {
+            let message = format!("defined twice: also at {first}");
+            let e = error_at(&origin, &user, FieldError::new("", message));
+            return self.errors.push(e);
+        }
+        match self.admit_user(user.clone()) {
+            Ok(()) => self.user_origins.push(&origin),
+            Err(rejection) => {
+                self.users_refused += 1;
+                let key = user.name().to_owned();
+                self.seen.insert((Kind::User, key), origin.clone());
+                for e in rejection.errors {
+                    self.errors.push(error_at(&origin, &user, e));
+                }
+            }
+        }
+    }
+
+    /// Takes a User in, as [`Compiler::admit_unchecked`] does.
+    fn admit_user(&mut self, user: KnownUser) -> Result<(), Rejection> {
+        let team = team_of(
+            self.root_namespace.as_deref(),
+            super::namespace_of(user.name()),
+        );
+        self.outside_rebuild(&team.map(str::to_owned))?;
+        self.compiled += 1;
+        let serving = self.serving.as_deref().map(|s| &*s.users);
+        Ok(users::admit_known(&mut self.users, serving, user)?)
     }
 
     /// A policy's links, to warn in `finish` of those that name nothing defined: a User
@@ -451,6 +556,8 @@ impl Compiler {
             .flatten();
         match user {
             Some(position) => self.user_origins.get(position),
+            // A User is in `seen` only once refused: spare 100,000 lookups their key's copy.
+            None if kind == Kind::User && self.users_refused == 0 => None,
             None => self.seen.get(&(kind, key.to_owned())).cloned(),
         }
     }
@@ -462,6 +569,7 @@ impl Compiler {
             debug_assert_eq!(self.user_origins.places.len(), self.users.len());
         } else {
             if let Some(kind) = r.spec.kind() {
+                self.users_refused += usize::from(kind == Kind::User);
                 self.seen.insert((kind, key), r.origin.clone());
             }
         }
@@ -551,17 +659,23 @@ impl Compiler {
         in_root.or(own).or(serving)
     }
 
-    /// Takes the resource in when nothing is wrong with it; otherwise changes nothing.
-    fn admit_unchecked(&mut self, r: &Resource) -> Result<(), Rejection> {
-        let key = r.key();
-        let team = self.team_of(r);
-        if self.kept.is_some() && !self.scopes.contains_key(&team) {
+    /// Refuses what belongs to a scope that this rebuild keeps as it is.
+    fn outside_rebuild(&self, team: &Option<String>) -> Result<(), Rejection> {
+        if self.kept.is_some() && !self.scopes.contains_key(team) {
             let message = "compiled in a scope that this rebuild keeps as it is";
             return Err(Rejection::invalid(vec![FieldError::new(
                 "metadata.namespace",
                 message,
             )]));
         }
+        Ok(())
+    }
+
+    /// Takes the resource in when nothing is wrong with it; otherwise changes nothing.
+    fn admit_unchecked(&mut self, r: &Resource) -> Result<(), Rejection> {
+        let key = r.key();
+        let team = self.team_of(r);
+        self.outside_rebuild(&team)?;
         if r.spec.kind().is_some() {
             self.compiled += 1;
         }
@@ -605,50 +719,45 @@ impl Compiler {
                     Err(e) => return Err(Rejection::invalid(vec![e])),
                 }
                 .in_namespace(r.scope());
+                let memo = self.memo.take();
+                let memoizing = self.memoizing;
                 let budget = &mut self.builder(team.clone()).regex;
-                let policy = crate::policy::compile_within(&spec.body(), budget).map_err(|es| {
-                    Rejection::invalid(
-                        es.into_iter()
-                            .map(|e| FieldError::new(e.path, e.message))
-                            .collect(),
-                    )
-                })?;
-                let unlinked = links.users.is_empty() && links.clients.is_empty();
-                if unlinked && spec.engine != PolicyEngine::Allow && policy.allows_every_request() {
-                    let field = match spec.engine {
-                        PolicyEngine::Matcho => "matcho",
-                        PolicyEngine::JsonSchema => "schema",
-                        _ => "engine",
-                    };
-                    self.warnings.push(error(
-                        r,
-                        FieldError::new(
-                            field,
-                            "allows every request, with or without a token; \
-                             say so with `engine: allow` if that is meant",
-                        ),
-                    ));
-                }
-                let mut upper = Vec::new();
-                upper_case_methods(&spec.body(), String::new(), false, &mut upper);
-                for field in upper {
-                    self.warnings.push(error(
-                        r,
-                        FieldError::new(
-                            field,
-                            "request methods are lower case (`get`, `post`): this upper-case \
-                             value never matches",
-                        ),
-                    ));
-                }
+                let memo = match memo.filter(|m| budget.repay(&m.regexes)) {
+                    Some(memo) => memo,
+                    None => {
+                        let body = spec.body();
+                        if memoizing {
+                            budget.record();
+                        }
+                        let compiled = crate::policy::compile_within(&body, budget);
+                        let regexes = budget.take_record();
+                        let policy = compiled.map_err(|es| {
+                            Rejection::invalid(
+                                es.into_iter()
+                                    .map(|e| FieldError::new(e.path, e.message))
+                                    .collect(),
+                            )
+                        })?;
+                        let warnings = policy_warnings(r, spec, &body, &links, &policy);
+                        PolicyMemo {
+                            policy: Arc::new(policy),
+                            regexes,
+                            warnings,
+                        }
+                    }
+                };
+                self.warnings.extend(memo.warnings.iter().cloned());
                 (self.builder(team).policies).push((
                     CompiledPolicy {
                         name: key,
-                        policy: Arc::new(policy),
+                        policy: memo.policy.clone(),
                         dry_run: spec.dry_run,
                     },
                     links,
-                ))
+                ));
+                if memoizing {
+                    self.memo = Some(memo);
+                }
             }
             Spec::User(spec) => {
                 let serving = self.serving.as_deref().map(|s| &*s.users);
@@ -668,38 +777,61 @@ impl Compiler {
     /// configuration (nor, at start-up, to never become ready). Push these after every
     /// other resource, so that a User the configuration defines always wins.
     pub fn push_created_user(&mut self, item: Result<Resource, ConfigError>) {
+        let prepared = self.prepare_created(item);
+        self.push_created_prepared(&prepared)
+    }
+
+    /// [`Compiler::prepare`] of an item of the directory of created Users: what is not a
+    /// User in a file of its name is kept as the error that passes it over.
+    pub fn prepare_created(&self, item: Result<Resource, ConfigError>) -> Prepared {
         let mut r = match item {
             Ok(r) => r,
-            Err(e) => return self.skipped.push(e),
+            Err(e) => return Prepared::other(Err(e)),
         };
         self.localize(&mut r);
-        let skip = |this: &mut Self, field: &str, message: String| {
-            this.skipped
-                .push(error(&r, FieldError::new(field, message)));
+        let skip = |field: &str, message: String| {
+            Prepared::other(Err(error(&r, FieldError::new(field, message))))
         };
-        if !matches!(r.spec, Spec::User(_)) {
+        let Spec::User(spec) = &r.spec else {
             let message = format!(
                 "holds a {}: only Users are read from here",
                 r.spec.kind_name()
             );
-            return skip(self, "", message);
-        }
+            return skip("", message);
+        };
         if let Origin::File { path, .. } = &r.origin {
             if path.file_stem().and_then(|s| s.to_str()) != Some(r.name.as_str()) {
                 let message = format!("a created User lives in {}.yaml", r.name);
-                return skip(self, "metadata.name", message);
+                return skip("metadata.name", message);
             }
         }
-        let key = r.key();
-        if let Some(first) = self.first_definition(Kind::User, &key) {
+        let user = KnownUser::new(&r.key(), spec);
+        Prepared(PreparedItem::User {
+            user,
+            origin: r.origin,
+        })
+    }
+
+    /// [`Compiler::push_created_user`] of an item from [`Compiler::prepare_created`].
+    pub fn push_created_prepared(&mut self, item: &Prepared) {
+        let (user, origin) = match &item.0 {
+            PreparedItem::User { user, origin } => (user, origin),
+            PreparedItem::Other(other) => match &other.0 {
+                Err(e) => return self.skipped.push(e.clone()),
+                // Not from `prepare_created`, which leaves no other resource: judged as it would.
+                Ok(r) => return self.push_created_user(Ok(r.clone())),
+            },
+        };
+        if let Some(first) = self.first_definition(Kind::User, user.name()) {
             let message = format!("defined twice: also at {first}");
-            return skip(self, "", message);
+            let e = error_at(origin, user, FieldError::new("", message));
+            return self.skipped.push(e);
         }
-        match self.admit_unchecked(&r) {
-            Ok(()) => self.remember(&r, key, true),
+        match self.admit_user(user.clone()) {
+            Ok(()) => self.user_origins.push(origin),
             Err(rejection) => {
                 for e in rejection.errors {
-                    self.skipped.push(error(&r, e));
+                    self.skipped.push(error_at(origin, user, e));
                 }
             }
         }
@@ -935,6 +1067,57 @@ fn error(r: &Resource, e: FieldError) -> ConfigError {
         field: (!e.field.is_empty()).then_some(e.field),
         message: e.message,
     }
+}
+
+/// [`error`] of a User compiled already.
+fn error_at(origin: &Origin, user: &KnownUser, e: FieldError) -> ConfigError {
+    ConfigError {
+        origin: origin.clone(),
+        resource: Some(format!("{}/{}", Kind::User.name(), user.name())),
+        field: (!e.field.is_empty()).then_some(e.field),
+        message: e.message,
+    }
+}
+
+/// What a compiled policy is likely a mistake in: allowing every request unlinked, or
+/// naming request methods in upper case.
+fn policy_warnings(
+    r: &Resource,
+    spec: &crate::resources::AccessPolicySpec,
+    body: &serde_json::Value,
+    links: &Links,
+    policy: &crate::policy::Policy,
+) -> Vec<ConfigError> {
+    let mut warnings = Vec::new();
+    let unlinked = links.users.is_empty() && links.clients.is_empty();
+    if unlinked && spec.engine != PolicyEngine::Allow && policy.allows_every_request() {
+        let field = match spec.engine {
+            PolicyEngine::Matcho => "matcho",
+            PolicyEngine::JsonSchema => "schema",
+            _ => "engine",
+        };
+        warnings.push(error(
+            r,
+            FieldError::new(
+                field,
+                "allows every request, with or without a token; \
+                 say so with `engine: allow` if that is meant",
+            ),
+        ));
+    }
+    let mut upper = Vec::new();
+    upper_case_methods(body, String::new(), false, &mut upper);
+    for field in upper {
+        warnings.push(error(
+            r,
+            FieldError::new(
+                field,
+                "request methods are lower case (`get`, `post`): this upper-case \
+                 value never matches",
+            ),
+        ));
+    }
+    warnings
 }
 
 fn links(refs: &[crate::resources::Link]) -> Result<Links, FieldError> {
