@@ -37,7 +37,8 @@ pub struct Compiler {
     compiled: usize,
     /// See [`Compiler::max_regex_bytes`]; `None`: the default.
     max_regex_bytes: Option<usize>,
-    users: UserIndex,
+    /// Shared only when kept whole from an earlier load ([`Compiler::keeping_users`]).
+    users: Arc<UserIndex>,
     warnings: Vec<ConfigError>,
     skipped: Vec<ConfigError>,
     errors: Vec<ConfigError>,
@@ -57,41 +58,62 @@ pub struct Compiler {
     /// TokenIntrospectors with Secret references, compiled in `finish` once every Secret
     /// manifest is known.
     with_secret_refs: Vec<Resource>,
-    /// Each linked policy's links, `(field, User key or (issuer, client))`, checked in
-    /// `finish` against the Users and issuers the configuration defines.
-    link_checks: Vec<(ConfigError, Option<String>, Vec<LinkTarget>)>,
+    /// Each linked policy's links, checked in `finish` against the Users and issuers the
+    /// configuration defines.
+    link_checks: Vec<LinkCheck>,
     /// Users refused so far: until there is one, no User name is in `seen`.
     users_refused: usize,
-    /// See [`Compiler::push_prepared`]: what compiling the resource being added gave
-    /// before, taken in, then what it gives now, handed back.
+    /// See [`Compiler::push_prepared`]: what compiling the policy being added gave.
     memo: Option<PolicyMemo>,
-    /// Whether to keep a [`PolicyMemo`] of each policy compiled (for [`Compiler::push_prepared`]).
+    /// Whether to keep a [`PolicyMemo`] of the policy being added.
     memoizing: bool,
 }
 
 /// A parsed item as a source keeps it from one load to the next (file mode), to push it
-/// again with [`Compiler::push_prepared`] while its file has not changed: a User in its
-/// compiled form, which the index shares (a reference each, where its parsed JSON would
-/// cost 900 bytes); anything else as parsed, with what compiling it gave.
+/// again with [`Compiler::push_prepared`] while its file has not changed: a User compiled
+/// (held only until pushed: then the index holds it), a policy once compiled as what
+/// compiling it gave, anything else as parsed.
 pub struct Prepared(PreparedItem);
 
 enum PreparedItem {
     User { user: KnownUser, origin: Origin },
-    Other(Box<(Result<Resource, ConfigError>, Option<PolicyMemo>)>),
+    Other(Box<Result<Resource, ConfigError>>),
+    Policy(Box<KeptPolicy>),
 }
 
-/// What compiling an AccessPolicy gave, to take again without compiling it while its
-/// resource is unchanged: compiled, it depends on nothing else but the regex budget of its
-/// scope, which `regexes` pays again ([`RegexBudget::repay`]).
+/// An AccessPolicy compiled and admitted, kept without its parsed spec: what
+/// [`Compiler::add`] would find and make of it again while its resource is unchanged.
+struct KeptPolicy {
+    key: String,
+    team: Option<String>,
+    origin: Origin,
+    dry_run: bool,
+    /// For the warning of links that name nothing defined.
+    link_check: Option<LinkCheck>,
+    memo: PolicyMemo,
+}
+
+/// What compiling an AccessPolicy gave. Compiled, a policy depends on nothing but its
+/// resource and the regex budget of its scope, which `regexes` pays again
+/// ([`RegexBudget::repay`]).
 struct PolicyMemo {
     policy: Arc<crate::policy::Policy>,
+    links: Links,
     regexes: Vec<(Arc<str>, usize)>,
     warnings: Vec<ConfigError>,
 }
 
+/// A linked policy's links, `(field, User key or (issuer, client))`, with its scope.
+type LinkCheck = (ConfigError, Option<String>, Vec<LinkTarget>);
+
 impl Prepared {
     fn other(item: Result<Resource, ConfigError>) -> Self {
-        Prepared(PreparedItem::Other(Box::new((item, None))))
+        Prepared(PreparedItem::Other(Box::new(item)))
+    }
+
+    /// A User: to be dropped once pushed, when its index is kept instead.
+    pub fn is_user(&self) -> bool {
+        matches!(self.0, PreparedItem::User { .. })
     }
 }
 
@@ -167,11 +189,19 @@ impl Compiler {
     /// the index is not copied as it grows.
     pub fn with_user_capacity(users: usize) -> Self {
         let mut compiler = Compiler {
-            users: UserIndex::with_capacity(users),
+            users: Arc::new(UserIndex::with_capacity(users)),
             ..Compiler::default()
         };
         compiler.user_origins.places.reserve_exact(users);
         compiler
+    }
+
+    /// The Users of an earlier load, taken whole, with the files of created Users it passed
+    /// over: a file source whose files holding Users are as they were pushes no User.
+    pub fn keeping_users(mut self, users: Arc<UserIndex>, skipped: Vec<ConfigError>) -> Self {
+        self.users = users;
+        self.skipped = skipped;
+        self
     }
 
     /// For the admission webhook: a compiler whose [`Compiler::admit`] also refuses what
@@ -318,21 +348,82 @@ impl Compiler {
         }
     }
 
-    /// [`Compiler::push`] of a prepared item, which keeps what compiling it gave, to be
-    /// taken again while it is unchanged.
-    pub fn push_prepared(&mut self, item: &mut Prepared) {
-        match &mut item.0 {
+    /// [`Compiler::push`] of a prepared item. A policy admitted is kept as compiled, to be
+    /// taken again while its file is unchanged. `false`: a policy kept so no longer fits
+    /// its scope's regex budget, which only compiling it can explain: compile every file
+    /// anew, in a new compiler.
+    #[must_use]
+    pub fn push_prepared(&mut self, item: &mut Prepared) -> bool {
+        match &item.0 {
             PreparedItem::User { user, origin } => self.add_user(user.clone(), origin.clone()),
-            PreparedItem::Other(other) => match &mut **other {
-                (Ok(r), memo) => {
-                    (self.memo, self.memoizing) = (memo.take(), true);
+            PreparedItem::Other(other) => match &**other {
+                Ok(r) => {
+                    self.memoizing = true;
                     self.add(r);
-                    *memo = self.memo.take();
                     self.memoizing = false;
+                    if let (Some(memo), Spec::AccessPolicy(spec)) = (self.memo.take(), &r.spec) {
+                        let kept = KeptPolicy {
+                            key: r.key(),
+                            team: self.team_of(r),
+                            origin: r.origin.clone(),
+                            dry_run: spec.dry_run,
+                            link_check: self.link_check(r),
+                            memo,
+                        };
+                        *item = Prepared(PreparedItem::Policy(Box::new(kept)));
+                    }
                 }
-                (Err(e), _) => self.errors.push(e.clone()),
+                Err(e) => self.errors.push(e.clone()),
             },
+            PreparedItem::Policy(kept) => return self.add_kept(kept),
         }
+        true
+    }
+
+    /// [`Compiler::add`] of a policy kept as compiled; `false` when its regexes are over
+    /// the budget now.
+    fn add_kept(&mut self, kept: &KeptPolicy) -> bool {
+        let at = |message: String| ConfigError {
+            origin: kept.origin.clone(),
+            resource: Some(format!("{}/{}", Kind::AccessPolicy.name(), kept.key)),
+            field: None,
+            message,
+        };
+        if let Some(first) = self.first_definition(Kind::AccessPolicy, &kept.key) {
+            let e = at(format!("defined twice: also at {first}"));
+            return {
+                self.errors.push(e);
+                true
+            };
+        }
+        let seen = (Kind::AccessPolicy, kept.key.clone());
+        if let Err(rejection) = self.outside_rebuild(&kept.team) {
+            self.seen.insert(seen, kept.origin.clone());
+            for e in rejection.errors {
+                self.errors.push(ConfigError {
+                    field: Some(e.field),
+                    ..at(e.message)
+                });
+            }
+            return true;
+        }
+        self.compiled += 1;
+        let builder = self.builder(kept.team.clone());
+        if !builder.regex.repay(&kept.memo.regexes) {
+            return false;
+        }
+        builder.policies.push((
+            CompiledPolicy {
+                name: kept.key.clone(),
+                policy: kept.memo.policy.clone(),
+                dry_run: kept.dry_run,
+            },
+            kept.memo.links.clone(),
+        ));
+        self.warnings.extend(kept.memo.warnings.iter().cloned());
+        self.link_checks.extend(kept.link_check.clone());
+        self.seen.insert(seen, kept.origin.clone());
+        true
     }
 
     /// A resource, or the error its source found instead of one.
@@ -445,14 +536,23 @@ impl Compiler {
         self.outside_rebuild(&team.map(str::to_owned))?;
         self.compiled += 1;
         let serving = self.serving.as_deref().map(|s| &*s.users);
-        Ok(users::admit_known(&mut self.users, serving, user)?)
+        Ok(users::admit_known(
+            Arc::make_mut(&mut self.users),
+            serving,
+            user,
+        )?)
     }
 
     /// A policy's links, to warn in `finish` of those that name nothing defined: a User
     /// may yet be created (`--create-users`), so it is a warning, not an error.
     fn remember_links(&mut self, r: &Resource) {
+        self.link_checks.extend(self.link_check(r));
+    }
+
+    /// What [`Compiler::remember_links`] keeps of a policy, if it has links.
+    fn link_check(&self, r: &Resource) -> Option<LinkCheck> {
         let Spec::AccessPolicy(spec) = &r.spec else {
-            return;
+            return None;
         };
         let targets: Vec<_> = (spec.link.iter().flatten().enumerate())
             .filter_map(|(i, link)| match (link.target(), &link.issuer) {
@@ -465,11 +565,11 @@ impl Compiler {
                 _ => None,
             })
             .collect();
-        if !targets.is_empty() {
-            let at = error(r, FieldError::new("", ""));
-            let team = self.team_of(r);
-            self.link_checks.push((at, team, targets));
+        if targets.is_empty() {
+            return None;
         }
+        let at = error(r, FieldError::new("", ""));
+        Some((at, self.team_of(r), targets))
     }
 
     /// Links to Users that are not defined, or to clients of issuers no
@@ -719,49 +819,43 @@ impl Compiler {
                     Err(e) => return Err(Rejection::invalid(vec![e])),
                 }
                 .in_namespace(r.scope());
-                let memo = self.memo.take();
                 let memoizing = self.memoizing;
                 let budget = &mut self.builder(team.clone()).regex;
-                let memo = match memo.filter(|m| budget.repay(&m.regexes)) {
-                    Some(memo) => memo,
-                    None => {
-                        let body = spec.body();
-                        if memoizing {
-                            budget.record();
-                        }
-                        let compiled = crate::policy::compile_within(&body, budget);
-                        let regexes = budget.take_record();
-                        let policy = compiled.map_err(|es| {
-                            Rejection::invalid(
-                                es.into_iter()
-                                    .map(|e| FieldError::new(e.path, e.message))
-                                    .collect(),
-                            )
-                        })?;
-                        let warnings = policy_warnings(r, spec, &body, &links, &policy);
-                        PolicyMemo {
-                            policy: Arc::new(policy),
-                            regexes,
-                            warnings,
-                        }
-                    }
-                };
-                self.warnings.extend(memo.warnings.iter().cloned());
+                let body = spec.body();
+                if memoizing {
+                    budget.record();
+                }
+                let compiled = crate::policy::compile_within(&body, budget);
+                let regexes = budget.take_record();
+                let policy = Arc::new(compiled.map_err(|es| {
+                    Rejection::invalid(
+                        es.into_iter()
+                            .map(|e| FieldError::new(e.path, e.message))
+                            .collect(),
+                    )
+                })?);
+                let warnings = policy_warnings(r, spec, &body, &links, &policy);
+                self.warnings.extend(warnings.iter().cloned());
                 (self.builder(team).policies).push((
                     CompiledPolicy {
                         name: key,
-                        policy: memo.policy.clone(),
+                        policy: policy.clone(),
                         dry_run: spec.dry_run,
                     },
-                    links,
+                    links.clone(),
                 ));
                 if memoizing {
-                    self.memo = Some(memo);
+                    self.memo = Some(PolicyMemo {
+                        policy,
+                        links,
+                        regexes,
+                        warnings,
+                    });
                 }
             }
             Spec::User(spec) => {
                 let serving = self.serving.as_deref().map(|s| &*s.users);
-                users::admit(&mut self.users, serving, &key, spec)?
+                users::admit(Arc::make_mut(&mut self.users), serving, &key, spec)?
             }
             Spec::Secret(_) => {
                 let message = "a Secret is not a resource of portcullis";
@@ -816,11 +910,20 @@ impl Compiler {
     pub fn push_created_prepared(&mut self, item: &Prepared) {
         let (user, origin) = match &item.0 {
             PreparedItem::User { user, origin } => (user, origin),
-            PreparedItem::Other(other) => match &other.0 {
+            PreparedItem::Other(other) => match &**other {
                 Err(e) => return self.skipped.push(e.clone()),
                 // Not from `prepare_created`, which leaves no other resource: judged as it would.
                 Ok(r) => return self.push_created_user(Ok(r.clone())),
             },
+            PreparedItem::Policy(kept) => {
+                let message = "holds a AccessPolicy: only Users are read from here";
+                return self.skipped.push(ConfigError {
+                    origin: kept.origin.clone(),
+                    resource: Some(format!("{}/{}", Kind::AccessPolicy.name(), kept.key)),
+                    field: None,
+                    message: message.into(),
+                });
+            }
         };
         if let Some(first) = self.first_definition(Kind::User, user.name()) {
             let message = format!("defined twice: also at {first}");
@@ -868,7 +971,9 @@ impl Compiler {
 
     /// What [`Compiler::admit`] took in.
     pub fn into_snapshot(mut self) -> Snapshot {
-        self.users.shrink_to_fit();
+        if let Some(users) = Arc::get_mut(&mut self.users) {
+            users.shrink_to_fit();
+        }
         let root = match (self.scopes.remove(&None), &self.kept) {
             (Some(b), _) => Arc::new(b.build(None)),
             (None, Some(kept)) => kept.root.clone(),
@@ -902,7 +1007,7 @@ impl Compiler {
             root,
             namespaces: Arc::new(namespaces),
             root_namespace: self.root_namespace,
-            users: Arc::new(self.users),
+            users: self.users,
             users_on_demand: false,
             warnings,
             skipped: self.skipped,
@@ -910,9 +1015,10 @@ impl Compiler {
     }
 
     /// Only the Users, for a snapshot whose other kinds stay as they are.
-    pub fn into_users(mut self) -> UserIndex {
-        self.users.shrink_to_fit();
-        self.users
+    pub fn into_users(self) -> UserIndex {
+        let mut users = Arc::unwrap_or_clone(self.users);
+        users.shrink_to_fit();
+        users
     }
 }
 

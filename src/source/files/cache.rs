@@ -1,15 +1,18 @@
 //! File mode's reload of what changed. Each file's resources are kept from one load to the
-//! next, prepared for the compiler (a User compiled, a policy with what compiling it gave),
-//! beside the file's fingerprint: a reload reads again only the files whose fingerprint
-//! changed, and the compiler takes the rest as they are. It still compiles one whole
-//! configuration from them, in the order of a full read, so that what it gives (snapshot,
-//! errors, warnings, the Users passed over) is what reading every file would give.
+//! next beside the file's fingerprint, prepared for the compiler (a policy as compiled);
+//! a reload reads again only the files whose fingerprint changed. Users are not kept per
+//! file: while no file holding Users changed since the last good load, its User index is
+//! taken whole; else every file holding Users is read again. The compiler still takes
+//! every file's resources in the order of a full read, so that what a load gives
+//! (snapshot, errors, warnings, the created Users passed over) is what reading every file
+//! gives.
 
 use std::collections::hash_map::Entry as Slot;
 use std::collections::HashMap;
 use std::hash::RandomState;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::read::{empty_configuration, files_below, hash_file, load_file};
@@ -17,6 +20,7 @@ use super::FileSource;
 use crate::resources::{ConfigError, Resource};
 use crate::snapshot::{Compiler, Prepared};
 use crate::source::Loaded;
+use crate::users::UserIndex;
 
 /// How far before a file was read its times may lie and still hide a later change: a write
 /// within the file system's time granularity (2 s on the coarsest) can leave length and
@@ -30,10 +34,29 @@ pub struct Loader {
     /// The directory of created Users.
     created: Files,
     hasher: RandomState,
-    /// How many Users the last good load held: room for as many in the next.
-    users: usize,
+    /// Numbers each read of a file.
+    reads: u64,
     /// How many files the last load read (again).
     read: usize,
+    /// The Users of the last good load.
+    users: Option<KeptUsers>,
+}
+
+/// The Users of a good load, and which reads of which files they came from.
+struct KeptUsers {
+    index: Arc<UserIndex>,
+    /// The created Users' files passed over.
+    skipped: Vec<ConfigError>,
+    from: Vec<Source>,
+}
+
+/// One place Users came from: a read of a file that held some (or of the directory of
+/// created Users, all of whose files count), or the error of a directory that could not
+/// be listed.
+#[derive(Clone, PartialEq, Eq)]
+enum Source {
+    File(PathBuf, u64),
+    Unlisted(String),
 }
 
 /// The files of one tree, by path, as last read.
@@ -47,9 +70,15 @@ struct File {
     taken: SystemTime,
     /// Of the bytes read, when the whole file was read.
     hash: Option<u64>,
+    /// Which read of the loader's this is.
+    read: u64,
+    /// Every item but the Users, which `items` holds only from the read until the end of
+    /// the load that read it.
     items: Vec<Prepared>,
-    /// How many of `items` are resources (not errors), as read.
+    /// How many resources (not errors) it holds, Users included, as read.
     resources: usize,
+    /// How many Users it holds, as read.
+    users: usize,
 }
 
 /// What changes when a file's content does: a write moves the change time, a replacement
@@ -75,14 +104,15 @@ impl Fingerprint {
     /// Whether a change made after `taken` may have left this fingerprint as it is.
     fn racy(&self, taken: SystemTime) -> bool {
         let latest = self.modified.max(self.changed);
-        let at = |(secs, nanos): (i64, i64)| {
-            let since = Duration::new(secs.unsigned_abs(), nanos.clamp(0, 999_999_999) as u32);
-            match secs >= 0 {
-                true => SystemTime::UNIX_EPOCH + since,
-                false => SystemTime::UNIX_EPOCH - since,
-            }
+        let since = Duration::new(
+            latest.0.unsigned_abs(),
+            latest.1.clamp(0, 999_999_999) as u32,
+        );
+        let at = match latest.0 >= 0 {
+            true => SystemTime::UNIX_EPOCH + since,
+            false => SystemTime::UNIX_EPOCH - since,
         };
-        at(latest) + RACY >= taken
+        at + RACY >= taken
     }
 }
 
@@ -93,6 +123,16 @@ enum Tree {
     Created,
 }
 
+/// A place of the full read's order.
+enum Listed {
+    Config(PathBuf),
+    Created(PathBuf),
+    /// A `--config` path that cannot be listed.
+    ConfigError(ConfigError),
+    /// The directory of created Users, when it cannot be listed.
+    CreatedError(ConfigError),
+}
+
 impl Loader {
     pub fn new(source: FileSource) -> Self {
         Loader {
@@ -100,8 +140,9 @@ impl Loader {
             config: Files::default(),
             created: Files::default(),
             hasher: RandomState::new(),
-            users: 0,
+            reads: 0,
             read: 0,
+            users: None,
         }
     }
 
@@ -110,7 +151,8 @@ impl Loader {
         &self.source.config
     }
 
-    /// How many files the last load read: those added or changed since the one before.
+    /// How many files the last load read: those added or changed since the one before,
+    /// and those holding Users when Users changed.
     pub fn files_read(&self) -> usize {
         self.read
     }
@@ -119,146 +161,259 @@ impl Loader {
     /// load (every file, the first time). Blocking: file reads and compilation.
     pub fn load(&mut self) -> Loaded {
         let started = Instant::now();
+        let mut loaded = self.load_changed();
+        if loaded.is_none() {
+            // A policy kept as compiled is over its scope's regex budget now: the error
+            // needs its spec, which is not kept. Rare: read every file.
+            (self.config, self.created, self.users) = (Files::default(), Files::default(), None);
+            loaded = self.load_changed();
+        }
+        let mut loaded = loaded.expect("policies read anew compile without a kept form");
+        loaded.took = Some(started.elapsed());
+        loaded
+    }
+
+    /// [`Loader::load`]; `None` when a policy kept as compiled must be compiled again.
+    fn load_changed(&mut self) -> Option<Loaded> {
+        self.read = 0;
+        let (mut config, mut created) = (Files::default(), Files::default());
+        let mut reader = Reader {
+            hasher: &self.hasher,
+            reads: &mut self.reads,
+            read: &mut self.read,
+            prepare: Compiler::default().scoped(self.source.root_namespace.clone()),
+        };
+        // Every file in the order of a full read, those changed read now.
+        let mut listed = Vec::new();
+        let except = self.source.users_dir.as_deref();
+        for path in &self.source.config {
+            match files_below(path, except) {
+                Ok(files) => {
+                    for path in files {
+                        config.take(&path, &mut self.config, &mut reader, Tree::Config);
+                        listed.push(Listed::Config(path));
+                    }
+                }
+                Err(e) => listed.push(Listed::ConfigError(e)),
+            }
+        }
+        if let Some(dir) = &self.source.users_dir {
+            match files_below(dir, None) {
+                Ok(files) => {
+                    for path in files {
+                        created.take(&path, &mut self.created, &mut reader, Tree::Created);
+                        listed.push(Listed::Created(path));
+                    }
+                }
+                Err(e) => listed.push(Listed::CreatedError(e)),
+            }
+        }
+        // Files gone since are forgotten with what they held.
+        (self.config, self.created) = (config, created);
+
+        let from = sources(&self.config, &self.created, &listed);
+        let kept = (self.users.as_ref()).filter(|kept| kept.from == from);
         let source = &self.source;
-        let mut compiler = Compiler::with_user_capacity(self.users)
+        let compiler = match kept {
+            Some(kept) => {
+                Compiler::default().keeping_users(kept.index.clone(), kept.skipped.clone())
+            }
+            None => Compiler::with_user_capacity(self.users.as_ref().map_or(0, |k| k.index.len())),
+        };
+        let mut compiler = compiler
             .scoped(source.root_namespace.clone())
             .max_regex_bytes(source.max_regex_bytes);
-        let (mut count, mut read) = (0, 0);
-        let mut config = Files::default();
-        let except = source.users_dir.as_deref();
-        for path in &source.config {
-            let files = match files_below(path, except) {
-                Ok(files) => files,
-                Err(e) => {
-                    compiler.push(Err(e));
-                    continue;
+        // The Users changed: every file holding some is read again, for its Users.
+        let users_again = kept.is_none();
+        let again = |file: &File| users_again && file.users > 0 && !file.holds_users();
+
+        let mut count = 0;
+        for l in &listed {
+            match l {
+                Listed::ConfigError(e) => compiler.push(Err(e.clone())),
+                Listed::Config(path) => {
+                    let file = self.config.get_mut(path);
+                    if again(file) {
+                        *file = reader.read(path, Tree::Config);
+                    }
+                    count += file.resources;
+                    for item in &mut file.items {
+                        if !compiler.push_prepared(item) {
+                            return None;
+                        }
+                    }
                 }
-            };
-            for path in files {
-                let (file, fresh) = config.take(
-                    path,
-                    &mut self.config,
-                    &self.hasher,
-                    &compiler,
-                    Tree::Config,
-                );
-                (count, read) = (count + file.resources, read + usize::from(fresh));
-                for item in &mut file.items {
-                    compiler.push_prepared(item);
-                }
+                Listed::Created(_) | Listed::CreatedError(_) => {}
             }
         }
         if count == 0 {
             compiler.warn(empty_configuration(&source.config));
         }
-        let mut created = Files::default();
-        if let Some(dir) = &source.users_dir {
-            match files_below(dir, None) {
-                Ok(files) => {
-                    for path in files {
-                        let (file, fresh) = created.take(
-                            path,
-                            &mut self.created,
-                            &self.hasher,
-                            &compiler,
-                            Tree::Created,
-                        );
-                        (count, read) = (count + file.resources, read + usize::from(fresh));
-                        for item in &file.items {
-                            compiler.push_created_prepared(item);
-                        }
+        for l in &listed {
+            match l {
+                Listed::CreatedError(e) if users_again => {
+                    compiler.push_created_user(Err(e.clone()))
+                }
+                Listed::Created(path) => {
+                    let file = self.created.get_mut(path);
+                    if again(file) {
+                        *file = reader.read(path, Tree::Created);
+                    }
+                    count += file.resources;
+                    if users_again {
+                        file.items
+                            .iter()
+                            .for_each(|item| compiler.push_created_prepared(item));
                     }
                 }
-                Err(e) => compiler.push_created_user(Err(e)),
+                _ => {}
             }
         }
-        // Files gone since are forgotten with what they held.
-        (self.config, self.created) = (config, created);
+        // The index holds the Users now.
+        for file in self
+            .config
+            .0
+            .values_mut()
+            .chain(self.created.0.values_mut())
+        {
+            if file.holds_users() {
+                file.items.retain(|item| !item.is_user());
+                file.items.shrink_to_fit();
+            }
+        }
         let files = self.config.0.len() + self.created.0.len();
-        tracing::debug!(files, read, "configuration files read again");
-        self.read = read;
+        tracing::debug!(
+            files,
+            read = self.read,
+            users_again,
+            "configuration files read"
+        );
         let compiled = compiler.finish();
         if let Ok(snapshot) = &compiled {
-            self.users = snapshot.users.len();
+            self.users = Some(KeptUsers {
+                index: snapshot.users.clone(),
+                skipped: snapshot.skipped.clone(),
+                from: sources(&self.config, &self.created, &listed),
+            });
         }
-        Loaded {
+        Some(Loaded {
             compiled,
             resources: count,
             refused: None,
-            took: Some(started.elapsed()),
+            took: None,
             users_only: false,
-        }
+        })
     }
 }
 
-impl Files {
-    /// The file at `path`, as `last` holds it while unchanged, else read anew; and whether
-    /// it was read. A path listed twice is read once.
-    fn take(
-        &mut self,
-        path: PathBuf,
-        last: &mut Files,
-        hasher: &RandomState,
-        compiler: &Compiler,
-        tree: Tree,
-    ) -> (&mut File, bool) {
-        match self.0.entry(path) {
-            Slot::Occupied(slot) => (slot.into_mut(), false),
-            Slot::Vacant(slot) => {
-                let (file, fresh) = File::refresh(
-                    slot.key(),
-                    last.0.remove(slot.key()),
-                    hasher,
-                    compiler,
-                    tree,
-                );
-                (slot.insert(file), fresh)
+/// Where the Users of a load of these files, in this order, come from.
+fn sources(config: &Files, created: &Files, listed: &[Listed]) -> Vec<Source> {
+    (listed.iter())
+        .filter_map(|l| match l {
+            Listed::Config(path) => {
+                let file = config.get(path);
+                (file.users > 0).then(|| Source::File(path.clone(), file.read))
             }
-        }
-    }
+            Listed::Created(path) => Some(Source::File(path.clone(), created.get(path).read)),
+            Listed::ConfigError(_) => None,
+            Listed::CreatedError(e) => Some(Source::Unlisted(e.to_string())),
+        })
+        .collect()
 }
 
-impl File {
-    /// `last` while the file is unchanged, else the file read anew; and whether it was read.
-    fn refresh(
+/// Reads files for a load, and counts them.
+struct Reader<'a> {
+    hasher: &'a RandomState,
+    reads: &'a mut u64,
+    read: &'a mut usize,
+    /// Prepares items as the load's compiler would (scoped alike).
+    prepare: Compiler,
+}
+
+impl Reader<'_> {
+    /// The file at `path` read anew.
+    fn read(&mut self, path: &Path, tree: Tree) -> File {
+        let taken = SystemTime::now();
+        let fingerprint = std::fs::metadata(path).ok().map(|m| Fingerprint::of(&m));
+        self.read_as(path, tree, taken, fingerprint)
+    }
+
+    fn read_as(
+        &mut self,
         path: &Path,
-        last: Option<File>,
-        hasher: &RandomState,
-        compiler: &Compiler,
         tree: Tree,
-    ) -> (File, bool) {
+        taken: SystemTime,
+        fingerprint: Option<Fingerprint>,
+    ) -> File {
+        let (mut items, mut resources, mut users) = (Vec::new(), 0, 0);
+        let prepare = &self.prepare;
+        let hash = load_file(path, Some(self.hasher), &mut |item: Result<
+            Resource,
+            ConfigError,
+        >| {
+            resources += usize::from(item.is_ok());
+            let item = match tree {
+                Tree::Config => prepare.prepare(item),
+                Tree::Created => prepare.prepare_created(item),
+            };
+            users += usize::from(item.is_user());
+            items.push(item);
+        });
+        *self.reads += 1;
+        *self.read += 1;
+        File {
+            fingerprint,
+            taken,
+            hash,
+            read: *self.reads,
+            items,
+            resources,
+            users,
+        }
+    }
+
+    /// `last` while the file is unchanged, else the file read anew.
+    fn refresh(&mut self, path: &Path, last: Option<File>, tree: Tree) -> File {
         let taken = SystemTime::now();
         let fingerprint = std::fs::metadata(path).ok().map(|m| Fingerprint::of(&m));
         if let (Some(last), Some(fingerprint)) = (last, fingerprint) {
             if last.fingerprint == Some(fingerprint) {
                 if !fingerprint.racy(last.taken) {
-                    return (last, false);
+                    return last;
                 }
                 // Changed within the granularity of its times, perhaps: the bytes tell.
-                if last.hash.is_some() && hash_file(path, hasher) == last.hash {
-                    return (File { taken, ..last }, false);
+                if last.hash.is_some() && hash_file(path, self.hasher) == last.hash {
+                    return File { taken, ..last };
                 }
             }
         }
-        let (mut items, mut resources) = (Vec::new(), 0);
-        let hash = load_file(path, Some(hasher), &mut |item: Result<
-            Resource,
-            ConfigError,
-        >| {
-            resources += usize::from(item.is_ok());
-            items.push(match tree {
-                Tree::Config => compiler.prepare(item),
-                Tree::Created => compiler.prepare_created(item),
-            });
-        });
-        let file = File {
-            fingerprint,
-            taken,
-            hash,
-            items,
-            resources,
-        };
-        (file, true)
+        self.read_as(path, tree, taken, fingerprint)
+    }
+}
+
+impl Files {
+    /// Puts the file at `path` here: as `last` holds it while unchanged, else read anew. A
+    /// path listed twice is read once.
+    fn take(&mut self, path: &Path, last: &mut Files, reader: &mut Reader<'_>, tree: Tree) {
+        if let Slot::Vacant(slot) = self.0.entry(path.to_path_buf()) {
+            let file = reader.refresh(path, last.0.remove(path), tree);
+            slot.insert(file);
+        }
+    }
+
+    fn get(&self, path: &Path) -> &File {
+        &self.0[path]
+    }
+
+    fn get_mut(&mut self, path: &Path) -> &mut File {
+        self.0.get_mut(path).expect("listed")
+    }
+}
+
+impl File {
+    /// Whether its Users are among its items: read by this load.
+    fn holds_users(&self) -> bool {
+        self.items.iter().any(Prepared::is_user)
     }
 }
 

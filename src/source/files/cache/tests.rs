@@ -411,7 +411,8 @@ proptest! {
 }
 
 /// A reload reads again the one file changed, and takes the policies of the others as
-/// they were compiled: the equality above is not that of reading everything each time.
+/// they were compiled, and the Users whole while no file holding Users changed: the
+/// equality above is not that of reading everything each time.
 #[test]
 fn a_reload_reads_the_changed_file_alone_and_keeps_the_rest_compiled() {
     let tree = Tree::new();
@@ -434,10 +435,15 @@ fn a_reload_reads_the_changed_file_alone_and_keeps_the_rest_compiled() {
         root_namespace: None,
         max_regex_bytes: crate::policy::DEFAULT_MAX_REGEX_BYTES,
     });
+    let snapshot = |loaded: &Loaded| loaded.compiled.as_ref().unwrap().clone();
     let policy = |loaded: &Loaded, name: &str| {
-        let snapshot = loaded.compiled.as_ref().unwrap();
-        let found = snapshot.root.policies.iter().find(|p| p.name == name);
-        found.unwrap().policy.clone()
+        let found = snapshot(loaded)
+            .root
+            .policies
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.policy.clone());
+        found.unwrap()
     };
     let first = loader.load();
     assert_eq!(loader.files_read(), 3);
@@ -445,18 +451,29 @@ fn a_reload_reads_the_changed_file_alone_and_keeps_the_rest_compiled() {
         "b.yaml",
         "resourceType: AccessPolicy\nid: b\nengine: matcho\nmatcho: {uri: /b}\n",
     );
-    write("c.yaml", "resourceType: User\nid: u3\n");
     let second = loader.load();
-    assert_eq!(loader.files_read(), 2, "b.yaml changed, c.yaml added");
+    assert_eq!(loader.files_read(), 1, "b.yaml changed");
     assert!(Arc::ptr_eq(&policy(&first, "a"), &policy(&second, "a")));
     assert!(!Arc::ptr_eq(&policy(&first, "b"), &policy(&second, "b")));
-    assert_eq!(second.compiled.as_ref().unwrap().users.len(), 3);
-    std::fs::remove_file(tree.config.join("c.yaml")).unwrap();
+    assert!(Arc::ptr_eq(
+        &snapshot(&first).users,
+        &snapshot(&second).users
+    ));
+
+    write("c.yaml", "resourceType: User\nid: u3\n");
     let third = loader.load();
-    // A deletion reads nothing; the policies of the files left are as they were.
-    assert_eq!(loader.files_read(), 0);
+    assert_eq!(
+        loader.files_read(),
+        2,
+        "c.yaml added, users.yaml read for its Users"
+    );
+    assert_eq!(snapshot(&third).users.len(), 3);
     assert!(Arc::ptr_eq(&policy(&second, "b"), &policy(&third, "b")));
-    assert_eq!(third.compiled.as_ref().unwrap().users.len(), 2);
+    std::fs::remove_file(tree.config.join("c.yaml")).unwrap();
+    let fourth = loader.load();
+    assert_eq!(loader.files_read(), 1, "users.yaml, for its Users");
+    assert_eq!(snapshot(&fourth).users.len(), 2);
+    assert!(Arc::ptr_eq(&policy(&first, "a"), &policy(&fourth, "a")));
 }
 
 /// A write within the granularity of the file system's times can leave a file's length and
@@ -505,4 +522,47 @@ fn a_change_that_leaves_the_fingerprint_is_found_by_the_bytes_while_recent() {
     file.taken = SystemTime::now() + RACY + Duration::from_secs(1);
     assert_eq!(users(&loader.load()), ["a2"]);
     assert_eq!(loader.files_read(), 0);
+}
+
+/// A policy kept as compiled that an edit elsewhere puts over its scope's regex budget is
+/// refused as reading every file refuses it: its error needs its spec, so every file is
+/// read again.
+#[test]
+fn a_kept_policy_over_the_budget_now_is_refused_as_by_a_full_read() {
+    let matcho =
+        |source: &str| json!({"engine": "matcho", "matcho": {"uri": format!("#{source}")}});
+    // Compiled once and held, so that every compilation below finds the same programs.
+    let mut budget = crate::policy::RegexBudget::unlimited();
+    let held: Vec<_> = (REGEXES.iter())
+        .map(|r| crate::policy::compile_within(&matcho(r), &mut budget).unwrap())
+        .collect();
+    let tree = Tree::new();
+    let policy = |id: &str, r: usize| {
+        format!(
+            "resourceType: AccessPolicy\nid: {id}\nengine: matcho\nmatcho: {{uri: '#{}'}}\n",
+            REGEXES[r]
+        )
+    };
+    let source = || FileSource {
+        config: vec![tree.config.clone()],
+        users_dir: None,
+        root_namespace: None,
+        // Any two of the three patterns fit, not all three.
+        max_regex_bytes: budget.used() - 1,
+    };
+    let mut loader = Loader::new(source());
+    std::fs::write(tree.config.join("f1.yaml"), policy("p1", 1)).unwrap();
+    assert!(loader.load().compiled.is_ok());
+    let both = format!("{}---\n{}", policy("p0", 0), policy("p00", 2));
+    std::fs::write(tree.config.join("f0.yaml"), both).unwrap();
+    let (incremental, full) = (loader.load(), source().load(0));
+    assert_eq!(dump(&incremental), dump(&full));
+    let errors = incremental.compiled.err().unwrap();
+    assert!(
+        errors[0]
+            .to_string()
+            .contains("AccessPolicy/p1: field `matcho.uri`"),
+        "{errors:?}"
+    );
+    drop(held);
 }
