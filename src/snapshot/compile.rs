@@ -76,7 +76,8 @@ pub struct Compiler {
 pub struct Prepared(PreparedItem);
 
 enum PreparedItem {
-    User { user: KnownUser, origin: Origin },
+    /// Boxed: while a file's Users pass, its other items stay small.
+    User(Box<(KnownUser, Origin)>),
     Other(Box<Result<Resource, ConfigError>>),
     Policy(Box<KeptPolicy>),
 }
@@ -88,8 +89,8 @@ struct KeptPolicy {
     team: Option<String>,
     origin: Origin,
     dry_run: bool,
-    /// For the warning of links that name nothing defined.
-    link_check: Option<LinkCheck>,
+    /// For the warning of links that name nothing defined (see [`Compiler::link_check`]).
+    link_targets: Vec<LinkTarget>,
     memo: PolicyMemo,
 }
 
@@ -113,7 +114,7 @@ impl Prepared {
 
     /// A User: to be dropped once pushed, when its index is kept instead.
     pub fn is_user(&self) -> bool {
-        matches!(self.0, PreparedItem::User { .. })
+        matches!(self.0, PreparedItem::User(_))
     }
 }
 
@@ -339,10 +340,7 @@ impl Compiler {
         match &r.spec {
             Spec::User(spec) => {
                 let user = KnownUser::new(&r.key(), spec);
-                Prepared(PreparedItem::User {
-                    user,
-                    origin: r.origin,
-                })
+                Prepared(PreparedItem::User(Box::new((user, r.origin))))
             }
             _ => Prepared::other(Ok(r)),
         }
@@ -355,7 +353,7 @@ impl Compiler {
     #[must_use]
     pub fn push_prepared(&mut self, item: &mut Prepared) -> bool {
         match &item.0 {
-            PreparedItem::User { user, origin } => self.add_user(user.clone(), origin.clone()),
+            PreparedItem::User(user) => self.add_user(user.0.clone(), user.1.clone()),
             PreparedItem::Other(other) => match &**other {
                 Ok(r) => {
                     self.memoizing = true;
@@ -367,7 +365,7 @@ impl Compiler {
                             team: self.team_of(r),
                             origin: r.origin.clone(),
                             dry_run: spec.dry_run,
-                            link_check: self.link_check(r),
+                            link_targets: self.link_check(r).map(|c| c.2).unwrap_or_default(),
                             memo,
                         };
                         *item = Prepared(PreparedItem::Policy(Box::new(kept)));
@@ -401,7 +399,7 @@ impl Compiler {
             self.seen.insert(seen, kept.origin.clone());
             for e in rejection.errors {
                 self.errors.push(ConfigError {
-                    field: Some(e.field),
+                    field: (!e.field.is_empty()).then_some(e.field),
                     ..at(e.message)
                 });
             }
@@ -421,7 +419,11 @@ impl Compiler {
             kept.memo.links.clone(),
         ));
         self.warnings.extend(kept.memo.warnings.iter().cloned());
-        self.link_checks.extend(kept.link_check.clone());
+        if !kept.link_targets.is_empty() {
+            let targets = kept.link_targets.clone();
+            self.link_checks
+                .push((at(String::new()), kept.team.clone(), targets));
+        }
         self.seen.insert(seen, kept.origin.clone());
         true
     }
@@ -900,16 +902,13 @@ impl Compiler {
             }
         }
         let user = KnownUser::new(&r.key(), spec);
-        Prepared(PreparedItem::User {
-            user,
-            origin: r.origin,
-        })
+        Prepared(PreparedItem::User(Box::new((user, r.origin))))
     }
 
     /// [`Compiler::push_created_user`] of an item from [`Compiler::prepare_created`].
     pub fn push_created_prepared(&mut self, item: &Prepared) {
         let (user, origin) = match &item.0 {
-            PreparedItem::User { user, origin } => (user, origin),
+            PreparedItem::User(user) => (&user.0, &user.1),
             PreparedItem::Other(other) => match &**other {
                 Err(e) => return self.skipped.push(e.clone()),
                 // Not from `prepare_created`, which leaves no other resource: judged as it would.
