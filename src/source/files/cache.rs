@@ -377,14 +377,19 @@ impl Reader<'_> {
         let taken = SystemTime::now();
         let fingerprint = std::fs::metadata(path).ok().map(|m| Fingerprint::of(&m));
         if let (Some(last), Some(fingerprint)) = (last, fingerprint) {
-            if last.fingerprint == Some(fingerprint) {
-                if !fingerprint.racy(last.taken) {
-                    return last;
-                }
-                // Changed within the granularity of its times, perhaps: the bytes tell.
-                if last.hash.is_some() && hash_file(path, self.hasher) == last.hash {
-                    return File { taken, ..last };
-                }
+            if last.fingerprint == Some(fingerprint) && !fingerprint.racy(last.taken) {
+                return last;
+            }
+            // Changed; or perhaps changed within the granularity of its times; or only
+            // touched, or replaced by the same bytes (a ConfigMap's update replaces every
+            // file): the bytes tell, for a fraction of what parsing them costs.
+            if last.hash.is_some() && hash_file(path, self.hasher) == last.hash {
+                let fingerprint = Some(fingerprint);
+                return File {
+                    fingerprint,
+                    taken,
+                    ..last
+                };
             }
         }
         self.read_as(path, tree, taken, fingerprint)

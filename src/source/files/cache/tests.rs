@@ -515,6 +515,15 @@ fn a_change_that_leaves_the_fingerprint_is_found_by_the_bytes_while_recent() {
     assert_eq!(users(&loader.load()), ["a2"]);
     assert_eq!(loader.files_read(), 0, "the same bytes: kept");
 
+    // Touched, or replaced by the same bytes: not read again, and the Users kept whole.
+    let before = loader.load().compiled.unwrap().users;
+    let swap = tree.config.join("swap.tmp");
+    std::fs::write(&swap, std::fs::read(&path).unwrap()).unwrap();
+    std::fs::rename(&swap, &path).unwrap();
+    let after = loader.load().compiled.unwrap().users;
+    assert_eq!(loader.files_read(), 0);
+    assert!(Arc::ptr_eq(&before, &after));
+
     // Read long after its last change, a file whose fingerprint stays is not read again.
     std::fs::write(&path, "resourceType: User\nid: a3\n").unwrap();
     let file = loader.config.0.get_mut(&path).unwrap();
