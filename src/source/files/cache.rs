@@ -7,7 +7,6 @@
 //! (snapshot, errors, warnings, the created Users passed over) is what reading every file
 //! gives.
 
-use std::collections::hash_map::Entry as Slot;
 use std::collections::HashMap;
 use std::hash::RandomState;
 use std::os::unix::fs::MetadataExt;
@@ -161,36 +160,39 @@ impl Loader {
     /// load (every file, the first time). Blocking: file reads and compilation.
     pub fn load(&mut self) -> Loaded {
         let started = Instant::now();
-        let mut loaded = self.load_changed();
-        if loaded.is_none() {
-            // A policy kept as compiled is over its scope's regex budget now: the error
-            // needs its spec, which is not kept. Rare: read every file.
-            (self.config, self.created, self.users) = (Files::default(), Files::default(), None);
-            loaded = self.load_changed();
-        }
-        let mut loaded = loaded.expect("policies read anew compile without a kept form");
+        let mut users_again = false;
+        let mut loaded = loop {
+            match self.load_changed(users_again) {
+                Ok(loaded) => break loaded,
+                Err(Again::Users) => users_again = true,
+                Err(Again::Budget) => {
+                    (self.config, self.created) = (Files::default(), Files::default());
+                    self.users = None;
+                }
+            }
+        };
         loaded.took = Some(started.elapsed());
         loaded
     }
 
-    /// [`Loader::load`]; `None` when a policy kept as compiled must be compiled again.
-    fn load_changed(&mut self) -> Option<Loaded> {
+    /// [`Loader::load`], the Users taken whole unless `users_again` or they changed.
+    fn load_changed(&mut self, users_again: bool) -> Result<Loaded, Again> {
         self.read = 0;
-        let (mut config, mut created) = (Files::default(), Files::default());
         let mut reader = Reader {
             hasher: &self.hasher,
             reads: &mut self.reads,
             read: &mut self.read,
-            prepare: Compiler::default().scoped(self.source.root_namespace.clone()),
         };
-        // Every file in the order of a full read, those changed read now.
+        // Every file in the order of a full read; those unchanged since the last load kept,
+        // the others to be read as the compiler takes them.
+        let (mut config, mut created) = (Files::default(), Files::default());
         let mut listed = Vec::new();
         let except = self.source.users_dir.as_deref();
         for path in &self.source.config {
             match files_below(path, except) {
                 Ok(files) => {
                     for path in files {
-                        config.take(&path, &mut self.config, &mut reader, Tree::Config);
+                        config.keep(&path, &mut self.config, &mut reader);
                         listed.push(Listed::Config(path));
                     }
                 }
@@ -201,7 +203,7 @@ impl Loader {
             match files_below(dir, None) {
                 Ok(files) => {
                     for path in files {
-                        created.take(&path, &mut self.created, &mut reader, Tree::Created);
+                        created.keep(&path, &mut self.created, &mut reader);
                         listed.push(Listed::Created(path));
                     }
                 }
@@ -211,8 +213,12 @@ impl Loader {
         // Files gone since are forgotten with what they held.
         (self.config, self.created) = (config, created);
 
+        // A file to read is taken to hold no User: if it does, the load starts over.
+        let created_changed = (listed.iter())
+            .any(|l| matches!(l, Listed::Created(path) if !self.created.0.contains_key(path)));
         let from = sources(&self.config, &self.created, &listed);
-        let kept = (self.users.as_ref()).filter(|kept| kept.from == from);
+        let kept = (self.users.as_ref())
+            .filter(|kept| !users_again && !created_changed && kept.from == from);
         let source = &self.source;
         let compiler = match kept {
             Some(kept) => {
@@ -225,61 +231,68 @@ impl Loader {
             .max_regex_bytes(source.max_regex_bytes);
         // The Users changed: every file holding some is read again, for its Users.
         let users_again = kept.is_none();
-        let again = |file: &File| users_again && file.users > 0 && !file.holds_users();
 
         let mut count = 0;
         for l in &listed {
-            match l {
-                Listed::ConfigError(e) => compiler.push(Err(e.clone())),
-                Listed::Config(path) => {
-                    let file = self.config.get_mut(path);
-                    if again(file) {
-                        *file = reader.read(path, Tree::Config);
-                    }
-                    count += file.resources;
+            let path = match l {
+                Listed::ConfigError(e) => {
+                    compiler.push(Err(e.clone()));
+                    continue;
+                }
+                Listed::Config(path) => path,
+                Listed::Created(_) | Listed::CreatedError(_) => continue,
+            };
+            let file = match self.config.0.get_mut(path) {
+                Some(file) if !(users_again && file.users > 0) => {
                     for item in &mut file.items {
                         if !compiler.push_prepared(item) {
-                            return None;
+                            return Err(Again::Budget);
                         }
                     }
+                    file
                 }
-                Listed::Created(_) | Listed::CreatedError(_) => {}
-            }
+                _ => {
+                    let file = reader.read(path, Tree::Config, &mut compiler, users_again)?;
+                    self.config
+                        .0
+                        .entry(path.clone())
+                        .insert_entry(file)
+                        .into_mut()
+                }
+            };
+            count += file.resources;
         }
         if count == 0 {
             compiler.warn(empty_configuration(&source.config));
         }
         for l in &listed {
-            match l {
+            let path = match l {
                 Listed::CreatedError(e) if users_again => {
-                    compiler.push_created_user(Err(e.clone()))
+                    compiler.push_created_user(Err(e.clone()));
+                    continue;
                 }
-                Listed::Created(path) => {
-                    let file = self.created.get_mut(path);
-                    if again(file) {
-                        *file = reader.read(path, Tree::Created);
-                    }
-                    count += file.resources;
+                Listed::Created(path) => path,
+                _ => continue,
+            };
+            let file = match self.created.0.get_mut(path) {
+                Some(file) if !(users_again && file.users > 0) => {
                     if users_again {
                         file.items
                             .iter()
                             .for_each(|item| compiler.push_created_prepared(item));
                     }
+                    file
                 }
-                _ => {}
-            }
-        }
-        // The index holds the Users now.
-        for file in self
-            .config
-            .0
-            .values_mut()
-            .chain(self.created.0.values_mut())
-        {
-            if file.holds_users() {
-                file.items.retain(|item| !item.is_user());
-                file.items.shrink_to_fit();
-            }
+                _ => {
+                    let file = reader.read(path, Tree::Created, &mut compiler, users_again)?;
+                    self.created
+                        .0
+                        .entry(path.clone())
+                        .insert_entry(file)
+                        .into_mut()
+                }
+            };
+            count += file.resources;
         }
         let files = self.config.0.len() + self.created.0.len();
         tracing::debug!(
@@ -296,7 +309,7 @@ impl Loader {
                 from: sources(&self.config, &self.created, &listed),
             });
         }
-        Some(Loaded {
+        Ok(Loaded {
             compiled,
             resources: count,
             refused: None,
@@ -306,15 +319,27 @@ impl Loader {
     }
 }
 
-/// Where the Users of a load of these files, in this order, come from.
+/// Why a load starts over.
+enum Again {
+    /// A policy kept as compiled is over its scope's regex budget now: the error needs its
+    /// spec, which is not kept. Every file is read again (a configuration error: rare).
+    Budget,
+    /// A file read holds Users, where the Users were taken whole: every file holding
+    /// Users is read again.
+    Users,
+}
+
+/// Where the Users of a load of these files, in this order, come from; a file not read
+/// yet counts as holding none.
 fn sources(config: &Files, created: &Files, listed: &[Listed]) -> Vec<Source> {
+    let read = |files: &Files, path: &PathBuf, all: bool| {
+        let file = files.0.get(path)?;
+        (all || file.users > 0).then(|| Source::File(path.clone(), file.read))
+    };
     (listed.iter())
         .filter_map(|l| match l {
-            Listed::Config(path) => {
-                let file = config.get(path);
-                (file.users > 0).then(|| Source::File(path.clone(), file.read))
-            }
-            Listed::Created(path) => Some(Source::File(path.clone(), created.get(path).read)),
+            Listed::Config(path) => read(config, path, false),
+            Listed::Created(path) => read(created, path, true),
             Listed::ConfigError(_) => None,
             Listed::CreatedError(e) => Some(Source::Unlisted(e.to_string())),
         })
@@ -326,42 +351,77 @@ struct Reader<'a> {
     hasher: &'a RandomState,
     reads: &'a mut u64,
     read: &'a mut usize,
-    /// Prepares items as the load's compiler would (scoped alike).
-    prepare: Compiler,
 }
 
 impl Reader<'_> {
-    /// The file at `path` read anew.
-    fn read(&mut self, path: &Path, tree: Tree) -> File {
+    /// `last` while the file is unchanged.
+    fn unchanged(&mut self, path: &Path, last: Option<File>) -> Option<File> {
         let taken = SystemTime::now();
-        let fingerprint = std::fs::metadata(path).ok().map(|m| Fingerprint::of(&m));
-        self.read_as(path, tree, taken, fingerprint)
+        let fingerprint = Fingerprint::of(&std::fs::metadata(path).ok()?);
+        let last = last?;
+        if last.fingerprint == Some(fingerprint) && !fingerprint.racy(last.taken) {
+            return Some(last);
+        }
+        // Changed; or perhaps changed within the granularity of its times; or only
+        // touched, or replaced by the same bytes (a ConfigMap's update replaces every
+        // file): the bytes tell, for a fraction of what parsing them costs.
+        let same = last.hash.is_some() && hash_file(path, self.hasher) == last.hash;
+        same.then(|| File {
+            fingerprint: Some(fingerprint),
+            taken,
+            ..last
+        })
     }
 
-    fn read_as(
+    /// The file at `path` read anew, each item handed to `compiler` as it is parsed, one
+    /// file's resources in memory at a time; its Users then are the index's alone.
+    /// `Again::Users` when it holds a User and the Users were to be taken whole.
+    fn read(
         &mut self,
         path: &Path,
         tree: Tree,
-        taken: SystemTime,
-        fingerprint: Option<Fingerprint>,
-    ) -> File {
+        compiler: &mut Compiler,
+        users_again: bool,
+    ) -> Result<File, Again> {
+        let taken = SystemTime::now();
+        let fingerprint = std::fs::metadata(path).ok().map(|m| Fingerprint::of(&m));
         let (mut items, mut resources, mut users) = (Vec::new(), 0, 0);
-        let prepare = &self.prepare;
         let hash = load_file(path, Some(self.hasher), &mut |item: Result<
             Resource,
             ConfigError,
         >| {
+            if users > 0 && !users_again {
+                return;
+            }
             resources += usize::from(item.is_ok());
-            let item = match tree {
-                Tree::Config => prepare.prepare(item),
-                Tree::Created => prepare.prepare_created(item),
+            let mut item = match tree {
+                Tree::Config => compiler.prepare(item),
+                Tree::Created => compiler.prepare_created(item),
             };
-            users += usize::from(item.is_user());
-            items.push(item);
+            if item.is_user() {
+                users += 1;
+                if !users_again {
+                    return;
+                }
+            }
+            match tree {
+                Tree::Config => {
+                    let taken = compiler.push_prepared(&mut item);
+                    debug_assert!(taken, "an item read anew is compiled, not repaid");
+                }
+                Tree::Created => compiler.push_created_prepared(&item),
+            }
+            if !item.is_user() {
+                items.push(item);
+            }
         });
         *self.reads += 1;
         *self.read += 1;
-        File {
+        if users > 0 && !users_again {
+            return Err(Again::Users);
+        }
+        items.shrink_to_fit();
+        Ok(File {
             fingerprint,
             taken,
             hash,
@@ -369,56 +429,19 @@ impl Reader<'_> {
             items,
             resources,
             users,
-        }
-    }
-
-    /// `last` while the file is unchanged, else the file read anew.
-    fn refresh(&mut self, path: &Path, last: Option<File>, tree: Tree) -> File {
-        let taken = SystemTime::now();
-        let fingerprint = std::fs::metadata(path).ok().map(|m| Fingerprint::of(&m));
-        if let (Some(last), Some(fingerprint)) = (last, fingerprint) {
-            if last.fingerprint == Some(fingerprint) && !fingerprint.racy(last.taken) {
-                return last;
-            }
-            // Changed; or perhaps changed within the granularity of its times; or only
-            // touched, or replaced by the same bytes (a ConfigMap's update replaces every
-            // file): the bytes tell, for a fraction of what parsing them costs.
-            if last.hash.is_some() && hash_file(path, self.hasher) == last.hash {
-                let fingerprint = Some(fingerprint);
-                return File {
-                    fingerprint,
-                    taken,
-                    ..last
-                };
-            }
-        }
-        self.read_as(path, tree, taken, fingerprint)
+        })
     }
 }
 
 impl Files {
-    /// Puts the file at `path` here: as `last` holds it while unchanged, else read anew. A
-    /// path listed twice is read once.
-    fn take(&mut self, path: &Path, last: &mut Files, reader: &mut Reader<'_>, tree: Tree) {
-        if let Slot::Vacant(slot) = self.0.entry(path.to_path_buf()) {
-            let file = reader.refresh(path, last.0.remove(path), tree);
-            slot.insert(file);
+    /// Puts the file at `path` here as `last` holds it, while unchanged: else it is to be
+    /// read. A path listed twice is looked at once.
+    fn keep(&mut self, path: &Path, last: &mut Files, reader: &mut Reader<'_>) {
+        if let Some(last) = last.0.remove(path) {
+            if let Some(file) = reader.unchanged(path, Some(last)) {
+                self.0.insert(path.to_path_buf(), file);
+            }
         }
-    }
-
-    fn get(&self, path: &Path) -> &File {
-        &self.0[path]
-    }
-
-    fn get_mut(&mut self, path: &Path) -> &mut File {
-        self.0.get_mut(path).expect("listed")
-    }
-}
-
-impl File {
-    /// Whether its Users are among its items: read by this load.
-    fn holds_users(&self) -> bool {
-        self.items.iter().any(Prepared::is_user)
     }
 }
 
