@@ -1,9 +1,9 @@
 //! File mode's reload of what changed. Each file's resources are kept from one load to the
-//! next beside the file's fingerprint, prepared for the compiler (a policy as compiled);
-//! a reload reads again only the files whose fingerprint changed. Users are not kept per
-//! file: while no file holding Users changed since the last good load, its User index is
-//! taken whole; else every file holding Users is read again. The compiler still takes
-//! every file's resources in the order of a full read, so that what a load gives
+//! next beside the file's fingerprint, prepared for the compiler (a policy as compiled); a
+//! reload reads again only the files whose fingerprint and bytes changed. Users are not
+//! kept per file: while no file holding Users changed since the last good load, its User
+//! index is taken whole; else every file holding Users is read again. The compiler still
+//! takes every file's resources in the order of a full read, so that what a load gives
 //! (snapshot, errors, warnings, the created Users passed over) is what reading every file
 //! gives.
 
@@ -71,8 +71,7 @@ struct File {
     hash: Option<u64>,
     /// Which read of the loader's this is.
     read: u64,
-    /// Every item but the Users, which `items` holds only from the read until the end of
-    /// the load that read it.
+    /// Every item but the Users, in order: those the index holds.
     items: Vec<Prepared>,
     /// How many resources (not errors) it holds, Users included, as read.
     resources: usize,
