@@ -31,6 +31,8 @@ pub struct RegexBudget {
     /// A pattern of the policy being compiled was over: the rest are not compiled, so that
     /// a policy of a thousand patterns costs one compilation past the budget, not a thousand.
     exhausted: bool,
+    /// See [`RegexBudget::record`].
+    record: Option<Vec<(Arc<str>, usize)>>,
 }
 
 /// Why a regex was not compiled.
@@ -58,6 +60,7 @@ impl RegexBudget {
             paid: HashMap::new(),
             journal: Vec::new(),
             exhausted: false,
+            record: None,
         }
     }
 
@@ -73,6 +76,39 @@ impl RegexBudget {
 
     pub fn limit(&self) -> usize {
         self.limit
+    }
+
+    /// From now on, notes every pattern a policy takes, paid for now or before, and what it
+    /// cost: what [`RegexBudget::repay`] takes to charge the same policy again without
+    /// compiling it. Ended by [`RegexBudget::take_record`].
+    pub fn record(&mut self) {
+        self.record = Some(Vec::new());
+    }
+
+    /// The patterns noted since [`RegexBudget::record`], which it ends.
+    pub fn take_record(&mut self) -> Vec<(Arc<str>, usize)> {
+        self.record.take().unwrap_or_default()
+    }
+
+    /// Pays for the patterns of a policy compiled before (its [`RegexBudget::take_record`]),
+    /// as compiling it again here would: each one not paid yet, in order, unless it costs
+    /// more than is left. Then nothing is paid, and `false` says to compile it to learn why.
+    pub fn repay(&mut self, record: &[(Arc<str>, usize)]) -> bool {
+        self.begin();
+        for (source, cost) in record {
+            if self.paid.contains_key(source) {
+                continue;
+            }
+            if *cost > self.limit.saturating_sub(self.used) {
+                self.rollback();
+                return false;
+            }
+            self.used += cost;
+            self.paid.insert(source.clone(), *cost);
+            self.journal.push(source.clone());
+        }
+        self.commit();
+        true
     }
 
     pub(crate) fn begin(&mut self) {
@@ -113,6 +149,10 @@ impl RegexBudget {
             Err(e) => return Err(Refusal::Invalid(describe(&e))),
         };
         if already {
+            if let Some(record) = &mut self.record {
+                let (source, cost) = self.paid.get_key_value(source).expect("paid");
+                record.push((source.clone(), *cost));
+            }
             return Ok(re);
         }
         let cost = re.memory_usage();
@@ -122,6 +162,9 @@ impl RegexBudget {
         let source: Arc<str> = source.into();
         self.used += cost;
         self.paid.insert(source.clone(), cost);
+        if let Some(record) = &mut self.record {
+            record.push((source.clone(), cost));
+        }
         self.journal.push(source);
         Ok(re)
     }

@@ -37,7 +37,8 @@ pub struct Compiler {
     compiled: usize,
     /// See [`Compiler::max_regex_bytes`]; `None`: the default.
     max_regex_bytes: Option<usize>,
-    users: UserIndex,
+    /// Shared only when kept whole from an earlier load ([`Compiler::keeping_users`]).
+    users: Arc<UserIndex>,
     warnings: Vec<ConfigError>,
     skipped: Vec<ConfigError>,
     errors: Vec<ConfigError>,
@@ -57,9 +58,64 @@ pub struct Compiler {
     /// TokenIntrospectors with Secret references, compiled in `finish` once every Secret
     /// manifest is known.
     with_secret_refs: Vec<Resource>,
-    /// Each linked policy's links, `(field, User key or (issuer, client))`, checked in
-    /// `finish` against the Users and issuers the configuration defines.
-    link_checks: Vec<(ConfigError, Option<String>, Vec<LinkTarget>)>,
+    /// Each linked policy's links, checked in `finish` against the Users and issuers the
+    /// configuration defines.
+    link_checks: Vec<LinkCheck>,
+    /// Users refused so far: until there is one, no User name is in `seen`.
+    users_refused: usize,
+    /// See [`Compiler::push_prepared`]: what compiling the policy being added gave.
+    memo: Option<PolicyMemo>,
+    /// Whether to keep a [`PolicyMemo`] of the policy being added.
+    memoizing: bool,
+}
+
+/// A parsed item as a source keeps it from one load to the next (file mode), to push it
+/// again with [`Compiler::push_prepared`] while its file has not changed: a User compiled
+/// (held only until pushed: then the index holds it), a policy once compiled as what
+/// compiling it gave, anything else as parsed.
+pub struct Prepared(PreparedItem);
+
+enum PreparedItem {
+    /// Boxed: while a file's Users pass, its other items stay small.
+    User(Box<(KnownUser, Origin)>),
+    Other(Box<Result<Resource, ConfigError>>),
+    Policy(Box<KeptPolicy>),
+}
+
+/// An AccessPolicy compiled and admitted, kept without its parsed spec: what
+/// [`Compiler::add`] would find and make of it again while its resource is unchanged.
+struct KeptPolicy {
+    key: String,
+    team: Option<String>,
+    origin: Origin,
+    dry_run: bool,
+    /// For the warning of links that name nothing defined (see [`Compiler::link_check`]).
+    link_targets: Vec<LinkTarget>,
+    memo: PolicyMemo,
+}
+
+/// What compiling an AccessPolicy gave. Compiled, a policy depends on nothing but its
+/// resource and the regex budget of its scope, which `regexes` pays again
+/// ([`RegexBudget::repay`]).
+struct PolicyMemo {
+    policy: Arc<crate::policy::Policy>,
+    links: Links,
+    regexes: Vec<(Arc<str>, usize)>,
+    warnings: Vec<ConfigError>,
+}
+
+/// A linked policy's links, `(field, User key or (issuer, client))`, with its scope.
+type LinkCheck = (ConfigError, Option<String>, Vec<LinkTarget>);
+
+impl Prepared {
+    fn other(item: Result<Resource, ConfigError>) -> Self {
+        Prepared(PreparedItem::Other(Box::new(item)))
+    }
+
+    /// A User: to be dropped once pushed, when its index is kept instead.
+    pub fn is_user(&self) -> bool {
+        matches!(self.0, PreparedItem::User(_))
+    }
 }
 
 /// One scope's part of a compilation.
@@ -134,11 +190,19 @@ impl Compiler {
     /// the index is not copied as it grows.
     pub fn with_user_capacity(users: usize) -> Self {
         let mut compiler = Compiler {
-            users: UserIndex::with_capacity(users),
+            users: Arc::new(UserIndex::with_capacity(users)),
             ..Compiler::default()
         };
         compiler.user_origins.places.reserve_exact(users);
         compiler
+    }
+
+    /// The Users of an earlier load, taken whole, with the files of created Users it passed
+    /// over: a file source whose files holding Users are as they were pushes no User.
+    pub fn keeping_users(mut self, users: Arc<UserIndex>, skipped: Vec<ConfigError>) -> Self {
+        self.users = users;
+        self.skipped = skipped;
+        self
     }
 
     /// For the admission webhook: a compiler whose [`Compiler::admit`] also refuses what
@@ -266,6 +330,104 @@ impl Compiler {
         &self.warnings
     }
 
+    /// A parsed item as a source keeps it (see [`Prepared`]): localized, a User compiled.
+    pub fn prepare(&self, item: Result<Resource, ConfigError>) -> Prepared {
+        let mut r = match item {
+            Ok(r) => r,
+            Err(e) => return Prepared::other(Err(e)),
+        };
+        self.localize(&mut r);
+        match &r.spec {
+            Spec::User(spec) => {
+                let user = KnownUser::new(&r.key(), spec);
+                Prepared(PreparedItem::User(Box::new((user, r.origin))))
+            }
+            _ => Prepared::other(Ok(r)),
+        }
+    }
+
+    /// [`Compiler::push`] of a prepared item. A policy admitted is kept as compiled, to be
+    /// taken again while its file is unchanged. `false`: a policy kept so no longer fits
+    /// its scope's regex budget, which only compiling it can explain: compile every file
+    /// anew, in a new compiler.
+    #[must_use]
+    pub fn push_prepared(&mut self, item: &mut Prepared) -> bool {
+        match &item.0 {
+            PreparedItem::User(user) => self.add_user(user.0.clone(), user.1.clone()),
+            PreparedItem::Other(other) => match &**other {
+                Ok(r) => {
+                    self.memoizing = true;
+                    self.add(r);
+                    self.memoizing = false;
+                    if let (Some(memo), Spec::AccessPolicy(spec)) = (self.memo.take(), &r.spec) {
+                        let kept = KeptPolicy {
+                            key: r.key(),
+                            team: self.team_of(r),
+                            origin: r.origin.clone(),
+                            dry_run: spec.dry_run,
+                            link_targets: self.link_check(r).map(|c| c.2).unwrap_or_default(),
+                            memo,
+                        };
+                        *item = Prepared(PreparedItem::Policy(Box::new(kept)));
+                    }
+                }
+                Err(e) => self.errors.push(e.clone()),
+            },
+            PreparedItem::Policy(kept) => return self.add_kept(kept),
+        }
+        true
+    }
+
+    /// [`Compiler::add`] of a policy kept as compiled; `false` when its regexes are over
+    /// the budget now.
+    fn add_kept(&mut self, kept: &KeptPolicy) -> bool {
+        let at = |message: String| ConfigError {
+            origin: kept.origin.clone(),
+            resource: Some(format!("{}/{}", Kind::AccessPolicy.name(), kept.key)),
+            field: None,
+            message,
+        };
+        if let Some(first) = self.first_definition(Kind::AccessPolicy, &kept.key) {
+            let e = at(format!("defined twice: also at {first}"));
+            return {
+                self.errors.push(e);
+                true
+            };
+        }
+        let seen = (Kind::AccessPolicy, kept.key.clone());
+        if let Err(rejection) = self.outside_rebuild(&kept.team) {
+            self.seen.insert(seen, kept.origin.clone());
+            for e in rejection.errors {
+                self.errors.push(ConfigError {
+                    field: (!e.field.is_empty()).then_some(e.field),
+                    ..at(e.message)
+                });
+            }
+            return true;
+        }
+        self.compiled += 1;
+        let builder = self.builder(kept.team.clone());
+        if !builder.regex.repay(&kept.memo.regexes) {
+            return false;
+        }
+        builder.policies.push((
+            CompiledPolicy {
+                name: kept.key.clone(),
+                policy: kept.memo.policy.clone(),
+                dry_run: kept.dry_run,
+            },
+            kept.memo.links.clone(),
+        ));
+        self.warnings.extend(kept.memo.warnings.iter().cloned());
+        if !kept.link_targets.is_empty() {
+            let targets = kept.link_targets.clone();
+            self.link_checks
+                .push((at(String::new()), kept.team.clone(), targets));
+        }
+        self.seen.insert(seen, kept.origin.clone());
+        true
+    }
+
     /// A resource, or the error its source found instead of one.
     pub fn push(&mut self, item: Result<Resource, ConfigError>) {
         match item {
@@ -309,6 +471,9 @@ impl Compiler {
         let Some(kind) = r.spec.kind() else {
             return self.add_secret(r);
         };
+        if let Spec::User(spec) = &r.spec {
+            return self.add_user(KnownUser::new(&r.key(), spec), r.origin.clone());
+        }
         if let Spec::TokenIntrospector(spec) = &r.spec {
             if self.secrets.is_some() && !spec.secret_refs().is_empty() && !self.finishing {
                 return self.with_secret_refs.push(r.clone());
@@ -343,11 +508,53 @@ impl Compiler {
         }
     }
 
+    /// [`Compiler::add`] of a User, compiled already.
+    fn add_user(&mut self, user: KnownUser, origin: Origin) {
+        let key = user.name();
+        if let Some(first) = self.first_definition(Kind::User, key) {
+            let message = format!("defined twice: also at {first}");
+            let e = error_at(&origin, &user, FieldError::new("", message));
+            return self.errors.push(e);
+        }
+        match self.take_user(user.clone()) {
+            Ok(()) => self.user_origins.push(&origin),
+            Err(rejection) => {
+                self.users_refused += 1;
+                let key = user.name().to_owned();
+                self.seen.insert((Kind::User, key), origin.clone());
+                for e in rejection.errors {
+                    self.errors.push(error_at(&origin, &user, e));
+                }
+            }
+        }
+    }
+
+    /// Takes a User in, as [`Compiler::admit_unchecked`] does.
+    fn take_user(&mut self, user: KnownUser) -> Result<(), Rejection> {
+        let team = team_of(
+            self.root_namespace.as_deref(),
+            super::namespace_of(user.name()),
+        );
+        self.outside_rebuild(&team.map(str::to_owned))?;
+        self.compiled += 1;
+        let serving = self.serving.as_deref().map(|s| &*s.users);
+        Ok(users::admit_known(
+            Arc::make_mut(&mut self.users),
+            serving,
+            user,
+        )?)
+    }
+
     /// A policy's links, to warn in `finish` of those that name nothing defined: a User
     /// may yet be created (`--create-users`), so it is a warning, not an error.
     fn remember_links(&mut self, r: &Resource) {
+        self.link_checks.extend(self.link_check(r));
+    }
+
+    /// What [`Compiler::remember_links`] keeps of a policy, if it has links.
+    fn link_check(&self, r: &Resource) -> Option<LinkCheck> {
         let Spec::AccessPolicy(spec) = &r.spec else {
-            return;
+            return None;
         };
         let targets: Vec<_> = (spec.link.iter().flatten().enumerate())
             .filter_map(|(i, link)| match (link.target(), &link.issuer) {
@@ -360,11 +567,11 @@ impl Compiler {
                 _ => None,
             })
             .collect();
-        if !targets.is_empty() {
-            let at = error(r, FieldError::new("", ""));
-            let team = self.team_of(r);
-            self.link_checks.push((at, team, targets));
+        if targets.is_empty() {
+            return None;
         }
+        let at = error(r, FieldError::new("", ""));
+        Some((at, self.team_of(r), targets))
     }
 
     /// Links to Users that are not defined, or to clients of issuers no
@@ -451,6 +658,8 @@ impl Compiler {
             .flatten();
         match user {
             Some(position) => self.user_origins.get(position),
+            // A User is in `seen` only once refused: spare 100,000 lookups their key's copy.
+            None if kind == Kind::User && self.users_refused == 0 => None,
             None => self.seen.get(&(kind, key.to_owned())).cloned(),
         }
     }
@@ -462,6 +671,7 @@ impl Compiler {
             debug_assert_eq!(self.user_origins.places.len(), self.users.len());
         } else {
             if let Some(kind) = r.spec.kind() {
+                self.users_refused += usize::from(kind == Kind::User);
                 self.seen.insert((kind, key), r.origin.clone());
             }
         }
@@ -502,18 +712,11 @@ impl Compiler {
     /// [`Compiler::admit`] of a User in its one form (its [`KnownUser::name`] the key), as
     /// the cluster keeps it: the same checks and the same refusals, with no spec to read.
     pub fn admit_user(&mut self, user: KnownUser, origin: &Origin) -> Result<(), Rejection> {
-        let namespace = super::namespace_of(user.name());
         if self.first_definition(Kind::User, user.name()).is_some() {
             let message = format!("User/{} is defined twice", user.name());
             return Err(Rejection::conflict("metadata.name", message));
         }
-        let team = team_of(self.root_namespace.as_deref(), namespace).map(str::to_owned);
-        if self.kept.is_some() && !self.scopes.contains_key(&team) {
-            return Err(kept_scope());
-        }
-        self.compiled += 1;
-        let serving = self.serving.as_deref().map(|s| &*s.users);
-        users::admit_known(&mut self.users, serving, user)?;
+        self.take_user(user)?;
         self.user_origins.push(origin);
         Ok(())
     }
@@ -573,13 +776,19 @@ impl Compiler {
         in_root.or(own).or(serving)
     }
 
+    /// Refuses what belongs to a scope that this rebuild keeps as it is.
+    fn outside_rebuild(&self, team: &Option<String>) -> Result<(), Rejection> {
+        if self.kept.is_some() && !self.scopes.contains_key(team) {
+            return Err(kept_scope());
+        }
+        Ok(())
+    }
+
     /// Takes the resource in when nothing is wrong with it; otherwise changes nothing.
     fn admit_unchecked(&mut self, r: &Resource) -> Result<(), Rejection> {
         let key = r.key();
         let team = self.team_of(r);
-        if self.kept.is_some() && !self.scopes.contains_key(&team) {
-            return Err(kept_scope());
-        }
+        self.outside_rebuild(&team)?;
         if r.spec.kind().is_some() {
             self.compiled += 1;
         }
@@ -623,54 +832,43 @@ impl Compiler {
                     Err(e) => return Err(Rejection::invalid(vec![e])),
                 }
                 .in_namespace(r.scope());
+                let memoizing = self.memoizing;
                 let budget = &mut self.builder(team.clone()).regex;
-                let policy = crate::policy::compile_within(&spec.body(), budget).map_err(|es| {
+                let body = spec.body();
+                if memoizing {
+                    budget.record();
+                }
+                let compiled = crate::policy::compile_within(&body, budget);
+                let regexes = budget.take_record();
+                let policy = Arc::new(compiled.map_err(|es| {
                     Rejection::invalid(
                         es.into_iter()
                             .map(|e| FieldError::new(e.path, e.message))
                             .collect(),
                     )
-                })?;
-                let unlinked = links.users.is_empty() && links.clients.is_empty();
-                if unlinked && spec.engine != PolicyEngine::Allow && policy.allows_every_request() {
-                    let field = match spec.engine {
-                        PolicyEngine::Matcho => "matcho",
-                        PolicyEngine::JsonSchema => "schema",
-                        _ => "engine",
-                    };
-                    self.warnings.push(error(
-                        r,
-                        FieldError::new(
-                            field,
-                            "allows every request, with or without a token; \
-                             say so with `engine: allow` if that is meant",
-                        ),
-                    ));
-                }
-                let mut upper = Vec::new();
-                upper_case_methods(&spec.body(), String::new(), false, &mut upper);
-                for field in upper {
-                    self.warnings.push(error(
-                        r,
-                        FieldError::new(
-                            field,
-                            "request methods are lower case (`get`, `post`): this upper-case \
-                             value never matches",
-                        ),
-                    ));
-                }
+                })?);
+                let warnings = policy_warnings(r, spec, &body, &links, &policy);
+                self.warnings.extend(warnings.iter().cloned());
                 (self.builder(team).policies).push((
                     CompiledPolicy {
                         name: key,
-                        policy: Arc::new(policy),
+                        policy: policy.clone(),
                         dry_run: spec.dry_run,
                     },
-                    links,
-                ))
+                    links.clone(),
+                ));
+                if memoizing {
+                    self.memo = Some(PolicyMemo {
+                        policy,
+                        links,
+                        regexes,
+                        warnings,
+                    });
+                }
             }
             Spec::User(spec) => {
                 let serving = self.serving.as_deref().map(|s| &*s.users);
-                users::admit(&mut self.users, serving, &key, spec)?
+                users::admit(Arc::make_mut(&mut self.users), serving, &key, spec)?
             }
             Spec::Secret(_) => {
                 let message = "a Secret is not a resource of portcullis";
@@ -686,38 +884,67 @@ impl Compiler {
     /// configuration (nor, at start-up, to never become ready). Push these after every
     /// other resource, so that a User the configuration defines always wins.
     pub fn push_created_user(&mut self, item: Result<Resource, ConfigError>) {
+        let prepared = self.prepare_created(item);
+        self.push_created_prepared(&prepared)
+    }
+
+    /// [`Compiler::prepare`] of an item of the directory of created Users: what is not a
+    /// User in a file of its name is kept as the error that passes it over.
+    pub fn prepare_created(&self, item: Result<Resource, ConfigError>) -> Prepared {
         let mut r = match item {
             Ok(r) => r,
-            Err(e) => return self.skipped.push(e),
+            Err(e) => return Prepared::other(Err(e)),
         };
         self.localize(&mut r);
-        let skip = |this: &mut Self, field: &str, message: String| {
-            this.skipped
-                .push(error(&r, FieldError::new(field, message)));
+        let skip = |field: &str, message: String| {
+            Prepared::other(Err(error(&r, FieldError::new(field, message))))
         };
-        if !matches!(r.spec, Spec::User(_)) {
+        let Spec::User(spec) = &r.spec else {
             let message = format!(
                 "holds a {}: only Users are read from here",
                 r.spec.kind_name()
             );
-            return skip(self, "", message);
-        }
+            return skip("", message);
+        };
         if let Origin::File { path, .. } = &r.origin {
             if path.file_stem().and_then(|s| s.to_str()) != Some(r.name.as_str()) {
                 let message = format!("a created User lives in {}.yaml", r.name);
-                return skip(self, "metadata.name", message);
+                return skip("metadata.name", message);
             }
         }
-        let key = r.key();
-        if let Some(first) = self.first_definition(Kind::User, &key) {
+        let user = KnownUser::new(&r.key(), spec);
+        Prepared(PreparedItem::User(Box::new((user, r.origin))))
+    }
+
+    /// [`Compiler::push_created_user`] of an item from [`Compiler::prepare_created`].
+    pub fn push_created_prepared(&mut self, item: &Prepared) {
+        let (user, origin) = match &item.0 {
+            PreparedItem::User(user) => (&user.0, &user.1),
+            PreparedItem::Other(other) => match &**other {
+                Err(e) => return self.skipped.push(e.clone()),
+                // Not from `prepare_created`, which leaves no other resource: judged as it would.
+                Ok(r) => return self.push_created_user(Ok(r.clone())),
+            },
+            PreparedItem::Policy(kept) => {
+                let message = "holds a AccessPolicy: only Users are read from here";
+                return self.skipped.push(ConfigError {
+                    origin: kept.origin.clone(),
+                    resource: Some(format!("{}/{}", Kind::AccessPolicy.name(), kept.key)),
+                    field: None,
+                    message: message.into(),
+                });
+            }
+        };
+        if let Some(first) = self.first_definition(Kind::User, user.name()) {
             let message = format!("defined twice: also at {first}");
-            return skip(self, "", message);
+            let e = error_at(origin, user, FieldError::new("", message));
+            return self.skipped.push(e);
         }
-        match self.admit_unchecked(&r) {
-            Ok(()) => self.remember(&r, key, true),
+        match self.take_user(user.clone()) {
+            Ok(()) => self.user_origins.push(origin),
             Err(rejection) => {
                 for e in rejection.errors {
-                    self.skipped.push(error(&r, e));
+                    self.skipped.push(error_at(origin, user, e));
                 }
             }
         }
@@ -754,7 +981,9 @@ impl Compiler {
 
     /// What [`Compiler::admit`] took in.
     pub fn into_snapshot(mut self) -> Snapshot {
-        self.users.shrink_to_fit();
+        if let Some(users) = Arc::get_mut(&mut self.users) {
+            users.shrink_to_fit();
+        }
         let root = match (self.scopes.remove(&None), &self.kept) {
             (Some(b), _) => Arc::new(b.build(None)),
             (None, Some(kept)) => kept.root.clone(),
@@ -788,7 +1017,7 @@ impl Compiler {
             root,
             namespaces: Arc::new(namespaces),
             root_namespace: self.root_namespace,
-            users: Arc::new(self.users),
+            users: self.users,
             users_on_demand: false,
             warnings,
             skipped: self.skipped,
@@ -796,9 +1025,10 @@ impl Compiler {
     }
 
     /// Only the Users, for a snapshot whose other kinds stay as they are.
-    pub fn into_users(mut self) -> UserIndex {
-        self.users.shrink_to_fit();
-        self.users
+    pub fn into_users(self) -> UserIndex {
+        let mut users = Arc::unwrap_or_clone(self.users);
+        users.shrink_to_fit();
+        users
     }
 }
 
@@ -959,6 +1189,57 @@ fn error(r: &Resource, e: FieldError) -> ConfigError {
         field: (!e.field.is_empty()).then_some(e.field),
         message: e.message,
     }
+}
+
+/// [`error`] of a User compiled already.
+fn error_at(origin: &Origin, user: &KnownUser, e: FieldError) -> ConfigError {
+    ConfigError {
+        origin: origin.clone(),
+        resource: Some(format!("{}/{}", Kind::User.name(), user.name())),
+        field: (!e.field.is_empty()).then_some(e.field),
+        message: e.message,
+    }
+}
+
+/// What a compiled policy is likely a mistake in: allowing every request unlinked, or
+/// naming request methods in upper case.
+fn policy_warnings(
+    r: &Resource,
+    spec: &crate::resources::AccessPolicySpec,
+    body: &serde_json::Value,
+    links: &Links,
+    policy: &crate::policy::Policy,
+) -> Vec<ConfigError> {
+    let mut warnings = Vec::new();
+    let unlinked = links.users.is_empty() && links.clients.is_empty();
+    if unlinked && spec.engine != PolicyEngine::Allow && policy.allows_every_request() {
+        let field = match spec.engine {
+            PolicyEngine::Matcho => "matcho",
+            PolicyEngine::JsonSchema => "schema",
+            _ => "engine",
+        };
+        warnings.push(error(
+            r,
+            FieldError::new(
+                field,
+                "allows every request, with or without a token; \
+                 say so with `engine: allow` if that is meant",
+            ),
+        ));
+    }
+    let mut upper = Vec::new();
+    upper_case_methods(body, String::new(), false, &mut upper);
+    for field in upper {
+        warnings.push(error(
+            r,
+            FieldError::new(
+                field,
+                "request methods are lower case (`get`, `post`): this upper-case \
+                 value never matches",
+            ),
+        ));
+    }
+    warnings
 }
 
 fn links(refs: &[crate::resources::Link]) -> Result<Links, FieldError> {

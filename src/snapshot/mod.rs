@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use crate::resources::{namespace_of, object_name, qualified};
-pub use compile::{compile, Compiler, RejectReason, Rejection};
+pub use compile::{compile, Compiler, Prepared, RejectReason, Rejection};
 pub use policies::{Client, CompiledPolicy, PolicySet};
 pub use store::SnapshotStore;
 

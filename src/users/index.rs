@@ -284,8 +284,8 @@ pub fn admit(
 }
 
 /// [`admit`] of a User already in its one form, named by [`KnownUser::name`]: the
-/// cluster keeps its Users so, and admits them again on a relist or a clash without
-/// going back to a spec.
+/// cluster keeps its Users so and admits them again on a relist or a clash, and file mode
+/// takes those of unchanged files again at a reload, without going back to a spec.
 pub fn admit_known(
     users: &mut UserIndex,
     also: Option<&UserIndex>,

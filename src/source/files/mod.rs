@@ -4,16 +4,17 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+mod cache;
 mod pieces;
+mod read;
 
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use crate::resources::{
-    for_each_document, read_text, ConfigError, Origin, Resource, MAX_FILE_BYTES,
-};
+pub use cache::Loader;
 pub use pieces::for_each_in_pieces;
-use pieces::PIECE_BYTES;
+use read::has_config_extension;
+pub use read::{empty_configuration, load_each, load_each_except};
 
 use super::Loaded;
 use crate::snapshot::Compiler;
@@ -34,8 +35,9 @@ pub struct FileSource {
 }
 
 impl FileSource {
-    /// Everything the files hold now, with room for `users` Users. Blocking: file reads
-    /// and compilation.
+    /// Everything the files hold now, every file read, with room for `users` Users: what
+    /// each reload of a [`Loader`], which reads only what changed, must equal. Blocking:
+    /// file reads and compilation.
     pub fn load(&self, users: usize) -> Loaded {
         let started = Instant::now();
         let mut compiler = Compiler::with_user_capacity(users)
@@ -59,25 +61,21 @@ impl FileSource {
     }
 
     /// The files as they are now; then, on the returned channel, as they are after each
-    /// burst of changes, read off the request threads. The watch lasts as long as the
-    /// returned watcher.
+    /// burst of changes, read off the request threads. A reload reads again only the files
+    /// that changed ([`Loader`]). The watch lasts as long as the returned watcher.
     pub fn start(
         self,
     ) -> notify::Result<(Loaded, notify::RecommendedWatcher, mpsc::Receiver<Loaded>)> {
-        let first = self.load(0);
-        // As many Users as the last good load: a reload seldom changes that much.
-        let mut users = first.compiled.as_ref().map_or(0, |s| s.users.len());
+        let mut loader = Loader::new(self);
+        let first = loader.load();
         // Not the users dir (unless it lies inside a --config directory): each created User
         // would otherwise reload everything. Created Users are served from the resolver's
         // overlay and read back at the next reload.
-        let (watcher, mut changes) = watch(&self.config, RELOAD_SETTLE)?;
+        let (watcher, mut changes) = watch(loader.config(), RELOAD_SETTLE)?;
         let (tx, loaded) = mpsc::channel(1);
         tokio::spawn(async move {
             while changes.recv().await.is_some() {
-                let next = tokio::task::block_in_place(|| self.load(users));
-                if let Ok(snapshot) = &next.compiled {
-                    users = snapshot.users.len();
-                }
+                let next = tokio::task::block_in_place(|| loader.load());
                 if tx.send(next).await.is_err() {
                     return;
                 }
@@ -85,122 +83,6 @@ impl FileSource {
         });
         Ok((first, watcher, loaded))
     }
-}
-
-const EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
-
-/// Read every `*.yaml`, `*.yml` and `*.json` file named or found below the given paths,
-/// in sorted order so that the result does not depend on the file system, handing each
-/// resource or error over as soon as it is parsed (one file, or a few pieces of a large one,
-/// in memory at a time).
-/// Returns how many resources were read.
-pub fn load_each(paths: &[PathBuf], emit: impl FnMut(Result<Resource, ConfigError>)) -> usize {
-    load_each_except(paths, None, emit)
-}
-
-/// [`load_each`], passing over the directory `except` (canonical) wherever it appears
-/// below the paths: `serve` reads its directory of created Users on its own terms.
-pub fn load_each_except(
-    paths: &[PathBuf],
-    except: Option<&Path>,
-    mut emit: impl FnMut(Result<Resource, ConfigError>),
-) -> usize {
-    let mut count = 0;
-    for path in paths {
-        let mut files = Vec::new();
-        if let Err(e) = collect(path, true, except, &mut files) {
-            emit(Err(file_error(path, format!("cannot read: {e}"))));
-            continue;
-        }
-        files.sort();
-        for file in files {
-            load_file(&file, &mut |item| {
-                count += usize::from(item.is_ok());
-                emit(item)
-            });
-        }
-    }
-    count
-}
-
-/// One file: read whole and parsed in one pass, or, when large, read and parsed in pieces
-/// on as many threads as there are cores (up to 4).
-fn load_file(path: &Path, emit: &mut impl FnMut(Result<Resource, ConfigError>)) {
-    let opened = std::fs::File::open(path).and_then(|f| Ok((f.metadata()?.len(), f)));
-    match opened {
-        Ok((len, file)) if len > 2 * PIECE_BYTES as u64 && len <= MAX_FILE_BYTES => {
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-            for_each_in_pieces(path, file, PIECE_BYTES, threads, emit)
-        }
-        _ => match read_text(path) {
-            Ok(text) => for_each_document(path, &text, emit),
-            Err(e) => emit(Err(ConfigError {
-                origin: Origin::File {
-                    path: path.into(),
-                    document: 0,
-                    line: e.line(),
-                },
-                resource: None,
-                field: None,
-                message: e.to_string(),
-            })),
-        },
-    }
-}
-
-/// The warning for `--config` paths that hold no resource: every request would be denied.
-pub fn empty_configuration(paths: &[PathBuf]) -> ConfigError {
-    let shown: Vec<_> = paths.iter().map(|p| p.display().to_string()).collect();
-    file_error(
-        Path::new(&shown.join(", ")),
-        "no resources: every request would be denied (no TokenIntrospector, no AccessPolicy)"
-            .into(),
-    )
-}
-
-fn file_error(path: &Path, message: String) -> ConfigError {
-    ConfigError {
-        origin: Origin::File {
-            path: path.into(),
-            document: 0,
-            line: 0,
-        },
-        resource: None,
-        field: None,
-        message,
-    }
-}
-
-fn collect(
-    path: &Path,
-    named: bool,
-    except: Option<&Path>,
-    out: &mut Vec<PathBuf>,
-) -> std::io::Result<()> {
-    let meta = std::fs::metadata(path)?;
-    if meta.is_dir() {
-        if except.is_some_and(|x| path.canonicalize().is_ok_and(|p| p == x)) {
-            return Ok(());
-        }
-        for entry in std::fs::read_dir(path)? {
-            let entry = entry?;
-            let name = entry.file_name();
-            // Editors' and Kubernetes' ConfigMap mounts' hidden entries (`..data`) duplicate files.
-            if name.to_string_lossy().starts_with('.') {
-                continue;
-            }
-            collect(&entry.path(), false, except, out)?;
-        }
-    } else if named || has_config_extension(path) {
-        out.push(path.to_path_buf());
-    }
-    Ok(())
-}
-
-fn has_config_extension(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| EXTENSIONS.contains(&e))
 }
 
 /// Whether a change to this path can change the configuration: a config file, or a
@@ -257,6 +139,7 @@ pub fn watch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resources::{ConfigError, Resource};
 
     fn load(paths: &[PathBuf]) -> (Vec<Resource>, Vec<ConfigError>) {
         let (mut resources, mut errors) = (Vec::new(), Vec::new());
