@@ -129,16 +129,9 @@ fn summary(mut samples: Vec<Duration>) -> String {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    // `cargo bench` passes `--bench`; a filter that is not ours means another bench's run.
-    if std::env::args()
-        .skip(1)
-        .any(|a| !a.starts_with("--") && a != "cluster")
-    {
+    let Some(full) = full_run("cluster") else {
         return;
-    }
-    // `cargo test --all-targets` runs this without `--bench`: a small run that proves it
-    // works, at test speed.
-    let full = std::env::args().any(|a| a == "--bench");
+    };
     let scale = |n: usize, small: usize| if full { n } else { small };
     let policies = size("CLUSTER_BENCH_POLICIES", scale(10_000, 20));
     let users = size("CLUSTER_BENCH_USERS", scale(100_000, 200));

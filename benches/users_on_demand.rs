@@ -369,16 +369,9 @@ fn subject<'a>(sub: &'a str, provider: &'a IdentityProviderSpec, claims: &'a Val
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    // `cargo bench` passes `--bench`; a filter that is not ours means another bench's run.
-    if std::env::args()
-        .skip(1)
-        .any(|a| !a.starts_with("--") && a != "users_on_demand")
-    {
+    let Some(full) = full_run("users_on_demand") else {
         return;
-    }
-    // `cargo test --all-targets` runs this without `--bench`: a small run that proves it
-    // works, at test speed.
-    let full = std::env::args().any(|a| a == "--bench");
+    };
     let scale = |n: usize, small: usize| if full { n } else { small };
     let users = size("USERS_BENCH_USERS", scale(1_000_000, 300));
     let watch_users = size("USERS_BENCH_WATCH_USERS", scale(100_000, 300));

@@ -14,6 +14,19 @@ pub const ISS: &str = "https://bench.example.com";
 pub const SECRET: &str = "bench-secret-of-at-least-32-bytes!!";
 pub const SYSTEM: &str = "https://kc.bench";
 
+/// How this bench binary was asked to run: `None` when a filter names another bench (not
+/// ours to run), else whether it is the full run (`cargo bench` passes `--bench`) rather
+/// than the small one that `cargo test --all-targets` makes to prove it works.
+pub fn full_run(name: &str) -> Option<bool> {
+    if std::env::args()
+        .skip(1)
+        .any(|a| !a.starts_with("--") && a != name)
+    {
+        return None;
+    }
+    Some(std::env::args().any(|a| a == "--bench"))
+}
+
 /// A size from the environment, or `default`.
 pub fn size(var: &str, default: usize) -> usize {
     std::env::var(var)

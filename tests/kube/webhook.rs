@@ -94,17 +94,7 @@ fn review(uid: &str, operation: &str, object: Option<&Value>, old: Option<&Value
 /// POSTs `body` to `/validate` and returns the AdmissionReview's `response`, checking the
 /// envelope and that the uid came back.
 async fn post(p: &Portcullis, client: &reqwest::Client, body: &Value) -> Value {
-    let answer: Value = client
-        .post(p.webhook_url("/validate"))
-        .json(body)
-        .send()
-        .await
-        .expect("POST /validate")
-        .error_for_status()
-        .expect("200")
-        .json()
-        .await
-        .expect("a JSON answer");
+    let answer = post_answer(p, client, body).await;
     assert_eq!(answer["apiVersion"], "admission.k8s.io/v1", "{answer}");
     assert_eq!(answer["kind"], "AdmissionReview", "{answer}");
     if let Some(uid) = body["request"]["uid"].as_str() {
@@ -116,16 +106,22 @@ async fn post(p: &Portcullis, client: &reqwest::Client, body: &Value) -> Value {
 /// POSTs `body` and returns the `response`, whatever its uid: one refused before it was
 /// read (past its deadline) cannot name it.
 async fn post_unchecked(p: &Portcullis, client: &reqwest::Client, body: &Value) -> Value {
-    let answer: Value = client
+    post_answer(p, client, body).await["response"].clone()
+}
+
+/// The whole AdmissionReview answered to `body`, which must come with 200.
+async fn post_answer(p: &Portcullis, client: &reqwest::Client, body: &Value) -> Value {
+    client
         .post(p.webhook_url("/validate"))
         .json(body)
         .send()
         .await
         .expect("POST /validate")
+        .error_for_status()
+        .expect("200")
         .json()
         .await
-        .expect("a JSON answer");
-    answer["response"].clone()
+        .expect("a JSON answer")
 }
 
 async fn create(p: &Portcullis, client: &reqwest::Client, object: &Value) -> Value {
