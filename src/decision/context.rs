@@ -98,6 +98,13 @@ impl<'a> RequestContext<'a> {
 }
 
 impl RequestContext<'_> {
+    /// The whole context, owned: for an evaluation that leaves this request's borrows (the
+    /// pool of costly evaluations). Built straight into the copy unless a policy built it
+    /// already.
+    pub fn to_owned_whole(&self) -> Value {
+        self.whole.get().cloned().unwrap_or_else(|| whole(self))
+    }
+
     /// The context's [`crate::resources::json_weight`], or a bound above it, without building it: the token's
     /// claims and the User were weighed when they were read; the request's own parts are
     /// weighed here, in one pass over the headers.

@@ -342,7 +342,7 @@ fn policy_step(
                     (Lane::Pool, _) => {
                         return Some(Job {
                             policy: candidate.policy.clone(),
-                            context: eval.value().clone(),
+                            context: context.to_owned_whole(),
                             explain: trace.explaining(),
                         })
                     }
