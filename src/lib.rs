@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod commands;
 pub mod decision;
+pub mod keyed;
 pub mod metrics;
 pub mod outbound;
 pub mod policy;

@@ -7,6 +7,8 @@ use std::sync::Mutex;
 
 use tokio::time::Instant;
 
+use super::names::UserNames;
+
 /// `--user-create-rate`, `--user-create-burst`, `--max-users-per-namespace`, `--max-users`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CreationLimits {
@@ -94,6 +96,8 @@ impl Limit {
 #[derive(Debug, Default)]
 pub struct UserCounts {
     inner: Mutex<Counts>,
+    /// Their names, from the same count.
+    names: UserNames,
 }
 
 #[derive(Debug, Default)]
@@ -129,6 +133,11 @@ impl UserCounts {
             *counts.entry(namespace.into()).or_default() += 1;
             *total += 1;
         }
+    }
+
+    /// The names of the Users counted.
+    pub fn names(&self) -> &UserNames {
+        &self.names
     }
 
     /// `(Users in all, Users in namespace)`; `None` before the first count.

@@ -22,6 +22,7 @@ mod create;
 mod find;
 mod index;
 mod limits;
+mod names;
 mod naming;
 mod on_demand;
 mod store;
@@ -47,6 +48,7 @@ pub use limits::{
     CreationLimits, Limit, UserCounts, DEFAULT_CREATE_BURST, DEFAULT_CREATE_RATE,
     DEFAULT_MAX_USERS, DEFAULT_MAX_USERS_PER_NAMESPACE,
 };
+pub use names::{NameList, UserNames};
 pub use naming::{
     identifier_label, is_valid_name, user_name, LabelCheck, IDENTIFIER_LABEL, MAX_NAME_LEN,
 };

@@ -2,9 +2,14 @@
 //! memory, read from where they are kept ([`UserLookup`], the cluster) behind a bounded,
 //! expiring cache ([`OnDemand`]).
 //!
-//! - A hit costs a hash lookup, as a snapshot's index does.
-//! - A miss is one read per key (a User by name, or by identifier) however many requests
-//!   ask at once: they join one flight, which runs in a task of its own, so that a request
+//! - A subject seen before costs a keyed hash and one lookup (what it found last, kept
+//!   while every answer it came from is fresh), as a snapshot's index does.
+//! - A miss reads only what may exist: a read by name is skipped when the last count of
+//!   the cluster's Users ([`super::UserNames`]) has no User of that name, so a first-time
+//!   subject costs one read, by identifier; when a User of that name may exist, it is read
+//!   first, and by identifier only if it is not the subject's.
+//! - Each key (a User by name, or by identifier) is read once however many requests ask
+//!   at once: they join one flight, which runs in a task of its own, so that a request
 //!   that gives up does not cancel the read the others wait for, and its answer is cached.
 //! - An answer of "no such User" is cached too, for a shorter time; a failed read is not,
 //!   but its key is not read again for [`LOOKUP_BACKOFF`] (those requests go on without a
@@ -16,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::{BoxFuture, FutureExt, Shared};
 
@@ -24,7 +29,6 @@ use super::find::{claimable, NameClaims};
 use super::limits::UserCounts;
 use super::{Found, KnownUser, Subject};
 use crate::metrics::Metrics;
-use crate::resources::namespace_of;
 
 /// Reads Users from where they are kept. Futures are `'static` (they own what they need),
 /// so that a read runs on in its own task when the request that started it goes.
@@ -79,45 +83,91 @@ impl Default for CacheSettings {
     }
 }
 
-/// Each answer lives for the TTL of its kind: a User, or none.
-struct Ttl(CacheSettings);
+/// What a read of one key said, and until when it is believed.
+#[derive(Clone)]
+struct Answer {
+    user: Option<KnownUser>,
+    until: Instant,
+}
 
-impl moka::Expiry<Box<str>, Option<KnownUser>> for Ttl {
-    fn expire_after_create(
-        &self,
-        _: &Box<str>,
-        value: &Option<KnownUser>,
-        _: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(self.for_value(value))
+/// Each entry lives until its own `until`.
+struct Until;
+
+impl moka::Expiry<Box<str>, Answer> for Until {
+    fn expire_after_create(&self, _: &Box<str>, value: &Answer, now: Instant) -> Option<Duration> {
+        Some(value.until.saturating_duration_since(now))
     }
 
     /// A User created here replaces the "none" read before: it lives as long as a User.
     fn expire_after_update(
         &self,
         _: &Box<str>,
-        value: &Option<KnownUser>,
-        _: std::time::Instant,
+        value: &Answer,
+        now: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        Some(self.for_value(value))
+        Some(value.until.saturating_duration_since(now))
     }
 }
 
-impl Ttl {
-    fn for_value(&self, value: &Option<KnownUser>) -> Duration {
-        match value {
-            Some(_) => self.0.ttl,
-            None => self.0.negative_ttl,
+impl moka::Expiry<SubjectKey, Resolved> for Until {
+    fn expire_after_create(
+        &self,
+        _: &SubjectKey,
+        value: &Resolved,
+        now: Instant,
+    ) -> Option<Duration> {
+        Some(value.until.saturating_duration_since(now))
+    }
+}
+
+/// A subject's answer, as [`OnDemand::find`] found it last.
+#[derive(Clone)]
+struct Resolved {
+    user: KnownUser,
+    how: Found,
+    /// The first expiry of the answers it came from.
+    until: Instant,
+    /// The count of names it was found under: a later count may name a User that step 1
+    /// now finds.
+    generation: u64,
+}
+
+/// [`crate::keyed`] hash of what decides a subject's User: the namespace, the name step 1
+/// looks for, the token's own identifier, and whether Users are claimed by name.
+type SubjectKey = u128;
+
+fn subject_key(
+    namespace: &str,
+    name: Option<&str>,
+    own: Option<(&str, &str)>,
+    name_claims: NameClaims,
+) -> SubjectKey {
+    use siphasher::sip128::Hasher128;
+    use std::hash::Hasher;
+    let mut h = crate::keyed::hasher();
+    let mut field = |part: Option<&str>| match part {
+        // Lengths first, so that no two subjects run together.
+        Some(part) => {
+            h.write_u64(part.len() as u64);
+            h.write(part.as_bytes());
         }
-    }
+        None => h.write_u64(u64::MAX),
+    };
+    field(Some(namespace));
+    field(name);
+    field(own.map(|(system, _)| system));
+    field(own.map(|(_, sub)| sub));
+    h.write_u8(u8::from(name_claims == NameClaims::Allowed));
+    h.finish128().as_u128()
 }
 
-type Flight = Shared<BoxFuture<'static, LookupResult>>;
+/// A read of one key; its answer as the cache keeps it.
+type Flight = Shared<BoxFuture<'static, Result<Answer, String>>>;
 
 /// What a request learned of one key without waiting, or the read to wait for.
 enum Got {
-    Cached(Option<KnownUser>),
+    Cached(Answer),
     /// A read of it failed a moment ago.
     Failing(String),
     Flight(Flight),
@@ -137,8 +187,11 @@ pub struct LookupFailure {
 /// puts what it creates in the cache, and reads the caps from [`OnDemand::counts`]).
 pub struct OnDemand {
     lookup: Arc<dyn UserLookup>,
+    settings: CacheSettings,
+    /// By [`subject_key`]: the User a subject found, while the answers it came from last.
+    subjects: moka::sync::Cache<SubjectKey, Resolved>,
     /// By [`name_key`] or [`identifier_key`]: the User, or `None` for none.
-    cache: moka::sync::Cache<Box<str>, Option<KnownUser>>,
+    cache: moka::sync::Cache<Box<str>, Answer>,
     flights: Mutex<HashMap<Box<str>, Flight>>,
     /// Keys whose last read failed, and why.
     failing: moka::sync::Cache<Box<str>, String>,
@@ -157,9 +210,14 @@ impl OnDemand {
     ) -> Arc<Self> {
         Arc::new(OnDemand {
             lookup,
+            settings,
+            subjects: moka::sync::Cache::builder()
+                .max_capacity(settings.entries)
+                .expire_after(Until)
+                .build(),
             cache: moka::sync::Cache::builder()
                 .max_capacity(settings.entries)
-                .expire_after(Ttl(settings))
+                .expire_after(Until)
                 .build(),
             flights: Mutex::new(HashMap::new()),
             failing: moka::sync::Cache::builder()
@@ -191,41 +249,74 @@ impl OnDemand {
             return Ok(None);
         };
         let own = subject.system().zip(subject.sub);
-        let by_name = subject.name.map(|name| {
-            let found = self.get(name_key(namespace, name), || {
-                self.lookup.by_name(namespace, name)
-            });
-            (name, found)
-        });
-        // The usual answer, at the cost of a hash lookup: a User cached by name.
-        if let Some((name, Got::Cached(Some(user)))) = &by_name {
-            if claimable(user, own, name_claims) {
-                return Ok(Some((
-                    user.clone(),
-                    Found::ByName(qualified(namespace, name)),
-                )));
+        // The usual answer, at the cost of a keyed hash and a lookup: what this subject
+        // found last.
+        let key = subject_key(namespace, subject.name, own, name_claims);
+        let generation = self.counts.names().generation();
+        if let Some(hit) = self.subjects.get(&key) {
+            if hit.generation == generation {
+                return Ok(Some((hit.user, hit.how)));
             }
         }
-        let by_identifier = own.map(|(system, value)| {
-            self.get(identifier_key(namespace, system, value), || {
-                self.lookup.by_identifier(namespace, system, value)
-            })
+        let names_known = subject
+            .name
+            .and_then(|name| self.counts.names().may_exist(namespace, name));
+        let by_name = subject.name.map(|name| {
+            let got = if names_known == Some(false) {
+                // No User of that name at the last count, nor created here since.
+                Got::Cached(Answer {
+                    user: None,
+                    until: Instant::now() + self.settings.ttl,
+                })
+            } else {
+                self.get(name_key(namespace, name), || {
+                    self.lookup.by_name(namespace, name)
+                })
+            };
+            (name, got)
         });
-        let by_identifier = match by_identifier {
-            None => Got::Cached(None),
-            Some(got) => got,
+        let by_identifier = |this: &Arc<Self>| match own {
+            Some((system, value)) => this.get(identifier_key(namespace, system, value), || {
+                this.lookup.by_identifier(namespace, system, value)
+            }),
+            None => Got::Cached(Answer {
+                user: None,
+                until: Instant::now() + this.settings.ttl,
+            }),
         };
+        // Step 1 from the cache: no read by identifier is needed.
+        if let Some((
+            name,
+            Got::Cached(Answer {
+                user: Some(user),
+                until,
+            }),
+        )) = &by_name
+        {
+            if claimable(user, own, name_claims) {
+                let how = Found::ByName(qualified(namespace, name));
+                return Ok(Some(self.keep(key, generation, user.clone(), how, *until)));
+            }
+        }
         let ready = |got: &Got| !matches!(got, Got::Flight(_));
-        if by_name.as_ref().is_none_or(|(_, got)| ready(got)) && ready(&by_identifier) {
-            // Everything cached (or failing): no waiting, no allocation.
+        let name_ready = by_name.as_ref().is_none_or(|(_, got)| ready(got));
+        // A User named by the token, known to exist, is usually the one: it is read first,
+        // alone. Otherwise both are read at once, one round trip of waiting.
+        let name_first = !name_ready && names_known == Some(true);
+        let identifier = (!name_first).then(|| by_identifier(self));
+        if name_ready && identifier.as_ref().is_some_and(ready) {
+            // Everything cached (or failing): no waiting.
             let name = match by_name {
                 Some((name, got)) => Some((name, settled(got)?)),
                 None => None,
             };
-            return Ok(decide(
+            let identifier = settled(identifier.expect("looked up"))?;
+            return Ok(self.decide(
+                key,
+                generation,
                 namespace,
                 name,
-                settled(by_identifier)?,
+                identifier,
                 own,
                 name_claims,
             ));
@@ -235,8 +326,35 @@ impl OnDemand {
                 Some((name, got)) => Some((name, answer(got).await?)),
                 None => None,
             };
-            let by_identifier = answer(by_identifier).await?;
-            Ok(decide(namespace, name, by_identifier, own, name_claims))
+            let identifier = match identifier {
+                Some(got) => got,
+                None => {
+                    if let Some((
+                        name,
+                        Answer {
+                            user: Some(user),
+                            until,
+                        },
+                    )) = &name
+                    {
+                        if claimable(user, own, name_claims) {
+                            let how = Found::ByName(qualified(namespace, name));
+                            return Ok(Some(self.keep(key, generation, user.clone(), how, *until)));
+                        }
+                    }
+                    by_identifier(self)
+                }
+            };
+            let identifier = answer(identifier).await?;
+            Ok(self.decide(
+                key,
+                generation,
+                namespace,
+                name,
+                identifier,
+                own,
+                name_claims,
+            ))
         };
         match tokio::time::timeout_at(until, Box::pin(wait)).await {
             Ok(looked) => looked,
@@ -252,6 +370,61 @@ impl OnDemand {
         }
     }
 
+    /// Step 1 (a claimable User by name), else step 2 (the User by identifier); what is
+    /// found is kept for the subject.
+    #[allow(clippy::too_many_arguments)]
+    fn decide(
+        &self,
+        key: SubjectKey,
+        generation: u64,
+        namespace: &str,
+        by_name: Option<(&str, Answer)>,
+        by_identifier: Answer,
+        own: Option<(&str, &str)>,
+        name_claims: NameClaims,
+    ) -> Option<(KnownUser, Found)> {
+        let mut until = by_identifier.until;
+        if let Some((name, answer)) = by_name {
+            if let Some(user) = answer.user {
+                if claimable(&user, own, name_claims) {
+                    let how = Found::ByName(qualified(namespace, name));
+                    return Some(self.keep(key, generation, user, how, answer.until));
+                }
+            }
+            until = until.min(answer.until);
+        }
+        let (system, value) = own?;
+        // The read returns a User that holds the identifier; checked again all the same, as
+        // the index checks what it finds.
+        let user = by_identifier
+            .user
+            .filter(|user| user.has_identifier(system, value))?;
+        let how = Found::ByIdentifier {
+            system: system.to_string(),
+            value: value.to_string(),
+        };
+        Some(self.keep(key, generation, user, how, until))
+    }
+
+    /// Keeps what a subject found, and hands it out.
+    fn keep(
+        &self,
+        key: SubjectKey,
+        generation: u64,
+        user: KnownUser,
+        how: Found,
+        until: Instant,
+    ) -> (KnownUser, Found) {
+        let resolved = Resolved {
+            user,
+            how,
+            until,
+            generation,
+        };
+        self.subjects.insert(key, resolved.clone());
+        (resolved.user, resolved.how)
+    }
+
     /// The User of `{system, value}` in `namespace` as the cache holds it, without a read:
     /// `Some(None)` when it is known that there is none.
     pub fn cached_identifier(
@@ -262,6 +435,7 @@ impl OnDemand {
     ) -> Option<Option<KnownUser>> {
         self.cache
             .get(identifier_key(namespace, system, value).as_str())
+            .map(|answer| answer.user)
     }
 
     /// Reads the User of `{system, value}` in `namespace` anew, past the cache (creation
@@ -277,7 +451,7 @@ impl OnDemand {
         let found = self.lookup.by_identifier(namespace, system, value).await?;
         self.cache.insert(
             identifier_key(namespace, system, value).into_boxed_str(),
-            found.clone(),
+            self.answer(found.clone()),
         );
         Ok(found)
     }
@@ -285,10 +459,23 @@ impl OnDemand {
     /// A User just created (or adopted): found by its identifiers from now on, without a
     /// read.
     pub fn remember(&self, user: &KnownUser) {
-        let namespace = namespace_of(user.name()).unwrap_or_default();
+        let (namespace, name) = user.name().split_once('/').unwrap_or(("", user.name()));
+        self.counts.names().created(namespace, name);
         for (system, value) in user.identifiers() {
             let key = identifier_key(namespace, system, value).into_boxed_str();
-            self.cache.insert(key, Some(user.clone()));
+            self.cache.insert(key, self.answer(Some(user.clone())));
+        }
+    }
+
+    /// What a read said, believed for the TTL of its kind: a User, or none.
+    fn answer(&self, user: Option<KnownUser>) -> Answer {
+        let ttl = match user {
+            Some(_) => self.settings.ttl,
+            None => self.settings.negative_ttl,
+        };
+        Answer {
+            user,
+            until: Instant::now() + ttl,
         }
     }
 
@@ -330,9 +517,9 @@ impl OnDemand {
         // Spawned: a request that gives up does not cancel the read the others wait for,
         // and the answer is cached for the next one.
         let task = tokio::spawn(async move {
-            let result = read.await;
+            let result = read.await.map(|found| this.answer(found));
             match &result {
-                Ok(found) => this.cache.insert(task_key.clone(), found.clone()),
+                Ok(answer) => this.cache.insert(task_key.clone(), answer.clone()),
                 Err(error) => {
                     this.metrics.user_event("lookup_error");
                     tracing::warn!(error = %error, "reading a User failed; requests that need it go on without a User for a second");
@@ -357,9 +544,9 @@ impl OnDemand {
 }
 
 /// The answer of a key that is not waited for.
-fn settled(got: Got) -> Result<Option<KnownUser>, LookupFailure> {
+fn settled(got: Got) -> Result<Answer, LookupFailure> {
     match got {
-        Got::Cached(found) => Ok(found),
+        Got::Cached(answer) => Ok(answer),
         Got::Failing(error) => Err(LookupFailure {
             timed_out: false,
             error,
@@ -368,7 +555,7 @@ fn settled(got: Got) -> Result<Option<KnownUser>, LookupFailure> {
     }
 }
 
-async fn answer(got: Got) -> Result<Option<KnownUser>, LookupFailure> {
+async fn answer(got: Got) -> Result<Answer, LookupFailure> {
     match got {
         Got::Flight(flight) => flight.await.map_err(|error| LookupFailure {
             timed_out: false,
@@ -376,35 +563,6 @@ async fn answer(got: Got) -> Result<Option<KnownUser>, LookupFailure> {
         }),
         got => settled(got),
     }
-}
-
-/// Step 1 (a claimable User by name), else step 2 (the User by identifier).
-fn decide(
-    namespace: &str,
-    by_name: Option<(&str, Option<KnownUser>)>,
-    by_identifier: Option<KnownUser>,
-    own: Option<(&str, &str)>,
-    name_claims: NameClaims,
-) -> Option<(KnownUser, Found)> {
-    if let Some((name, Some(user))) = by_name {
-        if claimable(&user, own, name_claims) {
-            return Some((user, Found::ByName(qualified(namespace, name))));
-        }
-    }
-    let (system, value) = own?;
-    // The read returns a User that holds the identifier; checked again all the same, as
-    // the index checks what it finds.
-    by_identifier
-        .filter(|user| user.has_identifier(system, value))
-        .map(|user| {
-            (
-                user,
-                Found::ByIdentifier {
-                    system: system.to_string(),
-                    value: value.to_string(),
-                },
-            )
-        })
 }
 
 fn qualified(namespace: &str, name: &str) -> String {

@@ -30,7 +30,8 @@ use crate::metrics::Metrics;
 use crate::resources::Kind;
 use crate::snapshot::Rejection;
 use crate::users::{
-    identifier_label, KnownUser, LookupResult, Refused, UserCounts, UserLookup, IDENTIFIER_LABEL,
+    identifier_label, KnownUser, LookupResult, NameList, Refused, UserCounts, UserLookup,
+    IDENTIFIER_LABEL,
 };
 
 /// Objects per page of a list of Users.
@@ -281,17 +282,21 @@ async fn count_all(
     metrics: &Metrics,
 ) {
     let mut per_namespace = HashMap::new();
+    let mut names = counts.names().listing();
     for scope in scopes {
         let counted = count_scope(
             &reader.client,
             scope.as_deref(),
             reader.selector.as_deref(),
             &mut per_namespace,
+            &mut names,
         )
         .await;
         if let Err(e) = counted {
             tracing::warn!(error = %e,
-                "counting the Users failed; the caps on creation keep the last count");
+                "counting the Users failed; the caps on creation keep the last count, \
+                 and Users are read by name again until a count succeeds");
+            counts.names().unknown();
             return;
         }
     }
@@ -302,6 +307,7 @@ async fn count_all(
         "Users counted"
     );
     counts.counted(per_namespace);
+    counts.names().listed(names);
     metrics.users_counted(total);
 }
 
@@ -346,16 +352,18 @@ async fn sweep(reader: &ClusterUsers, scopes: &[Option<String>]) {
     }
 }
 
-/// Adds the Users of one scope to `per_namespace`, from their metadata alone.
+/// Adds the Users of one scope to `per_namespace` and `names`, from their metadata alone.
 async fn count_scope(
     client: &Client,
     scope: Option<&str>,
     selector: Option<&str>,
     per_namespace: &mut HashMap<String, usize>,
+    names: &mut NameList,
 ) -> Result<(), String> {
     each_page(client, scope, selector, true, |page| {
         for o in page {
             let namespace = o.metadata.namespace.unwrap_or_default();
+            names.add(&namespace, o.metadata.name.as_deref().unwrap_or_default());
             *per_namespace.entry(namespace).or_default() += 1;
         }
     })

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use super::*;
+use crate::resources::namespace_of;
 use crate::resources::{Identifier, IdentityProviderSpec, UserSpec, UserinfoSource};
 use crate::users::{
     find, CreationLimits, Limit, Provider, ProviderRef, Resolution, StoreError, UserIndex,
@@ -212,6 +213,65 @@ async fn a_miss_is_one_read_per_key_and_then_hits_read_nothing() {
     assert_eq!(od.cached(), 4);
 }
 
+/// What the periodic count of the cluster's Users does to the names: lists them all.
+fn count_names(od: &OnDemand, memory: &Memory) {
+    let names = od.counts().names();
+    let mut list = names.listing();
+    for (user, _) in memory.users.lock().unwrap().iter() {
+        let (namespace, name) = user.name().split_once('/').unwrap();
+        list.add(namespace, name);
+    }
+    names.listed(list);
+}
+
+#[tokio::test]
+async fn with_the_names_counted_a_miss_is_one_read() {
+    let (od, memory, metrics) = on_demand(CacheSettings::default());
+    memory.add("team/keycloak-ann", &[("kc", "ann")], 1);
+    memory.add("team/bob", &[("kc", "bob")], 2);
+    memory.add("team/carol", &[("gh", "carol")], 3);
+    count_names(&od, &memory);
+
+    // `ann` names no User: only the identifier is read.
+    let looked = find_sub(&od, "ann").await;
+    assert_eq!(found_name(&looked), Some("team/keycloak-ann"));
+    assert_eq!(memory.reads(), 1);
+    // `bob` names one, which is bob's: read by name alone.
+    let looked = find_sub(&od, "bob").await;
+    assert_eq!(looked.unwrap().unwrap().1, Found::ByName("team/bob".into()));
+    assert_eq!(memory.reads(), 2);
+    // `carol` names someone else's User: by name, then by identifier (none).
+    assert_eq!(find_sub(&od, "carol").await, Ok(None));
+    assert_eq!(memory.reads(), 4);
+    // Nobody: one read, by identifier.
+    assert_eq!(find_sub(&od, "nobody").await, Ok(None));
+    assert_eq!(memory.reads(), 5);
+    assert_eq!(counter(&metrics, "lookup_call"), 5);
+
+    // Known subjects read nothing, also once a new count replaces what they relied on.
+    for round in 0..2 {
+        for _ in 0..10 {
+            assert!(found_name(&find_sub(&od, "ann").await).is_some());
+            assert!(found_name(&find_sub(&od, "bob").await).is_some());
+        }
+        assert_eq!(memory.reads(), 5, "round {round}");
+        count_names(&od, &memory);
+    }
+
+    // Written with `kubectl` since the count: found by name from the next count on.
+    memory.add("team/dan", &[], 4);
+    assert_eq!(find_sub(&od, "dan").await, Ok(None));
+    count_names(&od, &memory);
+    let looked = find_sub(&od, "dan").await;
+    assert_eq!(looked.unwrap().unwrap().1, Found::ByName("team/dan".into()));
+
+    // A count that fails leaves the names unknown: both keys are read again.
+    od.counts().names().unknown();
+    let reads = memory.reads();
+    assert_eq!(find_sub(&od, "erin").await, Ok(None));
+    assert_eq!(memory.reads(), reads + 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_misses_share_one_read() {
     let (od, memory, _) = on_demand(CacheSettings::default());
@@ -313,7 +373,6 @@ async fn a_failed_read_is_not_repeated_for_a_second() {
 /// for every subject of a corpus, both ways of claiming by name.
 #[tokio::test]
 async fn decides_as_the_index_holding_every_user() {
-    let (od, memory, _) = on_demand(CacheSettings::default());
     let mut index = UserIndex::default();
     let users: &[(&str, &[(&str, &str)])] = &[
         ("team/keycloak-ann", &[("kc", "ann")]),
@@ -324,44 +383,57 @@ async fn decides_as_the_index_holding_every_user() {
         ("other/eve", &[("kc", "eve")]),
         ("other/team-only", &[]),
     ];
-    for (i, (name, ids)) in users.iter().enumerate() {
-        memory.add(name, ids, i as i64);
+    for (name, ids) in users {
         index.insert(KnownUser::new(name, &spec(ids)));
     }
     let p = provider();
     let mut compared = 0;
-    for name_claims in [NameClaims::Allowed, NameClaims::IdentifiedOnly] {
-        for sub in [
-            "ann",
-            "bob",
-            "shared",
-            "carol",
-            "carol-sub",
-            "dave",
-            "eve",
-            "nobody",
-        ] {
-            for box_user in [
-                None,
-                Some("shared"),
-                Some("bob"),
-                Some("carol"),
-                Some("team-only"),
+    // With the names unknown (both keys read at once), then counted (a read by name only
+    // where a User has the name), on fresh caches.
+    for counted in [false, true] {
+        let (od, memory, _) = on_demand(CacheSettings::default());
+        for (i, (name, ids)) in users.iter().enumerate() {
+            memory.add(name, ids, i as i64);
+        }
+        if counted {
+            count_names(&od, &memory);
+        }
+        for name_claims in [NameClaims::Allowed, NameClaims::IdentifiedOnly] {
+            for sub in [
+                "ann",
+                "bob",
+                "shared",
+                "carol",
+                "carol-sub",
+                "dave",
+                "eve",
+                "nobody",
             ] {
-                let claims = json!({"sub": sub});
-                let subject = subject(&p, &claims, box_user, sub);
-                let watch = find(&index, None, &subject, name_claims);
-                let looked = od.find(&subject, name_claims, later(5_000)).await.unwrap();
-                assert_eq!(
-                    looked.as_ref().map(|(u, f)| (u.name(), f)),
-                    watch.as_ref().map(|(u, f)| (u.name(), f)),
-                    "sub {sub}, box_user {box_user:?}, {name_claims:?}"
-                );
-                compared += 1;
+                for box_user in [
+                    None,
+                    Some("shared"),
+                    Some("bob"),
+                    Some("carol"),
+                    Some("team-only"),
+                ] {
+                    let claims = json!({"sub": sub});
+                    let subject = subject(&p, &claims, box_user, sub);
+                    let watch = find(&index, None, &subject, name_claims);
+                    let looked = od.find(&subject, name_claims, later(5_000)).await.unwrap();
+                    assert_eq!(
+                        looked.as_ref().map(|(u, f)| (u.name(), f)),
+                        watch.as_ref().map(|(u, f)| (u.name(), f)),
+                        "sub {sub}, box_user {box_user:?}, {name_claims:?}, counted {counted}"
+                    );
+                    // Again, as the subject's own answer.
+                    let again = od.find(&subject, name_claims, later(5_000)).await.unwrap();
+                    assert_eq!(again, looked);
+                    compared += 1;
+                }
             }
         }
     }
-    assert_eq!(compared, 80);
+    assert_eq!(compared, 160);
 }
 
 #[tokio::test]
