@@ -334,11 +334,13 @@ pub struct UsersArgs {
     #[arg(long = "users-cache-ttl-secs", env = "PORTCULLIS_USERS_CACHE_TTL_SECS", default_value_t = crate::users::DEFAULT_CACHE_TTL.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     pub cache_ttl_secs: u64,
     /// With --users on-demand: how long "no such User" is believed, in seconds; a User
-    /// written elsewhere (kubectl) is found within it. Creation asks again before it creates.
+    /// written elsewhere (kubectl) is found by its identifier label within it (by a name no
+    /// User had, from the next count). Creation asks again before it creates.
     #[arg(long = "users-cache-negative-ttl-secs", env = "PORTCULLIS_USERS_CACHE_NEGATIVE_TTL_SECS", default_value_t = crate::users::DEFAULT_CACHE_NEGATIVE_TTL.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     pub cache_negative_ttl_secs: u64,
     /// With --users on-demand: seconds between two counts of the Users (a metadata-only
-    /// list) for --max-users and --max-users-per-namespace.
+    /// list) for --max-users and --max-users-per-namespace, and for their names: a request
+    /// reads a User by name only if the last count saw that name.
     #[arg(long = "users-count-interval-secs", env = "PORTCULLIS_USERS_COUNT_INTERVAL_SECS", default_value_t = crate::source::cluster::users::DEFAULT_COUNT_INTERVAL.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     pub count_interval_secs: u64,
 }

@@ -133,6 +133,18 @@ struct Resolved {
     generation: u64,
 }
 
+/// One subject being looked up, as [`OnDemand::find`] passes it on.
+#[derive(Clone, Copy)]
+struct Asking<'a> {
+    key: SubjectKey,
+    /// The count of names it looks under.
+    generation: u64,
+    namespace: &'a str,
+    /// The token's own identifier, `(system, sub)`.
+    own: Option<(&'a str, &'a str)>,
+    name_claims: NameClaims,
+}
+
 /// [`crate::keyed`] hash of what decides a subject's User: the namespace, the name step 1
 /// looks for, the token's own identifier, and whether Users are claimed by name.
 type SubjectKey = u128;
@@ -284,42 +296,36 @@ impl OnDemand {
                 until: Instant::now() + this.settings.ttl,
             }),
         };
-        // Step 1 from the cache: no read by identifier is needed.
-        if let Some((
-            name,
-            Got::Cached(Answer {
-                user: Some(user),
-                until,
-            }),
-        )) = &by_name
-        {
-            if claimable(user, own, name_claims) {
-                let how = Found::ByName(qualified(namespace, name));
-                return Ok(Some(self.keep(key, generation, user.clone(), how, *until)));
-            }
-        }
-        let ready = |got: &Got| !matches!(got, Got::Flight(_));
-        let name_ready = by_name.as_ref().is_none_or(|(_, got)| ready(got));
-        // A User named by the token, known to exist, is usually the one: it is read first,
-        // alone. Otherwise both are read at once, one round trip of waiting.
-        let name_first = !name_ready && names_known == Some(true);
+        // Step 2 is looked up at once unless step 1 has its answer cached, or will read a
+        // name that a User is known to have: that User is usually the subject's, so it is
+        // read first, alone. Otherwise both are read at once, one round trip of waiting.
+        let name_first = match &by_name {
+            Some((_, Got::Cached(answer))) => answer
+                .user
+                .as_ref()
+                .is_some_and(|user| claimable(user, own, name_claims)),
+            Some((_, Got::Flight(_))) => names_known == Some(true),
+            _ => false,
+        };
         let identifier = (!name_first).then(|| by_identifier(self));
-        if name_ready && identifier.as_ref().is_some_and(ready) {
+        let asking = Asking {
+            key,
+            generation,
+            namespace,
+            own,
+            name_claims,
+        };
+        let ready = |got: &Got| !matches!(got, Got::Flight(_));
+        if by_name.as_ref().is_none_or(|(_, got)| ready(got))
+            && identifier.as_ref().is_none_or(ready)
+        {
             // Everything cached (or failing): no waiting.
             let name = match by_name {
                 Some((name, got)) => Some((name, settled(got)?)),
                 None => None,
             };
-            let identifier = settled(identifier.expect("looked up"))?;
-            return Ok(self.decide(
-                key,
-                generation,
-                namespace,
-                name,
-                identifier,
-                own,
-                name_claims,
-            ));
+            let identifier = identifier.map(settled).transpose()?;
+            return Ok(self.decide(asking, name, identifier));
         }
         let wait = async move {
             let name = match by_name {
@@ -328,33 +334,13 @@ impl OnDemand {
             };
             let identifier = match identifier {
                 Some(got) => got,
-                None => {
-                    if let Some((
-                        name,
-                        Answer {
-                            user: Some(user),
-                            until,
-                        },
-                    )) = &name
-                    {
-                        if claimable(user, own, name_claims) {
-                            let how = Found::ByName(qualified(namespace, name));
-                            return Ok(Some(self.keep(key, generation, user.clone(), how, *until)));
-                        }
-                    }
-                    by_identifier(self)
-                }
+                None => match self.decide(asking, name.clone(), None) {
+                    Some(found) => return Ok(Some(found)),
+                    None => by_identifier(self),
+                },
             };
             let identifier = answer(identifier).await?;
-            Ok(self.decide(
-                key,
-                generation,
-                namespace,
-                name,
-                identifier,
-                own,
-                name_claims,
-            ))
+            Ok(self.decide(asking, name, Some(identifier)))
         };
         match tokio::time::timeout_at(until, Box::pin(wait)).await {
             Ok(looked) => looked,
@@ -370,20 +356,22 @@ impl OnDemand {
         }
     }
 
-    /// Step 1 (a claimable User by name), else step 2 (the User by identifier); what is
-    /// found is kept for the subject.
-    #[allow(clippy::too_many_arguments)]
+    /// Step 1 (a claimable User by name), else step 2 (the User by identifier, when it
+    /// was looked up); what is found is kept for the subject.
     fn decide(
         &self,
-        key: SubjectKey,
-        generation: u64,
-        namespace: &str,
+        asking: Asking<'_>,
         by_name: Option<(&str, Answer)>,
-        by_identifier: Answer,
-        own: Option<(&str, &str)>,
-        name_claims: NameClaims,
+        by_identifier: Option<Answer>,
     ) -> Option<(KnownUser, Found)> {
-        let mut until = by_identifier.until;
+        let Asking {
+            key,
+            generation,
+            namespace,
+            own,
+            name_claims,
+        } = asking;
+        let mut until = None;
         if let Some((name, answer)) = by_name {
             if let Some(user) = answer.user {
                 if claimable(&user, own, name_claims) {
@@ -391,9 +379,10 @@ impl OnDemand {
                     return Some(self.keep(key, generation, user, how, answer.until));
                 }
             }
-            until = until.min(answer.until);
+            until = Some(answer.until);
         }
         let (system, value) = own?;
+        let by_identifier = by_identifier?;
         // The read returns a User that holds the identifier; checked again all the same, as
         // the index checks what it finds.
         let user = by_identifier
@@ -403,6 +392,7 @@ impl OnDemand {
             system: system.to_string(),
             value: value.to_string(),
         };
+        let until = until.map_or(by_identifier.until, |u| u.min(by_identifier.until));
         Some(self.keep(key, generation, user, how, until))
     }
 

@@ -8,11 +8,13 @@
 //!   identifier), and its `Ready` condition, with a warning when its label is missing or
 //!   wrong, goes to the writer;
 //! - [`count`] runs every `--users-count-interval-secs`: a metadata-only list of the Users
-//!   (pages of [`PAGE`]) counts them per namespace for the caps on creation, and, on the
+//!   (pages of [`PAGE`]) counts them per namespace for the caps on creation, keeps their
+//!   names (hashed: a read by name is skipped for a name no User has), and, on the
 //!   replica that writes status, a list of the Users without the label judges them, so that
 //!   hand-written Users that are never found by identifier still say why.
 //!
-//! Memory stays flat however many Users the cluster holds: a page at a time, and counts.
+//! Memory stays flat however many Users the cluster holds: a page at a time, counts, and
+//! 4 bytes a User for the names.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
