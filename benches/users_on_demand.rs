@@ -482,7 +482,7 @@ async fn main() {
         during.by_name,
         during.by_label,
     );
-    let (od_ns, w_ns) = lookup_alone(watch_users, hot, scale(20, 2)).await;
+    let (od_ns, w_ns) = lookup_alone(watch_users, hot, rounds).await;
     println!(
         "  the lookup alone, in process ({hot} subjects): on-demand cached {od_ns:.0} ns, \
          watch (index of {watch_users}) {w_ns:.0} ns"

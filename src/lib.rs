@@ -8,7 +8,6 @@
 pub mod cli;
 pub mod commands;
 pub mod decision;
-pub mod keyed;
 pub mod metrics;
 pub mod outbound;
 pub mod policy;

@@ -27,7 +27,7 @@ const LAYERS: &[&[&str]] = &[
     &["source", "decision"],
     &["snapshot"],
     &["token", "policy", "users"],
-    &["resources", "metrics", "outbound", "proto", "keyed"],
+    &["resources", "metrics", "outbound", "proto"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

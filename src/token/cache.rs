@@ -4,21 +4,38 @@
 //! that accepted it by [`Fingerprint`], so an entry made under a configuration that has
 //! since changed (new secret, new `jwks_uri`, other audiences) is never used again.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use siphasher::sip128::{Hasher128, SipHasher24};
 
 use super::{Fingerprint, TokenKind};
 
 /// A token's key in the caches ([`hash`]).
 pub type TokenHash = u128;
 
-/// The keyed hash of a token ([`crate::keyed`]). SHA-256 did the same job for about
-/// 30,000 instructions per `Check` on a 600-byte JWT where the CPU has no SHA extensions
-/// (valgrind's count, BENCHMARKS.md); this takes about a tenth of that on any CPU.
+/// SipHash-2-4 with 128 bits of output, under a key drawn when the process starts: a keyed
+/// PRF, so nobody without the key can make a token land on another token's entry, and 128
+/// bits keep chance collisions out of reach. The key never leaves the process, and differs
+/// per replica and per restart. SHA-256 did the same job for about 30,000 instructions per
+/// `Check` on a 600-byte JWT where the CPU has no SHA extensions (valgrind's count,
+/// BENCHMARKS.md); this takes about a tenth of that on any CPU.
 pub fn hash(token: &str) -> TokenHash {
-    crate::keyed::hash(token.as_bytes())
+    static KEY: OnceLock<[u64; 2]> = OnceLock::new();
+    let [k0, k1] = *KEY.get_or_init(|| {
+        let mut bytes = [0u8; 16];
+        // No key, no cache: a panic here is a 503 for the request, never an allow.
+        getrandom::fill(&mut bytes).expect("the operating system's random numbers");
+        let (a, b) = bytes.split_at(8);
+        [
+            u64::from_le_bytes(a.try_into().expect("8 bytes")),
+            u64::from_le_bytes(b.try_into().expect("8 bytes")),
+        ]
+    });
+    let mut h = SipHasher24::new_with_keys(k0, k1);
+    std::hash::Hasher::write(&mut h, token.as_bytes());
+    h.finish128().as_u128()
 }
 
 /// A token verified earlier, as the cache keeps it.
@@ -106,7 +123,6 @@ mod tests {
 
     #[test]
     fn token_cache_key_is_a_keyed_hash_not_the_token() {
-        use siphasher::sip128::{Hasher128, SipHasher24};
         let key = hash("secret-token");
         assert_eq!(key, hash("secret-token"));
         assert_ne!(key, hash("secret-token2"));

@@ -2,7 +2,7 @@
 //! memory, read from where they are kept ([`UserLookup`], the cluster) behind a bounded,
 //! expiring cache ([`OnDemand`]).
 //!
-//! - A subject seen before costs a keyed hash and one lookup (what it found last, kept
+//! - A subject seen before costs one lookup (what it found last, kept
 //!   while every answer it came from is fresh), as a snapshot's index does.
 //! - A miss reads only what may exist: a read by name is skipped when the last count of
 //!   the cluster's Users ([`super::UserNames`]) has no User of that name, so a first-time
@@ -110,22 +110,12 @@ impl moka::Expiry<Box<str>, Answer> for Until {
     }
 }
 
-impl moka::Expiry<SubjectKey, Resolved> for Until {
-    fn expire_after_create(
-        &self,
-        _: &SubjectKey,
-        value: &Resolved,
-        now: Instant,
-    ) -> Option<Duration> {
-        Some(value.until.saturating_duration_since(now))
-    }
-}
-
 /// A subject's answer, as [`OnDemand::find`] found it last.
 #[derive(Clone)]
 struct Resolved {
     user: KnownUser,
-    how: Found,
+    /// Step 1 found it, else step 2: the rest of [`Found`] is the subject's own.
+    by_name: bool,
     /// The first expiry of the answers it came from.
     until: Instant,
     /// The count of names it was found under: a later count may name a User that step 1
@@ -136,7 +126,7 @@ struct Resolved {
 /// One subject being looked up, as [`OnDemand::find`] passes it on.
 #[derive(Clone, Copy)]
 struct Asking<'a> {
-    key: SubjectKey,
+    key: SubjectParts<'a>,
     /// The count of names it looks under.
     generation: u64,
     namespace: &'a str,
@@ -145,33 +135,100 @@ struct Asking<'a> {
     name_claims: NameClaims,
 }
 
-/// [`crate::keyed`] hash of what decides a subject's User: the namespace, the name step 1
-/// looks for, the token's own identifier, and whether Users are claimed by name.
-type SubjectKey = u128;
+/// What decides a subject's User: the namespace, the name step 1 looks for, the token's
+/// own identifier `(system, sub)`, and the claiming rule. A request looks its subject up by
+/// these parts, without building the key the cache keeps ([`SubjectKey`]); the table
+/// compares them in full, so no hash decides who gets which User.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct SubjectParts<'a> {
+    fields: [Option<&'a [u8]>; 4],
+    claims_by_name: bool,
+}
 
-fn subject_key(
-    namespace: &str,
-    name: Option<&str>,
-    own: Option<(&str, &str)>,
-    name_claims: NameClaims,
-) -> SubjectKey {
-    use siphasher::sip128::Hasher128;
-    use std::hash::Hasher;
-    let mut h = crate::keyed::hasher();
-    let mut field = |part: Option<&str>| match part {
-        // Lengths first, so that no two subjects run together.
-        Some(part) => {
-            h.write_u64(part.len() as u64);
-            h.write(part.as_bytes());
+impl<'a> SubjectParts<'a> {
+    fn of(
+        namespace: &'a str,
+        name: Option<&'a str>,
+        own: Option<(&'a str, &'a str)>,
+        name_claims: NameClaims,
+    ) -> Self {
+        SubjectParts {
+            fields: [
+                Some(namespace.as_bytes()),
+                name.map(str::as_bytes),
+                own.map(|(system, _)| system.as_bytes()),
+                own.map(|(_, sub)| sub.as_bytes()),
+            ],
+            claims_by_name: name_claims == NameClaims::Allowed,
         }
-        None => h.write_u64(u64::MAX),
-    };
-    field(Some(namespace));
-    field(name);
-    field(own.map(|(system, _)| system));
-    field(own.map(|(_, sub)| sub));
-    h.write_u8(u8::from(name_claims == NameClaims::Allowed));
-    h.finish128().as_u128()
+    }
+
+    /// The key to keep: each field after its length (`u32::MAX` for none).
+    fn key(&self) -> SubjectKey {
+        let len = self.fields.iter().flatten().map(|f| f.len()).sum::<usize>();
+        let mut bytes = Vec::with_capacity(len + 4 * self.fields.len() + 1);
+        for field in self.fields {
+            let marker = field.map_or(u32::MAX, |f| u32::try_from(f.len()).unwrap_or(u32::MAX));
+            bytes.extend_from_slice(&marker.to_le_bytes());
+            bytes.extend_from_slice(field.unwrap_or_default());
+        }
+        bytes.push(u8::from(self.claims_by_name));
+        SubjectKey(bytes.into_boxed_slice())
+    }
+}
+
+impl std::hash::Hash for SubjectParts<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        for field in self.fields {
+            match field {
+                Some(field) => {
+                    state.write_usize(field.len());
+                    state.write(field);
+                }
+                None => state.write_usize(usize::MAX),
+            }
+        }
+        state.write_u8(u8::from(self.claims_by_name));
+    }
+}
+
+/// [`SubjectParts`] as the cache keeps them, in one block.
+#[derive(Clone, PartialEq, Eq)]
+struct SubjectKey(Box<[u8]>);
+
+impl SubjectKey {
+    fn parts(&self) -> SubjectParts<'_> {
+        let mut rest = &self.0[..];
+        let mut fields = [None; 4];
+        for field in &mut fields {
+            let (marker, after) = rest.split_at_checked(4).unwrap_or((&[0; 4], &[]));
+            let marker = u32::from_le_bytes(marker.try_into().unwrap_or_default());
+            rest = after;
+            if marker != u32::MAX {
+                let (bytes, after) = rest
+                    .split_at_checked(marker as usize)
+                    .unwrap_or((rest, &[]));
+                *field = Some(bytes);
+                rest = after;
+            }
+        }
+        SubjectParts {
+            fields,
+            claims_by_name: rest.first() == Some(&1),
+        }
+    }
+}
+
+impl std::hash::Hash for SubjectKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.parts().hash(state);
+    }
+}
+
+impl quick_cache::Equivalent<SubjectKey> for SubjectParts<'_> {
+    fn equivalent(&self, key: &SubjectKey) -> bool {
+        key.parts() == *self
+    }
 }
 
 /// A read of one key; its answer as the cache keeps it.
@@ -200,8 +257,10 @@ pub struct LookupFailure {
 pub struct OnDemand {
     lookup: Arc<dyn UserLookup>,
     settings: CacheSettings,
-    /// By [`subject_key`]: the User a subject found, while the answers it came from last.
-    subjects: moka::sync::Cache<SubjectKey, Resolved>,
+    /// By [`SubjectParts`]: the User a subject found, while the answers it came from last.
+    /// quick_cache, not moka: this lookup is the whole cost of a known subject, and
+    /// quick_cache's is a sharded table's (an expired entry is passed over on the way).
+    subjects: quick_cache::sync::Cache<SubjectKey, Resolved>,
     /// By [`name_key`] or [`identifier_key`]: the User, or `None` for none.
     cache: moka::sync::Cache<Box<str>, Answer>,
     flights: Mutex<HashMap<Box<str>, Flight>>,
@@ -223,10 +282,9 @@ impl OnDemand {
         Arc::new(OnDemand {
             lookup,
             settings,
-            subjects: moka::sync::Cache::builder()
-                .max_capacity(settings.entries)
-                .expire_after(Until)
-                .build(),
+            subjects: quick_cache::sync::Cache::new(
+                usize::try_from(settings.entries).unwrap_or(usize::MAX),
+            ),
             cache: moka::sync::Cache::builder()
                 .max_capacity(settings.entries)
                 .expire_after(Until)
@@ -261,13 +319,23 @@ impl OnDemand {
             return Ok(None);
         };
         let own = subject.system().zip(subject.sub);
-        // The usual answer, at the cost of a keyed hash and a lookup: what this subject
-        // found last.
-        let key = subject_key(namespace, subject.name, own, name_claims);
+        // The usual answer, at the cost of one lookup: what this subject found last.
+        let key = SubjectParts::of(namespace, subject.name, own, name_claims);
         let generation = self.counts.names().generation();
         if let Some(hit) = self.subjects.get(&key) {
-            if hit.generation == generation {
-                return Ok(Some((hit.user, hit.how)));
+            if hit.generation == generation && hit.until > Instant::now() {
+                let how = match (hit.by_name, subject.name, own) {
+                    (true, Some(name), _) => Some(Found::ByName(qualified(namespace, name))),
+                    (false, _, Some((system, value))) => Some(Found::ByIdentifier {
+                        system: system.to_string(),
+                        value: value.to_string(),
+                    }),
+                    // Not so: the key holds the parts that found it.
+                    _ => None,
+                };
+                if let Some(how) = how {
+                    return Ok(Some((hit.user, how)));
+                }
             }
         }
         let names_known = subject
@@ -399,20 +467,20 @@ impl OnDemand {
     /// Keeps what a subject found, and hands it out.
     fn keep(
         &self,
-        key: SubjectKey,
+        key: SubjectParts<'_>,
         generation: u64,
         user: KnownUser,
         how: Found,
         until: Instant,
     ) -> (KnownUser, Found) {
         let resolved = Resolved {
-            user,
-            how,
+            user: user.clone(),
+            by_name: matches!(how, Found::ByName(_)),
             until,
             generation,
         };
-        self.subjects.insert(key, resolved.clone());
-        (resolved.user, resolved.how)
+        self.subjects.insert(key.key(), resolved);
+        (user, how)
     }
 
     /// The User of `{system, value}` in `namespace` as the cache holds it, without a read:

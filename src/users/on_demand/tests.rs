@@ -619,3 +619,38 @@ async fn a_decision_waits_for_a_read_at_most_its_deadline_then_goes_on_without_a
     assert_eq!(memory.reads(), 2);
     assert_eq!(counter(&metrics, "lookup_timeout"), 2);
 }
+
+/// A subject's kept key gives back its parts, and no two subjects share one: not parts
+/// that run together, not a missing part and an empty one.
+#[test]
+fn a_subject_key_holds_its_parts_and_no_other_subjects() {
+    use quick_cache::Equivalent;
+    use std::hash::BuildHasher;
+
+    let subjects = [
+        SubjectParts::of("ab", Some("c"), Some(("kc", "c")), NameClaims::Allowed),
+        SubjectParts::of("a", Some("bc"), Some(("kc", "c")), NameClaims::Allowed),
+        SubjectParts::of(
+            "ab",
+            Some("c"),
+            Some(("kc", "c")),
+            NameClaims::IdentifiedOnly,
+        ),
+        SubjectParts::of("ab", Some("c"), Some(("k", "cc")), NameClaims::Allowed),
+        SubjectParts::of("ab", None, Some(("kc", "c")), NameClaims::Allowed),
+        SubjectParts::of("ab", Some(""), Some(("kc", "c")), NameClaims::Allowed),
+        SubjectParts::of("ab", Some("c"), None, NameClaims::Allowed),
+        SubjectParts::of("ab", Some("c"), Some(("", "")), NameClaims::Allowed),
+    ];
+    let hasher = std::hash::RandomState::new();
+    for (i, a) in subjects.iter().enumerate() {
+        let key = a.key();
+        assert!(key.parts() == *a, "{i}");
+        assert!(a.equivalent(&key));
+        // The table finds a kept key from the parts a request holds.
+        assert_eq!(hasher.hash_one(a), hasher.hash_one(&key), "{i}");
+        for (j, b) in subjects.iter().enumerate().filter(|(j, _)| *j != i) {
+            assert!(!b.equivalent(&key), "{j} taken for {i}");
+        }
+    }
+}
