@@ -59,8 +59,9 @@ PID=$!
 until curl -sf "127.0.0.1:$HTTP/readyz" >/dev/null; do sleep 0.05; kill -0 $PID || { cat "$LOG"; exit 1; }; done
 ready=$(date +%s.%N)
 # jemalloc hands freed pages back over a decay of about ten seconds: print resident
-# memory soon after (what the load left behind) and once settled (what stays).
-rss() { awk '/VmRSS|VmHWM/ {printf "%s %.1f MB  ", $1, $2/1024}' /proc/$PID/status; }
+# memory soon after (what the load left behind) and once settled (what stays). In MiB
+# (/proc gives KiB); RssAnon is the heap and stacks, RssFile mostly the binary's code pages.
+rss() { awk '/VmRSS|VmHWM|RssAnon|RssFile/ {printf "%s %.1f MiB  ", $1, $2/1024}' /proc/$PID/status; }
 settle() {
   sleep 2
   echo "  after 2 s:  $(rss)"

@@ -7,7 +7,11 @@
 //!   snapshot's user index shares: a relist or a clash admits it again as it is, and
 //!   [`KnownUser::spec`] gives its spec back. Its spec as JSON maps is not kept: at 100,000
 //!   Users that was most of the index.
-//! - The other kinds keep their parsed spec, compiled again on a rebuild of their scope.
+//! - An AccessPolicy is kept as its spec's compact JSON text ([`HeldPolicy`]), parsed
+//!   again when its scope is rebuilt: its parsed spec (a `Spec` of 384 bytes and
+//!   `matcho`'s JSON maps) took about 0.8 KB more, 8 MiB at 10,000 policies, and parsing
+//!   the text costs a rebuild no more than cloning the parsed spec did (BENCHMARKS.md).
+//! - The few other kinds keep their parsed spec, compiled again on a rebuild of their scope.
 //! - The status an object carries is shared ([`Statuses`]): the ones portcullis writes
 //!   repeat, word for word, across thousands of objects.
 
@@ -16,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use super::judge::{resource_of, Object, ObjectKey, Ready};
 use crate::resources::{qualified, FieldError, Origin, Resource, ResourceStatus, SecretKeyRef};
-use crate::resources::{Spec, TokenIntrospectorSpec};
+use crate::resources::{AccessPolicySpec, Spec, TokenIntrospectorSpec};
 use crate::snapshot::Compiler;
 use crate::users::KnownUser;
 
@@ -48,8 +52,42 @@ pub enum HeldSpec {
     /// A User, as the snapshot serves it: two versions are equal exactly when their specs
     /// are (its text holds `data` as JSON, email and identifiers, each delimited).
     User(KnownUser),
+    /// An AccessPolicy, as text (boxed, so that the many Users do not pay for a wide
+    /// pointer).
+    Policy(Box<HeldPolicy>),
     /// Any other kind: boxed, so that the many Users do not pay for its size.
     Config(Box<Spec>),
+}
+
+/// An AccessPolicy's spec as its compact JSON text, parsed again each time it is compiled.
+/// Two versions are equal when their texts are: equal texts are equal specs, so no change
+/// is missed; an edit that only reorders the keys of a JSON object differs in text for an
+/// equal spec, and costs one needless rebuild of its namespace.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeldPolicy {
+    json: Box<str>,
+    /// Not a field of the spec's JSON: read from the annotations.
+    dry_run: bool,
+}
+
+impl HeldPolicy {
+    pub fn new(spec: &AccessPolicySpec) -> Self {
+        HeldPolicy {
+            json: serde_json::to_string(spec)
+                .expect("a spec serialises")
+                .into(),
+            dry_run: spec.dry_run,
+        }
+    }
+
+    /// The spec, parsed again. It parsed when read, and serde_json reads back what it
+    /// wrote, so an error here is a bug; it refuses the object rather than stop the index.
+    pub fn spec(&self) -> Result<AccessPolicySpec, FieldError> {
+        let mut spec: AccessPolicySpec = serde_json::from_str(&self.json)
+            .map_err(|e| FieldError::new("spec", format!("kept spec does not parse: {e}")))?;
+        spec.dry_run = self.dry_run;
+        Ok(spec)
+    }
 }
 
 impl HeldObject {
@@ -69,6 +107,7 @@ impl HeldObject {
                     let name = qualified(Some(&key.namespace), &key.name);
                     HeldSpec::User(KnownUser::new(&name, &user))
                 }
+                Spec::AccessPolicy(policy) => HeldSpec::Policy(Box::new(HeldPolicy::new(&policy))),
                 other => HeldSpec::Config(Box::new(other)),
             })
             .map_err(Box::new);
@@ -92,21 +131,22 @@ impl HeldObject {
             generation: held.generation,
             uid: held.uid,
             created: held.created,
-            spec: held
-                .spec
-                .as_ref()
-                .map(HeldSpec::to_spec)
-                .map_err(|e| FieldError::clone(e)),
+            spec: match &held.spec {
+                Ok(spec) => spec.to_spec(),
+                Err(e) => Err(FieldError::clone(e)),
+            },
             status: held.status.as_deref().cloned(),
         }
     }
 }
 
 impl HeldSpec {
-    pub fn to_spec(&self) -> Spec {
+    /// The spec, given back from the form kept (see [`HeldPolicy::spec`] for the error).
+    pub fn to_spec(&self) -> Result<Spec, FieldError> {
         match self {
-            HeldSpec::User(user) => Spec::User(user.spec()),
-            HeldSpec::Config(spec) => (**spec).clone(),
+            HeldSpec::User(user) => Ok(Spec::User(user.spec())),
+            HeldSpec::Policy(policy) => policy.spec().map(Spec::AccessPolicy),
+            HeldSpec::Config(spec) => Ok((**spec).clone()),
         }
     }
 
@@ -117,7 +157,7 @@ impl HeldSpec {
                 Spec::TokenIntrospector(ti) => Some(ti),
                 _ => None,
             },
-            HeldSpec::User(_) => None,
+            HeldSpec::User(_) | HeldSpec::Policy(_) => None,
         }
     }
 }
@@ -143,8 +183,8 @@ impl Held {
                     .map(|()| None)
                     .map_err(|rejection| Ready::from_rejection(&rejection));
             }
-            Ok(HeldSpec::Config(spec)) => Ok(&**spec),
-            Err(e) => Err(&**e),
+            Ok(spec) => spec.to_spec(),
+            Err(e) => Err(FieldError::clone(e)),
         };
         let r = resource_of(namespace, name, self.generation, spec, read)?;
         compiler

@@ -14,7 +14,7 @@ use super::judge::{Object, ObjectKey, Ready, SecretData, Verdict};
 use std::sync::Arc;
 
 use crate::resources::{qualified, Kind, SecretKeyRef};
-use crate::resources::{Origin, Resource, Spec};
+use crate::resources::{Origin, Resource};
 use crate::snapshot::{team_of, Compiler, RejectReason, Rejection, Snapshot};
 use crate::users::{admit_known, KnownUser, UserIndex};
 
@@ -590,7 +590,7 @@ impl ClusterIndex {
             };
             let current = match &entry.held.spec {
                 Ok(HeldSpec::User(user)) => Ok(user),
-                Ok(HeldSpec::Config(_)) => return None,
+                Ok(HeldSpec::Config(_) | HeldSpec::Policy(_)) => return None,
                 Err(e) => Err(Ready::refused("Invalid", std::slice::from_ref(&**e))),
             };
             let admitted = match current {
@@ -648,13 +648,17 @@ fn replace(entry: &mut Entry, key: &ObjectKey, held: Held) -> bool {
         let generation = entry.held.generation;
         entry.last_good = match &entry.held.spec {
             Ok(HeldSpec::User(user)) => LastGood::KeptUser(Box::new((user.clone(), generation))),
-            Ok(HeldSpec::Config(spec)) => LastGood::Kept(Box::new(Resource {
-                name: key.name.clone(),
-                namespace: Some(key.namespace.clone()),
-                origin: Origin::Cluster { generation },
-                spec: Spec::clone(spec),
-                labels: None,
-            })),
+            // Parsed (a policy from its text): kept only while a newer version fails.
+            Ok(spec) => match spec.to_spec() {
+                Ok(spec) => LastGood::Kept(Box::new(Resource {
+                    name: key.name.clone(),
+                    namespace: Some(key.namespace.clone()),
+                    origin: Origin::Cluster { generation },
+                    spec,
+                    labels: None,
+                })),
+                Err(_) => LastGood::None,
+            },
             Err(_) => LastGood::None,
         };
     }

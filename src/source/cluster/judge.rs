@@ -183,22 +183,21 @@ pub(crate) fn resource(
         &o.key.namespace,
         &o.key.name,
         o.generation,
-        o.spec.as_ref(),
+        o.spec.clone(),
         read,
     )
 }
 
-/// [`resource`] of an object given by its parts.
+/// [`resource`] of an object given by its parts: its spec owned, as the index parses a
+/// policy's again from its text.
 pub(crate) fn resource_of(
     namespace: &str,
     name: &str,
     generation: i64,
-    spec: Result<&Spec, &FieldError>,
+    spec: Result<Spec, FieldError>,
     read: impl FnMut(&SecretKeyRef) -> Result<String, Ready>,
 ) -> Result<Resource, Ready> {
-    let mut spec = spec
-        .cloned()
-        .map_err(|e| Ready::refused("Invalid", std::slice::from_ref(e)))?;
+    let mut spec = spec.map_err(|e| Ready::refused("Invalid", std::slice::from_ref(&e)))?;
     if let Spec::TokenIntrospector(ti) = &mut spec {
         ti.resolve_secrets(read)
             .map_err(|(field, problem)| match problem {

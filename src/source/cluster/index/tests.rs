@@ -1,7 +1,7 @@
 use serde_json::{json, Value};
 
 use super::*;
-use crate::resources::{parse_spec, ResourceStatus};
+use crate::resources::{parse_spec, ResourceStatus, Spec};
 
 fn object(kind: Kind, namespace: &str, name: &str, generation: i64, spec: Value) -> Object {
     Object {
