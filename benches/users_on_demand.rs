@@ -203,11 +203,20 @@ impl Serve {
     async fn decide_found(&self, i: usize) {
         let (status, user) = self.decide(&token(&sub(i))).await;
         let want = format!("{NS}/{}", user_name(i));
-        assert_eq!(
-            (status, user.as_deref()),
-            (200, Some(want.as_str())),
-            "sub-{i}"
-        );
+        if (status, user.as_deref()) != (200, Some(want.as_str())) {
+            // Why, as the replica counted it.
+            let mut events = Vec::new();
+            for event in ["lookup_call", "lookup_timeout", "lookup_error"] {
+                events.push(format!(
+                    "{event} {:?}",
+                    self.metric(&event_metric(event)).await
+                ));
+            }
+            panic!(
+                "sub-{i}: {status} {user:?}, not 200 {want}; {}",
+                events.join(", ")
+            );
+        }
     }
 
     /// A gauge of `/metrics`.
@@ -224,6 +233,11 @@ impl Serve {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
     }
+}
+
+/// The metric of one `user_events` event.
+fn event_metric(event: &str) -> String {
+    format!("portcullis_user_events_total{{event=\"{event}\"}}")
 }
 
 /// What a batch of requests to the fake API server was.
@@ -531,7 +545,7 @@ async fn main() {
         rss.push((on_demand.rss_mib(), watch.rss_mib()));
     }
     let calls = Calls::of(&on_demand_fake.requests());
-    let event = |e: &str| format!("portcullis_user_events_total{{event=\"{e}\"}}");
+    let event = event_metric;
     let (timeouts, errors) = (
         on_demand
             .metric(&event("lookup_timeout"))

@@ -752,4 +752,22 @@ async fn lists_by_name_and_by_the_identifier_label_follow_every_change() {
     assert!(users.list(&one("e")).await.unwrap().items.is_empty());
     let d_h1 = one("d").labels(&h1);
     assert!(users.list(&d_h1).await.unwrap().items.is_empty());
+
+    // Without the label: from their own index, as a scan finds them.
+    let without = format!("!{LABEL}");
+    assert!(users.list(&by(&without)).await.unwrap().items.is_empty());
+    fake.apply(labelled("f", "default", json!({"team": "x"})));
+    fake.apply(labelled("g", "default", json!({})));
+    fake.apply(labelled("h", "other", json!({})));
+    assert_eq!(names(users.list(&by(&without)).await.unwrap()), ["f", "g"]);
+    let without_x = format!("!{LABEL},team=x");
+    assert_eq!(names(users.list(&by(&without_x)).await.unwrap()), ["f"]);
+    assert_eq!(
+        names(all.list(&by(&without)).await.unwrap()),
+        ["f", "g", "h"]
+    );
+    fake.apply(labelled("g", "default", json!({LABEL: "h3"})));
+    fake.delete(V1ALPHA1, "users", "default", "f");
+    assert!(users.list(&by(&without)).await.unwrap().items.is_empty());
+    assert_eq!(names(all.list(&by(&without)).await.unwrap()), ["h"]);
 }

@@ -511,6 +511,12 @@ fn selected_after<'a>(
                     .labelled(value)
                     .filter_map(|key| store.objects.get_key_value(key)),
             ),
+            (None, None) if store::absence(labels, INDEXED_LABEL) => Box::new(
+                store
+                    .unlabelled
+                    .range((start.clone(), Bound::Unbounded))
+                    .filter_map(|key| store.objects.get_key_value(key)),
+            ),
             (None, None) => Box::new(store.objects.range((start.clone(), Bound::Unbounded))),
         };
     let ns = ns.map(str::to_string);
