@@ -621,6 +621,85 @@ mod tests {
         assert_eq!(whole(text).iter().filter(|i| i.is_ok()).count(), 2);
     }
 
+    /// Cut by content, a large file reads as the whole file reads; and an edit near its
+    /// start leaves the pieces after the first few as they were, byte for byte (however
+    /// the reads of 64 KiB now fall on them): what lets a later read find them again.
+    #[test]
+    fn pieces_cut_by_content_read_as_the_whole_file_and_survive_an_edit_before_them() {
+        let mut text = String::new();
+        for i in 0..3000 {
+            text.push_str(&match i % 5 {
+                0 => format!("---\r\nresourceType: User\r\nid: crlf{i}\r\n"),
+                1 => format!("--- # c\nresourceType: User\nid: c{i}\ndata: {{n: \"--- no\"}}\n"),
+                2 => format!(
+                    "---\n\n# a comment\n\nresourceType: AccessPolicy\nid: p{i}\n\
+                     engine: matcho\nmatcho:\n  uri: |\n    ---\n    indented\n"
+                ),
+                3 => format!("--- {{resourceType: User, id: flow{i}}}\n"),
+                _ => format!("...\n%YAML 1.2\n---\nresourceType: User\nid: d{i}\n"),
+            });
+        }
+        let hasher = RandomState::new();
+        let path: Arc<Path> = Path::new("t.yaml").into();
+        let mut items = Vec::new();
+        let mut documents_before = 0;
+        let parse = |_: &Piece| false;
+        read_pieces(
+            &path,
+            text.as_bytes(),
+            Cut::ByContent,
+            2,
+            None,
+            &parse,
+            |out| {
+                let PieceRead::Parsed {
+                    items: parsed,
+                    parsed: p,
+                    ..
+                } = out
+                else {
+                    panic!("not parsed");
+                };
+                for mut item in parsed {
+                    renumber(&mut item, documents_before);
+                    items.push(item);
+                }
+                documents_before += p.documents;
+                p.ended
+            },
+        );
+        assert_eq!(items, whole(&text));
+        assert_eq!(items.len(), 3000);
+
+        // The pieces, hashed, not parsed.
+        let cut = |text: &str| {
+            let mut pieces = Vec::new();
+            let hash = |_: &Piece| true;
+            read_pieces(
+                &path,
+                text.as_bytes(),
+                Cut::ByContent,
+                2,
+                Some(&hasher),
+                &hash,
+                |out| {
+                    let PieceRead::Skipped(piece) = out else {
+                        panic!("parsed");
+                    };
+                    pieces.push((piece.text.len(), piece.hash));
+                    false
+                },
+            );
+            pieces
+        };
+        let before = cut(&text);
+        assert!(before.len() > 8, "{before:?}");
+        for edit in (0..4000).step_by(37) {
+            let now = cut(&format!("# {}\n{text}", "x".repeat(edit)));
+            assert_eq!(now[now.len() - 6..], before[before.len() - 6..], "{edit}");
+        }
+    }
+
     #[test]
     fn text_that_is_not_utf8_names_its_line_in_the_file() {
         let mut bytes = b"resourceType: User\nid: a\n---\nresourceType: User\nid: b\n".to_vec();
