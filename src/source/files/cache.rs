@@ -4,8 +4,10 @@
 //! kept in pieces, each with the hash of its bytes, its Users included: read again, it
 //! parses only the pieces whose bytes changed, and takes the others' resources as they
 //! were, moved to where they now lie. While no file holding Users changed since the last
-//! good load, its User index is taken whole; else the index is built again from every
-//! file holding Users (a large file's kept pieces, a small file read again). The compiler
+//! good load, its User index is taken whole; when only large files' Users changed, the
+//! same Users by name and in order, the changed ones replace theirs in place; else the
+//! index is built again from every file holding Users (a large file's kept pieces, a
+//! small file read again). The compiler
 //! still takes every file's resources in the order of a full read, so that what a load
 //! gives (snapshot, errors, warnings, the created Users passed over) is what reading every
 //! file gives.
