@@ -543,17 +543,33 @@ impl Compiler {
         self.add_user(user, origin)
     }
 
-    /// With the Users taken whole ([`Compiler::keeping_users`]), each of `users` in place
-    /// of the User of its name, admitted as [`Compiler::push_user`] admits it; `false` at
-    /// the first refused (the index then half changed: compile anew, to report it as a
-    /// full read does). A User changed so sits where it sat: a full read that admits
-    /// every User puts it there too.
+    /// With the Users taken whole ([`Compiler::keeping_users`]): the Users named `gone`
+    /// taken out, each of `changed` put in place of the User of its name, each of `added`
+    /// put in, all admitted as [`Compiler::push_user`] admits them; `false` at the first
+    /// refused, or added under a name already held (the index then half changed: compile
+    /// anew, to report it as a full read does). A User refused here clashes with another
+    /// in the end, and so would be refused by a full read too: admitted so, every User is
+    /// what a full read admits. Only the order of [`UserIndex::users`] differs (a User
+    /// changed keeps its place, one added comes last), which nothing serving reads.
     #[must_use]
-    pub fn replace_kept_users(&mut self, users: impl IntoIterator<Item = KnownUser>) -> bool {
-        users.into_iter().all(|user| {
+    pub fn patch_kept_users<'a>(
+        &mut self,
+        gone: impl IntoIterator<Item = &'a str>,
+        changed: Vec<KnownUser>,
+        added: Vec<KnownUser>,
+    ) -> bool {
+        let users = Arc::make_mut(&mut self.users);
+        for name in gone {
+            users.remove(name);
+        }
+        let changed = changed.into_iter().all(|user| {
             debug_assert!(self.users.position(user.name()).is_some());
             self.take_user(user).is_ok()
-        })
+        });
+        changed
+            && added.into_iter().all(|user| {
+                self.users.position(user.name()).is_none() && self.take_user(user).is_ok()
+            })
     }
 
     /// [`Compiler::add`] of a User, compiled already.

@@ -4,10 +4,10 @@
 //! kept in pieces, each with the hash of its bytes, its Users included: read again, it
 //! parses only the pieces whose bytes changed, and takes the others' resources as they
 //! were, moved to where they now lie. While no file holding Users changed since the last
-//! good load, its User index is taken whole; when only large files' Users changed, the
-//! same Users by name and in order, the changed ones replace theirs in place; else the
-//! index is built again from every file holding Users (a large file's kept pieces, a
-//! small file read again). The compiler
+//! good load, its User index is taken whole; when only large files' Users changed, it is
+//! changed in place (the Users gone removed, those changed or added admitted again),
+//! unless a User is refused; else the index is built again from every file holding Users
+//! (a large file's kept pieces, a small file read again). The compiler
 //! still takes every file's resources in the order of a full read, so that what a load
 //! gives (snapshot, errors, warnings, the created Users passed over) is what reading every
 //! file gives.
@@ -516,8 +516,8 @@ enum Users {
     /// The index is taken whole: a User found means the Users changed (`Again::Users`).
     Kept,
     /// The index is taken whole, and changed in place: the file held Users before, and
-    /// the index holds them as it held them. Holding the same Users by name, in order, it
-    /// replaces the changed ones; else `Again::Users`.
+    /// the index holds them as it held them. The Users it no longer holds leave, those
+    /// changed or added are admitted again; one refused means `Again::Users`.
     Patch,
     /// The index is built anew: each User is pushed.
     Push,
@@ -849,26 +849,21 @@ impl Read<'_> {
         }
     }
 
-    /// [`Users::Patch`]: the kept index, which holds the Users `before` of the file, changed
-    /// in place to hold those of its `chunks`, when it holds the same Users by name and in
-    /// order and none is refused; else `Again::Users`.
+    /// [`Users::Patch`]: the kept index, which holds the Users `before` of the file,
+    /// changed in place to hold those of its `chunks` instead; else `Again::Users`.
     fn patch(&mut self, before: &[KnownUser], chunks: &[Chunk]) {
-        let mut now = users_of(chunks);
-        let mut changed = Vec::new();
-        for old in before {
-            match now.next() {
-                Some(new) if new.name() == old.name() => {
-                    if !new.is(old) {
-                        changed.push(new.clone());
-                    }
-                }
-                _ => {
-                    self.again = Some(Again::Users);
-                    return;
-                }
+        // A good load's: each name once.
+        let mut gone: HashMap<&str, &KnownUser> = before.iter().map(|u| (u.name(), u)).collect();
+        let (mut changed, mut added) = (Vec::new(), Vec::new());
+        for user in users_of(chunks) {
+            match gone.remove(user.name()) {
+                Some(was) if user.is(was) => {}
+                Some(_) => changed.push(user.clone()),
+                // Or a name given twice: then found in the index, and refused.
+                None => added.push(user.clone()),
             }
         }
-        if now.next().is_some() || !self.compiler.replace_kept_users(changed) {
+        if !(self.compiler).patch_kept_users(gone.into_keys(), changed, added) {
             self.again = Some(Again::Users);
         }
     }
