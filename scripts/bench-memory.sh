@@ -2,7 +2,9 @@
 # Resident memory of `portcullis serve` with 10,000 AccessPolicies and 100,000 Users loaded
 # (issue 8 target: under 50 MB), how long the first load takes, and how long reloads take:
 # a touched file, a small policy file added beside the rest and then edited (a reload reads
-# again only the files that changed), and one User edited in the file of 100,000.
+# again only the files that changed), one policy edited in the file of 10,000, and one User
+# edited, one appended and one removed in the file of 100,000 (a file read again parses
+# only its pieces that changed).
 #
 #   ./scripts/bench-memory.sh [POLICIES] [USERS] [KINDS]
 #   PORTCULLIS=/path/to/portcullis ./scripts/bench-memory.sh   # another build, side by side
@@ -88,12 +90,21 @@ add_policy() {
   printf 'resourceType: AccessPolicy\nid: extra\nengine: matcho\nmatcho: {uri: %s}\n' "$1" >"$WORK/extra.yaml"
 }
 edit_user() { sed -i "s/user$((USERS / 2))@example.com/user$((USERS / 2))@example.org/" "$WORK/users.yaml"; }
+append_user() { printf -- '---\nresourceType: User\nid: extra\n' >>"$WORK/users.yaml"; }
+# Each User is five lines: this one is the fifth's.
+remove_user() { local at=$((USERS / 5 * 5 + 1)); sed -i "${at},$((at + 4))d" "$WORK/users.yaml"; }
+edit_policy() { sed -i "s/^id: p$((POLICIES / 2))\$/id: p$((POLICIES / 2))-renamed/" "$WORK/policies.yaml"; }
 
 reload "touch introspector.yaml" touch "$WORK/introspector.yaml"
 settle
 reload "a one-policy file added beside them" add_policy /extra
 reload "that file edited" add_policy /edited
+if [ "$POLICIES" -gt 0 ]; then
+  reload "one policy renamed in policies.yaml" edit_policy
+fi
 if [ "$USERS" -gt 0 ]; then
-  reload "one User edited in users.yaml (the whole file read again)" edit_user
+  reload "one User edited in users.yaml" edit_user
+  reload "one User appended to users.yaml" append_user
+  reload "one User removed from users.yaml" remove_user
 fi
 echo "  now: $(rss)"

@@ -98,6 +98,19 @@ pub enum Origin {
     Cluster { generation: i64 },
 }
 
+impl Origin {
+    /// The same place after `documents` documents and `lines` lines were added before it
+    /// (removed, when negative). The whole file (document 0) stays where it is.
+    pub fn shift(&mut self, documents: isize, lines: isize) {
+        if let Origin::File { document, line, .. } = self {
+            if *document > 0 {
+                *document = document.saturating_add_signed(documents);
+                *line = line.saturating_add_signed(lines);
+            }
+        }
+    }
+}
+
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -116,6 +116,35 @@ impl Prepared {
     pub fn is_user(&self) -> bool {
         matches!(self.0, PreparedItem::User(_))
     }
+
+    /// The User, unboxed, to be kept in a more compact form ([`Compiler::push_user`]).
+    pub fn into_user(self) -> Result<(KnownUser, Origin), Prepared> {
+        match self.0 {
+            PreparedItem::User(user) => Ok(*user),
+            other => Err(Prepared(other)),
+        }
+    }
+
+    /// Moves every place in a file it names (its origin, its warnings') by `documents` and
+    /// `lines`: its text now lies there in the file, unchanged.
+    pub fn shift(&mut self, documents: isize, lines: isize) {
+        if documents == 0 && lines == 0 {
+            return;
+        }
+        let origins: Vec<&mut Origin> = match &mut self.0 {
+            PreparedItem::User(user) => vec![&mut user.1],
+            PreparedItem::Other(other) => match &mut **other {
+                Ok(r) => vec![&mut r.origin],
+                Err(e) => vec![&mut e.origin],
+            },
+            PreparedItem::Policy(kept) => std::iter::once(&mut kept.origin)
+                .chain(kept.memo.warnings.iter_mut().map(|w| &mut w.origin))
+                .collect(),
+        };
+        for origin in origins {
+            origin.shift(documents, lines);
+        }
+    }
 }
 
 /// One scope's part of a compilation.
@@ -506,6 +535,41 @@ impl Compiler {
                 self.report(r, e);
             }
         }
+    }
+
+    /// [`Compiler::push_prepared`] of a User taken out of its [`Prepared`]
+    /// ([`Prepared::into_user`]).
+    pub fn push_user(&mut self, user: KnownUser, origin: Origin) {
+        self.add_user(user, origin)
+    }
+
+    /// With the Users taken whole ([`Compiler::keeping_users`]): the Users named `gone`
+    /// taken out, each of `changed` put in place of the User of its name, each of `added`
+    /// put in, all admitted as [`Compiler::push_user`] admits them; `false` at the first
+    /// refused, or added under a name already held (the index then half changed: compile
+    /// anew, to report it as a full read does). A User refused here clashes with another
+    /// in the end, and so would be refused by a full read too: admitted so, every User is
+    /// what a full read admits. Only the order of [`UserIndex::users`] differs (a User
+    /// changed keeps its place, one added comes last), which nothing serving reads.
+    #[must_use]
+    pub fn patch_kept_users<'a>(
+        &mut self,
+        gone: impl IntoIterator<Item = &'a str>,
+        changed: Vec<KnownUser>,
+        added: Vec<KnownUser>,
+    ) -> bool {
+        let users = Arc::make_mut(&mut self.users);
+        for name in gone {
+            users.remove(name);
+        }
+        let changed = changed.into_iter().all(|user| {
+            debug_assert!(self.users.position(user.name()).is_some());
+            self.take_user(user).is_ok()
+        });
+        changed
+            && added.into_iter().all(|user| {
+                self.users.position(user.name()).is_none() && self.take_user(user).is_ok()
+            })
     }
 
     /// [`Compiler::add`] of a User, compiled already.

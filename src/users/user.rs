@@ -37,6 +37,11 @@ const EMAIL: usize = 2;
 const FIRST_IDENTIFIER: usize = 3;
 
 impl KnownUser {
+    /// The same User, not merely an equal one: a clone of it.
+    pub fn is(&self, other: &KnownUser) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// Callers bound the size: configuration refuses a User over [`MAX_USER_BYTES`] (after
     /// reading it whole), and userinfo answers are limited to 64 KiB.
     pub fn new(name: &str, spec: &UserSpec) -> Self {

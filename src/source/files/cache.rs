@@ -1,25 +1,31 @@
 //! File mode's reload of what changed. Each file's resources are kept from one load to the
 //! next beside the file's fingerprint, prepared for the compiler (a policy as compiled); a
-//! reload reads again only the files whose fingerprint and bytes changed. Users are not
-//! kept per file: while no file holding Users changed since the last good load, its User
-//! index is taken whole; else every file holding Users is read again. The compiler still
-//! takes every file's resources in the order of a full read, so that what a load gives
-//! (snapshot, errors, warnings, the created Users passed over) is what reading every file
-//! gives.
+//! reload reads again only the files whose fingerprint and bytes changed. A large file is
+//! kept in pieces, each with the hash of its bytes, its Users included: read again, it
+//! parses only the pieces whose bytes changed, and takes the others' resources as they
+//! were, moved to where they now lie. While no file holding Users changed since the last
+//! good load, its User index is taken whole; when only large files' Users changed, it is
+//! changed in place (the Users gone removed, those changed or added admitted again),
+//! unless a User is refused; else the index is built again from every file holding Users
+//! (a large file's kept pieces, a small file read again). The compiler
+//! still takes every file's resources in the order of a full read, so that what a load
+//! gives (snapshot, errors, warnings, the created Users passed over) is what reading every
+//! file gives.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::RandomState;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::read::{empty_configuration, files_below, hash_file, load_file};
+use super::pieces::{parse_piece, renumber, Piece, PieceRead};
+use super::read::{empty_configuration, files_below, hash_file, load_file, load_pieces};
 use super::FileSource;
-use crate::resources::{ConfigError, Resource};
+use crate::resources::{ConfigError, Origin, Resource};
 use crate::snapshot::{Compiler, Prepared};
 use crate::source::Loaded;
-use crate::users::UserIndex;
+use crate::users::{KnownUser, UserIndex};
 
 /// How far before a file was read its times may lie and still hide a later change: a write
 /// within the file system's time granularity (2 s on the coarsest) can leave length and
@@ -37,8 +43,23 @@ pub struct Loader {
     reads: u64,
     /// How many files the last load read (again).
     read: usize,
+    /// How many pieces of large files the last load parsed (over every start).
+    parsed: usize,
+    /// Whether the last load built the User index anew.
+    users_built: bool,
     /// The Users of the last good load.
     users: Option<KeptUsers>,
+    /// The pieces of the large files changed since the last load, until they are read
+    /// again: those whose bytes are still there are taken again.
+    stale: HashMap<PathBuf, Stale>,
+}
+
+/// A large file's pieces as read before it changed.
+struct Stale {
+    /// Which read they are, when they are that read's, whole: the last good load's User
+    /// index may hold their Users.
+    read: Option<u64>,
+    chunks: Vec<Chunk>,
 }
 
 /// The Users of a good load, and which reads of which files they came from.
@@ -71,12 +92,96 @@ struct File {
     hash: Option<u64>,
     /// Which read of the loader's this is.
     read: u64,
-    /// Every item but the Users, in order: those the index holds.
-    items: Vec<Prepared>,
+    /// Its items in order: a large file's in its pieces, Users included (`users_kept`); a
+    /// small file's in one, every item but the Users (those the index holds).
+    chunks: Vec<Chunk>,
+    /// Its Users are in `chunks`: to build the index again, they are taken from there
+    /// instead of reading the file again.
+    users_kept: bool,
     /// How many resources (not errors) it holds, Users included, as read.
     resources: usize,
     /// How many Users it holds, as read.
     users: usize,
+}
+
+/// Some of a file's items, in order: a piece of a large file, which a later read of the
+/// file takes again where it finds the same bytes; or what is kept of a small file.
+struct Chunk {
+    /// The hash and length of its bytes; `None`: not to be taken again (a small file's, or
+    /// a piece holding an error, whose message may name a line).
+    bytes: Option<(u64, usize)>,
+    /// Where it lay when read: the line it starts on, and the documents before it.
+    first_line: usize,
+    documents_before: usize,
+    /// The documents it holds, as the parser counts them.
+    documents: usize,
+    items: Vec<Kept>,
+    /// How many resources (not errors) and how many Users it holds.
+    resources: usize,
+    users: usize,
+}
+
+/// An item of a [`Chunk`].
+enum Kept {
+    /// A User of a large file, at `(document, line)` of the file: 16 bytes beside the
+    /// index's own copy, where a [`Prepared`] User holds its origin in a box.
+    User(KnownUser, u32, u32),
+    Item(Prepared),
+}
+
+impl Chunk {
+    /// Moves it, unchanged, to where a read of its file found it now.
+    fn move_to(&mut self, first_line: usize, documents_before: usize) {
+        let lines = first_line as isize - self.first_line as isize;
+        let documents = documents_before as isize - self.documents_before as isize;
+        if lines == 0 && documents == 0 {
+            return;
+        }
+        for item in &mut self.items {
+            match item {
+                Kept::User(_, document, line) => {
+                    *document = document.saturating_add_signed(documents as i32);
+                    *line = line.saturating_add_signed(lines as i32);
+                }
+                Kept::Item(item) => item.shift(documents, lines),
+            }
+        }
+        (self.first_line, self.documents_before) = (first_line, documents_before);
+    }
+
+    /// Hands its items to `compiler` again, its Users only with `users`: `false` when a
+    /// policy kept as compiled no longer fits its budget ([`Compiler::push_prepared`]).
+    #[must_use]
+    fn push(&mut self, path: &Arc<Path>, compiler: &mut Compiler, users: bool) -> bool {
+        for item in &mut self.items {
+            match item {
+                Kept::User(user, document, line) if users => {
+                    let origin = Origin::File {
+                        path: path.clone(),
+                        document: *document as usize,
+                        line: *line as usize,
+                    };
+                    compiler.push_user(user.clone(), origin);
+                }
+                Kept::User(..) => {}
+                Kept::Item(item) => {
+                    if !compiler.push_prepared(item) {
+                        return false;
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// A created User's file's items again (its Users are not kept).
+    fn push_created(&self, compiler: &mut Compiler) {
+        for item in &self.items {
+            if let Kept::Item(item) = item {
+                compiler.push_created_prepared(item);
+            }
+        }
+    }
 }
 
 /// What changes when a file's content does: a write moves the change time, a replacement
@@ -140,7 +245,10 @@ impl Loader {
             hasher: RandomState::new(),
             reads: 0,
             read: 0,
+            parsed: 0,
+            users_built: false,
             users: None,
+            stale: HashMap::new(),
         }
     }
 
@@ -155,10 +263,23 @@ impl Loader {
         self.read
     }
 
+    /// How many pieces of large files the last load parsed: those whose bytes changed
+    /// since the file was read before.
+    pub fn pieces_parsed(&self) -> usize {
+        self.parsed
+    }
+
+    /// Whether the last load built the User index anew, every User pushed, rather than
+    /// take the last good load's whole or changed in place.
+    pub fn users_built(&self) -> bool {
+        self.users_built
+    }
+
     /// Everything the files hold now, reading again only the files changed since the last
     /// load (every file, the first time). Blocking: file reads and compilation.
     pub fn load(&mut self) -> Loaded {
         let started = Instant::now();
+        self.parsed = 0;
         let mut users_again = false;
         let mut loaded = loop {
             match self.load_changed(users_again) {
@@ -167,9 +288,11 @@ impl Loader {
                 Err(Again::Budget) => {
                     (self.config, self.created) = (Files::default(), Files::default());
                     self.users = None;
+                    self.stale.clear();
                 }
             }
         };
+        self.stale.clear();
         loaded.took = Some(started.elapsed());
         loaded
     }
@@ -181,6 +304,8 @@ impl Loader {
             hasher: &self.hasher,
             reads: &mut self.reads,
             read: &mut self.read,
+            parsed: &mut self.parsed,
+            stale: &mut self.stale,
         };
         // Every file in the order of a full read; those unchanged since the last load kept,
         // the others to be read as the compiler takes them.
@@ -216,8 +341,24 @@ impl Loader {
         let created_changed = (listed.iter())
             .any(|l| matches!(l, Listed::Created(path) if !self.created.0.contains_key(path)));
         let from = sources(&self.config, &self.created, &listed);
-        let kept = (self.users.as_ref())
-            .filter(|kept| !users_again && !created_changed && kept.from == from);
+        let kept = (self.users.as_ref()).filter(|_| !users_again && !created_changed);
+        // The large files changed whose Users the kept index holds, as last read: the index
+        // may be changed in place for them (`Users::Patch`), when no created User was
+        // passed over (a User changed may let one in).
+        let patch: HashSet<PathBuf> = match kept {
+            Some(kept) if kept.skipped.is_empty() => (reader.stale.iter())
+                .filter(|(path, stale)| {
+                    let read = stale
+                        .read
+                        .map(|read| Source::File(path.to_path_buf(), read));
+                    read.is_some_and(|read| kept.from.contains(&read))
+                })
+                .map(|(path, _)| path.clone())
+                .collect(),
+            _ => HashSet::new(),
+        };
+        let patched = |s: &&Source| matches!(s, Source::File(path, _) if patch.contains(path));
+        let kept = kept.filter(|kept| kept.from.iter().filter(|s| !patched(s)).eq(from.iter()));
         let source = &self.source;
         let compiler = match kept {
             Some(kept) => {
@@ -230,6 +371,7 @@ impl Loader {
             .max_regex_bytes(source.max_regex_bytes);
         // The Users changed: every file holding some is read again, for its Users.
         let users_again = kept.is_none();
+        self.users_built = users_again;
 
         let mut count = 0;
         for l in &listed {
@@ -242,16 +384,22 @@ impl Loader {
                 Listed::Created(_) | Listed::CreatedError(_) => continue,
             };
             let file = match self.config.0.get_mut(path) {
-                Some(file) if !(users_again && file.users > 0) => {
-                    for item in &mut file.items {
-                        if !compiler.push_prepared(item) {
+                Some(file) if !(users_again && file.users > 0 && !file.users_kept) => {
+                    let at: Arc<Path> = path.as_path().into();
+                    for chunk in &mut file.chunks {
+                        if !chunk.push(&at, &mut compiler, users_again) {
                             return Err(Again::Budget);
                         }
                     }
                     file
                 }
                 _ => {
-                    let file = reader.read(path, Tree::Config, &mut compiler, users_again)?;
+                    let users = match (users_again, patch.contains(path)) {
+                        (true, _) => Users::Push,
+                        (false, true) => Users::Patch,
+                        (false, false) => Users::Kept,
+                    };
+                    let file = reader.read(path, Tree::Config, &mut compiler, users)?;
                     self.config
                         .0
                         .entry(path.clone())
@@ -276,14 +424,19 @@ impl Loader {
             let file = match self.created.0.get_mut(path) {
                 Some(file) if !(users_again && file.users > 0) => {
                     if users_again {
-                        file.items
+                        file.chunks
                             .iter()
-                            .for_each(|item| compiler.push_created_prepared(item));
+                            .for_each(|chunk| chunk.push_created(&mut compiler));
                     }
                     file
                 }
                 _ => {
-                    let file = reader.read(path, Tree::Created, &mut compiler, users_again)?;
+                    let users = if users_again {
+                        Users::Push
+                    } else {
+                        Users::Kept
+                    };
+                    let file = reader.read(path, Tree::Created, &mut compiler, users)?;
                     self.created
                         .0
                         .entry(path.clone())
@@ -297,7 +450,9 @@ impl Loader {
         tracing::debug!(
             files,
             read = self.read,
+            pieces_parsed = self.parsed,
             users_again,
+            users_patched = !patch.is_empty() && !users_again,
             "configuration files read"
         );
         let compiled = compiler.finish();
@@ -350,6 +505,22 @@ struct Reader<'a> {
     hasher: &'a RandomState,
     reads: &'a mut u64,
     read: &'a mut usize,
+    parsed: &'a mut usize,
+    /// See [`Loader::stale`].
+    stale: &'a mut HashMap<PathBuf, Stale>,
+}
+
+/// What a file read does with the Users it finds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Users {
+    /// The index is taken whole: a User found means the Users changed (`Again::Users`).
+    Kept,
+    /// The index is taken whole, and changed in place: the file held Users before, and
+    /// the index holds them as it held them. The Users it no longer holds leave, those
+    /// changed or added are admitted again; one refused means `Again::Users`.
+    Patch,
+    /// The index is built anew: each User is pushed.
+    Push,
 }
 
 impl Reader<'_> {
@@ -363,9 +534,23 @@ impl Reader<'_> {
         }
         // Changed; or perhaps changed within the granularity of its times; or only
         // touched, or replaced by the same bytes (a ConfigMap's update replaces every
-        // file): the bytes tell, for a fraction of what parsing them costs.
-        let same = last.hash.is_some() && hash_file(path, self.hasher) == last.hash;
-        same.then(|| File {
+        // file): the bytes tell, for a fraction of what parsing them costs; a new length
+        // tells alone.
+        let same = last.hash.is_some()
+            && (last.fingerprint).is_some_and(|f| f.len == fingerprint.len)
+            && hash_file(path, self.hasher) == last.hash;
+        if !same {
+            // Its pieces whose bytes are still there are taken again when it is read.
+            if last.chunks.iter().any(|c| c.bytes.is_some()) {
+                let stale = Stale {
+                    read: Some(last.read),
+                    chunks: last.chunks,
+                };
+                self.stale.insert(path.to_path_buf(), stale);
+            }
+            return None;
+        }
+        Some(File {
             fingerprint: Some(fingerprint),
             taken,
             ..last
@@ -373,62 +558,340 @@ impl Reader<'_> {
     }
 
     /// The file at `path` read anew, each item handed to `compiler` as it is parsed, one
-    /// file's resources in memory at a time; its Users then are the index's alone.
-    /// `Again::Users` when it holds a User and the Users were to be taken whole.
+    /// file's resources in memory at a time (but what is kept of it); its Users then are
+    /// the index's alone. A large file's pieces whose bytes a stale read of it held are
+    /// taken from there, not parsed. `Again::Users` when it holds a User and the Users
+    /// were to be taken whole (as [`Users`] says).
     fn read(
         &mut self,
         path: &Path,
         tree: Tree,
         compiler: &mut Compiler,
-        users_again: bool,
+        users: Users,
     ) -> Result<File, Again> {
         let taken = SystemTime::now();
         let fingerprint = std::fs::metadata(path).ok().map(|m| Fingerprint::of(&m));
-        let (mut items, mut resources, mut users) = (Vec::new(), 0, 0);
-        let hash = load_file(path, Some(self.hasher), &mut |item: Result<
-            Resource,
-            ConfigError,
-        >| {
-            if users > 0 && !users_again {
-                return;
-            }
-            resources += usize::from(item.is_ok());
-            let mut item = match tree {
-                Tree::Config => compiler.prepare(item),
-                Tree::Created => compiler.prepare_created(item),
-            };
-            if item.is_user() {
-                users += 1;
-                if !users_again {
-                    return;
+        let at: Arc<Path> = path.into();
+        let mut read = Read {
+            compiler,
+            tree,
+            users,
+            again: None,
+            resources: 0,
+            users_found: 0,
+            parsed: 0,
+        };
+        let (hash, chunks, users_kept) = match tree {
+            Tree::Config => {
+                let stale = self.stale.remove(path).map_or_else(Vec::new, |s| s.chunks);
+                let before: Vec<KnownUser> = match users {
+                    Users::Patch => users_of(&stale).cloned().collect(),
+                    _ => Vec::new(),
+                };
+                match read.pieces(&at, self.hasher, stale) {
+                    Ok((hash, chunks)) => {
+                        if users == Users::Patch && read.again.is_none() {
+                            read.patch(&before, &chunks);
+                        }
+                        (hash, chunks, true)
+                    }
+                    Err(chunks) => {
+                        if !chunks.is_empty() {
+                            let stale = Stale { read: None, chunks };
+                            self.stale.insert(path.to_path_buf(), stale);
+                        }
+                        let (hash, chunk) = read.whole(&at, self.hasher);
+                        (hash, vec![chunk], false)
+                    }
                 }
             }
-            match tree {
-                Tree::Config => {
-                    let taken = compiler.push_prepared(&mut item);
-                    debug_assert!(taken, "an item read anew is compiled, not repaid");
-                }
-                Tree::Created => compiler.push_created_prepared(&item),
+            Tree::Created => {
+                let (hash, chunk) = read.whole(&at, self.hasher);
+                (hash, vec![chunk], false)
             }
-            if !item.is_user() {
-                items.push(item);
-            }
-        });
+        };
         *self.reads += 1;
         *self.read += 1;
-        if users > 0 && !users_again {
-            return Err(Again::Users);
+        *self.parsed += read.parsed;
+        match read.again {
+            Some(Again::Users) if users_kept => {
+                // Read again for its Users: what it read whole is taken again then.
+                let chunks = chunks.into_iter().filter(|c| c.bytes.is_some()).collect();
+                let stale = Stale { read: None, chunks };
+                self.stale.insert(path.to_path_buf(), stale);
+                return Err(Again::Users);
+            }
+            Some(again) => return Err(again),
+            None => {}
         }
-        items.shrink_to_fit();
         Ok(File {
             fingerprint,
             taken,
             hash,
             read: *self.reads,
-            items,
-            resources,
-            users,
+            chunks,
+            users_kept,
+            resources: read.resources,
+            users: read.users_found,
         })
+    }
+}
+
+/// One read of a file: its items handed to the compiler, and what is kept of them.
+struct Read<'a> {
+    compiler: &'a mut Compiler,
+    tree: Tree,
+    users: Users,
+    /// Why the load must start over, once it must: nothing more is taken.
+    again: Option<Again>,
+    resources: usize,
+    users_found: usize,
+    /// Pieces parsed.
+    parsed: usize,
+}
+
+impl Read<'_> {
+    /// The file read whole: its items but the Users, in one chunk.
+    fn whole(&mut self, path: &Arc<Path>, hasher: &RandomState) -> (Option<u64>, Chunk) {
+        let mut chunk = Chunk::at(None, 1, 0);
+        let hash = load_file(path, Some(hasher), &mut |item| {
+            self.take(item, &mut chunk, false)
+        });
+        self.done(&mut chunk);
+        (hash, chunk)
+    }
+
+    /// A large file read in pieces cut by content, those found in `stale` taken from there;
+    /// `Err(stale)` when it is not large, to be read whole.
+    fn pieces(
+        &mut self,
+        path: &Arc<Path>,
+        hasher: &RandomState,
+        stale: Vec<Chunk>,
+    ) -> Result<(Option<u64>, Vec<Chunk>), Vec<Chunk>> {
+        // A policy of a stale piece not taken again would hold its compiled regexes while
+        // this read compiles others: one compiled now would share its program, and pay what
+        // that program cost, where a full read, which does not find it, compiles and pays
+        // anew (`RegexBudget`). Such pieces are let go first, found by a first pass that
+        // only hashes the pieces; a file of Users alone is read once.
+        let stale = match stale
+            .iter()
+            .any(|c| c.items.iter().any(|i| matches!(i, Kept::Item(_))))
+        {
+            true => Self::still_there(path, hasher, stale),
+            false => stale,
+        };
+        let known: HashSet<(u64, usize)> = stale.iter().filter_map(|c| c.bytes).collect();
+        let mut stale: HashMap<(u64, usize), Vec<Chunk>> =
+            stale
+                .into_iter()
+                .fold(HashMap::new(), |mut by_bytes, chunk| {
+                    if let Some(bytes) = chunk.bytes {
+                        by_bytes.entry(bytes).or_default().push(chunk);
+                    }
+                    by_bytes
+                });
+        let skip = |piece: &Piece| {
+            (piece.hash).is_some_and(|hash| known.contains(&(hash, piece.text.len())))
+        };
+        let (mut chunks, mut documents_before) = (Vec::new(), 0);
+        let read = load_pieces(path, hasher, &skip, |piece| {
+            if self.again.is_some() {
+                return true;
+            }
+            let (piece, items, parsed) = match piece {
+                PieceRead::Skipped(piece) => {
+                    let bytes = (piece.hash.unwrap_or_default(), piece.text.len());
+                    let found = stale.get_mut(&bytes).and_then(Vec::pop);
+                    if let Some(mut chunk) = found {
+                        chunk.move_to(piece.first_line, documents_before);
+                        self.take_again(path, &mut chunk);
+                        documents_before += chunk.documents;
+                        chunks.push(chunk);
+                        return self.again.is_some();
+                    }
+                    // Its bytes twice in the file, once before: parsed here.
+                    let (items, parsed) = parse_piece(path, &piece);
+                    (piece, items, parsed)
+                }
+                PieceRead::Parsed {
+                    piece,
+                    items,
+                    parsed,
+                } => (piece, items, parsed),
+                PieceRead::Failed(e) => {
+                    let mut chunk = Chunk::at(None, 0, documents_before);
+                    self.take(Err(e), &mut chunk, true);
+                    self.done(&mut chunk);
+                    chunks.push(chunk);
+                    return true;
+                }
+            };
+            self.parsed += 1;
+            let whole = !parsed.ended && items.iter().all(Result::is_ok);
+            let bytes = (piece.hash.filter(|_| whole)).map(|hash| (hash, piece.text.len()));
+            let mut chunk = Chunk::at(bytes, piece.first_line, documents_before);
+            chunk.documents = parsed.documents;
+            for mut item in items {
+                renumber(&mut item, documents_before);
+                self.take(item, &mut chunk, true);
+            }
+            documents_before += parsed.documents;
+            if self.again.is_none() {
+                self.done(&mut chunk);
+                chunks.push(chunk);
+            }
+            parsed.ended || self.again.is_some()
+        });
+        let unread = stale.into_values().flatten();
+        match read {
+            // Stopped to start over: what is still whole is taken again then.
+            Ok(hash) if self.again.is_some() => {
+                Ok((hash, chunks.into_iter().chain(unread).collect()))
+            }
+            Ok(hash) => Ok((hash, chunks)),
+            Err(()) => Err(unread.collect()),
+        }
+    }
+
+    /// Those of the `stale` pieces whose bytes the file at `path` holds now, as many times
+    /// as it holds them (its pieces hashed, not parsed).
+    fn still_there(path: &Arc<Path>, hasher: &RandomState, stale: Vec<Chunk>) -> Vec<Chunk> {
+        let mut by_bytes: HashMap<(u64, usize), Vec<Chunk>> = HashMap::new();
+        for chunk in stale {
+            if let Some(bytes) = chunk.bytes {
+                by_bytes.entry(bytes).or_default().push(chunk);
+            }
+        }
+        let mut found = Vec::new();
+        let _ = load_pieces(path, hasher, &|_| true, |piece| {
+            let PieceRead::Skipped(piece) = piece else {
+                return true;
+            };
+            let bytes = (piece.hash.unwrap_or_default(), piece.text.len());
+            found.extend(by_bytes.get_mut(&bytes).and_then(Vec::pop));
+            false
+        });
+        found
+    }
+
+    /// An item parsed, handed to the compiler and kept in `chunk`, its User too with
+    /// `keep_users`.
+    fn take(&mut self, item: Result<Resource, ConfigError>, chunk: &mut Chunk, keep_users: bool) {
+        if self.again.is_some() {
+            return;
+        }
+        let ok = usize::from(item.is_ok());
+        self.resources += ok;
+        chunk.resources += ok;
+        let compiler = &mut *self.compiler;
+        let mut item = match self.tree {
+            Tree::Config => compiler.prepare(item),
+            Tree::Created => compiler.prepare_created(item),
+        };
+        let keep_users = keep_users && matches!(self.tree, Tree::Config);
+        if item.is_user() {
+            self.users_found += 1;
+            chunk.users += 1;
+            match self.users {
+                Users::Push => {}
+                Users::Patch if keep_users => {}
+                Users::Kept | Users::Patch => {
+                    self.again = Some(Again::Users);
+                    return;
+                }
+            }
+        }
+        if keep_users {
+            match item.into_user() {
+                Ok((user, origin)) => {
+                    // A file's origin; a file under `MAX_FILE_BYTES` has fewer lines.
+                    let (document, line) = match &origin {
+                        Origin::File { document, line, .. } => (*document, *line),
+                        Origin::Cluster { .. } => (0, 0),
+                    };
+                    let small = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+                    if self.users == Users::Push {
+                        compiler.push_user(user.clone(), origin);
+                    }
+                    chunk
+                        .items
+                        .push(Kept::User(user, small(document), small(line)));
+                }
+                Err(mut other) => {
+                    let taken = compiler.push_prepared(&mut other);
+                    debug_assert!(taken, "an item read anew is compiled, not repaid");
+                    chunk.items.push(Kept::Item(other));
+                }
+            }
+            return;
+        }
+        match self.tree {
+            Tree::Config => {
+                let taken = compiler.push_prepared(&mut item);
+                debug_assert!(taken, "an item read anew is compiled, not repaid");
+            }
+            Tree::Created => compiler.push_created_prepared(&item),
+        }
+        if !item.is_user() {
+            chunk.items.push(Kept::Item(item));
+        }
+    }
+
+    /// A stale piece's items, found again unchanged, handed to the compiler again.
+    fn take_again(&mut self, path: &Arc<Path>, chunk: &mut Chunk) {
+        self.resources += chunk.resources;
+        self.users_found += chunk.users;
+        if chunk.users > 0 && self.users == Users::Kept {
+            self.again = Some(Again::Users);
+        } else if !chunk.push(path, self.compiler, self.users == Users::Push) {
+            self.again = Some(Again::Budget);
+        }
+    }
+
+    /// [`Users::Patch`]: the kept index, which holds the Users `before` of the file,
+    /// changed in place to hold those of its `chunks` instead; else `Again::Users`.
+    fn patch(&mut self, before: &[KnownUser], chunks: &[Chunk]) {
+        // A good load's: each name once.
+        let mut gone: HashMap<&str, &KnownUser> = before.iter().map(|u| (u.name(), u)).collect();
+        let (mut changed, mut added) = (Vec::new(), Vec::new());
+        for user in users_of(chunks) {
+            match gone.remove(user.name()) {
+                Some(was) if user.is(was) => {}
+                Some(_) => changed.push(user.clone()),
+                // Or a name given twice: then found in the index, and refused.
+                None => added.push(user.clone()),
+            }
+        }
+        if !(self.compiler).patch_kept_users(gone.into_keys(), changed, added) {
+            self.again = Some(Again::Users);
+        }
+    }
+
+    fn done(&self, chunk: &mut Chunk) {
+        chunk.items.shrink_to_fit();
+    }
+}
+
+/// The Users kept in `chunks`, in order.
+fn users_of(chunks: &[Chunk]) -> impl Iterator<Item = &KnownUser> {
+    (chunks.iter().flat_map(|c| &c.items)).filter_map(|item| match item {
+        Kept::User(user, ..) => Some(user),
+        Kept::Item(_) => None,
+    })
+}
+
+impl Chunk {
+    fn at(bytes: Option<(u64, usize)>, first_line: usize, documents_before: usize) -> Self {
+        Chunk {
+            bytes,
+            first_line,
+            documents_before,
+            documents: 0,
+            items: Vec::new(),
+            resources: 0,
+            users: 0,
+        }
     }
 }
 

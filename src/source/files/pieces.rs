@@ -7,6 +7,7 @@
 //! their lines and documents numbered as in the whole file.
 
 use std::collections::BTreeMap;
+use std::hash::{BuildHasher, RandomState};
 use std::io::Read;
 use std::path::Path;
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
@@ -21,6 +22,24 @@ use crate::resources::{
 /// it stays as with one pass, at the same speed.
 pub const PIECE_BYTES: usize = 16 << 10;
 
+/// Cut by content ([`Cut::ByContent`]), a piece holds at least this much text, and ends at
+/// the first document after it that [`ends_a_piece`] picks: about 16 KiB in all, as
+/// [`PIECE_BYTES`].
+const CONTENT_MIN_BYTES: usize = 8 << 10;
+/// ... and past this much, at the next document, whatever it holds.
+const CONTENT_MAX_BYTES: usize = 64 << 10;
+
+/// Where pieces end.
+#[derive(Clone, Copy, Debug)]
+pub enum Cut {
+    /// At the first document at or past this many bytes from the piece's start.
+    Every(usize),
+    /// Where the documents' own bytes say ([`ends_a_piece`]): a document edited changes its
+    /// own piece, and the pieces after it are cut as before, so that a file read again
+    /// parses only the pieces whose bytes changed ([`read_pieces`]'s `skip`).
+    ByContent,
+}
+
 /// Read `file` (the file at `path`) in pieces of about `piece_bytes`, parse them on
 /// `threads` threads, and hand every resource or error over in file order. Stops after an
 /// error that ends a piece early (a YAML syntax error, text that is not UTF-8), as a parse
@@ -32,14 +51,71 @@ pub fn for_each_in_pieces(
     threads: usize,
     mut emit: impl FnMut(Result<Resource, ConfigError>),
 ) {
+    let mut documents_before = 0;
     let path: Arc<Path> = path.into();
+    let skip = |_: &Piece| false;
+    read_pieces(
+        &path,
+        file,
+        Cut::Every(piece_bytes),
+        threads,
+        None,
+        &skip,
+        |out| {
+            let (items, parsed) = match out {
+                PieceRead::Parsed { items, parsed, .. } => (items, parsed),
+                PieceRead::Skipped(piece) => parse_piece(&path, &piece),
+                PieceRead::Failed(e) => {
+                    emit(Err(e));
+                    return true;
+                }
+            };
+            for mut item in items {
+                renumber(&mut item, documents_before);
+                emit(item);
+            }
+            documents_before += parsed.documents;
+            parsed.ended
+        },
+    );
+}
+
+/// A piece of a file, as [`read_pieces`] hands it over.
+pub enum PieceRead {
+    /// Its resources and errors in order, their documents numbered from the piece's first
+    /// ([`renumber`] them).
+    Parsed {
+        piece: Piece,
+        items: Vec<Result<Resource, ConfigError>>,
+        parsed: Parsed,
+    },
+    /// Not parsed: `skip` knew it.
+    Skipped(Piece),
+    /// It could not be read: nothing follows.
+    Failed(ConfigError),
+}
+
+/// Read `file` (the file at `path`) in pieces cut as `cut` says, parse them on `threads`
+/// threads, and hand each over in file order to `handle`, which says whether to stop there
+/// (the parse ended early). With `hasher`, each piece's bytes are hashed ([`Piece::hash`]),
+/// and a piece that `skip` then knows is not parsed.
+pub fn read_pieces<R: Read + Send>(
+    path: &Arc<Path>,
+    file: R,
+    cut: Cut,
+    threads: usize,
+    hasher: Option<&RandomState>,
+    skip: &(dyn Fn(&Piece) -> bool + Sync),
+    mut handle: impl FnMut(PieceRead) -> bool,
+) {
     let shared = Shared {
         state: Mutex::new(State {
             reader: Reader {
                 file,
-                piece_bytes: piece_bytes.max(1),
+                cut,
                 carry: Vec::new(),
                 searched: 0,
+                document: 0,
                 next: 0,
                 lines: 0,
                 read: 0,
@@ -52,23 +128,29 @@ pub fn for_each_in_pieces(
         // Pieces read but not yet handed over: what the parsed resources in memory are.
         ahead: 2 * threads.max(1),
     };
-    let (parsed_tx, parsed_rx) = mpsc::channel::<(usize, Output)>();
+    let (parsed_tx, parsed_rx) = mpsc::channel::<(usize, PieceRead)>();
     std::thread::scope(|scope| {
         for _ in 0..threads.max(1) {
             let tx = parsed_tx.clone();
-            let (shared, path) = (&shared, &path);
+            let shared = &shared;
             scope.spawn(move || {
                 let _stop_on_panic = StopOnPanic(shared);
                 while let Some((seq, piece)) = shared.next_piece(path) {
                     let output = match piece {
-                        Ok(piece) => parse_piece(path, &piece),
-                        Err(e) => Output {
-                            items: vec![Err(e)],
-                            parsed: Parsed {
-                                ended: true,
-                                ..Parsed::default()
-                            },
-                        },
+                        Ok(mut piece) => {
+                            piece.hash = hasher.map(|h| h.hash_one(piece.text.as_bytes()));
+                            if skip(&piece) {
+                                PieceRead::Skipped(piece)
+                            } else {
+                                let (items, parsed) = parse_piece(path, &piece);
+                                PieceRead::Parsed {
+                                    piece,
+                                    items,
+                                    parsed,
+                                }
+                            }
+                        }
+                        Err(e) => PieceRead::Failed(e),
                     };
                     if tx.send((seq, output)).is_err() {
                         return;
@@ -79,19 +161,15 @@ pub fn for_each_in_pieces(
         drop(parsed_tx);
 
         let mut waiting = BTreeMap::new();
-        let (mut next, mut documents_before) = (0, 0);
+        let mut next = 0;
         'pieces: for (seq, output) in parsed_rx {
             waiting.insert(seq, output);
             while let Some(output) = waiting.remove(&next) {
                 next += 1;
-                for mut item in output.items {
-                    renumber(&mut item, documents_before);
-                    emit(item);
-                }
-                documents_before += output.parsed.documents;
+                let ended = handle(output);
                 let mut state = shared.lock();
                 state.handed_over = next;
-                state.stop |= output.parsed.ended;
+                state.stop |= ended;
                 let stop = state.stop;
                 drop(state);
                 shared.changed.notify_all();
@@ -103,13 +181,12 @@ pub fn for_each_in_pieces(
     });
 }
 
-/// One piece's resources and errors, in order.
-struct Output {
-    items: Vec<Result<Resource, ConfigError>>,
-    parsed: Parsed,
-}
-
-fn parse_piece(path: &Arc<Path>, piece: &Piece) -> Output {
+/// One piece's resources and errors in order, their documents numbered from the piece's
+/// first, and what the parse read.
+pub fn parse_piece(
+    path: &Arc<Path>,
+    piece: &Piece,
+) -> (Vec<Result<Resource, ConfigError>>, Parsed) {
     let mut items = Vec::new();
     let mut parsed = parse_text(path, &piece.text, piece.first_line, &mut |i| items.push(i));
     if parsed.parser_error && (piece.first_line > 1 || piece.followed) {
@@ -125,10 +202,12 @@ fn parse_piece(path: &Arc<Path>, piece: &Piece) -> Output {
         items.clear();
         parsed = parse_text(path, &padded, 1, &mut |i| items.push(i));
     }
-    Output { items, parsed }
+    (items, parsed)
 }
 
-fn renumber(item: &mut Result<Resource, ConfigError>, documents_before: usize) {
+/// Numbers an item's document as in the whole file, `documents_before` coming before its
+/// piece.
+pub fn renumber(item: &mut Result<Resource, ConfigError>, documents_before: usize) {
     let origin = match item {
         Ok(r) => &mut r.origin,
         Err(e) => &mut e.origin,
@@ -196,20 +275,26 @@ impl<R: Read> Drop for StopOnPanic<'_, R> {
     }
 }
 
-struct Piece {
-    text: String,
-    first_line: usize,
+/// Some of a file's text, cut where a document starts.
+pub struct Piece {
+    pub text: String,
+    /// The line of the file it starts on.
+    pub first_line: usize,
     /// A document marker follows: this is not the end of the file.
-    followed: bool,
+    pub followed: bool,
+    /// Of `text`, when [`read_pieces`] was given a hasher.
+    pub hash: Option<u64>,
 }
 
 struct Reader<R> {
     file: R,
-    piece_bytes: usize,
+    cut: Cut,
     /// Read, not yet in a piece; it starts a line.
     carry: Vec<u8>,
     /// How far `carry` is known to hold no place to end a piece (one long document).
     searched: usize,
+    /// Cut by content: where the document being searched through starts in `carry`.
+    document: usize,
     /// The number of the next piece.
     next: usize,
     /// Lines before `carry`.
@@ -224,17 +309,27 @@ impl<R: Read> Reader<R> {
             if self.done && self.carry.is_empty() {
                 return None;
             }
-            let cut = if self.done {
-                Some(self.carry.len())
-            } else {
-                piece_end(&self.carry, self.piece_bytes.max(self.searched))
+            let cut = match self.cut {
+                Cut::Every(_) if self.done => Some(self.carry.len()),
+                Cut::Every(bytes) => piece_end(&self.carry, bytes.max(1).max(self.searched)),
+                Cut::ByContent => {
+                    let (cut, searched, document) =
+                        content_end(&self.carry, self.searched, self.document, self.done);
+                    (self.searched, self.document) = (searched, document);
+                    cut.or(self.done.then_some(self.carry.len()))
+                }
             };
             if let Some(cut) = cut {
                 return Some(self.take(cut, path));
             }
-            // A marker may straddle what was read and what comes next.
-            self.searched = self.carry.len().saturating_sub(4);
-            let wanted = self.piece_bytes.max(64 << 10) as u64;
+            if let Cut::Every(_) = self.cut {
+                // A marker may straddle what was read and what comes next.
+                self.searched = self.carry.len().saturating_sub(4);
+            }
+            let wanted = match self.cut {
+                Cut::Every(bytes) => bytes.max(64 << 10),
+                Cut::ByContent => 64 << 10,
+            } as u64;
             match (&mut self.file).take(wanted).read_to_end(&mut self.carry) {
                 Ok(0) => self.done = true,
                 Ok(n) => {
@@ -253,7 +348,7 @@ impl<R: Read> Reader<R> {
         let followed = cut < self.carry.len();
         let rest = self.carry.split_off(cut);
         let bytes = std::mem::replace(&mut self.carry, rest);
-        self.searched = 0;
+        (self.searched, self.document) = (0, 0);
         let first_line = self.lines + 1;
         self.lines += bytes.iter().filter(|&&b| b == b'\n').count();
         self.next += 1;
@@ -262,6 +357,7 @@ impl<R: Read> Reader<R> {
                 text,
                 first_line,
                 followed,
+                hash: None,
             })
             .map_err(|e| {
                 let line = match e {
@@ -316,6 +412,86 @@ fn piece_end(text: &[u8], at_least: usize) -> Option<usize> {
         from = start + 1;
     }
     None
+}
+
+/// [`Cut::ByContent`]: where the piece that starts `text` ends, if `text` holds enough to
+/// tell, searching from `from` (a line's start: `text` holds no place to end the piece
+/// before it) through the document that starts at `document`; and from where, and through
+/// which document, to search on when more text is read. A place is known only once the
+/// bytes after it that decide are in (`eof`: there are no more), so that the same bytes
+/// are cut alike however they were read.
+fn content_end(
+    text: &[u8],
+    mut from: usize,
+    mut document: usize,
+    eof: bool,
+) -> (Option<usize>, usize, usize) {
+    loop {
+        // The start of the next line at or after `from` (a line starts at 0 only as the
+        // piece's own start: a piece is never empty).
+        let start = match from {
+            0 => match text.iter().position(|&b| b == b'\n') {
+                Some(newline) => newline + 1,
+                None => return (None, 0, document),
+            },
+            _ => from,
+        };
+        let Some(marker) = text.get(start..start + 4) else {
+            // Not enough to tell (`---\r\n` needs 5 bytes); at the end, no place left.
+            return (None, start, document);
+        };
+        let ends = match marker[3] {
+            b' ' | b'\t' | b'\n' => true,
+            b'\r' => match text.get(start + 4) {
+                Some(&b) => b == b'\n',
+                None if eof => false,
+                None => return (None, start, document),
+            },
+            _ => false,
+        };
+        if marker.starts_with(b"---") && ends {
+            let before = &text[..start];
+            let picked = start >= CONTENT_MAX_BYTES || ends_a_piece(&text[document..start], start);
+            if picked && has_content(before) && !after_directive(before) {
+                return (Some(start), 0, 0);
+            }
+            document = start;
+        }
+        // On to the next line.
+        match text[start..].iter().position(|&b| b == b'\n') {
+            Some(newline) => from = start + newline + 1,
+            None => return (None, start, document),
+        }
+    }
+}
+
+/// Whether the document `document`, which ends `at` bytes into its piece, ends the piece:
+/// past [`CONTENT_MIN_BYTES`], by a hash of its first and last 64 bytes, with a chance
+/// that grows with its length, so that pieces come to about 8 KiB more whatever the
+/// documents' size. The hash is fixed (FxHash's step, a word at a time: it runs on every
+/// document of the file), not seeded: the same bytes must be cut alike at every load.
+fn ends_a_piece(document: &[u8], at: usize) -> bool {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    if at < CONTENT_MIN_BYTES {
+        return false;
+    }
+    let head = &document[..document.len().min(64)];
+    let tail = &document[document.len().saturating_sub(64)..];
+    let mut hash: u64 = 0;
+    for part in [head, tail] {
+        let mut words = part.chunks_exact(8);
+        for word in &mut words {
+            let mut bytes = [0; 8];
+            bytes.copy_from_slice(word);
+            hash = (hash.rotate_left(5) ^ u64::from_le_bytes(bytes)).wrapping_mul(K);
+        }
+        for &b in words.remainder() {
+            hash = (hash.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+    // The multiply leaves the low bits poorly mixed: fold the high ones in.
+    hash ^= hash >> 32;
+    (hash % (8 << 10)) < document.len() as u64
 }
 
 /// Whether `before` holds more than blank lines and comments. A text without a document
@@ -443,6 +619,85 @@ mod tests {
         assert_eq!(piece_end(text.as_bytes(), 1), None);
         assert_eq!(in_pieces(text, 1, 2), whole(text));
         assert_eq!(whole(text).iter().filter(|i| i.is_ok()).count(), 2);
+    }
+
+    /// Cut by content, a large file reads as the whole file reads; and an edit near its
+    /// start leaves the pieces after the first few as they were, byte for byte (however
+    /// the reads of 64 KiB now fall on them): what lets a later read find them again.
+    #[test]
+    fn pieces_cut_by_content_read_as_the_whole_file_and_survive_an_edit_before_them() {
+        let mut text = String::new();
+        for i in 0..3000 {
+            text.push_str(&match i % 5 {
+                0 => format!("---\r\nresourceType: User\r\nid: crlf{i}\r\n"),
+                1 => format!("--- # c\nresourceType: User\nid: c{i}\ndata: {{n: \"--- no\"}}\n"),
+                2 => format!(
+                    "---\n\n# a comment\n\nresourceType: AccessPolicy\nid: p{i}\n\
+                     engine: matcho\nmatcho:\n  uri: |\n    ---\n    indented\n"
+                ),
+                3 => format!("--- {{resourceType: User, id: flow{i}}}\n"),
+                _ => format!("...\n%YAML 1.2\n---\nresourceType: User\nid: d{i}\n"),
+            });
+        }
+        let hasher = RandomState::new();
+        let path: Arc<Path> = Path::new("t.yaml").into();
+        let mut items = Vec::new();
+        let mut documents_before = 0;
+        let parse = |_: &Piece| false;
+        read_pieces(
+            &path,
+            text.as_bytes(),
+            Cut::ByContent,
+            2,
+            None,
+            &parse,
+            |out| {
+                let PieceRead::Parsed {
+                    items: parsed,
+                    parsed: p,
+                    ..
+                } = out
+                else {
+                    panic!("not parsed");
+                };
+                for mut item in parsed {
+                    renumber(&mut item, documents_before);
+                    items.push(item);
+                }
+                documents_before += p.documents;
+                p.ended
+            },
+        );
+        assert_eq!(items, whole(&text));
+        assert_eq!(items.len(), 3000);
+
+        // The pieces, hashed, not parsed.
+        let cut = |text: &str| {
+            let mut pieces = Vec::new();
+            let hash = |_: &Piece| true;
+            read_pieces(
+                &path,
+                text.as_bytes(),
+                Cut::ByContent,
+                2,
+                Some(&hasher),
+                &hash,
+                |out| {
+                    let PieceRead::Skipped(piece) = out else {
+                        panic!("parsed");
+                    };
+                    pieces.push((piece.text.len(), piece.hash));
+                    false
+                },
+            );
+            pieces
+        };
+        let before = cut(&text);
+        assert!(before.len() > 8, "{before:?}");
+        for edit in (0..4000).step_by(37) {
+            let now = cut(&format!("# {}\n{text}", "x".repeat(edit)));
+            assert_eq!(now[now.len() - 6..], before[before.len() - 6..], "{edit}");
+        }
     }
 
     #[test]

@@ -4,8 +4,9 @@
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use super::pieces::{for_each_in_pieces, PIECE_BYTES};
+use super::pieces::{for_each_in_pieces, read_pieces, Cut, Piece, PieceRead, PIECE_BYTES};
 use crate::resources::{
     for_each_document, read_text, ConfigError, Origin, Resource, MAX_FILE_BYTES,
 };
@@ -67,7 +68,7 @@ pub(super) fn load_file(
     let opened = std::fs::File::open(path).and_then(|f| Ok((f.metadata()?.len(), f)));
     match opened {
         Ok((len, file)) if len > 2 * PIECE_BYTES as u64 && len <= MAX_FILE_BYTES => {
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+            let threads = threads();
             let mut reader = Hashing {
                 inner: file,
                 hasher: hasher.map(RandomState::build_hasher),
@@ -101,6 +102,44 @@ pub(super) fn load_file(
             }
         },
     }
+}
+
+/// [`load_file`] of a large file, for a reload: its pieces cut by content and hashed
+/// ([`Cut::ByContent`]), those that `skip` knows not parsed, each handed to `handle` in
+/// file order, which says whether to stop there. Returns the hash of the whole file, as
+/// [`load_file`] does; `Err` when the file is not one that [`load_file`] reads in pieces.
+pub(super) fn load_pieces(
+    path: &Arc<Path>,
+    hasher: &RandomState,
+    skip: &(dyn Fn(&Piece) -> bool + Sync),
+    handle: impl FnMut(PieceRead) -> bool,
+) -> Result<Option<u64>, ()> {
+    let opened = std::fs::File::open(path).and_then(|f| Ok((f.metadata()?.len(), f)));
+    let file = match opened {
+        Ok((len, file)) if len > 2 * PIECE_BYTES as u64 && len <= MAX_FILE_BYTES => file,
+        _ => return Err(()),
+    };
+    let mut reader = Hashing {
+        inner: file,
+        hasher: Some(hasher.build_hasher()),
+        end: false,
+    };
+    let cut = Cut::ByContent;
+    read_pieces(
+        path,
+        &mut reader,
+        cut,
+        threads(),
+        Some(hasher),
+        skip,
+        handle,
+    );
+    Ok(reader.hasher.filter(|_| reader.end).map(|h| h.finish()))
+}
+
+/// Threads to parse a large file on: as many as there are cores, up to 4.
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }
 
 /// The hash of a file's bytes, as [`load_file`] gives it, without parsing; `None` when it
