@@ -59,6 +59,18 @@ struct Args {
     /// The server's process id (same machine): print its CPU time per request each round.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Write the two calls' bodies, gRPC-framed, to DIR/check.bin and DIR/health.bin and
+    /// exit: for another client (h2load) to send the very same messages.
+    #[arg(long, value_name = "DIR")]
+    write_bodies: Option<std::path::PathBuf>,
+}
+
+/// A message as one gRPC frame: uncompressed, its length, the bytes.
+fn framed(message: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0];
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(message);
+    frame
 }
 
 /// utime + stime of a process, in clock ticks (`/proc/PID/stat` fields 14 and 15).
@@ -256,6 +268,11 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let template = Bytes::from(request(&args).encode_to_vec());
     let probe = Bytes::from(HealthCheckRequest::default().encode_to_vec());
+    if let Some(dir) = &args.write_bodies {
+        std::fs::write(dir.join("check.bin"), framed(&template))?;
+        std::fs::write(dir.join("health.bin"), framed(&probe))?;
+        return Ok(());
+    }
     let mut channels = Vec::new();
     for _ in 0..args.connections {
         channels.push(

@@ -6,14 +6,14 @@
 #   D  A with jwt_authn's jwt_cache on (verified tokens cached, as portcullis caches them)
 #   E  B over the HTTP flavour of ext_authz (http_service, HTTP/1.1) instead of gRPC
 # then portcullis's gRPC Check alone against its own empty grpc.health.v1 call
-# (examples/grpc_load.rs --against-health).
+# (examples/grpc_load.rs --against-health, then h2load with the same bodies).
 #
 #   ./scripts/bench-envoy.sh [ROUNDS] [SECONDS] [CONNECTIONS]     (defaults 3 5 32)
 #   MODES="B E" PORTCULLIS=/path/to/build ./scripts/bench-envoy.sh   # some modes, another build
 #
-# Prints req/s and p50/p99 per round (and portcullis's CPU per request in B and E), the
-# medians, the ratios B/A, B/D and E/A, and the p99 that each kind of auth adds over no
-# auth. Loopback only.
+# Prints req/s and p50/p99 per round, with the CPU each request cost Envoy, portcullis and
+# the whole machine (wrk included); then the medians, the ratios B/A, B/D and E/A, and the
+# p99 that each kind of auth adds over no auth. Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
@@ -22,6 +22,7 @@ CONNECTIONS=${3:-32}
 
 ./scripts/install-test-deps.sh >/dev/null
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+command -v h2load >/dev/null || { apt-get update -qq && apt-get install -y -qq nghttp2-client; }
 cargo build --release --locked --bin portcullis --example grpc_load
 ENVOY=.tools/bin/envoy
 MODES=${MODES:-A B C D E}
@@ -162,13 +163,13 @@ $filters
 YAML
 }
 
-declare -A PORT
+declare -A PORT ENVOY_PID
 for mode in $MODES; do
   PORT[$mode]=$(free_port); admin=$(free_port)
   envoy_config $mode "${PORT[$mode]}" "$admin" > "$WORK/envoy-$mode.yaml"
   "$ENVOY" -c "$WORK/envoy-$mode.yaml" --concurrency 1 --use-dynamic-base-id --disable-hot-restart -l error \
     >"$WORK/envoy-$mode.log" 2>&1 &
-  PIDS+=($!)
+  PIDS+=($!); ENVOY_PID[$mode]=$!
   for _ in $(seq 100); do [ "$(curl -s "127.0.0.1:$admin/ready")" = LIVE ] && break; sleep 0.1; done
   code=$(curl -s -o /dev/null -w '%{http_code}' -H "authorization: Bearer $TOKEN" "127.0.0.1:${PORT[$mode]}/fhir/Patient")
   [ "$code" = 200 ] || { echo "mode $mode answered $code, not 200"; cat "$WORK/envoy-$mode.log"; exit 1; }
@@ -179,22 +180,23 @@ for mode in $MODES; do
 done
 
 to_ms() { python3 -c 'import re,sys; v,u=re.match(r"([\d.]+)(\w+)",sys.argv[1]).groups(); print(float(v)*{"us":0.001,"ms":1,"s":1000}[u])' "$1"; }
+ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }  # utime+stime of a process, in ticks
+busy() { awk '/^cpu / {print $2+$3+$4+$7+$8}' /proc/stat; }  # the machine's non-idle ticks
 echo "round mode req/s p50_ms p99_ms" > "$WORK/results"
 for round in $(seq "$ROUNDS"); do
   for mode in $MODES; do
-    cpu0=$(awk '{print $14+$15}' /proc/${PIDS[0]}/stat)   # portcullis utime+stime, in ticks
+    p0=$(ticks "${PIDS[0]}"); e0=$(ticks "${ENVOY_PID[$mode]}"); m0=$(busy)
     out=$(wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency -H "Authorization: Bearer $TOKEN" \
       "http://127.0.0.1:${PORT[$mode]}/fhir/Patient")
+    p1=$(ticks "${PIDS[0]}"); e1=$(ticks "${ENVOY_PID[$mode]}"); m1=$(busy)
     if echo "$out" | grep -q "Non-2xx"; then echo "mode $mode: non-2xx answers under load"; echo "$out"; exit 1; fi
     rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
     p50=$(to_ms "$(echo "$out" | awk '$1=="50%" {print $2}')")
     p99=$(to_ms "$(echo "$out" | awk '$1=="99%" {print $2}')")
-    cpu1=$(awk '{print $14+$15}' /proc/${PIDS[0]}/stat)
-    if [ $mode = B ] || [ $mode = E ]; then
-      python3 -c "import sys; t, r = float(sys.argv[1]) / float(sys.argv[2]), float(sys.argv[3]) * float(sys.argv[4]); print(f'  portcullis CPU: {t / r * 1e6:.1f} us per request')" \
-        "$((cpu1 - cpu0))" "$(getconf CLK_TCK)" "$rps" "$SECONDS_PER_RUN"
-    fi
     echo "$round $mode $rps $p50 $p99" | tee -a "$WORK/results"
+    # CPU per request: where the two cores go (wrk and the rest of the host are in "machine").
+    python3 -c "import sys; hz, n = float(sys.argv[1]), float(sys.argv[2]) * float(sys.argv[3]); f = lambda t: float(t) / hz / n * 1e6; print(f'  CPU per request: envoy {f(sys.argv[4]):.1f} us, portcullis {f(sys.argv[5]):.1f} us, machine {f(sys.argv[6]):.1f} us ({float(sys.argv[6]) / hz / float(sys.argv[3]):.2f} cores busy)')" \
+      "$(getconf CLK_TCK)" "$rps" "$SECONDS_PER_RUN" "$((e1 - e0))" "$((p1 - p0))" "$((m1 - m0))"
   done
 done
 python3 - "$WORK/results" <<'PY'
@@ -217,3 +219,30 @@ echo
 echo "portcullis gRPC Check against its empty health call (grpc_load, 4 connections, 64 in flight):"
 "$LOAD" --addr 127.0.0.1:$GRPC --token "$TOKEN" --connections 4 --concurrency 64 --seconds "$SECONDS_PER_RUN" \
   --rounds "$ROUNDS" --against-health --server-pid "${PIDS[0]}"
+
+# The same two calls from another client, h2load, with the bodies grpc_load sends: over one
+# connection carrying CONNECTIONS streams (what one Envoy worker sends portcullis when wrk
+# keeps CONNECTIONS requests in flight) and over CONNECTIONS connections of one stream each.
+"$LOAD" --token "$TOKEN" --write-bodies "$WORK"
+h2() { # connections streams body path
+  local t0 t1 out
+  t0=$(ticks "${PIDS[0]}")
+  out=$(h2load -D "$SECONDS_PER_RUN" -t1 -c"$1" -m"$2" -d "$WORK/$3" -H 'content-type: application/grpc' \
+    -H 'te: trailers' "http://127.0.0.1:$GRPC$4")
+  t1=$(ticks "${PIDS[0]}")
+  echo "$out" | grep -q "status codes: [1-9][0-9]* 2xx, 0 3xx, 0 4xx, 0 5xx" || { echo "h2load: not every answer a 200"; echo "$out"; exit 1; }
+  echo "$out" | awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v s="$SECONDS_PER_RUN" \
+    '/^finished in/ {r=$4+0; printf "%.0f req/s, server CPU %.1f us per request\n", r, t / hz / (r * s) * 1e6}'
+}
+for shape in "1 $CONNECTIONS" "$CONNECTIONS 1"; do
+  set -- $shape
+  echo
+  echo "h2load, $1 connection(s) x $2 stream(s):"
+  : >"$WORK/h2"
+  for _ in $(seq "$ROUNDS"); do
+    health=$(h2 "$1" "$2" health.bin /grpc.health.v1.Health/Check); echo "  health $health"
+    check=$(h2 "$1" "$2" check.bin /envoy.service.auth.v3.Authorization/Check); echo "  check  $check"
+    echo "${check%% *} ${health%% *}" >>"$WORK/h2"
+  done
+  python3 -c 'import statistics, sys; rows = [l.split() for l in open(sys.argv[1])]; c, h = (statistics.median(float(r[i]) for r in rows) for i in (0, 1)); print(f"  medians: check {c:.0f} req/s, health {h:.0f} req/s; check/health {c / h:.2f}")' "$WORK/h2"
+done
