@@ -16,7 +16,8 @@ use jsonwebtoken::{encode, EncodingKey, Header};
 use proptest::prelude::*;
 use serde_json::json;
 
-use super::{Fingerprint, Loader, RACY};
+use super::kept::{Fingerprint, RACY};
+use super::Loader;
 use crate::decision::DEFAULT_DEADLINE;
 use crate::decision::{Authorizer, DecisionLog, HttpRequest, NAMESPACE_EXTENSION};
 use crate::metrics::Metrics;
