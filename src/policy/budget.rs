@@ -189,11 +189,14 @@ pub(crate) fn shared(source: &str, size_limit: usize) -> Result<Arc<Regex>, Box<
     if let Some(re) = cached(&SHARED.lock().unwrap_or_else(|e| e.into_inner())) {
         return Ok(re);
     }
-    // As the regex crate configures it (`RegexBuilder`), with our limits.
+    // As the regex crate configures it (`RegexBuilder`), with our limits. Only the NFA's
+    // limit follows what the caller has left (it fails fast); the optional engines' limits
+    // are fixed, so that a pattern's program, and what it costs, is the same whether it
+    // is compiled now or shared from an earlier compilation under another limit.
     let config = Regex::config()
         .nfa_size_limit(Some(size_limit))
-        .onepass_size_limit(Some(size_limit))
-        .dfa_size_limit(Some(size_limit))
+        .onepass_size_limit(Some(REGEX_SIZE_LIMIT))
+        .dfa_size_limit(Some(REGEX_SIZE_LIMIT))
         .hybrid_cache_capacity(REGEX_SIZE_LIMIT);
     let built = Arc::new(
         Regex::builder()
@@ -271,5 +274,38 @@ mod tests {
             RegexBudget::unlimited().regex("("),
             Err(Refusal::Invalid(_))
         ));
+    }
+
+    /// What a pattern costs does not depend on what a budget has left, nor on whether a
+    /// copy compiled under another limit is alive: else a policy that fits one load is
+    /// refused by the next (a reload that keeps a policy compiled against one that
+    /// compiles it again), or a scope's verdict hangs on another scope's patterns.
+    #[test]
+    fn a_pattern_costs_the_same_under_any_limit_compiled_or_shared() {
+        let source = r"^/cost-test/r[0-9]+/a$";
+        let full = {
+            let mut budget = RegexBudget::unlimited();
+            budget.regex(source).unwrap();
+            budget.used()
+        };
+        let refused_below_and_paid_in_full = |shared: bool| {
+            for limit in (1..8).map(|eighths| full * eighths / 8).chain([full - 1]) {
+                let mut budget = RegexBudget::new(limit);
+                budget.begin();
+                let paid = budget.regex(source).map(|_| budget.used());
+                assert!(
+                    matches!(paid, Err(Refusal::OverBudget(_))),
+                    "a {full}-byte pattern under a {limit}-byte budget (shared: {shared}): {paid:?}"
+                );
+            }
+            let mut budget = RegexBudget::new(full);
+            budget.regex(source).unwrap();
+            assert_eq!(budget.used(), full, "shared: {shared}");
+        };
+        // Each compiled afresh: nothing holds the pattern between two budgets.
+        refused_below_and_paid_in_full(false);
+        let alive = RegexBudget::unlimited().regex(source).unwrap();
+        refused_below_and_paid_in_full(true);
+        drop(alive);
     }
 }
