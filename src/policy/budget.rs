@@ -144,7 +144,7 @@ impl RegexBudget {
         let re = match shared(source, size_limit) {
             Ok(re) => re,
             Err(e) if e.size_limit().is_some() && size_limit < REGEX_SIZE_LIMIT => {
-                return Err(self.over(None));
+                return Err(self.over());
             }
             Err(e) => return Err(Refusal::Invalid(describe(&e))),
         };
@@ -157,7 +157,7 @@ impl RegexBudget {
         }
         let cost = re.memory_usage();
         if cost > left {
-            return Err(self.over(Some(cost)));
+            return Err(self.over());
         }
         let source: Arc<str> = source.into();
         self.used += cost;
@@ -169,13 +169,19 @@ impl RegexBudget {
         Ok(re)
     }
 
-    fn over(&mut self, cost: Option<usize>) -> Refusal {
+    /// The refusal of a pattern over what is left. Its size is not named: a pattern over
+    /// is known by its full cost when a copy of it is alive, and only as "more than is
+    /// left" when its compilation stops at that limit, and the message must not depend on
+    /// which.
+    fn over(&mut self) -> Refusal {
         self.exhausted = true;
-        let cost = cost.map_or_else(|| "more than is left".to_string(), |c| format!("{c} bytes"));
         Refusal::OverBudget(format!(
-            "compiled, this regex takes {cost}: over the namespace's budget of {} bytes of \
-             regex programs, {} of them used by its other policies (--max-regex-bytes)",
-            self.limit, self.used
+            "compiled, this regex takes more than the {} bytes left of the namespace's budget \
+             of {} bytes of regex programs, {} of them used by its other policies \
+             (--max-regex-bytes)",
+            self.limit.saturating_sub(self.used),
+            self.limit,
+            self.used
         ))
     }
 }
