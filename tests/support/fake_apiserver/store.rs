@@ -707,7 +707,6 @@ pub fn fields_match(selector: &str, obj: &Value) -> bool {
     })
 }
 
-/// The value `key=value` (or `key==value`) of a selector requires, if it does.
 /// Whether `selector` requires the label `key` to be absent (`!key`).
 pub fn absence(selector: &str, key: &str) -> bool {
     split_requirements(selector)
@@ -715,6 +714,7 @@ pub fn absence(selector: &str, key: &str) -> bool {
         .any(|req| req.trim().strip_prefix('!').map(str::trim) == Some(key))
 }
 
+/// The value `key=value` (or `key==value`) of a selector requires, if it does.
 pub fn equality<'a>(selector: &'a str, key: &str) -> Option<&'a str> {
     split_requirements(selector).into_iter().find_map(|req| {
         if req.contains("!=") {
